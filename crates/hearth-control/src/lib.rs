@@ -1,0 +1,1 @@
+//! The VM lifecycle, independent of HTTP and of any one hypervisor.

@@ -1,0 +1,5 @@
+//! The guest kit: everything a VM boots from, made from distribution
+//! packages without host mounts or root: kernels, the initramfs, root
+//! filesystem images, and the per-VM writable layer over a shared image.
+
+pub mod kernel;

@@ -1,0 +1,61 @@
+//! The one trait every backend implements.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use hearth_types::{BackendKind, VmDescription};
+
+use crate::RunningVm;
+
+/// Starts VMs on one kind of hypervisor.
+#[async_trait]
+pub trait Hypervisor: Send + Sync + std::fmt::Debug {
+    fn kind(&self) -> BackendKind;
+
+    /// Spawns the hypervisor, configures it and starts the guest. Returns as
+    /// soon as the guest's vCPUs run; the console is already being captured.
+    async fn start(&self, vm: &VmDescription) -> Result<RunningVm, VmmError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    #[error("invalid VM description")]
+    Spec(#[from] hearth_types::SpecError),
+    #[error("{what} not found at {path}: {fix}")]
+    NotFound {
+        what: &'static str,
+        path: PathBuf,
+        fix: &'static str,
+    },
+    #[error("could not start {program}")]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not prepare {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the kernel cannot be booted by {backend}")]
+    Kernel {
+        backend: BackendKind,
+        #[source]
+        source: hearth_guestkit::kernel::KernelError,
+    },
+    #[error("{backend} API call {call} failed: {detail}")]
+    Api {
+        backend: BackendKind,
+        call: String,
+        detail: String,
+    },
+    #[error("{backend} exited before the guest started: {detail}")]
+    EarlyExit {
+        backend: BackendKind,
+        detail: String,
+    },
+    #[error("timed out after {secs} s waiting for {what}")]
+    Timeout { what: String, secs: u64 },
+}

@@ -1,0 +1,16 @@
+//! Hypervisor backends behind one trait. A backend turns a
+//! [`VmDescription`](hearth_types::VmDescription) into a running hypervisor
+//! process; everything after that (console capture, noticing the exit,
+//! stopping with a deadline) is shared in [`process`].
+//!
+//! Nothing outside this crate knows a hypervisor's command line or API.
+
+pub mod accel;
+pub mod console;
+pub mod firecracker;
+pub mod hypervisor;
+pub mod process;
+pub mod qemu;
+
+pub use hypervisor::{Hypervisor, VmmError};
+pub use process::{ExitInfo, RunningVm, VmControl};

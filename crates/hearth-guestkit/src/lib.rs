@@ -2,4 +2,9 @@
 //! packages without host mounts or root: kernels, the initramfs, root
 //! filesystem images, and the per-VM writable layer over a shared image.
 
+pub mod datadir;
 pub mod kernel;
+pub mod lock;
+
+pub use datadir::DataDir;
+pub use lock::BuildLock;

@@ -3,6 +3,7 @@
 //! filesystem images, and the per-VM writable layer over a shared image.
 
 pub mod datadir;
+pub mod initramfs;
 pub mod kernel;
 pub mod lock;
 

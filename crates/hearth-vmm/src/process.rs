@@ -94,6 +94,20 @@ pub fn spawn(mut cmd: Command, logs: &ProcessLogs) -> Result<Spawned, VmmError> 
     Ok(Spawned { pid, console, exit })
 }
 
+impl Spawned {
+    /// Waits for the process to end (used when a start fails half-way).
+    pub async fn wait(&mut self) -> Option<ExitInfo> {
+        loop {
+            if let Some(info) = *self.exit.borrow_and_update() {
+                return Some(info);
+            }
+            if self.exit.changed().await.is_err() {
+                return *self.exit.borrow();
+            }
+        }
+    }
+}
+
 /// The hypervisor must not outlive a foreground `hearth` that was killed.
 fn die_with_parent(cmd: &mut Command) {
     // SAFETY: the closure runs in the forked child before exec and only calls

@@ -1,0 +1,194 @@
+//! The QEMU microvm command line, as a pure function of the VM description
+//! and the host's facts, so it is tested without starting QEMU.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use hearth_types::{Accel, VmDescription};
+
+/// Host facts the command line depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuHost {
+    pub accel: Accel,
+    /// qboot, which microvm needs with option ROMs off.
+    pub bios: PathBuf,
+    /// The host TSC frequency; under TCG the guest kernel is told it, or
+    /// about one boot in ten hangs calibrating it.
+    pub tsc_khz: Option<u64>,
+}
+
+/// The QMP socket of a VM.
+pub fn qmp_socket(vm: &VmDescription) -> PathBuf {
+    vm.run_dir.join("qmp.sock")
+}
+
+/// The kernel command line QEMU passes: the description's, plus what this
+/// host's acceleration needs.
+pub fn kernel_cmdline(vm: &VmDescription, host: &QemuHost) -> String {
+    match (host.accel, host.tsc_khz) {
+        (Accel::Tcg, Some(khz)) => format!("{} tsc_early_khz={khz}", vm.cmdline),
+        _ => vm.cmdline.clone(),
+    }
+}
+
+/// Arguments after the program name.
+pub fn args(vm: &VmDescription, host: &QemuHost) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+    push(&["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off"]);
+    match host.accel {
+        Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
+        // Plain `-cpu host` trips over MSR 0x10a (arch-capabilities).
+        Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
+    }
+    push(&[
+        "-m",
+        &vm.memory_mib.to_string(),
+        "-smp",
+        &vm.vcpus.to_string(),
+    ]);
+    push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+    push(&["-serial", "stdio", "-name", vm.id.as_str()]);
+    a.push("-bios".into());
+    a.push(host.bios.clone().into());
+    a.push("-kernel".into());
+    a.push(vm.kernel.clone().into());
+    if let Some(initrd) = &vm.initramfs {
+        a.push("-initrd".into());
+        a.push(initrd.clone().into());
+    }
+    a.push("-append".into());
+    a.push(kernel_cmdline(vm, host).into());
+    for (i, disk) in vm.disks.iter().enumerate() {
+        let ro = if disk.read_only { ",readonly=on" } else { "" };
+        a.push("-drive".into());
+        a.push(opt(
+            &format!("id=disk{i},format=raw,if=none{ro},file="),
+            &disk.path,
+        ));
+        a.push("-device".into());
+        a.push(format!("virtio-blk-device,drive=disk{i}").into());
+    }
+    let mut qmp = opt("unix:", &qmp_socket(vm));
+    qmp.push(",server=on,wait=off");
+    a.push("-qmp".into());
+    a.push(qmp);
+    a
+}
+
+/// `prefix` followed by a path, with the commas QEMU's option parser would
+/// split on doubled.
+fn opt(prefix: &str, path: &Path) -> OsString {
+    let mut s = OsString::from(prefix);
+    s.push(path.as_os_str().to_string_lossy().replace(',', ",,"));
+    s
+}
+
+/// The host TSC frequency in kHz, from sysfs or /proc/cpuinfo.
+pub fn host_tsc_khz() -> Option<u64> {
+    if let Ok(s) = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/tsc_freq_khz") {
+        if let Ok(khz) = s.trim().parse() {
+            return Some(khz);
+        }
+    }
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = info
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((mhz * 1000.0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use hearth_types::Disk;
+
+    use super::*;
+
+    fn vm() -> VmDescription {
+        VmDescription {
+            id: "vm-1".parse().unwrap(),
+            kernel: "/k/vmlinuz".into(),
+            initramfs: Some("/k/initrd".into()),
+            disks: vec![
+                Disk {
+                    path: "/img/root,1.ext4".into(),
+                    read_only: true,
+                },
+                Disk {
+                    path: "/vm/layer.ext4".into(),
+                    read_only: false,
+                },
+            ],
+            vcpus: 2,
+            memory_mib: 256,
+            cmdline: "console=ttyS0".into(),
+            run_dir: "/vm".into(),
+            console_log: "/vm/console.log".into(),
+        }
+    }
+
+    fn host(accel: Accel) -> QemuHost {
+        QemuHost {
+            accel,
+            bios: "/q/qboot.rom".into(),
+            tsc_khz: Some(2_596_148),
+        }
+    }
+
+    fn joined(a: Vec<OsString>) -> String {
+        a.iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn tcg_line_has_cpu_max_and_the_tsc_hint() {
+        let line = joined(args(&vm(), &host(Accel::Tcg)));
+        assert!(line.contains("-accel tcg -cpu max"), "{line}");
+        assert!(
+            line.contains("-append console=ttyS0 tsc_early_khz=2596148"),
+            "{line}"
+        );
+        assert!(line.contains("-m 256 -smp 2"), "{line}");
+        assert!(line.contains("-no-reboot"), "{line}");
+    }
+
+    #[test]
+    fn kvm_line_masks_arch_capabilities_and_skips_the_tsc_hint() {
+        let line = joined(args(&vm(), &host(Accel::Kvm)));
+        assert!(
+            line.contains("-accel kvm -cpu host,-arch-capabilities"),
+            "{line}"
+        );
+        assert!(!line.contains("tsc_early_khz"), "{line}");
+    }
+
+    #[test]
+    fn disks_keep_order_and_read_only_and_commas_are_escaped() {
+        let a = args(&vm(), &host(Accel::Tcg));
+        let drives: Vec<_> = a
+            .windows(2)
+            .filter(|w| w[0] == "-drive")
+            .map(|w| w[1].to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            drives[0],
+            "id=disk0,format=raw,if=none,readonly=on,file=/img/root,,1.ext4"
+        );
+        assert_eq!(drives[1], "id=disk1,format=raw,if=none,file=/vm/layer.ext4");
+        assert!(joined(a).contains("-qmp unix:/vm/qmp.sock,server=on,wait=off"));
+    }
+
+    #[test]
+    fn tsc_frequency_is_read_on_this_host() {
+        if let Some(khz) = host_tsc_khz() {
+            assert!(khz > 100_000, "implausible TSC frequency {khz} kHz");
+        }
+    }
+}

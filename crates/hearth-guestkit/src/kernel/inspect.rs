@@ -160,17 +160,33 @@ pub(super) fn check_elf(data: &[u8]) -> Result<(), FormatError> {
     Ok(())
 }
 
-/// The text after the first "Linux version " that is followed by a digit.
+/// The text after "Linux version " and a digit. Kernels since 6.1 carry
+/// two banners, one without the build number ("# SMP"), so the first one
+/// with a build number ("#1 SMP") wins, else the first one.
 pub(super) fn elf_banner(elf: &[u8]) -> Option<String> {
+    let mut first = None;
     let mut from = 0;
     while let Some(found) = find(&elf[from..], BANNER) {
         let at = from + found + BANNER.len();
-        if elf.get(at).is_some_and(u8::is_ascii_digit) {
-            return Some(line_at(&elf[at..]));
-        }
         from = at;
+        if !elf.get(at).is_some_and(u8::is_ascii_digit) {
+            continue;
+        }
+        let banner = line_at(&elf[at..]);
+        if has_build_number(&banner) {
+            return Some(banner);
+        }
+        first.get_or_insert(banner);
     }
-    None
+    first
+}
+
+fn has_build_number(banner: &str) -> bool {
+    banner.split_whitespace().any(|word| {
+        word.len() > 1
+            && word.starts_with('#')
+            && word[1..].starts_with(|c: char| c.is_ascii_digit())
+    })
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -217,6 +233,18 @@ mod tests {
         assert_eq!(info.format, KernelFormat::Elf);
         assert_eq!(info.version.as_deref(), Some("6.1.0-9-amd64 (x@y) #1"));
         assert_eq!(info.release(), Some("6.1.0-9-amd64"));
+    }
+
+    #[test]
+    fn the_banner_with_a_build_number_wins() {
+        let data = elf(b"Linux version 6.1.0 (x@y) # SMP\n\0Linux version 6.1.0 (x@y) #1 SMP\n");
+        let info = inspect_bytes(&data).unwrap();
+        assert_eq!(info.version.as_deref(), Some("6.1.0 (x@y) #1 SMP"));
+        let data = elf(b"Linux version 6.1.0 (x@y) # SMP\n");
+        assert_eq!(
+            inspect_bytes(&data).unwrap().version.as_deref(),
+            Some("6.1.0 (x@y) # SMP")
+        );
     }
 
     #[test]

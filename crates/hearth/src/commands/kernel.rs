@@ -3,16 +3,34 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use hearth_guestkit::DataDir;
+use hearth_guestkit::{kernel, DataDir};
 
-pub fn fetch(_data: &DataDir) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not yet implemented")
+/// Fetches Debian's cloud kernel (or finds it already fetched) and says
+/// where it is stored.
+pub fn fetch(data: &DataDir) -> anyhow::Result<ExitCode> {
+    let assets = kernel::fetch_debian_cloud_kernel(data, &mut |line| println!("{line}"))?;
+    println!("kernel:  {}", assets.vmlinuz.display());
+    println!("modules: {}", assets.modules_dir().display());
+    println!("default: {}", assets.version);
+    Ok(ExitCode::SUCCESS)
 }
 
-pub fn inspect(_path: &Path) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not yet implemented")
+/// Prints what a kernel file is.
+pub fn inspect(path: &Path) -> anyhow::Result<ExitCode> {
+    let info = kernel::inspect(path)?;
+    println!("file:    {}", path.display());
+    println!("{info}");
+    Ok(ExitCode::SUCCESS)
 }
 
-pub fn extract(_bzimage: &Path, _output: &Path) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not yet implemented")
+/// Writes the ELF vmlinux inside a bzImage and says what it wrote.
+pub fn extract(bzimage: &Path, output: &Path) -> anyhow::Result<ExitCode> {
+    let info = kernel::extract_to(bzimage, output)?;
+    let version = info.release().unwrap_or("of unknown version");
+    println!(
+        "wrote {} ({} bytes, ELF vmlinux {version})",
+        output.display(),
+        info.size
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -18,7 +18,7 @@ use crate::lock::LockError;
 use crate::{BuildLock, DataDir};
 
 /// The Debian metapackage that depends on the current cloud kernel.
-pub const METAPACKAGE: &str = "linux-image-cloud-amd64";
+const METAPACKAGE: &str = "linux-image-cloud-amd64";
 const IMAGE_PREFIX: &str = "linux-image-";
 const MANIFEST: &str = "kernel.json";
 /// Where sbin programs (depmod) live when PATH lacks them.
@@ -229,7 +229,8 @@ fn install(
         .map_err(io_error(&kernels))?;
     progress(&format!("downloading {package} with apt-get"));
     let deb = download(package, work.path())?;
-    progress(&format!("unpacking {}", deb.display()));
+    let name = deb.file_name().unwrap_or(deb.as_os_str());
+    progress(&format!("unpacking {}", name.to_string_lossy()));
     let unpacked = work.path().join("unpacked");
     run(
         "dpkg-deb",

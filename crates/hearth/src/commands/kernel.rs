@@ -1,5 +1,6 @@
 //! `hearth kernel fetch|inspect|extract`.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -8,7 +9,11 @@ use hearth_guestkit::{kernel, DataDir};
 /// Fetches Debian's cloud kernel (or finds it already fetched) and says
 /// where it is stored.
 pub fn fetch(data: &DataDir) -> anyhow::Result<ExitCode> {
-    let assets = kernel::fetch_debian_cloud_kernel(data, &mut |line| println!("{line}"))?;
+    // A closed stdout must not abort a download half-way.
+    let mut progress = |line: &str| {
+        let _ = writeln!(std::io::stdout(), "{line}");
+    };
+    let assets = kernel::fetch_debian_cloud_kernel(data, &mut progress)?;
     println!("kernel:  {}", assets.vmlinuz.display());
     println!("modules: {}", assets.modules_dir().display());
     println!("default: {}", assets.version);

@@ -1,1 +1,10 @@
-//! The VM lifecycle, independent of HTTP and of any one hypervisor.
+//! The VM lifecycle, independent of HTTP and of any one hypervisor: the
+//! steps that prepare and boot a VM (each with its undo), and the verdict a
+//! VM's console gives.
+
+pub mod foreground;
+pub mod prepare;
+pub mod verdict;
+
+pub use foreground::{run_foreground, RunReport, RunRequest};
+pub use verdict::{FailReason, Verdict};

@@ -77,7 +77,7 @@ pub enum VmCommand {
 pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Backend::Qemu)]
     pub backend: Backend,
-    /// Image name (built with `hearth image build`).
+    /// Image name (built with `hearth image build`), or a path to an ext4 file.
     #[arg(long, default_value = "minimal")]
     pub image: String,
     /// Kernel file (ELF or bzImage). Default: the one `hearth kernel fetch` stored.

@@ -125,7 +125,7 @@ impl CpioWriter {
     }
 
     fn pad(&mut self) {
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
     }
@@ -150,7 +150,7 @@ mod tests {
             let data_start = (110 + namesize).div_ceil(4) * 4;
             let data = b[data_start..data_start + size].to_vec();
             b = &b[(data_start + size).div_ceil(4) * 4..];
-            assert_eq!((total - b.len()) % 4, 0);
+            assert!((total - b.len()).is_multiple_of(4));
             if name == "TRAILER!!!" {
                 return entries;
             }

@@ -1,0 +1,149 @@
+//! `hearth vm run`: prepare a VM, boot it, stream its console, wait for it
+//! to power off or time out, and say how it ended. The VM's logs stay in its
+//! directory afterwards; only its writable layer and sockets are removed.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hearth_guestkit::DataDir;
+use hearth_types::{console::ConsoleEvent, VmDescription, VmId};
+use hearth_vmm::console::LineSplitter;
+use hearth_vmm::{ExitInfo, Hypervisor, RunningVm, VmmError};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::prepare::{self, PrepareError, VmFiles};
+use crate::verdict::{decide, ConsoleFacts, Verdict};
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub kernel: Option<PathBuf>,
+    pub image: String,
+    pub vcpus: u8,
+    pub memory_mib: u32,
+    pub timeout: Duration,
+    pub command: Vec<String>,
+}
+
+/// How a run went.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub id: VmId,
+    pub verdict: Verdict,
+    pub dir: PathBuf,
+    pub console_log: PathBuf,
+    /// From hypervisor start to the guest's readiness line.
+    pub ready_after: Option<Duration>,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    #[error("the VM could not be started")]
+    Start(#[from] VmmError),
+}
+
+/// How long a guest gets to power off after its deadline before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Boots one VM in the foreground, copying its console to `echo`.
+pub async fn run_foreground(
+    data: &DataDir,
+    hypervisor: &dyn Hypervisor,
+    req: &RunRequest,
+    echo: &mut (dyn Write + Send),
+) -> Result<RunReport, RunError> {
+    VmDescription::validate_resources(req.vcpus, req.memory_mib).map_err(PrepareError::from)?;
+    let cmdline = prepare::cmdline(&req.command)?;
+    let assets = prepare::resolve_assets(data, req.kernel.as_deref(), &req.image)?;
+    let id = VmId::generate();
+    let files = VmFiles::for_vm(data, &id);
+    let description = files.describe(&id, &assets, req.vcpus, req.memory_mib, cmdline);
+    description.validate().map_err(PrepareError::from)?;
+    files.create(data)?;
+    let started = Instant::now();
+    let mut vm = match hypervisor.start(&description).await {
+        Ok(vm) => vm,
+        Err(err) => {
+            files.remove_all();
+            return Err(err.into());
+        }
+    };
+    tracing::info!(vm = %id, pid = vm.pid(), "hypervisor started");
+    let watched = watch(&mut vm, req.timeout, echo, started).await;
+    files.release_runtime();
+    let console = std::fs::read_to_string(&files.console_log).unwrap_or_default();
+    let hypervisor_log =
+        std::fs::read_to_string(files.dir.join("hypervisor.log")).unwrap_or_default();
+    let timed_out = watched.timed_out.then_some(req.timeout);
+    let verdict = decide(
+        &ConsoleFacts::from_log(&console),
+        watched.exit,
+        timed_out,
+        &hypervisor_log,
+    );
+    Ok(RunReport {
+        id,
+        verdict,
+        dir: files.dir.clone(),
+        console_log: files.console_log.clone(),
+        ready_after: watched.ready_after,
+        elapsed: started.elapsed(),
+    })
+}
+
+struct Watched {
+    exit: ExitInfo,
+    timed_out: bool,
+    ready_after: Option<Duration>,
+}
+
+/// Streams the console until the hypervisor exits or the deadline passes.
+async fn watch(
+    vm: &mut RunningVm,
+    timeout: Duration,
+    echo: &mut (dyn Write + Send),
+    started: Instant,
+) -> Watched {
+    let mut console = vm.console();
+    let mut lines = LineSplitter::default();
+    let mut facts = ConsoleFacts::default();
+    let mut ready_after = None;
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut timed_out = false;
+    loop {
+        tokio::select! {
+            chunk = console.recv() => match chunk {
+                Ok(bytes) => {
+                    let _ = echo.write_all(&bytes);
+                    let _ = echo.flush();
+                    for line in lines.push(&bytes) {
+                        if facts.observe(&line) == Some(ConsoleEvent::Ready) && ready_after.is_none() {
+                            ready_after = Some(started.elapsed());
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(n)) => tracing::warn!(chunks = n, "live console fell behind; the log file has everything"),
+                Err(RecvError::Closed) => break,
+            },
+            _ = &mut deadline, if !timed_out => {
+                timed_out = true;
+                break;
+            }
+        }
+    }
+    let exit = if timed_out {
+        vm.stop(STOP_GRACE).await
+    } else {
+        vm.wait().await
+    };
+    Watched {
+        exit,
+        timed_out,
+        ready_after,
+    }
+}

@@ -1,0 +1,212 @@
+//! Preparing a VM: resolve its kernel, initramfs and image, then create its
+//! directory and writable layer. Everything is checked before anything is
+//! created, and what was created is undone when a later step fails.
+
+use std::path::{Path, PathBuf};
+
+use hearth_guestkit::image::{self, guest_command};
+use hearth_guestkit::{initramfs, kernel, layer, DataDir};
+use hearth_types::{Disk, SpecError, VmDescription, VmId};
+
+/// The kernel command line every hearth guest gets. Guests power off by
+/// rebooting (the hypervisor exits on reset; each backend adds the reset
+/// method that is fast on it), and `panic=1` turns a panic into that reset
+/// instead of a hang.
+pub const BASE_CMDLINE: &str = "console=ttyS0 panic=1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("kernel {path} cannot be used")]
+    Kernel {
+        path: PathBuf,
+        #[source]
+        source: kernel::KernelError,
+    },
+    #[error("no default kernel")]
+    DefaultKernel(#[source] kernel::KernelError),
+    #[error("kernel {path} has no version string, so its modules cannot be found; use a kernel stored by `hearth kernel fetch`")]
+    KernelVersion { path: PathBuf },
+    #[error("no modules for kernel {release} in {dir}: hearth's initramfs needs the kernel's own modules; run `hearth kernel fetch` for Debian's kernel")]
+    NoModules { release: String, dir: PathBuf },
+    #[error("image {name:?} cannot be used")]
+    Image {
+        name: String,
+        #[source]
+        source: image::ImageError,
+    },
+    #[error("the command cannot be passed to the guest")]
+    Command(#[source] image::ImageError),
+    #[error("could not build the initramfs")]
+    Initramfs(#[from] initramfs::InitramfsError),
+    #[error("could not create the VM directory {path}")]
+    VmDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not create the writable layer")]
+    Layer(#[from] layer::LayerError),
+}
+
+/// What a VM boots from; shared by every VM using the same kernel and image.
+#[derive(Debug, Clone)]
+pub struct BootAssets {
+    pub kernel: PathBuf,
+    pub kernel_release: String,
+    pub initramfs: PathBuf,
+    pub image: PathBuf,
+}
+
+/// Resolves and checks the kernel (given, or the default one), builds or
+/// reuses the initramfs for it, and finds the image.
+pub fn resolve_assets(
+    data: &DataDir,
+    kernel_path: Option<&Path>,
+    image_name: &str,
+) -> Result<BootAssets, PrepareError> {
+    let (kernel, release) = match kernel_path {
+        Some(path) => (path.to_owned(), release_of(path)?),
+        None => {
+            let k = kernel::default_kernel(data).map_err(PrepareError::DefaultKernel)?;
+            (k.vmlinuz, k.version)
+        }
+    };
+    let image = image_path(data, image_name)
+        .and_then(|p| image::check_ext4(&p).map(|()| p))
+        .map_err(|source| PrepareError::Image {
+            name: image_name.to_owned(),
+            source,
+        })?;
+    let modules_root = data.kernel(&release).join("modules");
+    if !modules_root
+        .join("lib/modules")
+        .join(&release)
+        .join("modules.dep")
+        .exists()
+    {
+        return Err(PrepareError::NoModules {
+            release,
+            dir: modules_root,
+        });
+    }
+    let initramfs = initramfs::ensure_initramfs(data, &release, &modules_root)?;
+    Ok(BootAssets {
+        kernel,
+        kernel_release: release,
+        initramfs,
+        image,
+    })
+}
+
+/// An image is named (`minimal`) or, when the argument has a `/`, a path.
+fn image_path(data: &DataDir, name: &str) -> Result<PathBuf, image::ImageError> {
+    if name.contains('/') {
+        Ok(PathBuf::from(name))
+    } else {
+        image::find_image(data, name)
+    }
+}
+
+/// The kernel release (`6.1.0-56-cloud-amd64`) of a kernel file.
+fn release_of(path: &Path) -> Result<String, PrepareError> {
+    let info = kernel::inspect(path).map_err(|source| PrepareError::Kernel {
+        path: path.to_owned(),
+        source,
+    })?;
+    info.version
+        .as_deref()
+        .and_then(|v| v.split_whitespace().next())
+        .map(str::to_owned)
+        .ok_or_else(|| PrepareError::KernelVersion {
+            path: path.to_owned(),
+        })
+}
+
+/// The kernel command line for a VM that runs `command` (may be empty).
+pub fn cmdline(command: &[String]) -> Result<String, PrepareError> {
+    let mut line = BASE_CMDLINE.to_owned();
+    if let Some(arg) = guest_command::cmdline_arg(command).map_err(PrepareError::Command)? {
+        line.push(' ');
+        line.push_str(&arg);
+    }
+    Ok(line)
+}
+
+/// The files of one VM on the host.
+#[derive(Debug, Clone)]
+pub struct VmFiles {
+    pub dir: PathBuf,
+    pub layer: PathBuf,
+    pub console_log: PathBuf,
+}
+
+impl VmFiles {
+    pub fn for_vm(data: &DataDir, id: &VmId) -> Self {
+        let dir = data.vm(id);
+        VmFiles {
+            layer: dir.join("layer.ext4"),
+            console_log: dir.join("console.log"),
+            dir,
+        }
+    }
+
+    /// Creates the directory and the writable layer; undoes both on failure.
+    pub fn create(&self, data: &DataDir) -> Result<(), PrepareError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| PrepareError::VmDir {
+            path: self.dir.clone(),
+            source,
+        })?;
+        if let Err(err) = layer::create_layer(data, &self.layer) {
+            self.remove_all();
+            return Err(err.into());
+        }
+        Ok(())
+    }
+
+    /// Frees what only a running VM needs (the writable layer, sockets) and
+    /// keeps the evidence: console and hypervisor logs.
+    pub fn release_runtime(&self) {
+        let _ = std::fs::remove_file(&self.layer);
+        for sock in ["qmp.sock", "firecracker.sock"] {
+            let _ = std::fs::remove_file(self.dir.join(sock));
+        }
+    }
+
+    /// Undo of [`VmFiles::create`] for a VM that never started.
+    pub fn remove_all(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// The description a backend boots.
+    pub fn describe(
+        &self,
+        id: &VmId,
+        assets: &BootAssets,
+        vcpus: u8,
+        memory_mib: u32,
+        cmdline: String,
+    ) -> VmDescription {
+        VmDescription {
+            id: id.clone(),
+            kernel: assets.kernel.clone(),
+            initramfs: Some(assets.initramfs.clone()),
+            disks: vec![
+                Disk {
+                    path: assets.image.clone(),
+                    read_only: true,
+                },
+                Disk {
+                    path: self.layer.clone(),
+                    read_only: false,
+                },
+            ],
+            vcpus,
+            memory_mib,
+            cmdline,
+            run_dir: self.dir.clone(),
+            console_log: self.console_log.clone(),
+        }
+    }
+}

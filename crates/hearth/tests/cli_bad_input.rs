@@ -1,0 +1,111 @@
+//! Bad input to `hearth vm run` and friends: each gets a clear error naming
+//! the problem, a non-zero exit, and leaves nothing behind.
+
+mod common;
+
+use common::*;
+
+/// Runs `vm run` with `args`, expects exit 2 with `needle` on stderr and no
+/// new VM directory.
+fn refused(args: &[&str], needle: &str) {
+    let before = vm_dirs();
+    let mut full = vec!["vm", "run"];
+    full.extend_from_slice(args);
+    let out = run(&full);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(needle),
+        "stderr lacks {needle:?}:\n{}",
+        text(&out)
+    );
+    assert!(!stderr.contains("panicked"), "{}", text(&out));
+    assert_eq!(vm_dirs(), before, "a VM directory was left behind");
+}
+
+#[test]
+fn a_missing_kernel_is_named() {
+    ensure_assets("minimal");
+    refused(
+        &["--kernel", "/nonexistent/vmlinuz", "--", "true"],
+        "/nonexistent/vmlinuz",
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_kernel_is_refused() {
+    ensure_assets("minimal");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bogus = dir.path().join("not-a-kernel");
+    std::fs::write(&bogus, b"just some text, not a kernel\n").expect("write");
+    refused(
+        &["--kernel", bogus.to_str().expect("utf-8"), "--", "true"],
+        "not-a-kernel",
+    );
+}
+
+#[test]
+fn an_image_that_is_not_ext4_is_refused() {
+    ensure_assets("minimal");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bogus = dir.path().join("bogus.ext4");
+    std::fs::write(&bogus, vec![0u8; 4096]).expect("write");
+    refused(
+        &["--image", bogus.to_str().expect("utf-8"), "--", "true"],
+        "ext4",
+    );
+}
+
+#[test]
+fn an_unknown_image_name_says_how_to_build_one() {
+    refused(&["--image", "nosuchimage", "--", "true"], "nosuchimage");
+}
+
+#[test]
+fn zero_memory_and_zero_vcpus_are_refused() {
+    refused(&["--memory", "0", "--", "true"], "0 MiB of memory");
+    refused(&["--vcpus", "0", "--", "true"], "0 vCPUs");
+}
+
+#[test]
+fn an_unknown_backend_is_refused_by_name() {
+    refused(&["--backend", "xen", "--", "true"], "xen");
+}
+
+#[test]
+fn doctor_explains_the_acceleration_it_chose() {
+    ensure_assets("minimal");
+    let out = run(&["doctor"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("acceleration:"), "{}", text(&out));
+    if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        assert!(
+            stdout.contains("kvm-pvm") && stdout.contains("tcg"),
+            "{}",
+            text(&out)
+        );
+    }
+    assert!(
+        out.status.success(),
+        "doctor says this host cannot boot VMs:\n{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn doctor_fails_on_an_empty_data_dir_and_says_what_to_run() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .arg("--data-dir")
+        .arg(empty.path())
+        .arg("doctor")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("hearth kernel fetch") && stdout.contains("hearth image build minimal"),
+        "{}",
+        text(&out)
+    );
+}

@@ -1,0 +1,82 @@
+//! Fixtures for the CLI's integration tests: the `hearth` binary pointed at
+//! the suite's shared data directory, with the kernel and images made once
+//! (hearth's own build locks serialise concurrent test processes).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn data_dir() -> PathBuf {
+    hearth_testkit::test_data_dir()
+}
+
+/// `hearth --data-dir <shared> ARGS...`
+pub fn hearth(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
+    cmd.arg("--data-dir").arg(data_dir()).args(args);
+    cmd
+}
+
+pub fn run(args: &[&str]) -> Output {
+    hearth(args).output().expect("hearth binary runs")
+}
+
+/// Fetches the kernel and builds `image` into the shared data dir if needed.
+pub fn ensure_assets(image: &str) {
+    for args in [&["kernel", "fetch"][..], &["image", "build", image][..]] {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "hearth {args:?} failed:\n{}",
+            text(&out)
+        );
+    }
+}
+
+/// stdout and stderr together, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The console log path `hearth vm run` names on stderr.
+pub fn console_log_of(out: &Output) -> PathBuf {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let path = stderr
+        .lines()
+        .find_map(|l| {
+            l.split_once("console log: ")
+                .map(|(_, p)| p.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no console log named:\n{}", text(out)));
+    PathBuf::from(path)
+}
+
+/// The VM directories under the data dir.
+pub fn vm_dirs() -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(data_dir().join("vms")) else {
+        return Vec::new();
+    };
+    entries.filter_map(|e| e.ok().map(|e| e.path())).collect()
+}
+
+/// Process ids whose command line mentions `needle`.
+pub fn processes_mentioning(needle: &Path) -> Vec<u32> {
+    let needle = needle.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}

@@ -5,6 +5,10 @@
 
 use std::path::PathBuf;
 
+pub mod tiny_guest;
+
+pub use tiny_guest::{tiny_guest_elf, tiny_guest_elf_ending, GuestEnd};
+
 /// The data directory shared by all tests: `$HEARTH_TEST_DATA_DIR`, else
 /// `target/hearth-test-data` in the workspace. Kernels and images built
 /// there are reused by every later test and run.

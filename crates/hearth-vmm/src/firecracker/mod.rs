@@ -1,2 +1,542 @@
 //! The Firecracker backend: spawned with its API socket and configured
 //! through its REST API with typed requests, then InstanceStart.
+//!
+//! Released Firecracker (up to 1.16) loads only an ELF vmlinux on x86; its
+//! unreleased source also takes a bzImage. So that every version works, a
+//! bzImage is turned into its ELF vmlinux first (once, into the cache).
+//! Every file Firecracker writes lives in the VM's run directory:
+//! `firecracker.sock` (API), `firecracker.log` (its own log),
+//! `firecracker-metrics.json` and `hypervisor.log` (its stderr). The guest's
+//! serial console is Firecracker's stdout, captured by [`crate::process`].
+
+pub mod api;
+pub mod client;
+
+use std::ffi::OsString;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use hearth_types::{BackendKind, VmDescription};
+use tokio::process::Command;
+
+use self::api::{
+    ActionType, BootSource, Drive, Endpoint, InstanceAction, LogLevel, Logger, MachineConfig,
+    Metrics,
+};
+use self::client::{ApiClient, ApiError};
+use crate::process::{self, ExitInfo, ProcessLogs, RunningVm, VmControl};
+use crate::{Hypervisor, VmmError};
+
+/// The environment variable naming the firecracker binary to use.
+pub const BINARY_ENV: &str = "HEARTH_FIRECRACKER";
+
+const BACKEND: BackendKind = BackendKind::Firecracker;
+/// How long Firecracker may take to listen on its API socket.
+const SOCKET_WAIT: Duration = Duration::from_secs(10);
+/// How long one configuration call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Short, because `RunningVm::stop` asks for the shutdown before its grace
+/// period starts.
+const SHUTDOWN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long to wait for the exit after the API connection broke.
+const EXIT_AFTER_BROKEN_CALL: Duration = Duration::from_secs(2);
+
+const FIX_ENV: &str = "HEARTH_FIRECRACKER must name an executable firecracker binary";
+const FIX_PATH: &str =
+    "install Firecracker on PATH or set HEARTH_FIRECRACKER to a firecracker binary";
+const FIX_NEW: &str = "pass the path of an executable firecracker binary";
+
+/// Starts VMs with one firecracker binary.
+#[derive(Debug, Clone)]
+pub struct Firecracker {
+    binary: PathBuf,
+    cache_dir: PathBuf,
+}
+
+impl Firecracker {
+    /// `cache_dir` receives the ELF kernels extracted from bzImages.
+    pub fn new(binary: PathBuf, cache_dir: PathBuf) -> Self {
+        Firecracker { binary, cache_dir }
+    }
+
+    /// The binary `$HEARTH_FIRECRACKER` names, else `firecracker` on PATH.
+    pub fn from_env(cache_dir: PathBuf) -> Result<Self, VmmError> {
+        let binary = locate_binary(std::env::var_os(BINARY_ENV), std::env::var_os("PATH"))?;
+        Ok(Firecracker::new(binary, cache_dir))
+    }
+
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    fn check_binary(&self) -> Result<(), VmmError> {
+        if !is_executable(&self.binary) {
+            return Err(not_found(self.binary.clone(), FIX_NEW));
+        }
+        Ok(())
+    }
+
+    /// The kernel as an ELF, extracted off the async threads (a distribution
+    /// kernel takes a noticeable moment to decompress).
+    async fn kernel_elf(&self, kernel: &Path) -> Result<PathBuf, VmmError> {
+        let (kernel, cache_dir) = (kernel.to_owned(), self.cache_dir.clone());
+        let task = move || hearth_guestkit::kernel::ensure_elf(&kernel, &cache_dir);
+        let result = match tokio::task::spawn_blocking(task).await {
+            Ok(result) => result,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
+        result.map_err(|source| VmmError::Kernel {
+            backend: BACKEND,
+            source,
+        })
+    }
+
+    fn spawn(&self, vm: &VmDescription, files: &RunFiles) -> Result<RunningVm, VmmError> {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--api-sock").arg(&files.socket);
+        cmd.arg("--id").arg(vm.id.as_str());
+        cmd.args(logger(files).cli_args());
+        let logs = ProcessLogs {
+            console_log: vm.console_log.clone(),
+            stderr_log: files.stderr.clone(),
+        };
+        let spawned = process::spawn(cmd, &logs)?;
+        let control = Control {
+            api: ApiClient::new(files.socket.clone(), SHUTDOWN_CALL_TIMEOUT),
+        };
+        Ok(RunningVm::new(spawned, Box::new(control)))
+    }
+}
+
+#[async_trait]
+impl Hypervisor for Firecracker {
+    fn kind(&self) -> BackendKind {
+        BACKEND
+    }
+
+    async fn start(&self, vm: &VmDescription) -> Result<RunningVm, VmmError> {
+        vm.validate()?;
+        self.check_binary()?;
+        let kernel = self.kernel_elf(&vm.kernel).await?;
+        let files = RunFiles::prepare(&vm.run_dir)?;
+        let spawned_at = Instant::now();
+        let mut running = self.spawn(vm, &files)?;
+        let mut boot = Boot {
+            api: ApiClient::new(files.socket.clone(), CALL_TIMEOUT),
+            running: &mut running,
+            files: &files,
+        };
+        if let Err(err) = boot.run(vm, &kernel).await {
+            running.kill().await;
+            return Err(err);
+        }
+        let elapsed_ms = spawned_at.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(vm = %vm.id, pid = running.pid(), elapsed_ms, "firecracker started the guest");
+        Ok(running)
+    }
+}
+
+/// Asks the guest to shut down through Firecracker's Ctrl-Alt-Del.
+#[derive(Debug)]
+struct Control {
+    api: ApiClient,
+}
+
+#[async_trait]
+impl VmControl for Control {
+    async fn request_shutdown(&self) -> Result<(), VmmError> {
+        let request = InstanceAction {
+            action_type: ActionType::SendCtrlAltDel,
+        };
+        self.api
+            .put(&request)
+            .await
+            .map_err(|err| api_error(&request, &err))
+    }
+}
+
+/// One configuration run against a freshly spawned Firecracker.
+struct Boot<'a> {
+    api: ApiClient,
+    running: &'a mut RunningVm,
+    files: &'a RunFiles,
+}
+
+impl Boot<'_> {
+    async fn run(&mut self, vm: &VmDescription, kernel: &Path) -> Result<(), VmmError> {
+        let spawned_at = Instant::now();
+        self.wait_for_socket().await?;
+        let since_spawn_ms = spawned_at.elapsed().as_secs_f64() * 1000.0;
+        tracing::debug!(since_spawn_ms, "firecracker API socket accepts");
+        self.put(&metrics(self.files)).await?;
+        self.put(&boot_source(vm, kernel)).await?;
+        for drive in drives(vm) {
+            self.put(&drive).await?;
+        }
+        self.put(&machine_config(vm)).await?;
+        self.instance_start().await
+    }
+
+    /// Polls until the API socket accepts; fails at once if Firecracker
+    /// exits meanwhile.
+    async fn wait_for_socket(&mut self) -> Result<(), VmmError> {
+        let deadline = Instant::now() + SOCKET_WAIT;
+        loop {
+            if let Some(exit) = self.running.exited() {
+                return Err(early_exit(exit, self.files));
+            }
+            if self.api.is_listening().await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(VmmError::Timeout {
+                    what: format!("firecracker's API socket {}", self.api.socket().display()),
+                    secs: SOCKET_WAIT.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn put<E: Endpoint>(&mut self, request: &E) -> Result<(), VmmError> {
+        match self.api.put(request).await {
+            Ok(()) => Ok(()),
+            Err(err) => Err(self.explain(request, err).await),
+        }
+    }
+
+    /// A guest that resets at once can make Firecracker exit before it
+    /// answers InstanceStart; a clean exit then means the guest ran.
+    async fn instance_start(&mut self) -> Result<(), VmmError> {
+        let request = InstanceAction {
+            action_type: ActionType::InstanceStart,
+        };
+        match self.api.put(&request).await {
+            Ok(()) => Ok(()),
+            Err(err) if err.is_transport() => match self.exit_soon().await {
+                Some(exit) if exit.success() => {
+                    tracing::debug!("the guest ended before firecracker answered InstanceStart");
+                    Ok(())
+                }
+                Some(exit) => Err(early_exit(exit, self.files)),
+                None => Err(api_error(&request, &err)),
+            },
+            Err(err) => Err(api_error(&request, &err)),
+        }
+    }
+
+    /// A broken connection usually means Firecracker died: say how.
+    async fn explain<E: Endpoint>(&mut self, request: &E, err: ApiError) -> VmmError {
+        if err.is_transport() {
+            if let Some(exit) = self.exit_soon().await {
+                return early_exit(exit, self.files);
+            }
+        }
+        api_error(request, &err)
+    }
+
+    async fn exit_soon(&mut self) -> Option<ExitInfo> {
+        tokio::time::timeout(EXIT_AFTER_BROKEN_CALL, self.running.wait())
+            .await
+            .ok()
+    }
+}
+
+/// Firecracker's files in the VM's run directory.
+#[derive(Debug)]
+struct RunFiles {
+    socket: PathBuf,
+    log: PathBuf,
+    metrics: PathBuf,
+    stderr: PathBuf,
+    /// Where this run's stderr starts in the (appended) `hypervisor.log`.
+    stderr_start: u64,
+}
+
+impl RunFiles {
+    /// Creates the run directory, removes a stale socket and empties the
+    /// log and metrics files (Firecracker writes them from offset 0 without
+    /// truncating, so old text would survive past the new).
+    fn prepare(run_dir: &Path) -> Result<Self, VmmError> {
+        std::fs::create_dir_all(run_dir).map_err(io_error(run_dir))?;
+        let files = RunFiles {
+            socket: run_dir.join("firecracker.sock"),
+            log: run_dir.join("firecracker.log"),
+            metrics: run_dir.join("firecracker-metrics.json"),
+            stderr: run_dir.join("hypervisor.log"),
+            stderr_start: std::fs::metadata(run_dir.join("hypervisor.log")).map_or(0, |m| m.len()),
+        };
+        remove_if_present(&files.socket)?;
+        std::fs::File::create(&files.log).map_err(io_error(&files.log))?;
+        std::fs::File::create(&files.metrics).map_err(io_error(&files.metrics))?;
+        Ok(files)
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<(), VmmError> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(io_error(path)(err)),
+        _ => Ok(()),
+    }
+}
+
+fn logger(files: &RunFiles) -> Logger {
+    Logger {
+        log_path: files.log.clone(),
+        level: LogLevel::Info,
+        show_level: true,
+        show_log_origin: true,
+    }
+}
+
+fn metrics(files: &RunFiles) -> Metrics {
+    Metrics {
+        metrics_path: files.metrics.clone(),
+    }
+}
+
+fn boot_source(vm: &VmDescription, kernel: &Path) -> BootSource {
+    BootSource {
+        kernel_image_path: kernel.to_owned(),
+        initrd_path: vm.initramfs.clone(),
+        boot_args: vm.cmdline.clone(),
+    }
+}
+
+/// `disk0`, `disk1`, ... in the description's order; none is the root
+/// device because hearth's initramfs mounts the root itself.
+fn drives(vm: &VmDescription) -> Vec<Drive> {
+    let drive = |(i, disk): (usize, &hearth_types::Disk)| Drive {
+        drive_id: format!("disk{i}"),
+        path_on_host: disk.path.clone(),
+        is_root_device: false,
+        is_read_only: disk.read_only,
+    };
+    vm.disks.iter().enumerate().map(drive).collect()
+}
+
+fn machine_config(vm: &VmDescription) -> MachineConfig {
+    MachineConfig {
+        vcpu_count: vm.vcpus,
+        mem_size_mib: vm.memory_mib,
+    }
+}
+
+fn api_error<E: Endpoint>(request: &E, err: &ApiError) -> VmmError {
+    let detail = match err {
+        ApiError::Status { fault, .. } => fault.clone(),
+        other => error_chain(other),
+    };
+    VmmError::Api {
+        backend: BACKEND,
+        call: format!("PUT {}", request.path()),
+        detail,
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The exit status with the last words of this run's stderr and log.
+fn early_exit(exit: ExitInfo, files: &RunFiles) -> VmmError {
+    let mut detail = exit.to_string();
+    for (name, path, start) in [
+        ("stderr", &files.stderr, files.stderr_start),
+        ("firecracker.log", &files.log, 0),
+    ] {
+        let tail = tail_lines(path, start, 5);
+        if !tail.is_empty() {
+            detail.push_str(&format!("; {name}: {tail}"));
+        }
+    }
+    VmmError::EarlyExit {
+        backend: BACKEND,
+        detail,
+    }
+}
+
+/// The last `n` non-empty lines of `path` after byte `start`, one line.
+fn tail_lines(path: &Path, start: u64, n: usize) -> String {
+    const MAX_TAIL: u64 = 8 * 1024;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let from = start.max(len.saturating_sub(MAX_TAIL));
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(from)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+fn locate_binary(env: Option<OsString>, path: Option<OsString>) -> Result<PathBuf, VmmError> {
+    if let Some(explicit) = env.filter(|v| !v.is_empty()).map(PathBuf::from) {
+        if !is_executable(&explicit) {
+            return Err(not_found(explicit, FIX_ENV));
+        }
+        return Ok(explicit);
+    }
+    path.iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("firecracker"))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| not_found(PathBuf::from("$PATH"), FIX_PATH))
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn not_found(path: PathBuf, fix: &'static str) -> VmmError {
+    VmmError::NotFound {
+        what: "firecracker binary",
+        path,
+        fix,
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> VmmError + '_ {
+    move |source| VmmError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use hearth_types::{Disk, VmId};
+
+    use super::*;
+
+    fn description(dir: &Path) -> VmDescription {
+        VmDescription {
+            id: "vm-test".parse::<VmId>().unwrap(),
+            kernel: dir.join("vmlinux"),
+            initramfs: Some(dir.join("initrd")),
+            disks: vec![
+                Disk {
+                    path: dir.join("root.ext4"),
+                    read_only: true,
+                },
+                Disk {
+                    path: dir.join("overlay.ext4"),
+                    read_only: false,
+                },
+            ],
+            vcpus: 2,
+            memory_mib: 256,
+            cmdline: "console=ttyS0 quiet".into(),
+            run_dir: dir.join("run"),
+            console_log: dir.join("console.log"),
+        }
+    }
+
+    #[test]
+    fn disks_become_numbered_non_root_drives_in_order() {
+        let vm = description(Path::new("/d"));
+        let drives = drives(&vm);
+        assert_eq!(drives.len(), 2);
+        assert_eq!(drives[0].drive_id, "disk0");
+        assert_eq!(drives[0].path_on_host, Path::new("/d/root.ext4"));
+        assert!(drives[0].is_read_only && !drives[0].is_root_device);
+        assert_eq!(drives[1].path(), "/drives/disk1");
+        assert!(!drives[1].is_read_only && !drives[1].is_root_device);
+    }
+
+    #[test]
+    fn boot_source_and_machine_come_from_the_description() {
+        let vm = description(Path::new("/d"));
+        let boot = boot_source(&vm, Path::new("/cache/vmlinux.elf"));
+        assert_eq!(boot.kernel_image_path, Path::new("/cache/vmlinux.elf"));
+        assert_eq!(boot.initrd_path.as_deref(), Some(Path::new("/d/initrd")));
+        assert_eq!(boot.boot_args, "console=ttyS0 quiet");
+        let machine = machine_config(&vm);
+        assert_eq!((machine.vcpu_count, machine.mem_size_mib), (2, 256));
+    }
+
+    #[test]
+    fn prepare_empties_old_logs_and_removes_a_stale_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::write(run.join("firecracker.log"), "old").unwrap();
+        std::fs::write(run.join("firecracker.sock"), "").unwrap();
+        std::fs::write(run.join("hypervisor.log"), "previous run\n").unwrap();
+        let files = RunFiles::prepare(&run).unwrap();
+        assert_eq!(std::fs::read(&files.log).unwrap(), b"");
+        assert_eq!(std::fs::read(&files.metrics).unwrap(), b"");
+        assert!(!files.socket.exists());
+        assert_eq!(files.stderr_start, 13);
+    }
+
+    #[test]
+    fn early_exit_quotes_only_this_runs_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = RunFiles::prepare(dir.path()).unwrap();
+        std::fs::write(&files.log, "a\nb\n\nc\nd\ne\nf\n").unwrap();
+        let exit = ExitInfo {
+            code: Some(1),
+            signal: None,
+        };
+        let err = early_exit(exit, &files).to_string();
+        assert!(
+            err.contains("exit status 1; firecracker.log: b | c | d | e | f"),
+            "{err}"
+        );
+        assert!(!err.contains("stderr"), "{err}");
+    }
+
+    #[test]
+    fn binary_comes_from_the_variable_else_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let fc = dir.path().join("firecracker");
+        std::fs::write(&fc, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&fc, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = Some(OsString::from(format!(
+            "/nonexistent:{}",
+            dir.path().display()
+        )));
+        assert_eq!(locate_binary(None, path.clone()).unwrap(), fc);
+        assert_eq!(locate_binary(Some("".into()), path).unwrap(), fc);
+        let err = locate_binary(Some("/no/fc".into()), None).unwrap_err();
+        assert!(
+            matches!(err, VmmError::NotFound { fix: FIX_ENV, .. }),
+            "{err}"
+        );
+        let err = locate_binary(None, Some("/nonexistent".into())).unwrap_err();
+        assert!(err.to_string().contains("HEARTH_FIRECRACKER"), "{err}");
+    }
+
+    #[test]
+    fn refusals_carry_the_call_and_fault_message() {
+        let err = ApiError::Status {
+            status: 400,
+            fault: "vcpu_count must be 1 or even".into(),
+        };
+        let err = api_error(&machine_config(&description(Path::new("/d"))), &err);
+        assert_eq!(
+            err.to_string(),
+            "firecracker API call PUT /machine-config failed: vcpu_count must be 1 or even"
+        );
+    }
+}

@@ -156,7 +156,7 @@ mod tests {
         let line = joined(args(&vm(), &host(Accel::Tcg)));
         assert!(line.contains("-accel tcg -cpu max"), "{line}");
         assert!(
-            line.contains("-append console=ttyS0 tsc_early_khz=2596148"),
+            line.contains("-append console=ttyS0 reboot=t tsc_early_khz=2596148"),
             "{line}"
         );
         assert!(line.contains("-m 256 -smp 2"), "{line}");

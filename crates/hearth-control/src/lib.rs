@@ -3,6 +3,7 @@
 //! VM's console gives.
 
 pub mod foreground;
+pub mod lifecycle;
 pub mod prepare;
 pub mod verdict;
 

@@ -103,3 +103,65 @@ mod tests {
         assert!(err.contains("\"../x\"") && err.contains("vm-"), "{err}");
     }
 }
+
+/// A tenant: the owner of VMs and tokens. Lowercase letters, digits, `-`
+/// and `_`, 1 to 64 characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TenantId(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("tenant {0:?} is malformed: use 1 to 64 lowercase letters, digits, `-` or `_`")]
+pub struct TenantError(pub String);
+
+impl TenantId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for TenantId {
+    type Err = TenantError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = (1..=64).contains(&s.len()) && s.bytes().all(|b| is_id_byte(b) || b == b'_');
+        if ok {
+            Ok(TenantId(s.to_owned()))
+        } else {
+            Err(TenantError(s.to_owned()))
+        }
+    }
+}
+
+impl TryFrom<String> for TenantId {
+    type Error = TenantError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(id: TenantId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tenant_tests {
+    use super::*;
+
+    #[test]
+    fn tenants_are_validated() {
+        assert!("team-a_1".parse::<TenantId>().is_ok());
+        for bad in ["", "A", "a/b", "../x", &"a".repeat(65)] {
+            assert!(bad.parse::<TenantId>().is_err(), "{bad:?}");
+        }
+    }
+}

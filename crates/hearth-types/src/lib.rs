@@ -1,10 +1,16 @@
 //! Types every hearth crate shares: typed ids, the description a hypervisor
-//! backend boots from, and the lines the guest prints to tell the host what
-//! happened. Nothing here performs I/O.
+//! backend boots from, the VM lifecycle's words, the API bodies, and the
+//! lines the guest prints to tell the host what happened. Nothing here
+//! performs I/O.
 
+pub mod api;
 pub mod console;
 pub mod id;
+pub mod lifecycle;
+pub mod time;
 pub mod vm;
 
-pub use id::{IdError, VmId};
+pub use id::{IdError, TenantError, TenantId, VmId};
+pub use lifecycle::{Failure, FailureCode, VmState};
+pub use time::Timestamp;
 pub use vm::{Accel, BackendKind, Disk, SpecError, VmDescription};

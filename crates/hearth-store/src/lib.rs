@@ -1,0 +1,83 @@
+//! hearth's state, behind the [`Store`] trait. The lifecycle code only sees
+//! the trait; SQLite (a file in the data directory) is the default
+//! implementation, and Postgres can be added beside it without touching the
+//! lifecycle. Nothing outside this crate writes SQL.
+
+pub mod records;
+
+use async_trait::async_trait;
+use hearth_types::{Timestamp, VmId, VmState};
+
+pub use records::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("VM {0} not found")]
+    NotFound(VmId),
+    #[error("VM {id} is {actual}, not {expected}: someone else changed it first")]
+    Conflict {
+        id: VmId,
+        expected: VmState,
+        actual: VmState,
+    },
+    #[error("{what} already exists")]
+    Duplicate { what: String },
+    #[error("the store's data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the store failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// All of hearth's persistent state.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    // VMs
+    async fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError>;
+    async fn vm(&self, id: &VmId) -> Result<Option<VmRecord>, StoreError>;
+    async fn list_vms(&self, filter: &VmFilter) -> Result<Vec<VmRecord>, StoreError>;
+    /// Moves a VM from `expected` to `change.to` atomically and appends the
+    /// event; `Conflict` when its state is no longer `expected`.
+    async fn transition(
+        &self,
+        id: &VmId,
+        expected: VmState,
+        change: &StateChange,
+    ) -> Result<VmRecord, StoreError>;
+    /// Records (or clears) the hypervisor process of a VM.
+    async fn set_process(&self, id: &VmId, process: Option<ProcessRef>) -> Result<(), StoreError>;
+    async fn set_held(&self, id: &VmId, held: bool, at: Timestamp) -> Result<VmRecord, StoreError>;
+    /// An event that is not a state change (a note, a hold, ...).
+    async fn add_event(&self, id: &VmId, at: Timestamp, message: &str) -> Result<(), StoreError>;
+    /// Events in order.
+    async fn events(&self, id: &VmId) -> Result<Vec<hearth_types::api::VmEvent>, StoreError>;
+
+    // Tokens
+    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    // Cleanup jobs
+    /// Adds a job unless one of the same kind is already pending for the VM.
+    async fn enqueue_job(&self, job: &NewJob) -> Result<(), StoreError>;
+    /// Jobs due at `now` and not leased by someone else, leased to `owner`
+    /// until `lease_until`, at most `limit`.
+    async fn lease_due_jobs(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        owner: &str,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError>;
+    async fn finish_job(&self, id: i64) -> Result<(), StoreError>;
+    /// Releases a leased job to run again at `due`, noting the error.
+    async fn retry_job(&self, id: i64, error: &str, due: Timestamp) -> Result<(), StoreError>;
+    /// Pending jobs of a VM (e.g. to postpone them while it is held).
+    async fn jobs_for(&self, vm: &VmId) -> Result<Vec<Job>, StoreError>;
+    async fn count_pending_jobs(&self) -> Result<u64, StoreError>;
+
+    // Log archives
+    async fn insert_archive(&self, archive: &ArchiveRecord) -> Result<(), StoreError>;
+    async fn archive(&self, vm: &VmId) -> Result<Option<ArchiveRecord>, StoreError>;
+    /// Oldest first.
+    async fn archives(&self) -> Result<Vec<ArchiveRecord>, StoreError>;
+    async fn delete_archive(&self, vm: &VmId) -> Result<(), StoreError>;
+}

@@ -1,0 +1,161 @@
+//! The rows hearth keeps.
+
+use std::path::PathBuf;
+
+use hearth_types::api::{CreateVm, Vm};
+use hearth_types::{Failure, TenantId, Timestamp, VmId, VmState};
+use serde::{Deserialize, Serialize};
+
+/// A VM as stored: what the API shows plus what only the controller needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmRecord {
+    pub vm: Vm,
+    /// The hypervisor process, while one may exist.
+    pub process: Option<ProcessRef>,
+}
+
+impl VmRecord {
+    pub fn id(&self) -> &VmId {
+        &self.vm.id
+    }
+
+    pub fn state(&self) -> VmState {
+        self.vm.state
+    }
+
+    /// A new record in `requested` for `tenant`.
+    pub fn requested(
+        id: VmId,
+        tenant: TenantId,
+        req: &CreateVm,
+        now: Timestamp,
+        ready_deadline: Timestamp,
+    ) -> Self {
+        VmRecord {
+            vm: Vm {
+                id,
+                tenant,
+                state: VmState::Requested,
+                failure: None,
+                held: false,
+                image: req.image.clone(),
+                backend: req.backend,
+                vcpus: req.vcpus,
+                memory_mib: req.memory_mib,
+                command: req.command.clone(),
+                created_at: now,
+                updated_at: now,
+                ready_at: None,
+                ready_deadline,
+                cleanup_after: None,
+            },
+            process: None,
+        }
+    }
+}
+
+/// A hypervisor process, identified so that a reused pid is not mistaken
+/// for it: the pid and the process's start time (field 22 of
+/// /proc/PID/stat, in clock ticks since boot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRef {
+    pub pid: u32,
+    pub start_ticks: u64,
+}
+
+/// A state change to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateChange {
+    pub to: VmState,
+    pub at: Timestamp,
+    /// For the event log, in plain words.
+    pub message: String,
+    /// Set when `to` is `failed`.
+    pub failure: Option<Failure>,
+    /// Set when `to` is `ready`.
+    pub ready_at: Option<Timestamp>,
+    /// Set when `to` is `stopped` or `failed`: when cleanup may happen.
+    pub cleanup_after: Option<Timestamp>,
+}
+
+impl StateChange {
+    pub fn to(to: VmState, at: Timestamp, message: impl Into<String>) -> Self {
+        StateChange {
+            to,
+            at,
+            message: message.into(),
+            failure: None,
+            ready_at: None,
+            cleanup_after: None,
+        }
+    }
+}
+
+/// Which VMs to list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VmFilter {
+    /// Only this tenant's; `None`: everyone's.
+    pub tenant: Option<TenantId>,
+    /// Only VMs in one of these states; empty: any.
+    pub states: Vec<VmState>,
+}
+
+/// An API token, stored by the SHA-256 of its secret only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Shown to people (`hth_3f9a1c2b`); not secret.
+    pub id: String,
+    pub secret_sha256: String,
+    pub tenant: TenantId,
+    pub admin: bool,
+    pub created_at: Timestamp,
+}
+
+/// What a cleanup job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// Archive the VM's logs, remove its files, mark it destroyed.
+    Destroy,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Destroy => "destroy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        (s == "destroy").then_some(JobKind::Destroy)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewJob {
+    pub kind: JobKind,
+    pub vm: VmId,
+    pub due: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub id: i64,
+    pub kind: JobKind,
+    pub vm: VmId,
+    pub due: Timestamp,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<Timestamp>,
+}
+
+/// Where a destroyed VM's logs went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveRecord {
+    pub vm: VmId,
+    pub tenant: TenantId,
+    /// A directory holding console.log, hypervisor.log, ...
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub created_at: Timestamp,
+}

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use hearth_types::api::{CreateVm, Vm};
 use hearth_types::{Failure, TenantId, Timestamp, VmId, VmState};
-use serde::{Deserialize, Serialize};
 
 /// A VM as stored: what the API shows plus what only the controller needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,14 +53,7 @@ impl VmRecord {
     }
 }
 
-/// A hypervisor process, identified so that a reused pid is not mistaken
-/// for it: the pid and the process's start time (field 22 of
-/// /proc/PID/stat, in clock ticks since boot).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessRef {
-    pub pid: u32,
-    pub start_ticks: u64,
-}
+pub use hearth_types::ProcessRef;
 
 /// A state change to store.
 #[derive(Clone, Debug, PartialEq, Eq)]

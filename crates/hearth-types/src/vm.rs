@@ -179,3 +179,12 @@ mod tests {
         assert!(err.to_string().contains("extra"), "{err}");
     }
 }
+
+/// A hypervisor process, identified so that a reused pid is never mistaken
+/// for it: the pid and the process's start time (field 22 of
+/// /proc/PID/stat, in clock ticks since boot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProcessRef {
+    pub pid: u32,
+    pub start_ticks: u64,
+}

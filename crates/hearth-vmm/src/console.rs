@@ -1,37 +1,5 @@
-//! The console pump: every byte the hypervisor writes to stdout (the guest's
-//! serial port) is appended to the console log and broadcast to live
-//! followers. [`LineSplitter`] turns that byte stream back into lines.
-
-use std::io::Write;
-
-use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::broadcast;
-
-/// Copies `from` into `log` and onto `tx` until end of file.
-pub async fn pump(
-    mut from: impl AsyncRead + Unpin,
-    mut log: std::fs::File,
-    tx: broadcast::Sender<Bytes>,
-) {
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut log_ok = true;
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let chunk = Bytes::copy_from_slice(&buf[..n]);
-        if log_ok {
-            if let Err(err) = log.write_all(&chunk) {
-                tracing::error!(error = %err, "console log write failed; live stream continues");
-                log_ok = false;
-            }
-        }
-        let _ = tx.send(chunk);
-    }
-    let _ = log.flush();
-}
+//! Turning the console byte stream back into lines. The bytes themselves
+//! are captured by [`crate::process`].
 
 /// Splits a byte stream into lines, tolerating partial chunks and invalid
 /// UTF-8.
@@ -84,21 +52,5 @@ mod tests {
         assert_eq!(s.finish(), None);
         s.push(b"tail");
         assert_eq!(s.finish().as_deref(), Some("tail"));
-    }
-
-    #[tokio::test]
-    async fn pump_writes_every_byte_to_log_and_stream() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("console.log");
-        let log = std::fs::File::create(&path).unwrap();
-        let (tx, mut rx) = broadcast::channel(16);
-        let data: &[u8] = b"line one\nline two\n";
-        pump(data, log, tx).await;
-        assert_eq!(std::fs::read(&path).unwrap(), data);
-        let mut got = Vec::new();
-        while let Ok(chunk) = rx.try_recv() {
-            got.extend_from_slice(&chunk);
-        }
-        assert_eq!(got, data);
     }
 }

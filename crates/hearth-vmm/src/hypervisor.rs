@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use hearth_types::{BackendKind, VmDescription};
+use hearth_types::{BackendKind, ProcessRef, VmDescription};
 
 use crate::RunningVm;
 
@@ -15,6 +15,10 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     /// Spawns the hypervisor, configures it and starts the guest. Returns as
     /// soon as the guest's vCPUs run; the console is already being captured.
     async fn start(&self, vm: &VmDescription) -> Result<RunningVm, VmmError>;
+
+    /// Takes over a hypervisor an earlier hearth started (detached) for
+    /// `vm`; `VmmError::Gone` when that process no longer runs.
+    async fn adopt(&self, vm: &VmDescription, process: ProcessRef) -> Result<RunningVm, VmmError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +60,8 @@ pub enum VmmError {
         backend: BackendKind,
         detail: String,
     },
+    #[error("hypervisor process {pid} is gone")]
+    Gone { pid: u32 },
     #[error("timed out after {secs} s waiting for {what}")]
     Timeout { what: String, secs: u64 },
 }

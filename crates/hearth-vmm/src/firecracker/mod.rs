@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use hearth_types::{BackendKind, VmDescription};
+use hearth_types::{BackendKind, ProcessRef, VmDescription};
 use tokio::process::Command;
 
 use self::api::{
@@ -54,12 +54,23 @@ const FIX_NEW: &str = "pass the path of an executable firecracker binary";
 pub struct Firecracker {
     binary: PathBuf,
     cache_dir: PathBuf,
+    detach: bool,
 }
 
 impl Firecracker {
     /// `cache_dir` receives the ELF kernels extracted from bzImages.
     pub fn new(binary: PathBuf, cache_dir: PathBuf) -> Self {
-        Firecracker { binary, cache_dir }
+        Firecracker {
+            binary,
+            cache_dir,
+            detach: false,
+        }
+    }
+
+    /// VMs started from now on outlive hearth and can be adopted.
+    pub fn detached(mut self) -> Self {
+        self.detach = true;
+        self
     }
 
     /// The binary `$HEARTH_FIRECRACKER` names, else `firecracker` on PATH.
@@ -102,6 +113,7 @@ impl Firecracker {
         let logs = ProcessLogs {
             console_log: vm.console_log.clone(),
             stderr_log: files.stderr.clone(),
+            detach: self.detach,
         };
         let spawned = process::spawn(cmd, &logs)?;
         let control = Control {
@@ -136,6 +148,15 @@ impl Hypervisor for Firecracker {
         let elapsed_ms = spawned_at.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(vm = %vm.id, pid = running.pid(), elapsed_ms, "firecracker started the guest");
         Ok(running)
+    }
+
+    async fn adopt(&self, vm: &VmDescription, process: ProcessRef) -> Result<RunningVm, VmmError> {
+        let spawned = process::adopt(process, &vm.console_log)?;
+        let socket = RunFiles::socket_of(&vm.run_dir);
+        let control = Control {
+            api: ApiClient::new(socket, SHUTDOWN_CALL_TIMEOUT),
+        };
+        Ok(RunningVm::new(spawned, Box::new(control)))
     }
 }
 
@@ -257,13 +278,17 @@ struct RunFiles {
 }
 
 impl RunFiles {
+    fn socket_of(run_dir: &Path) -> PathBuf {
+        run_dir.join("firecracker.sock")
+    }
+
     /// Creates the run directory, removes a stale socket and empties the
     /// log and metrics files (Firecracker writes them from offset 0 without
     /// truncating, so old text would survive past the new).
     fn prepare(run_dir: &Path) -> Result<Self, VmmError> {
         std::fs::create_dir_all(run_dir).map_err(io_error(run_dir))?;
         let files = RunFiles {
-            socket: run_dir.join("firecracker.sock"),
+            socket: Self::socket_of(run_dir),
             log: run_dir.join("firecracker.log"),
             metrics: run_dir.join("firecracker-metrics.json"),
             stderr: run_dir.join("hypervisor.log"),

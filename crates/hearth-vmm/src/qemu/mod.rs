@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hearth_types::{Accel, BackendKind, VmDescription};
+use hearth_types::{Accel, BackendKind, ProcessRef, VmDescription};
 use tokio::sync::Mutex;
 
 use self::cmdline::QemuHost;
@@ -28,6 +28,7 @@ pub const QEMU: &str = "qemu-system-x86_64";
 pub struct Qemu {
     binary: PathBuf,
     host: QemuHost,
+    detach: bool,
 }
 
 impl Qemu {
@@ -42,7 +43,14 @@ impl Qemu {
                 bios: PathBuf::from(QBOOT),
                 tsc_khz: cmdline::host_tsc_khz(),
             },
+            detach: false,
         }
+    }
+
+    /// VMs started from now on outlive hearth and can be adopted.
+    pub fn detached(mut self) -> Self {
+        self.detach = true;
+        self
     }
 
     pub fn with_binary(mut self, binary: PathBuf) -> Self {
@@ -94,19 +102,32 @@ impl Hypervisor for Qemu {
         let logs = ProcessLogs {
             console_log: vm.console_log.clone(),
             stderr_log: vm.run_dir.join("hypervisor.log"),
+            detach: self.detach,
         };
         let mut spawned = process::spawn(cmd, &logs)?;
         let qmp = match connect_qmp(vm).await {
             Ok(qmp) => qmp,
             Err(detail) => return Err(early_exit(&mut spawned, &logs, detail).await),
         };
-        Ok(RunningVm::new(
-            spawned,
-            Box::new(QemuControl {
-                qmp: Mutex::new(qmp),
-            }),
-        ))
+        Ok(running(spawned, qmp))
     }
+
+    async fn adopt(&self, vm: &VmDescription, process: ProcessRef) -> Result<RunningVm, VmmError> {
+        let spawned = process::adopt(process, &vm.console_log)?;
+        let qmp = connect_qmp(vm).await.map_err(|detail| VmmError::Api {
+            backend: BackendKind::Qemu,
+            call: "QMP reconnect".into(),
+            detail,
+        })?;
+        Ok(running(spawned, qmp))
+    }
+}
+
+fn running(spawned: process::Spawned, qmp: Qmp) -> RunningVm {
+    let control = QemuControl {
+        qmp: Mutex::new(qmp),
+    };
+    RunningVm::new(spawned, Box::new(control))
 }
 
 async fn connect_qmp(vm: &VmDescription) -> Result<Qmp, String> {
@@ -128,7 +149,7 @@ async fn early_exit(
 ) -> VmmError {
     // SAFETY: kill(2) on the pid we just spawned; it is reaped by the exit watcher.
     unsafe {
-        libc::kill(spawned.pid as libc::pid_t, libc::SIGKILL);
+        libc::kill(spawned.process.pid as libc::pid_t, libc::SIGKILL);
     }
     spawned.wait().await;
     let stderr = std::fs::read_to_string(&logs.stderr_log).unwrap_or_default();

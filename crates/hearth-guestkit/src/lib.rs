@@ -3,8 +3,10 @@
 //! filesystem images, and the per-VM writable layer over a shared image.
 
 pub mod datadir;
+pub mod image;
 pub mod initramfs;
 pub mod kernel;
+pub mod layer;
 pub mod lock;
 
 pub use datadir::DataDir;

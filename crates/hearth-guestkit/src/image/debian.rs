@@ -1,0 +1,301 @@
+//! The `debian` image: Debian bookworm with systemd, made by mmdebstrap in
+//! an unprivileged user namespace (no host mounts), unpacked with owners
+//! kept, adjusted for a short-lived, console-only VM, and written as ext4.
+//!
+//! The adjustments: no login prompts (a serial getty also silences
+//! systemd's status output), no periodic timers, a real fstab, and
+//! `hearth-ready.service`, which reports readiness on the console and runs
+//! the host's command once multi-user.target is reached.
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+
+use super::apt_sources::{host_sources, mirror_lines};
+use super::ext4::make_ext4_from_dir;
+use super::manifest::{sha256_of_texts, BuildInputs};
+use super::tool::{MMDEBSTRAP, TAR};
+use super::{io_error, ImageError, ROOTFS_FILE, ROOT_LABEL, RUN_COMMAND_PATH, RUN_COMMAND_SCRIPT};
+
+/// Bump when this recipe changes what it produces outside the scripts.
+const RECIPE_VERSION: u32 = 1;
+
+pub const SUITE: &str = "bookworm";
+/// On top of the `minbase` variant (apt, dpkg, coreutils, ...).
+pub const PACKAGES: [&str; 5] = ["systemd", "systemd-sysv", "udev", "iproute2", "busybox"];
+/// Documentation a VM never reads, except the copyright notices. dpkg's
+/// globs have no `{a,b}` alternatives, so one option per folder.
+const DPKG_OPTIONS: [&str; 5] = [
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-exclude=/usr/share/info/*",
+    "path-include=/usr/share/doc/*/copyright",
+];
+
+pub const READY_SERVICE: &str = include_str!("hearth-ready.service");
+const READY_UNIT: &str = "hearth-ready.service";
+const FSTAB: &str = "\
+# hearth: the root filesystem is an overlay of the shared read-only image
+# and this VM's writable layer, assembled by hearth's initramfs before
+# systemd starts. Nothing else is mounted from here.
+";
+const HOSTNAME: &str = "hearth\n";
+const HOSTS: &str = "\
+127.0.0.1\tlocalhost
+127.0.1.1\thearth
+::1\t\tlocalhost ip6-localhost ip6-loopback
+";
+
+/// Units masked: login prompts on the serial console (it would silence
+/// systemd) and the virtual terminals, and waiting for a network that a VM
+/// without a NIC never gets (120 s).
+const MASKED_UNITS: [&str; 4] = [
+    "getty-static.service",
+    "serial-getty@ttyS0.service",
+    "getty@tty1.service",
+    "systemd-networkd-wait-online.service",
+];
+
+pub fn inputs() -> BuildInputs {
+    BuildInputs::Debian {
+        version: RECIPE_VERSION,
+        scripts_sha256: sha256_of_texts(&[
+            RUN_COMMAND_SCRIPT,
+            READY_SERVICE,
+            FSTAB,
+            HOSTNAME,
+            HOSTS,
+        ]),
+        suite: SUITE.to_owned(),
+        packages: PACKAGES.map(str::to_owned).to_vec(),
+        dpkg_options: DPKG_OPTIONS.map(str::to_owned).to_vec(),
+    }
+}
+
+/// Builds `work/rootfs.ext4`; returns its size and the apt sources used.
+pub fn build(
+    work: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(u64, Vec<String>), ImageError> {
+    require_root()?;
+    let sources = mirror_lines(&host_sources(), SUITE);
+    let tarball = work.join("rootfs.tar");
+    progress("debian: running mmdebstrap (takes 20-60 s)");
+    let mut cmd = MMDEBSTRAP.command();
+    cmd.args(mmdebstrap_args(&tarball, &sources));
+    MMDEBSTRAP.run_streaming(&mut cmd, &mut |line| {
+        if line.starts_with("I: ") || line.starts_with("W: ") || line.starts_with("E: ") {
+            progress(&format!("mmdebstrap: {line}"));
+        }
+    })?;
+    let tree = work.join("tree");
+    progress("debian: unpacking");
+    unpack(&tarball, &tree)?;
+    fs::remove_file(&tarball).map_err(io_error("remove", &tarball))?;
+    customize(&tree)?;
+    progress("debian: making the ext4");
+    let size = make_ext4_from_dir(&tree, &work.join(ROOTFS_FILE), ROOT_LABEL)?;
+    fs::remove_dir_all(&tree).map_err(io_error("remove", &tree))?;
+    Ok((size, sources))
+}
+
+/// Only root can give files other owners; `tar` as anyone else would make
+/// every file in the image belong to the builder.
+fn require_root() -> Result<(), ImageError> {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(ImageError::NeedsRoot);
+    }
+    Ok(())
+}
+
+/// The fixed mmdebstrap command line (no shell ever sees it).
+pub fn mmdebstrap_args(tarball: &Path, sources: &[String]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = [
+        "--mode=unshare",
+        "--variant=minbase",
+        "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
+    ]
+    .map(OsString::from)
+    .to_vec();
+    args.push(format!("--include={}", PACKAGES.join(",")).into());
+    args.extend(DPKG_OPTIONS.map(|o| OsString::from(format!("--dpkgopt={o}"))));
+    args.push("--".into());
+    args.push(SUITE.into());
+    args.push(tarball.into());
+    args.extend(sources.iter().map(OsString::from));
+    args
+}
+
+fn unpack(tarball: &Path, tree: &Path) -> Result<(), ImageError> {
+    fs::create_dir(tree).map_err(io_error("create", tree))?;
+    let mut cmd = TAR.command();
+    cmd.args(["--numeric-owner", "-xpf"])
+        .arg(tarball)
+        .arg("-C")
+        .arg(tree);
+    TAR.run(&mut cmd)?;
+    Ok(())
+}
+
+/// Adjusts an unpacked tree for hearth's VMs (see the module docs).
+pub fn customize(root: &Path) -> Result<(), ImageError> {
+    write(root, "etc/fstab", FSTAB, 0o644)?;
+    write(root, "etc/hostname", HOSTNAME, 0o644)?;
+    write(root, "etc/hosts", HOSTS, 0o644)?;
+    for unit in MASKED_UNITS {
+        remove_if_present(
+            &root
+                .join("etc/systemd/system/getty.target.wants")
+                .join(unit),
+        )?;
+        replace_link(root, &format!("etc/systemd/system/{unit}"), "/dev/null")?;
+    }
+    remove_timers(root)?;
+    write(root, RUN_COMMAND_PATH, RUN_COMMAND_SCRIPT, 0o755)?;
+    write(
+        root,
+        &format!("usr/lib/systemd/system/{READY_UNIT}"),
+        READY_SERVICE,
+        0o644,
+    )?;
+    replace_link(
+        root,
+        &format!("etc/systemd/system/multi-user.target.wants/{READY_UNIT}"),
+        &format!("/usr/lib/systemd/system/{READY_UNIT}"),
+    )
+}
+
+/// A VM lives minutes: apt updates, fstrim, e2scrub and dpkg backups would
+/// only cost boot time and disk writes.
+fn remove_timers(root: &Path) -> Result<(), ImageError> {
+    let wants = root.join("etc/systemd/system/timers.target.wants");
+    let Ok(entries) = fs::read_dir(&wants) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_error("list", &wants))?;
+        remove_if_present(&entry.path())?;
+    }
+    Ok(())
+}
+
+fn write(root: &Path, rel: &str, content: &str, mode: u32) -> Result<(), ImageError> {
+    let path = root.join(rel.trim_start_matches('/'));
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(io_error("create", parent))?;
+    }
+    remove_if_present(&path)?;
+    fs::write(&path, content).map_err(io_error("write", &path))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io_error("chmod", &path))
+}
+
+fn replace_link(root: &Path, rel: &str, target: &str) -> Result<(), ImageError> {
+    let path = root.join(rel);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(io_error("create", parent))?;
+    }
+    remove_if_present(&path)?;
+    symlink(target, &path).map_err(io_error("link", &path))
+}
+
+/// Removes a file or symlink (never following it) if it exists.
+fn remove_if_present(path: &Path) -> Result<(), ImageError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error("remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mmdebstrap_gets_fixed_options_then_suite_target_and_mirrors() {
+        let sources = vec!["deb http://mirror.example/debian bookworm main".to_owned()];
+        let args = mmdebstrap_args(Path::new("/w/rootfs.tar"), &sources);
+        let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
+        assert!(args.contains(&"--mode=unshare"));
+        assert!(args.contains(&"--include=systemd,systemd-sysv,udev,iproute2,busybox"));
+        assert!(args.contains(&"--dpkgopt=path-exclude=/usr/share/doc/*"));
+        let tail = &args[args.len() - 4..];
+        assert_eq!(
+            tail,
+            ["--", "bookworm", "/w/rootfs.tar", sources[0].as_str()]
+        );
+    }
+
+    #[test]
+    fn no_host_mirror_leaves_mmdebstraps_default() {
+        let args = mmdebstrap_args(Path::new("/w/rootfs.tar"), &[]);
+        assert_eq!(args.last().unwrap(), "/w/rootfs.tar");
+    }
+
+    fn fake_tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("etc/systemd/system");
+        for d in ["getty.target.wants", "timers.target.wants"] {
+            fs::create_dir_all(sys.join(d)).unwrap();
+        }
+        let unit = "/lib/systemd/system/getty@.service";
+        symlink(unit, sys.join("getty.target.wants/getty@tty1.service")).unwrap();
+        symlink("/x", sys.join("timers.target.wants/apt-daily.timer")).unwrap();
+        symlink("/x", sys.join("timers.target.wants/fstrim.timer")).unwrap();
+        fs::write(dir.path().join("etc/fstab"), "# UNCONFIGURED FSTAB\n").unwrap();
+        dir
+    }
+
+    #[test]
+    fn customize_masks_gettys_drops_timers_and_enables_ready() {
+        let dir = fake_tree();
+        let root = dir.path();
+        customize(root).unwrap();
+        let sys = root.join("etc/systemd/system");
+        for unit in MASKED_UNITS {
+            assert_eq!(
+                fs::read_link(sys.join(unit)).unwrap(),
+                Path::new("/dev/null")
+            );
+        }
+        assert!(!sys.join("getty.target.wants/getty@tty1.service").exists());
+        assert_eq!(
+            fs::read_dir(sys.join("timers.target.wants"))
+                .unwrap()
+                .count(),
+            0
+        );
+        let wanted = fs::read_link(sys.join("multi-user.target.wants").join(READY_UNIT)).unwrap();
+        assert_eq!(
+            wanted,
+            Path::new("/usr/lib/systemd/system/hearth-ready.service")
+        );
+        let fstab = fs::read_to_string(root.join("etc/fstab")).unwrap();
+        assert!(!fstab.contains("UNCONFIGURED"));
+        let runner = root.join(RUN_COMMAND_PATH.trim_start_matches('/'));
+        assert_eq!(
+            fs::metadata(runner).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+    }
+
+    #[test]
+    fn customize_is_idempotent() {
+        let dir = fake_tree();
+        customize(dir.path()).unwrap();
+        customize(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn ready_service_runs_after_multi_user_and_never_waits_for_network() {
+        assert!(READY_SERVICE.contains("After=multi-user.target"));
+        assert!(READY_SERVICE.contains("WantedBy=multi-user.target"));
+        assert!(READY_SERVICE.contains(&format!("ExecStart={RUN_COMMAND_PATH}")));
+        assert!(READY_SERVICE.contains("TTYPath=/dev/console"));
+        for line in READY_SERVICE.lines().filter(|l| !l.starts_with('#')) {
+            assert!(!line.contains("network-online"), "{line}");
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The `minimal` image: Debian's static busybox, a shell-script init, and
+//! nothing else. Made as a plain folder (no root, no mounts) and turned into
+//! an ext4 in about a second, it is the image tests and demos boot.
+
+use std::fs;
+use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::ext4::make_ext4_from_dir;
+use super::manifest::{sha256_of_texts, BuildInputs};
+use super::tool::Tool;
+use super::{io_error, ImageError, ROOTFS_FILE, ROOT_LABEL, RUN_COMMAND_PATH, RUN_COMMAND_SCRIPT};
+
+/// Bump when this recipe changes what it produces outside the scripts.
+const RECIPE_VERSION: u32 = 1;
+
+/// Where Debian's `busybox-static` package installs its binary.
+pub const BUSYBOX_PATH: &str = "/bin/busybox";
+const BUSYBOX: Tool = Tool {
+    program: BUSYBOX_PATH,
+    package: "busybox-static",
+};
+
+/// PID 1 of the image.
+pub const INIT_SCRIPT: &str = include_str!("minimal-init.sh");
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n";
+const GROUP: &str = "root:x:0:\n";
+const HOSTNAME: &str = "hearth\n";
+
+/// Applets never linked: the binary itself, and the inits we replace.
+const SKIPPED_APPLETS: [&str; 3] = ["bin/busybox", "sbin/init", "linuxrc"];
+
+/// Folders with their modes.
+const DIRS: [(&str, u32); 13] = [
+    ("bin", 0o755),
+    ("sbin", 0o755),
+    ("usr/bin", 0o755),
+    ("usr/sbin", 0o755),
+    ("usr/lib/hearth", 0o755),
+    ("etc", 0o755),
+    ("proc", 0o555),
+    ("sys", 0o555),
+    ("dev", 0o755),
+    ("run", 0o755),
+    ("mnt", 0o755),
+    ("root", 0o700),
+    ("tmp", 0o1777),
+];
+
+/// The inputs the image depends on: the scripts and the busybox binary.
+pub fn inputs() -> Result<BuildInputs, ImageError> {
+    let busybox = read_busybox(Path::new(BUSYBOX_PATH))?;
+    Ok(BuildInputs::Minimal {
+        version: RECIPE_VERSION,
+        scripts_sha256: sha256_of_texts(&[
+            INIT_SCRIPT,
+            RUN_COMMAND_SCRIPT,
+            PASSWD,
+            GROUP,
+            HOSTNAME,
+        ]),
+        busybox_sha256: hex::encode(Sha256::digest(&busybox)),
+    })
+}
+
+/// Builds `work/rootfs.ext4`; returns its size.
+pub fn build(work: &Path, progress: &mut dyn FnMut(&str)) -> Result<u64, ImageError> {
+    let tree = work.join("tree");
+    progress("minimal: staging busybox and the init script");
+    stage(&tree)?;
+    progress("minimal: making the ext4");
+    let size = make_ext4_from_dir(&tree, &work.join(ROOTFS_FILE), ROOT_LABEL)?;
+    fs::remove_dir_all(&tree).map_err(io_error("remove", &tree))?;
+    Ok(size)
+}
+
+/// Lays out the image's folder tree in `root` (which must not exist).
+pub fn stage(root: &Path) -> Result<(), ImageError> {
+    let busybox = read_busybox(Path::new(BUSYBOX_PATH))?;
+    make_dir(root, 0o755)?;
+    for (dir, mode) in DIRS {
+        make_dir(&root.join(dir), mode)?;
+    }
+    write_file(&root.join("bin/busybox"), &busybox, 0o755)?;
+    link_applets(root)?;
+    write_file(&root.join("sbin/init"), INIT_SCRIPT.as_bytes(), 0o755)?;
+    let runner = root.join(RUN_COMMAND_PATH.trim_start_matches('/'));
+    write_file(&runner, RUN_COMMAND_SCRIPT.as_bytes(), 0o755)?;
+    write_file(&root.join("etc/passwd"), PASSWD.as_bytes(), 0o644)?;
+    write_file(&root.join("etc/group"), GROUP.as_bytes(), 0o644)?;
+    write_file(&root.join("etc/hostname"), HOSTNAME.as_bytes(), 0o644)
+}
+
+/// The host's busybox, which must be the static one (the image has no libc).
+fn read_busybox(path: &Path) -> Result<Vec<u8>, ImageError> {
+    let bytes = fs::read(path).map_err(|_| ImageError::BusyboxMissing {
+        path: path.to_owned(),
+    })?;
+    if !is_static_elf(&bytes) {
+        return Err(ImageError::BusyboxNotStatic {
+            path: path.to_owned(),
+        });
+    }
+    Ok(bytes)
+}
+
+/// A 64-bit little-endian ELF with no PT_INTERP (no dynamic loader).
+fn is_static_elf(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
+    if !elf.starts_with(b"\x7fELF\x02\x01") {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    (0..usize::from(phnum)).all(|i| {
+        let at = phoff as usize + i * usize::from(phentsize);
+        u32_at(at).is_some_and(|p_type| p_type != PT_INTERP)
+    })
+}
+
+/// One relative symlink per applet, where `busybox --list-full` puts it.
+fn link_applets(root: &Path) -> Result<(), ImageError> {
+    let mut cmd = BUSYBOX.command();
+    cmd.arg("--list-full");
+    let list = BUSYBOX.run(&mut cmd)?;
+    for applet in list.lines().map(str::trim).filter(|a| !a.is_empty()) {
+        if SKIPPED_APPLETS.contains(&applet) {
+            continue;
+        }
+        let link = root.join(applet);
+        if let Some(parent) = link.parent() {
+            fs::create_dir_all(parent).map_err(io_error("create", parent))?;
+        }
+        symlink(relative_busybox(applet), &link).map_err(io_error("link", &link))?;
+    }
+    Ok(())
+}
+
+/// The link target from `applet` (e.g. `usr/sbin/chroot`) to `bin/busybox`.
+fn relative_busybox(applet: &str) -> PathBuf {
+    let depth = Path::new(applet).components().count().saturating_sub(1);
+    if depth == 1 && applet.starts_with("bin/") {
+        return PathBuf::from("busybox");
+    }
+    let mut target = PathBuf::new();
+    for _ in 0..depth {
+        target.push("..");
+    }
+    target.join("bin/busybox")
+}
+
+fn make_dir(path: &Path, mode: u32) -> Result<(), ImageError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(io_error("create", path))?;
+    // The umask may have cleared bits (the sticky /tmp, say): set them all.
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_error("chmod", path))
+}
+
+fn write_file(path: &Path, content: &[u8], mode: u32) -> Result<(), ImageError> {
+    fs::write(path, content).map_err(io_error("write", path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_error("chmod", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applet_links_are_relative_and_land_on_busybox() {
+        assert_eq!(relative_busybox("bin/sh"), Path::new("busybox"));
+        assert_eq!(relative_busybox("sbin/reboot"), Path::new("../bin/busybox"));
+        assert_eq!(
+            relative_busybox("usr/sbin/chroot"),
+            Path::new("../../bin/busybox")
+        );
+    }
+
+    #[test]
+    fn static_elf_is_told_from_dynamic_and_from_junk() {
+        let busybox = fs::read(BUSYBOX_PATH).expect("busybox-static is installed");
+        assert!(is_static_elf(&busybox));
+        let dynamic = fs::read("/bin/sh").unwrap();
+        assert!(!is_static_elf(&dynamic));
+        assert!(!is_static_elf(b"#!/bin/sh\n"));
+        assert!(!is_static_elf(b"\x7fELF\x02\x01"));
+    }
+
+    #[test]
+    fn staged_tree_has_init_runner_and_relative_applets() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        stage(&root).unwrap();
+        let init = fs::read_to_string(root.join("sbin/init")).unwrap();
+        assert_eq!(init, INIT_SCRIPT);
+        assert!(root.join("usr/lib/hearth/run-command").is_file());
+        let sh = fs::read_link(root.join("bin/sh")).unwrap();
+        assert_eq!(sh, Path::new("busybox"));
+        let reboot = fs::read_link(root.join("sbin/reboot")).unwrap();
+        assert!(reboot.is_relative());
+        assert!(fs::symlink_metadata(root.join("bin/busybox"))
+            .unwrap()
+            .is_file());
+        let tmp_mode = fs::metadata(root.join("tmp")).unwrap().permissions().mode();
+        assert_eq!(tmp_mode & 0o7777, 0o1777);
+    }
+}

@@ -60,7 +60,7 @@ pub async fn run_foreground(
     let cmdline = prepare::cmdline(&req.command)?;
     let assets = prepare::resolve_assets(data, req.kernel.as_deref(), &req.image)?;
     let id = VmId::generate();
-    let files = VmFiles::for_vm(data, &id);
+    let files = VmFiles::for_run(data, &id);
     let description = files.describe(&id, &assets, req.vcpus, req.memory_mib, cmdline);
     description.validate().map_err(PrepareError::from)?;
     files.create(data)?;

@@ -2,6 +2,7 @@
 //! steps that prepare and boot a VM (each with its undo), and the verdict a
 //! VM's console gives.
 
+pub mod controller;
 pub mod foreground;
 pub mod lifecycle;
 pub mod prepare;

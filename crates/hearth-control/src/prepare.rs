@@ -143,8 +143,17 @@ pub struct VmFiles {
 }
 
 impl VmFiles {
+    /// The files of a VM managed by `hearth serve`.
     pub fn for_vm(data: &DataDir, id: &VmId) -> Self {
-        let dir = data.vm(id);
+        Self::in_dir(data.vm(id))
+    }
+
+    /// The files of a foreground run.
+    pub fn for_run(data: &DataDir, id: &VmId) -> Self {
+        Self::in_dir(data.runs().join(id.as_str()))
+    }
+
+    fn in_dir(dir: PathBuf) -> Self {
         VmFiles {
             layer: dir.join("layer.ext4"),
             console_log: dir.join("console.log"),

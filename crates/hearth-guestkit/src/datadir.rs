@@ -10,7 +10,10 @@
 //! <root>/images/<name>/rootfs.ext4           a shared, read-only image
 //! <root>/images/<name>/manifest.json         the inputs it was built from
 //! <root>/cache/                              derived files (extracted vmlinux, layer templates)
-//! <root>/vms/<vm-id>/                        one directory per VM
+//! <root>/vms/<vm-id>/                        one directory per VM of `hearth serve`
+//! <root>/runs/<vm-id>/                       one directory per `hearth vm run`
+//! <root>/archives/<vm-id>/                   logs of a destroyed VM
+//! <root>/hearth.db                           the store of `hearth serve`
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -79,6 +82,26 @@ impl DataDir {
 
     pub fn vm(&self, id: &VmId) -> PathBuf {
         self.vms().join(id.as_str())
+    }
+
+    /// Directories of foreground runs (`hearth vm run`), kept apart from
+    /// the VMs `hearth serve` manages so neither cleans up the other's.
+    pub fn runs(&self) -> PathBuf {
+        self.root.join("runs")
+    }
+
+    /// Where destroyed VMs' logs are kept, one directory per VM.
+    pub fn archives(&self) -> PathBuf {
+        self.root.join("archives")
+    }
+
+    pub fn archive(&self, id: &VmId) -> PathBuf {
+        self.archives().join(id.as_str())
+    }
+
+    /// The embedded store of `hearth serve`.
+    pub fn store_file(&self) -> PathBuf {
+        self.root.join("hearth.db")
     }
 
     /// The lock file serialising builds of one asset across processes.

@@ -57,9 +57,9 @@ pub fn console_log_of(out: &Output) -> PathBuf {
     PathBuf::from(path)
 }
 
-/// The VM directories under the data dir.
+/// The directories of foreground runs under the data dir.
 pub fn vm_dirs() -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(data_dir().join("vms")) else {
+    let Ok(entries) = std::fs::read_dir(data_dir().join("runs")) else {
         return Vec::new();
     };
     entries.filter_map(|e| e.ok().map(|e| e.path())).collect()

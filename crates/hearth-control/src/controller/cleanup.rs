@@ -1,0 +1,242 @@
+//! Ending a VM's life: the final state with its cleanup time, and the one
+//! path every deletion takes — archive the logs, then remove the files,
+//! then mark the VM destroyed. Cleanup runs as persistent, idempotent jobs
+//! with leases; nothing younger than its grace is removed, and a held VM is
+//! never removed.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_store::{ArchiveRecord, Job, JobKind, NewJob, StateChange, VmRecord};
+use hearth_types::api::Vm;
+use hearth_types::{Failure, FailureCode, Timestamp, VmId, VmState};
+
+use super::{watch, ControlError, Controller};
+use crate::lifecycle::{next, Transition};
+
+/// The logs a VM leaves, archived before its directory goes.
+const LOG_FILES: &[&str] = &["console.log", "hypervisor.log", "firecracker.log"];
+/// How long a job is leased to one runner.
+const LEASE: Duration = Duration::from_secs(60);
+/// When a job that could not finish is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Fails `id` (from whatever active state it is in) and schedules its
+/// cleanup after the grace period.
+pub(super) async fn fail(ctl: &Controller, id: &VmId, code: FailureCode, message: String) {
+    let Ok(Some(record)) = ctl.store.vm(id).await else {
+        return;
+    };
+    let state = record.vm.state;
+    let Ok(to) = next(state, Transition::Fail(code)) else {
+        return;
+    };
+    let now = Timestamp::now();
+    let mut change = StateChange::to(to, now, format!("failed ({code}): {message}"));
+    change.failure = Some(Failure { code, message });
+    change.cleanup_after = Some(now.plus(ctl.config.grace));
+    if ctl.store.transition(id, state, &change).await.is_ok() {
+        schedule_destroy(ctl, id, now.plus(ctl.config.grace)).await;
+    }
+}
+
+/// Moves `id` out of `from` by `t` (to stopped) and schedules its cleanup.
+pub(super) async fn finish(
+    ctl: &Controller,
+    id: &VmId,
+    from: VmState,
+    t: Transition,
+    message: &str,
+) {
+    let Ok(to) = next(from, t) else { return };
+    let now = Timestamp::now();
+    let mut change = StateChange::to(to, now, message);
+    change.cleanup_after = Some(now.plus(ctl.config.grace));
+    if ctl.store.transition(id, from, &change).await.is_ok() {
+        schedule_destroy(ctl, id, now.plus(ctl.config.grace)).await;
+    }
+}
+
+async fn schedule_destroy(ctl: &Controller, id: &VmId, due: Timestamp) {
+    let job = NewJob {
+        kind: JobKind::Destroy,
+        vm: id.clone(),
+        due,
+    };
+    if let Err(e) = ctl.store.enqueue_job(&job).await {
+        tracing::error!(vm = %id, error = %e, "could not schedule cleanup; the orphan reconciler will find it");
+    }
+}
+
+/// `hearth vm rm`: stop if running, then destroy as soon as it is stopped.
+pub(super) async fn destroy_now(
+    ctl: &Arc<Controller>,
+    record: VmRecord,
+) -> Result<Vm, ControlError> {
+    let id = record.vm.id.clone();
+    if record.vm.held {
+        return Err(ControlError::Held(id));
+    }
+    match record.vm.state {
+        VmState::Destroyed => Ok(record.vm),
+        VmState::Stopped | VmState::Failed => Ok(destroy(ctl, &id).await?.unwrap_or(record.vm)),
+        state => {
+            let to = next(state, Transition::Stop)?;
+            let change = StateChange::to(to, Timestamp::now(), "stopping: destroy requested");
+            let vm = ctl.store.transition(&id, state, &change).await?.vm;
+            if !watch::request_stop(ctl, &id) && state.has_process() {
+                kill_recorded(&record);
+            }
+            schedule_destroy(ctl, &id, Timestamp::now()).await;
+            Ok(vm)
+        }
+    }
+}
+
+/// Kills a recorded hypervisor no watcher owns (after a failed adoption).
+pub(super) fn kill_recorded(record: &VmRecord) {
+    if let Some(p) = record.process.filter(|p| hearth_vmm::process::is_alive(*p)) {
+        // SAFETY: kill(2) on a pid whose start time was just checked to be the VM's.
+        unsafe {
+            libc::kill(p.pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+}
+
+/// Runs the cleanup jobs that are due.
+pub(super) async fn run_due_jobs(ctl: &Arc<Controller>) {
+    let now = Timestamp::now();
+    let owner = format!("controller-{}", std::process::id());
+    let jobs = match ctl
+        .store
+        .lease_due_jobs(now, now.plus(LEASE), &owner, 16)
+        .await
+    {
+        Ok(jobs) => jobs,
+        Err(e) => return tracing::error!(error = %e, "could not lease cleanup jobs"),
+    };
+    for job in jobs {
+        run_job(ctl, &job).await;
+    }
+}
+
+async fn run_job(ctl: &Arc<Controller>, job: &Job) {
+    let result = match job.kind {
+        JobKind::Destroy => destroy_job(ctl, &job.vm).await,
+    };
+    let store = &ctl.store;
+    let outcome = match result {
+        Ok(None) => store.finish_job(job.id).await,
+        Ok(Some((why, due))) => store.retry_job(job.id, &why, due).await,
+        Err(e) => {
+            store
+                .retry_job(job.id, &e.to_string(), Timestamp::now().plus(RETRY_AFTER))
+                .await
+        }
+    };
+    if let Err(e) = outcome {
+        tracing::error!(vm = %job.vm, error = %e, "could not update cleanup job");
+    }
+}
+
+/// Ok(None): done. Ok(Some): not yet (why, when to look again).
+async fn destroy_job(
+    ctl: &Arc<Controller>,
+    id: &VmId,
+) -> Result<Option<(String, Timestamp)>, ControlError> {
+    let Some(record) = ctl.store.vm(id).await? else {
+        return Ok(None);
+    };
+    let now = Timestamp::now();
+    if record.vm.held {
+        return Ok(Some((
+            "held: postponed until released".into(),
+            now.plus(ctl.config.grace),
+        )));
+    }
+    if record.vm.state.is_active() {
+        return Ok(Some((
+            format!("still {}: waiting for it to stop", record.vm.state),
+            now.plus(RETRY_AFTER),
+        )));
+    }
+    destroy(ctl, id).await?;
+    Ok(None)
+}
+
+/// Archives the logs, removes the VM's files, marks it destroyed. Safe to
+/// repeat: each part checks what is already done.
+async fn destroy(ctl: &Controller, id: &VmId) -> Result<Option<Vm>, ControlError> {
+    let Some(record) = ctl.store.vm(id).await? else {
+        return Ok(None);
+    };
+    let state = record.vm.state;
+    if state == VmState::Destroyed {
+        return Ok(Some(record.vm));
+    }
+    next(state, Transition::Destroy)?;
+    archive(ctl, &record).await?;
+    let dir = ctl.config.data.vm(id);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|source| ControlError::Io {
+            what: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let change = StateChange::to(
+        VmState::Destroyed,
+        Timestamp::now(),
+        "destroyed: logs archived, files removed",
+    );
+    let vm = ctl.store.transition(id, state, &change).await?.vm;
+    ctl.counters.cleaned.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(vm = %id, "VM destroyed");
+    Ok(Some(vm))
+}
+
+/// Copies the VM's logs to its archive directory and records it.
+async fn archive(ctl: &Controller, record: &VmRecord) -> Result<(), ControlError> {
+    let id = &record.vm.id;
+    let (from, to) = (ctl.config.data.vm(id), ctl.config.data.archive(id));
+    let io = |what: &Path| {
+        let what = what.display().to_string();
+        move |source| ControlError::Io { what, source }
+    };
+    std::fs::create_dir_all(&to).map_err(io(&to))?;
+    let mut bytes = 0;
+    for name in LOG_FILES {
+        let src = from.join(name);
+        if src.exists() {
+            bytes += std::fs::copy(&src, to.join(name)).map_err(io(&src))?;
+        }
+    }
+    let archive = ArchiveRecord {
+        vm: id.clone(),
+        tenant: record.vm.tenant.clone(),
+        path: to,
+        bytes,
+        created_at: Timestamp::now(),
+    };
+    ctl.store.insert_archive(&archive).await?;
+    Ok(())
+}
+
+/// Prunes archives past the retention age, then the oldest while the total
+/// is over the size limit.
+pub(super) async fn apply_retention(ctl: &Controller) -> Result<(), ControlError> {
+    let archives = ctl.store.archives().await?;
+    let oldest_kept = Timestamp::now().as_millis() - ctl.config.retention_age.as_millis() as i64;
+    let mut total: u64 = archives.iter().map(|a| a.bytes).sum();
+    for a in &archives {
+        if a.created_at.as_millis() >= oldest_kept && total <= ctl.config.retention_bytes {
+            continue;
+        }
+        let _ = std::fs::remove_dir_all(&a.path);
+        ctl.store.delete_archive(&a.vm).await?;
+        total = total.saturating_sub(a.bytes);
+        tracing::info!(vm = %a.vm, bytes = a.bytes, "archived logs pruned by retention");
+    }
+    Ok(())
+}

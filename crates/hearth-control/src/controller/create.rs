@@ -1,0 +1,179 @@
+//! Creating a VM: a record first, then steps (assets, files and layer,
+//! hypervisor), each undone when a later one fails; the failed step and its
+//! reason end up in the VM's failure.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_store::{StateChange, VmRecord};
+use hearth_types::api::{CreateVm, Vm};
+use hearth_types::{BackendKind, FailureCode, Timestamp, VmDescription, VmId, VmState};
+use hearth_vmm::firecracker::Firecracker;
+use hearth_vmm::qemu::Qemu;
+use hearth_vmm::{Hypervisor, RunningVm};
+
+use super::{watch, ControlError, Controller, ControllerConfig, Scope};
+use crate::lifecycle::{next, Transition};
+use crate::prepare::{self, VmFiles};
+
+/// The longest readiness deadline a request may ask for.
+const MAX_READINESS_SECS: u64 = 3600;
+
+/// The hypervisors this host offers; VMs they start outlive the controller.
+pub(super) fn backends(config: &ControllerConfig) -> HashMap<BackendKind, Arc<dyn Hypervisor>> {
+    let mut map: HashMap<BackendKind, Arc<dyn Hypervisor>> = HashMap::new();
+    map.insert(
+        BackendKind::Qemu,
+        Arc::new(Qemu::for_host(config.accel).detached()),
+    );
+    let cache = config.data.cache();
+    let fc = match &config.firecracker {
+        Some(binary) => Ok(Firecracker::new(binary.clone(), cache)),
+        None => Firecracker::from_env(cache),
+    };
+    if let Ok(fc) = fc {
+        map.insert(BackendKind::Firecracker, Arc::new(fc.detached()));
+    }
+    map
+}
+
+pub(super) async fn create(
+    ctl: &Arc<Controller>,
+    scope: &Scope,
+    req: CreateVm,
+) -> Result<Vm, ControlError> {
+    let timeout = check_request(ctl, &req)?;
+    let now = Timestamp::now();
+    let record = VmRecord::requested(
+        VmId::generate(),
+        scope.tenant.clone(),
+        &req,
+        now,
+        now.plus(timeout),
+    );
+    ctl.store.insert_vm(&record).await?;
+    ctl.counters.created.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(vm = %record.vm.id, tenant = %scope.tenant, image = %req.image, "VM requested");
+    let vm = record.vm.clone();
+    tokio::spawn(boot(Arc::clone(ctl), record));
+    Ok(vm)
+}
+
+/// Everything about a request that can be refused before anything exists.
+fn check_request(ctl: &Controller, req: &CreateVm) -> Result<Duration, ControlError> {
+    let invalid = |e: &dyn std::fmt::Display| ControlError::Invalid(e.to_string());
+    VmDescription::validate_resources(req.vcpus, req.memory_mib).map_err(|e| invalid(&e))?;
+    prepare::cmdline(&req.command).map_err(|e| invalid(&error_chain(&e)))?;
+    if !ctl.backends.contains_key(&req.backend) {
+        let why = "set HEARTH_FIRECRACKER to a firecracker binary before `hearth serve`";
+        return Err(ControlError::Backend(req.backend, why.into()));
+    }
+    hearth_guestkit::image::find_image(&ctl.config.data, &req.image).map_err(|e| invalid(&e))?;
+    let secs = req
+        .readiness_timeout_secs
+        .unwrap_or(ctl.config.readiness_timeout.as_secs());
+    if secs == 0 || secs > MAX_READINESS_SECS {
+        return Err(ControlError::Invalid(format!(
+            "readiness_timeout_secs is {secs}; give between 1 and {MAX_READINESS_SECS}"
+        )));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// An error and its sources on one line.
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// A create step that failed.
+struct StepFailure {
+    step: &'static str,
+    reason: String,
+}
+
+async fn boot(ctl: Arc<Controller>, record: VmRecord) {
+    let id = record.vm.id.clone();
+    match steps(&ctl, &record).await {
+        Ok(running) => watch::start(ctl, id, running),
+        Err(StepFailure { step, reason }) => {
+            let message = format!("create step `{step}` failed: {reason}");
+            tracing::warn!(vm = %id, %message);
+            super::cleanup::fail(&ctl, &id, FailureCode::StartFailed, message).await;
+        }
+    }
+}
+
+async fn steps(ctl: &Arc<Controller>, record: &VmRecord) -> Result<RunningVm, StepFailure> {
+    let id = &record.vm.id;
+    let data = ctl.config.data.clone();
+    move_to(
+        ctl,
+        id,
+        VmState::Requested,
+        Transition::Prepare,
+        "preparing files and writable layer",
+    )
+    .await?;
+    let image = record.vm.image.clone();
+    let assets = tokio::task::spawn_blocking(move || prepare::resolve_assets(&data, None, &image))
+        .await
+        .map_err(|e| step("assets", &e))?
+        .map_err(|e| step("assets", &error_chain(&e)))?;
+    let files = VmFiles::for_vm(&ctl.config.data, id);
+    files
+        .create(&ctl.config.data)
+        .map_err(|e| step("layer", &error_chain(&e)))?;
+    let cmdline =
+        prepare::cmdline(&record.vm.command).map_err(|e| step("command", &error_chain(&e)))?;
+    let description = files.describe(id, &assets, record.vm.vcpus, record.vm.memory_mib, cmdline);
+    let backend = Arc::clone(&ctl.backends[&record.vm.backend]);
+    let mut running = match backend.start(&description).await {
+        Ok(running) => running,
+        Err(e) => {
+            files.release_runtime();
+            return Err(step("hypervisor", &error_chain(&e)));
+        }
+    };
+    let booted = format!("booting: {} pid {}", record.vm.backend, running.pid());
+    let recorded = ctl.store.set_process(id, Some(running.process())).await;
+    let moved = move_to(ctl, id, VmState::Preparing, Transition::Boot, &booted).await;
+    if let Err(failure) = recorded.map_err(|e| step("record process", &e)).and(moved) {
+        running.kill().await;
+        files.release_runtime();
+        return Err(failure);
+    }
+    Ok(running)
+}
+
+fn step(step: &'static str, reason: &dyn std::fmt::Display) -> StepFailure {
+    StepFailure {
+        step,
+        reason: reason.to_string(),
+    }
+}
+
+/// One lifecycle transition through the store's compare-and-set.
+async fn move_to(
+    ctl: &Controller,
+    id: &VmId,
+    from: VmState,
+    t: Transition,
+    message: &str,
+) -> Result<(), StepFailure> {
+    let to = next(from, t).map_err(|e| step("state", &e))?;
+    let change = StateChange::to(to, Timestamp::now(), message);
+    ctl.store
+        .transition(id, from, &change)
+        .await
+        .map_err(|e| step("state", &e))?;
+    Ok(())
+}

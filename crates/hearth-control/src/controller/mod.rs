@@ -1,0 +1,248 @@
+//! The controller behind `hearth serve`: creates VMs as a list of steps
+//! with undo, watches each running VM (readiness, failures, the hypervisor's
+//! exit), and runs the reconcilers that converge the store and the host:
+//! readiness deadlines, cleanup jobs, adoption after a restart, orphans and
+//! log retention.
+//!
+//! Every state change goes through [`crate::lifecycle::next`] and the
+//! store's compare-and-set, so a watcher and a reconciler racing on one VM
+//! cannot both win.
+
+mod cleanup;
+mod console;
+mod create;
+mod reconcile;
+mod watch;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hearth_guestkit::DataDir;
+use hearth_store::{Store, StoreError, VmFilter, VmRecord};
+use hearth_types::api::{ConsoleTail, CreateVm, Vm, VmEvent};
+use hearth_types::{Accel, BackendKind, TenantId, VmId};
+use hearth_vmm::Hypervisor;
+
+pub use self::console::{ConsoleFollow, LogName};
+use crate::lifecycle::InvalidTransition;
+
+/// Tunables of `hearth serve`.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub data: DataDir,
+    /// A VM not ready by then fails with `boot_timeout`.
+    pub readiness_timeout: Duration,
+    /// How long a stopped or failed VM is kept for inspection.
+    pub grace: Duration,
+    /// Files and processes no record accounts for are removed after this.
+    pub orphan_grace: Duration,
+    /// Archived logs older than this are pruned.
+    pub retention_age: Duration,
+    /// Archived logs beyond this total are pruned, oldest first.
+    pub retention_bytes: u64,
+    /// How often the reconcilers run.
+    pub tick: Duration,
+    pub accel: Option<Accel>,
+    pub firecracker: Option<std::path::PathBuf>,
+}
+
+impl ControllerConfig {
+    pub fn new(data: DataDir) -> Self {
+        ControllerConfig {
+            data,
+            readiness_timeout: Duration::from_secs(120),
+            grace: Duration::from_secs(15 * 60),
+            orphan_grace: Duration::from_secs(10 * 60),
+            retention_age: Duration::from_secs(7 * 24 * 3600),
+            retention_bytes: 1 << 30,
+            tick: Duration::from_millis(500),
+            accel: None,
+            firecracker: None,
+        }
+    }
+}
+
+/// Who is asking: a tenant sees only its own VMs; an admin sees all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub tenant: TenantId,
+    pub admin: bool,
+}
+
+impl Scope {
+    fn may_see(&self, vm: &Vm) -> bool {
+        self.admin || vm.tenant == self.tenant
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Also what another tenant's VM answers, so ids cannot be probed.
+    #[error("no VM {0}")]
+    NotFound(VmId),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    State(#[from] InvalidTransition),
+    #[error("VM {0} is held: release it first (`hearth vm release {0}`)")]
+    Held(VmId),
+    #[error("the {0} backend is not available on this host: {1}")]
+    Backend(BackendKind, String),
+    #[error("the store failed")]
+    Store(#[from] StoreError),
+    #[error("could not read {what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Counters the server exports as metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Seconds from create to ready, one entry per VM that got ready.
+    pub boot_seconds: Mutex<Vec<f64>>,
+    pub created: std::sync::atomic::AtomicU64,
+    pub cleaned: std::sync::atomic::AtomicU64,
+}
+
+/// The controller. Cheap to share: hold it in an `Arc`.
+#[derive(Debug)]
+pub struct Controller {
+    store: Arc<dyn Store>,
+    config: ControllerConfig,
+    backends: HashMap<BackendKind, Arc<dyn Hypervisor>>,
+    /// Per running VM: the console stream of its watcher.
+    live: Mutex<HashMap<VmId, watch::LiveVm>>,
+    counters: Counters,
+    /// Reconciler ticks so far (slow sweeps run every few).
+    ticks: std::sync::atomic::AtomicU64,
+}
+
+impl Controller {
+    /// A controller over `store`, with the backends this host offers.
+    pub fn new(store: Arc<dyn Store>, config: ControllerConfig) -> Arc<Self> {
+        let backends = create::backends(&config);
+        Arc::new(Controller {
+            store,
+            config,
+            backends,
+            live: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            ticks: Default::default(),
+        })
+    }
+
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Adopts or fails the VMs an earlier controller left, then runs the
+    /// reconcilers every tick until the returned task is aborted.
+    pub async fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        reconcile::adopt_all(self).await;
+        reconcile::once(self).await;
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(me.config.tick);
+            loop {
+                tick.tick().await;
+                reconcile::once(&me).await;
+            }
+        })
+    }
+
+    /// Records a new VM and starts creating it in the background.
+    pub async fn create_vm(
+        self: &Arc<Self>,
+        scope: &Scope,
+        req: CreateVm,
+    ) -> Result<Vm, ControlError> {
+        create::create(self, scope, req).await
+    }
+
+    pub async fn vm(&self, scope: &Scope, id: &VmId) -> Result<Vm, ControlError> {
+        Ok(self.record(scope, id).await?.vm)
+    }
+
+    pub async fn list_vms(&self, scope: &Scope) -> Result<Vec<Vm>, ControlError> {
+        let filter = VmFilter {
+            tenant: (!scope.admin).then(|| scope.tenant.clone()),
+            states: Vec::new(),
+        };
+        Ok(self
+            .store
+            .list_vms(&filter)
+            .await?
+            .into_iter()
+            .map(|r| r.vm)
+            .collect())
+    }
+
+    pub async fn events(&self, scope: &Scope, id: &VmId) -> Result<Vec<VmEvent>, ControlError> {
+        self.record(scope, id).await?;
+        Ok(self.store.events(id).await?)
+    }
+
+    /// The last `lines` lines of a VM's log, live or archived.
+    pub async fn log_tail(
+        &self,
+        scope: &Scope,
+        id: &VmId,
+        log: LogName,
+        lines: usize,
+    ) -> Result<ConsoleTail, ControlError> {
+        let record = self.record(scope, id).await?;
+        console::tail(self, &record, log, lines).await
+    }
+
+    /// The log so far plus, while the VM runs, a stream of what follows.
+    pub async fn log_follow(
+        &self,
+        scope: &Scope,
+        id: &VmId,
+        log: LogName,
+        lines: usize,
+    ) -> Result<ConsoleFollow, ControlError> {
+        let record = self.record(scope, id).await?;
+        console::follow(self, &record, log, lines).await
+    }
+
+    pub async fn hold(&self, scope: &Scope, id: &VmId, held: bool) -> Result<Vm, ControlError> {
+        self.record(scope, id).await?;
+        Ok(self
+            .store
+            .set_held(id, held, hearth_types::Timestamp::now())
+            .await?
+            .vm)
+    }
+
+    /// Stops the VM if it runs and destroys it now (logs archived first).
+    pub async fn destroy(self: &Arc<Self>, scope: &Scope, id: &VmId) -> Result<Vm, ControlError> {
+        let record = self.record(scope, id).await?;
+        cleanup::destroy_now(self, record).await
+    }
+
+    /// The record, if `scope` may see it; NotFound otherwise.
+    async fn record(&self, scope: &Scope, id: &VmId) -> Result<VmRecord, ControlError> {
+        match self.store.vm(id).await? {
+            Some(r) if scope.may_see(&r.vm) => Ok(r),
+            _ => Err(ControlError::NotFound(id.clone())),
+        }
+    }
+}
+
+/// Where a VM's files are.
+fn prepare_files(ctl: &Controller, id: &VmId) -> crate::prepare::VmFiles {
+    crate::prepare::VmFiles::for_vm(&ctl.config.data, id)
+}

@@ -1,0 +1,219 @@
+//! Reconcilers: each reads the store and the host and converges them. They
+//! run at start and on every tick, and are safe to repeat.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hearth_store::{VmFilter, VmRecord};
+use hearth_types::{FailureCode, Timestamp, VmDescription, VmId, VmState};
+
+use super::{cleanup, watch, Controller};
+
+/// Retention and orphan sweeps run every this many ticks.
+const SLOW_EVERY: u64 = 20;
+
+pub(super) async fn once(ctl: &Arc<Controller>) {
+    readiness_deadlines(ctl).await;
+    lost_processes(ctl).await;
+    cleanup::run_due_jobs(ctl).await;
+    if ctl
+        .ticks
+        .fetch_add(1, Ordering::Relaxed)
+        .is_multiple_of(SLOW_EVERY)
+    {
+        if let Err(e) = cleanup::apply_retention(ctl).await {
+            tracing::error!(error = %e, "log retention failed");
+        }
+        orphans(ctl).await;
+    }
+}
+
+async fn active(ctl: &Controller) -> Vec<VmRecord> {
+    let filter = VmFilter {
+        tenant: None,
+        states: vec![
+            VmState::Requested,
+            VmState::Preparing,
+            VmState::Booting,
+            VmState::Ready,
+            VmState::Stopping,
+        ],
+    };
+    ctl.store.list_vms(&filter).await.unwrap_or_default()
+}
+
+/// VMs not ready by their deadline fail with `boot_timeout` and are stopped.
+async fn readiness_deadlines(ctl: &Arc<Controller>) {
+    let now = Timestamp::now();
+    for r in active(ctl).await {
+        let waiting = matches!(
+            r.vm.state,
+            VmState::Requested | VmState::Preparing | VmState::Booting
+        );
+        if waiting && r.vm.ready_deadline <= now {
+            let secs = r.vm.ready_deadline.since(r.vm.created_at).as_secs();
+            let message = format!(
+                "not ready within {secs} s; last console line: {:?}",
+                last_console_line(ctl, &r.vm.id)
+            );
+            cleanup::fail(ctl, &r.vm.id, FailureCode::BootTimeout, message).await;
+            if !watch::request_stop(ctl, &r.vm.id) {
+                cleanup::kill_recorded(&r);
+            }
+        }
+    }
+}
+
+fn last_console_line(ctl: &Controller, id: &VmId) -> String {
+    let text =
+        std::fs::read_to_string(ctl.config.data.vm(id).join("console.log")).unwrap_or_default();
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// A VM meant to run whose hypervisor is gone and that no watcher follows.
+async fn lost_processes(ctl: &Arc<Controller>) {
+    for r in active(ctl).await {
+        let Some(process) = r.process else { continue };
+        if r.vm.state.has_process()
+            && !watch::is_watched(ctl, &r.vm.id)
+            && !hearth_vmm::process::is_alive(process)
+        {
+            let message = format!("the hypervisor (pid {}) is gone", process.pid);
+            cleanup::fail(ctl, &r.vm.id, FailureCode::HypervisorExited, message).await;
+        }
+    }
+}
+
+/// At start: adopt the VMs whose hypervisors still run; fail the rest.
+pub(super) async fn adopt_all(ctl: &Arc<Controller>) {
+    for r in active(ctl).await {
+        let id = r.vm.id.clone();
+        match (r.vm.state, r.process) {
+            (state, Some(process)) if state.has_process() => {
+                let backend = Arc::clone(&ctl.backends[&r.vm.backend]);
+                match backend.adopt(&runtime_description(ctl, &r), process).await {
+                    Ok(running) => {
+                        tracing::info!(vm = %id, pid = process.pid, "adopted a running VM");
+                        watch::start(Arc::clone(ctl), id, running);
+                    }
+                    Err(e) => {
+                        cleanup::kill_recorded(&r);
+                        super::prepare_files(ctl, &id).release_runtime();
+                        let message = format!("could not adopt it after a controller restart: {e}");
+                        cleanup::fail(ctl, &id, FailureCode::HypervisorExited, message).await;
+                    }
+                }
+            }
+            _ => {
+                cleanup::kill_recorded(&r);
+                super::prepare_files(ctl, &id).release_runtime();
+                let message = format!("the controller stopped while the VM was {}", r.vm.state);
+                cleanup::fail(ctl, &id, FailureCode::Lost, message).await;
+            }
+        }
+    }
+    orphans(ctl).await;
+}
+
+/// Adoption needs only where the VM's files are.
+fn runtime_description(ctl: &Controller, r: &VmRecord) -> VmDescription {
+    let files = super::prepare_files(ctl, &r.vm.id);
+    VmDescription {
+        id: r.vm.id.clone(),
+        kernel: Default::default(),
+        initramfs: None,
+        disks: Vec::new(),
+        vcpus: r.vm.vcpus,
+        memory_mib: r.vm.memory_mib,
+        cmdline: String::new(),
+        run_dir: files.dir,
+        console_log: files.console_log,
+    }
+}
+
+/// Hypervisors and VM directories no active record accounts for.
+async fn orphans(ctl: &Arc<Controller>) {
+    let active: Vec<VmRecord> = active(ctl).await;
+    let vms_dir = ctl.config.data.vms();
+    for (pid, id) in hypervisors_under(&vms_dir) {
+        let owned = active
+            .iter()
+            .any(|r| r.vm.id == id && r.process.is_some_and(|p| p.pid == pid));
+        if !owned {
+            tracing::warn!(vm = %id, pid, "killing an orphaned hypervisor");
+            // SAFETY: kill(2) on a process whose command line names our data directory.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(&vms_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<VmId>().ok())
+        else {
+            continue;
+        };
+        let known = active.iter().any(|r| r.vm.id == id)
+            || matches!(ctl.store.vm(&id).await, Ok(Some(r)) if r.vm.state != VmState::Destroyed);
+        if !known && older_than(&entry.path(), ctl.config.orphan_grace) {
+            tracing::warn!(vm = %id, "removing an orphaned VM directory");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn older_than(path: &std::path::Path, age: Duration) -> bool {
+    let modified = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::now());
+    modified.elapsed().unwrap_or_default() >= age
+}
+
+/// Detached processes (session leaders, as `hearth serve` starts them)
+/// whose command line names a VM directory under `vms_dir`.
+fn hypervisors_under(vms_dir: &std::path::Path) -> Vec<(u32, VmId)> {
+    let prefix = format!("{}/", vms_dir.display());
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id() && is_session_leader(*pid))
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let text = String::from_utf8_lossy(&cmdline);
+            let rest = &text[text.find(&prefix)? + prefix.len()..];
+            let id: String = rest
+                .chars()
+                .take_while(|c| *c != '/' && *c != '\0' && *c != ',')
+                .collect();
+            Some((pid, id.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Field 6 of /proc/PID/stat is the session id.
+fn is_session_leader(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(i) = stat.rfind(')') else {
+        return false;
+    };
+    stat[i + 2..]
+        .split_whitespace()
+        .nth(3)
+        .and_then(|s| s.parse::<u32>().ok())
+        == Some(pid)
+}

@@ -94,7 +94,12 @@ async fn watch_console(
                 Err(RecvError::Closed) => return facts,
             },
             _ = stop.notified() => {
-                running.stop(STOP_GRACE).await;
+                // Only a guest that is up can answer a shutdown request.
+                if facts.ready {
+                    running.stop(STOP_GRACE).await;
+                } else {
+                    running.kill().await;
+                }
             }
         }
     }

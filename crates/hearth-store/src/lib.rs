@@ -4,11 +4,13 @@
 //! lifecycle. Nothing outside this crate writes SQL.
 
 pub mod records;
+pub mod sqlite;
 
 use async_trait::async_trait;
 use hearth_types::{Timestamp, VmId, VmState};
 
 pub use records::*;
+pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

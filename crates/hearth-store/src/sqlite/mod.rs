@@ -1,0 +1,250 @@
+//! The SQLite [`Store`]: one file in the data directory. It is opened in WAL
+//! mode, so readers never wait for the writer, and every operation that
+//! reads before it writes runs in one `BEGIN IMMEDIATE` transaction, so two
+//! controllers (or a controller and a CLI) sharing the file cannot both win
+//! the same compare-and-set. `docs/store.md` describes the schema.
+//!
+//! One connection behind a mutex: SQLite calls take microseconds, so async
+//! methods run them inline, and the lock is never held across an `.await`.
+
+mod archives;
+mod cells;
+mod error;
+mod jobs;
+mod migrate;
+mod tokens;
+mod vms;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hearth_types::api::VmEvent;
+use hearth_types::{Timestamp, VmId, VmState};
+use rusqlite::Connection;
+
+use self::error::Fail;
+pub use self::error::SqliteError;
+pub use self::migrate::SCHEMA_VERSION;
+use crate::{
+    ArchiveRecord, Job, NewJob, ProcessRef, StateChange, Store, StoreError, TokenRecord, VmFilter,
+    VmRecord,
+};
+
+/// How long a statement waits for another process's write lock before
+/// failing with "database is locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// hearth's state in a SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    /// The file, or `:memory:`; for messages.
+    location: String,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens the store at `path`, creating the file and its directory if
+    /// needed, and migrates it to [`SCHEMA_VERSION`]. A store written by a
+    /// newer hearth is refused with [`StoreError::Corrupt`].
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| SqliteError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let location = path.display().to_string();
+        let conn = Connection::open(path)
+            .and_then(|conn| configure(&conn, true).map(|()| conn))
+            .map_err(|e| {
+                Fail::from(e).into_store(format_args!("opening the store at {location}"))
+            })?;
+        Self::migrated(conn, location)
+    }
+
+    /// A private store that vanishes when dropped: for tests of code that
+    /// needs a `Store`. Same schema and behaviour, without WAL.
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        let location = ":memory:".to_owned();
+        let conn = Connection::open_in_memory()
+            .and_then(|conn| configure(&conn, false).map(|()| conn))
+            .map_err(|e| Fail::from(e).into_store("opening an in-memory store"))?;
+        Self::migrated(conn, location)
+    }
+
+    fn migrated(mut conn: Connection, location: String) -> Result<SqliteStore, StoreError> {
+        migrate::migrate(&mut conn, &location, migrate::MIGRATIONS)?;
+        Ok(SqliteStore {
+            location,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The newest migration applied to the file.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        self.run("reading the schema version", |conn| {
+            Ok(migrate::current_version(conn)?)
+        })
+    }
+
+    /// Runs one operation on the connection; `doing` names it if SQLite
+    /// fails ("inserting VM vm-1").
+    fn run<T>(
+        &self,
+        doing: impl fmt::Display,
+        op: impl FnOnce(&mut Connection) -> Result<T, Fail>,
+    ) -> Result<T, StoreError> {
+        op(&mut self.lock())
+            .map_err(|fail| fail.into_store(format_args!("{doing} in {}", self.location)))
+    }
+
+    /// A panic while the lock was held happened between SQLite calls, and
+    /// any open transaction was rolled back when its guard dropped, so the
+    /// connection behind a poisoned lock is still sound.
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn configure(conn: &Connection, wal: bool) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+    if wal {
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(
+                mode,
+                "SQLite refused WAL mode; readers will wait for writers"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
+        self.run(format_args!("inserting VM {}", vm.id()), |c| {
+            vms::insert(c, vm)
+        })
+    }
+
+    async fn vm(&self, id: &VmId) -> Result<Option<VmRecord>, StoreError> {
+        self.run(format_args!("reading VM {id}"), |c| vms::get(c, id))
+    }
+
+    async fn list_vms(&self, filter: &VmFilter) -> Result<Vec<VmRecord>, StoreError> {
+        self.run("listing VMs", |c| vms::list(c, filter))
+    }
+
+    async fn transition(
+        &self,
+        id: &VmId,
+        expected: VmState,
+        change: &StateChange,
+    ) -> Result<VmRecord, StoreError> {
+        self.run(
+            format_args!("moving VM {id} from {expected} to {}", change.to),
+            |c| vms::transition(c, id, expected, change),
+        )
+    }
+
+    async fn set_process(&self, id: &VmId, process: Option<ProcessRef>) -> Result<(), StoreError> {
+        self.run(format_args!("recording the process of VM {id}"), |c| {
+            vms::set_process(c, id, process)
+        })
+    }
+
+    async fn set_held(&self, id: &VmId, held: bool, at: Timestamp) -> Result<VmRecord, StoreError> {
+        self.run(format_args!("holding or releasing VM {id}"), |c| {
+            vms::set_held(c, id, held, at)
+        })
+    }
+
+    async fn add_event(&self, id: &VmId, at: Timestamp, message: &str) -> Result<(), StoreError> {
+        self.run(format_args!("adding an event to VM {id}"), |c| {
+            vms::add_event(c, id, at, message)
+        })
+    }
+
+    async fn events(&self, id: &VmId) -> Result<Vec<VmEvent>, StoreError> {
+        self.run(format_args!("reading the events of VM {id}"), |c| {
+            vms::events(c, id)
+        })
+    }
+
+    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.run(format_args!("inserting token {}", token.id), |c| {
+            tokens::insert(c, token)
+        })
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.run("looking up a token", |c| tokens::by_hash(c, hash))
+    }
+
+    async fn enqueue_job(&self, job: &NewJob) -> Result<(), StoreError> {
+        self.run(
+            format_args!("enqueueing a {} job for VM {}", job.kind.as_str(), job.vm),
+            |c| jobs::enqueue(c, job),
+        )
+    }
+
+    async fn lease_due_jobs(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        owner: &str,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.run(format_args!("leasing due jobs to {owner}"), |c| {
+            jobs::lease_due(c, now, lease_until, owner, limit)
+        })
+    }
+
+    async fn finish_job(&self, id: i64) -> Result<(), StoreError> {
+        self.run(format_args!("finishing job {id}"), |c| jobs::finish(c, id))
+    }
+
+    async fn retry_job(&self, id: i64, error: &str, due: Timestamp) -> Result<(), StoreError> {
+        self.run(format_args!("postponing job {id}"), |c| {
+            jobs::retry(c, id, error, due)
+        })
+    }
+
+    async fn jobs_for(&self, vm: &VmId) -> Result<Vec<Job>, StoreError> {
+        self.run(format_args!("reading the jobs of VM {vm}"), |c| {
+            jobs::pending_for(c, vm)
+        })
+    }
+
+    async fn count_pending_jobs(&self) -> Result<u64, StoreError> {
+        self.run("counting pending jobs", |c| jobs::count_pending(c))
+    }
+
+    async fn insert_archive(&self, archive: &ArchiveRecord) -> Result<(), StoreError> {
+        self.run(
+            format_args!("recording the archive of VM {}", archive.vm),
+            |c| archives::insert(c, archive),
+        )
+    }
+
+    async fn archive(&self, vm: &VmId) -> Result<Option<ArchiveRecord>, StoreError> {
+        self.run(format_args!("reading the archive of VM {vm}"), |c| {
+            archives::get(c, vm)
+        })
+    }
+
+    async fn archives(&self) -> Result<Vec<ArchiveRecord>, StoreError> {
+        self.run("listing archives", |c| archives::list(c))
+    }
+
+    async fn delete_archive(&self, vm: &VmId) -> Result<(), StoreError> {
+        self.run(format_args!("deleting the archive of VM {vm}"), |c| {
+            archives::delete(c, vm)
+        })
+    }
+}

@@ -19,7 +19,7 @@ use super::tool::{MMDEBSTRAP, TAR};
 use super::{io_error, ImageError, ROOTFS_FILE, ROOT_LABEL, RUN_COMMAND_PATH, RUN_COMMAND_SCRIPT};
 
 /// Bump when this recipe changes what it produces outside the scripts.
-const RECIPE_VERSION: u32 = 1;
+const RECIPE_VERSION: u32 = 2;
 
 pub const SUITE: &str = "bookworm";
 /// On top of the `minbase` variant (apt, dpkg, coreutils, ...).
@@ -49,14 +49,21 @@ const HOSTS: &str = "\
 ";
 
 /// Units masked: login prompts on the serial console (it would silence
-/// systemd) and the virtual terminals, and waiting for a network that a VM
-/// without a NIC never gets (120 s).
-const MASKED_UNITS: [&str; 4] = [
+/// systemd) and the virtual terminals; waiting for a network that a VM
+/// without a NIC never gets (120 s); and work that is useless here but
+/// costs a second each under emulation: modprobe (the image holds no
+/// kernel modules; the initramfs loads what a VM needs) and e2scrub's
+/// reaper (there are no LVM snapshots).
+const MASKED_UNITS: [&str; 6] = [
     "getty-static.service",
     "serial-getty@ttyS0.service",
     "getty@tty1.service",
     "systemd-networkd-wait-online.service",
+    "modprobe@.service",
+    "e2scrub_reap.service",
 ];
+/// Where units are enabled; a masked unit's links there are removed.
+const WANTS_DIRS: [&str; 2] = ["getty.target.wants", "multi-user.target.wants"];
 
 pub fn inputs() -> BuildInputs {
     BuildInputs::Debian {
@@ -145,26 +152,31 @@ pub fn customize(root: &Path) -> Result<(), ImageError> {
     write(root, "etc/fstab", FSTAB, 0o644)?;
     write(root, "etc/hostname", HOSTNAME, 0o644)?;
     write(root, "etc/hosts", HOSTS, 0o644)?;
+    mask_units(root)?;
+    remove_timers(root)?;
+    install_ready_service(root)
+}
+
+fn mask_units(root: &Path) -> Result<(), ImageError> {
+    let system = root.join("etc/systemd/system");
     for unit in MASKED_UNITS {
-        remove_if_present(
-            &root
-                .join("etc/systemd/system/getty.target.wants")
-                .join(unit),
-        )?;
+        for wants in WANTS_DIRS {
+            remove_if_present(&system.join(wants).join(unit))?;
+        }
         replace_link(root, &format!("etc/systemd/system/{unit}"), "/dev/null")?;
     }
-    remove_timers(root)?;
+    Ok(())
+}
+
+/// The runner script, the unit, and its `multi-user.target.wants` link.
+fn install_ready_service(root: &Path) -> Result<(), ImageError> {
     write(root, RUN_COMMAND_PATH, RUN_COMMAND_SCRIPT, 0o755)?;
-    write(
-        root,
-        &format!("usr/lib/systemd/system/{READY_UNIT}"),
-        READY_SERVICE,
-        0o644,
-    )?;
+    let unit = format!("/usr/lib/systemd/system/{READY_UNIT}");
+    write(root, &unit, READY_SERVICE, 0o644)?;
     replace_link(
         root,
         &format!("etc/systemd/system/multi-user.target.wants/{READY_UNIT}"),
-        &format!("/usr/lib/systemd/system/{READY_UNIT}"),
+        &unit,
     )
 }
 
@@ -244,6 +256,9 @@ mod tests {
         symlink(unit, sys.join("getty.target.wants/getty@tty1.service")).unwrap();
         symlink("/x", sys.join("timers.target.wants/apt-daily.timer")).unwrap();
         symlink("/x", sys.join("timers.target.wants/fstrim.timer")).unwrap();
+        fs::create_dir_all(sys.join("multi-user.target.wants")).unwrap();
+        let reap = "multi-user.target.wants/e2scrub_reap.service";
+        symlink("/x", sys.join(reap)).unwrap();
         fs::write(dir.path().join("etc/fstab"), "# UNCONFIGURED FSTAB\n").unwrap();
         dir
     }
@@ -261,6 +276,8 @@ mod tests {
             );
         }
         assert!(!sys.join("getty.target.wants/getty@tty1.service").exists());
+        let reap = sys.join("multi-user.target.wants/e2scrub_reap.service");
+        assert!(fs::symlink_metadata(reap).is_err());
         assert_eq!(
             fs::read_dir(sys.join("timers.target.wants"))
                 .unwrap()

@@ -24,7 +24,7 @@ use hearth_types::api::{ConsoleTail, CreateVm, Vm, VmEvent};
 use hearth_types::{Accel, BackendKind, TenantId, VmId};
 use hearth_vmm::Hypervisor;
 
-pub use self::console::{ConsoleFollow, LogName};
+pub use self::console::{ConsoleFollow, LogName, MAX_LINES};
 use crate::lifecycle::InvalidTransition;
 
 /// Tunables of `hearth serve`.

@@ -19,3 +19,26 @@ pub fn test_data_dir() -> PathBuf {
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     workspace.join("target/hearth-test-data")
 }
+
+/// The asset directories a private data directory borrows from the shared
+/// one: kernels, images, derived files and the build locks guarding them.
+const SHARED_ASSETS: &[&str] = &["kernels", "images", "cache", "locks"];
+
+/// A fresh data directory of its own (its own store, VMs and archives) that
+/// reuses the suite's kernels and images through symlinks, so a test can
+/// run a controller without seeing another test's VMs and without building
+/// anything again. The shared assets must exist already.
+pub fn private_data_dir() -> tempfile::TempDir {
+    let shared = test_data_dir();
+    let dir = tempfile::Builder::new()
+        .prefix("hearth-test-")
+        .tempdir()
+        .expect("a temporary directory can be made");
+    for name in SHARED_ASSETS {
+        let target = shared.join(name);
+        std::fs::create_dir_all(&target).expect("the shared data directory is writable");
+        std::os::unix::fs::symlink(&target, dir.path().join(name))
+            .expect("symlink in a fresh directory");
+    }
+    dir
+}

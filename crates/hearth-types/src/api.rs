@@ -9,6 +9,7 @@ use crate::{BackendKind, TenantId, VmId};
 
 /// `POST /v1/vms`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateVm {
     /// Image name, as built with `hearth image build`.
@@ -56,6 +57,7 @@ impl Default for CreateVm {
 
 /// A VM as the API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Vm {
     pub id: VmId,
@@ -80,6 +82,7 @@ pub struct Vm {
 
 /// One state transition or notable happening.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct VmEvent {
     pub seq: i64,
@@ -91,6 +94,7 @@ pub struct VmEvent {
 
 /// `GET /v1/vms/{id}/console?lines=N`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleTail {
     pub lines: Vec<String>,
@@ -100,6 +104,7 @@ pub struct ConsoleTail {
 
 /// Every error the API returns.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApiError {
     /// Stable, for scripts: `not_found`, `unauthorized`, `invalid_request`, ...

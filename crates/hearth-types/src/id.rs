@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// The id of one VM: `vm-` followed by lowercase letters, digits or `-`,
 /// at most 64 characters in all.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "String", into = "String")]
 pub struct VmId(String);
 
@@ -107,6 +108,7 @@ mod tests {
 /// A tenant: the owner of VMs and tokens. Lowercase letters, digits, `-`
 /// and `_`, 1 to 64 characters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "String", into = "String")]
 pub struct TenantId(String);
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where a VM is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum VmState {
     /// Recorded; nothing created yet.
@@ -91,6 +92,7 @@ impl FromStr for VmState {
 
 /// Why a VM failed, as a stable code scripts can match on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FailureCode {
     /// Not ready within its readiness deadline.
@@ -149,6 +151,7 @@ impl FromStr for FailureCode {
 
 /// A failure: the code, and the cause in plain words.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Failure {
     pub code: FailureCode,

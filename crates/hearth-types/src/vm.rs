@@ -12,6 +12,7 @@ use crate::VmId;
 
 /// Which hypervisor runs a VM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     Qemu,

@@ -1,0 +1,213 @@
+//! The HTTP API of `hearth serve`, over a [`Controller`]. This crate only
+//! translates: it parses requests into typed calls (ids, line counts,
+//! bodies), checks the caller's token and rate, runs the call on the
+//! controller and turns the answer, or the error, into JSON. Every error is
+//! an [`ApiError`](hearth_types::api::ApiError) that says what is wrong and
+//! how to fix it.
+//!
+//! The routes are documented once, on their handlers; [`openapi`] builds the
+//! document committed as `openapi/hearth.json` (a test fails when it
+//! drifts). `docs/api.md` describes the API for people.
+
+mod auth;
+mod error;
+mod extract;
+mod logs;
+mod metrics;
+mod observe;
+mod openapi;
+mod params;
+mod rate;
+mod vms;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hearth_control::controller::Controller;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use self::auth::mint_token;
+pub use self::openapi::{openapi, openapi_json};
+
+/// How `hearth serve` listens and what it accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Per token.
+    pub rate_limit: RateLimit,
+    /// Larger request bodies are refused with 413 `body_too_large`.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            // Loopback: the API speaks plain HTTP, so anything wider belongs
+            // behind a TLS proxy, chosen on purpose.
+            listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            rate_limit: RateLimit::default(),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// At most `requests` per `per` for one token, refilled continuously (a
+/// token bucket): a burst of `requests` is allowed, then one request every
+/// `per / requests`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// At least 1; 0 is treated as 1.
+    pub requests: u32,
+    pub per: Duration,
+}
+
+impl Default for RateLimit {
+    /// 1000 requests per 15 minutes, the limit of the system hearth replaces.
+    fn default() -> Self {
+        RateLimit {
+            requests: 1000,
+            per: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("could not listen on {addr} (is another server using it? choose another address)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+struct AppState(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    controller: Arc<Controller>,
+    limiter: rate::Limiter,
+    metrics: metrics::RequestMetrics,
+    max_body_bytes: usize,
+    /// Set to true when the server shuts down, so that console streams,
+    /// which would otherwise run forever, end and let it finish.
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The API's routes over `controller`. The caller runs the controller's
+/// reconcilers ([`Controller::start`]).
+pub fn router(controller: Arc<Controller>, config: &ServerConfig) -> Router {
+    build(controller, config).0
+}
+
+fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppState) {
+    let state = AppState(Arc::new(Shared {
+        controller,
+        limiter: rate::Limiter::new(config.rate_limit),
+        metrics: metrics::RequestMetrics::default(),
+        max_body_bytes: config.max_body_bytes,
+        shutdown: watch::Sender::new(false),
+    }));
+    let authenticated = Router::new()
+        .route("/v1/vms", post(vms::create).get(vms::list))
+        .route("/v1/vms/{id}", get(vms::get).delete(vms::destroy))
+        .route("/v1/vms/{id}/hold", post(vms::hold))
+        .route("/v1/vms/{id}/release", post(vms::release))
+        .route("/v1/vms/{id}/events", get(vms::events))
+        .route("/v1/vms/{id}/console", get(logs::console))
+        .route("/v1/vms/{id}/logs/hypervisor", get(logs::hypervisor))
+        .route("/metrics", get(metrics::metrics))
+        .route_layer(from_fn_with_state(state.clone(), auth::authenticate));
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi_document))
+        .merge(authenticated)
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(from_fn_with_state(state.clone(), observe::observe))
+        .with_state(state.clone());
+    (router, state)
+}
+
+/// Binds `config.listen` and serves until `shutdown` resolves. Running VMs
+/// are left alone: they are detached, and the next controller adopts them.
+pub async fn serve(
+    controller: Arc<Controller>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    serve_on(listener, controller, config, shutdown).await
+}
+
+/// [`serve`] on a listener already bound (tests bind port 0);
+/// `config.listen` is ignored. On shutdown the server stops accepting,
+/// ends console streams and finishes the requests in flight.
+pub async fn serve_on(
+    listener: TcpListener,
+    controller: Arc<Controller>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let (router, state) = build(controller, &config);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving the hearth API");
+    }
+    let stop = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing requests in flight; VMs keep running");
+        state.shutdown.send_replace(true);
+    };
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(ServerError::Serve)
+}
+
+/// The body of `GET /healthz`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    /// Always `ok` when the server answers.
+    status: &'static str,
+}
+
+/// Liveness: answers without a token.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "server",
+    responses((status = 200, description = "The server is up", body = Health))
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// This API's OpenAPI document (the same as `openapi/hearth.json`).
+async fn openapi_document() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}

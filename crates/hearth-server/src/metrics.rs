@@ -1,0 +1,259 @@
+//! `GET /metrics` in the Prometheus text format (version 0.0.4): VMs by
+//! state, boot times, pending cleanup, VMs created and cleaned, and the
+//! API's own latency by route template and status class. The format is
+//! simple enough to write by hand.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hearth_control::controller::{ControlError, Controller};
+use hearth_store::VmFilter;
+use hearth_types::api::ApiError;
+use hearth_types::VmState;
+
+use crate::error::Problem;
+use crate::extract::Caller;
+use crate::AppState;
+
+/// Upper bounds of the boot time buckets, seconds (TCG guests take 5-10 s).
+const BOOT_BUCKETS: &[f64] = &[0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0, 120.0];
+/// Upper bounds of the request latency buckets, seconds.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A cumulative histogram.
+#[derive(Debug, Clone)]
+struct Histogram {
+    bounds: &'static [f64],
+    /// Per bound, the observations at most that bound.
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, value: f64) {
+        for (bound, count) in self.bounds.iter().zip(&mut self.counts) {
+            if value <= *bound {
+                *count += 1;
+            }
+        }
+        self.sum += value;
+        self.count += 1;
+    }
+
+    /// The `_bucket`, `_sum` and `_count` lines; `labels` is `a="b",` or
+    /// empty.
+    fn write(&self, out: &mut String, name: &str, labels: &str) {
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {count}");
+        }
+        let count = self.count;
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+        let labels = labels.trim_end_matches(',');
+        let braces = |l: &str| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("{{{l}}}")
+            }
+        };
+        let _ = writeln!(out, "{name}_sum{} {}", braces(labels), self.sum);
+        let _ = writeln!(out, "{name}_count{} {count}", braces(labels));
+    }
+}
+
+/// Latency of the API's requests, by route template and status class.
+#[derive(Debug, Default)]
+pub(crate) struct RequestMetrics {
+    by_route: Mutex<BTreeMap<(String, &'static str), Histogram>>,
+}
+
+impl RequestMetrics {
+    pub fn observe(&self, route: &str, status: StatusCode, took: Duration) {
+        let mut map = self.by_route.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((route.to_owned(), status_class(status)))
+            .or_insert_with(|| Histogram::new(REQUEST_BUCKETS))
+            .observe(took.as_secs_f64());
+    }
+
+    fn write(&self, out: &mut String) {
+        let name = "hearth_api_request_duration_seconds";
+        header_lines(
+            out,
+            name,
+            "histogram",
+            "Time to answer an API request (to the response head), by route template and status class.",
+        );
+        let map = self.by_route.lock().unwrap_or_else(|p| p.into_inner());
+        for ((route, class), h) in map.iter() {
+            let labels = format!("route=\"{}\",status=\"{class}\",", escape(route));
+            h.write(out, name, &labels);
+        }
+    }
+}
+
+fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// A label value: backslash, quote and newline escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn header_lines(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The whole exposition.
+async fn render(ctl: &Controller, requests: &RequestMetrics) -> Result<String, ControlError> {
+    let store = ctl.store();
+    let vms = store.list_vms(&VmFilter::default()).await?;
+    let pending = store.count_pending_jobs().await?;
+    let counters = ctl.counters();
+    let mut out = String::new();
+
+    header_lines(
+        &mut out,
+        "hearth_vms",
+        "gauge",
+        "VMs known to the store, by state.",
+    );
+    for state in VmState::ALL {
+        let n = vms.iter().filter(|r| r.vm.state == state).count();
+        let _ = writeln!(out, "hearth_vms{{state=\"{state}\"}} {n}");
+    }
+
+    let mut boot = Histogram::new(BOOT_BUCKETS);
+    let seconds = counters
+        .boot_seconds
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    seconds.into_iter().for_each(|s| boot.observe(s));
+    header_lines(
+        &mut out,
+        "hearth_boot_seconds",
+        "histogram",
+        "Seconds from a VM's creation to its guest reporting ready.",
+    );
+    boot.write(&mut out, "hearth_boot_seconds", "");
+
+    let gauges = [
+        (
+            "hearth_cleanup_jobs_pending",
+            "gauge",
+            "Cleanup jobs waiting to run.",
+            pending,
+        ),
+        (
+            "hearth_vms_created_total",
+            "counter",
+            "VMs created since the server started.",
+            counters.created.load(Ordering::Relaxed),
+        ),
+        (
+            "hearth_vms_cleaned_total",
+            "counter",
+            "VMs destroyed since the server started.",
+            counters.cleaned.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, kind, help, value) in gauges {
+        header_lines(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+
+    requests.write(&mut out);
+    Ok(out)
+}
+
+/// Metrics for Prometheus; any valid token may read them.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "server",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "`unauthorized`", body = ApiError),
+        (status = 429, description = "`rate_limited`", body = ApiError),
+    ),
+    security(("token" = []))
+)]
+pub(crate) async fn metrics(
+    State(state): State<AppState>,
+    Caller(_): Caller,
+) -> Result<Response, Problem> {
+    let text = render(&state.controller, &state.metrics).await?;
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_with_inf_sum_and_count() {
+        let mut h = Histogram::new(&[1.0, 5.0]);
+        for v in [0.5, 3.0, 7.0] {
+            h.observe(v);
+        }
+        let mut out = String::new();
+        h.write(&mut out, "x", "route=\"/a\",");
+        assert_eq!(
+            out,
+            "x_bucket{route=\"/a\",le=\"1\"} 1\n\
+             x_bucket{route=\"/a\",le=\"5\"} 2\n\
+             x_bucket{route=\"/a\",le=\"+Inf\"} 3\n\
+             x_sum{route=\"/a\"} 10.5\n\
+             x_count{route=\"/a\"} 3\n"
+        );
+        let mut out = String::new();
+        Histogram::new(&[1.0]).write(&mut out, "y", "");
+        assert!(out.contains("y_bucket{le=\"1\"} 0\n") && out.contains("y_count 0\n"));
+    }
+
+    #[test]
+    fn requests_are_grouped_by_route_and_status_class() {
+        let m = RequestMetrics::default();
+        let ms = Duration::from_millis(3);
+        m.observe("/v1/vms/{id}", StatusCode::OK, ms);
+        m.observe("/v1/vms/{id}", StatusCode::NO_CONTENT, ms);
+        m.observe("/v1/vms/{id}", StatusCode::NOT_FOUND, ms);
+        let mut out = String::new();
+        m.write(&mut out);
+        assert!(out.contains(
+            "hearth_api_request_duration_seconds_count{route=\"/v1/vms/{id}\",status=\"2xx\"} 2"
+        ));
+        assert!(out.contains("status=\"4xx\"} 1"), "{out}");
+        assert_eq!(escape("a\"b\\"), "a\\\"b\\\\");
+    }
+}

@@ -1,0 +1,68 @@
+//! The OpenAPI document, generated from the handlers' `#[utoipa::path]`
+//! attributes and the API types' `ToSchema` derives. It is committed as
+//! `openapi/hearth.json`; `tests/openapi_drift.rs` fails when the code and
+//! the file disagree.
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "hearth",
+        description = "The HTTP API of `hearth serve`: create Linux microVMs, follow them to ready, \
+read their console and events (also after they are destroyed), and destroy them. \
+Every error is an `ApiError` whose `code` is stable and whose `message` says what is wrong and how to fix it. \
+Every route but `/healthz` needs `Authorization: Bearer <token>` (`hearth token create`)."
+    ),
+    paths(
+        crate::healthz,
+        crate::vms::create,
+        crate::vms::list,
+        crate::vms::get,
+        crate::vms::destroy,
+        crate::vms::hold,
+        crate::vms::release,
+        crate::vms::events,
+        crate::logs::console,
+        crate::logs::hypervisor,
+        crate::metrics::metrics,
+    ),
+    modifiers(&BearerToken),
+    tags(
+        (name = "vms", description = "VMs and their lifecycle"),
+        (name = "logs", description = "A VM's console and hypervisor output, live or archived"),
+        (name = "server", description = "Health and metrics"),
+    )
+)]
+struct ApiDoc;
+
+/// The `token` security scheme the routes refer to.
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.bearer_format = Some("hth_<8 hex>_<64 hex>".to_owned());
+        scheme.description = Some("An API token from `hearth token create`".to_owned());
+        components.add_security_scheme("token", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The API's OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    // The crate's version would make every release a drift; the API has its own.
+    doc.info.version = "1".to_owned();
+    doc
+}
+
+/// [`openapi`] as the pretty JSON committed in `openapi/hearth.json`.
+pub fn openapi_json() -> String {
+    let mut text = openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()));
+    text.push('\n');
+    text
+}

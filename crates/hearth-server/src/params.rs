@@ -1,0 +1,182 @@
+//! Parsing what a request carries in its path and query into typed values,
+//! by hand and strictly: a value is accepted only in its plain form, and
+//! anything else gets a 400 that names the accepted range. The old
+//! console-log endpoint put `lines` into a shell command; here it never
+//! becomes anything but a number.
+
+use hearth_control::controller::MAX_LINES;
+use hearth_types::VmId;
+
+use crate::error::Problem;
+
+/// Lines of a log a request gets when it does not say.
+pub(crate) const DEFAULT_LINES: usize = 100;
+
+/// The query of a log request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogQuery {
+    pub lines: usize,
+    pub follow: bool,
+}
+
+/// Parses `lines=N` and, when `can_follow`, `follow=BOOL` from the raw
+/// query string. Unknown and repeated parameters are refused.
+pub(crate) fn log_query(raw: Option<&str>, can_follow: bool) -> Result<LogQuery, Problem> {
+    let mut lines = None;
+    let mut follow = None;
+    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            "lines" => lines.replace(parse_lines(value)?).is_some(),
+            "follow" if can_follow => follow.replace(parse_bool(key, value)?).is_some(),
+            _ => return Err(unknown_parameter(key, can_follow)),
+        };
+        if slot {
+            let message = format!("`{key}` is given twice: give it once");
+            return Err(Problem::bad_request("invalid_request", message));
+        }
+    }
+    Ok(LogQuery {
+        lines: lines.unwrap_or(DEFAULT_LINES),
+        follow: follow.unwrap_or(false),
+    })
+}
+
+/// A whole number from 1 to [`MAX_LINES`], in plain decimal digits.
+pub(crate) fn parse_lines(value: &str) -> Result<usize, Problem> {
+    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    // Six digits hold every valid value; longer ones need no parsing.
+    let n = match value.parse::<usize>() {
+        Ok(n) if digits && value.len() <= 6 => Some(n),
+        _ => None,
+    };
+    match n {
+        Some(n) if (1..=MAX_LINES).contains(&n) => Ok(n),
+        _ => Err(Problem::bad_request(
+            "invalid_lines",
+            format!(
+                "lines is {}; give a whole number between 1 and {MAX_LINES} (default {DEFAULT_LINES})",
+                shown(value)
+            ),
+        )),
+    }
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, Problem> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(Problem::bad_request(
+            "invalid_request",
+            format!("{key} is {}; give `true` or `false`", shown(value)),
+        )),
+    }
+}
+
+fn unknown_parameter(key: &str, can_follow: bool) -> Problem {
+    let known = if can_follow {
+        "`lines` and `follow`"
+    } else {
+        "`lines`"
+    };
+    Problem::bad_request(
+        "invalid_request",
+        format!(
+            "unknown query parameter {}: this route takes {known}",
+            shown(key)
+        ),
+    )
+}
+
+/// A VM id from a path segment (already percent-decoded).
+pub(crate) fn vm_id(raw: &str) -> Result<VmId, Problem> {
+    raw.parse::<VmId>().map_err(|_| {
+        Problem::bad_request(
+            "invalid_id",
+            format!(
+                "VM id {} is malformed: ids look like `vm-3f9a1c2b7d4e` \
+                 (`vm-`, then lowercase letters, digits and `-`, at most 64 characters)",
+                shown(raw)
+            ),
+        )
+    })
+}
+
+/// Client input quoted in a message: escaped and cut short.
+fn shown(value: &str) -> String {
+    const MAX: usize = 40;
+    if value.chars().count() > MAX {
+        let head: String = value.chars().take(MAX).collect();
+        format!("{head:?}...")
+    } else {
+        format!("{value:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_accepts_only_plain_numbers_in_range() {
+        assert_eq!(parse_lines("1"), Ok(1));
+        assert_eq!(parse_lines("10000"), Ok(10_000));
+        assert_eq!(parse_lines("007"), Ok(7));
+        for bad in [
+            "",
+            "0",
+            "10001",
+            "-5",
+            "+5",
+            "1e3",
+            "abc",
+            " 5",
+            "5;rm -rf /",
+            "99999999999999999999",
+            "٣",
+        ] {
+            let p = parse_lines(bad).unwrap_err();
+            assert_eq!(p.code, "invalid_lines", "{bad:?}");
+            assert!(p.message.contains("between 1 and 10000"), "{}", p.message);
+        }
+    }
+
+    #[test]
+    fn log_query_defaults_and_refuses_unknown_or_repeated_parameters() {
+        let q = log_query(None, true).unwrap();
+        assert_eq!(
+            q,
+            LogQuery {
+                lines: 100,
+                follow: false
+            }
+        );
+        let q = log_query(Some("lines=5&follow=true"), true).unwrap();
+        assert_eq!(
+            q,
+            LogQuery {
+                lines: 5,
+                follow: true
+            }
+        );
+        assert_eq!(
+            log_query(Some("lines=abc"), true).unwrap_err().code,
+            "invalid_lines"
+        );
+        for bad in ["lines=1&lines=2", "tail=5", "follow=yes", "lines"] {
+            assert!(log_query(Some(bad), true).is_err(), "{bad:?}");
+        }
+        let p = log_query(Some("follow=true"), false).unwrap_err();
+        assert!(p.message.contains("\"follow\"") && p.message.contains("takes `lines`"));
+    }
+
+    #[test]
+    fn path_like_ids_are_refused_and_long_input_is_cut() {
+        for bad in ["../x", "VM-1", "x", "vm-a/b", ""] {
+            assert_eq!(vm_id(bad).unwrap_err().code, "invalid_id", "{bad:?}");
+        }
+        let p = vm_id(&"a".repeat(5000)).unwrap_err();
+        assert!(p.message.len() < 300, "{}", p.message);
+        assert_eq!(vm_id("vm-3f9a").unwrap().as_str(), "vm-3f9a");
+    }
+}

@@ -19,12 +19,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use hearth_types::ProcessRef;
+use hearth_types::{ProcessRef, Timestamp};
 use tokio::io::unix::AsyncFd;
 use tokio::process::Command;
 use tokio::sync::{broadcast, watch};
 
 use crate::VmmError;
+
+/// Console chunks a slow live follower may fall behind by before it skips
+/// ahead (the log file still has every byte). Kept small: it is memory
+/// every running VM holds.
+const CONSOLE_CHUNKS: usize = 256;
 
 /// How often the console follower looks for new output.
 const FOLLOW_POLL: Duration = Duration::from_millis(20);
@@ -82,6 +87,8 @@ pub struct ProcessLogs {
 #[derive(Debug)]
 pub struct Spawned {
     pub process: ProcessRef,
+    /// When the process was started (or adopted).
+    pub started_at: Timestamp,
     console: broadcast::Receiver<Bytes>,
     exit: watch::Receiver<Option<ExitInfo>>,
 }
@@ -150,12 +157,13 @@ fn watch_process(
     console_log: &Path,
     offset: u64,
 ) -> Spawned {
-    let (tx, console) = broadcast::channel(4096);
+    let (tx, console) = broadcast::channel(CONSOLE_CHUNKS);
     let (exit_tx, exit_rx) = watch::channel(None);
     let follower = open_at(console_log, offset);
     tokio::spawn(follow(exit, follower, tx, exit_tx));
     Spawned {
         process,
+        started_at: Timestamp::now(),
         console,
         exit: exit_rx,
     }
@@ -171,22 +179,22 @@ async fn follow(
     exit_tx: watch::Sender<Option<ExitInfo>>,
 ) {
     tokio::pin!(exit);
+    let mut buf = vec![0u8; 16 * 1024];
     loop {
         tokio::select! {
             info = &mut exit => {
-                drain(&mut file, &tx);
+                drain(&mut file, &tx, &mut buf);
                 let _ = exit_tx.send(Some(info));
                 return;
             }
-            _ = tokio::time::sleep(FOLLOW_POLL) => drain(&mut file, &tx),
+            _ = tokio::time::sleep(FOLLOW_POLL) => drain(&mut file, &tx, &mut buf),
         }
     }
 }
 
-fn drain(file: &mut Option<File>, tx: &broadcast::Sender<Bytes>) {
+fn drain(file: &mut Option<File>, tx: &broadcast::Sender<Bytes>, buf: &mut [u8]) {
     let Some(f) = file else { return };
-    let mut buf = vec![0u8; 64 * 1024];
-    while let Ok(n) = f.read(&mut buf) {
+    while let Ok(n) = f.read(buf) {
         if n == 0 {
             break;
         }
@@ -293,6 +301,7 @@ async fn wait_exit(exit: &mut watch::Receiver<Option<ExitInfo>>) -> ExitInfo {
 #[derive(Debug)]
 pub struct RunningVm {
     process: ProcessRef,
+    started_at: Timestamp,
     console: broadcast::Receiver<Bytes>,
     exit: watch::Receiver<Option<ExitInfo>>,
     control: Box<dyn VmControl>,
@@ -302,6 +311,7 @@ impl RunningVm {
     pub fn new(spawned: Spawned, control: Box<dyn VmControl>) -> Self {
         RunningVm {
             process: spawned.process,
+            started_at: spawned.started_at,
             console: spawned.console,
             exit: spawned.exit,
             control,
@@ -314,6 +324,11 @@ impl RunningVm {
 
     pub fn process(&self) -> ProcessRef {
         self.process
+    }
+
+    /// When the hypervisor process was started (or adopted).
+    pub fn started_at(&self) -> Timestamp {
+        self.started_at
     }
 
     /// A live stream of console bytes from now on. The first call after

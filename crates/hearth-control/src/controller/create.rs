@@ -124,7 +124,8 @@ async fn steps(ctl: &Arc<Controller>, record: &VmRecord) -> Result<RunningVm, St
     )
     .await?;
     let image = record.vm.image.clone();
-    let assets = tokio::task::spawn_blocking(move || prepare::resolve_assets(&data, None, &image))
+    let cache = Arc::clone(&ctl.assets);
+    let assets = tokio::task::spawn_blocking(move || cache.get(&data, &image))
         .await
         .map_err(|e| step("assets", &e))?
         .map_err(|e| step("assets", &error_chain(&e)))?;
@@ -145,7 +146,17 @@ async fn steps(ctl: &Arc<Controller>, record: &VmRecord) -> Result<RunningVm, St
     };
     let booted = format!("booting: {} pid {}", record.vm.backend, running.pid());
     let recorded = ctl.store.set_process(id, Some(running.process())).await;
-    let moved = move_to(ctl, id, VmState::Preparing, Transition::Boot, &booted).await;
+    // The event carries the moment the hypervisor process started; QEMU's
+    // own start-up (until it answers QMP) comes after and is not ours.
+    let moved = move_to_at(
+        ctl,
+        id,
+        VmState::Preparing,
+        Transition::Boot,
+        &booted,
+        running.started_at(),
+    )
+    .await;
     if let Err(failure) = recorded.map_err(|e| step("record process", &e)).and(moved) {
         running.kill().await;
         files.release_runtime();
@@ -169,8 +180,19 @@ async fn move_to(
     t: Transition,
     message: &str,
 ) -> Result<(), StepFailure> {
+    move_to_at(ctl, id, from, t, message, Timestamp::now()).await
+}
+
+async fn move_to_at(
+    ctl: &Controller,
+    id: &VmId,
+    from: VmState,
+    t: Transition,
+    message: &str,
+    at: Timestamp,
+) -> Result<(), StepFailure> {
     let to = next(from, t).map_err(|e| step("state", &e))?;
-    let change = StateChange::to(to, Timestamp::now(), message);
+    let change = StateChange::to(to, at, message);
     ctl.store
         .transition(id, from, &change)
         .await

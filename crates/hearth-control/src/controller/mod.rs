@@ -8,6 +8,7 @@
 //! store's compare-and-set, so a watcher and a reconciler racing on one VM
 //! cannot both win.
 
+mod assets;
 mod cleanup;
 mod console;
 mod create;
@@ -117,6 +118,8 @@ pub struct Controller {
     /// Per running VM: the console stream of its watcher.
     live: Mutex<HashMap<VmId, watch::LiveVm>>,
     counters: Counters,
+    /// Kernel, initramfs and image per image name, checked per create.
+    assets: Arc<assets::AssetCache>,
     /// Reconciler ticks so far (slow sweeps run every few).
     ticks: std::sync::atomic::AtomicU64,
 }
@@ -131,6 +134,7 @@ impl Controller {
             backends,
             live: Mutex::new(HashMap::new()),
             counters: Counters::default(),
+            assets: Default::default(),
             ticks: Default::default(),
         })
     }

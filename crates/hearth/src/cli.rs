@@ -1,8 +1,10 @@
 //! The command-line grammar. Only parsing lives here; `commands/` runs it.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use hearth_types::{TenantId, VmId};
 
 #[derive(Debug, Parser)]
 #[command(name = "hearth", version, about = "Boot and manage Linux microVMs")]
@@ -27,6 +29,11 @@ pub enum Command {
     /// Run and manage VMs.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Run the controller and its HTTP API until SIGTERM or SIGINT.
+    Serve(ServeArgs),
+    /// Create API tokens (directly in the store; no server needed).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Check that this host can boot VMs, and say how to fix what is missing.
     Doctor,
 }
@@ -71,6 +78,171 @@ pub enum ImageName {
 pub enum VmCommand {
     /// Boot a VM in the foreground, streaming its console.
     Run(RunArgs),
+    /// Create a VM through `hearth serve`; prints its id.
+    Create(CreateArgs),
+    /// List VMs.
+    #[command(alias = "ls")]
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one VM: state, failure, deadlines.
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: VmId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The state transitions and notes of a VM, oldest first.
+    Events {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: VmId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The guest's serial console, live or archived.
+    Console {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: VmId,
+        /// How many of the last lines to print.
+        #[arg(long, default_value_t = 100)]
+        lines: usize,
+        /// Keep printing lines as the guest writes them, until it stops.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// The hypervisor's own log (QEMU's or Firecracker's output).
+    Logs {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: VmId,
+        #[arg(long, default_value_t = 100)]
+        lines: usize,
+    },
+    /// Keep a VM (never clean it up) until it is released.
+    Hold {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: VmId,
+    },
+    /// Let a held VM be cleaned up again after its grace period.
+    Release {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: VmId,
+    },
+    /// Stop a VM and destroy it (its logs are archived first).
+    Rm {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: VmId,
+    },
+}
+
+/// Where `hearth serve` is and who is asking.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Base URL of `hearth serve`.
+    #[arg(long, env = "HEARTH_URL", default_value = "http://127.0.0.1:7070")]
+    pub url: String,
+    /// API token (from `hearth token create`).
+    #[arg(long, env = "HEARTH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Image name, as built with `hearth image build`.
+    #[arg(long, default_value = "minimal")]
+    pub image: String,
+    #[arg(long, value_enum, default_value_t = Backend::Qemu)]
+    pub backend: Backend,
+    #[arg(long, default_value_t = 1)]
+    pub vcpus: u8,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub memory: u32,
+    /// Seconds the guest has to become ready (default: the server's).
+    #[arg(long, value_name = "SECS")]
+    pub readiness_timeout: Option<u64>,
+    /// Wait until the VM is ready (or has stopped), and say how it went.
+    #[arg(long, value_enum)]
+    pub wait: Option<WaitFor>,
+    /// How long `--wait` waits before giving up (the VM is left as it is).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub timeout: u64,
+    /// Print the VM as JSON instead of its id.
+    #[arg(long)]
+    pub json: bool,
+    /// What the guest runs; without one it stays up until removed.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum WaitFor {
+    /// The guest reported readiness.
+    Ready,
+    /// The guest powered off (its command ended).
+    Stopped,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Seconds a stopped or failed VM is kept for inspection before cleanup.
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    pub grace: u64,
+    /// Seconds a VM has to become ready unless its request says otherwise.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub readiness_timeout: u64,
+    /// Seconds before files and processes no VM accounts for are removed.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub orphan_grace: u64,
+    /// Archived logs older than this many seconds are pruned (default: 7 days).
+    #[arg(long, value_name = "SECS")]
+    pub retention_age: Option<u64>,
+    /// Archived logs beyond this many bytes in total are pruned, oldest first
+    /// (default: 1 GiB).
+    #[arg(long, value_name = "N")]
+    pub retention_bytes: Option<u64>,
+    /// Milliseconds between reconciler runs.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    pub tick_ms: u64,
+    /// Requests one token may make per window (default: 1000 per 900 s).
+    #[arg(long, value_name = "N", requires = "rate_window")]
+    pub rate_limit: Option<u32>,
+    /// The rate limit's window in seconds.
+    #[arg(long, value_name = "SECS", requires = "rate_limit")]
+    pub rate_window: Option<u64>,
+    /// QEMU acceleration; default: detected (KVM where it can run a guest).
+    #[arg(long, value_enum)]
+    pub accel: Option<AccelArg>,
+    /// Firecracker binary (default: $HEARTH_FIRECRACKER, else `firecracker` on PATH).
+    #[arg(long)]
+    pub firecracker: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint a token and print it once on stdout.
+    Create {
+        /// The tenant whose VMs the token may see and create.
+        #[arg(long, default_value = "default")]
+        tenant: TenantId,
+        /// May see and manage every tenant's VMs.
+        #[arg(long)]
+        admin: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -1,15 +1,19 @@
 //! One module per subcommand.
 
+mod client;
 mod doctor;
 mod image;
 mod kernel;
+mod serve;
+mod token;
+mod vm_api;
 mod vm_run;
 
 use std::process::ExitCode;
 
 use hearth_guestkit::DataDir;
 
-use crate::cli::{Cli, Command, ImageCommand, KernelCommand, VmCommand};
+use crate::cli::{Cli, Command, ImageCommand, KernelCommand, TokenCommand, VmCommand};
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let data = cli
@@ -24,7 +28,31 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Image(ImageCommand::Build { name, force }) => image::build(&data, name, force),
         Command::Image(ImageCommand::List) => image::list(&data),
-        Command::Vm(VmCommand::Run(args)) => vm_run::run(&data, args),
+        Command::Vm(vm) => run_vm(&data, vm),
         Command::Doctor => doctor::run(&data),
+        Command::Serve(args) => serve::run(&data, args),
+        Command::Token(TokenCommand::Create { tenant, admin }) => {
+            token::create(&data, tenant, admin)
+        }
+    }
+}
+
+fn run_vm(data: &DataDir, command: VmCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        VmCommand::Run(args) => vm_run::run(data, args),
+        VmCommand::Create(args) => vm_api::create(args),
+        VmCommand::List { api, json } => vm_api::list(&api, json),
+        VmCommand::Show { api, id, json } => vm_api::show(&api, &id, json),
+        VmCommand::Events { api, id, json } => vm_api::events(&api, &id, json),
+        VmCommand::Console {
+            api,
+            id,
+            lines,
+            follow,
+        } => vm_api::console(&api, &id, lines, follow),
+        VmCommand::Logs { api, id, lines } => vm_api::logs(&api, &id, lines),
+        VmCommand::Hold { api, id } => vm_api::hold(&api, &id, true),
+        VmCommand::Release { api, id } => vm_api::hold(&api, &id, false),
+        VmCommand::Rm { api, id } => vm_api::remove(&api, &id),
     }
 }

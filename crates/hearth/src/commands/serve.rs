@@ -1,0 +1,240 @@
+//! `hearth serve`: the controller and its HTTP API in one process, over
+//! the embedded store in the data directory.
+//!
+//! One `hearth serve` per data directory: a second one would adopt, clean
+//! and kill the first one's VMs, so it is refused at once through an
+//! exclusive lock on `<data>/serve.lock`. SIGTERM or SIGINT stops serving
+//! and exits 0 leaving the VMs running; the next start adopts them.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{IsTerminal, Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hearth_control::controller::{Controller, ControllerConfig};
+use hearth_guestkit::DataDir;
+use hearth_server::{RateLimit, ServerConfig};
+use hearth_store::SqliteStore;
+use hearth_types::Accel;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::dispatcher::DefaultGuard;
+
+use crate::cli::{AccelArg, ServeArgs};
+
+/// What is logged unless `HEARTH_LOG` says otherwise: hearth's own
+/// lifecycle lines, and only warnings from the libraries under it.
+const DEFAULT_LOG: &str =
+    "warn,hearth=info,hearth_control=info,hearth_server=info,hearth_store=info,hearth_vmm=info";
+/// How long stopping waits for blocking work (a layer being copied) to end.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another `hearth serve`{holder} already serves the data directory {dir}: stop it first, or give this one its own --data-dir")]
+    AlreadyServing { dir: PathBuf, holder: String },
+    #[error("could not lock {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub fn run(data: &DataDir, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let _lock = ServeLock::acquire(data)?;
+    let store_file = data.store_file();
+    let store = SqliteStore::open(&store_file)
+        .with_context(|| format!("could not open the store {}", store_file.display()))?;
+    let config = controller_config(data, &args);
+    let server = server_config(&args);
+    let logs = log_dispatch();
+    let _main_logs = tracing::dispatcher::set_default(&logs);
+    let runtime = runtime(logs)?;
+    let result = runtime.block_on(serve(Arc::new(store), config, server));
+    runtime.shutdown_timeout(SHUTDOWN_WAIT);
+    result?;
+    tracing::info!("stopped; running VMs were left running for the next `hearth serve` to adopt");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(
+    store: Arc<SqliteStore>,
+    config: ControllerConfig,
+    server: ServerConfig,
+) -> anyhow::Result<()> {
+    // Before anything else: a SIGTERM during adoption must stop us cleanly.
+    let shutdown = shutdown_signal()?;
+    let data = config.data.root().display().to_string();
+    let controller = Controller::new(store, config);
+    let reconcilers = controller.start().await;
+    tracing::info!(listen = %server.listen, data = %data, "serving");
+    let served = hearth_server::serve(Arc::clone(&controller), server, shutdown).await;
+    reconcilers.abort();
+    served.context("the HTTP API stopped")?;
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let mut term = signal(SignalKind::terminate()).context("could not handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("could not handle SIGINT")?;
+    Ok(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "stopping");
+    })
+}
+
+fn controller_config(data: &DataDir, args: &ServeArgs) -> ControllerConfig {
+    let mut config = ControllerConfig::new(data.clone());
+    config.grace = Duration::from_secs(args.grace);
+    config.readiness_timeout = Duration::from_secs(args.readiness_timeout);
+    config.orphan_grace = Duration::from_secs(args.orphan_grace);
+    if let Some(age) = args.retention_age {
+        config.retention_age = Duration::from_secs(age);
+    }
+    if let Some(bytes) = args.retention_bytes {
+        config.retention_bytes = bytes;
+    }
+    config.tick = Duration::from_millis(args.tick_ms.max(1));
+    config.accel = args.accel.map(|a| match a {
+        AccelArg::Kvm => Accel::Kvm,
+        AccelArg::Tcg => Accel::Tcg,
+    });
+    config.firecracker = args.firecracker.clone();
+    config
+}
+
+fn server_config(args: &ServeArgs) -> ServerConfig {
+    let mut config = ServerConfig {
+        listen: args.listen,
+        ..ServerConfig::default()
+    };
+    if let (Some(requests), Some(secs)) = (args.rate_limit, args.rate_window) {
+        config.rate_limit = RateLimit {
+            requests,
+            per: Duration::from_secs(secs),
+        };
+    }
+    config
+}
+
+/// The runtime, each of its threads logging through `logs`.
+fn runtime(logs: tracing::Dispatch) -> std::io::Result<tokio::runtime::Runtime> {
+    thread_local! {
+        static LOGS: RefCell<Option<DefaultGuard>> = const { RefCell::new(None) };
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hearth-serve")
+        .on_thread_start(move || {
+            let guard = tracing::dispatcher::set_default(&logs);
+            LOGS.with(|slot| *slot.borrow_mut() = Some(guard));
+        })
+        .on_thread_stop(|| LOGS.with(|slot| drop(slot.borrow_mut().take())))
+        .build()
+}
+
+/// One line per event on stderr, `vm=<id>` among its fields. `hearth`'s
+/// global logger stays at warnings for the short commands; the server
+/// logs its lifecycle by default.
+fn log_dispatch() -> tracing::Dispatch {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .finish();
+    tracing::Dispatch::new(subscriber)
+}
+
+/// Held while this process serves a data directory; the kernel releases
+/// it when the process ends, however it ends.
+#[derive(Debug)]
+struct ServeLock {
+    _file: File,
+}
+
+impl ServeLock {
+    fn acquire(data: &DataDir) -> Result<ServeLock, LockError> {
+        let path = data.root().join("serve.lock");
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(data.root()).map_err(io)?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        if !try_lock(&file).map_err(io)? {
+            return Err(LockError::AlreadyServing {
+                dir: data.root().to_owned(),
+                holder: holder(&mut file),
+            });
+        }
+        // For the message a second `hearth serve` prints.
+        let pid = std::process::id();
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{pid}"))
+            .map_err(io)?;
+        Ok(ServeLock { _file: file })
+    }
+}
+
+/// Takes an exclusive lock without waiting; false when someone holds it.
+fn try_lock(file: &File) -> std::io::Result<bool> {
+    loop {
+        // SAFETY: flock(2) on a descriptor owned by `file`, alive for the call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.kind() {
+            std::io::ErrorKind::WouldBlock => return Ok(false),
+            std::io::ErrorKind::Interrupted => continue,
+            _ => return Err(e),
+        }
+    }
+}
+
+/// ` (pid N)` from the lock file, when the holder wrote it.
+fn holder(file: &mut File) -> String {
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    match text.trim().parse::<u32>() {
+        Ok(pid) => format!(" (pid {pid})"),
+        Err(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_the_same_data_dir_is_refused_and_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        let first = ServeLock::acquire(&data).unwrap();
+        let err = ServeLock::acquire(&data).unwrap_err().to_string();
+        let pid = std::process::id();
+        assert!(err.contains("already serves"), "{err}");
+        assert!(err.contains(&format!("(pid {pid})")), "{err}");
+        drop(first);
+        ServeLock::acquire(&data).expect("free again once the holder is gone");
+    }
+}

@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+/// A `hearth serve` on a private data directory (the `serve_*` tests).
+pub mod serve;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -58,7 +58,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
 
     // Cleanup jobs
-    /// Adds a job unless one of the same kind is already pending for the VM.
+    /// Adds a job; when one of the same kind is already pending for the VM,
+    /// only moves its due time earlier if this one is due sooner.
     async fn enqueue_job(&self, job: &NewJob) -> Result<(), StoreError>;
     /// Jobs due at `now` and not leased by someone else, leased to `owner`
     /// until `lease_until`, at most `limit`.

@@ -573,6 +573,17 @@ async fn store_with_vms(names: &[&str]) -> (TempDir, PathBuf, SqliteStore) {
 }
 
 #[tokio::test]
+async fn a_sooner_enqueue_moves_the_pending_job_earlier_and_a_later_one_does_not() {
+    let (_dir, _path, store) = store_with_vms(&["vm-1"]).await;
+    store.enqueue_job(&destroy("vm-1", 900)).await.unwrap();
+    store.enqueue_job(&destroy("vm-1", 100)).await.unwrap();
+    store.enqueue_job(&destroy("vm-1", 500)).await.unwrap();
+    let pending = store.jobs_for(&id("vm-1")).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].due, t(100));
+}
+
+#[tokio::test]
 async fn enqueueing_is_idempotent_while_a_job_is_pending() {
     let (_dir, _path, store) = store_with_vms(&["vm-1"]).await;
     store.enqueue_job(&destroy("vm-1", 100)).await.unwrap();

@@ -59,7 +59,7 @@ pub(super) async fn finish(
     }
 }
 
-async fn schedule_destroy(ctl: &Controller, id: &VmId, due: Timestamp) {
+pub(super) async fn schedule_destroy(ctl: &Controller, id: &VmId, due: Timestamp) {
     let job = NewJob {
         kind: JobKind::Destroy,
         vm: id.clone(),

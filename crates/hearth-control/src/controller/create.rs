@@ -104,12 +104,22 @@ async fn boot(ctl: Arc<Controller>, record: VmRecord) {
     let id = record.vm.id.clone();
     match steps(&ctl, &record).await {
         Ok(running) => watch::start(ctl, id, running),
+        Err(_) if stopping(&ctl, &id).await => {
+            let message = "stopped before it finished starting";
+            super::cleanup::finish(&ctl, &id, VmState::Stopping, Transition::Exited, message).await;
+        }
         Err(StepFailure { step, reason }) => {
             let message = format!("create step `{step}` failed: {reason}");
             tracing::warn!(vm = %id, %message);
             super::cleanup::fail(&ctl, &id, FailureCode::StartFailed, message).await;
         }
     }
+}
+
+/// Whether someone asked the VM to stop while it was being created (its
+/// steps then fail on the state change, which is no failure of the VM).
+async fn stopping(ctl: &Controller, id: &VmId) -> bool {
+    matches!(ctl.store.vm(id).await, Ok(Some(r)) if r.vm.state == VmState::Stopping)
 }
 
 async fn steps(ctl: &Arc<Controller>, record: &VmRecord) -> Result<RunningVm, StepFailure> {

@@ -222,13 +222,16 @@ impl Controller {
         console::follow(self, &record, log, lines).await
     }
 
+    /// Holds a VM (never cleaned up) or releases it; a released VM that is
+    /// past its grace is cleaned up at once.
     pub async fn hold(&self, scope: &Scope, id: &VmId, held: bool) -> Result<Vm, ControlError> {
         self.record(scope, id).await?;
-        Ok(self
-            .store
-            .set_held(id, held, hearth_types::Timestamp::now())
-            .await?
-            .vm)
+        let now = hearth_types::Timestamp::now();
+        let vm = self.store.set_held(id, held, now).await?.vm;
+        if let (false, Some(after)) = (held, vm.cleanup_after) {
+            cleanup::schedule_destroy(self, id, after.max(now)).await;
+        }
+        Ok(vm)
     }
 
     /// Stops the VM if it runs and destroys it now (logs archived first).

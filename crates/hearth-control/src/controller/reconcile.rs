@@ -141,9 +141,14 @@ async fn orphans(ctl: &Arc<Controller>) {
     let active: Vec<VmRecord> = active(ctl).await;
     let vms_dir = ctl.config.data.vms();
     for (pid, id) in hypervisors_under(&vms_dir) {
-        let owned = active
-            .iter()
-            .any(|r| r.vm.id == id && r.process.is_some_and(|p| p.pid == pid));
+        // A VM still starting has spawned its hypervisor but may not have
+        // recorded the pid yet; after a controller restart such VMs are
+        // failed first (adopt_all), so their processes are orphans then.
+        let owned = active.iter().any(|r| {
+            r.vm.id == id
+                && (r.process.is_some_and(|p| p.pid == pid)
+                    || matches!(r.vm.state, VmState::Requested | VmState::Preparing))
+        });
         if !owned {
             tracing::warn!(vm = %id, pid, "killing an orphaned hypervisor");
             // SAFETY: kill(2) on a process whose command line names our data directory.

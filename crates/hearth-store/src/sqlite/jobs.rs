@@ -12,10 +12,13 @@ use crate::{Job, JobKind, NewJob, StoreError};
 const COLUMNS: &str = "id, kind, vm_id, due, attempts, last_error, lease_owner, lease_until";
 
 /// A partial unique index allows one pending job per kind and VM, so a
-/// second enqueue is a no-op. `NotFound` for an unknown VM.
+/// second enqueue only moves the pending job's due time earlier (a destroy
+/// asked for now must not wait for a cleanup scheduled after a grace).
+/// `NotFound` for an unknown VM.
 pub(super) fn enqueue(conn: &Connection, job: &NewJob) -> Result<(), Fail> {
     let inserted = conn.execute(
-        "INSERT INTO jobs (kind, vm_id, due) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        "INSERT INTO jobs (kind, vm_id, due) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (kind, vm_id) WHERE done = 0 DO UPDATE SET due = min(due, excluded.due)",
         (job.kind.as_str(), job.vm.as_str(), job.due.as_millis()),
     );
     if inserted.as_ref().err().and_then(constraint) == Some(Constraint::ForeignKey) {

@@ -112,3 +112,29 @@ pub struct ApiError {
     /// For people: the problem and the fix.
     pub message: String,
 }
+
+/// `GET /v1/vms/{id}/diagnosis`: what the VM's logs and failure say went
+/// wrong, most likely cause first. A healthy VM has no findings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Diagnosis {
+    pub vm: VmId,
+    pub findings: Vec<Finding>,
+}
+
+/// One problem the diagnosis found, with the lines that show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Finding {
+    /// Stable, for scripts: `kernel_panic`, `out_of_memory`, `failed_unit`, ...
+    pub rule: String,
+    /// What went wrong, in plain words.
+    pub cause: String,
+    /// The console or log lines that show it, as they were printed (without
+    /// colour codes).
+    pub evidence: Vec<String>,
+    /// What to do about it.
+    pub fix: String,
+}

@@ -3,6 +3,7 @@
 //! VM's console gives.
 
 pub mod controller;
+pub mod diagnosis;
 pub mod foreground;
 pub mod lifecycle;
 pub mod prepare;

@@ -1,0 +1,84 @@
+//! The one part of the diagnosis that touches the host: reading a VM
+//! directory's logs (live, a foreground run's, or an archive) into
+//! [`Evidence`](super::Evidence). The same files in any of those places
+//! give the same evidence.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// The guest's serial console.
+pub const CONSOLE_LOG: &str = "console.log";
+/// The hypervisor's stderr, and Firecracker's own log.
+pub const HYPERVISOR_LOGS: [&str; 2] = ["hypervisor.log", "firecracker.log"];
+/// A log up to this size is read whole; a longer one as its head (the
+/// boot) and its tail (the end), where the rules look.
+const WHOLE: u64 = 8 << 20;
+const HEAD: u64 = 1 << 20;
+const TAIL: u64 = 4 << 20;
+
+/// The console and the hypervisor logs (joined) of the VM directory `dir`.
+/// Missing files read as empty: a VM that never started has no console.
+pub fn read_logs(dir: &Path) -> std::io::Result<(String, String)> {
+    let console = read_capped(&dir.join(CONSOLE_LOG))?;
+    let mut hypervisor = String::new();
+    for name in HYPERVISOR_LOGS {
+        let text = read_capped(&dir.join(name))?;
+        hypervisor.push_str(&text);
+        if !text.is_empty() && !text.ends_with('\n') {
+            hypervisor.push('\n');
+        }
+    }
+    Ok((console, hypervisor))
+}
+
+fn read_capped(path: &Path) -> std::io::Result<String> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let mut bytes = Vec::new();
+    if len <= WHOLE {
+        file.read_to_end(&mut bytes)?;
+    } else {
+        file.by_ref().take(HEAD).read_to_end(&mut bytes)?;
+        bytes.extend_from_slice(b"\n[... hearth: the middle of this log was not read ...]\n");
+        file.seek(SeekFrom::Start(len - TAIL))?;
+        file.read_to_end(&mut bytes)?;
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_files_are_empty_and_hypervisor_logs_are_joined() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            read_logs(dir.path()).unwrap(),
+            (String::new(), String::new())
+        );
+        std::fs::write(dir.path().join("console.log"), "hearth: ready\n").unwrap();
+        std::fs::write(dir.path().join("hypervisor.log"), "stderr line").unwrap();
+        std::fs::write(dir.path().join("firecracker.log"), "log line\n").unwrap();
+        let (console, hypervisor) = read_logs(dir.path()).unwrap();
+        assert_eq!(console, "hearth: ready\n");
+        assert_eq!(hypervisor, "stderr line\nlog line\n");
+    }
+
+    #[test]
+    fn a_huge_log_is_read_as_its_head_and_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = "Linux version 6.1\n".to_owned();
+        text.push_str(&"x".repeat(10 << 20));
+        text.push_str("\nhearth: exit status 132\n");
+        std::fs::write(dir.path().join("console.log"), &text).unwrap();
+        let (console, _) = read_logs(dir.path()).unwrap();
+        assert!(console.starts_with("Linux version 6.1\n"));
+        assert!(console.ends_with("hearth: exit status 132\n"));
+        assert!(console.len() < 6 << 20);
+    }
+}

@@ -1,0 +1,125 @@
+//! Why a VM failed, in plain words. Each rule reads the evidence a VM
+//! leaves behind — its serial console, its hypervisor's log and exit, the
+//! failure and events the store recorded — and says what went wrong, which
+//! lines show it, and what to do about it.
+//!
+//! Every rule is a pure function of [`Evidence`]: the diagnosis of a VM is
+//! the same while it runs, at the end of a foreground run, and from the
+//! archived logs of a VM destroyed last week. There is no agent inside the
+//! guest yet, so the console is the guest's only voice: the rules match the
+//! lines the kernel, hearth's initramfs and init, systemd and journald print
+//! there. `docs/diagnosis.md` lists the rules.
+
+mod crash_loop;
+mod exec;
+mod failed_unit;
+mod files;
+mod hypervisor_exited;
+mod initramfs;
+mod kernel_not_elf;
+mod kernel_panic;
+mod log;
+mod network_online;
+mod never_ready;
+mod out_of_memory;
+mod sigill;
+mod stage;
+mod units;
+
+use hearth_types::api::Finding;
+use hearth_types::{Failure, FailureCode};
+use hearth_vmm::ExitInfo;
+
+pub use self::files::{read_logs, CONSOLE_LOG, HYPERVISOR_LOGS};
+use self::log::Log;
+
+/// Everything the rules read about one VM. Missing pieces are empty: a VM
+/// that never started has no console, a foreground run has no events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Evidence {
+    /// The guest's serial console as written (colour codes and carriage
+    /// returns included; the rules clean each line).
+    pub console: String,
+    /// The hypervisor's own output: its stderr and, for Firecracker, its log.
+    pub hypervisor_log: String,
+    /// How the hypervisor process ended, when it is known and it was not
+    /// hearth that killed it (a deadline's kill is not a crash).
+    pub exit: Option<ExitInfo>,
+    /// The failure the VM was recorded with (`hearth serve`), or the one a
+    /// foreground run's verdict amounts to.
+    pub failure: Option<Failure>,
+    /// The messages of the VM's events, oldest first.
+    pub events: Vec<String>,
+    /// The guest's memory, when known.
+    pub memory_mib: Option<u32>,
+}
+
+/// The findings of every rule, most likely cause first. A healthy VM has
+/// none.
+pub fn diagnose(evidence: &Evidence) -> Vec<Finding> {
+    let input = Input::new(evidence);
+    RULES.iter().flat_map(|rule| rule(&input)).collect()
+}
+
+/// A rule: the evidence in, its findings out (usually none or one).
+type Rule = fn(&Input) -> Vec<Finding>;
+
+/// In the order findings are reported: what stops a boot or kills a
+/// process comes before the panics, failed units, timeouts and exits it
+/// leads to.
+const RULES: &[Rule] = &[
+    kernel_not_elf::check,
+    initramfs::check,
+    out_of_memory::check,
+    sigill::check,
+    exec::check_format,
+    exec::check_library,
+    kernel_panic::check,
+    crash_loop::check,
+    failed_unit::check,
+    network_online::check,
+    never_ready::check,
+    hypervisor_exited::check,
+    hypervisor_exited::check_not_started,
+];
+
+/// The evidence with its logs split into clean lines, once for all rules.
+#[derive(Debug)]
+struct Input<'a> {
+    console: Log,
+    hypervisor: Log,
+    evidence: &'a Evidence,
+}
+
+impl<'a> Input<'a> {
+    fn new(evidence: &'a Evidence) -> Self {
+        Input {
+            console: Log::new(&evidence.console),
+            hypervisor: Log::new(&evidence.hypervisor_log),
+            evidence,
+        }
+    }
+
+    fn failure_code(&self) -> Option<FailureCode> {
+        self.evidence.failure.as_ref().map(|f| f.code)
+    }
+}
+
+/// A finding; evidence lines are capped in length so one runaway line
+/// cannot swamp a report.
+fn finding(
+    rule: &str,
+    cause: impl Into<String>,
+    evidence: Vec<String>,
+    fix: impl Into<String>,
+) -> Finding {
+    Finding {
+        rule: rule.to_owned(),
+        cause: cause.into(),
+        evidence: evidence.iter().map(|l| log::cap(l)).collect(),
+        fix: fix.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

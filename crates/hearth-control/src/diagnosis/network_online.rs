@@ -1,0 +1,147 @@
+//! `waiting_on_network_online`: units ordered `After=network-online.target`
+//! in a guest without a configured network. network-online.target waits
+//! for systemd-networkd-wait-online, which waits up to two minutes for a
+//! network that never comes, and every unit ordered after the target waits
+//! with it: the agent "never starts" and nothing says why. systemd shows it
+//! as `Job systemd-networkd-wait-online.service/start running (7s / no
+//! limit)` (or `A start job is running for Wait for Network to be
+//! Configured`), then `Timeout occurred while waiting for network
+//! connectivity`; `systemctl list-jobs` shows the units `start waiting`.
+
+use hearth_types::api::Finding;
+
+use super::log::{message, Log};
+use super::units::is_unit_name;
+use super::{finding, Input};
+
+/// The unit behind network-online.target on systemd-networkd guests.
+pub(super) const WAIT_ONLINE: &str = "systemd-networkd-wait-online";
+/// How many lines are quoted.
+const MAX_LINES: usize = 6;
+
+pub(super) fn check(input: &Input) -> Vec<Finding> {
+    let log = &input.console;
+    let signs = log.matching(is_sign);
+    if signs.is_empty() {
+        return Vec::new();
+    }
+    let waiting = waiting_units(log);
+    // The first and the last of the repeated progress lines say how long.
+    let mut shown = vec![signs[0]];
+    shown.extend(signs.iter().rev().take(MAX_LINES - 1));
+    let mut evidence = log.pick(&shown);
+    evidence.extend(waiting.iter().map(|(_, line)| line.clone()));
+    let units: Vec<&str> = waiting.iter().map(|(u, _)| u.as_str()).collect();
+    let who = if units.is_empty() {
+        "every unit ordered After=network-online.target".to_owned()
+    } else {
+        format!("{} (ordered After=network-online.target)", units.join(", "))
+    };
+    vec![finding(
+        "waiting_on_network_online",
+        format!(
+            "systemd is holding {who} until the network is online, and this guest has no \
+             configured network: {WAIT_ONLINE} waits for one (up to 2 minutes by default) \
+             and those units wait with it"
+        ),
+        evidence,
+        "drop `After=network-online.target` and `Wants=network-online.target` from those \
+         units (`After=network.target` is enough for a service that needs no outside network \
+         at start), or give the VM a network interface and configure it; masking \
+         systemd-networkd-wait-online.service also ends the wait",
+    )]
+}
+
+fn is_sign(line: &str) -> bool {
+    let msg = message(line);
+    msg.contains("Timeout occurred while waiting for network connectivity")
+        || (msg.contains("start job is running for") && msg.contains("Wait for Network"))
+        || (msg.contains("Job ") && msg.contains(WAIT_ONLINE) && msg.contains("/start running"))
+        || (msg.contains("Failed to start") && msg.contains(WAIT_ONLINE))
+        || (msg.contains(WAIT_ONLINE) && msg.contains("start running"))
+}
+
+/// Units `systemctl list-jobs` shows as waiting to start: `42
+/// agent.service start waiting`.
+fn waiting_units(log: &Log) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in log.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(at) = words.windows(2).position(|w| w == ["start", "waiting"]) else {
+            continue;
+        };
+        let Some(unit) = at.checked_sub(1).map(|u| words[u]) else {
+            continue;
+        };
+        if is_unit_name(unit) && !unit.ends_with(".target") && !out.iter().any(|(u, _)| u == unit) {
+            out.push((unit.to_owned(), line.clone()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{diagnose, Evidence};
+
+    fn found(console: &str) -> Vec<hearth_types::api::Finding> {
+        diagnose(&Evidence {
+            console: console.into(),
+            ..Evidence::default()
+        })
+    }
+
+    #[test]
+    fn systemd_252_job_lines_and_the_waiting_agent_are_shown() {
+        // systemd 252 with the serial getty masked, and `systemctl list-jobs`.
+        let f = found(
+            "[  OK  ] Reached target network.target - Network.\n\
+             Starting systemd-networkd-wait-online.service - Wait for Network to be Configured...\n\
+             [ *** ] Job systemd-networkd-wait-online.service/start running (7s / no limit)\n\
+             [  ***] Job systemd-networkd-wait-online.service/start running (38s / no limit)\n\
+             JOB UNIT                                 TYPE  STATE\n\
+             104 agent.service                        start waiting\n\
+             87  network-online.target                start waiting\n\
+             103 systemd-networkd-wait-online.service start running\n\
+             3 jobs listed.\n",
+        );
+        assert_eq!(f.len(), 1, "{f:?}");
+        let f = &f[0];
+        assert_eq!(f.rule, "waiting_on_network_online");
+        assert!(
+            f.cause
+                .contains("agent.service (ordered After=network-online.target)"),
+            "{f:?}"
+        );
+        assert!(f.evidence.iter().any(|l| l.contains("(7s / no limit)")));
+        assert!(f.evidence.iter().any(|l| l.contains("(38s / no limit)")));
+        assert!(f
+            .evidence
+            .iter()
+            .any(|l| l.starts_with("104 agent.service")));
+        assert!(f.fix.contains("After=network-online.target"));
+    }
+
+    #[test]
+    fn the_wait_online_timeout_and_its_failure_are_one_finding() {
+        let f = found("[\u{1b}[0;1;31m*** \u{1b}[0m] A start job is running for Wait for Network to be Configured (1min 55s / 2min 1s)\r\n\
+             [  125.8] systemd-networkd-wait-online[171]: Timeout occurred while waiting for network connectivity.\r\n\
+             [\u{1b}[0;1;31mFAILED\u{1b}[0m] Failed to start \u{1b}[0;1;39msystemd-networkd-wait-online.service\u{1b}[0m - Wait for Network to be Configured.\r\n\
+             [  OK  ] Reached target network-online.target - Network is Online.\r\n");
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].rule, "waiting_on_network_online");
+        assert!(f[0]
+            .evidence
+            .iter()
+            .any(|l| l.contains("Timeout occurred while waiting for network connectivity")));
+        assert!(f[0].evidence[0].starts_with("[*** ] A start job is running for Wait for Network"));
+    }
+
+    #[test]
+    fn reaching_network_online_at_once_is_healthy() {
+        assert!(found(
+            "[   14.25] systemd[1]: Reached target network-online.target - Network is Online.\n"
+        )
+        .is_empty());
+    }
+}

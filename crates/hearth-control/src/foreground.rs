@@ -1,19 +1,22 @@
 //! `hearth vm run`: prepare a VM, boot it, stream its console, wait for it
-//! to power off or time out, and say how it ended. The VM's logs stay in its
-//! directory afterwards; only its writable layer and sockets are removed.
+//! to power off or time out, and say how it ended — and, from its logs, why
+//! (the diagnosis). The VM's logs stay in its directory afterwards; only its
+//! writable layer and sockets are removed.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hearth_guestkit::DataDir;
-use hearth_types::{console::ConsoleEvent, VmDescription, VmId};
+use hearth_types::api::Finding;
+use hearth_types::{console::ConsoleEvent, Failure, FailureCode, VmDescription, VmId};
 use hearth_vmm::console::LineSplitter;
 use hearth_vmm::{ExitInfo, Hypervisor, RunningVm, VmmError};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::diagnosis::{diagnose, read_logs, Evidence};
 use crate::prepare::{self, PrepareError, VmFiles};
-use crate::verdict::{decide, ConsoleFacts, Verdict};
+use crate::verdict::{decide, ConsoleFacts, FailReason, Verdict};
 
 /// What to boot.
 #[derive(Debug, Clone)]
@@ -36,6 +39,9 @@ pub struct RunReport {
     /// From hypervisor start to the guest's readiness line.
     pub ready_after: Option<Duration>,
     pub elapsed: Duration,
+    /// What the logs say went wrong, most likely cause first; empty for a
+    /// healthy run.
+    pub findings: Vec<Finding>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +91,15 @@ pub async fn run_foreground(
         timed_out,
         &hypervisor_log,
     );
+    let evidence = Evidence {
+        console,
+        hypervisor_log: read_logs(&files.dir).map_or(hypervisor_log, |(_, logs)| logs),
+        // At the deadline hearth kills the hypervisor itself: not a crash.
+        exit: (!watched.timed_out).then_some(watched.exit),
+        failure: failure_of(&verdict),
+        events: Vec::new(),
+        memory_mib: Some(req.memory_mib),
+    };
     Ok(RunReport {
         id,
         verdict,
@@ -92,6 +107,33 @@ pub async fn run_foreground(
         console_log: files.console_log.clone(),
         ready_after: watched.ready_after,
         elapsed: started.elapsed(),
+        findings: diagnose(&evidence),
+    })
+}
+
+/// The failure a `hearth serve` VM would be recorded with for this verdict,
+/// for the diagnosis. A command still running at the deadline of a guest
+/// that got ready is no boot failure: none.
+fn failure_of(verdict: &Verdict) -> Option<Failure> {
+    let Verdict::Failed(reason) = verdict else {
+        return None;
+    };
+    let code = match reason {
+        FailReason::Timeout {
+            reached_ready: true,
+            ..
+        } => return None,
+        FailReason::Timeout { .. } => FailureCode::BootTimeout,
+        FailReason::KernelPanic(_) => FailureCode::KernelPanic,
+        FailReason::RootNotMountable(_) => FailureCode::RootNotMountable,
+        FailReason::MissingModule(_) => FailureCode::MissingModule,
+        FailReason::HypervisorFailed(_) | FailReason::GuestStopped { .. } => {
+            FailureCode::HypervisorExited
+        }
+    };
+    Some(Failure {
+        code,
+        message: reason.to_string(),
     })
 }
 

@@ -12,6 +12,7 @@ mod assets;
 mod cleanup;
 mod console;
 mod create;
+mod diagnose;
 mod reconcile;
 mod watch;
 
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use hearth_guestkit::DataDir;
 use hearth_store::{Store, StoreError, VmFilter, VmRecord};
-use hearth_types::api::{ConsoleTail, CreateVm, Vm, VmEvent};
+use hearth_types::api::{ConsoleTail, CreateVm, Diagnosis, Vm, VmEvent};
 use hearth_types::{Accel, BackendKind, TenantId, VmId};
 use hearth_vmm::Hypervisor;
 
@@ -220,6 +221,12 @@ impl Controller {
     ) -> Result<ConsoleFollow, ControlError> {
         let record = self.record(scope, id).await?;
         console::follow(self, &record, log, lines).await
+    }
+
+    /// What the VM's logs and failure say went wrong, live or archived.
+    pub async fn diagnosis(&self, scope: &Scope, id: &VmId) -> Result<Diagnosis, ControlError> {
+        let record = self.record(scope, id).await?;
+        diagnose::diagnosis(self, &record).await
     }
 
     /// Holds a VM (never cleaned up) or releases it; a released VM that is

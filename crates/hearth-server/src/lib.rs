@@ -10,6 +10,7 @@
 //! drifts). `docs/api.md` describes the API for people.
 
 mod auth;
+mod diagnosis;
 mod error;
 mod extract;
 mod logs;
@@ -133,6 +134,7 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         .route("/v1/vms/{id}/hold", post(vms::hold))
         .route("/v1/vms/{id}/release", post(vms::release))
         .route("/v1/vms/{id}/events", get(vms::events))
+        .route("/v1/vms/{id}/diagnosis", get(diagnosis::diagnosis))
         .route("/v1/vms/{id}/console", get(logs::console))
         .route("/v1/vms/{id}/logs/hypervisor", get(logs::hypervisor))
         .route("/metrics", get(metrics::metrics))

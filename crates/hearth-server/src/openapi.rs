@@ -24,6 +24,7 @@ Every route but `/healthz` needs `Authorization: Bearer <token>` (`hearth token 
         crate::vms::hold,
         crate::vms::release,
         crate::vms::events,
+        crate::diagnosis::diagnosis,
         crate::logs::console,
         crate::logs::hypervisor,
         crate::metrics::metrics,

@@ -3,13 +3,16 @@
 //! Exit status: 0 when the guest powered off normally (and its command, if
 //! any, succeeded); the command's own status when it failed; 2 for bad input
 //! (nothing was booted); 3 when the VM failed (timeout, kernel panic, root
-//! not mountable, hypervisor error), with the reason on one line.
+//! not mountable, hypervisor error), with the reason on one line. Then what
+//! the diagnosis found in the logs: each finding's cause, the lines that
+//! show it and the fix.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use hearth_control::{run_foreground, RunReport, RunRequest, Verdict};
 use hearth_guestkit::DataDir;
+use hearth_types::api::Finding;
 use hearth_types::Accel;
 use hearth_vmm::firecracker::Firecracker;
 use hearth_vmm::qemu::Qemu;
@@ -19,6 +22,8 @@ use crate::cli::{AccelArg, Backend, RunArgs};
 
 /// Exit status of a VM that failed (as opposed to bad input, 2).
 const VM_FAILED: u8 = 3;
+/// Evidence lines printed per finding; `hearth vm why` shows them all.
+const EVIDENCE_LINES: usize = 3;
 
 pub fn run(data: &DataDir, args: RunArgs) -> anyhow::Result<ExitCode> {
     let hypervisor = hypervisor(data, &args)?;
@@ -61,8 +66,17 @@ fn hypervisor(data: &DataDir, args: &RunArgs) -> anyhow::Result<Box<dyn Hypervis
     })
 }
 
-/// One line on stderr saying how the VM ended, and the exit status.
+/// One line on stderr saying how the VM ended, then the findings, and the
+/// exit status.
 fn summarize(report: &RunReport) -> ExitCode {
+    let code = verdict_lines(report);
+    for finding in &report.findings {
+        print_finding(finding);
+    }
+    code
+}
+
+fn verdict_lines(report: &RunReport) -> ExitCode {
     let ready = report
         .ready_after
         .map(|d| format!(", ready after {:.2} s", d.as_secs_f64()))
@@ -87,4 +101,15 @@ fn summarize(report: &RunReport) -> ExitCode {
             ExitCode::from(VM_FAILED)
         }
     }
+}
+
+/// `hearth: cause: ...`, up to three `hearth: evidence: ...` (the last
+/// ones: rules put the telling line last), `hearth: fix: ...`.
+fn print_finding(f: &Finding) {
+    eprintln!("hearth: cause: {} [{}]", f.cause, f.rule);
+    let skip = f.evidence.len().saturating_sub(EVIDENCE_LINES);
+    for line in &f.evidence[skip..] {
+        eprintln!("hearth: evidence: {line}");
+    }
+    eprintln!("hearth: fix: {}", f.fix);
 }

@@ -124,6 +124,15 @@ pub enum VmCommand {
         #[arg(long, default_value_t = 100)]
         lines: usize,
     },
+    /// Why a VM failed: each finding's cause, the lines that show it, the fix.
+    Why {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: VmId,
+        /// Print the diagnosis as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Keep a VM (never clean it up) until it is released.
     Hold {
         #[command(flatten)]

@@ -51,6 +51,7 @@ fn run_vm(data: &DataDir, command: VmCommand) -> anyhow::Result<ExitCode> {
             follow,
         } => vm_api::console(&api, &id, lines, follow),
         VmCommand::Logs { api, id, lines } => vm_api::logs(&api, &id, lines),
+        VmCommand::Why { api, id, json } => vm_api::why(&api, &id, json),
         VmCommand::Hold { api, id } => vm_api::hold(&api, &id, true),
         VmCommand::Release { api, id } => vm_api::hold(&api, &id, false),
         VmCommand::Rm { api, id } => vm_api::remove(&api, &id),

@@ -1,5 +1,5 @@
-//! `hearth vm create|list|show|events|console|logs|hold|release|rm`: the
-//! CLI as a client of `hearth serve`'s HTTP API.
+//! `hearth vm create|list|show|events|console|logs|why|hold|release|rm`:
+//! the CLI as a client of `hearth serve`'s HTTP API.
 //!
 //! Exit status: 0 on success; 2 when the request failed (the server's
 //! message is printed); 3 when `create --wait` saw the VM fail (the failure
@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use hearth_types::api::{ConsoleTail, CreateVm, Vm, VmEvent};
+use hearth_types::api::{ConsoleTail, CreateVm, Diagnosis, Finding, Vm, VmEvent};
 use hearth_types::{BackendKind, Timestamp, VmId, VmState};
 
 use super::client::{Client, ClientError};
@@ -231,6 +231,44 @@ pub fn logs(api: &ApiArgs, id: &VmId, lines: usize) -> anyhow::Result<ExitCode> 
     let path = format!("{}/logs/hypervisor?lines={lines}", vm_path(id));
     let tail: ConsoleTail = Client::new(api)?.get(&path)?;
     print_tail(id, &tail)
+}
+
+pub fn why(api: &ApiArgs, id: &VmId, json: bool) -> anyhow::Result<ExitCode> {
+    let diagnosis: Diagnosis = Client::new(api)?.get(&format!("{}/diagnosis", vm_path(id)))?;
+    if json {
+        print_line(&serde_json::to_string_pretty(&diagnosis)?)?;
+    } else {
+        print_line(&describe_diagnosis(&diagnosis))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The findings, most likely cause first, each with all its evidence.
+fn describe_diagnosis(d: &Diagnosis) -> String {
+    let mut out = match d.findings.len() {
+        0 => return format!("{}: no findings: its logs show nothing wrong", d.vm),
+        1 => format!("{}: 1 finding", d.vm),
+        n => format!("{}: {n} findings, the most likely cause first", d.vm),
+    };
+    for (i, f) in d.findings.iter().enumerate() {
+        out.push_str("\n\n");
+        out.push_str(&describe_finding(i + 1, f));
+    }
+    out
+}
+
+fn describe_finding(n: usize, f: &Finding) -> String {
+    let mut out = format!("{n}. {} [{}]", f.cause, f.rule);
+    if !f.evidence.is_empty() {
+        out.push_str("\n   evidence:");
+        for line in &f.evidence {
+            out.push_str("\n     ");
+            out.push_str(line);
+        }
+    }
+    out.push_str("\n   fix: ");
+    out.push_str(&f.fix);
+    out
 }
 
 pub fn hold(api: &ApiArgs, id: &VmId, held: bool) -> anyhow::Result<ExitCode> {
@@ -488,6 +526,31 @@ mod tests {
             "{table}"
         );
         assert!(rows[2].contains("failed (held)") && rows[2].ends_with("boot_timeout"));
+    }
+
+    #[test]
+    fn a_diagnosis_lists_each_finding_with_all_its_evidence() {
+        let id: VmId = "vm-0123456789ab".parse().unwrap();
+        let none = Diagnosis {
+            vm: id.clone(),
+            findings: Vec::new(),
+        };
+        assert_eq!(
+            describe_diagnosis(&none),
+            "vm-0123456789ab: no findings: its logs show nothing wrong"
+        );
+        let finding = Finding {
+            rule: "out_of_memory".into(),
+            cause: "the guest ran out of memory".into(),
+            evidence: vec!["a".into(), "b".into()],
+            fix: "give the VM more memory".into(),
+        };
+        let two = Diagnosis {
+            vm: id,
+            findings: vec![finding.clone(), finding],
+        };
+        let text = describe_diagnosis(&two);
+        assert!(text.starts_with("vm-0123456789ab: 2 findings, the most likely cause first\n\n1. the guest ran out of memory [out_of_memory]\n   evidence:\n     a\n     b\n   fix: give the VM more memory\n\n2. "), "{text}");
     }
 
     #[test]

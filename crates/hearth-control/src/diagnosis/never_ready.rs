@@ -50,10 +50,10 @@ fn fix(stage: Stage) -> &'static str {
              exists and allow more time (--timeout, or readiness_timeout_secs in the API)"
         }
         Stage::ImageInit => {
-            "the image's init did not finish starting: on a systemd image a unit ordered \
-             before readiness may be holding it (see the other findings, e.g. \
-             After=network-online.target); otherwise allow more time (--timeout, or \
-             readiness_timeout_secs in the API)"
+            "the image's init had not finished starting: its last lines show what it was \
+             doing; on a systemd image a unit ordered before readiness may hold it (see the \
+             other findings, e.g. After=network-online.target). Otherwise allow more time \
+             (--timeout, or readiness_timeout_secs in the API)"
         }
         Stage::Ready => {
             "the guest did report ready, but after the deadline: allow more time (--timeout, \

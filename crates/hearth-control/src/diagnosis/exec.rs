@@ -138,14 +138,7 @@ fn library_of(line: &str) -> Option<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{diagnose, Evidence};
-
-    fn found(console: &str) -> Vec<hearth_types::api::Finding> {
-        diagnose(&Evidence {
-            console: console.into(),
-            ..Evidence::default()
-        })
-    }
+    use super::super::diagnose_console as found;
 
     #[test]
     fn an_exec_format_error_names_the_file() {

@@ -124,14 +124,7 @@ fn unit_finding(log: &Log, failed_at: usize, unit: &str, description: &str) -> F
 
 #[cfg(test)]
 mod tests {
-    use super::super::{diagnose, Evidence};
-
-    fn found(console: &str) -> Vec<hearth_types::api::Finding> {
-        diagnose(&Evidence {
-            console: console.into(),
-            ..Evidence::default()
-        })
-    }
+    use super::super::diagnose_console as found;
 
     #[test]
     fn a_failed_oneshot_is_named_with_its_exit_and_last_words() {

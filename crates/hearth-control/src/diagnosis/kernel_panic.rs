@@ -133,15 +133,8 @@ fn other(why: &str) -> (String, String) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{diagnose, Evidence};
+    use super::super::diagnose_console as found;
     use super::describe_wait_status;
-
-    fn found(console: &str) -> Vec<hearth_types::api::Finding> {
-        diagnose(&Evidence {
-            console: console.into(),
-            ..Evidence::default()
-        })
-    }
 
     /// From a real run: `-- sh -c 'echo c > /proc/sysrq-trigger'`.
     const SYSRQ: &str = "[    8.294336] EXT4-fs (vdb): mounted filesystem with ordered data mode. Quota mode: none.\r

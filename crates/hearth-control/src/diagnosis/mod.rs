@@ -121,5 +121,14 @@ fn finding(
     }
 }
 
+/// The findings for a console log alone (for the rules' unit tests).
+#[cfg(test)]
+fn diagnose_console(console: &str) -> Vec<Finding> {
+    diagnose(&Evidence {
+        console: console.into(),
+        ..Evidence::default()
+    })
+}
+
 #[cfg(test)]
 mod tests;

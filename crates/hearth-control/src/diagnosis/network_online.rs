@@ -82,14 +82,7 @@ fn waiting_units(log: &Log) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{diagnose, Evidence};
-
-    fn found(console: &str) -> Vec<hearth_types::api::Finding> {
-        diagnose(&Evidence {
-            console: console.into(),
-            ..Evidence::default()
-        })
-    }
+    use super::super::diagnose_console as found;
 
     #[test]
     fn systemd_252_job_lines_and_the_waiting_agent_are_shown() {

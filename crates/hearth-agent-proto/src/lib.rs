@@ -1,0 +1,17 @@
+//! The wire protocol between hearth on the host and `hearth-agent` in the
+//! guest. Both sides link this crate, so the two ends cannot drift apart.
+//!
+//! A frame is a `u32` little-endian byte count followed by that many bytes of
+//! JSON. Frames above [`MAX_FRAME`] are refused before anything is allocated.
+//! Every message is a JSON object with a `type` field naming its kind; unknown
+//! fields are errors, not silently dropped. The I/O is blocking and works on
+//! any `Read`/`Write`, which is what a virtio-serial port in the guest is.
+
+mod frame;
+mod message;
+
+pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
+pub use message::{
+    decode_data, encode_data, negotiate, GuestMessage, HostMessage, Stream, VersionError,
+    MIN_PROTOCOL, PROTOCOL,
+};

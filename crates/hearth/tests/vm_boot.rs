@@ -170,3 +170,42 @@ fn sha256(path: &std::path::Path) -> String {
         .unwrap_or("")
         .to_owned()
 }
+
+#[test]
+fn an_image_without_an_init_is_reported_as_root_not_mountable() {
+    ensure_assets("minimal");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).expect("tree");
+    let image = dir.path().join("noinit.ext4");
+    let mkfs = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&tree)
+        .arg(&image)
+        .arg("8M")
+        .status()
+        .expect("mkfs.ext4 runs");
+    assert!(mkfs.success());
+    let out = run(&[
+        "vm",
+        "run",
+        "--image",
+        image.to_str().expect("utf-8"),
+        "--timeout",
+        "60",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("failed: root not mountable: the image has no /sbin/init"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stderr.contains("[root_not_mountable]"),
+        "no diagnosis finding:\n{}",
+        text(&out)
+    );
+}

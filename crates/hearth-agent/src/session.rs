@@ -1,0 +1,275 @@
+//! One conversation with the host: the hello/welcome handshake, then exec
+//! requests until the host hangs up. Generic over the byte streams, so it is
+//! tested over a socket pair instead of a virtio-serial port.
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hearth_agent_proto::{
+    read_frame, write_frame, FrameError, GuestMessage, HostMessage, MIN_PROTOCOL, PROTOCOL,
+};
+
+use crate::exec;
+
+/// The write half, shared by every running command's output threads; a
+/// frame is written whole under the lock, so frames never interleave.
+#[derive(Clone)]
+pub struct Sender(Arc<Mutex<Box<dyn Write + Send>>>);
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sender")
+    }
+}
+
+impl Sender {
+    pub fn new(w: impl Write + Send + 'static) -> Self {
+        Sender(Arc::new(Mutex::new(Box::new(w))))
+    }
+
+    pub fn send(&self, msg: &GuestMessage) -> Result<(), FrameError> {
+        let mut w = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        write_frame(&mut *w, msg)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("sending hello to the host failed")]
+    Hello(#[source] FrameError),
+    #[error("reading the host's welcome failed")]
+    Welcome(#[source] FrameError),
+    #[error("the host closed the channel before welcoming the agent")]
+    ClosedEarly,
+    #[error("the host refused the agent: {0}")]
+    Refused(String),
+    #[error("the host chose protocol {0}; this agent speaks {MIN_PROTOCOL} to {PROTOCOL}")]
+    Version(u32),
+    #[error("the host answered hello with {0:?} instead of a welcome")]
+    Unexpected(Box<HostMessage>),
+    #[error("reading a request from the host failed")]
+    Read(#[source] FrameError),
+}
+
+#[derive(Debug)]
+pub struct Session<R> {
+    reader: R,
+    out: Sender,
+}
+
+impl<R: Read> Session<R> {
+    pub fn new(reader: R, writer: impl Write + Send + 'static) -> Self {
+        Session {
+            reader,
+            out: Sender::new(writer),
+        }
+    }
+
+    /// Sends `hello` and waits for the host's answer; returns the protocol
+    /// version the host chose.
+    pub fn handshake(&mut self, hello: GuestMessage) -> Result<u32, SessionError> {
+        self.out.send(&hello).map_err(SessionError::Hello)?;
+        let answer = read_frame(&mut self.reader).map_err(SessionError::Welcome)?;
+        match answer {
+            Some(HostMessage::Welcome { protocol }) => check_version(protocol),
+            Some(HostMessage::Refused { reason }) => Err(SessionError::Refused(reason)),
+            Some(other) => Err(SessionError::Unexpected(Box::new(other))),
+            None => Err(SessionError::ClosedEarly),
+        }
+    }
+
+    /// Runs each exec request in its own thread until the host hangs up.
+    pub fn serve(&mut self) -> Result<(), SessionError> {
+        loop {
+            match read_frame(&mut self.reader) {
+                Ok(Some(msg)) => self.dispatch(msg),
+                Ok(None) => return Ok(()),
+                // The whole body was consumed, so the next frame is intact.
+                Err(FrameError::Decode(e)) => eprintln!("hearth-agent: bad request: {e}"),
+                Err(e) => return Err(SessionError::Read(e)),
+            }
+        }
+    }
+
+    fn dispatch(&self, msg: HostMessage) {
+        match msg {
+            HostMessage::Exec {
+                id,
+                argv,
+                env,
+                timeout_ms,
+            } => {
+                let request = exec::Request {
+                    id,
+                    argv,
+                    env,
+                    timeout: timeout_ms.map(Duration::from_millis),
+                };
+                exec::spawn(request, self.out.clone());
+            }
+            other => eprintln!("hearth-agent: ignoring {other:?} after the handshake"),
+        }
+    }
+}
+
+fn check_version(protocol: u32) -> Result<u32, SessionError> {
+    if (MIN_PROTOCOL..=PROTOCOL).contains(&protocol) {
+        Ok(protocol)
+    } else {
+        Err(SessionError::Version(protocol))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+    use std::thread::JoinHandle;
+
+    use hearth_agent_proto::{decode_data, Stream};
+
+    use super::*;
+
+    fn hello() -> GuestMessage {
+        GuestMessage::Hello {
+            protocol: PROTOCOL,
+            agent_version: "test".into(),
+            boot_id: "boot".into(),
+        }
+    }
+
+    /// Starts an agent session on one end of a socket pair; returns the other.
+    fn agent() -> (UnixStream, JoinHandle<Result<(), SessionError>>) {
+        let (host, guest) = UnixStream::pair().unwrap();
+        let handle = std::thread::spawn(move || {
+            let mut s = Session::new(guest.try_clone().unwrap(), guest);
+            s.handshake(hello())?;
+            s.serve()
+        });
+        (host, handle)
+    }
+
+    fn recv(host: &mut UnixStream) -> GuestMessage {
+        read_frame(host).unwrap().expect("the agent hung up")
+    }
+
+    fn welcome(host: &mut UnixStream) {
+        assert!(matches!(
+            recv(host),
+            GuestMessage::Hello { protocol: 1, .. }
+        ));
+        write_frame(host, &HostMessage::Welcome { protocol: PROTOCOL }).unwrap();
+    }
+
+    fn exec(host: &mut UnixStream, id: u64, argv: &[&str], timeout_ms: Option<u64>) {
+        let msg = HostMessage::Exec {
+            id,
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            env: vec![("GREETING".into(), "hi".into())],
+            timeout_ms,
+        };
+        write_frame(host, &msg).unwrap();
+    }
+
+    /// Collects output until the exit; returns (stdout, stderr, exit).
+    fn outcome(host: &mut UnixStream) -> (String, String, GuestMessage) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        loop {
+            match recv(host) {
+                GuestMessage::ExecOutput { stream, data, .. } => {
+                    let buf = if stream == Stream::Stdout {
+                        &mut out
+                    } else {
+                        &mut err
+                    };
+                    buf.extend(decode_data(&data).unwrap());
+                }
+                end => {
+                    let s = |b: Vec<u8>| String::from_utf8(b).unwrap();
+                    return (s(out), s(err), end);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exec_streams_both_outputs_and_the_exit_code() {
+        let (mut host, agent) = agent();
+        welcome(&mut host);
+        exec(
+            &mut host,
+            1,
+            &["sh", "-c", "echo $GREETING; echo err >&2; exit 3"],
+            None,
+        );
+        let (out, err, end) = outcome(&mut host);
+        assert_eq!((out.as_str(), err.as_str()), ("hi\n", "err\n"));
+        let want = GuestMessage::ExecExit {
+            id: 1,
+            code: Some(3),
+            signal: None,
+            timed_out: false,
+        };
+        assert_eq!(end, want);
+        drop(host);
+        agent.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_missing_program_is_an_exec_error() {
+        let (mut host, _agent) = agent();
+        welcome(&mut host);
+        exec(&mut host, 2, &["/nonexistent/prog"], None);
+        let (_, _, end) = outcome(&mut host);
+        assert!(
+            matches!(&end, GuestMessage::ExecError { id: 2, message } if message.contains("/nonexistent/prog")),
+            "{end:?}"
+        );
+        exec(&mut host, 3, &[], None);
+        assert!(matches!(
+            outcome(&mut host).2,
+            GuestMessage::ExecError { id: 3, .. }
+        ));
+    }
+
+    #[test]
+    fn a_command_past_its_deadline_is_killed() {
+        let (mut host, _agent) = agent();
+        welcome(&mut host);
+        exec(&mut host, 4, &["sh", "-c", "sleep 1 & sleep 30"], Some(100));
+        let (_, _, end) = outcome(&mut host);
+        let want = GuestMessage::ExecExit {
+            id: 4,
+            code: None,
+            signal: Some(9),
+            timed_out: true,
+        };
+        assert_eq!(end, want);
+    }
+
+    #[test]
+    fn a_refusal_ends_the_handshake_with_its_reason() {
+        let (mut host, agent) = agent();
+        recv(&mut host);
+        let refusal = HostMessage::Refused {
+            reason: "too new".into(),
+        };
+        write_frame(&mut host, &refusal).unwrap();
+        let err = agent.join().unwrap().unwrap_err();
+        assert!(err.to_string().contains("too new"), "{err}");
+    }
+
+    #[test]
+    fn an_unsupported_version_is_refused_by_the_agent() {
+        let (mut host, agent) = agent();
+        recv(&mut host);
+        write_frame(&mut host, &HostMessage::Welcome { protocol: 99 }).unwrap();
+        assert!(matches!(
+            agent.join().unwrap(),
+            Err(SessionError::Version(99))
+        ));
+    }
+}

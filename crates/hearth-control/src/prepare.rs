@@ -216,6 +216,7 @@ impl VmFiles {
             cmdline,
             run_dir: self.dir.clone(),
             console_log: self.console_log.clone(),
+            channels: Vec::new(),
         }
     }
 }

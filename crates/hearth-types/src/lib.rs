@@ -13,4 +13,4 @@ pub mod vm;
 pub use id::{IdError, TenantError, TenantId, VmId};
 pub use lifecycle::{Failure, FailureCode, VmState};
 pub use time::Timestamp;
-pub use vm::{Accel, BackendKind, Disk, ProcessRef, SpecError, VmDescription};
+pub use vm::{Accel, BackendKind, Channel, Disk, ProcessRef, SpecError, VmDescription};

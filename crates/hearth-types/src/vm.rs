@@ -86,6 +86,17 @@ pub struct Disk {
     pub read_only: bool,
 }
 
+/// A named byte channel between the host and the guest: the guest agent's
+/// line to the host. QEMU exposes it as a virtio-serial port named `name`
+/// whose host end is a Unix socket QEMU listens on at `socket`. The
+/// Firecracker backend ignores channels for now (vsock will carry them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channel {
+    pub name: String,
+    pub socket: PathBuf,
+}
+
 /// Everything a backend needs to boot one VM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,6 +115,10 @@ pub struct VmDescription {
     pub run_dir: PathBuf,
     /// Every byte of the guest's serial console is appended here.
     pub console_log: PathBuf,
+    /// Host <-> guest channels, such as the agent's; absent in older
+    /// descriptions, hence the default.
+    #[serde(default)]
+    pub channels: Vec<Channel>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -178,6 +193,14 @@ mod tests {
             "memory_mib":64,"cmdline":"","run_dir":"r","console_log":"c","extra":1}"#;
         let err = serde_json::from_str::<VmDescription>(json).unwrap_err();
         assert!(err.to_string().contains("extra"), "{err}");
+    }
+
+    #[test]
+    fn descriptions_without_channels_still_parse() {
+        let json = r#"{"id":"vm-1","kernel":"k","initramfs":null,"disks":[],"vcpus":1,
+            "memory_mib":64,"cmdline":"","run_dir":"r","console_log":"c"}"#;
+        let vm = serde_json::from_str::<VmDescription>(json).unwrap();
+        assert!(vm.channels.is_empty());
     }
 }
 

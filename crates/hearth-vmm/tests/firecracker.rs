@@ -46,6 +46,7 @@ fn description(dir: &Path, kernel: PathBuf) -> VmDescription {
         cmdline: "console=ttyS0".into(),
         run_dir: dir.join("run"),
         console_log: dir.join("console.log"),
+        channels: Vec::new(),
     }
 }
 

@@ -133,6 +133,7 @@ fn runtime_description(ctl: &Controller, r: &VmRecord) -> VmDescription {
         cmdline: String::new(),
         run_dir: files.dir,
         console_log: files.console_log,
+        channels: Vec::new(),
     }
 }
 

@@ -8,6 +8,10 @@
 //! `firecracker.sock` (API), `firecracker.log` (its own log),
 //! `firecracker-metrics.json` and `hypervisor.log` (its stderr). The guest's
 //! serial console is Firecracker's stdout, captured by [`crate::process`].
+//!
+//! Host <-> guest channels (`VmDescription::channels`, the agent's line) are
+//! not wired up here yet: Firecracker has no virtio-serial, they will ride on
+//! its vsock device. Until then they are ignored (see docs/agent.md).
 
 pub mod api;
 pub mod client;
@@ -475,6 +479,7 @@ mod tests {
             cmdline: "console=ttyS0 quiet".into(),
             run_dir: dir.join("run"),
             console_log: dir.join("console.log"),
+            channels: Vec::new(),
         }
     }
 

@@ -73,10 +73,31 @@ pub fn args(vm: &VmDescription, host: &QemuHost) -> Vec<OsString> {
         a.push("-device".into());
         a.push(format!("virtio-blk-device,drive=disk{i}").into());
     }
+    a.extend(channel_args(vm));
     let mut qmp = opt("unix:", &qmp_socket(vm));
     qmp.push(",server=on,wait=off");
     a.push("-qmp".into());
     a.push(qmp);
+    a
+}
+
+/// One virtio-serial controller and a port per channel, each backed by a
+/// Unix socket QEMU listens on. `wait=off`: the guest boots without a host
+/// client; until one connects, guest writes block and reads see end-of-file.
+fn channel_args(vm: &VmDescription) -> Vec<OsString> {
+    if vm.channels.is_empty() {
+        return Vec::new();
+    }
+    let mut a: Vec<OsString> = vec!["-device".into(), "virtio-serial-device".into()];
+    for (i, ch) in vm.channels.iter().enumerate() {
+        let mut chardev = opt("socket,path=", &ch.socket);
+        chardev.push(format!(",server=on,wait=off,id=ch{i}"));
+        a.push("-chardev".into());
+        a.push(chardev);
+        a.push("-device".into());
+        let name = ch.name.replace(',', ",,");
+        a.push(format!("virtserialport,chardev=ch{i},name={name}").into());
+    }
     a
 }
 
@@ -109,7 +130,7 @@ pub fn host_tsc_khz() -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use hearth_types::Disk;
+    use hearth_types::{Channel, Disk};
 
     use super::*;
 
@@ -133,6 +154,7 @@ mod tests {
             cmdline: "console=ttyS0".into(),
             run_dir: "/vm".into(),
             console_log: "/vm/console.log".into(),
+            channels: Vec::new(),
         }
     }
 
@@ -187,6 +209,38 @@ mod tests {
         );
         assert_eq!(drives[1], "id=disk1,format=raw,if=none,file=/vm/layer.ext4");
         assert!(joined(a).contains("-qmp unix:/vm/qmp.sock,server=on,wait=off"));
+    }
+
+    #[test]
+    fn no_channels_means_no_virtio_serial() {
+        assert!(!joined(args(&vm(), &host(Accel::Tcg))).contains("virtio-serial"));
+    }
+
+    #[test]
+    fn each_channel_is_a_socket_backed_port_on_one_controller() {
+        let mut vm = vm();
+        vm.channels = vec![
+            Channel {
+                name: "hearth.agent".into(),
+                socket: "/vm/agent,1.sock".into(),
+            },
+            Channel {
+                name: "other".into(),
+                socket: "/vm/other.sock".into(),
+            },
+        ];
+        let line = joined(args(&vm, &host(Accel::Tcg)));
+        assert_eq!(line.matches("virtio-serial-device").count(), 1, "{line}");
+        assert!(
+            line.contains(
+                "-device virtio-serial-device \
+                 -chardev socket,path=/vm/agent,,1.sock,server=on,wait=off,id=ch0 \
+                 -device virtserialport,chardev=ch0,name=hearth.agent \
+                 -chardev socket,path=/vm/other.sock,server=on,wait=off,id=ch1 \
+                 -device virtserialport,chardev=ch1,name=other"
+            ),
+            "{line}"
+        );
     }
 
     #[test]

@@ -37,8 +37,8 @@ fn run() -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", path.display()))?;
     let reader = file.try_clone().context("duplicating the port handle")?;
     let mut session = session::Session::new(reader, file);
-    let protocol = session.handshake(hello())?;
-    eprintln!("hearth-agent: connected (protocol {protocol})");
+    session.handshake(hello())?;
+    eprintln!("hearth-agent: connected");
     session.serve()?;
     Ok(())
 }

@@ -64,7 +64,7 @@ impl Problem {
     /// A failure that is the server's, not the client's: logged in full,
     /// answered in general terms.
     pub fn internal(error: &dyn std::error::Error) -> Self {
-        tracing::error!(error = %chain(error), "request failed");
+        tracing::error!(error = %hearth_types::error_chain(error), "request failed");
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -113,18 +113,6 @@ impl IntoResponse for Problem {
         }
         response
     }
-}
-
-/// An error and its sources on one line, for the log.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The fallback for paths no route matches.

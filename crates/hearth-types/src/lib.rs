@@ -7,10 +7,12 @@ pub mod api;
 pub mod console;
 pub mod id;
 pub mod lifecycle;
+pub mod report;
 pub mod time;
 pub mod vm;
 
 pub use id::{IdError, TenantError, TenantId, VmId};
 pub use lifecycle::{Failure, FailureCode, VmState};
+pub use report::error_chain;
 pub use time::Timestamp;
 pub use vm::{Accel, BackendKind, Channel, Disk, ProcessRef, SpecError, VmDescription};

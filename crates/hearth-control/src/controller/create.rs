@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use hearth_store::{StateChange, VmRecord};
 use hearth_types::api::{CreateVm, Vm};
+use hearth_types::error_chain;
 use hearth_types::{BackendKind, FailureCode, Timestamp, VmDescription, VmId, VmState};
 use hearth_vmm::firecracker::Firecracker;
 use hearth_vmm::qemu::Qemu;
@@ -80,18 +81,6 @@ fn check_request(ctl: &Controller, req: &CreateVm) -> Result<Duration, ControlEr
         )));
     }
     Ok(Duration::from_secs(secs))
-}
-
-/// An error and its sources on one line.
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// A create step that failed.

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use hearth_types::{BackendKind, ProcessRef, VmDescription};
+use hearth_types::{error_chain, BackendKind, ProcessRef, VmDescription};
 use tokio::process::Command;
 
 use self::api::{
@@ -366,17 +366,6 @@ fn api_error<E: Endpoint>(request: &E, err: &ApiError) -> VmmError {
         call: format!("PUT {}", request.path()),
         detail,
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The exit status with the last words of this run's stderr and log.

@@ -2,6 +2,7 @@
 //! steps that prepare and boot a VM (each with its undo), and the verdict a
 //! VM's console gives.
 
+pub mod agent;
 pub mod controller;
 pub mod diagnosis;
 pub mod foreground;

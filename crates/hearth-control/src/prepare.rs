@@ -6,13 +6,18 @@ use std::path::{Path, PathBuf};
 
 use hearth_guestkit::image::{self, guest_command};
 use hearth_guestkit::{initramfs, kernel, layer, DataDir};
-use hearth_types::{Disk, SpecError, VmDescription, VmId};
+use hearth_types::{Channel, Disk, SpecError, VmDescription, VmId};
 
 /// The kernel command line every hearth guest gets. Guests power off by
 /// rebooting (the hypervisor exits on reset; each backend adds the reset
 /// method that is fast on it), and `panic=1` turns a panic into that reset
 /// instead of a hang.
 pub const BASE_CMDLINE: &str = "console=ttyS0 panic=1";
+
+/// The virtio-serial port the guest agent listens on (`hearth-agent --port`).
+pub const AGENT_PORT: &str = "hearth.agent";
+/// The file name of the agent channel's socket in the VM directory.
+pub const AGENT_SOCKET: &str = "agent.sock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
@@ -140,6 +145,8 @@ pub struct VmFiles {
     pub dir: PathBuf,
     pub layer: PathBuf,
     pub console_log: PathBuf,
+    /// The host end of the guest agent's channel (QEMU listens on it).
+    pub agent_socket: PathBuf,
 }
 
 impl VmFiles {
@@ -157,6 +164,7 @@ impl VmFiles {
         VmFiles {
             layer: dir.join("layer.ext4"),
             console_log: dir.join("console.log"),
+            agent_socket: dir.join(AGENT_SOCKET),
             dir,
         }
     }
@@ -178,7 +186,7 @@ impl VmFiles {
     /// keeps the evidence: console and hypervisor logs.
     pub fn release_runtime(&self) {
         let _ = std::fs::remove_file(&self.layer);
-        for sock in ["qmp.sock", "firecracker.sock"] {
+        for sock in ["qmp.sock", "firecracker.sock", AGENT_SOCKET] {
             let _ = std::fs::remove_file(self.dir.join(sock));
         }
     }
@@ -216,7 +224,10 @@ impl VmFiles {
             cmdline,
             run_dir: self.dir.clone(),
             console_log: self.console_log.clone(),
-            channels: Vec::new(),
+            channels: vec![Channel {
+                name: AGENT_PORT.to_owned(),
+                socket: self.agent_socket.clone(),
+            }],
         }
     }
 }

@@ -12,6 +12,7 @@
 mod auth;
 mod diagnosis;
 mod error;
+mod exec;
 mod extract;
 mod logs;
 mod metrics;
@@ -135,6 +136,7 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         .route("/v1/vms/{id}/release", post(vms::release))
         .route("/v1/vms/{id}/events", get(vms::events))
         .route("/v1/vms/{id}/diagnosis", get(diagnosis::diagnosis))
+        .route("/v1/vms/{id}/exec", post(exec::exec))
         .route("/v1/vms/{id}/console", get(logs::console))
         .route("/v1/vms/{id}/logs/hypervisor", get(logs::hypervisor))
         .route("/metrics", get(metrics::metrics))

@@ -25,6 +25,7 @@ Every route but `/healthz` needs `Authorization: Bearer <token>` (`hearth token 
         crate::vms::release,
         crate::vms::events,
         crate::diagnosis::diagnosis,
+        crate::exec::exec,
         crate::logs::console,
         crate::logs::hypervisor,
         crate::metrics::metrics,

@@ -138,3 +138,69 @@ pub struct Finding {
     /// What to do about it.
     pub fix: String,
 }
+
+/// `POST /v1/vms/{id}/exec`: run a program in a ready VM through its guest
+/// agent. `argv` is run directly, never through a shell (send
+/// `["sh", "-c", "..."]` for one); stdin is empty.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// The program and its arguments; not empty.
+    pub argv: Vec<String>,
+    /// Seconds the program may run before it is killed (1..=3600; default
+    /// 60).
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+impl ExecRequest {
+    pub const DEFAULT_TIMEOUT_SECS: u64 = 60;
+    pub const MAX_TIMEOUT_SECS: u64 = 3600;
+
+    /// The timeout in seconds, the default when none was given.
+    pub fn timeout(&self) -> u64 {
+        self.timeout_secs.unwrap_or(Self::DEFAULT_TIMEOUT_SECS)
+    }
+
+    /// What is wrong with the request, in words for the caller.
+    pub fn check(&self) -> Result<(), String> {
+        if self.argv.is_empty() {
+            return Err("argv is empty: name the program to run, e.g. [\"uname\", \"-a\"]".into());
+        }
+        if self.argv[0].is_empty() {
+            return Err("argv[0] is empty: name the program to run".into());
+        }
+        if self.argv.iter().any(|a| a.contains('\0')) {
+            return Err("an argument contains a NUL byte, which no program can receive".into());
+        }
+        match self.timeout_secs {
+            Some(t) if !(1..=Self::MAX_TIMEOUT_SECS).contains(&t) => Err(format!(
+                "timeout_secs {t} is out of range: give 1 to {} seconds",
+                Self::MAX_TIMEOUT_SECS
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What an exec did. Exactly one of `exit_code` and `signal` is set, unless
+/// the program could not be started: then both are null and `stderr` says
+/// why (`hearth vm exec` then exits 127, like a shell).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ExecResult {
+    /// The program's exit status, when it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that killed it (9 after a timeout).
+    pub signal: Option<i32>,
+    /// It ran past its timeout and was killed with its process group.
+    pub timed_out: bool,
+    /// Its standard output, as UTF-8 (invalid bytes replaced), at most 1 MiB.
+    pub stdout: String,
+    /// Its standard error, likewise.
+    pub stderr: String,
+    /// Output beyond 1 MiB per stream was dropped.
+    pub truncated: bool,
+}

@@ -13,7 +13,7 @@ use hearth_agent_proto::{
 };
 use hearth_control::prepare::{self, VmFiles};
 use hearth_guestkit::datadir::DataDir;
-use hearth_types::{Channel, VmDescription, VmId};
+use hearth_types::{VmDescription, VmId};
 use hearth_vmm::qemu::Qemu;
 use hearth_vmm::{Hypervisor, RunningVm};
 
@@ -113,11 +113,10 @@ fn describe(data: &DataDir, image: &Path) -> (VmDescription, VmFiles) {
     let files = VmFiles::for_run(data, &id);
     files.create(data).expect("the run dir and layer are made");
     let cmdline = prepare::cmdline(&[]).expect("a command line");
-    let mut vm = files.describe(&id, &assets, 1, 256, cmdline);
-    vm.channels.push(Channel {
-        name: PORT.into(),
-        socket: files.dir.join("agent.sock"),
-    });
+    // Every described VM has the agent channel already.
+    let vm = files.describe(&id, &assets, 1, 256, cmdline);
+    assert_eq!(vm.channels.len(), 1);
+    assert_eq!(vm.channels[0].name, PORT);
     (vm, files)
 }
 

@@ -133,6 +133,10 @@ pub enum VmCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run a command in a ready VM through its guest agent; exits with the
+    /// command's status (128+N when signal N killed it, 127 when it could
+    /// not be started, 2 when the request failed).
+    Exec(ExecArgs),
     /// Keep a VM (never clean it up) until it is released.
     Hold {
         #[command(flatten)]
@@ -151,6 +155,20 @@ pub enum VmCommand {
         api: ApiArgs,
         id: VmId,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    pub id: VmId,
+    /// Seconds the command may run before it is killed (1 to 3600).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: Option<u64>,
+    /// The program and its arguments, after `--`; run directly, not
+    /// through a shell (use `sh -c '...'` for one).
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
 }
 
 /// Where `hearth serve` is and who is asking.

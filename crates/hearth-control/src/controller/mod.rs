@@ -13,6 +13,7 @@ mod cleanup;
 mod console;
 mod create;
 mod diagnose;
+mod exec;
 mod reconcile;
 mod watch;
 
@@ -22,11 +23,12 @@ use std::time::Duration;
 
 use hearth_guestkit::DataDir;
 use hearth_store::{Store, StoreError, VmFilter, VmRecord};
-use hearth_types::api::{ConsoleTail, CreateVm, Diagnosis, Vm, VmEvent};
+use hearth_types::api::{ConsoleTail, CreateVm, Diagnosis, ExecRequest, ExecResult, Vm, VmEvent};
 use hearth_types::{Accel, BackendKind, TenantId, VmId};
 use hearth_vmm::Hypervisor;
 
 pub use self::console::{ConsoleFollow, LogName, MAX_LINES};
+pub use self::exec::ExecError;
 use crate::lifecycle::InvalidTransition;
 
 /// Tunables of `hearth serve`.
@@ -227,6 +229,16 @@ impl Controller {
     pub async fn diagnosis(&self, scope: &Scope, id: &VmId) -> Result<Diagnosis, ControlError> {
         let record = self.record(scope, id).await?;
         diagnose::diagnosis(self, &record).await
+    }
+
+    /// Runs a command in a ready VM through its guest agent.
+    pub async fn exec(
+        &self,
+        scope: &Scope,
+        id: &VmId,
+        req: ExecRequest,
+    ) -> Result<ExecResult, ExecError> {
+        exec::exec(self, scope, id, req).await
     }
 
     /// Holds a VM (never cleaned up) or releases it; a released VM that is

@@ -78,19 +78,18 @@ impl Client {
             .filter(|t| !t.is_empty())
             .ok_or(ClientError::NoToken)?
             .to_owned();
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            // hearth serve is local or on the operator's network: a proxy
-            // from the environment would only get in the way.
-            .proxy(None)
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_recv_response(Some(REQUEST_TIMEOUT))
-            .build();
         Ok(Client {
             base: args.url.trim_end_matches('/').to_owned(),
             token,
-            agent: config.new_agent(),
+            agent: http_agent(REQUEST_TIMEOUT),
         })
+    }
+
+    /// The same client, waiting up to `timeout` for each answer (for
+    /// requests that take as long as the work they ask for).
+    pub fn with_answer_timeout(mut self, timeout: Duration) -> Client {
+        self.agent = http_agent(timeout);
+        self
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -209,6 +208,19 @@ impl Client {
 
 /// The most of a response body the client reads (a VM list of thousands).
 const REQUEST_BODY_LIMIT: u64 = 64 << 20;
+
+/// An HTTP agent that waits up to `answer` for each response.
+fn http_agent(answer: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        // hearth serve is local or on the operator's network: a proxy
+        // from the environment would only get in the way.
+        .proxy(None)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_recv_response(Some(answer))
+        .build()
+        .new_agent()
+}
 
 fn read_limited(reader: impl Read, limit: u64) -> Vec<u8> {
     let mut buf = Vec::new();

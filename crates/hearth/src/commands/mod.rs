@@ -7,6 +7,7 @@ mod kernel;
 mod serve;
 mod token;
 mod vm_api;
+mod vm_exec;
 mod vm_run;
 
 use std::process::ExitCode;
@@ -52,6 +53,7 @@ fn run_vm(data: &DataDir, command: VmCommand) -> anyhow::Result<ExitCode> {
         } => vm_api::console(&api, &id, lines, follow),
         VmCommand::Logs { api, id, lines } => vm_api::logs(&api, &id, lines),
         VmCommand::Why { api, id, json } => vm_api::why(&api, &id, json),
+        VmCommand::Exec(args) => vm_exec::exec(args),
         VmCommand::Hold { api, id } => vm_api::hold(&api, &id, true),
         VmCommand::Release { api, id } => vm_api::hold(&api, &id, false),
         VmCommand::Rm { api, id } => vm_api::remove(&api, &id),

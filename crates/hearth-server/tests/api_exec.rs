@@ -1,0 +1,374 @@
+//! `POST /v1/vms/{id}/exec` against real VMs: a busybox guest with the
+//! static `hearth-agent` (restarted by its init after each hang-up) served
+//! by a real controller and server, spoken to over HTTP.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hearth_control::agent::{ExecSpec, Session};
+use hearth_control::controller::{Controller, ControllerConfig};
+use hearth_guestkit::image::ImageName;
+use hearth_guestkit::DataDir;
+use hearth_server::{mint_token, ServerConfig};
+use hearth_store::SqliteStore;
+use hearth_types::api::{ApiError, ExecResult, Vm};
+use hearth_types::{TenantId, VmId, VmState};
+
+const STATIC_LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.a";
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+const BUSYBOX: &str = "/bin/busybox";
+
+/// PID 1 of the test image: mount, report ready, and keep an agent on the
+/// port (each one ends when the host hangs up).
+const INIT: &str = r#"#!/bin/sh
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+grep -q " /proc " /proc/mounts 2>/dev/null || mount -t proc proc /proc
+grep -q " /sys " /proc/mounts || mount -t sysfs sysfs /sys
+grep -q " /dev " /proc/mounts || mount -t devtmpfs devtmpfs /dev
+[ -c /dev/console ] && exec </dev/console >/dev/console 2>&1
+echo "hearth: ready"
+while :; do
+  /bin/hearth-agent --port hearth.agent
+  sleep 0.1
+done
+"#;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The static agent, built like `agent_exec` does; `None` without static
+/// glibc.
+fn build_agent() -> Option<PathBuf> {
+    if !Path::new(STATIC_LIBC).exists() {
+        println!("skipped: no static glibc ({STATIC_LIBC}) to link hearth-agent with");
+        return None;
+    }
+    let target_dir = workspace().join("target/agent-build");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--locked", "-p", "hearth-agent"])
+        .args(["--target", TARGET])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .current_dir(workspace())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the static agent failed");
+    Some(target_dir.join(TARGET).join("release/hearth-agent"))
+}
+
+/// A data directory borrowing the shared kernels and caches, whose own
+/// `minimal` image is busybox plus the agent.
+fn data_dir_with_agent_image(agent: &Path) -> tempfile::TempDir {
+    let shared = DataDir::new(hearth_testkit::test_data_dir());
+    hearth_guestkit::kernel::fetch_debian_cloud_kernel(&shared, &mut |_| {})
+        .expect("kernel fetch (see `hearth kernel fetch`)");
+    hearth_guestkit::image::ensure_image(&shared, ImageName::Minimal, false, &mut |_| {})
+        .expect("minimal image builds");
+    let dir = tempfile::Builder::new()
+        .prefix("hearth-exec-")
+        .tempdir()
+        .unwrap();
+    for name in ["kernels", "cache", "locks"] {
+        let target = hearth_testkit::test_data_dir().join(name);
+        std::os::unix::fs::symlink(&target, dir.path().join(name)).unwrap();
+    }
+    let image_dir = DataDir::new(dir.path()).image("minimal");
+    std::fs::create_dir_all(&image_dir).unwrap();
+    std::fs::copy(
+        shared.image("minimal").join("manifest.json"),
+        image_dir.join("manifest.json"),
+    )
+    .unwrap();
+
+    let tree = dir.path().join("tree");
+    for sub in ["bin", "sbin", "proc", "sys", "dev", "tmp", "etc", "root"] {
+        std::fs::create_dir_all(tree.join(sub)).unwrap();
+    }
+    std::fs::copy(BUSYBOX, tree.join("bin/busybox")).expect("the host has busybox");
+    let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
+    for applet in String::from_utf8(list.stdout).unwrap().lines() {
+        if !matches!(applet, "busybox" | "init" | "") {
+            let _ = std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet));
+        }
+    }
+    std::fs::copy(agent, tree.join("bin/hearth-agent")).unwrap();
+    write_executable(&tree.join("sbin/init"), INIT);
+    let status = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "hearth-root", "-d"])
+        .arg(&tree)
+        .arg(image_dir.join("rootfs.ext4"))
+        .arg("64M")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("mkfs.ext4 runs");
+    assert!(status.success(), "mkfs.ext4 failed");
+    std::fs::remove_dir_all(&tree).unwrap();
+    dir
+}
+
+fn write_executable(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    controller: Arc<Controller>,
+}
+
+impl Api {
+    async fn start(data: &Path) -> (Api, tokio::task::JoinHandle<()>) {
+        let data = DataDir::new(data);
+        let store = SqliteStore::open(&data.store_file()).expect("store opens");
+        let mut cc = ControllerConfig::new(data);
+        cc.tick = Duration::from_millis(200);
+        let controller = Controller::new(Arc::new(store), cc);
+        let reconcilers = controller.start().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let ctl = Arc::clone(&controller);
+        tokio::spawn(hearth_server::serve_on(
+            listener,
+            ctl,
+            ServerConfig::default(),
+            std::future::pending(),
+        ));
+        let api = Api {
+            base,
+            http: reqwest::Client::new(),
+            controller,
+        };
+        (api, reconcilers)
+    }
+
+    async fn token(&self, tenant: &str) -> String {
+        let tenant: TenantId = tenant.parse().unwrap();
+        let (secret, record) = mint_token(tenant, false);
+        self.controller.store().insert_token(&record).await.unwrap();
+        secret
+    }
+
+    async fn post(&self, token: &str, path: &str, body: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get_vm(&self, token: &str, id: &str) -> Vm {
+        let r = self
+            .http
+            .get(format!("{}/v1/vms/{id}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        r.json().await.unwrap()
+    }
+
+    async fn exec(&self, token: &str, id: &str, body: &str) -> (u16, String) {
+        let r = self.post(token, &format!("/v1/vms/{id}/exec"), body).await;
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+fn result(status: u16, body: &str) -> ExecResult {
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(body).expect("an ExecResult")
+}
+
+fn error(status: u16, want: u16, body: &str) -> ApiError {
+    assert_eq!(status, want, "{body}");
+    serde_json::from_str(body).expect("an ApiError")
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_runs_commands_in_a_served_vm_through_its_agent() {
+    let Some(agent) = build_agent() else { return };
+    let dir = tokio::task::spawn_blocking(move || data_dir_with_agent_image(&agent))
+        .await
+        .unwrap();
+    let (api, _reconcilers) = Api::start(dir.path()).await;
+    let alice = api.token("alice").await;
+    let bob = api.token("bob").await;
+
+    let r = api.post(&alice, "/v1/vms", r#"{"image":"minimal"}"#).await;
+    assert_eq!(r.status().as_u16(), 201);
+    let vm: Vm = r.json().await.unwrap();
+    let id = vm.id.to_string();
+
+    // Not ready yet: 409 naming the state.
+    let (status, body) = api.exec(&alice, &id, r#"{"argv":["true"]}"#).await;
+    let e = error(status, 409, &body);
+    assert_eq!(e.code, "invalid_state");
+    assert!(e.message.contains("not ready"), "{}", e.message);
+
+    let started = Instant::now();
+    loop {
+        let vm = api.get_vm(&alice, &id).await;
+        assert_ne!(vm.state, VmState::Failed, "{vm:?}");
+        if vm.state == VmState::Ready {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(90), "{vm:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The round trip: both streams and the exit code.
+    let body = r#"{"argv":["sh","-c","echo out; echo err >&2; exit 3"],"timeout_secs":20}"#;
+    let (status, text) = api.exec(&alice, &id, body).await;
+    let r = result(status, &text);
+    assert_eq!(
+        (r.stdout.as_str(), r.stderr.as_str(), r.exit_code, r.signal),
+        ("out\n", "err\n", Some(3), None)
+    );
+    assert!(!r.timed_out && !r.truncated);
+
+    // A missing program: 200, no exit code or signal, stderr says why.
+    let (status, text) = api
+        .exec(&alice, &id, r#"{"argv":["/no/such/program"]}"#)
+        .await;
+    let r = result(status, &text);
+    assert_eq!((r.exit_code, r.signal), (None, None), "{r:?}");
+    assert!(r.stderr.contains("/no/such/program"), "{r:?}");
+
+    // A timeout kills the command.
+    let (status, text) = api
+        .exec(&alice, &id, r#"{"argv":["sleep","30"],"timeout_secs":1}"#)
+        .await;
+    let r = result(status, &text);
+    assert!(r.timed_out && r.signal == Some(9), "{r:?}");
+
+    // Another tenant sees nothing.
+    let (status, body) = api.exec(&bob, &id, r#"{"argv":["true"]}"#).await;
+    assert_eq!(error(status, 404, &body).code, "not_found");
+
+    // Bad bodies: 400 before anything runs.
+    for bad in [
+        r#"{"argv":[]}"#,
+        r#"{"argv":["true"],"shell":true}"#,
+        r#"{"argv":["true"],"timeout_secs":0}"#,
+        r#"{"argv":["true"],"timeout_secs":3601}"#,
+        r#"{}"#,
+    ] {
+        let (status, body) = api.exec(&alice, &id, bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+
+    // Events name the program, never its arguments.
+    let events = api
+        .http
+        .get(format!("{}/v1/vms/{id}/events", api.base))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(events.contains("exec: sh exited 3"), "{events}");
+    assert!(!events.contains("echo out"), "{events}");
+
+    // Back to back, the way scripts call it.
+    for n in 0..10 {
+        let body = format!(r#"{{"argv":["echo","{n}"]}}"#);
+        let (status, text) = api.exec(&alice, &id, &body).await;
+        assert_eq!(result(status, &text).stdout, format!("{n}\n"));
+    }
+
+    // Two at once take turns on the one channel; both run.
+    let body = r#"{"argv":["sh","-c","sleep 0.3; echo $$"]}"#;
+    let ((s1, t1), (s2, t2)) =
+        tokio::join!(api.exec(&alice, &id, body), api.exec(&alice, &id, body));
+    let (r1, r2) = (result(s1, &t1), result(s2, &t2));
+    assert_eq!((r1.exit_code, r2.exit_code), (Some(0), Some(0)));
+
+    // Latency: through the API vs. a bare exec on an open channel.
+    let mut through_api = Vec::new();
+    for _ in 0..10 {
+        // Past the gap an exec keeps after the previous one's hang-up.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let t = Instant::now();
+        let (status, text) = api.exec(&alice, &id, r#"{"argv":["echo","hi"]}"#).await;
+        through_api.push(t.elapsed());
+        assert_eq!(result(status, &text).stdout, "hi\n");
+    }
+    let socket = dir.path().join("vms").join(&id).join("agent.sock");
+    let vm_id: VmId = id.parse().unwrap();
+    let bare = tokio::task::spawn_blocking(move || {
+        let mut session = Session::open(&vm_id, &socket).expect("connects and shakes hands");
+        let spec = ExecSpec {
+            argv: vec!["echo".into(), "hi".into()],
+            timeout: Duration::from_secs(10),
+        };
+        (0..10)
+            .map(|_| {
+                let t = Instant::now();
+                let r = session.exec(&spec).expect("bare exec");
+                assert_eq!(r.stdout, "hi\n");
+                t.elapsed()
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let (api_ms, bare_ms) = (median(through_api), median(bare));
+    println!(
+        "exec `echo hi`, median of 10: through the API {api_ms:?}, bare on an open channel {bare_ms:?}, ratio {:.1}",
+        api_ms.as_secs_f64() / bare_ms.as_secs_f64()
+    );
+
+    // Destroyed: 409 again.
+    let r = api
+        .http
+        .delete(format!("{}/v1/vms/{id}", api.base))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let (status, body) = api.exec(&alice, &id, r#"{"argv":["true"]}"#).await;
+    assert_eq!(error(status, 409, &body).code, "invalid_state");
+    let started = Instant::now();
+    while api.get_vm(&alice, &id).await.state != VmState::Destroyed {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn bad_exec_bodies_are_refused_before_the_vm_is_looked_at() {
+    let server = common::server(ServerConfig::default()).await;
+    let token = server.token("alice", false).await;
+    let path = "/v1/vms/vm-000000000000/exec";
+    for (bad, needle) in [
+        (r#"{"argv":[]}"#, "argv is empty"),
+        (r#"{"argv":["true"],"shell":true}"#, "shell"),
+        (r#"{"argv":["true"],"timeout_secs":0}"#, "out of range"),
+        (r#"{"argv":["true"],"timeout_secs":-1}"#, "timeout_secs"),
+        (r#"{"argv":"true"}"#, "argv"),
+    ] {
+        let r = server.post(&token, path, bad).await;
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.contains(needle), "{bad}: {body}");
+    }
+}

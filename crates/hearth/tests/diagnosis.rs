@@ -203,7 +203,7 @@ fn too_little_memory_for_the_kernel_is_named() {
 fn vm_why_explains_a_served_vm_also_after_it_is_destroyed() {
     let mut host = Host::new(&["--grace", "120"]);
     host.start();
-    let id = host.create(&["--readiness-timeout", "3"]);
+    let id = host.create(&["--readiness-timeout", "2"]);
     host.wait_state(&id, VmState::Failed, Duration::from_secs(60));
     // The failed VM is then killed: diagnose its console once it is whole.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -225,7 +225,7 @@ fn vm_why_explains_a_served_vm_also_after_it_is_destroyed() {
     let live: Diagnosis =
         serde_json::from_str(&host.vm_ok(&["why", &id, "--json"])).expect("a Diagnosis");
     assert_eq!(live.findings[0].rule, "never_ready", "{live:#?}");
-    assert!(live.findings[0].cause.contains("not ready within 3 s"));
+    assert!(live.findings[0].cause.contains("not ready within 2 s"));
 
     host.vm_ok(&["rm", &id]);
     host.wait_state(&id, VmState::Destroyed, Duration::from_secs(30));

@@ -1,21 +1,25 @@
 //! `hearth-agent --port NAME`: the process inside the guest that the host
 //! talks to instead of SSH. It finds the virtio-serial port named NAME, says
-//! hello, and runs the commands the host sends until the host hangs up.
+//! hello, and runs the commands the host sends until the host hangs up;
+//! then it reopens the port and waits for the next host, for ever.
 
-use std::fs::OpenOptions;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hearth_agent_proto::{GuestMessage, PROTOCOL};
 
 mod exec;
+mod io;
 mod port;
 mod session;
 
 /// How long to wait for the port to show up: the virtio_console module may
 /// still be probing when init starts us.
 const PORT_WAIT: Duration = Duration::from_secs(5);
+/// The pause after a host that came and went before welcoming the agent
+/// (with no host at all, the hello write simply waits).
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
     match run() {
@@ -29,18 +33,31 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let name = port_name(std::env::args().skip(1))?;
-    let path = port::wait_for(port::SYS_DIR, &name, PORT_WAIT)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    let reader = file.try_clone().context("duplicating the port handle")?;
-    let mut session = session::Session::new(reader, file);
-    session.handshake(hello())?;
-    eprintln!("hearth-agent: connected");
-    session.serve()?;
-    Ok(())
+    let mut port: Option<io::Port> = None;
+    let next_host = move || {
+        let port = match &mut port {
+            Some(port) => port,
+            open => open.insert(open_port(&name)?),
+        };
+        Ok(Some(port.halves().context("resetting the port")?))
+    };
+    session::serve_hosts(next_host, hello, RETRY_PAUSE)
+}
+
+/// Finds and opens the port, retrying for `PORT_WAIT` (the module may be
+/// probing).
+fn open_port(name: &str) -> anyhow::Result<io::Port> {
+    let start = Instant::now();
+    loop {
+        let path = port::wait_for(port::SYS_DIR, name, PORT_WAIT)?;
+        match io::Port::open(&path) {
+            Ok(halves) => return Ok(halves),
+            Err(e) if start.elapsed() >= PORT_WAIT => {
+                return Err(e).with_context(|| format!("opening {}", path.display()))
+            }
+            Err(_) => std::thread::sleep(RETRY_PAUSE),
+        }
+    }
 }
 
 /// The value of `--port`, the only argument.

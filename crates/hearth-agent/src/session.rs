@@ -1,8 +1,9 @@
 //! One conversation with the host: the hello/welcome handshake, then exec
-//! requests until the host hangs up. Generic over the byte streams, so it is
-//! tested over a socket pair instead of a virtio-serial port.
+//! requests until the host hangs up; and the loop that starts a new
+//! conversation each time a host goes away. Generic over the byte streams,
+//! so it is tested over socket pairs instead of a virtio-serial port.
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,9 +14,11 @@ use hearth_agent_proto::{
 use crate::exec;
 
 /// The write half, shared by every running command's output threads; a
-/// frame is written whole under the lock, so frames never interleave.
+/// frame is written whole under the lock, so frames never interleave. When
+/// the session ends it is closed: the writer is dropped (so the port can be
+/// reopened) and commands still running send into nothing.
 #[derive(Clone)]
-pub struct Sender(Arc<Mutex<Box<dyn Write + Send>>>);
+pub struct Sender(Arc<Mutex<Option<Box<dyn Write + Send>>>>);
 
 impl std::fmt::Debug for Sender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -25,7 +28,7 @@ impl std::fmt::Debug for Sender {
 
 impl Sender {
     pub fn new(w: impl Write + Send + 'static) -> Self {
-        Sender(Arc::new(Mutex::new(Box::new(w))))
+        Sender(Arc::new(Mutex::new(Some(Box::new(w)))))
     }
 
     pub fn send(&self, msg: &GuestMessage) -> Result<(), FrameError> {
@@ -33,7 +36,22 @@ impl Sender {
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        write_frame(&mut *w, msg)
+        match w.as_mut() {
+            Some(w) => write_frame(w, msg),
+            None => Err(FrameError::Io(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the session with the host is over",
+            ))),
+        }
+    }
+
+    /// Drops the writer; later sends fail with `BrokenPipe`.
+    pub fn close(&self) {
+        let mut w = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *w = None;
     }
 }
 
@@ -95,6 +113,11 @@ impl<R: Read> Session<R> {
         }
     }
 
+    /// Ends the session: the writer is dropped now, the reader with `self`.
+    pub fn close(self) {
+        self.out.close();
+    }
+
     fn dispatch(&self, msg: HostMessage) {
         match msg {
             HostMessage::Exec {
@@ -114,6 +137,55 @@ impl<R: Read> Session<R> {
             other => eprintln!("hearth-agent: ignoring {other:?} after the handshake"),
         }
     }
+}
+
+/// Serves one host after another: `connect` opens the channel (`None`
+/// ends the loop; the real port never does), then hello, welcome and exec
+/// requests until the host hangs up, then the channel is closed and opened
+/// again for the next host. A host that leaves before welcoming, refuses the
+/// agent or errs costs a pause of `pause` before the next try. Commands
+/// still running when their host leaves run on to their end or deadline;
+/// their output is dropped.
+pub fn serve_hosts<R: Read, W: Write + Send + 'static>(
+    mut connect: impl FnMut() -> anyhow::Result<Option<(R, W)>>,
+    hello: impl Fn() -> GuestMessage,
+    pause: Duration,
+) -> anyhow::Result<()> {
+    while let Some((reader, writer)) = connect()? {
+        let mut session = Session::new(reader, writer);
+        match session.handshake(hello()) {
+            Ok(_) => {
+                eprintln!("hearth-agent: connected");
+                match session.serve() {
+                    Ok(()) => eprintln!("hearth-agent: the host hung up"),
+                    Err(e) => eprintln!("hearth-agent: {}", chain(&e)),
+                }
+                session.close();
+            }
+            Err(e) => {
+                // With no host, hello waits, so this is a host that came
+                // and went, or one that refused us: try again shortly.
+                if !matches!(e, SessionError::ClosedEarly) {
+                    eprintln!("hearth-agent: {}", chain(&e));
+                }
+                session.close();
+                std::thread::sleep(pause);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An error and its causes, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn check_version(protocol: u32) -> Result<u32, SessionError> {
@@ -271,5 +343,99 @@ mod tests {
             agent.join().unwrap(),
             Err(SessionError::Version(99))
         ));
+    }
+
+    /// Runs `serve_hosts` over socket pairs handed to it one by one;
+    /// returns the sender of guest ends (drop it to end the loop).
+    fn agent_loop() -> (
+        std::sync::mpsc::Sender<UnixStream>,
+        JoinHandle<anyhow::Result<()>>,
+    ) {
+        let (tx, rx) = std::sync::mpsc::channel::<UnixStream>();
+        let handle = std::thread::spawn(move || {
+            serve_hosts(
+                || Ok(rx.recv().ok().map(|g| (g.try_clone().unwrap(), g))),
+                hello,
+                Duration::from_millis(10),
+            )
+        });
+        (tx, handle)
+    }
+
+    fn connect(guests: &std::sync::mpsc::Sender<UnixStream>) -> UnixStream {
+        let (host, guest) = UnixStream::pair().unwrap();
+        guests.send(guest).unwrap();
+        host
+    }
+
+    #[test]
+    fn the_agent_serves_one_host_after_another() {
+        let (guests, agent) = agent_loop();
+        for round in 1..=3 {
+            let mut host = connect(&guests);
+            welcome(&mut host);
+            exec(&mut host, round, &["sh", "-c", "echo $GREETING"], None);
+            let (out, _, end) = outcome(&mut host);
+            assert_eq!(out, "hi\n");
+            assert!(matches!(end, GuestMessage::ExecExit { code: Some(0), .. }));
+        }
+        drop(guests);
+        agent.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_host_leaving_before_welcome_is_followed_by_the_next() {
+        let (guests, agent) = agent_loop();
+        let mut early = connect(&guests);
+        recv(&mut early);
+        drop(early);
+        let mut host = connect(&guests);
+        welcome(&mut host);
+        exec(&mut host, 1, &["true"], None);
+        assert!(matches!(
+            outcome(&mut host).2,
+            GuestMessage::ExecExit { code: Some(0), .. }
+        ));
+        drop(host);
+        drop(guests);
+        agent.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_command_outlives_its_host_and_its_output_goes_nowhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let done = dir.path().join("done");
+        let script = format!(
+            "sleep 0.3; echo late; echo late >&2; echo done > {}",
+            done.display()
+        );
+        let (guests, agent) = agent_loop();
+        let mut first = connect(&guests);
+        welcome(&mut first);
+        exec(&mut first, 1, &["sh", "-c", &script], None);
+        drop(first);
+
+        let mut second = connect(&guests);
+        welcome(&mut second);
+        let start = std::time::Instant::now();
+        while !done.exists() {
+            assert!(start.elapsed() < Duration::from_secs(10), "never finished");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        exec(&mut second, 2, &["true"], None);
+        // The first thing the new host hears of is its own command.
+        assert_eq!(
+            recv(&mut second),
+            GuestMessage::ExecExit {
+                id: 2,
+                code: Some(0),
+                signal: None,
+                timed_out: false
+            }
+        );
+        drop(second);
+        drop(guests);
+        agent.join().unwrap().unwrap();
     }
 }

@@ -2,6 +2,7 @@
 //! packages without host mounts or root: kernels, the initramfs, root
 //! filesystem images, and the per-VM writable layer over a shared image.
 
+pub mod agent;
 pub mod datadir;
 pub mod image;
 pub mod initramfs;

@@ -16,8 +16,29 @@ use hearth_guestkit::layer::{
 use hearth_guestkit::DataDir;
 use hearth_testkit::test_data_dir;
 
+/// Every test starts here: with a static agent available, `HEARTH_AGENT`
+/// names it, as `scripts/test` and the CLI tests do, so every process that
+/// builds the shared minimal image builds the same one. Set once, before
+/// any test reads the environment.
+fn setup() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("HEARTH_AGENT").is_none() {
+            if let Some(agent) = hearth_testkit::static_agent() {
+                std::env::set_var("HEARTH_AGENT", agent);
+            }
+        }
+    });
+}
+
 fn shared() -> DataDir {
+    setup();
     DataDir::new(test_data_dir())
+}
+
+fn private(dir: &Path) -> DataDir {
+    setup();
+    DataDir::new(dir)
 }
 
 fn log(line: &str) {
@@ -81,9 +102,35 @@ fn minimal_image_holds_the_init_the_runner_and_relative_applets() {
 }
 
 #[test]
+fn minimal_image_carries_the_agent_it_was_given() {
+    let data = shared();
+    let Some(agent) = std::env::var_os("HEARTH_AGENT") else {
+        println!("skipped: no static agent to put in the image");
+        return;
+    };
+    let info = ensure_image(&data, ImageName::Minimal, false, &mut log).unwrap();
+    let stat = debugfs(&info.rootfs, "stat /bin/hearth-agent");
+    assert!(
+        stat.contains("Type: regular") && stat.contains("Mode:  0755"),
+        "{stat}"
+    );
+    let size = std::fs::metadata(&agent).unwrap().len();
+    assert!(stat.contains(&format!("Size: {size}")), "{stat}");
+    let manifest = data.image("minimal").join("manifest.json");
+    let manifest = std::fs::read_to_string(manifest).unwrap();
+    let digest = hearth_guestkit::agent::load_static_agent()
+        .unwrap()
+        .unwrap()
+        .sha256;
+    assert!(manifest.contains(&digest), "{manifest}");
+    let init = debugfs(&info.rootfs, "cat /sbin/init");
+    assert!(init.contains("/bin/hearth-agent --port hearth.agent"));
+}
+
+#[test]
 fn forced_build_replaces_the_image_in_place() {
     let dir = tempfile::tempdir().unwrap();
-    let data = DataDir::new(dir.path());
+    let data = private(dir.path());
     let first = ensure_image(&data, ImageName::Minimal, false, &mut log).unwrap();
     assert!(!first.reused);
     let inode = std::fs::metadata(&first.rootfs).unwrap().ino();
@@ -104,7 +151,7 @@ fn forced_build_replaces_the_image_in_place() {
 #[test]
 fn changed_inputs_cause_a_rebuild() {
     let dir = tempfile::tempdir().unwrap();
-    let data = DataDir::new(dir.path());
+    let data = private(dir.path());
     let first = ensure_image(&data, ImageName::Minimal, false, &mut log).unwrap();
     let manifest = dir.path().join("images/minimal/manifest.json");
     let text = std::fs::read_to_string(&manifest).unwrap();
@@ -141,7 +188,7 @@ fn check_ext4_names_the_file_it_rejects() {
 #[test]
 fn unknown_and_unbuilt_images_say_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
-    let data = DataDir::new(dir.path());
+    let data = private(dir.path());
     let err = find_image(&data, "alpine").unwrap_err().to_string();
     assert!(err.contains("minimal, debian"), "{err}");
     let err = find_image(&data, "debian").unwrap_err().to_string();
@@ -184,6 +231,23 @@ fn debian_image_has_hearth_ready_enabled_and_no_login_or_network_wait() {
         su.contains("Mode:  04755") && su.contains("User:     0"),
         "{su}"
     );
+    if std::env::var_os("HEARTH_AGENT").is_some() {
+        let link = "/etc/systemd/system/sysinit.target.wants/hearth-agent.service";
+        let wanted = debugfs(&info.rootfs, &format!("stat {link}"));
+        assert!(
+            wanted.contains("/usr/lib/systemd/system/hearth-agent.service"),
+            "{wanted}"
+        );
+        let unit = debugfs(
+            &info.rootfs,
+            "cat /usr/lib/systemd/system/hearth-agent.service",
+        );
+        let settings: Vec<&str> = unit.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(settings.contains(&"DefaultDependencies=no"), "{unit}");
+        assert!(settings.iter().all(|l| !l.contains("network")), "{unit}");
+        let agent = debugfs(&info.rootfs, "stat /usr/local/bin/hearth-agent");
+        assert!(agent.contains("Mode:  0755"), "{agent}");
+    }
 }
 
 fn allocated(path: &Path) -> u64 {

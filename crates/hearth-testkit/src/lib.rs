@@ -1,12 +1,14 @@
 //! Test support shared by the crates' integration tests: one data directory
 //! for kernels and images that every test process reuses (builds inside it
 //! are serialised by hearth's own build locks), and the tiny Firecracker
-//! test guest.
+//! test guest, and the static guest agent.
 
 use std::path::PathBuf;
 
+pub mod static_agent;
 pub mod tiny_guest;
 
+pub use static_agent::static_agent;
 pub use tiny_guest::{tiny_guest_elf, tiny_guest_elf_ending, GuestEnd};
 
 /// The data directory shared by all tests: `$HEARTH_TEST_DATA_DIR`, else

@@ -1,11 +1,12 @@
-//! The guest agent for real: a static `hearth-agent` in a busybox guest
-//! under QEMU connects over its virtio-serial channel, shakes hands and runs
-//! commands for the host; output, exit codes and start failures come back.
+//! The guest agent for real: the minimal image, built with the static
+//! `hearth-agent`, boots under QEMU; its init starts the agent, which
+//! connects over the virtio-serial channel, shakes hands and runs commands
+//! for the host; output, exit codes and start failures come back. The host
+//! hangs up and connects again, twice, and the agent serves it each time.
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hearth_agent_proto::{
@@ -13,94 +14,21 @@ use hearth_agent_proto::{
 };
 use hearth_control::prepare::{self, VmFiles};
 use hearth_guestkit::datadir::DataDir;
+use hearth_guestkit::image::{ensure_image, ImageName};
 use hearth_types::{VmDescription, VmId};
 use hearth_vmm::qemu::Qemu;
 use hearth_vmm::{Hypervisor, RunningVm};
 
 const PORT: &str = "hearth.agent";
-const STATIC_LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.a";
-const TARGET: &str = "x86_64-unknown-linux-gnu";
-/// Debian's static busybox, which the minimal image is made of too.
-const BUSYBOX: &str = "/bin/busybox";
 
-/// PID 1 of the test image: mount, report, run the agent, power off when it
-/// ends (the host hanging up ends it).
-const INIT: &str = r#"#!/bin/sh
-trap 'sync; reboot -f' EXIT
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-grep -q " /proc " /proc/mounts 2>/dev/null || mount -t proc proc /proc
-grep -q " /sys " /proc/mounts || mount -t sysfs sysfs /sys
-grep -q " /dev " /proc/mounts || mount -t devtmpfs devtmpfs /dev
-[ -c /dev/console ] && exec </dev/console >/dev/console 2>&1
-echo "hearth: ready"
-/bin/hearth-agent --port hearth.agent
-echo "hearth: agent exited with $?"
-"#;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Builds the agent statically for baseline x86-64 in a target directory
-/// of its own; `None` when this host has no static glibc to link.
-fn build_agent() -> Option<PathBuf> {
-    if !Path::new(STATIC_LIBC).exists() {
-        println!("skipped: no static glibc ({STATIC_LIBC}) to link hearth-agent with");
-        return None;
-    }
-    let target_dir = workspace().join("target/agent-build");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--locked", "-p", "hearth-agent"])
-        .args(["--target", TARGET])
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .current_dir(workspace())
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the static agent failed");
-    Some(target_dir.join(TARGET).join("release/hearth-agent"))
-}
-
-/// A busybox tree like the minimal image's, with the agent and our init,
-/// made into an ext4 root.
-fn agent_image(agent: &Path, dir: &Path) -> PathBuf {
-    let tree = dir.join("tree");
-    for sub in ["bin", "sbin", "proc", "sys", "dev", "tmp", "etc", "root"] {
-        std::fs::create_dir_all(tree.join(sub)).unwrap();
-    }
-    std::fs::copy(BUSYBOX, tree.join("bin/busybox")).expect("the host has busybox");
-    link_applets(&tree);
-    std::fs::copy(agent, tree.join("bin/hearth-agent")).expect("the agent is copied");
-    write_executable(&tree.join("sbin/init"), INIT);
-    let image = dir.join("rootfs.ext4");
-    let status = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "hearth-root", "-d"])
-        .args([tree.as_os_str(), image.as_os_str()])
-        .arg("64M")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("mkfs.ext4 runs");
-    assert!(status.success(), "mkfs.ext4 failed");
-    image
-}
-
-/// Every busybox applet as a relative link in /bin (init is ours).
-fn link_applets(tree: &Path) {
-    let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
-    let list = String::from_utf8(list.stdout).unwrap();
-    for applet in list
-        .lines()
-        .filter(|a| !matches!(*a, "busybox" | "init" | ""))
-    {
-        let _ = std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet));
-    }
-}
-
-fn write_executable(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+/// The shared minimal image, built with the static agent in it (the test
+/// process names the agent in `HEARTH_AGENT`, as `scripts/test` does).
+fn minimal_image_with_agent(data: &DataDir, agent: &Path) -> PathBuf {
+    // The only test in this binary: nothing else reads the environment yet.
+    std::env::set_var("HEARTH_AGENT", agent);
+    let info = ensure_image(data, ImageName::Minimal, false, &mut |l| eprintln!("{l}"))
+        .expect("the minimal image builds");
+    info.rootfs
 }
 
 /// A VM description booting `image` with the agent channel in its run dir.
@@ -170,8 +98,8 @@ fn outcome(s: &mut UnixStream) -> (String, String, GuestMessage) {
     }
 }
 
-/// The conversation with the agent; blocking, so run off the runtime.
-fn converse(socket: &Path) {
+/// Connects and shakes hands.
+fn session(socket: &Path) -> UnixStream {
     let mut s = connect(socket);
     s.set_read_timeout(Some(Duration::from_secs(45))).unwrap();
     let hello = recv(&mut s);
@@ -180,10 +108,31 @@ fn converse(socket: &Path) {
         "{hello:?}"
     );
     write_frame(&mut s, &HostMessage::Welcome { protocol: PROTOCOL }).unwrap();
+    s
+}
 
+/// Connect, three execs, hang up; then the same again on a new connection
+/// (the agent reopened its port); then a third asks the guest to power off.
+/// Blocking, so run off the runtime.
+fn converse(socket: &Path) {
+    for round in 1..=2 {
+        let started = Instant::now();
+        let mut s = session(socket);
+        println!(
+            "connection {round}: handshake after {:?}",
+            started.elapsed()
+        );
+        three_execs(&mut s);
+        // Hang up and connect again at once.
+    }
+    let mut s = session(socket);
+    exec(&mut s, 9, &["reboot", "-f"]);
+}
+
+fn three_execs(s: &mut UnixStream) {
     let sent = Instant::now();
-    exec(&mut s, 1, &["sh", "-c", "echo out; echo err >&2; exit 3"]);
-    let (out, err, end) = outcome(&mut s);
+    exec(s, 1, &["sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let (out, err, end) = outcome(s);
     println!("exec round trip (sh -c): {:?}", sent.elapsed());
     assert_eq!((out.trim_end(), err.trim_end()), ("out", "err"));
     let exit = GuestMessage::ExecExit {
@@ -195,8 +144,8 @@ fn converse(socket: &Path) {
     assert_eq!(end, exit);
 
     let sent = Instant::now();
-    exec(&mut s, 2, &["true"]);
-    let (_, _, end) = outcome(&mut s);
+    exec(s, 2, &["true"]);
+    let (_, _, end) = outcome(s);
     println!("exec round trip (true): {:?}", sent.elapsed());
     assert!(
         matches!(
@@ -210,8 +159,8 @@ fn converse(socket: &Path) {
         "{end:?}"
     );
 
-    exec(&mut s, 3, &["/no/such/program"]);
-    let (_, _, end) = outcome(&mut s);
+    exec(s, 3, &["/no/such/program"]);
+    let (_, _, end) = outcome(s);
     assert!(
         matches!(&end, GuestMessage::ExecError { id: 3, message } if message.contains("/no/such/program")),
         "{end:?}"
@@ -226,7 +175,7 @@ fn console(path: &Path) -> String {
     text
 }
 
-/// Waits for the guest to power off after the agent ends; kills it if not.
+/// Waits for the guest to power off as asked; kills it if not.
 async fn finish(vm: &mut RunningVm) -> bool {
     match tokio::time::timeout(Duration::from_secs(15), vm.wait()).await {
         Ok(_) => true,
@@ -239,10 +188,11 @@ async fn finish(vm: &mut RunningVm) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_runs_commands_for_the_host_over_virtio_serial() {
-    let Some(agent) = build_agent() else { return };
-    let scratch = tempfile::tempdir().unwrap();
-    let image = agent_image(&agent, scratch.path());
+    let Some(agent) = hearth_testkit::static_agent() else {
+        return;
+    };
     let data = DataDir::new(hearth_testkit::test_data_dir());
+    let image = minimal_image_with_agent(&data, &agent);
     let (vm, files) = describe(&data, &image);
     let socket = vm.channels[0].socket.clone();
 
@@ -260,9 +210,7 @@ async fn the_agent_runs_commands_for_the_host_over_virtio_serial() {
         Ok(Err(panic)) => panic!("{panic}\nconsole:\n{log}"),
         Err(_) => panic!("no answer from the agent within 60 s\nconsole:\n{log}"),
     }
-    assert!(log.contains("hearth-agent: connected"), "{log}");
-    assert!(
-        powered_off,
-        "the guest did not power off after the host hung up\n{log}"
-    );
+    assert_eq!(log.matches("hearth-agent: connected").count(), 3, "{log}");
+    assert!(log.contains("hearth: ready"), "{log}");
+    assert!(powered_off, "the guest did not power off when asked\n{log}");
 }

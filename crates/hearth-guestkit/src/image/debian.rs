@@ -36,6 +36,11 @@ const DPKG_OPTIONS: [&str; 5] = [
 
 pub const READY_SERVICE: &str = include_str!("hearth-ready.service");
 const READY_UNIT: &str = "hearth-ready.service";
+/// The agent's unit, installed with the agent when the build has one.
+pub const AGENT_SERVICE: &str = include_str!("hearth-agent.service");
+const AGENT_UNIT: &str = "hearth-agent.service";
+/// Where the image carries the agent.
+pub const AGENT_PATH: &str = "/usr/local/bin/hearth-agent";
 const FSTAB: &str = "\
 # hearth: the root filesystem is an overlay of the shared read-only image
 # and this VM's writable layer, assembled by hearth's initramfs before
@@ -65,12 +70,13 @@ const MASKED_UNITS: [&str; 6] = [
 /// Where units are enabled; a masked unit's links there are removed.
 const WANTS_DIRS: [&str; 2] = ["getty.target.wants", "multi-user.target.wants"];
 
-pub fn inputs() -> BuildInputs {
+pub fn inputs(agent_sha256: String) -> BuildInputs {
     BuildInputs::Debian {
         version: RECIPE_VERSION,
         scripts_sha256: sha256_of_texts(&[
             RUN_COMMAND_SCRIPT,
             READY_SERVICE,
+            AGENT_SERVICE,
             FSTAB,
             HOSTNAME,
             HOSTS,
@@ -78,12 +84,14 @@ pub fn inputs() -> BuildInputs {
         suite: SUITE.to_owned(),
         packages: PACKAGES.map(str::to_owned).to_vec(),
         dpkg_options: DPKG_OPTIONS.map(str::to_owned).to_vec(),
+        agent_sha256,
     }
 }
 
 /// Builds `work/rootfs.ext4`; returns its size and the apt sources used.
 pub fn build(
     work: &Path,
+    agent: Option<&[u8]>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(u64, Vec<String>), ImageError> {
     require_root()?;
@@ -101,7 +109,7 @@ pub fn build(
     progress("debian: unpacking");
     unpack(&tarball, &tree)?;
     fs::remove_file(&tarball).map_err(io_error("remove", &tarball))?;
-    customize(&tree)?;
+    customize(&tree, agent)?;
     progress("debian: making the ext4");
     let size = make_ext4_from_dir(&tree, &work.join(ROOTFS_FILE), ROOT_LABEL)?;
     fs::remove_dir_all(&tree).map_err(io_error("remove", &tree))?;
@@ -148,13 +156,36 @@ fn unpack(tarball: &Path, tree: &Path) -> Result<(), ImageError> {
 }
 
 /// Adjusts an unpacked tree for hearth's VMs (see the module docs).
-pub fn customize(root: &Path) -> Result<(), ImageError> {
+/// With an agent, also installs it and its unit, enabled early.
+pub fn customize(root: &Path, agent: Option<&[u8]>) -> Result<(), ImageError> {
     write(root, "etc/fstab", FSTAB, 0o644)?;
     write(root, "etc/hostname", HOSTNAME, 0o644)?;
     write(root, "etc/hosts", HOSTS, 0o644)?;
     mask_units(root)?;
     remove_timers(root)?;
-    install_ready_service(root)
+    install_ready_service(root)?;
+    if let Some(agent) = agent {
+        install_agent(root, agent)?;
+    }
+    Ok(())
+}
+
+/// The static agent, its unit and its `sysinit.target.wants` link.
+fn install_agent(root: &Path, agent: &[u8]) -> Result<(), ImageError> {
+    let path = root.join(AGENT_PATH.trim_start_matches('/'));
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(io_error("create", parent))?;
+    }
+    fs::write(&path, agent).map_err(io_error("write", &path))?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+        .map_err(io_error("chmod", &path))?;
+    let unit = format!("/usr/lib/systemd/system/{AGENT_UNIT}");
+    write(root, &unit, AGENT_SERVICE, 0o644)?;
+    replace_link(
+        root,
+        &format!("etc/systemd/system/sysinit.target.wants/{AGENT_UNIT}"),
+        &unit,
+    )
 }
 
 fn mask_units(root: &Path) -> Result<(), ImageError> {
@@ -267,7 +298,8 @@ mod tests {
     fn customize_masks_gettys_drops_timers_and_enables_ready() {
         let dir = fake_tree();
         let root = dir.path();
-        customize(root).unwrap();
+        customize(root, None).unwrap();
+        assert!(!root.join(AGENT_PATH.trim_start_matches('/')).exists());
         let sys = root.join("etc/systemd/system");
         for unit in MASKED_UNITS {
             assert_eq!(
@@ -301,8 +333,51 @@ mod tests {
     #[test]
     fn customize_is_idempotent() {
         let dir = fake_tree();
-        customize(dir.path()).unwrap();
-        customize(dir.path()).unwrap();
+        customize(dir.path(), Some(b"agent")).unwrap();
+        customize(dir.path(), Some(b"agent")).unwrap();
+    }
+
+    #[test]
+    fn customize_with_an_agent_installs_and_enables_it_early() {
+        let dir = fake_tree();
+        let root = dir.path();
+        customize(root, Some(b"agent bytes")).unwrap();
+        let agent = root.join(AGENT_PATH.trim_start_matches('/'));
+        assert_eq!(fs::read(&agent).unwrap(), b"agent bytes");
+        assert_eq!(
+            fs::metadata(&agent).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        let link = root.join("etc/systemd/system/sysinit.target.wants/hearth-agent.service");
+        assert_eq!(
+            fs::read_link(link).unwrap(),
+            Path::new("/usr/lib/systemd/system/hearth-agent.service")
+        );
+        let unit = root.join("usr/lib/systemd/system/hearth-agent.service");
+        assert_eq!(fs::read_to_string(unit).unwrap(), AGENT_SERVICE);
+    }
+
+    #[test]
+    fn agent_service_starts_early_restarts_and_never_waits_for_network() {
+        let lines: Vec<&str> = AGENT_SERVICE
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect();
+        for want in [
+            "DefaultDependencies=no",
+            "Restart=always",
+            "WantedBy=sysinit.target",
+            "ExecStart=/usr/local/bin/hearth-agent --port hearth.agent",
+        ] {
+            assert!(lines.contains(&want), "{want} missing");
+        }
+        assert!(lines
+            .iter()
+            .any(|l| l.starts_with("After=systemd-udevd.service")));
+        for line in &lines {
+            assert!(!line.contains("network"), "{line}");
+            assert!(!line.contains("multi-user"), "{line}");
+        }
     }
 
     #[test]

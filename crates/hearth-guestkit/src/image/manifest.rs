@@ -23,6 +23,10 @@ pub enum BuildInputs {
         version: u32,
         scripts_sha256: String,
         busybox_sha256: String,
+        /// The agent put in the image, or `none`; missing in manifests
+        /// written before images carried it (which then rebuild).
+        #[serde(default)]
+        agent_sha256: String,
     },
     Debian {
         version: u32,
@@ -30,6 +34,8 @@ pub enum BuildInputs {
         suite: String,
         packages: Vec<String>,
         dpkg_options: Vec<String>,
+        #[serde(default)]
+        agent_sha256: String,
     },
 }
 
@@ -158,6 +164,7 @@ mod tests {
             version: 1,
             scripts_sha256: "aa".into(),
             busybox_sha256: "bb".into(),
+            agent_sha256: "none".into(),
         };
         let m = Manifest::new("minimal", inputs, 42, vec![]);
         m.write(&path).unwrap();

@@ -49,8 +49,12 @@ const DIRS: [(&str, u32); 13] = [
     ("tmp", 0o1777),
 ];
 
-/// The inputs the image depends on: the scripts and the busybox binary.
-pub fn inputs() -> Result<BuildInputs, ImageError> {
+/// Where the image carries the agent, when it has one.
+pub const AGENT_PATH: &str = "bin/hearth-agent";
+
+/// The inputs the image depends on: the scripts, the busybox binary and
+/// the agent's digest (or `none`).
+pub fn inputs(agent_sha256: String) -> Result<BuildInputs, ImageError> {
     let busybox = read_busybox(Path::new(BUSYBOX_PATH))?;
     Ok(BuildInputs::Minimal {
         version: RECIPE_VERSION,
@@ -62,22 +66,28 @@ pub fn inputs() -> Result<BuildInputs, ImageError> {
             HOSTNAME,
         ]),
         busybox_sha256: hex::encode(Sha256::digest(&busybox)),
+        agent_sha256,
     })
 }
 
 /// Builds `work/rootfs.ext4`; returns its size.
-pub fn build(work: &Path, progress: &mut dyn FnMut(&str)) -> Result<u64, ImageError> {
+pub fn build(
+    work: &Path,
+    agent: Option<&[u8]>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<u64, ImageError> {
     let tree = work.join("tree");
     progress("minimal: staging busybox and the init script");
-    stage(&tree)?;
+    stage(&tree, agent)?;
     progress("minimal: making the ext4");
     let size = make_ext4_from_dir(&tree, &work.join(ROOTFS_FILE), ROOT_LABEL)?;
     fs::remove_dir_all(&tree).map_err(io_error("remove", &tree))?;
     Ok(size)
 }
 
-/// Lays out the image's folder tree in `root` (which must not exist).
-pub fn stage(root: &Path) -> Result<(), ImageError> {
+/// Lays out the image's folder tree in `root` (which must not exist), with
+/// the agent (a static binary) as `/bin/hearth-agent` when given.
+pub fn stage(root: &Path, agent: Option<&[u8]>) -> Result<(), ImageError> {
     let busybox = read_busybox(Path::new(BUSYBOX_PATH))?;
     make_dir(root, 0o755)?;
     for (dir, mode) in DIRS {
@@ -85,6 +95,9 @@ pub fn stage(root: &Path) -> Result<(), ImageError> {
     }
     write_file(&root.join("bin/busybox"), &busybox, 0o755)?;
     link_applets(root)?;
+    if let Some(agent) = agent {
+        write_file(&root.join(AGENT_PATH), agent, 0o755)?;
+    }
     write_file(&root.join("sbin/init"), INIT_SCRIPT.as_bytes(), 0o755)?;
     let runner = root.join(RUN_COMMAND_PATH.trim_start_matches('/'));
     write_file(&runner, RUN_COMMAND_SCRIPT.as_bytes(), 0o755)?;
@@ -98,37 +111,12 @@ fn read_busybox(path: &Path) -> Result<Vec<u8>, ImageError> {
     let bytes = fs::read(path).map_err(|_| ImageError::BusyboxMissing {
         path: path.to_owned(),
     })?;
-    if !is_static_elf(&bytes) {
+    if !crate::agent::is_static_elf(&bytes) {
         return Err(ImageError::BusyboxNotStatic {
             path: path.to_owned(),
         });
     }
     Ok(bytes)
-}
-
-/// A 64-bit little-endian ELF with no PT_INTERP (no dynamic loader).
-fn is_static_elf(elf: &[u8]) -> bool {
-    const PT_INTERP: u32 = 3;
-    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| {
-        elf.get(o..o + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-    };
-    let u64_at = |o: usize| {
-        elf.get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-    };
-    if !elf.starts_with(b"\x7fELF\x02\x01") {
-        return false;
-    }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
-    else {
-        return false;
-    };
-    (0..usize::from(phnum)).all(|i| {
-        let at = phoff as usize + i * usize::from(phentsize);
-        u32_at(at).is_some_and(|p_type| p_type != PT_INTERP)
-    })
 }
 
 /// One relative symlink per applet, where `busybox --list-full` puts it.
@@ -192,20 +180,11 @@ mod tests {
     }
 
     #[test]
-    fn static_elf_is_told_from_dynamic_and_from_junk() {
-        let busybox = fs::read(BUSYBOX_PATH).expect("busybox-static is installed");
-        assert!(is_static_elf(&busybox));
-        let dynamic = fs::read("/bin/sh").unwrap();
-        assert!(!is_static_elf(&dynamic));
-        assert!(!is_static_elf(b"#!/bin/sh\n"));
-        assert!(!is_static_elf(b"\x7fELF\x02\x01"));
-    }
-
-    #[test]
     fn staged_tree_has_init_runner_and_relative_applets() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
-        stage(&root).unwrap();
+        stage(&root, None).unwrap();
+        assert!(!root.join(AGENT_PATH).exists());
         let init = fs::read_to_string(root.join("sbin/init")).unwrap();
         assert_eq!(init, INIT_SCRIPT);
         assert!(root.join("usr/lib/hearth/run-command").is_file());
@@ -218,5 +197,27 @@ mod tests {
             .is_file());
         let tmp_mode = fs::metadata(root.join("tmp")).unwrap().permissions().mode();
         assert_eq!(tmp_mode & 0o7777, 0o1777);
+    }
+
+    #[test]
+    fn a_given_agent_is_staged_executable_and_the_init_starts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        stage(&root, Some(b"agent bytes")).unwrap();
+        let agent = root.join(AGENT_PATH);
+        assert_eq!(fs::read(&agent).unwrap(), b"agent bytes");
+        assert_eq!(
+            fs::metadata(&agent).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        let start = INIT_SCRIPT
+            .find("/bin/hearth-agent --port hearth.agent")
+            .expect("the init starts the agent");
+        let ready = INIT_SCRIPT
+            .find("/bin/sh /usr/lib/hearth/run-command")
+            .unwrap();
+        assert!(start < ready, "the agent starts before the command");
+        let line = INIT_SCRIPT[start..].lines().next().unwrap();
+        assert!(line.trim_end().ends_with('&'), "in the background: {line}");
     }
 }

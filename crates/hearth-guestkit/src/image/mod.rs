@@ -29,6 +29,7 @@ pub use manifest::{format_utc, BuildInputs, Manifest};
 pub use tool::ToolError;
 pub(crate) use tool::MKFS_EXT4;
 
+use crate::agent::{self, AgentError, StaticAgent};
 use crate::lock::{BuildLock, LockError};
 use crate::DataDir;
 
@@ -137,6 +138,8 @@ pub enum ImageError {
     },
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
     #[error("command argument {index} is empty: the guest cannot receive empty arguments")]
     EmptyArgument { index: usize },
     #[error(
@@ -173,9 +176,11 @@ pub fn ensure_image(
     force: bool,
     progress: &mut dyn FnMut(&str),
 ) -> Result<ImageInfo, ImageError> {
+    let agent = agent::load_static_agent()?;
+    let agent_sha256 = agent_digest(agent.as_ref());
     let inputs = match name {
-        ImageName::Minimal => minimal::inputs()?,
-        ImageName::Debian => debian::inputs(),
+        ImageName::Minimal => minimal::inputs(agent_sha256)?,
+        ImageName::Debian => debian::inputs(agent_sha256),
     };
     let _lock = BuildLock::acquire(&data.build_lock(&format!("image-{name}")))?;
     let dir = data.image(name.as_str());
@@ -185,7 +190,19 @@ pub fn ensure_image(
             return Ok(info);
         }
     }
-    build(data, name, inputs, progress)
+    match &agent {
+        Some(a) => progress(&format!("{name}: with the agent {}", a.path.display())),
+        None => progress(&format!(
+            "{name}: this image will have no guest agent (no static hearth-agent found): {}",
+            agent::HOW_TO_BUILD
+        )),
+    }
+    build(data, name, inputs, agent.as_ref(), progress)
+}
+
+/// The manifest's record of the agent: its sha256, or `none`.
+fn agent_digest(agent: Option<&StaticAgent>) -> String {
+    agent.map_or_else(|| "none".to_owned(), |a| a.sha256.clone())
 }
 
 /// The built image if its manifest matches `inputs` and its file is ext4.
@@ -226,16 +243,18 @@ fn build(
     data: &DataDir,
     name: ImageName,
     inputs: BuildInputs,
+    agent: Option<&StaticAgent>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<ImageInfo, ImageError> {
+    let agent = agent.map(|a| a.bytes.as_slice());
     let dir = data.image(name.as_str());
     let parent = dir.parent().expect("images live in a folder");
     std::fs::create_dir_all(parent).map_err(io_error("create", parent))?;
     remove_stale_builds(parent, name)?;
     let work = Scratch::create(parent.join(format!(".{name}.build-{}", std::process::id())))?;
     let (size, sources) = match name {
-        ImageName::Minimal => (minimal::build(&work.0, progress)?, Vec::new()),
-        ImageName::Debian => debian::build(&work.0, progress)?,
+        ImageName::Minimal => (minimal::build(&work.0, agent, progress)?, Vec::new()),
+        ImageName::Debian => debian::build(&work.0, agent, progress)?,
     };
     let manifest = Manifest::new(name.as_str(), inputs, size, sources);
     manifest.write(&work.0.join(manifest::MANIFEST_FILE))?;

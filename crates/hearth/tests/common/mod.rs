@@ -25,10 +25,16 @@ pub fn run(args: &[&str]) -> Output {
     hearth(args).output().expect("hearth binary runs")
 }
 
-/// Fetches the kernel and builds `image` into the shared data dir if needed.
+/// Fetches the kernel and builds `image` into the shared data dir if needed,
+/// with the static guest agent in it when this host can build one.
 pub fn ensure_assets(image: &str) {
+    let agent = hearth_testkit::static_agent();
     for args in [&["kernel", "fetch"][..], &["image", "build", image][..]] {
-        let out = run(args);
+        let mut cmd = hearth(args);
+        if let Some(agent) = &agent {
+            cmd.env("HEARTH_AGENT", agent);
+        }
+        let out = cmd.output().expect("hearth binary runs");
         assert!(
             out.status.success(),
             "hearth {args:?} failed:\n{}",

@@ -1,11 +1,10 @@
-//! `POST /v1/vms/{id}/exec` against real VMs: a busybox guest with the
-//! static `hearth-agent` (restarted by its init after each hang-up) served
-//! by a real controller and server, spoken to over HTTP.
+//! `POST /v1/vms/{id}/exec` against real VMs: the minimal image's static
+//! `hearth-agent`, served by a real controller and server, spoken to over
+//! HTTP.
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,104 +17,21 @@ use hearth_store::SqliteStore;
 use hearth_types::api::{ApiError, ExecResult, Vm};
 use hearth_types::{TenantId, VmId, VmState};
 
-const STATIC_LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.a";
-const TARGET: &str = "x86_64-unknown-linux-gnu";
-const BUSYBOX: &str = "/bin/busybox";
-
-/// PID 1 of the test image: mount, report ready, and keep an agent on the
-/// port (each one ends when the host hangs up).
-const INIT: &str = r#"#!/bin/sh
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-grep -q " /proc " /proc/mounts 2>/dev/null || mount -t proc proc /proc
-grep -q " /sys " /proc/mounts || mount -t sysfs sysfs /sys
-grep -q " /dev " /proc/mounts || mount -t devtmpfs devtmpfs /dev
-[ -c /dev/console ] && exec </dev/console >/dev/console 2>&1
-echo "hearth: ready"
-while :; do
-  /bin/hearth-agent --port hearth.agent
-  sleep 0.1
-done
-"#;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The static agent, built like `agent_exec` does; `None` without static
-/// glibc.
-fn build_agent() -> Option<PathBuf> {
-    if !Path::new(STATIC_LIBC).exists() {
-        println!("skipped: no static glibc ({STATIC_LIBC}) to link hearth-agent with");
-        return None;
+/// A data directory of its own whose (shared) `minimal` image carries the
+/// static agent; `None`, after one printed skip line, without one.
+fn data_dir_with_agent_image() -> Option<tempfile::TempDir> {
+    let agent = hearth_testkit::static_agent()?;
+    // scripts/test exports it for the whole suite; set it when run alone,
+    // so the shared image is built with the agent like everywhere else.
+    if std::env::var_os("HEARTH_AGENT").is_none() {
+        std::env::set_var("HEARTH_AGENT", agent);
     }
-    let target_dir = workspace().join("target/agent-build");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--locked", "-p", "hearth-agent"])
-        .args(["--target", TARGET])
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .current_dir(workspace())
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the static agent failed");
-    Some(target_dir.join(TARGET).join("release/hearth-agent"))
-}
-
-/// A data directory borrowing the shared kernels and caches, whose own
-/// `minimal` image is busybox plus the agent.
-fn data_dir_with_agent_image(agent: &Path) -> tempfile::TempDir {
     let shared = DataDir::new(hearth_testkit::test_data_dir());
     hearth_guestkit::kernel::fetch_debian_cloud_kernel(&shared, &mut |_| {})
         .expect("kernel fetch (see `hearth kernel fetch`)");
     hearth_guestkit::image::ensure_image(&shared, ImageName::Minimal, false, &mut |_| {})
         .expect("minimal image builds");
-    let dir = tempfile::Builder::new()
-        .prefix("hearth-exec-")
-        .tempdir()
-        .unwrap();
-    for name in ["kernels", "cache", "locks"] {
-        let target = hearth_testkit::test_data_dir().join(name);
-        std::os::unix::fs::symlink(&target, dir.path().join(name)).unwrap();
-    }
-    let image_dir = DataDir::new(dir.path()).image("minimal");
-    std::fs::create_dir_all(&image_dir).unwrap();
-    std::fs::copy(
-        shared.image("minimal").join("manifest.json"),
-        image_dir.join("manifest.json"),
-    )
-    .unwrap();
-
-    let tree = dir.path().join("tree");
-    for sub in ["bin", "sbin", "proc", "sys", "dev", "tmp", "etc", "root"] {
-        std::fs::create_dir_all(tree.join(sub)).unwrap();
-    }
-    std::fs::copy(BUSYBOX, tree.join("bin/busybox")).expect("the host has busybox");
-    let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
-    for applet in String::from_utf8(list.stdout).unwrap().lines() {
-        if !matches!(applet, "busybox" | "init" | "") {
-            let _ = std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet));
-        }
-    }
-    std::fs::copy(agent, tree.join("bin/hearth-agent")).unwrap();
-    write_executable(&tree.join("sbin/init"), INIT);
-    let status = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "hearth-root", "-d"])
-        .arg(&tree)
-        .arg(image_dir.join("rootfs.ext4"))
-        .arg("64M")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("mkfs.ext4 runs");
-    assert!(status.success(), "mkfs.ext4 failed");
-    std::fs::remove_dir_all(&tree).unwrap();
-    dir
-}
-
-fn write_executable(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some(hearth_testkit::private_data_dir())
 }
 
 struct Api {
@@ -201,10 +117,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_runs_commands_in_a_served_vm_through_its_agent() {
-    let Some(agent) = build_agent() else { return };
-    let dir = tokio::task::spawn_blocking(move || data_dir_with_agent_image(&agent))
+    let dir = tokio::task::spawn_blocking(data_dir_with_agent_image)
         .await
         .unwrap();
+    let Some(dir) = dir else { return };
     let (api, _reconcilers) = Api::start(dir.path()).await;
     let alice = api.token("alice").await;
     let bob = api.token("bob").await;

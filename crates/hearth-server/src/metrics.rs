@@ -15,68 +15,36 @@ use axum::response::{IntoResponse, Response};
 use hearth_control::controller::{ControlError, Controller};
 use hearth_store::VmFilter;
 use hearth_types::api::ApiError;
+use hearth_types::histogram::Histogram;
 use hearth_types::VmState;
 
 use crate::error::Problem;
 use crate::extract::Caller;
 use crate::AppState;
 
-/// Upper bounds of the boot time buckets, seconds (TCG guests take 5-10 s).
-const BOOT_BUCKETS: &[f64] = &[0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0, 120.0];
 /// Upper bounds of the request latency buckets, seconds.
 const REQUEST_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A cumulative histogram.
-#[derive(Debug, Clone)]
-struct Histogram {
-    bounds: &'static [f64],
-    /// Per bound, the observations at most that bound.
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            counts: vec![0; bounds.len()],
-            sum: 0.0,
-            count: 0,
-        }
+/// The `_bucket`, `_sum` and `_count` lines of `h`; `labels` is `a="b",`
+/// or empty.
+fn write_histogram(h: &Histogram, out: &mut String, name: &str, labels: &str) {
+    for (bound, count) in h.buckets() {
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {count}");
     }
-
-    fn observe(&mut self, value: f64) {
-        for (bound, count) in self.bounds.iter().zip(&mut self.counts) {
-            if value <= *bound {
-                *count += 1;
-            }
+    let count = h.count();
+    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+    let labels = labels.trim_end_matches(',');
+    let braces = |l: &str| {
+        if l.is_empty() {
+            String::new()
+        } else {
+            format!("{{{l}}}")
         }
-        self.sum += value;
-        self.count += 1;
-    }
-
-    /// The `_bucket`, `_sum` and `_count` lines; `labels` is `a="b",` or
-    /// empty.
-    fn write(&self, out: &mut String, name: &str, labels: &str) {
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {count}");
-        }
-        let count = self.count;
-        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
-        let labels = labels.trim_end_matches(',');
-        let braces = |l: &str| {
-            if l.is_empty() {
-                String::new()
-            } else {
-                format!("{{{l}}}")
-            }
-        };
-        let _ = writeln!(out, "{name}_sum{} {}", braces(labels), self.sum);
-        let _ = writeln!(out, "{name}_count{} {count}", braces(labels));
-    }
+    };
+    let _ = writeln!(out, "{name}_sum{} {}", braces(labels), h.sum());
+    let _ = writeln!(out, "{name}_count{} {count}", braces(labels));
 }
 
 /// Latency of the API's requests, by route template and status class.
@@ -104,7 +72,7 @@ impl RequestMetrics {
         let map = self.by_route.lock().unwrap_or_else(|p| p.into_inner());
         for ((route, class), h) in map.iter() {
             let labels = format!("route=\"{}\",status=\"{class}\",", escape(route));
-            h.write(out, name, &labels);
+            write_histogram(h, out, name, &labels);
         }
     }
 }
@@ -151,20 +119,18 @@ async fn render(ctl: &Controller, requests: &RequestMetrics) -> Result<String, C
         let _ = writeln!(out, "hearth_vms{{state=\"{state}\"}} {n}");
     }
 
-    let mut boot = Histogram::new(BOOT_BUCKETS);
-    let seconds = counters
+    let boot = counters
         .boot_seconds
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    seconds.into_iter().for_each(|s| boot.observe(s));
     header_lines(
         &mut out,
         "hearth_boot_seconds",
         "histogram",
         "Seconds from a VM's creation to its guest reporting ready.",
     );
-    boot.write(&mut out, "hearth_boot_seconds", "");
+    write_histogram(&boot, &mut out, "hearth_boot_seconds", "");
 
     let gauges = [
         (
@@ -227,7 +193,7 @@ mod tests {
             h.observe(v);
         }
         let mut out = String::new();
-        h.write(&mut out, "x", "route=\"/a\",");
+        write_histogram(&h, &mut out, "x", "route=\"/a\",");
         assert_eq!(
             out,
             "x_bucket{route=\"/a\",le=\"1\"} 1\n\
@@ -237,7 +203,7 @@ mod tests {
              x_count{route=\"/a\"} 3\n"
         );
         let mut out = String::new();
-        Histogram::new(&[1.0]).write(&mut out, "y", "");
+        write_histogram(&Histogram::new(&[1.0]), &mut out, "y", "");
         assert!(out.contains("y_bucket{le=\"1\"} 0\n") && out.contains("y_count 0\n"));
     }
 

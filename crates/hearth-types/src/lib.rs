@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod console;
+pub mod histogram;
 pub mod id;
 pub mod lifecycle;
 pub mod report;

@@ -24,6 +24,7 @@ use std::time::Duration;
 use hearth_guestkit::DataDir;
 use hearth_store::{Store, StoreError, VmFilter, VmRecord};
 use hearth_types::api::{ConsoleTail, CreateVm, Diagnosis, ExecRequest, ExecResult, Vm, VmEvent};
+use hearth_types::histogram::Histogram;
 use hearth_types::{Accel, BackendKind, TenantId, VmId};
 use hearth_vmm::Hypervisor;
 
@@ -103,13 +104,27 @@ pub enum ControlError {
     },
 }
 
-/// Counters the server exports as metrics.
-#[derive(Debug, Default)]
+/// Upper bounds of the boot time buckets, seconds (TCG guests take 5-10 s).
+pub const BOOT_BUCKETS: &[f64] = &[0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0, 120.0];
+
+/// Counters the server exports as metrics. Constant in size however long
+/// the controller runs.
+#[derive(Debug)]
 pub struct Counters {
-    /// Seconds from create to ready, one entry per VM that got ready.
-    pub boot_seconds: Mutex<Vec<f64>>,
+    /// Seconds from create to ready of the VMs that got ready.
+    pub boot_seconds: Mutex<Histogram>,
     pub created: std::sync::atomic::AtomicU64,
     pub cleaned: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            boot_seconds: Mutex::new(Histogram::new(BOOT_BUCKETS)),
+            created: Default::default(),
+            cleaned: Default::default(),
+        }
+    }
 }
 
 /// The controller. Cheap to share: hold it in an `Arc`.

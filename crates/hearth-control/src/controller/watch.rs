@@ -115,7 +115,7 @@ async fn mark_ready(ctl: &Controller, id: &VmId) {
             .boot_seconds
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(secs);
+            .observe(secs);
         tracing::info!(vm = %id, secs, "VM ready");
     }
 }

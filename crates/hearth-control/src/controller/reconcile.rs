@@ -13,9 +13,13 @@ use super::{cleanup, watch, Controller};
 /// Retention and orphan sweeps run every this many ticks.
 const SLOW_EVERY: u64 = 20;
 
+/// One pass of every reconciler. The active VMs are read once: each
+/// change goes through the store's compare-and-set, so a record that
+/// changed since is simply not changed again.
 pub(super) async fn once(ctl: &Arc<Controller>) {
-    readiness_deadlines(ctl).await;
-    lost_processes(ctl).await;
+    let active = active(ctl).await;
+    readiness_deadlines(ctl, &active).await;
+    lost_processes(ctl, &active).await;
     cleanup::run_due_jobs(ctl).await;
     if ctl
         .ticks
@@ -25,7 +29,7 @@ pub(super) async fn once(ctl: &Arc<Controller>) {
         if let Err(e) = cleanup::apply_retention(ctl).await {
             tracing::error!(error = %e, "log retention failed");
         }
-        orphans(ctl).await;
+        orphans(ctl, &active).await;
     }
 }
 
@@ -44,9 +48,9 @@ async fn active(ctl: &Controller) -> Vec<VmRecord> {
 }
 
 /// VMs not ready by their deadline fail with `boot_timeout` and are stopped.
-async fn readiness_deadlines(ctl: &Arc<Controller>) {
+async fn readiness_deadlines(ctl: &Arc<Controller>, active: &[VmRecord]) {
     let now = Timestamp::now();
-    for r in active(ctl).await {
+    for r in active {
         let waiting = matches!(
             r.vm.state,
             VmState::Requested | VmState::Preparing | VmState::Booting
@@ -59,7 +63,7 @@ async fn readiness_deadlines(ctl: &Arc<Controller>) {
             );
             cleanup::fail(ctl, &r.vm.id, FailureCode::BootTimeout, message).await;
             if !watch::request_stop(ctl, &r.vm.id) {
-                cleanup::kill_recorded(&r);
+                cleanup::kill_recorded(r);
             }
         }
     }
@@ -76,8 +80,8 @@ fn last_console_line(ctl: &Controller, id: &VmId) -> String {
 }
 
 /// A VM meant to run whose hypervisor is gone and that no watcher follows.
-async fn lost_processes(ctl: &Arc<Controller>) {
-    for r in active(ctl).await {
+async fn lost_processes(ctl: &Arc<Controller>, active: &[VmRecord]) {
+    for r in active {
         let Some(process) = r.process else { continue };
         if r.vm.state.has_process()
             && !watch::is_watched(ctl, &r.vm.id)
@@ -117,7 +121,7 @@ pub(super) async fn adopt_all(ctl: &Arc<Controller>) {
             }
         }
     }
-    orphans(ctl).await;
+    orphans(ctl, &active(ctl).await).await;
 }
 
 /// Adoption needs only where the VM's files are.
@@ -138,8 +142,7 @@ fn runtime_description(ctl: &Controller, r: &VmRecord) -> VmDescription {
 }
 
 /// Hypervisors and VM directories no active record accounts for.
-async fn orphans(ctl: &Arc<Controller>) {
-    let active: Vec<VmRecord> = active(ctl).await;
+async fn orphans(ctl: &Arc<Controller>, active: &[VmRecord]) {
     let vms_dir = ctl.config.data.vms();
     for (pid, id) in hypervisors_under(&vms_dir) {
         // A VM still starting has spawned its hypervisor but may not have

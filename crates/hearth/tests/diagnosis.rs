@@ -176,14 +176,7 @@ fn never_ready_image(dir: &std::path::Path) -> std::path::PathBuf {
     std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
     let image = dir.join("never-ready.ext4");
-    let ok = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "hearth-root", "-d"])
-        .arg(&tree)
-        .arg(&image)
-        .arg("16M")
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "mkfs.ext4 failed");
+    ext4_image(&tree, &image, "16M");
     image
 }
 

@@ -178,14 +178,7 @@ fn an_image_without_an_init_is_reported_as_root_not_mountable() {
     let tree = dir.path().join("tree");
     std::fs::create_dir_all(tree.join("etc")).expect("tree");
     let image = dir.path().join("noinit.ext4");
-    let mkfs = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&tree)
-        .arg(&image)
-        .arg("8M")
-        .status()
-        .expect("mkfs.ext4 runs");
-    assert!(mkfs.success());
+    ext4_image(&tree, &image, "8M");
     let out = run(&[
         "vm",
         "run",

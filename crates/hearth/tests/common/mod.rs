@@ -89,3 +89,16 @@ pub fn processes_mentioning(needle: &Path) -> Vec<u32> {
         })
         .collect()
 }
+
+/// An ext4 image of `tree` at `image` (`size` as mkfs.ext4 takes it), for
+/// tests that boot a deliberately odd root filesystem.
+pub fn ext4_image(tree: &Path, image: &Path, size: &str) {
+    let ok = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "hearth-root", "-d"])
+        .arg(tree)
+        .arg(image)
+        .arg(size)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "mkfs.ext4 of {} failed", tree.display());
+}

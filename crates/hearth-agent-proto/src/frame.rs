@@ -142,14 +142,14 @@ mod tests {
     #[test]
     fn two_frames_in_a_row_are_read_in_order() {
         let mut bytes = Vec::new();
-        write_frame(&mut bytes, &HostMessage::Welcome { protocol: 1 }).unwrap();
-        write_frame(&mut bytes, &HostMessage::Welcome { protocol: 2 }).unwrap();
+        write_frame(&mut bytes, &HostMessage::Ack { seq: 1 }).unwrap();
+        write_frame(&mut bytes, &HostMessage::Ack { seq: 2 }).unwrap();
         let mut r = &bytes[..];
         let a: Option<HostMessage> = read_frame(&mut r).unwrap();
         let b: Option<HostMessage> = read_frame(&mut r).unwrap();
         let c: Option<HostMessage> = read_frame(&mut r).unwrap();
-        assert_eq!(a, Some(HostMessage::Welcome { protocol: 1 }));
-        assert_eq!(b, Some(HostMessage::Welcome { protocol: 2 }));
+        assert_eq!(a, Some(HostMessage::Ack { seq: 1 }));
+        assert_eq!(b, Some(HostMessage::Ack { seq: 2 }));
         assert_eq!(c, None);
     }
 }

@@ -12,6 +12,6 @@ mod message;
 
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 pub use message::{
-    decode_data, encode_data, negotiate, GuestMessage, HostMessage, Stream, VersionError,
+    decode_data, encode_data, negotiate, GuestMessage, HostMessage, Record, Stream, VersionError,
     MIN_PROTOCOL, PROTOCOL,
 };

@@ -6,12 +6,15 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+pub use hearth_types::guest::Stream;
+use hearth_types::guest::{BootReport, ExitStatus, GuestConfig, ServiceSpec};
 use serde::{Deserialize, Serialize};
 
-/// The protocol version this build speaks.
-pub const PROTOCOL: u32 = 1;
+/// The protocol version this build speaks. Version 2 keeps one connection
+/// per VM: records with sequence numbers and acks, configuration, files.
+pub const PROTOCOL: u32 = 2;
 /// The oldest protocol version this build still accepts from a peer.
-pub const MIN_PROTOCOL: u32 = 1;
+pub const MIN_PROTOCOL: u32 = 2;
 
 /// Messages the guest agent sends to the host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,10 +26,22 @@ pub enum GuestMessage {
         agent_version: String,
         /// `/proc/sys/kernel/random/boot_id`: tells one boot from the next.
         boot_id: String,
+        /// Random per agent process: record sequence numbers start over at
+        /// 1 with each instance, so acks are kept per instance.
+        instance: String,
+        /// Kernel uptime (CLOCK_BOOTTIME) now, ms: lets the host turn the
+        /// `uptime_ms` of records into wall-clock times.
+        uptime_ms: u64,
     },
+    /// Something the host must not lose. Kept by the agent until acked and
+    /// sent again, in order, after a reconnect; the host ignores a `seq` it
+    /// already stored.
+    Record { seq: u64, record: Record },
+    /// Sent every few seconds while connected: the agent is alive.
+    Heartbeat { uptime_ms: u64 },
     /// A chunk of a command's output. `data` is standard base64 (with
     /// padding) of the raw bytes: output need not be UTF-8, and a chunk
-    /// boundary may split a character.
+    /// boundary may split a character. With a TTY everything is `stdout`.
     ExecOutput {
         id: u64,
         stream: Stream,
@@ -42,6 +57,14 @@ pub enum GuestMessage {
     },
     /// The command could not be started (not found, not executable, ...).
     ExecError { id: u64, message: String },
+    /// A chunk of a file the host asked for with `file_read` (base64).
+    FileChunk { id: u64, data: String },
+    /// A transfer ended well: the whole file's size and SHA-256 (hex). For
+    /// a `file_write` it is sent once the file is in place.
+    FileDone { id: u64, size: u64, sha256: String },
+    /// A transfer failed (no such file, too big, checksum mismatch, ...);
+    /// a partly written file is removed.
+    FileError { id: u64, message: String },
 }
 
 /// Messages the host sends to the guest agent.
@@ -49,25 +72,124 @@ pub enum GuestMessage {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum HostMessage {
     /// The handshake succeeded; both sides speak `protocol` from now on.
-    Welcome { protocol: u32 },
+    /// `acked` is the highest record `seq` of the hello's `instance` the
+    /// host has stored (0: none); the agent drops those and sends the rest.
+    Welcome { protocol: u32, acked: u64 },
     /// The handshake failed; the host closes the channel after this.
     Refused { reason: String },
+    /// The host stored every record up to and including `seq`.
+    Ack { seq: u64 },
+    /// The VM's configuration. Sent after every welcome; an agent applies
+    /// the first it gets and answers later ones with nothing (the same
+    /// boot keeps its configuration).
+    Config { config: GuestConfig },
     /// Run `argv` directly (no shell) with `env` added to the agent's
-    /// environment. The agent kills it after `timeout_ms`, if given.
+    /// environment. The agent kills it after `timeout_ms`, if given. With
+    /// `tty` it runs on a new pseudo-terminal (stdout and stderr merged).
     Exec {
         id: u64,
         argv: Vec<String>,
         env: Vec<(String, String)>,
         timeout_ms: Option<u64>,
+        tty: bool,
     },
+    /// Send the file at `path` (chunks, then `file_done`), or `file_error`
+    /// when it is not a regular file or is larger than `max_bytes`.
+    FileRead {
+        id: u64,
+        path: String,
+        max_bytes: u64,
+    },
+    /// Write `size` bytes to `path` (mode `mode`), sent next as chunks and
+    /// closed by `file_end`. The agent writes a temporary file beside it
+    /// and renames it into place once the checksum matches.
+    FileWrite {
+        id: u64,
+        path: String,
+        size: u64,
+        mode: u32,
+    },
+    /// A chunk of a `file_write` (base64).
+    FileChunk { id: u64, data: String },
+    /// The end of a `file_write`: the SHA-256 (hex) of all chunks.
+    FileEnd { id: u64, sha256: String },
 }
 
-/// Which output stream a chunk of exec output came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stream {
-    Stdout,
-    Stderr,
+/// What the agent records: service lifecycles and output, readiness and
+/// the boot report. `uptime_ms` is the kernel's uptime when it happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Record {
+    /// The configuration was applied; `services` are the ones supervised
+    /// (the image's and the VM's).
+    ConfigApplied {
+        uptime_ms: u64,
+        services: Vec<ServiceSpec>,
+    },
+    /// A part of the configuration could not be applied.
+    ConfigFailed {
+        uptime_ms: u64,
+        message: String,
+    },
+    ServiceStarted {
+        uptime_ms: u64,
+        service: String,
+        pid: u32,
+        /// 1 for the first start, 2 for the first restart, ...
+        attempt: u32,
+    },
+    /// The service could not be started at all (no such program, no such
+    /// user, ...).
+    ServiceSpawnFailed {
+        uptime_ms: u64,
+        service: String,
+        message: String,
+    },
+    /// One line of a service's output, without its newline; invalid UTF-8
+    /// replaced; lines over 16 KiB cut there.
+    ServiceLog {
+        uptime_ms: u64,
+        service: String,
+        stream: Stream,
+        line: String,
+    },
+    /// Lines the agent dropped because the host was away too long and its
+    /// buffer was full.
+    LinesDropped {
+        uptime_ms: u64,
+        service: String,
+        count: u64,
+    },
+    /// Its readiness check passed (or it has none and started).
+    ServiceReady {
+        uptime_ms: u64,
+        service: String,
+    },
+    ServiceExited {
+        uptime_ms: u64,
+        service: String,
+        status: ExitStatus,
+        /// Restarts so far.
+        restarts: u32,
+        /// When it will be started again; `None`: it will not.
+        restart_in_ms: Option<u64>,
+    },
+    /// `restarts` restarts within `window_secs`: the agent keeps trying,
+    /// but slowly (the backoff's ceiling).
+    CrashLoop {
+        uptime_ms: u64,
+        service: String,
+        restarts: u32,
+        window_secs: u32,
+    },
+    /// Every service's readiness check passed: the VM is ready.
+    Ready {
+        uptime_ms: u64,
+    },
+    BootReport {
+        uptime_ms: u64,
+        report: BootReport,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -119,6 +241,34 @@ mod tests {
             protocol: PROTOCOL,
             agent_version: "0.1.0".into(),
             boot_id: "b7c2".into(),
+            instance: "9f3a".into(),
+            uptime_ms: 812,
+        });
+        round_trip(GuestMessage::Record {
+            seq: 3,
+            record: Record::ServiceExited {
+                uptime_ms: 900,
+                service: "web".into(),
+                status: ExitStatus {
+                    code: None,
+                    signal: Some(4),
+                },
+                restarts: 2,
+                restart_in_ms: Some(400),
+            },
+        });
+        round_trip(GuestMessage::Record {
+            seq: 4,
+            record: Record::BootReport {
+                uptime_ms: 950,
+                report: BootReport::default(),
+            },
+        });
+        round_trip(GuestMessage::Heartbeat { uptime_ms: 5000 });
+        round_trip(GuestMessage::FileDone {
+            id: 2,
+            size: 3,
+            sha256: "ab".into(),
         });
         round_trip(GuestMessage::ExecOutput {
             id: 7,
@@ -139,7 +289,23 @@ mod tests {
 
     #[test]
     fn every_host_message_round_trips() {
-        round_trip(HostMessage::Welcome { protocol: 1 });
+        round_trip(HostMessage::Welcome {
+            protocol: 2,
+            acked: 17,
+        });
+        round_trip(HostMessage::Ack { seq: 18 });
+        round_trip(HostMessage::Config {
+            config: GuestConfig {
+                hostname: Some("box".into()),
+                ..Default::default()
+            },
+        });
+        round_trip(HostMessage::FileWrite {
+            id: 1,
+            path: "/tmp/x".into(),
+            size: 3,
+            mode: 0o644,
+        });
         round_trip(HostMessage::Refused {
             reason: "too old".into(),
         });
@@ -148,6 +314,7 @@ mod tests {
             argv: vec!["sh".into(), "-c".into(), "echo hi".into()],
             env: vec![("A".into(), "b=c".into())],
             timeout_ms: Some(1500),
+            tty: false,
         });
     }
 
@@ -167,7 +334,7 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused() {
-        let body = br#"{"type":"welcome","protocol":1,"extra":true}"#;
+        let body = br#"{"type":"welcome","protocol":2,"acked":0,"extra":true}"#;
         let err = serde_json::from_slice::<HostMessage>(body).unwrap_err();
         assert!(err.to_string().contains("extra"), "{err}");
     }
@@ -195,10 +362,10 @@ mod tests {
 
     #[test]
     fn negotiation_picks_the_lower_supported_version() {
-        assert_eq!(negotiate(1, 1), Ok(1));
-        assert_eq!(negotiate(1, 5), Ok(1));
-        assert_eq!(negotiate(3, 1), Ok(1));
-        assert_eq!(negotiate(1, 0), Err(VersionError::TooOld { peer: 0 }));
+        assert_eq!(negotiate(2, 2), Ok(2));
+        assert_eq!(negotiate(2, 5), Ok(2));
+        assert_eq!(negotiate(3, 2), Ok(2));
+        assert_eq!(negotiate(2, 1), Err(VersionError::TooOld { peer: 1 }));
     }
 
     #[test]

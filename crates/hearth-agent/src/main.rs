@@ -76,7 +76,21 @@ fn hello() -> GuestMessage {
         protocol: PROTOCOL,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         boot_id,
+        instance: format!("{:x}-{}", std::process::id(), uptime_ms()),
+        uptime_ms: uptime_ms(),
     }
+}
+
+/// Kernel uptime in ms (CLOCK_BOOTTIME).
+fn uptime_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1000
+        + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000_000
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ impl<R: Read> Session<R> {
         self.out.send(&hello).map_err(SessionError::Hello)?;
         let answer = read_frame(&mut self.reader).map_err(SessionError::Welcome)?;
         match answer {
-            Some(HostMessage::Welcome { protocol }) => check_version(protocol),
+            Some(HostMessage::Welcome { protocol, .. }) => check_version(protocol),
             Some(HostMessage::Refused { reason }) => Err(SessionError::Refused(reason)),
             Some(other) => Err(SessionError::Unexpected(Box::new(other))),
             None => Err(SessionError::ClosedEarly),
@@ -125,6 +125,7 @@ impl<R: Read> Session<R> {
                 argv,
                 env,
                 timeout_ms,
+                tty: _,
             } => {
                 let request = exec::Request {
                     id,
@@ -210,6 +211,8 @@ mod tests {
             protocol: PROTOCOL,
             agent_version: "test".into(),
             boot_id: "boot".into(),
+            instance: "i".into(),
+            uptime_ms: 1,
         }
     }
 
@@ -231,9 +234,16 @@ mod tests {
     fn welcome(host: &mut UnixStream) {
         assert!(matches!(
             recv(host),
-            GuestMessage::Hello { protocol: 1, .. }
+            GuestMessage::Hello { protocol: 2, .. }
         ));
-        write_frame(host, &HostMessage::Welcome { protocol: PROTOCOL }).unwrap();
+        write_frame(
+            host,
+            &HostMessage::Welcome {
+                protocol: PROTOCOL,
+                acked: 0,
+            },
+        )
+        .unwrap();
     }
 
     fn exec(host: &mut UnixStream, id: u64, argv: &[&str], timeout_ms: Option<u64>) {
@@ -242,6 +252,7 @@ mod tests {
             argv: argv.iter().map(|s| s.to_string()).collect(),
             env: vec![("GREETING".into(), "hi".into())],
             timeout_ms,
+            tty: false,
         };
         write_frame(host, &msg).unwrap();
     }
@@ -338,7 +349,14 @@ mod tests {
     fn an_unsupported_version_is_refused_by_the_agent() {
         let (mut host, agent) = agent();
         recv(&mut host);
-        write_frame(&mut host, &HostMessage::Welcome { protocol: 99 }).unwrap();
+        write_frame(
+            &mut host,
+            &HostMessage::Welcome {
+                protocol: 99,
+                acked: 0,
+            },
+        )
+        .unwrap();
         assert!(matches!(
             agent.join().unwrap(),
             Err(SessionError::Version(99))

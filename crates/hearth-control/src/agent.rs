@@ -170,7 +170,10 @@ impl Session {
             });
         };
         match negotiate(PROTOCOL, protocol) {
-            Ok(chosen) => self.send(&HostMessage::Welcome { protocol: chosen }),
+            Ok(chosen) => self.send(&HostMessage::Welcome {
+                protocol: chosen,
+                acked: 0,
+            }),
             Err(e) => {
                 let reason = e.to_string();
                 let _ = self.send(&HostMessage::Refused {
@@ -194,6 +197,7 @@ impl Session {
             argv: spec.argv.clone(),
             env: Vec::new(),
             timeout_ms: Some(timeout_ms),
+            tty: false,
         })?;
         let budget = spec.timeout + GRACE;
         let deadline = Instant::now() + budget;
@@ -294,6 +298,11 @@ fn kind(msg: &GuestMessage) -> &'static str {
         GuestMessage::ExecOutput { .. } => "exec_output (for another exec)",
         GuestMessage::ExecExit { .. } => "exec_exit (for another exec)",
         GuestMessage::ExecError { .. } => "exec_error (for another exec)",
+        GuestMessage::Record { .. } => "record",
+        GuestMessage::Heartbeat { .. } => "heartbeat",
+        GuestMessage::FileChunk { .. } => "file_chunk",
+        GuestMessage::FileDone { .. } => "file_done",
+        GuestMessage::FileError { .. } => "file_error",
     }
 }
 
@@ -348,10 +357,18 @@ mod tests {
                 protocol: PROTOCOL,
                 agent_version: "test".into(),
                 boot_id: "b".into(),
+                instance: "i".into(),
+                uptime_ms: 1,
             };
             write_frame(&mut s, &hello).unwrap();
             let welcome: HostMessage = read_frame(&mut s).unwrap().unwrap();
-            assert_eq!(welcome, HostMessage::Welcome { protocol: PROTOCOL });
+            assert_eq!(
+                welcome,
+                HostMessage::Welcome {
+                    protocol: PROTOCOL,
+                    acked: 0
+                }
+            );
             let HostMessage::Exec { argv, .. } = read_frame(&mut s).unwrap().unwrap() else {
                 panic!("not an exec")
             };
@@ -468,6 +485,8 @@ mod tests {
                 protocol: PROTOCOL,
                 agent_version: "test".into(),
                 boot_id: "b".into(),
+                instance: "i".into(),
+                uptime_ms: 1,
             };
             write_frame(&mut s, &hello).unwrap();
             let _: Option<HostMessage> = read_frame(&mut s).unwrap();

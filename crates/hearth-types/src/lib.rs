@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod console;
+pub mod guest;
 pub mod histogram;
 pub mod id;
 pub mod lifecycle;

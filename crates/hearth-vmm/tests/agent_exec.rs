@@ -73,6 +73,7 @@ fn exec(s: &mut UnixStream, id: u64, argv: &[&str]) {
         argv,
         env: Vec::new(),
         timeout_ms: Some(10_000),
+        tty: false,
     };
     write_frame(s, &msg).expect("the request is sent");
 }
@@ -107,7 +108,14 @@ fn session(socket: &Path) -> UnixStream {
         matches!(&hello, GuestMessage::Hello { protocol, boot_id, .. } if *protocol == PROTOCOL && !boot_id.is_empty()),
         "{hello:?}"
     );
-    write_frame(&mut s, &HostMessage::Welcome { protocol: PROTOCOL }).unwrap();
+    write_frame(
+        &mut s,
+        &HostMessage::Welcome {
+            protocol: PROTOCOL,
+            acked: 0,
+        },
+    )
+    .unwrap();
     s
 }
 

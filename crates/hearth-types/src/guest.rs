@@ -1,0 +1,417 @@
+//! What the host tells a guest's agent at boot (hostname, environment,
+//! files, services) and what the agent reports back (service states, the
+//! boot report). Shared by the API, the store, the controller and the
+//! in-guest agent, so one set of words crosses every boundary.
+
+use serde::{Deserialize, Serialize};
+
+/// Per-VM configuration the host sends the agent after the handshake. The
+/// image may declare services of its own (`/etc/hearth/agent.json`, the
+/// same shape); a VM's service with the same name replaces the image's.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct GuestConfig {
+    /// The guest's hostname; default: the image's.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Environment for every service and exec (session id, proxy, ...).
+    #[serde(default)]
+    pub env: Vec<EnvVar>,
+    /// Files written before any service starts.
+    #[serde(default)]
+    pub files: Vec<GuestFile>,
+    #[serde(default)]
+    pub services: Vec<ServiceSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+/// A file the agent writes at boot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct GuestFile {
+    /// Absolute path in the guest; parent directories are created.
+    pub path: String,
+    /// The content, UTF-8.
+    pub content: String,
+    /// Permission bits, e.g. 0o644 (420); default 0o644.
+    #[serde(default)]
+    pub mode: Option<u32>,
+}
+
+/// A supervised service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Letters, digits, `-`, `_` and `.`; at most 64 characters.
+    pub name: String,
+    /// Program and arguments, run directly (no shell).
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<EnvVar>,
+    /// User name or numeric uid to run as; default root.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// What must pass before the VM counts as ready; none: started is enough.
+    #[serde(default)]
+    pub readiness: Option<Readiness>,
+    /// When restarts count as a crash loop; default 5 restarts in 30 s.
+    #[serde(default)]
+    pub crash_loop: CrashLoopRule,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RestartPolicy {
+    /// Restart whenever it ends.
+    #[default]
+    Always,
+    /// Restart when it exits non-zero or is killed.
+    OnFailure,
+    /// Run once.
+    Never,
+}
+
+/// A readiness check, polled until it passes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Readiness {
+    /// A TCP connect to 127.0.0.1:`port` succeeds.
+    Tcp { port: u16 },
+    /// `GET http://127.0.0.1:port/path` answers 2xx or 3xx.
+    Http { port: u16, path: String },
+    /// The command exits 0.
+    Command { argv: Vec<String> },
+}
+
+impl Readiness {
+    /// The check in a few words, for findings and health.
+    pub fn describe(&self) -> String {
+        match self {
+            Readiness::Tcp { port } => format!("TCP port {port}"),
+            Readiness::Http { port, path } => format!("HTTP GET :{port}{path}"),
+            Readiness::Command { argv } => format!("command {}", argv.join(" ")),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CrashLoopRule {
+    pub restarts: u32,
+    pub window_secs: u32,
+}
+
+impl Default for CrashLoopRule {
+    fn default() -> Self {
+        CrashLoopRule {
+            restarts: 5,
+            window_secs: 30,
+        }
+    }
+}
+
+/// How a process ended: exactly one of the two is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (Some(c), _) => write!(f, "exited with status {c}"),
+            (None, Some(s)) => write!(f, "killed by signal {s}"),
+            (None, None) => f.write_str("ended"),
+        }
+    }
+}
+
+/// What the agent found at its start (and refreshes once the VM is ready).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BootReport {
+    /// Kernel uptime when the agent started, ms.
+    pub agent_started_ms: u64,
+    /// `uname -r`.
+    pub kernel: String,
+    /// systemd's failed units, each with its last lines of output; empty
+    /// without systemd.
+    pub failed_units: Vec<FailedUnit>,
+    /// systemd jobs still waiting (`systemctl list-jobs`).
+    pub waiting_jobs: Vec<String>,
+    /// Listening TCP sockets, `addr:port`.
+    pub listening: Vec<String>,
+    pub interfaces: Vec<Interface>,
+    pub memory_total_kib: u64,
+    pub memory_available_kib: u64,
+    pub disks: Vec<DiskUsage>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FailedUnit {
+    pub unit: String,
+    pub last_lines: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Interface {
+    pub name: String,
+    pub up: bool,
+    /// `addr/prefix`.
+    pub addresses: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DiskUsage {
+    pub mount: String,
+    pub total_kib: u64,
+    pub available_kib: u64,
+}
+
+/// Where a service stands, as the host last heard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    /// Started; its readiness check has not passed yet.
+    Starting,
+    /// Running, and its readiness check (if any) passed.
+    Running,
+    /// Ended; waiting out the backoff before the next start.
+    Backoff,
+    /// Ended for good (policy `never`/`on_failure`, or it could not start).
+    Stopped,
+    /// Restarted too often: see the crash-loop rule.
+    CrashLooping,
+}
+
+impl ServiceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Starting => "starting",
+            ServiceState::Running => "running",
+            ServiceState::Backoff => "backoff",
+            ServiceState::Stopped => "stopped",
+            ServiceState::CrashLooping => "crash_looping",
+        }
+    }
+}
+
+/// Which output stream a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Longest service name.
+pub const MAX_SERVICE_NAME: usize = 64;
+
+impl GuestConfig {
+    /// Checks what the agent could not apply, naming the field and the fix.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(h) = &self.hostname {
+            let ok = !h.is_empty()
+                && h.len() <= 63
+                && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !h.starts_with('-');
+            if !ok {
+                return Err(format!(
+                    "hostname {h:?} is not valid: use 1-63 letters, digits and '-', not starting with '-'"
+                ));
+            }
+        }
+        for v in &self.env {
+            let ok = !v.name.is_empty()
+                && v.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !v.name.as_bytes()[0].is_ascii_digit();
+            if !ok {
+                return Err(format!(
+                    "environment variable name {:?} is not valid: use letters, digits and '_', not starting with a digit",
+                    v.name
+                ));
+            }
+            if v.value.contains('\0') {
+                return Err(format!("the value of {} contains a NUL byte", v.name));
+            }
+        }
+        for f in &self.files {
+            if !f.path.starts_with('/') || f.path.split('/').any(|c| c == "..") {
+                return Err(format!(
+                    "file path {:?} is not valid: give an absolute path without '..'",
+                    f.path
+                ));
+            }
+            if f.mode.is_some_and(|m| m > 0o7777) {
+                return Err(format!("the mode of {} is over 0o7777", f.path));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for s in &self.services {
+            s.check()?;
+            if !names.insert(s.name.as_str()) {
+                return Err(format!("service {:?} is declared twice", s.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ServiceSpec {
+    pub fn check(&self) -> Result<(), String> {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= MAX_SERVICE_NAME
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !name_ok {
+            return Err(format!(
+                "service name {:?} is not valid: use 1-{MAX_SERVICE_NAME} letters, digits, '-', '_' and '.'",
+                self.name
+            ));
+        }
+        if self.argv.first().is_none_or(|a| a.is_empty()) {
+            return Err(format!(
+                "service {}: argv is empty: name the program to run",
+                self.name
+            ));
+        }
+        if self.argv.iter().any(|a| a.contains('\0')) {
+            return Err(format!(
+                "service {}: an argument contains a NUL byte",
+                self.name
+            ));
+        }
+        if let Some(Readiness::Command { argv }) = &self.readiness {
+            if argv.first().is_none_or(|a| a.is_empty()) {
+                return Err(format!(
+                    "service {}: the readiness command is empty",
+                    self.name
+                ));
+            }
+        }
+        if let Some(Readiness::Http { path, .. }) = &self.readiness {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "service {}: the readiness path {path:?} must start with '/'",
+                    self.name
+                ));
+            }
+        }
+        if self.crash_loop.restarts == 0 || self.crash_loop.window_secs == 0 {
+            return Err(format!(
+                "service {}: crash_loop needs restarts and window_secs above 0",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str) -> ServiceSpec {
+        ServiceSpec {
+            name: name.into(),
+            argv: vec!["/bin/web".into()],
+            env: vec![],
+            user: None,
+            restart: RestartPolicy::Always,
+            readiness: Some(Readiness::Tcp { port: 8080 }),
+            crash_loop: CrashLoopRule::default(),
+        }
+    }
+
+    #[test]
+    fn a_config_from_json_takes_defaults() {
+        let c: GuestConfig = serde_json::from_str(
+            r#"{"services":[{"name":"web","argv":["/bin/web"],"readiness":{"kind":"tcp","port":8080}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.services, vec![service("web")]);
+        assert!(c.check().is_ok());
+    }
+
+    #[test]
+    fn bad_configs_name_the_problem() {
+        let mut c = GuestConfig {
+            services: vec![service("web"), service("web")],
+            ..Default::default()
+        };
+        assert!(c.check().unwrap_err().contains("twice"));
+        c.services = vec![service("a b")];
+        assert!(c.check().unwrap_err().contains("a b"));
+        c.services = vec![];
+        c.hostname = Some("-x".into());
+        assert!(c.check().unwrap_err().contains("hostname"));
+        c.hostname = None;
+        c.files = vec![GuestFile {
+            path: "/etc/../shadow".into(),
+            content: String::new(),
+            mode: None,
+        }];
+        assert!(c.check().unwrap_err().contains(".."));
+        c.files = vec![];
+        c.env = vec![EnvVar {
+            name: "1X".into(),
+            value: "v".into(),
+        }];
+        assert!(c.check().unwrap_err().contains("1X"));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<GuestConfig>(r#"{"servics":[]}"#).unwrap_err();
+        assert!(err.to_string().contains("servics"), "{err}");
+    }
+
+    #[test]
+    fn exit_status_reads_as_words() {
+        let code = ExitStatus {
+            code: Some(3),
+            signal: None,
+        };
+        let sig = ExitStatus {
+            code: None,
+            signal: Some(4),
+        };
+        assert_eq!(code.to_string(), "exited with status 3");
+        assert_eq!(sig.to_string(), "killed by signal 4");
+    }
+}

@@ -10,6 +10,8 @@
 //! lines the kernel, hearth's initramfs and init, systemd and journald print
 //! there. `docs/diagnosis.md` lists the rules.
 
+mod agent_facts;
+mod agent_never_connected;
 mod crash_loop;
 mod exec;
 mod failed_unit;
@@ -30,6 +32,7 @@ use hearth_types::api::Finding;
 use hearth_types::{Failure, FailureCode};
 use hearth_vmm::ExitInfo;
 
+pub use self::agent_facts::{AgentFacts, OutputLine, ServiceFacts, MAX_SERVICE_LINES};
 pub use self::files::{read_logs, CONSOLE_LOG, HYPERVISOR_LOGS};
 use self::log::Log;
 
@@ -54,10 +57,16 @@ pub struct Evidence {
     pub memory_mib: Option<u32>,
 }
 
-/// The findings of every rule, most likely cause first. A healthy VM has
-/// none.
+/// The findings of every rule from the logs alone (no agent facts), most
+/// likely cause first. A healthy VM has none.
 pub fn diagnose(evidence: &Evidence) -> Vec<Finding> {
-    let input = Input::new(evidence);
+    diagnose_with_agent(evidence, &AgentFacts::default())
+}
+
+/// The findings of every rule from the logs and what the in-guest agent
+/// reported, most likely cause first. A healthy VM has none.
+pub fn diagnose_with_agent(evidence: &Evidence, agent: &AgentFacts) -> Vec<Finding> {
+    let input = Input::new(evidence, agent);
     RULES.iter().flat_map(|rule| rule(&input)).collect()
 }
 
@@ -78,6 +87,7 @@ const RULES: &[Rule] = &[
     crash_loop::check,
     failed_unit::check,
     network_online::check,
+    agent_never_connected::check,
     never_ready::check,
     hypervisor_exited::check,
     hypervisor_exited::check_not_started,
@@ -89,14 +99,16 @@ struct Input<'a> {
     console: Log,
     hypervisor: Log,
     evidence: &'a Evidence,
+    agent: &'a AgentFacts,
 }
 
 impl<'a> Input<'a> {
-    fn new(evidence: &'a Evidence) -> Self {
+    fn new(evidence: &'a Evidence, agent: &'a AgentFacts) -> Self {
         Input {
             console: Log::new(&evidence.console),
             hypervisor: Log::new(&evidence.hypervisor_log),
             evidence,
+            agent,
         }
     }
 

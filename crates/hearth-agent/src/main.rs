@@ -1,8 +1,12 @@
-//! `hearth-agent --port NAME`: the process inside the guest that the host
-//! talks to instead of SSH. It finds the virtio-serial port named NAME, says
-//! hello, and runs the commands the host sends until the host hangs up;
-//! then it reopens the port and waits for the next host, for ever.
+//! `hearth-agent --port NAME | --connect unix:PATH`: the process inside the
+//! guest that the host talks to instead of SSH. With `--port` it finds the
+//! virtio-serial port named NAME; with `--connect` it connects to a Unix
+//! socket as a client (so tests and host-side code can run the real agent on
+//! the host). It says hello and serves the host until it hangs up; then it
+//! waits for the next host, for ever.
 
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -31,8 +35,38 @@ fn main() -> ExitCode {
     }
 }
 
+/// Where the host is.
+#[derive(Debug, PartialEq, Eq)]
+enum Transport {
+    /// A virtio-serial port, by name.
+    Port(String),
+    /// A Unix socket the host listens on.
+    Unix(PathBuf),
+}
+
 fn run() -> anyhow::Result<()> {
-    let name = port_name(std::env::args().skip(1))?;
+    match transport(std::env::args().skip(1))? {
+        Transport::Port(name) => serve_port(name),
+        Transport::Unix(path) => serve_unix(path),
+    }
+}
+
+/// Connects to `path` again after each host that hangs up; while nobody
+/// listens (no socket yet, or refused), it retries every `RETRY_PAUSE`.
+fn serve_unix(path: PathBuf) -> anyhow::Result<()> {
+    let next_host = move || loop {
+        match UnixStream::connect(&path) {
+            Ok(stream) => {
+                let reader = stream.try_clone().context("cloning the socket")?;
+                return Ok(Some((reader, stream)));
+            }
+            Err(_) => std::thread::sleep(RETRY_PAUSE),
+        }
+    };
+    session::serve_hosts(next_host, hello, RETRY_PAUSE)
+}
+
+fn serve_port(name: String) -> anyhow::Result<()> {
     let mut port: Option<io::Port> = None;
     let next_host = move || {
         let port = match &mut port {
@@ -60,11 +94,18 @@ fn open_port(name: &str) -> anyhow::Result<io::Port> {
     }
 }
 
-/// The value of `--port`, the only argument.
-fn port_name(mut args: impl Iterator<Item = String>) -> anyhow::Result<String> {
+const USAGE: &str = "usage: hearth-agent --port NAME | --connect unix:PATH";
+
+/// The transport named by the arguments: `--port NAME` or
+/// `--connect unix:PATH`.
+fn transport(mut args: impl Iterator<Item = String>) -> anyhow::Result<Transport> {
     match (args.next().as_deref(), args.next(), args.next()) {
-        (Some("--port"), Some(name), None) if !name.is_empty() => Ok(name),
-        _ => anyhow::bail!("usage: hearth-agent --port NAME"),
+        (Some("--port"), Some(name), None) if !name.is_empty() => Ok(Transport::Port(name)),
+        (Some("--connect"), Some(target), None) => match target.strip_prefix("unix:") {
+            Some(path) if !path.is_empty() => Ok(Transport::Unix(PathBuf::from(path))),
+            _ => anyhow::bail!("--connect {target:?}: give unix:PATH; {USAGE}"),
+        },
+        _ => anyhow::bail!("{USAGE}"),
     }
 }
 
@@ -105,14 +146,21 @@ mod tests {
     }
 
     #[test]
-    fn the_port_name_is_the_only_argument() {
+    fn a_port_or_a_unix_socket_is_named() {
         assert_eq!(
-            port_name(args(&["--port", "hearth.agent"])).unwrap(),
-            "hearth.agent"
+            transport(args(&["--port", "hearth.agent"])).unwrap(),
+            Transport::Port("hearth.agent".into())
         );
-        assert!(port_name(args(&[])).is_err());
-        assert!(port_name(args(&["--port"])).is_err());
-        assert!(port_name(args(&["--port", ""])).is_err());
-        assert!(port_name(args(&["--port", "a", "b"])).is_err());
+        assert_eq!(
+            transport(args(&["--connect", "unix:/tmp/a.sock"])).unwrap(),
+            Transport::Unix("/tmp/a.sock".into())
+        );
+        assert!(transport(args(&[])).is_err());
+        assert!(transport(args(&["--port"])).is_err());
+        assert!(transport(args(&["--port", ""])).is_err());
+        assert!(transport(args(&["--port", "a", "b"])).is_err());
+        let err = transport(args(&["--connect", "/tmp/a.sock"])).unwrap_err();
+        assert!(err.to_string().contains("unix:PATH"), "{err}");
+        assert!(transport(args(&["--connect", "unix:"])).is_err());
     }
 }

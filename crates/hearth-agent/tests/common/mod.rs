@@ -1,0 +1,176 @@
+//! A test-side host for the real agent binary: it listens on a Unix socket,
+//! starts `hearth-agent --connect unix:PATH`, and speaks the protocol with
+//! `hearth-agent-proto`, as the real host does.
+#![allow(dead_code)]
+
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hearth_agent_proto::{
+    decode_data, read_frame, write_frame, GuestMessage, HostMessage, Record, Stream, PROTOCOL,
+};
+
+/// How long any single wait of a test may take before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A running agent and the socket it connects to; the agent is killed on drop.
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub listener: UnixListener,
+    child: Child,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    /// Starts the agent with `extra` arguments after `--connect`.
+    pub fn start(extra: &[&str]) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let target = format!("unix:{}", socket.display());
+        let child = Command::new(env!("CARGO_BIN_EXE_hearth-agent"))
+            .args(["--connect", &target])
+            .args(extra)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("the agent starts");
+        Agent {
+            dir,
+            listener,
+            child,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Accepts the agent's next connection and reads its hello.
+    pub fn accept(&self) -> Host {
+        let (stream, _) = self.listener.accept().unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut host = Host { stream };
+        let hello = host.recv();
+        let GuestMessage::Hello {
+            protocol, instance, ..
+        } = hello
+        else {
+            panic!("expected hello, got {hello:?}");
+        };
+        assert_eq!(protocol, PROTOCOL);
+        assert!(!instance.is_empty());
+        host
+    }
+
+    /// Accepts, welcomes with `acked`, returns the connection.
+    pub fn connect(&self, acked: u64) -> Host {
+        let mut host = self.accept();
+        host.send(&HostMessage::Welcome {
+            protocol: PROTOCOL,
+            acked,
+        });
+        host
+    }
+}
+
+/// One connection from the agent.
+pub struct Host {
+    pub stream: UnixStream,
+}
+
+impl Host {
+    pub fn send(&mut self, msg: &HostMessage) {
+        write_frame(&mut self.stream, msg).expect("the message is sent");
+    }
+
+    pub fn recv(&mut self) -> GuestMessage {
+        read_frame(&mut self.stream)
+            .expect("a frame from the agent")
+            .expect("the agent hung up")
+    }
+
+    /// The next message that is not a heartbeat.
+    pub fn next(&mut self) -> GuestMessage {
+        loop {
+            match self.recv() {
+                GuestMessage::Heartbeat { .. } => {}
+                other => return other,
+            }
+        }
+    }
+
+    pub fn exec(&mut self, id: u64, argv: &[&str], tty: bool) {
+        self.send(&HostMessage::Exec {
+            id,
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            env: Vec::new(),
+            timeout_ms: Some(10_000),
+            tty,
+        });
+    }
+
+    /// Stdout, stderr and the final message of exec `id`; records and
+    /// heartbeats on the way are skipped.
+    pub fn outcome(&mut self, id: u64) -> (String, String, GuestMessage) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        loop {
+            match self.recv() {
+                GuestMessage::ExecOutput {
+                    id: i,
+                    stream,
+                    data,
+                } if i == id => {
+                    let buf = if stream == Stream::Stdout {
+                        &mut out
+                    } else {
+                        &mut err
+                    };
+                    buf.extend(decode_data(&data).unwrap());
+                }
+                m @ (GuestMessage::ExecExit { .. } | GuestMessage::ExecError { .. }) => {
+                    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+                    return (text(out), text(err), m);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads records (acking none) until `stop` says so; returns them all
+    /// with their seq. Fails after `PATIENCE`.
+    pub fn records_until(&mut self, mut stop: impl FnMut(&Record) -> bool) -> Vec<(u64, Record)> {
+        let start = Instant::now();
+        let mut got = Vec::new();
+        loop {
+            assert!(start.elapsed() < PATIENCE, "gave up; got {got:#?}");
+            if let GuestMessage::Record { seq, record } = self.recv() {
+                let done = stop(&record);
+                got.push((seq, record));
+                if done {
+                    return got;
+                }
+            }
+        }
+    }
+}
+
+/// Waits for `path` to exist.
+pub fn wait_for_file(path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

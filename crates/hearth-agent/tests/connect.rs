@@ -1,0 +1,45 @@
+//! The real agent binary on the host, connecting to a Unix socket as a
+//! client: it retries until someone listens, and after a host hangs up it
+//! connects again.
+
+mod common;
+
+use std::os::unix::net::UnixListener;
+
+use common::Agent;
+use hearth_agent_proto::GuestMessage;
+
+#[test]
+fn the_agent_connects_runs_a_command_and_reconnects_after_a_hang_up() {
+    let agent = Agent::start(&[]);
+    for round in 1..=2 {
+        let mut host = agent.connect(0);
+        host.exec(
+            round,
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            false,
+        );
+        let (out, err, end) = host.outcome(round);
+        assert_eq!((out.as_str(), err.as_str()), ("out\n", "err\n"));
+        assert!(
+            matches!(end, GuestMessage::ExecExit { code: Some(3), .. }),
+            "{end:?}"
+        );
+    }
+}
+
+#[test]
+fn the_agent_waits_for_a_listener_to_appear() {
+    let agent = Agent::start(&[]);
+    // Nobody listens at first: the socket is replaced by a fresh one later.
+    let socket = agent.path("agent.sock");
+    std::fs::remove_file(&socket).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let listener = UnixListener::bind(&socket).unwrap();
+    let (mut stream, _) = listener.accept().unwrap();
+    let hello: Option<GuestMessage> = hearth_agent_proto::read_frame(&mut stream).unwrap();
+    assert!(
+        matches!(hello, Some(GuestMessage::Hello { .. })),
+        "{hello:?}"
+    );
+}

@@ -45,6 +45,10 @@ pub struct ServiceFacts {
     pub became_ready: bool,
     /// How each run ended, newest last.
     pub exits: Vec<ExitStatus>,
+    /// Why the agent could not start it at all, the last time that
+    /// happened (`ServiceSpawnFailed`: no such program, `Exec format
+    /// error`, no such user, ...).
+    pub spawn_error: Option<String>,
     /// The agent declared a crash loop (the service's crash-loop rule).
     pub crash_loop: bool,
     /// Its last output lines, oldest first (up to [`MAX_SERVICE_LINES`]).

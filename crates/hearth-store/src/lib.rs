@@ -3,12 +3,18 @@
 //! implementation, and Postgres can be added beside it without touching the
 //! lifecycle. Nothing outside this crate writes SQL.
 
+pub mod agent;
 pub mod records;
 pub mod sqlite;
 
 use async_trait::async_trait;
+use hearth_types::guest::GuestConfig;
 use hearth_types::{Timestamp, VmId, VmState};
 
+pub use agent::{
+    AgentEntry, AgentHello, AgentRecord, AgentStatus, NewAgentRecord, ServiceLine,
+    MAX_LINES_PER_SERVICE, MAX_RECORDS_PER_VM,
+};
 pub use records::*;
 pub use sqlite::SqliteStore;
 
@@ -83,4 +89,40 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Oldest first.
     async fn archives(&self) -> Result<Vec<ArchiveRecord>, StoreError>;
     async fn delete_archive(&self, vm: &VmId) -> Result<(), StoreError>;
+
+    // The guest agent
+    /// The configuration the agent gets after each handshake.
+    async fn set_guest_config(&self, vm: &VmId, config: &GuestConfig) -> Result<(), StoreError>;
+    /// The VM's configuration; the empty one when none was set.
+    async fn guest_config(&self, vm: &VmId) -> Result<GuestConfig, StoreError>;
+    /// Records a hello; answers the highest seq stored for its instance.
+    async fn agent_hello(&self, vm: &VmId, hello: &AgentHello) -> Result<u64, StoreError>;
+    async fn agent_heartbeat(&self, vm: &VmId, at: Timestamp) -> Result<(), StoreError>;
+    async fn agent_disconnected(&self, vm: &VmId, at: Timestamp) -> Result<(), StoreError>;
+    /// Stores the records not stored yet (by seq, per instance), in one
+    /// transaction, trimming the oldest beyond the caps; answers the
+    /// instance's highest stored seq, the one to ack.
+    async fn store_agent_records(
+        &self,
+        vm: &VmId,
+        instance: &str,
+        records: &[NewAgentRecord],
+    ) -> Result<u64, StoreError>;
+    /// `None` when the agent never said hello and no config was set.
+    async fn agent_status(&self, vm: &VmId) -> Result<Option<AgentStatus>, StoreError>;
+    /// Every stored record but log lines, oldest first.
+    async fn agent_records(&self, vm: &VmId) -> Result<Vec<AgentRecord>, StoreError>;
+    /// The newest stored record of `kind`.
+    async fn latest_agent_record(
+        &self,
+        vm: &VmId,
+        kind: &str,
+    ) -> Result<Option<AgentRecord>, StoreError>;
+    /// The last `tail` lines of a service's output, oldest first.
+    async fn service_lines(
+        &self,
+        vm: &VmId,
+        service: &str,
+        tail: usize,
+    ) -> Result<Vec<ServiceLine>, StoreError>;
 }

@@ -20,11 +20,18 @@ pub(crate) struct Migration {
 
 /// Every migration, oldest first. Add new ones at the end; never edit one
 /// that has shipped.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_initial",
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_initial",
+        sql: include_str!("../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_agent",
+        sql: include_str!("../migrations/0002_agent.sql"),
+    },
+];
 
 /// The schema version this build writes: the last migration's number.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;

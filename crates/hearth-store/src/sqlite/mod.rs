@@ -7,6 +7,7 @@
 //! One connection behind a mutex: SQLite calls take microseconds, so async
 //! methods run them inline, and the lock is never held across an `.await`.
 
+mod agent;
 mod archives;
 mod cells;
 mod error;
@@ -28,9 +29,11 @@ use rusqlite::Connection;
 use self::error::Fail;
 pub use self::error::SqliteError;
 pub use self::migrate::SCHEMA_VERSION;
+use hearth_types::guest::GuestConfig;
+
 use crate::{
-    ArchiveRecord, Job, NewJob, ProcessRef, StateChange, Store, StoreError, TokenRecord, VmFilter,
-    VmRecord,
+    AgentHello, AgentRecord, AgentStatus, ArchiveRecord, Job, NewAgentRecord, NewJob, ProcessRef,
+    ServiceLine, StateChange, Store, StoreError, TokenRecord, VmFilter, VmRecord,
 };
 
 /// How long a statement waits for another process's write lock before
@@ -245,6 +248,91 @@ impl Store for SqliteStore {
     async fn delete_archive(&self, vm: &VmId) -> Result<(), StoreError> {
         self.run(format_args!("deleting the archive of VM {vm}"), |c| {
             archives::delete(c, vm)
+        })
+    }
+
+    async fn set_guest_config(&self, vm: &VmId, config: &GuestConfig) -> Result<(), StoreError> {
+        let text = serde_json::to_string(config).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "the configuration of VM {vm} cannot be encoded: {e}"
+            ))
+        })?;
+        self.run(format_args!("storing the configuration of VM {vm}"), |c| {
+            agent::set_config(c, vm, &text)
+        })
+    }
+
+    async fn guest_config(&self, vm: &VmId) -> Result<GuestConfig, StoreError> {
+        let text = self.run(format_args!("reading the configuration of VM {vm}"), |c| {
+            agent::config(c, vm)
+        })?;
+        match text {
+            None => Ok(GuestConfig::default()),
+            Some(t) => serde_json::from_str(&t)
+                .map_err(|e| StoreError::Corrupt(format!("VM {vm}: column config: {e}"))),
+        }
+    }
+
+    async fn agent_hello(&self, vm: &VmId, hello: &AgentHello) -> Result<u64, StoreError> {
+        self.run(format_args!("recording the agent hello of VM {vm}"), |c| {
+            agent::hello(c, vm, hello)
+        })
+    }
+
+    async fn agent_heartbeat(&self, vm: &VmId, at: Timestamp) -> Result<(), StoreError> {
+        self.run(
+            format_args!("recording an agent heartbeat of VM {vm}"),
+            |c| agent::heartbeat(c, vm, at),
+        )
+    }
+
+    async fn agent_disconnected(&self, vm: &VmId, at: Timestamp) -> Result<(), StoreError> {
+        self.run(format_args!("recording the agent of VM {vm} gone"), |c| {
+            agent::disconnected(c, vm, at)
+        })
+    }
+
+    async fn store_agent_records(
+        &self,
+        vm: &VmId,
+        instance: &str,
+        records: &[NewAgentRecord],
+    ) -> Result<u64, StoreError> {
+        self.run(format_args!("storing agent records of VM {vm}"), |c| {
+            agent::store_records(c, vm, instance, records)
+        })
+    }
+
+    async fn agent_status(&self, vm: &VmId) -> Result<Option<AgentStatus>, StoreError> {
+        self.run(format_args!("reading the agent status of VM {vm}"), |c| {
+            agent::status(c, vm)
+        })
+    }
+
+    async fn agent_records(&self, vm: &VmId) -> Result<Vec<AgentRecord>, StoreError> {
+        self.run(format_args!("reading the agent records of VM {vm}"), |c| {
+            agent::records(c, vm)
+        })
+    }
+
+    async fn latest_agent_record(
+        &self,
+        vm: &VmId,
+        kind: &str,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        self.run(format_args!("reading the latest {kind} of VM {vm}"), |c| {
+            agent::latest_record(c, vm, kind)
+        })
+    }
+
+    async fn service_lines(
+        &self,
+        vm: &VmId,
+        service: &str,
+        tail: usize,
+    ) -> Result<Vec<ServiceLine>, StoreError> {
+        self.run(format_args!("reading service output of VM {vm}"), |c| {
+            agent::service_lines(c, vm, service, tail)
         })
     }
 }

@@ -24,6 +24,8 @@ mod log;
 mod network_online;
 mod never_ready;
 mod out_of_memory;
+mod readiness_never_passed;
+mod service_lines;
 mod sigill;
 mod stage;
 mod units;
@@ -87,6 +89,7 @@ const RULES: &[Rule] = &[
     crash_loop::check,
     failed_unit::check,
     network_online::check,
+    readiness_never_passed::check,
     agent_never_connected::check,
     never_ready::check,
     hypervisor_exited::check,

@@ -7,42 +7,74 @@
 
 use hearth_types::api::Finding;
 use hearth_types::console::{classify, ConsoleEvent};
+use hearth_types::guest::ExitStatus;
 
+use super::agent_facts::ServiceFacts;
 use super::log::{contains_ci, journal, message};
-use super::{finding, Input};
+use super::{finding, service_lines, Input};
 
 /// The status of a command killed by signal 4.
-const SIGILL_STATUS: i32 = 128 + 4;
+const SIGILL_STATUS: i32 = 128 + SIGILL;
+const SIGILL: i32 = 4;
 /// How many lines are quoted.
 const MAX_LINES: usize = 5;
 
 pub(super) fn check(input: &Input) -> Vec<Finding> {
     let log = &input.console;
     let signs = log.distinct(&log.matching(is_sign));
-    if signs.is_empty() {
+    let services = service_signs(input);
+    if signs.is_empty() && services.is_empty() {
         return Vec::new();
     }
-    let who = signs
-        .iter()
-        .find_map(|&i| culprit(&log.lines()[i]))
+    let who = services
+        .first()
+        .map(|(s, _)| format!("service {}", s.name))
+        .or_else(|| signs.iter().find_map(|&i| culprit(&log.lines()[i])))
         .unwrap_or_else(|| "the command".to_owned());
     let shown: Vec<usize> = signs.iter().take(MAX_LINES).copied().collect();
-    let what = if signs.iter().any(|&i| !is_glibc_refusal(&log.lines()[i])) {
+    let killed = signs.iter().any(|&i| !is_glibc_refusal(&log.lines()[i]))
+        || services
+            .iter()
+            .any(|(s, _)| s.exits.iter().any(is_sigill_exit));
+    let what = if killed {
         "was killed by SIGILL (illegal instruction): it ran a CPU instruction"
     } else {
         "refused to start: it needs CPU instructions"
     };
+    let mut evidence = log.pick(&shown);
+    evidence.extend(services.into_iter().flat_map(|(_, lines)| lines));
+    evidence.truncate(MAX_LINES);
     vec![finding(
         "killed_by_sigill",
         format!(
             "{who} {what} the VM's CPU does not have, typically a binary built for a newer \
              CPU (x86-64-v2/v3, AVX) than the VM's CPU model"
         ),
-        log.pick(&shown),
+        evidence,
         "use a build of the program for baseline x86-64 (compiled with -march=x86-64, or \
          the distribution's package), or give the VM a CPU model with the missing feature; \
          compare the flags in the guest's /proc/cpuinfo with what the program needs",
     )]
+}
+
+/// The agent's services that died of SIGILL or whose output shows it,
+/// each with its telling lines and its SIGILL exit.
+fn service_signs<'a>(input: &Input<'a>) -> Vec<(&'a ServiceFacts, Vec<String>)> {
+    let mut found = Vec::new();
+    for s in &input.agent.services {
+        let mut lines = service_lines::matching_output(s, 2, is_sign);
+        let exit = s.exits.iter().rev().find(|e| is_sigill_exit(e));
+        lines.extend(exit.map(|e| service_lines::exit(s, e)));
+        if !lines.is_empty() {
+            found.push((s, lines));
+        }
+    }
+    found
+}
+
+/// Killed by signal 4, or a shell's report of it (128 + 4).
+fn is_sigill_exit(status: &ExitStatus) -> bool {
+    status.signal == Some(SIGILL) || status.code == Some(SIGILL_STATUS)
 }
 
 fn is_sign(line: &str) -> bool {
@@ -150,5 +182,46 @@ mod tests {
     #[test]
     fn illegal_number_is_not_illegal_instruction() {
         assert!(rules_of("[   13.99] sh[206]: /bin/sh: 1: kill: Illegal number: $\n").is_empty());
+    }
+
+    #[test]
+    fn a_service_the_agent_saw_die_of_sigill_is_named_once() {
+        use hearth_types::guest::ExitStatus;
+
+        use super::super::{diagnose_with_agent, AgentFacts, ServiceFacts};
+
+        let web = ServiceFacts {
+            name: "web".into(),
+            exits: vec![ExitStatus {
+                code: None,
+                signal: Some(4),
+            }],
+            ..ServiceFacts::default()
+        };
+        let agent = AgentFacts {
+            services: vec![web],
+            ..AgentFacts::default()
+        };
+        // The kernel's trap line on the console and the agent's exit record
+        // are the same death: one finding with both.
+        let console = "[   12.7] traps: web[311] trap invalid opcode ip:7f3c sp:7ffd error:0 in web[7f3c+24]\n";
+        let found = diagnose_with_agent(
+            &Evidence {
+                console: console.into(),
+                ..Evidence::default()
+            },
+            &agent,
+        );
+        let f: Vec<_> = found
+            .iter()
+            .filter(|f| f.rule == "killed_by_sigill")
+            .collect();
+        assert_eq!(f.len(), 1, "{found:?}");
+        assert!(
+            f[0].cause.starts_with("service web was killed by SIGILL"),
+            "{f:?}"
+        );
+        assert_eq!(f[0].evidence.len(), 2, "{f:?}");
+        assert_eq!(f[0].evidence[1], "web: killed by signal 4");
     }
 }

@@ -3,6 +3,7 @@
 //! VM's console gives.
 
 pub mod agent;
+pub mod agent_link;
 pub mod controller;
 pub mod diagnosis;
 pub mod foreground;

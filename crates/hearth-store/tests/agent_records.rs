@@ -198,3 +198,21 @@ async fn records_for_an_unknown_vm_are_refused() {
     let err = store.agent_hello(&other, &hello("i")).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
 }
+
+#[tokio::test]
+async fn a_replayed_seq_is_skipped_whatever_its_kind() {
+    let (_dir, store, id) = store_with_vm().await;
+    store
+        .store_agent_records(&id, "i", &[exited(1)])
+        .await
+        .unwrap();
+    store
+        .store_agent_records(&id, "i", &[line(1, "web", "dup")])
+        .await
+        .unwrap();
+    assert!(store
+        .service_lines(&id, "web", 10)
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -83,7 +83,8 @@ pub(super) fn disconnected(conn: &Connection, id: &VmId, at: Timestamp) -> Resul
     Ok(())
 }
 
-/// Stores what is new in `records` (a seq already stored is skipped),
+/// Stores what is new in `records` (a seq at or below the instance's ack,
+/// or already stored, is skipped),
 /// raises the instance's ack and trims the oldest rows; answers the ack.
 pub(super) fn store_records(
     conn: &mut Connection,
@@ -92,10 +93,13 @@ pub(super) fn store_records(
     records: &[NewAgentRecord],
 ) -> Result<u64, Fail> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // The agent sends in seq order, so everything up to the ack is stored
+    // (logs and records share one seq, in two tables).
+    let stored = acked(&tx, id, instance)?;
     let mut services = BTreeSet::new();
     let mut any_record = false;
     let mut top = 0;
-    for r in records {
+    for r in records.iter().filter(|r| r.seq > stored) {
         let seq = to_i64(r.seq)?;
         top = top.max(r.seq);
         let at = r.at.as_millis();
@@ -127,7 +131,7 @@ pub(super) fn store_records(
         };
         vm_must_exist(id, inserted)?;
     }
-    if !records.is_empty() {
+    if top > stored {
         tx.prepare_cached(
             "INSERT INTO agent_instances (vm_id, instance, acked) VALUES (?1, ?2, ?3) \
              ON CONFLICT (vm_id, instance) DO UPDATE SET acked = MAX(acked, excluded.acked)",

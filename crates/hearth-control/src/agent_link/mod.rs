@@ -1,0 +1,230 @@
+//! One persistent link per running VM to its guest agent.
+//!
+//! The link connects to the socket QEMU listens on for the VM's
+//! `hearth.agent` port, reads `hello`, answers `welcome` with the highest
+//! record it stored for that agent process, sends the VM's configuration,
+//! then for the VM's whole life stores every record (acking after it is
+//! stored), keeps the heartbeat and carries execs and file transfers, whose
+//! answers it routes by id. When the channel drops it connects again after
+//! a short backoff; it ends when the VM stops ([`Links::stop`]).
+//!
+//! Nothing here logs a command's arguments or output or a file's content.
+
+mod records;
+mod session;
+mod wire;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hearth_store::Store;
+use hearth_types::guest::Stream;
+use hearth_types::VmId;
+use tokio::sync::{mpsc, watch};
+
+/// What a link tells its owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// The agent reported every readiness check passed.
+    Ready(VmId),
+}
+
+/// What a link needs to run.
+#[derive(Clone, Debug)]
+pub struct LinkSpec {
+    pub vm: VmId,
+    /// QEMU's socket for the VM's `hearth.agent` port.
+    pub socket: PathBuf,
+    pub store: Arc<dyn Store>,
+    pub notices: mpsc::UnboundedSender<Notice>,
+}
+
+/// An exec's progress, in order; the last is `Exit`, `Error` or `Lost`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExecEvent {
+    Output(Stream, Vec<u8>),
+    Exit {
+        code: Option<i32>,
+        signal: Option<i32>,
+        timed_out: bool,
+    },
+    /// The command could not be started; the agent's words.
+    Error(String),
+    /// The channel dropped before the command ended.
+    Lost,
+}
+
+/// A file transfer's progress; the last is `Done`, `Error` or `Lost`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileEvent {
+    /// Part of a file being read.
+    Chunk(Vec<u8>),
+    Done {
+        size: u64,
+        sha256: String,
+    },
+    Error(String),
+    Lost,
+}
+
+/// A request for the agent, answered on its channel.
+#[derive(Debug)]
+pub(crate) enum Request {
+    Exec {
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        timeout: Option<Duration>,
+        tty: bool,
+        events: mpsc::UnboundedSender<ExecEvent>,
+    },
+    ReadFile {
+        path: String,
+        max_bytes: u64,
+        events: mpsc::UnboundedSender<FileEvent>,
+    },
+    WriteFile {
+        path: String,
+        data: Vec<u8>,
+        mode: u32,
+        events: mpsc::UnboundedSender<FileEvent>,
+    },
+}
+
+impl Request {
+    /// The requester gave up (its receiver is gone): nothing to send.
+    fn abandoned(&self) -> bool {
+        match self {
+            Request::Exec { events, .. } => events.is_closed(),
+            Request::ReadFile { events, .. } | Request::WriteFile { events, .. } => {
+                events.is_closed()
+            }
+        }
+    }
+}
+
+/// The way into one VM's link.
+#[derive(Debug, Clone)]
+pub struct LinkHandle {
+    requests: mpsc::UnboundedSender<Request>,
+    stop: Arc<watch::Sender<bool>>,
+    connected: watch::Receiver<bool>,
+}
+
+impl LinkHandle {
+    /// Whether the agent is connected and past its handshake now.
+    pub fn connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    /// Waits until the agent is connected, at most `window`.
+    pub async fn wait_connected(&self, window: Duration) -> bool {
+        let mut rx = self.connected.clone();
+        tokio::time::timeout(window, rx.wait_for(|c| *c))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Starts a command; its events arrive on the receiver. `None` when
+    /// the link has ended.
+    pub fn exec(
+        &self,
+        argv: Vec<String>,
+        timeout: Option<Duration>,
+        tty: bool,
+    ) -> Option<mpsc::UnboundedReceiver<ExecEvent>> {
+        let (events, rx) = mpsc::unbounded_channel();
+        let request = Request::Exec {
+            argv,
+            env: Vec::new(),
+            timeout,
+            tty,
+            events,
+        };
+        self.requests.send(request).ok().map(|()| rx)
+    }
+
+    /// Asks for the file at `path` (refused by the agent above `max_bytes`).
+    pub fn read_file(
+        &self,
+        path: String,
+        max_bytes: u64,
+    ) -> Option<mpsc::UnboundedReceiver<FileEvent>> {
+        let (events, rx) = mpsc::unbounded_channel();
+        let request = Request::ReadFile {
+            path,
+            max_bytes,
+            events,
+        };
+        self.requests.send(request).ok().map(|()| rx)
+    }
+
+    /// Writes `data` to `path` in the guest (mode `mode`).
+    pub fn write_file(
+        &self,
+        path: String,
+        data: Vec<u8>,
+        mode: u32,
+    ) -> Option<mpsc::UnboundedReceiver<FileEvent>> {
+        let (events, rx) = mpsc::unbounded_channel();
+        let request = Request::WriteFile {
+            path,
+            data,
+            mode,
+            events,
+        };
+        self.requests.send(request).ok().map(|()| rx)
+    }
+
+    fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// Starts the link of `spec.vm` in the background.
+pub fn spawn(spec: LinkSpec) -> LinkHandle {
+    let (requests, rx) = mpsc::unbounded_channel();
+    let (stop, stop_rx) = watch::channel(false);
+    let (connected_tx, connected) = watch::channel(false);
+    tokio::spawn(session::run(spec, rx, stop_rx, connected_tx));
+    LinkHandle {
+        requests,
+        stop: Arc::new(stop),
+        connected,
+    }
+}
+
+/// The links of the running VMs.
+#[derive(Debug, Default)]
+pub struct Links {
+    by_vm: Mutex<HashMap<VmId, LinkHandle>>,
+}
+
+impl Links {
+    /// Starts a link for `spec.vm`, replacing (and stopping) an older one.
+    pub fn start(&self, spec: LinkSpec) {
+        let vm = spec.vm.clone();
+        if let Some(old) = self.lock().insert(vm, spawn(spec)) {
+            old.stop();
+        }
+    }
+
+    pub fn get(&self, vm: &VmId) -> Option<LinkHandle> {
+        self.lock().get(vm).cloned()
+    }
+
+    /// Ends the link of `vm`, if any; its requests in flight end `Lost`.
+    pub fn stop(&self, vm: &VmId) {
+        if let Some(link) = self.lock().remove(vm) {
+            link.stop();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<VmId, LinkHandle>> {
+        self.by_vm.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,470 @@
+//! One link's life: connect, greet, serve until the channel drops, and
+//! again, until the VM stops.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hearth_agent_proto::{
+    decode_data, encode_data, negotiate, FrameError, GuestMessage, HostMessage, Record, PROTOCOL,
+};
+use hearth_store::AgentHello;
+use hearth_types::{error_chain, Timestamp};
+use sha2::{Digest, Sha256};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::records::{to_row, Clock};
+use super::{wire, ExecEvent, FileEvent, LinkSpec, Notice, Request};
+
+/// The first pause before connecting again; doubled per failure.
+const RETRY: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a connection waits for the hello. An agent that missed the
+/// previous host's hang-up (see docs/agent.md) stays silent: hanging up
+/// and connecting again after [`HANGUP_GAP`] wakes it.
+const HELLO_TRY: Duration = Duration::from_secs(2);
+const HANGUP_GAP: Duration = Duration::from_millis(250);
+/// A write the agent does not take within this ends the connection.
+const WRITE_WINDOW: Duration = Duration::from_secs(30);
+/// Records stored (and acked) in one transaction, at most.
+const BATCH: usize = 512;
+/// Raw bytes per `file_chunk` (base64 keeps it far below a frame's limit).
+const CHUNK: usize = 256 * 1024;
+
+/// Why a connection ended.
+enum End {
+    Stopped,
+    Dropped(String),
+}
+
+/// Why a connection never got past its handshake.
+enum Greet {
+    /// Nobody listens (QEMU not up yet, or gone).
+    Unreachable,
+    /// Connected, but no hello in time.
+    Silent,
+    Failed(String),
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // A dropped sender means nobody can stop us any more: stop now.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+pub(super) async fn run(
+    spec: LinkSpec,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    mut stop: watch::Receiver<bool>,
+    connected: watch::Sender<bool>,
+) {
+    let mut backoff = RETRY;
+    loop {
+        let greeted = tokio::select! {
+            _ = stopped(&mut stop) => return,
+            g = greet(&spec) => g,
+        };
+        let pause = match greeted {
+            Ok(conn) => {
+                backoff = RETRY;
+                connected.send_replace(true);
+                tracing::info!(vm = %spec.vm, "agent connected");
+                let end = conn.serve(&spec, &mut requests, &mut stop).await;
+                connected.send_replace(false);
+                if let Err(e) = spec
+                    .store
+                    .agent_disconnected(&spec.vm, Timestamp::now())
+                    .await
+                {
+                    tracing::warn!(vm = %spec.vm, error = %error_chain(&e), "the agent's disconnection was not recorded");
+                }
+                match end {
+                    End::Stopped => return,
+                    End::Dropped(why) => {
+                        tracing::info!(vm = %spec.vm, %why, "agent channel dropped; connecting again");
+                    }
+                }
+                HANGUP_GAP
+            }
+            Err(Greet::Silent) => HANGUP_GAP,
+            Err(Greet::Unreachable) => {
+                let pause = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                pause
+            }
+            Err(Greet::Failed(why)) => {
+                tracing::warn!(vm = %spec.vm, %why, "agent handshake failed");
+                backoff = MAX_BACKOFF;
+                MAX_BACKOFF
+            }
+        };
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// A connection past its handshake.
+struct Connection {
+    writer: OwnedWriteHalf,
+    frames: mpsc::UnboundedReceiver<Result<GuestMessage, FrameError>>,
+    reader: JoinHandle<()>,
+    instance: String,
+    clock: Clock,
+}
+
+/// Connects, reads the hello, answers welcome (with the ack of the hello's
+/// instance) and sends the VM's configuration.
+async fn greet(spec: &LinkSpec) -> Result<Connection, Greet> {
+    let stream = UnixStream::connect(&spec.socket)
+        .await
+        .map_err(|_| Greet::Unreachable)?;
+    let (mut reader, mut writer) = stream.into_split();
+    let hello = match tokio::time::timeout(HELLO_TRY, wire::read_message(&mut reader)).await {
+        Err(_) | Ok(Ok(None)) => return Err(Greet::Silent),
+        Ok(Err(e)) => return Err(Greet::Failed(error_chain(&e))),
+        Ok(Ok(Some(msg))) => msg,
+    };
+    let GuestMessage::Hello {
+        protocol,
+        agent_version,
+        boot_id,
+        instance,
+        uptime_ms,
+    } = hello
+    else {
+        return Err(Greet::Failed(
+            "the agent's first message was not a hello".into(),
+        ));
+    };
+    let chosen = match negotiate(PROTOCOL, protocol) {
+        Ok(v) => v,
+        Err(e) => {
+            let reason = e.to_string();
+            let refused = HostMessage::Refused {
+                reason: reason.clone(),
+            };
+            let _ = wire::write_message(&mut writer, &refused).await;
+            return Err(Greet::Failed(format!(
+                "refused the agent: {reason}; rebuild the image with this hearth's agent (scripts/build-agent)"
+            )));
+        }
+    };
+    let now = Timestamp::now();
+    let record = AgentHello {
+        instance: instance.clone(),
+        agent_version,
+        boot_id,
+        connected_at: now,
+    };
+    let store_failed = |e: hearth_store::StoreError| Greet::Failed(error_chain(&e));
+    let acked = spec
+        .store
+        .agent_hello(&spec.vm, &record)
+        .await
+        .map_err(store_failed)?;
+    let config = spec
+        .store
+        .guest_config(&spec.vm)
+        .await
+        .map_err(store_failed)?;
+    let write_failed = |e: FrameError| Greet::Failed(error_chain(&e));
+    let welcome = HostMessage::Welcome {
+        protocol: chosen,
+        acked,
+    };
+    wire::write_message(&mut writer, &welcome)
+        .await
+        .map_err(write_failed)?;
+    wire::write_message(&mut writer, &HostMessage::Config { config })
+        .await
+        .map_err(write_failed)?;
+    let (tx, frames) = mpsc::unbounded_channel();
+    let vm = spec.vm.clone();
+    let reader = tokio::spawn(async move {
+        loop {
+            match wire::read_message(&mut reader).await {
+                Ok(Some(msg)) => {
+                    if tx.send(Ok(msg)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                // The body was consumed whole: the stream is still in step.
+                Err(FrameError::Decode(e)) => {
+                    tracing::warn!(vm = %vm, error = %e, "ignoring a message from the agent that is not understood");
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Connection {
+        writer,
+        frames,
+        reader,
+        instance,
+        clock: Clock::from_hello(now, uptime_ms),
+    })
+}
+
+/// A request in flight, by id.
+enum Pending {
+    Exec(mpsc::UnboundedSender<ExecEvent>),
+    File(mpsc::UnboundedSender<FileEvent>),
+}
+
+impl Pending {
+    fn lost(self) {
+        match self {
+            Pending::Exec(tx) => drop(tx.send(ExecEvent::Lost)),
+            Pending::File(tx) => drop(tx.send(FileEvent::Lost)),
+        }
+    }
+}
+
+impl Connection {
+    async fn serve(
+        mut self,
+        spec: &LinkSpec,
+        requests: &mut mpsc::UnboundedReceiver<Request>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> End {
+        let mut pending = HashMap::new();
+        let mut next_id = 1u64;
+        let end = loop {
+            tokio::select! {
+                _ = stopped(stop) => break End::Stopped,
+                msg = self.frames.recv() => {
+                    let Some(first) = msg else {
+                        break End::Dropped("the agent hung up".into());
+                    };
+                    if let Err(why) = self.take_messages(spec, first, &mut pending).await {
+                        break End::Dropped(why);
+                    }
+                }
+                request = requests.recv() => {
+                    let Some(request) = request else { break End::Stopped };
+                    if request.abandoned() {
+                        continue;
+                    }
+                    let id = next_id;
+                    next_id += 1;
+                    if let Err(e) = self.send_request(id, request, &mut pending).await {
+                        break End::Dropped(error_chain(&e));
+                    }
+                }
+            }
+        };
+        self.reader.abort();
+        for (_, p) in pending.drain() {
+            p.lost();
+        }
+        end
+    }
+
+    /// `first` and whatever else already arrived (up to [`BATCH`]): answers
+    /// routed at once, records stored in one transaction, then acked.
+    async fn take_messages(
+        &mut self,
+        spec: &LinkSpec,
+        first: Result<GuestMessage, FrameError>,
+        pending: &mut HashMap<u64, Pending>,
+    ) -> Result<(), String> {
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        let mut broken = None;
+        while let Some(msg) = next.take() {
+            match msg {
+                Ok(GuestMessage::Record { seq, record }) => batch.push((seq, record)),
+                Ok(other) => route(spec, other, pending).await,
+                Err(e) => {
+                    broken = Some(error_chain(&e));
+                    break;
+                }
+            }
+            if batch.len() < BATCH {
+                next = self.frames.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            self.store_batch(spec, batch).await?;
+        }
+        broken.map_or(Ok(()), Err)
+    }
+
+    /// Stores the records and acks them. A store that fails ends the
+    /// connection unacked: the agent sends them again after the reconnect.
+    async fn store_batch(
+        &mut self,
+        spec: &LinkSpec,
+        batch: Vec<(u64, Record)>,
+    ) -> Result<(), String> {
+        let rows: Vec<_> = batch
+            .iter()
+            .map(|(seq, r)| to_row(*seq, r, self.clock))
+            .collect();
+        let acked = spec
+            .store
+            .store_agent_records(&spec.vm, &self.instance, &rows)
+            .await
+            .map_err(|e| format!("storing the agent's records failed: {}", error_chain(&e)))?;
+        self.send(&HostMessage::Ack { seq: acked })
+            .await
+            .map_err(|e| error_chain(&e))?;
+        if batch.iter().any(|(_, r)| matches!(r, Record::Ready { .. })) {
+            let _ = spec.notices.send(Notice::Ready(spec.vm.clone()));
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, msg: &HostMessage) -> Result<(), FrameError> {
+        match tokio::time::timeout(WRITE_WINDOW, wire::write_message(&mut self.writer, msg)).await {
+            Ok(r) => r,
+            Err(_) => Err(FrameError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the agent took no message for {} s", WRITE_WINDOW.as_secs()),
+            ))),
+        }
+    }
+
+    async fn send_request(
+        &mut self,
+        id: u64,
+        request: Request,
+        pending: &mut HashMap<u64, Pending>,
+    ) -> Result<(), FrameError> {
+        match request {
+            Request::Exec {
+                argv,
+                env,
+                timeout,
+                tty,
+                events,
+            } => {
+                pending.insert(id, Pending::Exec(events));
+                let timeout_ms = timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+                self.send(&HostMessage::Exec {
+                    id,
+                    argv,
+                    env,
+                    timeout_ms,
+                    tty,
+                })
+                .await
+            }
+            Request::ReadFile {
+                path,
+                max_bytes,
+                events,
+            } => {
+                pending.insert(id, Pending::File(events));
+                self.send(&HostMessage::FileRead {
+                    id,
+                    path,
+                    max_bytes,
+                })
+                .await
+            }
+            Request::WriteFile {
+                path,
+                data,
+                mode,
+                events,
+            } => {
+                pending.insert(id, Pending::File(events));
+                self.write_file(id, path, &data, mode).await
+            }
+        }
+    }
+
+    async fn write_file(
+        &mut self,
+        id: u64,
+        path: String,
+        data: &[u8],
+        mode: u32,
+    ) -> Result<(), FrameError> {
+        let size = data.len() as u64;
+        self.send(&HostMessage::FileWrite {
+            id,
+            path,
+            size,
+            mode,
+        })
+        .await?;
+        let mut sha = Sha256::new();
+        for chunk in data.chunks(CHUNK) {
+            sha.update(chunk);
+            let data = encode_data(chunk);
+            self.send(&HostMessage::FileChunk { id, data }).await?;
+        }
+        let sha256 = hex::encode(sha.finalize());
+        self.send(&HostMessage::FileEnd { id, sha256 }).await
+    }
+}
+
+/// Hands an answer to the request it belongs to; heartbeats to the store.
+async fn route(spec: &LinkSpec, msg: GuestMessage, pending: &mut HashMap<u64, Pending>) {
+    match msg {
+        GuestMessage::Heartbeat { .. } => {
+            if let Err(e) = spec.store.agent_heartbeat(&spec.vm, Timestamp::now()).await {
+                tracing::warn!(vm = %spec.vm, error = %error_chain(&e), "a heartbeat was not recorded");
+            }
+        }
+        GuestMessage::ExecOutput { id, stream, data } => {
+            if let Some(Pending::Exec(tx)) = pending.get(&id) {
+                let event = match decode_data(&data) {
+                    Ok(bytes) => ExecEvent::Output(stream, bytes),
+                    Err(_) => ExecEvent::Error("the agent sent output that is not base64".into()),
+                };
+                let _ = tx.send(event);
+            }
+        }
+        GuestMessage::ExecExit {
+            id,
+            code,
+            signal,
+            timed_out,
+        } => {
+            if let Some(Pending::Exec(tx)) = pending.remove(&id) {
+                let _ = tx.send(ExecEvent::Exit {
+                    code,
+                    signal,
+                    timed_out,
+                });
+            }
+        }
+        GuestMessage::ExecError { id, message } => {
+            if let Some(Pending::Exec(tx)) = pending.remove(&id) {
+                let _ = tx.send(ExecEvent::Error(message));
+            }
+        }
+        GuestMessage::FileChunk { id, data } => {
+            if let Some(Pending::File(tx)) = pending.get(&id) {
+                let event = match decode_data(&data) {
+                    Ok(bytes) => FileEvent::Chunk(bytes),
+                    Err(_) => FileEvent::Error("the agent sent a chunk that is not base64".into()),
+                };
+                let _ = tx.send(event);
+            }
+        }
+        GuestMessage::FileDone { id, size, sha256 } => {
+            if let Some(Pending::File(tx)) = pending.remove(&id) {
+                let _ = tx.send(FileEvent::Done { size, sha256 });
+            }
+        }
+        GuestMessage::FileError { id, message } => {
+            if let Some(Pending::File(tx)) = pending.remove(&id) {
+                let _ = tx.send(FileEvent::Error(message));
+            }
+        }
+        GuestMessage::Hello { .. } | GuestMessage::Record { .. } => {
+            tracing::warn!(vm = %spec.vm, "ignoring an unexpected hello from the agent");
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The link against a scripted agent on a real Unix socket and a real
+//! (in-memory) SQLite store.
+
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hearth_agent_proto::{encode_data, read_frame, write_frame, GuestMessage, HostMessage, Record};
+use hearth_store::{SqliteStore, Store, VmRecord};
+use hearth_types::api::CreateVm;
+use hearth_types::guest::{GuestConfig, Stream};
+use hearth_types::{Timestamp, VmId};
+use sha2::{Digest, Sha256};
+
+use super::*;
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    listener: UnixListener,
+    store: Arc<SqliteStore>,
+    vm: VmId,
+    notices: mpsc::UnboundedReceiver<Notice>,
+    link: LinkHandle,
+}
+
+async fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let vm: VmId = "vm-00000000000a".parse().unwrap();
+    let now = Timestamp::now();
+    let rec = VmRecord::requested(
+        vm.clone(),
+        "t".parse().unwrap(),
+        &CreateVm::default(),
+        now,
+        now,
+    );
+    store.insert_vm(&rec).await.unwrap();
+    let config = GuestConfig {
+        hostname: Some("box".into()),
+        ..Default::default()
+    };
+    store.set_guest_config(&vm, &config).await.unwrap();
+    let (tx, notices) = mpsc::unbounded_channel();
+    let link = spawn(LinkSpec {
+        vm: vm.clone(),
+        socket,
+        store: store.clone(),
+        notices: tx,
+    });
+    Rig {
+        _dir: dir,
+        listener,
+        store,
+        vm,
+        notices,
+        link,
+    }
+}
+
+/// The agent's side of one connection: hello, then the welcome and config
+/// the host must send.
+fn agent_accepts(listener: &UnixListener, instance: &str) -> (UnixStream, u64) {
+    let (mut s, _) = listener.accept().unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let hello = GuestMessage::Hello {
+        protocol: hearth_agent_proto::PROTOCOL,
+        agent_version: "test".into(),
+        boot_id: "boot".into(),
+        instance: instance.into(),
+        uptime_ms: 1_000,
+    };
+    write_frame(&mut s, &hello).unwrap();
+    let Some(HostMessage::Welcome { acked, .. }) = read_frame(&mut s).unwrap() else {
+        panic!("no welcome")
+    };
+    let Some(HostMessage::Config { config }) = read_frame(&mut s).unwrap() else {
+        panic!("no config after the welcome")
+    };
+    assert_eq!(config.hostname.as_deref(), Some("box"));
+    (s, acked)
+}
+
+fn log(seq: u64, line: &str) -> GuestMessage {
+    GuestMessage::Record {
+        seq,
+        record: Record::ServiceLog {
+            uptime_ms: 1_000 + seq,
+            service: "web".into(),
+            stream: Stream::Stdout,
+            line: line.into(),
+        },
+    }
+}
+
+fn read_host(s: &mut UnixStream) -> HostMessage {
+    read_frame(s).unwrap().expect("the host hung up")
+}
+
+/// Runs the blocking script beside the link.
+async fn script<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test]
+async fn records_are_stored_once_and_acked_across_a_reconnect() {
+    let mut rig = rig().await;
+    let listener = rig.listener.try_clone().unwrap();
+    script(move || {
+        let (mut s, acked) = agent_accepts(&listener, "i1");
+        assert_eq!(acked, 0);
+        write_frame(&mut s, &log(1, "one")).unwrap();
+        let ready = GuestMessage::Record {
+            seq: 2,
+            record: Record::Ready { uptime_ms: 1_500 },
+        };
+        write_frame(&mut s, &ready).unwrap();
+        let mut last = 0;
+        while last < 2 {
+            let HostMessage::Ack { seq } = read_host(&mut s) else {
+                panic!("not an ack")
+            };
+            last = seq;
+        }
+        drop(s);
+        // The agent comes back and replays what it thinks is unacked.
+        let (mut s, acked) = agent_accepts(&listener, "i1");
+        assert_eq!(acked, 2);
+        write_frame(&mut s, &log(2, "replayed")).unwrap();
+        write_frame(&mut s, &log(3, "three")).unwrap();
+        let mut last = 0;
+        while last < 3 {
+            let HostMessage::Ack { seq } = read_host(&mut s) else {
+                panic!("not an ack")
+            };
+            last = seq;
+        }
+    })
+    .await;
+    assert_eq!(
+        rig.notices.recv().await,
+        Some(Notice::Ready(rig.vm.clone()))
+    );
+    let lines = rig.store.service_lines(&rig.vm, "web", 10).await.unwrap();
+    let texts: Vec<_> = lines.iter().map(|l| l.line.as_str()).collect();
+    assert_eq!(texts, ["one", "three"]);
+    let status = rig.store.agent_status(&rig.vm).await.unwrap().unwrap();
+    assert_eq!(status.hello.unwrap().instance, "i1");
+    // Host time: the hello's wall time - 1000 ms + the record's uptime.
+    let ready = rig
+        .store
+        .latest_agent_record(&rig.vm, "ready")
+        .await
+        .unwrap()
+        .unwrap();
+    let skew = ready.at.as_millis() - (lines[0].at.as_millis() + 499);
+    assert!(
+        skew.abs() < 1_000,
+        "ready at {:?}, line at {:?}",
+        ready.at,
+        lines[0].at
+    );
+}
+
+#[tokio::test]
+async fn execs_share_the_connection_and_get_their_own_answers() {
+    let rig = rig().await;
+    let listener = rig.listener.try_clone().unwrap();
+    let agent = script(move || {
+        let (mut s, _) = agent_accepts(&listener, "i");
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let HostMessage::Exec { id, argv, .. } = read_host(&mut s) else {
+                panic!("not an exec")
+            };
+            ids.push((id, argv[0].clone()));
+        }
+        // Answer the second first.
+        for (id, name) in ids.iter().rev() {
+            let out = GuestMessage::ExecOutput {
+                id: *id,
+                stream: Stream::Stderr,
+                data: encode_data(name.as_bytes()),
+            };
+            write_frame(&mut s, &out).unwrap();
+            let exit = GuestMessage::ExecExit {
+                id: *id,
+                code: Some(*id as i32),
+                signal: None,
+                timed_out: false,
+            };
+            write_frame(&mut s, &exit).unwrap();
+        }
+        s
+    });
+    let mut a = rig.link.exec(vec!["a".into()], None, false).unwrap();
+    let mut b = rig.link.exec(vec!["b".into()], None, false).unwrap();
+    let _s = agent.await;
+    assert_eq!(
+        a.recv().await,
+        Some(ExecEvent::Output(Stream::Stderr, b"a".to_vec()))
+    );
+    assert!(matches!(
+        a.recv().await,
+        Some(ExecEvent::Exit { code: Some(_), .. })
+    ));
+    assert_eq!(
+        b.recv().await,
+        Some(ExecEvent::Output(Stream::Stderr, b"b".to_vec()))
+    );
+    assert!(rig.link.connected());
+}
+
+#[tokio::test]
+async fn a_command_in_flight_is_lost_when_the_agent_hangs_up() {
+    let rig = rig().await;
+    let listener = rig.listener.try_clone().unwrap();
+    let mut events = rig.link.exec(vec!["sleep".into()], None, false).unwrap();
+    script(move || {
+        let (mut s, _) = agent_accepts(&listener, "i");
+        let HostMessage::Exec { .. } = read_host(&mut s) else {
+            panic!("not an exec")
+        };
+    })
+    .await;
+    assert_eq!(events.recv().await, Some(ExecEvent::Lost));
+}
+
+#[tokio::test]
+async fn a_silent_agent_is_hung_up_on_and_reached_again() {
+    let rig = rig().await;
+    let listener = rig.listener.try_clone().unwrap();
+    let started = Instant::now();
+    script(move || {
+        // The first connection: the agent missed the last hang-up.
+        let (silent, _) = listener.accept().unwrap();
+        let (s, _) = agent_accepts(&listener, "i");
+        drop(silent);
+        s
+    })
+    .await;
+    assert!(rig.link.wait_connected(Duration::from_secs(5)).await);
+    assert!(started.elapsed() >= Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn a_file_is_written_in_chunks_with_its_checksum() {
+    let rig = rig().await;
+    let listener = rig.listener.try_clone().unwrap();
+    let data: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+    let expected = hex::encode(Sha256::digest(&data));
+    let mut events = rig
+        .link
+        .write_file("/tmp/x".into(), data.clone(), 0o600)
+        .unwrap();
+    let got = script(move || {
+        let (mut s, _) = agent_accepts(&listener, "i");
+        let HostMessage::FileWrite { id, size, mode, .. } = read_host(&mut s) else {
+            panic!("not a file_write")
+        };
+        assert_eq!(mode, 0o600);
+        let mut got = Vec::new();
+        let sha = loop {
+            match read_host(&mut s) {
+                HostMessage::FileChunk { data, .. } => {
+                    got.extend(hearth_agent_proto::decode_data(&data).unwrap())
+                }
+                HostMessage::FileEnd { sha256, .. } => break sha256,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(got.len() as u64, size);
+        let done = GuestMessage::FileDone {
+            id,
+            size,
+            sha256: sha.clone(),
+        };
+        write_frame(&mut s, &done).unwrap();
+        (got, sha, s)
+    })
+    .await;
+    assert_eq!(got.0, data);
+    assert_eq!(got.1, expected);
+    assert_eq!(
+        events.recv().await,
+        Some(FileEvent::Done {
+            size: data.len() as u64,
+            sha256: expected
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_stopped_link_ends_and_refuses_requests() {
+    let links = Links::default();
+    let rig = rig().await;
+    drop(rig.link);
+    let (tx, _rx) = mpsc::unbounded_channel();
+    links.start(LinkSpec {
+        vm: rig.vm.clone(),
+        socket: rig._dir.path().join("none.sock"),
+        store: rig.store.clone(),
+        notices: tx,
+    });
+    let link = links.get(&rig.vm).unwrap();
+    links.stop(&rig.vm);
+    assert!(links.get(&rig.vm).is_none());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(link.exec(vec!["x".into()], None, false).is_none());
+}

@@ -25,6 +25,7 @@ mod network_online;
 mod never_ready;
 mod out_of_memory;
 mod readiness_never_passed;
+mod service_crash_loop;
 mod service_lines;
 mod sigill;
 mod stage;
@@ -87,6 +88,7 @@ const RULES: &[Rule] = &[
     exec::check_library,
     kernel_panic::check,
     crash_loop::check,
+    service_crash_loop::check,
     failed_unit::check,
     network_online::check,
     readiness_never_passed::check,

@@ -11,7 +11,7 @@ use super::crash_loop::looping_units;
 use super::log::{journal, message, Log};
 use super::network_online::WAIT_ONLINE;
 use super::units::{exits, is_unit_name, last_words};
-use super::{finding, Input};
+use super::{failed_unit_report, finding, Input};
 
 /// Output lines quoted per unit.
 const LAST_WORDS: usize = 3;
@@ -22,18 +22,49 @@ pub(super) fn check(input: &Input) -> Vec<Finding> {
     let log = &input.console;
     let skip = looping_units(log);
     let failures = failed_starts(log);
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen: Vec<Seen> = Vec::new();
     let mut found = Vec::new();
     for failure in &failures {
         let (unit, description) = resolve(failure, &failures);
-        if skip.iter().any(|u| u == unit) || unit.starts_with(WAIT_ONLINE) || seen.contains(&unit) {
+        if skip.iter().any(|u| u == unit)
+            || unit.starts_with(WAIT_ONLINE)
+            || seen.iter().any(|s| s.unit == unit)
+        {
             continue;
         }
-        seen.push(unit);
-        found.push(unit_finding(log, failure.line, unit, description));
+        let (f, quiet) = unit_finding(log, failure.line, unit, description);
+        seen.push(Seen {
+            unit: unit.to_owned(),
+            quiet,
+            at: found.len(),
+        });
+        found.push(f);
+    }
+    let reported = input.agent.boot_report.as_ref();
+    for unit in reported.map_or(&[][..], |r| &r.failed_units) {
+        if skip.contains(&unit.unit) || unit.unit.starts_with(WAIT_ONLINE) {
+            continue;
+        }
+        match seen.iter().find(|s| s.unit == unit.unit) {
+            // The console showed only the status line: the agent's lines
+            // say why.
+            Some(s) if s.quiet => {
+                failed_unit_report::add_last_lines(&mut found[s.at], unit);
+            }
+            Some(_) => {}
+            None => found.push(failed_unit_report::unit_finding(unit)),
+        }
     }
     found.truncate(MAX_UNITS);
     found
+}
+
+/// A unit already reported from the console.
+struct Seen {
+    unit: String,
+    /// Only its status line was on the console.
+    quiet: bool,
+    at: usize,
 }
 
 /// One `Failed to start UNIT - DESCRIPTION.` line.
@@ -82,7 +113,8 @@ fn resolve<'a>(f: &'a FailedStart, all: &'a [FailedStart]) -> (&'a str, &'a str)
         .map_or((&f.unit, &f.description), |o| (&o.unit, &o.description))
 }
 
-fn unit_finding(log: &Log, failed_at: usize, unit: &str, description: &str) -> Finding {
+/// The finding for one unit, and whether its output was missing.
+fn unit_finding(log: &Log, failed_at: usize, unit: &str, description: &str) -> (Finding, bool) {
     let exit = is_unit_name(unit)
         .then(|| exits(log, unit).into_iter().rfind(|&e| e < failed_at))
         .flatten();
@@ -105,6 +137,18 @@ fn unit_finding(log: &Log, failed_at: usize, unit: &str, description: &str) -> F
     let mut evidence = words;
     evidence.extend(exit.map(|e| log.lines()[e].clone()));
     evidence.push(log.lines()[failed_at].clone());
+    let f = finding(
+        "failed_unit",
+        format!("systemd could not start {named}{how}"),
+        evidence,
+        fix(unit, quiet),
+    );
+    (f, quiet)
+}
+
+/// What to do about a failed unit, depending on whether its output is at
+/// hand.
+pub(super) fn fix(unit: &str, quiet: bool) -> String {
     let words_hint = if quiet {
         format!(
             "its output is not on the console: journald puts it there with ForwardToConsole=yes \
@@ -114,12 +158,7 @@ fn unit_finding(log: &Log, failed_at: usize, unit: &str, description: &str) -> F
     } else {
         "its last output (in the evidence) says why".to_owned()
     };
-    finding(
-        "failed_unit",
-        format!("systemd could not start {named}{how}"),
-        evidence,
-        format!("{words_hint}; fix that and the unit's ExecStart, then restart the unit"),
-    )
+    format!("{words_hint}; fix that and the unit's ExecStart, then restart the unit")
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ mod agent_never_connected;
 mod crash_loop;
 mod exec;
 mod failed_unit;
+mod failed_unit_report;
 mod files;
 mod hypervisor_exited;
 mod initramfs;

@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod client;
+pub mod vsock;
 
 use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use hearth_guestkit::kernel::{wrap_elf_as_bzimage, Compression};
 use hearth_testkit::{tiny_guest_elf, tiny_guest_elf_ending, GuestEnd};
-use hearth_types::{Disk, VmDescription, VmId};
+use hearth_types::{Channel, Disk, VmDescription, VmId};
+use hearth_vmm::firecracker::client::ApiClient;
+use hearth_vmm::firecracker::vsock::{self, AGENT_VSOCK_PORT};
 use hearth_vmm::firecracker::{Firecracker, BINARY_ENV};
 use hearth_vmm::{Hypervisor, RunningVm, VmmError};
 
@@ -237,4 +239,86 @@ async fn stop_kills_a_guest_that_never_exits_within_the_deadline() {
         eprintln!("stop({grace:?}) took {took:?}: {exit}");
     })
     .await;
+}
+
+fn agent_channel(vm: &mut VmDescription) -> PathBuf {
+    let socket = vm.run_dir.join("agent.sock");
+    vm.channels.push(Channel {
+        name: "hearth.agent".into(),
+        socket: socket.clone(),
+    });
+    socket
+}
+
+/// The tiny guest has no vsock driver, so Firecracker never accepts on the
+/// socket (it starts serving it when the guest activates the device): a
+/// CONNECT gets no answer and must end in a clear timeout, not a hang.
+#[tokio::test]
+async fn the_agent_channel_becomes_a_vsock_device_with_a_socket_that_never_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fc) = firecracker(&dir.path().join("cache")) else {
+        return;
+    };
+    let marker = "hearth-tiny-guest-vsock";
+    let elf = tiny_guest_elf_ending(marker, GuestEnd::HaltForever);
+    let mut vm = description(dir.path(), write_kernel(dir.path(), "halt.elf", &elf));
+    let uds = agent_channel(&mut vm);
+    std::fs::create_dir_all(&vm.run_dir).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&uds).unwrap()); // a stale socket
+    bounded(async {
+        let mut running = fc.start(&vm).await.expect("firecracker starts the guest");
+        wait_for_marker(&mut running, marker).await;
+        let api = ApiClient::new(vm.run_dir.join("firecracker.sock"), Duration::from_secs(2));
+        let config: serde_json::Value =
+            serde_json::from_slice(&api.get("/vm/config").await.unwrap()).unwrap();
+        assert_eq!(config["vsock"]["guest_cid"], 3, "{config}");
+        assert_eq!(
+            config["vsock"]["uds_path"],
+            uds.to_str().unwrap(),
+            "{config}"
+        );
+        let meta = std::fs::symlink_metadata(&uds).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()));
+
+        let timeout = Duration::from_millis(500);
+        let (uds2, started) = (uds.clone(), Instant::now());
+        let err =
+            tokio::task::spawn_blocking(move || vsock::connect(&uds2, AGENT_VSOCK_PORT, timeout))
+                .await
+                .unwrap()
+                .unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            matches!(err, vsock::VsockError::NoAnswer { port: 1024, .. }),
+            "{err:?}"
+        );
+        assert!(took < timeout + Duration::from_secs(1), "took {took:?}");
+        eprintln!(
+            "CONNECT {AGENT_VSOCK_PORT} to a guest without a vsock driver: {err} (after {took:?})"
+        );
+        let exit = running.stop(Duration::from_millis(200)).await;
+        assert!(
+            processes_using(dir.path()).is_empty(),
+            "firecracker left running: {exit}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_channels_are_refused_before_firecracker_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fc) = firecracker(&dir.path().join("cache")) else {
+        return;
+    };
+    let kernel = write_kernel(dir.path(), "tiny.elf", &tiny_guest_elf("unused"));
+    let mut vm = description(dir.path(), kernel);
+    agent_channel(&mut vm);
+    vm.channels.push(Channel {
+        name: "second".into(),
+        socket: vm.run_dir.join("second.sock"),
+    });
+    let err = bounded(fc.start(&vm)).await.unwrap_err();
+    assert!(err.to_string().contains("2 channels"), "{err}");
+    assert!(!vm.run_dir.join("firecracker.sock").exists());
 }

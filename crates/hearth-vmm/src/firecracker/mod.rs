@@ -9,9 +9,11 @@
 //! `firecracker-metrics.json` and `hypervisor.log` (its stderr). The guest's
 //! serial console is Firecracker's stdout, captured by [`crate::process`].
 //!
-//! Host <-> guest channels (`VmDescription::channels`, the agent's line) are
-//! not wired up here yet: Firecracker has no virtio-serial, they will ride on
-//! its vsock device. Until then they are ignored (see docs/agent.md).
+//! Firecracker has no virtio-serial: the agent's channel
+//! (`VmDescription::channels`, at most one here) rides on its vsock device,
+//! whose host side is a Unix socket at the channel's `socket` path; the host
+//! reaches the agent through it with [`vsock::connect`] (see
+//! docs/firecracker.md).
 
 pub mod api;
 pub mod client;
@@ -29,7 +31,7 @@ use tokio::process::Command;
 
 use self::api::{
     ActionType, BootSource, Drive, Endpoint, InstanceAction, LogLevel, Logger, MachineConfig,
-    Metrics,
+    Metrics, Vsock,
 };
 use self::client::{ApiClient, ApiError};
 use crate::process::{self, ExitInfo, ProcessLogs, RunningVm, VmControl};
@@ -137,8 +139,12 @@ impl Hypervisor for Firecracker {
     async fn start(&self, vm: &VmDescription) -> Result<RunningVm, VmmError> {
         vm.validate()?;
         self.check_binary()?;
+        let vsock = vsock_device(vm)?;
         let kernel = self.kernel_elf(&vm.kernel).await?;
         let files = RunFiles::prepare(&vm.run_dir)?;
+        if let Some(vsock) = &vsock {
+            remove_stale_socket(&vsock.uds_path)?;
+        }
         let spawned_at = Instant::now();
         let mut running = self.spawn(vm, &files)?;
         let mut boot = Boot {
@@ -146,7 +152,7 @@ impl Hypervisor for Firecracker {
             running: &mut running,
             files: &files,
         };
-        if let Err(err) = boot.run(vm, &kernel).await {
+        if let Err(err) = boot.run(vm, &kernel, vsock.as_ref()).await {
             running.kill().await;
             return Err(err);
         }
@@ -192,7 +198,12 @@ struct Boot<'a> {
 }
 
 impl Boot<'_> {
-    async fn run(&mut self, vm: &VmDescription, kernel: &Path) -> Result<(), VmmError> {
+    async fn run(
+        &mut self,
+        vm: &VmDescription,
+        kernel: &Path,
+        vsock: Option<&Vsock>,
+    ) -> Result<(), VmmError> {
         let spawned_at = Instant::now();
         self.wait_for_socket().await?;
         let since_spawn_ms = spawned_at.elapsed().as_secs_f64() * 1000.0;
@@ -203,6 +214,9 @@ impl Boot<'_> {
             self.put(&drive).await?;
         }
         self.put(&machine_config(vm)).await?;
+        if let Some(vsock) = vsock {
+            self.put(vsock).await?;
+        }
         self.instance_start().await
     }
 
@@ -306,6 +320,17 @@ impl RunFiles {
     }
 }
 
+/// A socket left by an earlier run at the vsock path would make
+/// Firecracker's bind fail; anything else there is left alone (Firecracker
+/// then refuses `PUT /vsock` and says why).
+fn remove_stale_socket(path: &Path) -> Result<(), VmmError> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => remove_if_present(path),
+        _ => Ok(()),
+    }
+}
+
 fn remove_if_present(path: &Path) -> Result<(), VmmError> {
     match std::fs::remove_file(path) {
         Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(io_error(path)(err)),
@@ -354,6 +379,28 @@ fn machine_config(vm: &VmDescription) -> MachineConfig {
     MachineConfig {
         vcpu_count: vm.vcpus,
         mem_size_mib: vm.memory_mib,
+    }
+}
+
+/// The agent's channel as Firecracker's one vsock device: the channel's
+/// socket is its `uds_path`; the agent listens on
+/// [`vsock::AGENT_VSOCK_PORT`]. One device carries one channel here.
+fn vsock_device(vm: &VmDescription) -> Result<Option<Vsock>, VmmError> {
+    match vm.channels.as_slice() {
+        [] => Ok(None),
+        [channel] => Ok(Some(Vsock {
+            guest_cid: vsock::GUEST_CID,
+            uds_path: channel.socket.clone(),
+        })),
+        more => Err(VmmError::Api {
+            backend: BACKEND,
+            call: "PUT /vsock".to_owned(),
+            detail: format!(
+                "the description has {} channels; Firecracker's one vsock device carries one \
+                 (the agent's): give the VM a single channel",
+                more.len()
+            ),
+        }),
     }
 }
 
@@ -547,6 +594,40 @@ mod tests {
         );
         let err = locate_binary(None, Some("/nonexistent".into())).unwrap_err();
         assert!(err.to_string().contains("HEARTH_FIRECRACKER"), "{err}");
+    }
+
+    #[test]
+    fn the_agent_channel_becomes_the_vsock_device() {
+        let mut vm = description(Path::new("/d"));
+        assert_eq!(vsock_device(&vm).unwrap(), None, "no channel, no device");
+        let channel = |name: &str| hearth_types::Channel {
+            name: name.into(),
+            socket: Path::new("/d/run").join(format!("{name}.sock")),
+        };
+        vm.channels.push(channel("hearth.agent"));
+        let device = vsock_device(&vm).unwrap().unwrap();
+        assert_eq!(device.guest_cid, 3);
+        assert_eq!(device.uds_path, Path::new("/d/run/hearth.agent.sock"));
+        vm.channels.push(channel("other"));
+        let err = vsock_device(&vm).unwrap_err().to_string();
+        assert!(
+            err.contains("PUT /vsock") && err.contains("2 channels"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn only_a_stale_socket_is_removed_from_the_vsock_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("agent.sock");
+        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+        remove_stale_socket(&sock).unwrap();
+        assert!(!sock.exists());
+        remove_stale_socket(&sock).unwrap();
+        let file = dir.path().join("notes");
+        std::fs::write(&file, "keep").unwrap();
+        remove_stale_socket(&file).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
     }
 
     #[test]

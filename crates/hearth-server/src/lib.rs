@@ -9,11 +9,13 @@
 //! document committed as `openapi/hearth.json` (a test fails when it
 //! drifts). `docs/api.md` describes the API for people.
 
+mod agent;
 mod auth;
 mod diagnosis;
 mod error;
 mod exec;
 mod extract;
+mod files;
 mod logs;
 mod metrics;
 mod observe;
@@ -29,7 +31,7 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use hearth_control::controller::Controller;
 use tokio::net::TcpListener;
@@ -137,6 +139,19 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         .route("/v1/vms/{id}/events", get(vms::events))
         .route("/v1/vms/{id}/diagnosis", get(diagnosis::diagnosis))
         .route("/v1/vms/{id}/exec", post(exec::exec))
+        .route("/v1/vms/{id}/health", get(agent::health))
+        .route(
+            "/v1/vms/{id}/services/{name}/logs",
+            get(agent::service_logs),
+        )
+        .route("/v1/vms/{id}/boot-report", get(agent::boot_report))
+        .route(
+            "/v1/vms/{id}/files",
+            // The body is read by the handler, up to the file bound.
+            put(files::put)
+                .get(files::get)
+                .layer(DefaultBodyLimit::disable()),
+        )
         .route("/v1/vms/{id}/console", get(logs::console))
         .route("/v1/vms/{id}/logs/hypervisor", get(logs::hypervisor))
         .route("/metrics", get(metrics::metrics))

@@ -26,6 +26,11 @@ Every route but `/healthz` needs `Authorization: Bearer <token>` (`hearth token 
         crate::vms::events,
         crate::diagnosis::diagnosis,
         crate::exec::exec,
+        crate::agent::health,
+        crate::agent::service_logs,
+        crate::agent::boot_report,
+        crate::files::put,
+        crate::files::get,
         crate::logs::console,
         crate::logs::hypervisor,
         crate::metrics::metrics,
@@ -33,6 +38,7 @@ Every route but `/healthz` needs `Authorization: Bearer <token>` (`hearth token 
     modifiers(&BearerToken),
     tags(
         (name = "vms", description = "VMs and their lifecycle"),
+        (name = "agent", description = "What a VM's guest agent reported (health, service output, boot report), and files in and out"),
         (name = "logs", description = "A VM's console and hypervisor output, live or archived"),
         (name = "server", description = "Health and metrics"),
     )

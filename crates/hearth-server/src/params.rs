@@ -180,3 +180,114 @@ mod tests {
         assert_eq!(vm_id("vm-3f9a").unwrap().as_str(), "vm-3f9a");
     }
 }
+
+/// The pairs of a query whose keys are all in `known`, each given once;
+/// values percent-decoded.
+pub(crate) fn query_pairs(
+    raw: Option<&str>,
+    known: &[&str],
+) -> Result<std::collections::HashMap<String, String>, Problem> {
+    let mut pairs = std::collections::HashMap::new();
+    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !known.contains(&key) {
+            let message = format!(
+                "unknown query parameter {}: this route takes {}",
+                shown(key),
+                known.join(", ")
+            );
+            return Err(Problem::bad_request("invalid_request", message));
+        }
+        let value = percent_decode(value).ok_or_else(|| {
+            Problem::bad_request(
+                "invalid_request",
+                format!("`{key}` is not valid percent-encoded UTF-8: encode it with %XX escapes"),
+            )
+        })?;
+        if pairs.insert(key.to_owned(), value).is_some() {
+            let message = format!("`{key}` is given twice: give it once");
+            return Err(Problem::bad_request("invalid_request", message));
+        }
+    }
+    Ok(pairs)
+}
+
+/// `true`/`false` of an optional flag; absent is false.
+pub(crate) fn flag(
+    pairs: &std::collections::HashMap<String, String>,
+    key: &str,
+) -> Result<bool, Problem> {
+    pairs.get(key).map_or(Ok(false), |v| parse_bool(key, v))
+}
+
+/// `%XX` escapes and `+` (a space) decoded; `None` for a bad escape or
+/// bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A guest path for a file transfer: absolute, without `..` or NUL.
+pub(crate) fn guest_path(
+    pairs: &std::collections::HashMap<String, String>,
+) -> Result<String, Problem> {
+    let Some(path) = pairs.get("path") else {
+        return Err(Problem::bad_request(
+            "invalid_request",
+            "no `path`: give the file's absolute path in the guest, e.g. ?path=/etc/hostname",
+        ));
+    };
+    let ok = path.starts_with('/')
+        && path.len() > 1
+        && !path.contains('\0')
+        && !path.split('/').any(|c| c == "..")
+        && path.len() <= 4096;
+    if !ok {
+        return Err(Problem::bad_request(
+            "invalid_request",
+            format!(
+                "path {} is not usable: give an absolute path in the guest without `..`",
+                shown(path)
+            ),
+        ));
+    }
+    Ok(path.clone())
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_decoded_and_checked() {
+        let p = query_pairs(Some("path=%2Ftmp%2Fa+b&stream=true"), &["path", "stream"]).unwrap();
+        assert_eq!(p["path"], "/tmp/a b");
+        assert!(flag(&p, "stream").unwrap());
+        assert!(query_pairs(Some("x=1"), &["path"]).is_err());
+        assert!(query_pairs(Some("path=%zz"), &["path"]).is_err());
+        assert!(query_pairs(Some("path=/a&path=/b"), &["path"]).is_err());
+        for bad in ["path=relative", "path=/a/../etc", "path=/"] {
+            let p = query_pairs(Some(bad), &["path"]).unwrap();
+            assert!(guest_path(&p).is_err(), "{bad}");
+        }
+    }
+}

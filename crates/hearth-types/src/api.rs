@@ -27,6 +27,11 @@ pub struct CreateVm {
     /// Seconds the guest has to become ready; default: the server's (120).
     #[serde(default)]
     pub readiness_timeout_secs: Option<u64>,
+    /// What the guest agent applies at boot: hostname, environment, files,
+    /// services. With the agent, the VM is ready once every service's
+    /// readiness check passed.
+    #[serde(default)]
+    pub config: crate::guest::GuestConfig,
 }
 
 fn default_image() -> String {
@@ -51,6 +56,7 @@ impl Default for CreateVm {
             memory_mib: default_memory(),
             command: Vec::new(),
             readiness_timeout_secs: None,
+            config: Default::default(),
         }
     }
 }
@@ -203,4 +209,122 @@ pub struct ExecResult {
     pub stderr: String,
     /// Output beyond 1 MiB per stream was dropped.
     pub truncated: bool,
+}
+
+/// `GET /v1/vms/{id}/health`: what the VM's guest agent last said about
+/// itself and its services. Readable after the VM is destroyed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct VmHealth {
+    pub vm: VmId,
+    pub agent: AgentHealth,
+    /// The agent reported every readiness check passed.
+    pub ready: bool,
+    /// Why the agent could not apply the VM's configuration, if it could not.
+    pub config_error: Option<String>,
+    /// In the order the agent reported them.
+    pub services: Vec<ServiceHealth>,
+}
+
+/// The agent's connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AgentHealth {
+    /// Connected now (always false once the VM is gone).
+    pub connected: bool,
+    pub agent_version: Option<String>,
+    /// The latest hello.
+    pub connected_at: Option<Timestamp>,
+    pub last_heartbeat: Option<Timestamp>,
+}
+
+/// One supervised service, as the host last heard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ServiceHealth {
+    pub name: String,
+    pub state: crate::guest::ServiceState,
+    pub restarts: u32,
+    pub last_exit: Option<ServiceExit>,
+    /// Its readiness check passed (or it has none and started).
+    pub ready: bool,
+    /// The agent declared a crash loop (its crash-loop rule was met).
+    pub crash_loop: bool,
+    /// Why it could not be started, the last time that happened.
+    pub spawn_error: Option<String>,
+}
+
+/// How and when a service's run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ServiceExit {
+    pub status: crate::guest::ExitStatus,
+    pub at: Timestamp,
+}
+
+/// `GET /v1/vms/{id}/services/{name}/logs?tail=N`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ServiceLogs {
+    pub vm: VmId,
+    pub service: String,
+    /// Oldest first.
+    pub lines: Vec<ServiceLogLine>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ServiceLogLine {
+    /// Host time of the line.
+    pub at: Timestamp,
+    pub stream: crate::guest::Stream,
+    pub line: String,
+}
+
+/// `GET /v1/vms/{id}/boot-report`: the latest the agent sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct VmBootReport {
+    pub vm: VmId,
+    pub at: Timestamp,
+    pub report: crate::guest::BootReport,
+}
+
+/// One line of `POST /v1/vms/{id}/exec?stream=true` (newline-delimited
+/// JSON): output as it comes, then one `exit` or `error`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ExecEvent {
+    /// `data`: standard base64 of the raw bytes.
+    Output {
+        stream: crate::guest::Stream,
+        data: String,
+    },
+    Exit {
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        timed_out: bool,
+    },
+    /// The program could not be started, or the exec broke off; `code` as
+    /// in [`ApiError`].
+    Error { code: String, message: String },
+}
+
+/// `PUT /v1/vms/{id}/files?path=`: the file as written in the guest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct FileWritten {
+    pub path: String,
+    pub size: u64,
+    /// Hex SHA-256 of the content, as the agent computed it.
+    pub sha256: String,
 }

@@ -55,6 +55,11 @@ pub(super) async fn create(
         now.plus(timeout),
     );
     ctl.store.insert_vm(&record).await?;
+    if req.config != Default::default() {
+        ctl.store
+            .set_guest_config(&record.vm.id, &req.config)
+            .await?;
+    }
     ctl.counters.created.fetch_add(1, Ordering::Relaxed);
     tracing::info!(vm = %record.vm.id, tenant = %scope.tenant, image = %req.image, "VM requested");
     let vm = record.vm.clone();
@@ -67,6 +72,9 @@ fn check_request(ctl: &Controller, req: &CreateVm) -> Result<Duration, ControlEr
     let invalid = |e: &dyn std::fmt::Display| ControlError::Invalid(e.to_string());
     VmDescription::validate_resources(req.vcpus, req.memory_mib).map_err(|e| invalid(&e))?;
     prepare::cmdline(&req.command).map_err(|e| invalid(&error_chain(&e)))?;
+    req.config
+        .check()
+        .map_err(|e| ControlError::Invalid(format!("config: {e}")))?;
     if !ctl.backends.contains_key(&req.backend) {
         let why = "set HEARTH_FIRECRACKER to a firecracker binary before `hearth serve`";
         return Err(ControlError::Backend(req.backend, why.into()));
@@ -92,7 +100,10 @@ struct StepFailure {
 async fn boot(ctl: Arc<Controller>, record: VmRecord) {
     let id = record.vm.id.clone();
     match steps(&ctl, &record).await {
-        Ok(running) => watch::start(ctl, id, running),
+        Ok(running) => {
+            super::agent::start_link(&ctl, &id, record.vm.backend);
+            watch::start(ctl, id, running)
+        }
         Err(_) if stopping(&ctl, &id).await => {
             let message = "stopped before it finished starting";
             super::cleanup::finish(&ctl, &id, VmState::Stopping, Transition::Exited, message).await;

@@ -5,15 +5,20 @@ use hearth_store::VmRecord;
 use hearth_types::api::Diagnosis;
 use hearth_types::VmState;
 
+use super::health::RecordView;
 use super::{ControlError, Controller};
-use crate::diagnosis::{diagnose, read_logs, Evidence};
+use crate::diagnosis::{
+    diagnose_with_agent, read_logs, AgentFacts, Evidence, OutputLine, ServiceFacts,
+    MAX_SERVICE_LINES,
+};
 
 pub(super) async fn diagnosis(
     ctl: &Controller,
     record: &VmRecord,
 ) -> Result<Diagnosis, ControlError> {
     let evidence = gather(ctl, record).await?;
-    let findings = diagnose(&evidence);
+    let facts = agent_facts(ctl, record).await?;
+    let findings = diagnose_with_agent(&evidence, &facts);
     Ok(Diagnosis {
         vm: record.vm.id.clone(),
         findings,
@@ -50,5 +55,43 @@ async fn gather(ctl: &Controller, record: &VmRecord) -> Result<Evidence, Control
         failure: record.vm.failure.clone(),
         events: events.into_iter().map(|e| e.message).collect(),
         memory_mib: Some(record.vm.memory_mib),
+    })
+}
+
+/// What the agent told the store about the VM, for the agent's rules.
+async fn agent_facts(ctl: &Controller, record: &VmRecord) -> Result<AgentFacts, ControlError> {
+    let id = &record.vm.id;
+    let view = RecordView::fold(&ctl.store.agent_records(id).await?);
+    let status = ctl.store.agent_status(id).await?.unwrap_or_default();
+    let mut services = Vec::new();
+    for s in view.services {
+        let lines = ctl
+            .store
+            .service_lines(id, &s.health.name, MAX_SERVICE_LINES)
+            .await?;
+        services.push(ServiceFacts {
+            name: s.health.name,
+            readiness: s.readiness,
+            became_ready: s.health.ready,
+            exits: s.exits,
+            spawn_error: s.health.spawn_error,
+            crash_loop: s.health.crash_loop,
+            last_lines: lines
+                .into_iter()
+                .map(|l| OutputLine {
+                    stream: l.stream,
+                    text: l.line,
+                })
+                .collect(),
+        });
+    }
+    let boot_report = super::health::boot_report(ctl, record)
+        .await?
+        .map(|r| r.report);
+    Ok(AgentFacts {
+        image_has_agent: super::agent::image_has_agent(ctl, &record.vm.image),
+        hello_at: status.hello.map(|h| h.connected_at),
+        services,
+        boot_report,
     })
 }

@@ -2,17 +2,26 @@
 //! guest agent. Only the command's name goes into the VM's events and the
 //! log, never its arguments or output: they may carry secrets.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hearth_types::api::{ExecRequest, ExecResult};
+use hearth_types::guest::Stream;
 use hearth_types::{BackendKind, Timestamp, VmId, VmState};
+use tokio::sync::mpsc;
 
-use super::{prepare_files, ControlError, Controller, Scope};
-use crate::agent::{self, AgentError, ExecSpec};
+use super::{ControlError, Controller, Scope};
+use crate::agent_link::{ExecEvent, LinkHandle};
 
-/// Why an exec did not run.
+/// Output kept per stream by a collected exec; the rest is dropped and
+/// `truncated` set.
+pub const MAX_OUTPUT: usize = 1 << 20;
+/// How long an exec waits for the agent to be connected (it may be
+/// reconnecting after a hang-up, or still booting).
+pub const CONNECT_WINDOW: Duration = Duration::from_secs(10);
+/// Slack on top of the command's timeout for the agent to report the kill.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// Why an exec did not run, or did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error(transparent)]
@@ -21,17 +30,133 @@ pub enum ExecError {
     NotReady { id: VmId, state: VmState },
     #[error("VM {0} runs under Firecracker, which has no agent channel yet: exec needs a QEMU VM")]
     NoChannel(VmId),
-    #[error(transparent)]
-    Agent(#[from] AgentError),
+    #[error("the agent of VM {vm} is not connected (none within {}s): is the image built with the agent? run scripts/build-agent and rebuild the image (`hearth image build --force`); the VM's console (`hearth vm console {vm}`) shows the agent's side", CONNECT_WINDOW.as_secs())]
+    Unreachable { vm: VmId },
+    #[error("the agent of VM {vm} hung up before the command ended: it may have crashed or the VM stopped; its messages are in the VM's console (`hearth vm console {vm}`)")]
+    Lost { vm: VmId },
+    #[error("the agent of VM {vm} did not report the end of the command within {secs}s (its timeout plus {}s)", GRACE.as_secs())]
+    Deadline { vm: VmId, secs: u64 },
 }
 
-pub(super) async fn exec(
+/// A running exec's events, ending at the deadline at the latest. The
+/// VM's event log gets the program's name and outcome when it ends.
+#[derive(Debug)]
+pub struct ExecStream {
+    vm: VmId,
+    program: String,
+    events: mpsc::UnboundedReceiver<ExecEvent>,
+    deadline: tokio::time::Instant,
+    budget: Duration,
+    store: std::sync::Arc<dyn hearth_store::Store>,
+    done: bool,
+}
+
+impl ExecStream {
+    /// The next event; `Ok(None)` after the last.
+    pub async fn next(&mut self) -> Result<Option<ExecEvent>, ExecError> {
+        if self.done {
+            return Ok(None);
+        }
+        let event = tokio::time::timeout_at(self.deadline, self.events.recv()).await;
+        let event = match event {
+            Err(_) => Err(ExecError::Deadline {
+                vm: self.vm.clone(),
+                secs: self.budget.as_secs(),
+            }),
+            Ok(None) | Ok(Some(ExecEvent::Lost)) => Err(ExecError::Lost {
+                vm: self.vm.clone(),
+            }),
+            Ok(Some(e)) => Ok(e),
+        };
+        let last = match &event {
+            Ok(ExecEvent::Output(..)) => None,
+            Ok(ExecEvent::Exit {
+                code,
+                signal,
+                timed_out,
+            }) => Some(outcome(*code, *signal, *timed_out)),
+            Ok(ExecEvent::Error(_)) => Some("could not be started".to_owned()),
+            Ok(ExecEvent::Lost) | Err(_) => {
+                Some("failed: the agent could not be reached".to_owned())
+            }
+        };
+        if let Some(how) = last {
+            self.done = true;
+            self.record(&how);
+        }
+        event.map(Some)
+    }
+
+    /// The whole result, each stream capped at [`MAX_OUTPUT`].
+    pub async fn collect(mut self) -> Result<ExecResult, ExecError> {
+        let mut out = Output::default();
+        while let Some(event) = self.next().await? {
+            match event {
+                ExecEvent::Output(stream, bytes) => out.push(stream, &bytes),
+                ExecEvent::Exit {
+                    code,
+                    signal,
+                    timed_out,
+                } => return Ok(out.finish(code, signal, timed_out)),
+                ExecEvent::Error(message) => {
+                    let mut result = out.finish(None, None, false);
+                    result.stderr = format!("hearth-agent: {message}\n");
+                    return Ok(result);
+                }
+                ExecEvent::Lost => break,
+            }
+        }
+        Err(ExecError::Lost {
+            vm: self.vm.clone(),
+        })
+    }
+
+    /// The event names the program and how it ended, never an argument.
+    fn record(&self, how: &str) {
+        let message = format!("exec: {} {how}", self.program);
+        tracing::info!(vm = %self.vm, program = %self.program, "{message}");
+        let (store, vm) = (self.store.clone(), self.vm.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.add_event(&vm, Timestamp::now(), &message).await {
+                tracing::warn!(vm = %vm, error = %hearth_types::error_chain(&e), "the exec event was not recorded");
+            }
+        });
+    }
+}
+
+/// Starts `req` in VM `id` over its agent link.
+pub(super) async fn start(
     ctl: &Controller,
     scope: &Scope,
     id: &VmId,
     req: ExecRequest,
-) -> Result<ExecResult, ExecError> {
+    tty: bool,
+) -> Result<ExecStream, ExecError> {
     req.check().map_err(ControlError::Invalid)?;
+    let link = ready_link(ctl, scope, id).await?;
+    let timeout = Duration::from_secs(req.timeout());
+    let program = program_name(&req.argv[0]);
+    let events = link
+        .exec(req.argv, Some(timeout), tty)
+        .ok_or_else(|| ExecError::Lost { vm: id.clone() })?;
+    let budget = timeout + GRACE;
+    Ok(ExecStream {
+        vm: id.clone(),
+        program,
+        events,
+        deadline: tokio::time::Instant::now() + budget,
+        budget,
+        store: ctl.store.clone(),
+        done: false,
+    })
+}
+
+/// The link of a ready VM the caller may see, once its agent is connected.
+pub(super) async fn ready_link(
+    ctl: &Controller,
+    scope: &Scope,
+    id: &VmId,
+) -> Result<LinkHandle, ExecError> {
     let record = ctl.record(scope, id).await?;
     if record.vm.state != VmState::Ready {
         return Err(ExecError::NotReady {
@@ -42,61 +167,54 @@ pub(super) async fn exec(
     if record.vm.backend == BackendKind::Firecracker {
         return Err(ExecError::NoChannel(id.clone()));
     }
-    let program = program_name(&req.argv[0]);
-    let socket = prepare_files(ctl, id).agent_socket;
-    let spec = ExecSpec {
-        argv: req.argv.clone(),
-        timeout: Duration::from_secs(req.timeout()),
-    };
-    // The channel has one host end: execs on one VM take turns, each
-    // starting a little after the last hang-up so the agent has seen it.
-    let turn = channel_lock(id);
-    let mut last_hangup = turn.lock().await;
-    if let Some(at) = *last_hangup {
-        tokio::time::sleep_until((at + agent::HANGUP_GAP).into()).await;
+    let link = ctl
+        .links
+        .get(id)
+        .ok_or_else(|| ExecError::Unreachable { vm: id.clone() })?;
+    if !link.wait_connected(CONNECT_WINDOW).await {
+        return Err(ExecError::Unreachable { vm: id.clone() });
     }
-    let vm = id.clone();
-    let result = tokio::task::spawn_blocking(move || agent::exec(&vm, &socket, &spec))
-        .await
-        .map_err(|e| ControlError::Io {
-            what: format!("the exec in VM {id}"),
-            source: std::io::Error::other(e),
-        })?;
-    *last_hangup = Some(Instant::now());
-    drop(last_hangup);
-    let message = match &result {
-        Ok(r) => format!("exec: {program} {}", outcome(r)),
-        Err(_) => format!("exec: {program} failed: the agent could not be reached"),
-    };
-    tracing::info!(vm = %id, program = %program, "{message}");
-    // The command ran: its result is worth more than a lost event.
-    if let Err(e) = ctl.store.add_event(id, Timestamp::now(), &message).await {
-        tracing::warn!(vm = %id, error = %hearth_types::error_chain(&e), "the exec event was not recorded");
-    }
-    Ok(result?)
+    Ok(link)
 }
 
-/// A VM's channel: whose turn it is, and when the last exec hung up.
-type Turn = tokio::sync::Mutex<Option<Instant>>;
+/// Both streams of one exec, each capped at [`MAX_OUTPUT`].
+#[derive(Default)]
+struct Output {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    truncated: bool,
+}
 
-/// Per VM, the lock its execs take turns on. Entries nobody holds are
-/// dropped as new ones are made, so the map stays as small as the number
-/// of VMs with an exec under way.
-fn channel_lock(id: &VmId) -> Arc<Turn> {
-    static LOCKS: OnceLock<Mutex<HashMap<VmId, Arc<Turn>>>> = OnceLock::new();
-    let mut locks = LOCKS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    locks.retain(|_, l| Arc::strong_count(l) > 1);
-    Arc::clone(locks.entry(id.clone()).or_default())
+impl Output {
+    fn push(&mut self, stream: Stream, bytes: &[u8]) {
+        let buf = match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        };
+        let room = MAX_OUTPUT.saturating_sub(buf.len());
+        if bytes.len() > room {
+            self.truncated = true;
+        }
+        buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    fn finish(self, code: Option<i32>, signal: Option<i32>, timed_out: bool) -> ExecResult {
+        ExecResult {
+            exit_code: code,
+            signal,
+            timed_out,
+            stdout: String::from_utf8_lossy(&self.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&self.stderr).into_owned(),
+            truncated: self.truncated,
+        }
+    }
 }
 
 /// How an exec ended, in a few words.
-fn outcome(r: &ExecResult) -> String {
-    match (r.exit_code, r.signal) {
+fn outcome(code: Option<i32>, signal: Option<i32>, timed_out: bool) -> String {
+    match (code, signal) {
         (Some(code), _) => format!("exited {code}"),
-        (None, Some(sig)) if r.timed_out => format!("timed out (killed by signal {sig})"),
+        (None, Some(sig)) if timed_out => format!("timed out (killed by signal {sig})"),
         (None, Some(sig)) => format!("killed by signal {sig}"),
         (None, None) => "could not be started".to_owned(),
     }
@@ -124,19 +242,11 @@ mod tests {
 
     #[test]
     fn outcomes_read_plainly() {
-        let r = ExecResult {
-            exit_code: None,
-            signal: Some(9),
-            timed_out: true,
-            stdout: String::new(),
-            stderr: String::new(),
-            truncated: false,
-        };
-        assert_eq!(outcome(&r), "timed out (killed by signal 9)");
-        let r = ExecResult {
-            exit_code: Some(3),
-            ..r
-        };
-        assert_eq!(outcome(&r), "exited 3");
+        assert_eq!(
+            outcome(None, Some(9), true),
+            "timed out (killed by signal 9)"
+        );
+        assert_eq!(outcome(Some(3), None, false), "exited 3");
+        assert_eq!(outcome(None, None, false), "could not be started");
     }
 }

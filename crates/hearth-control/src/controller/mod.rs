@@ -8,12 +8,15 @@
 //! store's compare-and-set, so a watcher and a reconciler racing on one VM
 //! cannot both win.
 
+mod agent;
 mod assets;
 mod cleanup;
 mod console;
 mod create;
 mod diagnose;
 mod exec;
+mod files;
+mod health;
 mod reconcile;
 mod watch;
 
@@ -29,7 +32,9 @@ use hearth_types::{Accel, BackendKind, TenantId, VmId};
 use hearth_vmm::Hypervisor;
 
 pub use self::console::{ConsoleFollow, LogName, MAX_LINES};
-pub use self::exec::ExecError;
+pub use self::exec::{ExecError, ExecStream};
+pub use self::files::FileError;
+pub use self::health::MAX_TAIL;
 use crate::lifecycle::InvalidTransition;
 
 /// Tunables of `hearth serve`.
@@ -50,6 +55,8 @@ pub struct ControllerConfig {
     pub tick: Duration,
     pub accel: Option<Accel>,
     pub firecracker: Option<std::path::PathBuf>,
+    /// The largest file `hearth vm cp` moves in either direction.
+    pub max_file_bytes: u64,
 }
 
 impl ControllerConfig {
@@ -64,6 +71,7 @@ impl ControllerConfig {
             tick: Duration::from_millis(500),
             accel: None,
             firecracker: None,
+            max_file_bytes: 64 << 20,
         }
     }
 }
@@ -140,12 +148,18 @@ pub struct Controller {
     assets: Arc<assets::AssetCache>,
     /// Reconciler ticks so far (slow sweeps run every few).
     ticks: std::sync::atomic::AtomicU64,
+    /// Per running QEMU VM: the persistent link to its guest agent.
+    links: crate::agent_link::Links,
+    notice_tx: tokio::sync::mpsc::UnboundedSender<crate::agent_link::Notice>,
+    /// Taken by [`Controller::start`].
+    notices: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::agent_link::Notice>>>,
 }
 
 impl Controller {
     /// A controller over `store`, with the backends this host offers.
     pub fn new(store: Arc<dyn Store>, config: ControllerConfig) -> Arc<Self> {
         let backends = create::backends(&config);
+        let (notice_tx, notices) = agent::notice_channel();
         Arc::new(Controller {
             store,
             config,
@@ -154,6 +168,9 @@ impl Controller {
             counters: Counters::default(),
             assets: Default::default(),
             ticks: Default::default(),
+            links: Default::default(),
+            notice_tx,
+            notices,
         })
     }
 
@@ -172,6 +189,7 @@ impl Controller {
     /// Adopts or fails the VMs an earlier controller left, then runs the
     /// reconcilers every tick until the returned task is aborted.
     pub async fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        agent::handle_notices(self);
         reconcile::adopt_all(self).await;
         reconcile::once(self).await;
         let me = Arc::clone(self);
@@ -253,7 +271,80 @@ impl Controller {
         id: &VmId,
         req: ExecRequest,
     ) -> Result<ExecResult, ExecError> {
-        exec::exec(self, scope, id, req).await
+        exec::start(self, scope, id, req, false)
+            .await?
+            .collect()
+            .await
+    }
+
+    /// Starts a command in a ready VM; its output comes as it is printed.
+    pub async fn exec_stream(
+        &self,
+        scope: &Scope,
+        id: &VmId,
+        req: ExecRequest,
+        tty: bool,
+    ) -> Result<ExecStream, ExecError> {
+        exec::start(self, scope, id, req, tty).await
+    }
+
+    /// What the VM's agent last said about itself and its services.
+    pub async fn health(
+        &self,
+        scope: &Scope,
+        id: &VmId,
+    ) -> Result<hearth_types::api::VmHealth, ControlError> {
+        let record = self.record(scope, id).await?;
+        health::health(self, &record).await
+    }
+
+    /// The last `tail` lines of a service's output.
+    pub async fn service_logs(
+        &self,
+        scope: &Scope,
+        id: &VmId,
+        service: &str,
+        tail: usize,
+    ) -> Result<hearth_types::api::ServiceLogs, ControlError> {
+        let record = self.record(scope, id).await?;
+        health::service_logs(self, &record, service, tail).await
+    }
+
+    /// The latest boot report the agent sent, if any.
+    pub async fn boot_report(
+        &self,
+        scope: &Scope,
+        id: &VmId,
+    ) -> Result<Option<hearth_types::api::VmBootReport>, ControlError> {
+        let record = self.record(scope, id).await?;
+        health::boot_report(self, &record).await
+    }
+
+    /// Writes `data` to `path` in a ready VM (at most `max_file_bytes`).
+    pub async fn write_file(
+        &self,
+        scope: &Scope,
+        id: &VmId,
+        path: String,
+        data: Vec<u8>,
+    ) -> Result<hearth_types::api::FileWritten, FileError> {
+        files::write(self, scope, id, path, data).await
+    }
+
+    /// The file at `path` in a ready VM and its SHA-256.
+    pub async fn read_file(
+        &self,
+        scope: &Scope,
+        id: &VmId,
+        path: String,
+    ) -> Result<(Vec<u8>, String), FileError> {
+        files::read(self, scope, id, path).await
+    }
+
+    /// The persistent link to a running VM's agent (for benchmarks and
+    /// tools that speak to the agent without the API's checks).
+    pub fn agent_link(&self, id: &VmId) -> Option<crate::agent_link::LinkHandle> {
+        self.links.get(id)
     }
 
     /// Holds a VM (never cleaned up) or releases it; a released VM that is

@@ -103,6 +103,7 @@ pub(super) async fn adopt_all(ctl: &Arc<Controller>) {
                 match backend.adopt(&runtime_description(ctl, &r), process).await {
                     Ok(running) => {
                         tracing::info!(vm = %id, pid = process.pid, "adopted a running VM");
+                        super::agent::start_link(ctl, &id, r.vm.backend);
                         watch::start(Arc::clone(ctl), id, running);
                     }
                     Err(e) => {

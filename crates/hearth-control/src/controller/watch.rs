@@ -41,6 +41,7 @@ pub(super) fn start(ctl: Arc<Controller>, id: VmId, mut running: RunningVm) {
     tokio::spawn(async move {
         let facts = watch_console(&ctl, &id, &mut running, console, &stop).await;
         let exit = running.wait().await;
+        ctl.links.stop(&id);
         lock(&ctl).remove(&id);
         on_exit(&ctl, &id, &facts, exit).await;
     });
@@ -86,7 +87,7 @@ async fn watch_console(
                 Ok(bytes) => {
                     for line in lines.push(&bytes) {
                         if facts.observe(&line) == Some(ConsoleEvent::Ready) {
-                            mark_ready(ctl, id).await;
+                            mark_ready(ctl, id, "ready: the guest reported readiness").await;
                         }
                     }
                 }
@@ -105,9 +106,10 @@ async fn watch_console(
     }
 }
 
-async fn mark_ready(ctl: &Controller, id: &VmId) {
+/// Moves a booting VM to ready (a VM in any other state is left alone).
+pub(super) async fn mark_ready(ctl: &Controller, id: &VmId, message: &str) {
     let now = Timestamp::now();
-    let mut change = StateChange::to(VmState::Ready, now, "ready: the guest reported readiness");
+    let mut change = StateChange::to(VmState::Ready, now, message);
     change.ready_at = Some(now);
     if let Ok(record) = ctl.store.transition(id, VmState::Booting, &change).await {
         let secs = now.since(record.vm.created_at).as_secs_f64();

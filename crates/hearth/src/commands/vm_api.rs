@@ -39,6 +39,7 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         memory_mib: args.memory,
         command: args.command.clone(),
         readiness_timeout_secs: args.readiness_timeout,
+        config: Default::default(),
     };
     let started = Instant::now();
     let vm: Vm = client.post("/v1/vms", Some(&req))?;

@@ -1,0 +1,76 @@
+//! The controller's side of the agent links: one per running QEMU VM,
+//! started with its hypervisor (or at adoption) and stopped when it exits;
+//! the agent's `ready` turns into the VM's.
+
+use std::sync::Arc;
+
+use hearth_guestkit::image::{BuildInputs, ImageName, Manifest};
+use hearth_types::{BackendKind, VmId};
+use tokio::sync::mpsc;
+
+use super::{prepare_files, watch, Controller};
+use crate::agent_link::{LinkSpec, Notice};
+
+/// Starts the link of a VM whose hypervisor was started or adopted.
+/// Firecracker VMs have no agent channel yet.
+pub(super) fn start_link(ctl: &Controller, id: &VmId, backend: BackendKind) {
+    if backend != BackendKind::Qemu {
+        return;
+    }
+    ctl.links.start(LinkSpec {
+        vm: id.clone(),
+        socket: prepare_files(ctl, id).agent_socket,
+        store: Arc::clone(&ctl.store),
+        notices: ctl.notice_tx.clone(),
+    });
+}
+
+/// Turns the links' notices into state changes, until the controller goes.
+pub(super) fn handle_notices(ctl: &Arc<Controller>) {
+    let Some(mut rx) = ctl.notices.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        return;
+    };
+    let weak = Arc::downgrade(ctl);
+    tokio::spawn(async move {
+        while let Some(notice) = rx.recv().await {
+            let Some(ctl) = weak.upgrade() else { return };
+            match notice {
+                Notice::Ready(id) => {
+                    watch::mark_ready(
+                        &ctl,
+                        &id,
+                        "ready: the agent reported every readiness check passed",
+                    )
+                    .await
+                }
+            }
+        }
+    });
+}
+
+/// Whether the image was built with the agent (its manifest names one).
+/// The minimal image's init starts it; the debian image runs it as a unit.
+pub(super) fn image_has_agent(ctl: &Controller, image: &str) -> bool {
+    let Ok(name) = image.parse::<ImageName>() else {
+        return false;
+    };
+    let dir = ctl.config.data.image(name.as_str());
+    let Ok(Some(manifest)) = Manifest::read(&dir.join("manifest.json")) else {
+        return false;
+    };
+    let agent = match &manifest.inputs {
+        BuildInputs::Minimal { agent_sha256, .. } | BuildInputs::Debian { agent_sha256, .. } => {
+            agent_sha256
+        }
+    };
+    !agent.is_empty() && agent != "none"
+}
+
+/// A sender and receiver for the controller's notices.
+pub(super) fn notice_channel() -> (
+    mpsc::UnboundedSender<Notice>,
+    std::sync::Mutex<Option<mpsc::UnboundedReceiver<Notice>>>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (tx, std::sync::Mutex::new(Some(rx)))
+}

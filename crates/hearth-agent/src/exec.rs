@@ -8,9 +8,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use hearth_agent_proto::{encode_data, FrameError, GuestMessage, Stream};
+use hearth_agent_proto::{encode_data, GuestMessage, Stream};
 
-use crate::session::Sender;
+use crate::outbox::{Gone, Link};
 
 /// Output is sent in chunks of at most this many bytes.
 const CHUNK: usize = 32 * 1024;
@@ -26,7 +26,7 @@ pub struct Request {
 }
 
 /// Runs the request on its own thread.
-pub fn spawn(req: Request, out: Sender) -> JoinHandle<()> {
+pub fn spawn(req: Request, out: Link) -> JoinHandle<()> {
     thread::spawn(move || {
         if let Err(e) = run(&req, &out) {
             eprintln!("hearth-agent: exec {}: reply lost: {e}", req.id);
@@ -34,11 +34,11 @@ pub fn spawn(req: Request, out: Sender) -> JoinHandle<()> {
     })
 }
 
-fn run(req: &Request, out: &Sender) -> Result<(), FrameError> {
+fn run(req: &Request, out: &Link) -> Result<(), Gone> {
     let id = req.id;
     let mut child = match start(req) {
         Ok(child) => child,
-        Err(message) => return out.send(&GuestMessage::ExecError { id, message }),
+        Err(message) => return out.send(GuestMessage::ExecError { id, message }),
     };
     let pumps = [
         pump(child.stdout.take(), Stream::Stdout, id, out.clone()),
@@ -49,8 +49,8 @@ fn run(req: &Request, out: &Sender) -> Result<(), FrameError> {
         let _ = p.join();
     }
     match waited {
-        Ok((status, timed_out)) => out.send(&exit_message(id, status, timed_out)),
-        Err(e) => out.send(&GuestMessage::ExecError {
+        Ok((status, timed_out)) => out.send(exit_message(id, status, timed_out)),
+        Err(e) => out.send(GuestMessage::ExecError {
             id,
             message: format!("waiting for the command failed: {e}"),
         }),
@@ -78,7 +78,7 @@ fn pump<R: Read + Send + 'static>(
     src: Option<R>,
     stream: Stream,
     id: u64,
-    out: Sender,
+    out: Link,
 ) -> JoinHandle<()> {
     thread::spawn(move || {
         let Some(mut src) = src else { return };
@@ -91,7 +91,14 @@ fn pump<R: Read + Send + 'static>(
                 Err(_) => return,
             };
             let data = encode_data(&buf[..n]);
-            let _ = out.send(&GuestMessage::ExecOutput { id, stream, data });
+            if out
+                .send(GuestMessage::ExecOutput { id, stream, data })
+                .is_err()
+            {
+                // The host is gone: keep draining so the command never
+                // blocks on a full pipe.
+                continue;
+            }
         }
     })
 }

@@ -8,13 +8,19 @@
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hearth_agent_proto::{GuestMessage, PROTOCOL};
 
+use crate::guest::Guest;
+
 mod exec;
+mod guest;
 mod io;
+mod journal;
+mod outbox;
 mod port;
 mod session;
 
@@ -45,15 +51,17 @@ enum Transport {
 }
 
 fn run() -> anyhow::Result<()> {
-    match transport(std::env::args().skip(1))? {
-        Transport::Port(name) => serve_port(name),
-        Transport::Unix(path) => serve_unix(path),
+    let transport = transport(std::env::args().skip(1))?;
+    let guest = Guest::new();
+    match transport {
+        Transport::Port(name) => serve_port(name, &guest),
+        Transport::Unix(path) => serve_unix(path, &guest),
     }
 }
 
 /// Connects to `path` again after each host that hangs up; while nobody
 /// listens (no socket yet, or refused), it retries every `RETRY_PAUSE`.
-fn serve_unix(path: PathBuf) -> anyhow::Result<()> {
+fn serve_unix(path: PathBuf, guest: &Arc<Guest>) -> anyhow::Result<()> {
     let next_host = move || loop {
         match UnixStream::connect(&path) {
             Ok(stream) => {
@@ -63,10 +71,10 @@ fn serve_unix(path: PathBuf) -> anyhow::Result<()> {
             Err(_) => std::thread::sleep(RETRY_PAUSE),
         }
     };
-    session::serve_hosts(next_host, hello, RETRY_PAUSE)
+    session::serve_hosts(next_host, hello, RETRY_PAUSE, guest)
 }
 
-fn serve_port(name: String) -> anyhow::Result<()> {
+fn serve_port(name: String, guest: &Arc<Guest>) -> anyhow::Result<()> {
     let mut port: Option<io::Port> = None;
     let next_host = move || {
         let port = match &mut port {
@@ -75,7 +83,7 @@ fn serve_port(name: String) -> anyhow::Result<()> {
         };
         Ok(Some(port.halves().context("resetting the port")?))
     };
-    session::serve_hosts(next_host, hello, RETRY_PAUSE)
+    session::serve_hosts(next_host, hello, RETRY_PAUSE, guest)
 }
 
 /// Finds and opens the port, retrying for `PORT_WAIT` (the module may be
@@ -123,7 +131,7 @@ fn hello() -> GuestMessage {
 }
 
 /// Kernel uptime in ms (CLOCK_BOOTTIME).
-fn uptime_ms() -> u64 {
+pub fn uptime_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -1,10 +1,13 @@
-//! One conversation with the host: the hello/welcome handshake, then exec
-//! requests until the host hangs up; and the loop that starts a new
+//! One conversation with the host: the hello/welcome handshake, then the
+//! host's requests until it hangs up; and the loop that starts a new
 //! conversation each time a host goes away. Generic over the byte streams,
 //! so it is tested over socket pairs instead of a virtio-serial port.
+//!
+//! Once welcomed, the write half goes to the [`Outbox`]'s writer thread,
+//! which first sends again every record the host has not stored.
 
-use std::io::{self, Read, Write};
-use std::sync::{Arc, Mutex};
+use std::io::{Read, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_agent_proto::{
@@ -12,48 +15,8 @@ use hearth_agent_proto::{
 };
 
 use crate::exec;
-
-/// The write half, shared by every running command's output threads; a
-/// frame is written whole under the lock, so frames never interleave. When
-/// the session ends it is closed: the writer is dropped (so the port can be
-/// reopened) and commands still running send into nothing.
-#[derive(Clone)]
-pub struct Sender(Arc<Mutex<Option<Box<dyn Write + Send>>>>);
-
-impl std::fmt::Debug for Sender {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Sender")
-    }
-}
-
-impl Sender {
-    pub fn new(w: impl Write + Send + 'static) -> Self {
-        Sender(Arc::new(Mutex::new(Some(Box::new(w)))))
-    }
-
-    pub fn send(&self, msg: &GuestMessage) -> Result<(), FrameError> {
-        let mut w = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match w.as_mut() {
-            Some(w) => write_frame(w, msg),
-            None => Err(FrameError::Io(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the session with the host is over",
-            ))),
-        }
-    }
-
-    /// Drops the writer; later sends fail with `BrokenPipe`.
-    pub fn close(&self) {
-        let mut w = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *w = None;
-    }
-}
+use crate::guest::Guest;
+use crate::outbox::Link;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -73,34 +36,50 @@ pub enum SessionError {
     Read(#[source] FrameError),
 }
 
-#[derive(Debug)]
 pub struct Session<R> {
     reader: R,
-    out: Sender,
+    /// The write half until the handshake hands it to the outbox.
+    writer: Option<Box<dyn Write + Send>>,
+    guest: Arc<Guest>,
+    link: Option<Link>,
+}
+
+impl<R> std::fmt::Debug for Session<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Session")
+    }
 }
 
 impl<R: Read> Session<R> {
-    pub fn new(reader: R, writer: impl Write + Send + 'static) -> Self {
+    pub fn new(reader: R, writer: impl Write + Send + 'static, guest: Arc<Guest>) -> Self {
         Session {
             reader,
-            out: Sender::new(writer),
+            writer: Some(Box::new(writer)),
+            guest,
+            link: None,
         }
     }
 
-    /// Sends `hello` and waits for the host's answer; returns the protocol
-    /// version the host chose.
+    /// Sends `hello` and waits for the host's answer; on a welcome the
+    /// write half goes to the outbox. Returns the protocol version the host
+    /// chose.
     pub fn handshake(&mut self, hello: GuestMessage) -> Result<u32, SessionError> {
-        self.out.send(&hello).map_err(SessionError::Hello)?;
+        let mut writer = self.writer.take().ok_or(SessionError::ClosedEarly)?;
+        write_frame(&mut writer, &hello).map_err(SessionError::Hello)?;
         let answer = read_frame(&mut self.reader).map_err(SessionError::Welcome)?;
         match answer {
-            Some(HostMessage::Welcome { protocol, .. }) => check_version(protocol),
+            Some(HostMessage::Welcome { protocol, acked }) => {
+                let protocol = check_version(protocol)?;
+                self.link = Some(self.guest.outbox.attach(writer, acked));
+                Ok(protocol)
+            }
             Some(HostMessage::Refused { reason }) => Err(SessionError::Refused(reason)),
             Some(other) => Err(SessionError::Unexpected(Box::new(other))),
             None => Err(SessionError::ClosedEarly),
         }
     }
 
-    /// Runs each exec request in its own thread until the host hangs up.
+    /// Serves the host's requests until it hangs up.
     pub fn serve(&mut self) -> Result<(), SessionError> {
         loop {
             match read_frame(&mut self.reader) {
@@ -113,13 +92,20 @@ impl<R: Read> Session<R> {
         }
     }
 
-    /// Ends the session: the writer is dropped now, the reader with `self`.
+    /// Ends the session: the outbox drops the write half, the reader goes
+    /// with `self`.
     pub fn close(self) {
-        self.out.close();
+        if self.link.is_some() {
+            self.guest.outbox.detach();
+        }
     }
 
-    fn dispatch(&self, msg: HostMessage) {
+    fn dispatch(&mut self, msg: HostMessage) {
+        let Some(link) = self.link.clone() else {
+            return;
+        };
         match msg {
+            HostMessage::Ack { seq } => self.guest.outbox.ack(seq),
             HostMessage::Exec {
                 id,
                 argv,
@@ -133,27 +119,46 @@ impl<R: Read> Session<R> {
                     env,
                     timeout: timeout_ms.map(Duration::from_millis),
                 };
-                exec::spawn(request, self.out.clone());
+                exec::spawn(request, link);
             }
-            other => eprintln!("hearth-agent: ignoring {other:?} after the handshake"),
+            other => eprintln!(
+                "hearth-agent: ignoring {} after the handshake",
+                kind(&other)
+            ),
         }
     }
 }
 
+/// A message's type, for logs (never its contents: they may be secret).
+fn kind(msg: &HostMessage) -> &'static str {
+    match msg {
+        HostMessage::Welcome { .. } => "welcome",
+        HostMessage::Refused { .. } => "refused",
+        HostMessage::Ack { .. } => "ack",
+        HostMessage::Config { .. } => "config",
+        HostMessage::Exec { .. } => "exec",
+        HostMessage::FileRead { .. } => "file_read",
+        HostMessage::FileWrite { .. } => "file_write",
+        HostMessage::FileChunk { .. } => "file_chunk",
+        HostMessage::FileEnd { .. } => "file_end",
+    }
+}
+
 /// Serves one host after another: `connect` opens the channel (`None`
-/// ends the loop; the real port never does), then hello, welcome and exec
+/// ends the loop; the real transports never do), then hello, welcome and
 /// requests until the host hangs up, then the channel is closed and opened
 /// again for the next host. A host that leaves before welcoming, refuses the
 /// agent or errs costs a pause of `pause` before the next try. Commands
 /// still running when their host leaves run on to their end or deadline;
-/// their output is dropped.
+/// their output is dropped. Records wait in the outbox for the next host.
 pub fn serve_hosts<R: Read, W: Write + Send + 'static>(
     mut connect: impl FnMut() -> anyhow::Result<Option<(R, W)>>,
     hello: impl Fn() -> GuestMessage,
     pause: Duration,
+    guest: &Arc<Guest>,
 ) -> anyhow::Result<()> {
     while let Some((reader, writer)) = connect()? {
-        let mut session = Session::new(reader, writer);
+        let mut session = Session::new(reader, writer, guest.clone());
         match session.handshake(hello()) {
             Ok(_) => {
                 eprintln!("hearth-agent: connected");
@@ -178,7 +183,7 @@ pub fn serve_hosts<R: Read, W: Write + Send + 'static>(
 }
 
 /// An error and its causes, `: `-separated.
-fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -220,7 +225,7 @@ mod tests {
     fn agent() -> (UnixStream, JoinHandle<Result<(), SessionError>>) {
         let (host, guest) = UnixStream::pair().unwrap();
         let handle = std::thread::spawn(move || {
-            let mut s = Session::new(guest.try_clone().unwrap(), guest);
+            let mut s = Session::new(guest.try_clone().unwrap(), guest, Guest::new());
             s.handshake(hello())?;
             s.serve()
         });
@@ -375,6 +380,7 @@ mod tests {
                 || Ok(rx.recv().ok().map(|g| (g.try_clone().unwrap(), g))),
                 hello,
                 Duration::from_millis(10),
+                &Guest::new(),
             )
         });
         (tx, handle)

@@ -5,6 +5,7 @@
 mod common;
 
 use std::os::unix::net::UnixListener;
+use std::process::Command;
 
 use common::Agent;
 use hearth_agent_proto::GuestMessage;
@@ -30,14 +31,20 @@ fn the_agent_connects_runs_a_command_and_reconnects_after_a_hang_up() {
 
 #[test]
 fn the_agent_waits_for_a_listener_to_appear() {
-    let agent = Agent::start(&[]);
-    // Nobody listens at first: the socket is replaced by a fresh one later.
-    let socket = agent.path("agent.sock");
-    std::fs::remove_file(&socket).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("late.sock");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_hearth-agent"))
+        .arg("--connect")
+        .arg(format!("unix:{}", socket.display()))
+        .spawn()
+        .unwrap();
+    // Nobody listens at first.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let listener = UnixListener::bind(&socket).unwrap();
     let (mut stream, _) = listener.accept().unwrap();
     let hello: Option<GuestMessage> = hearth_agent_proto::read_frame(&mut stream).unwrap();
+    agent.kill().unwrap();
+    agent.wait().unwrap();
     assert!(
         matches!(hello, Some(GuestMessage::Hello { .. })),
         "{hello:?}"

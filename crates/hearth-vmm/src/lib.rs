@@ -12,5 +12,6 @@ pub mod hypervisor;
 pub mod process;
 pub mod qemu;
 
+pub use firecracker::vsock::{AgentEndpoint, AGENT_VSOCK_PORT};
 pub use hypervisor::{Hypervisor, VmmError};
 pub use process::{ExitInfo, RunningVm, VmControl};

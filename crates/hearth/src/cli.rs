@@ -116,13 +116,46 @@ pub enum VmCommand {
         #[arg(short, long)]
         follow: bool,
     },
-    /// The hypervisor's own log (QEMU's or Firecracker's output).
+    /// The hypervisor's own log (QEMU's or Firecracker's output), or with
+    /// `--service NAME` that service's output as the agent captured it.
     Logs {
         #[command(flatten)]
         api: ApiArgs,
         id: VmId,
         #[arg(long, default_value_t = 100)]
         lines: usize,
+        /// A service run by the guest agent: its output lines, with host
+        /// timestamps and streams (kept after the VM is destroyed).
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
+    },
+    /// The guest agent's health: connected, last heartbeat, each service's
+    /// state, restarts and last exit.
+    Health {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: VmId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The boot report the guest agent sent (kernel, failed units, ports,
+    /// interfaces, memory, disks).
+    Report {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: VmId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a file into or out of a ready VM: `hearth vm cp LOCAL ID:/path`
+    /// or `hearth vm cp ID:/path LOCAL`; the SHA-256 is checked end to end.
+    Cp {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// A local path, or ID:/absolute/path in the VM.
+        from: String,
+        /// A local path, or ID:/absolute/path in the VM.
+        to: String,
     },
     /// Why a VM failed: each finding's cause, the lines that show it, the fix.
     Why {
@@ -165,6 +198,9 @@ pub struct ExecArgs {
     /// Seconds the command may run before it is killed (1 to 3600).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: Option<u64>,
+    /// Run it on a pseudo-terminal in the guest (stdout and stderr merged).
+    #[arg(long)]
+    pub tty: bool,
     /// The program and its arguments, after `--`; run directly, not
     /// through a shell (use `sh -c '...'` for one).
     #[arg(last = true, required = true, num_args = 1..)]
@@ -199,6 +235,10 @@ pub struct CreateArgs {
     /// Seconds the guest has to become ready (default: the server's).
     #[arg(long, value_name = "SECS")]
     pub readiness_timeout: Option<u64>,
+    /// A JSON file with the guest agent's configuration (hostname, env,
+    /// files, services); see docs/api.md.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Wait until the VM is ready (or has stopped), and say how it went.
     #[arg(long, value_enum)]
     pub wait: Option<WaitFor>,

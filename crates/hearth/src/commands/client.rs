@@ -130,6 +130,73 @@ impl Client {
         self.decode("DELETE", url, res)
     }
 
+    /// POSTs `body` as JSON and reads the answer as it comes, line by line
+    /// (newline-delimited JSON).
+    pub fn post_lines(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<impl BufRead, ClientError> {
+        let url = self.url(path);
+        let json = serde_json::to_vec(body).map_err(|source| ClientError::Decode {
+            method: "POST",
+            url: url.clone(),
+            source,
+        })?;
+        let res = self
+            .agent
+            .post(&url)
+            .header("authorization", self.bearer())
+            .content_type("application/json")
+            .send(&json[..]);
+        let res = self.check("POST", &url, res)?;
+        Ok(BufReader::new(res.into_body().into_reader()))
+    }
+
+    /// PUTs raw bytes and decodes the JSON answer.
+    pub fn put_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        bytes: &[u8],
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let res = self
+            .agent
+            .put(&url)
+            .header("authorization", self.bearer())
+            .content_type("application/octet-stream")
+            .send(bytes);
+        self.decode("PUT", url, res)
+    }
+
+    /// GETs raw bytes (at most `limit`) and the value of header `name`.
+    pub fn get_bytes(
+        &self,
+        path: &str,
+        limit: u64,
+        name: &str,
+    ) -> Result<(Vec<u8>, Option<String>), ClientError> {
+        let url = self.url(path);
+        let res = self
+            .agent
+            .get(&url)
+            .header("authorization", self.bearer())
+            .call();
+        let mut res = self.check("GET", &url, res)?;
+        let header = res
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = res
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|source| self.transport("GET", &url, source))?;
+        Ok((body, header))
+    }
+
     /// A server-sent event stream: the data of each event as it arrives.
     pub fn events(
         &self,

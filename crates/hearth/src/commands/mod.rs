@@ -6,6 +6,7 @@ mod image;
 mod kernel;
 mod serve;
 mod token;
+mod vm_agent;
 mod vm_api;
 mod vm_exec;
 mod vm_run;
@@ -51,7 +52,21 @@ fn run_vm(data: &DataDir, command: VmCommand) -> anyhow::Result<ExitCode> {
             lines,
             follow,
         } => vm_api::console(&api, &id, lines, follow),
-        VmCommand::Logs { api, id, lines } => vm_api::logs(&api, &id, lines),
+        VmCommand::Logs {
+            api,
+            id,
+            lines,
+            service: None,
+        } => vm_api::logs(&api, &id, lines),
+        VmCommand::Logs {
+            api,
+            id,
+            lines,
+            service: Some(name),
+        } => vm_agent::service_logs(&api, &id, &name, lines),
+        VmCommand::Health { api, id, json } => vm_agent::health(&api, &id, json),
+        VmCommand::Report { api, id, json } => vm_agent::report(&api, &id, json),
+        VmCommand::Cp { api, from, to } => vm_agent::cp(&api, &from, &to),
         VmCommand::Why { api, id, json } => vm_api::why(&api, &id, json),
         VmCommand::Exec(args) => vm_exec::exec(args),
         VmCommand::Hold { api, id } => vm_api::hold(&api, &id, true),

@@ -39,7 +39,7 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         memory_mib: args.memory,
         command: args.command.clone(),
         readiness_timeout_secs: args.readiness_timeout,
-        config: Default::default(),
+        config: read_config(args.config.as_deref())?,
     };
     let started = Instant::now();
     let vm: Vm = client.post("/v1/vms", Some(&req))?;
@@ -435,6 +435,21 @@ fn describe_vm(vm: &Vm, now: Timestamp) -> String {
         .map(|(k, v)| format!("{:<14}{v}", format!("{k}:")))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The guest configuration in `path` (JSON), or the empty one.
+fn read_config(path: Option<&std::path::Path>) -> anyhow::Result<hearth_types::guest::GuestConfig> {
+    let Some(path) = path else {
+        return Ok(Default::default());
+    };
+    let text = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("could not read the config file {}: {e}", path.display()))?;
+    serde_json::from_slice(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "the config file {} is not a guest configuration: {e} (see docs/api.md)",
+            path.display()
+        )
+    })
 }
 
 #[cfg(test)]

@@ -1,12 +1,16 @@
-//! `hearth vm exec ID [--timeout SECS] -- CMD...`: run a command in a ready
-//! VM through `hearth serve` and its guest agent. The guest's stdout goes
-//! to stdout, its stderr to stderr, and its status becomes ours.
+//! `hearth vm exec [--tty] ID [--timeout SECS] -- CMD...`: run a command in
+//! a ready VM through `hearth serve` and its guest agent. The guest's
+//! stdout goes to stdout and its stderr to stderr as they are printed, and
+//! its status becomes ours.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hearth_types::api::{ExecRequest, ExecResult};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use hearth_types::api::{ExecEvent, ExecRequest, ExecResult};
+use hearth_types::guest::Stream;
 
 use super::client::Client;
 use crate::cli::ExecArgs;
@@ -25,13 +29,13 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     };
     let wait = Duration::from_secs(req.timeout()) + ANSWER_SLACK;
     let client = Client::new(&args.api)?.with_answer_timeout(wait);
-    let result: ExecResult = client.post(&format!("/v1/vms/{}/exec", args.id), Some(&req))?;
-    std::io::stdout().write_all(result.stdout.as_bytes())?;
-    std::io::stdout().flush()?;
-    std::io::stderr().write_all(result.stderr.as_bytes())?;
-    if result.truncated {
-        eprintln!("hearth: the output was cut at 1 MiB per stream");
-    }
+    let path = format!(
+        "/v1/vms/{}/exec?stream=true{}",
+        args.id,
+        if args.tty { "&tty=true" } else { "" }
+    );
+    let lines = client.post_lines(&path, &req)?;
+    let result = print_events(lines)?;
     if result.timed_out {
         eprintln!(
             "hearth: the command ran past its timeout of {} s and was killed",
@@ -39,6 +43,59 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(exit_status(&result)))
+}
+
+/// Prints each output chunk as it arrives; the end as an [`ExecResult`]
+/// without output.
+fn print_events(lines: impl BufRead) -> anyhow::Result<ExecResult> {
+    let mut result = ExecResult {
+        exit_code: None,
+        signal: None,
+        timed_out: false,
+        stdout: String::new(),
+        stderr: String::new(),
+        truncated: false,
+    };
+    for line in lines.lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event: ExecEvent = serde_json::from_str(&line).map_err(|e| {
+            anyhow::anyhow!("the server sent an exec event this hearth cannot read: {e}")
+        })?;
+        match event {
+            ExecEvent::Output { stream, data } => {
+                let bytes = STANDARD.decode(data).map_err(|e| {
+                    anyhow::anyhow!("the server sent output that is not base64: {e}")
+                })?;
+                match stream {
+                    Stream::Stdout => {
+                        let mut out = std::io::stdout().lock();
+                        out.write_all(&bytes)?;
+                        out.flush()?;
+                    }
+                    Stream::Stderr => std::io::stderr().write_all(&bytes)?,
+                }
+            }
+            ExecEvent::Exit {
+                exit_code,
+                signal,
+                timed_out,
+            } => {
+                result.exit_code = exit_code;
+                result.signal = signal;
+                result.timed_out = timed_out;
+                return Ok(result);
+            }
+            ExecEvent::Error { code, message } if code == "not_started" => {
+                eprintln!("{message}");
+                return Ok(result);
+            }
+            ExecEvent::Error { message, .. } => anyhow::bail!("{message}"),
+        }
+    }
+    anyhow::bail!("the server ended the answer before the command's end: run it again")
 }
 
 /// The guest command's status as ours: its exit code, 128+N for signal N,

@@ -297,6 +297,9 @@ pub struct ServeArgs {
     /// Firecracker binary (default: $HEARTH_FIRECRACKER, else `firecracker` on PATH).
     #[arg(long)]
     pub firecracker: Option<PathBuf>,
+    /// The largest file `hearth vm cp` moves either way (default: 64 MiB).
+    #[arg(long, value_name = "N")]
+    pub max_file_bytes: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -48,6 +48,16 @@ pub(super) fn handle_notices(ctl: &Arc<Controller>) {
     });
 }
 
+/// The kernel command line parameter that makes the agent wait for the
+/// host's configuration before it starts services.
+pub(super) const CONFIG_FROM_HOST: &str = "hearth.config=host";
+
+/// Whether the VM's readiness comes from its agent rather than from the
+/// console marker: agent readiness is on and the image carries the agent.
+pub(super) fn ready_from_agent(ctl: &Controller, vm: &hearth_types::api::Vm) -> bool {
+    ctl.config.agent_readiness && vm.backend == BackendKind::Qemu && image_has_agent(ctl, &vm.image)
+}
+
 /// Whether the image was built with the agent (its manifest names one).
 /// The minimal image's init starts it; the debian image runs it as a unit.
 pub(super) fn image_has_agent(ctl: &Controller, image: &str) -> bool {

@@ -100,9 +100,9 @@ struct StepFailure {
 async fn boot(ctl: Arc<Controller>, record: VmRecord) {
     let id = record.vm.id.clone();
     match steps(&ctl, &record).await {
-        Ok(running) => {
+        Ok((running, agent_ready)) => {
             super::agent::start_link(&ctl, &id, record.vm.backend);
-            watch::start(ctl, id, running)
+            watch::start(ctl, id, running, agent_ready)
         }
         Err(_) if stopping(&ctl, &id).await => {
             let message = "stopped before it finished starting";
@@ -122,7 +122,8 @@ async fn stopping(ctl: &Controller, id: &VmId) -> bool {
     matches!(ctl.store.vm(id).await, Ok(Some(r)) if r.vm.state == VmState::Stopping)
 }
 
-async fn steps(ctl: &Arc<Controller>, record: &VmRecord) -> Result<RunningVm, StepFailure> {
+/// The steps; the VM runs, and whether its agent says when it is ready.
+async fn steps(ctl: &Arc<Controller>, record: &VmRecord) -> Result<(RunningVm, bool), StepFailure> {
     let id = &record.vm.id;
     let data = ctl.config.data.clone();
     move_to(
@@ -143,8 +144,13 @@ async fn steps(ctl: &Arc<Controller>, record: &VmRecord) -> Result<RunningVm, St
     files
         .create(&ctl.config.data)
         .map_err(|e| step("layer", &error_chain(&e)))?;
-    let cmdline =
+    let mut cmdline =
         prepare::cmdline(&record.vm.command).map_err(|e| step("command", &error_chain(&e)))?;
+    let agent_ready = super::agent::ready_from_agent(ctl, &record.vm);
+    if agent_ready {
+        cmdline.push(' ');
+        cmdline.push_str(super::agent::CONFIG_FROM_HOST);
+    }
     let description = files.describe(id, &assets, record.vm.vcpus, record.vm.memory_mib, cmdline);
     let backend = Arc::clone(&ctl.backends[&record.vm.backend]);
     let mut running = match backend.start(&description).await {
@@ -172,7 +178,7 @@ async fn steps(ctl: &Arc<Controller>, record: &VmRecord) -> Result<RunningVm, St
         files.release_runtime();
         return Err(failure);
     }
-    Ok(running)
+    Ok((running, agent_ready))
 }
 
 fn step(step: &'static str, reason: &dyn std::fmt::Display) -> StepFailure {

@@ -57,6 +57,10 @@ pub struct ControllerConfig {
     pub firecracker: Option<std::path::PathBuf>,
     /// The largest file `hearth vm cp` moves in either direction.
     pub max_file_bytes: u64,
+    /// For images that carry the agent: the guest waits for the host's
+    /// configuration (`hearth.config=host` on the kernel command line) and
+    /// the VM is ready when the agent says so, not at the console marker.
+    pub agent_readiness: bool,
 }
 
 impl ControllerConfig {
@@ -72,9 +76,13 @@ impl ControllerConfig {
             accel: None,
             firecracker: None,
             max_file_bytes: 64 << 20,
+            agent_readiness: AGENT_READINESS,
         }
     }
 }
+
+/// Whether [`ControllerConfig::agent_readiness`] is on by default.
+pub const AGENT_READINESS: bool = false;
 
 /// Who is asking: a tenant sees only its own VMs; an admin sees all.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -104,7 +104,8 @@ pub(super) async fn adopt_all(ctl: &Arc<Controller>) {
                     Ok(running) => {
                         tracing::info!(vm = %id, pid = process.pid, "adopted a running VM");
                         super::agent::start_link(ctl, &id, r.vm.backend);
-                        watch::start(Arc::clone(ctl), id, running);
+                        let agent_ready = super::agent::ready_from_agent(ctl, &r.vm);
+                        watch::start(Arc::clone(ctl), id, running, agent_ready);
                     }
                     Err(e) => {
                         cleanup::kill_recorded(&r);

@@ -29,8 +29,9 @@ pub(super) struct LiveVm {
     pub stop: Arc<Notify>,
 }
 
-/// Starts watching `running` in the background.
-pub(super) fn start(ctl: Arc<Controller>, id: VmId, mut running: RunningVm) {
+/// Starts watching `running` in the background. With `agent_ready` the
+/// console's readiness marker is not enough: the agent's `ready` is.
+pub(super) fn start(ctl: Arc<Controller>, id: VmId, mut running: RunningVm, agent_ready: bool) {
     let console = running.console();
     let stop = Arc::new(Notify::new());
     let live = LiveVm {
@@ -39,7 +40,7 @@ pub(super) fn start(ctl: Arc<Controller>, id: VmId, mut running: RunningVm) {
     };
     lock(&ctl).insert(id.clone(), live);
     tokio::spawn(async move {
-        let facts = watch_console(&ctl, &id, &mut running, console, &stop).await;
+        let facts = watch_console(&ctl, &id, &mut running, console, &stop, agent_ready).await;
         let exit = running.wait().await;
         ctl.links.stop(&id);
         lock(&ctl).remove(&id);
@@ -78,6 +79,7 @@ async fn watch_console(
     running: &mut RunningVm,
     mut console: broadcast::Receiver<Bytes>,
     stop: &Notify,
+    agent_ready: bool,
 ) -> ConsoleFacts {
     let mut facts = ConsoleFacts::default();
     let mut lines = LineSplitter::default();
@@ -86,7 +88,7 @@ async fn watch_console(
             chunk = console.recv() => match chunk {
                 Ok(bytes) => {
                     for line in lines.push(&bytes) {
-                        if facts.observe(&line) == Some(ConsoleEvent::Ready) {
+                        if facts.observe(&line) == Some(ConsoleEvent::Ready) && !agent_ready {
                             mark_ready(ctl, id, "ready: the guest reported readiness").await;
                         }
                     }

@@ -109,6 +109,9 @@ fn controller_config(data: &DataDir, args: &ServeArgs) -> ControllerConfig {
         AccelArg::Tcg => Accel::Tcg,
     });
     config.firecracker = args.firecracker.clone();
+    if let Some(bytes) = args.max_file_bytes {
+        config.max_file_bytes = bytes;
+    }
     config
 }
 

@@ -2,6 +2,10 @@
 //! tiny test guest (which runs even where KVM cannot run Linux). Set
 //! `HEARTH_FIRECRACKER` to a firecracker binary; without it these tests say
 //! so in one line and pass.
+//!
+//! The agent's vsock channel is tested with a second hand-made guest
+//! (`vsock_guest` below) that drives Firecracker's real vsock device just
+//! far enough to refuse or accept one host connection.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -321,4 +325,496 @@ async fn two_channels_are_refused_before_firecracker_runs() {
     let err = bounded(fc.start(&vm)).await.unwrap_err();
     assert!(err.to_string().contains("2 channels"), "{err}");
     assert!(!vm.run_dir.join("firecracker.sock").exists());
+}
+
+/// Boots the vsock guest answering as `reply` and waits until its driver
+/// is ready; returns the running VM and its vsock socket.
+async fn boot_vsock_guest(
+    fc: &Firecracker,
+    dir: &Path,
+    reply: vsock_guest::Reply,
+) -> (RunningVm, PathBuf) {
+    let kernel = write_kernel(dir, "vsock-guest.elf", &vsock_guest::elf(reply));
+    let mut vm = description(dir, kernel);
+    let uds = agent_channel(&mut vm);
+    let mut running = fc.start(&vm).await.expect("firecracker starts the guest");
+    let console = wait_for_marker(&mut running, "vsock-guest: ").await;
+    if !console.contains("ready") {
+        let rest = wait_for_marker(&mut running, "\n").await;
+        panic!("the vsock guest failed: {console}{rest}");
+    }
+    (running, uds)
+}
+
+async fn connect_blocking(
+    uds: &Path,
+    port: u32,
+) -> Result<std::os::unix::net::UnixStream, vsock::VsockError> {
+    let uds = uds.to_owned();
+    tokio::task::spawn_blocking(move || vsock::connect(&uds, port, Duration::from_secs(5)))
+        .await
+        .unwrap()
+}
+
+/// The guest answers the request with RST, as Linux does for a port
+/// nobody listens on; Firecracker then drops the host's connection.
+#[tokio::test]
+async fn connect_to_a_port_nobody_listens_on_is_no_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fc) = firecracker(&dir.path().join("cache")) else {
+        return;
+    };
+    bounded(async {
+        let (mut running, uds) =
+            boot_vsock_guest(&fc, dir.path(), vsock_guest::Reply::Refuse).await;
+        let started = Instant::now();
+        let err = connect_blocking(&uds, AGENT_VSOCK_PORT).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            matches!(err, vsock::VsockError::NoListener { port: 1024 }),
+            "{err:?}"
+        );
+        wait_for_marker(&mut running, "vsock-guest: refused").await;
+        eprintln!("refused CONNECT: {err} (after {took:?})");
+        running.stop(Duration::from_millis(200)).await;
+        assert!(
+            processes_using(dir.path()).is_empty(),
+            "firecracker left running"
+        );
+    })
+    .await;
+}
+
+/// The guest accepts: the connector gets Firecracker's `OK`, then the
+/// guest's bytes, and the host's bytes reach the guest.
+#[tokio::test]
+async fn an_accepted_connect_carries_bytes_both_ways_through_firecracker() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fc) = firecracker(&dir.path().join("cache")) else {
+        return;
+    };
+    bounded(async {
+        let (mut running, uds) =
+            boot_vsock_guest(&fc, dir.path(), vsock_guest::Reply::Accept).await;
+        let started = Instant::now();
+        let mut stream = connect_blocking(&uds, AGENT_VSOCK_PORT).await.unwrap();
+        let took = started.elapsed();
+        let greeting = tokio::task::spawn_blocking(move || {
+            let mut greeting = vec![0u8; vsock_guest::GREETING.len()];
+            stream.read_exact(&mut greeting).unwrap();
+            stream.write_all(b"ping").unwrap();
+            (greeting, stream)
+        });
+        let (greeting, _stream) = greeting.await.unwrap();
+        assert_eq!(greeting, vsock_guest::GREETING);
+        wait_for_marker(&mut running, "vsock-guest: got ping").await;
+        eprintln!("CONNECT {AGENT_VSOCK_PORT} answered OK after {took:?}");
+        running.stop(Duration::from_millis(200)).await;
+        assert!(
+            processes_using(dir.path()).is_empty(),
+            "firecracker left running"
+        );
+    })
+    .await;
+}
+
+/// A tiny guest with just enough of a virtio-vsock driver to answer one
+/// host-initiated connection: it finds Firecracker's vsock device, sets up
+/// its three queues (all prepared in the ELF image itself), waits for the
+/// connection request and answers it, printing what it does on the serial
+/// console. It is not Linux, but Firecracker's side of the handshake (the
+/// muxer that writes `OK <port>` or hangs up) is the real one.
+mod vsock_guest {
+    /// Where the image is loaded and entered (above Firecracker's 1 MiB).
+    const LOAD: u64 = 0x100_0000;
+    const CODE: usize = 0x80;
+    /// Firecracker's first virtio-mmio slot (3 GiB + 4 KiB): with no disk
+    /// and no network the vsock device is the only one, so it is there.
+    const MMIO: u64 = 0xc000_1000;
+    /// Firecracker's boot page tables map only the first GiB; this page
+    /// directory maps the GiB at 3 GiB, where the device registers are.
+    const PD: usize = 0x1000;
+    /// Queue q (0 rx, 1 tx, 2 event) at `QUEUES + q * 0x1000`: descriptors,
+    /// then the available ring at +0x100, the used ring at +0x200.
+    const QUEUES: usize = 0x2000;
+    const QUEUE_SIZE: u16 = 8;
+    const RX_BUFFERS: usize = 0x6000;
+    const RX_BUFFER_LEN: usize = 0x400;
+    const RX_BUFFER_COUNT: usize = 4;
+    /// The reply (RESPONSE or RST) and, for an accepting guest, one data
+    /// packet, both sent on the tx queue.
+    const REPLY: usize = 0x7000;
+    const DATA: usize = 0x7100;
+    const IMAGE_LEN: usize = 0x8000;
+    const SERIAL: u16 = 0x3f8;
+    const HEADER_LEN: usize = 44;
+    const CREDIT: u32 = 64 * 1024;
+    /// Virtio-vsock operations.
+    const OP_REQUEST: u16 = 1;
+    const OP_RESPONSE: u16 = 2;
+    const OP_RST: u16 = 3;
+    const OP_RW: u16 = 5;
+
+    /// What the guest does with the connection request.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Reply {
+        /// RST, as a Linux guest does when nothing listens on the port.
+        Refuse,
+        /// RESPONSE, then sends `greeting`, then prints the first data the
+        /// host sends as `guest got: <4 bytes>`.
+        Accept,
+    }
+
+    pub const GREETING: &[u8] = b"hello from the guest\n";
+
+    pub fn elf(reply: Reply) -> Vec<u8> {
+        let mut image = vec![0u8; IMAGE_LEN];
+        image[..64].copy_from_slice(&elf_header());
+        image[64..120].copy_from_slice(&program_header());
+        let code = code(reply);
+        assert!(
+            CODE + code.len() <= PD,
+            "the code overran the page directory"
+        );
+        image[CODE..CODE + code.len()].copy_from_slice(&code);
+        // 2 MiB page at 3 GiB: present, writable, uncached, large.
+        put(&mut image, PD, &(0xc000_0000u64 | 0x9b).to_le_bytes());
+        queues(&mut image);
+        put(&mut image, REPLY, &header(0, 0));
+        put(&mut image, DATA, &header(GREETING.len() as u32, OP_RW));
+        put(&mut image, DATA + HEADER_LEN, GREETING);
+        image
+    }
+
+    fn put(image: &mut [u8], at: usize, bytes: &[u8]) {
+        image[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+
+    fn queue(q: usize) -> usize {
+        QUEUES + q * 0x1000
+    }
+
+    /// rx: every buffer available and writable; tx: the reply and the data
+    /// packet described, made available by the code; event: empty.
+    fn queues(image: &mut [u8]) {
+        for i in 0..RX_BUFFER_COUNT {
+            let buffer = LOAD + (RX_BUFFERS + i * RX_BUFFER_LEN) as u64;
+            put(
+                image,
+                queue(0) + i * 16,
+                &descriptor(buffer, RX_BUFFER_LEN as u32, 2),
+            );
+            put(image, queue(0) + 0x104 + i * 2, &(i as u16).to_le_bytes());
+        }
+        put(
+            image,
+            queue(0) + 0x102,
+            &(RX_BUFFER_COUNT as u16).to_le_bytes(),
+        );
+        let data_len = (HEADER_LEN + GREETING.len()) as u32;
+        put(
+            image,
+            queue(1),
+            &descriptor(LOAD + REPLY as u64, HEADER_LEN as u32, 0),
+        );
+        put(
+            image,
+            queue(1) + 16,
+            &descriptor(LOAD + DATA as u64, data_len, 0),
+        );
+        put(image, queue(1) + 0x104, &[0, 0, 1, 0]);
+    }
+
+    fn descriptor(addr: u64, len: u32, flags: u16) -> Vec<u8> {
+        let mut d = addr.to_le_bytes().to_vec();
+        d.extend(len.to_le_bytes());
+        d.extend(flags.to_le_bytes());
+        d.extend(0u16.to_le_bytes()); // next
+        d
+    }
+
+    /// A stream packet header from the guest (CID 3) to the host (CID 2);
+    /// the ports are filled in by the code from the request.
+    fn header(len: u32, op: u16) -> Vec<u8> {
+        let mut h = 3u64.to_le_bytes().to_vec(); // src_cid
+        h.extend(2u64.to_le_bytes()); // dst_cid
+        h.extend(0u32.to_le_bytes()); // src_port
+        h.extend(0u32.to_le_bytes()); // dst_port
+        h.extend(len.to_le_bytes());
+        h.extend(1u16.to_le_bytes()); // type: stream
+        h.extend(op.to_le_bytes());
+        h.extend(0u32.to_le_bytes()); // flags
+        h.extend(CREDIT.to_le_bytes()); // buf_alloc
+        h.extend(0u32.to_le_bytes()); // fwd_cnt
+        assert_eq!(h.len(), HEADER_LEN);
+        h
+    }
+
+    fn code(reply: Reply) -> Vec<u8> {
+        let mut a = Asm::default();
+        let at = |offset: usize| LOAD + offset as u64;
+        // Map the device: PDPT entry 3 (Firecracker's PDPT is at 0xa000).
+        a.mov_rdi(0xa000 + 3 * 8);
+        a.mov_rax(at(PD) | 3);
+        a.store_rax();
+        a.reload_cr3();
+        // Is it a virtio-mmio (magic "virt") vsock (device id 19)?
+        a.mov_rdi(MMIO);
+        a.load_eax(0);
+        a.cmp_eax(0x7472_6976);
+        a.jne("no_device");
+        a.load_eax(8);
+        a.cmp_eax(19);
+        a.jne("no_device");
+        // Reset, ACKNOWLEDGE, DRIVER, VIRTIO_F_VERSION_1, FEATURES_OK.
+        for (reg, value) in [
+            (0x70, 0),
+            (0x70, 1),
+            (0x70, 3),
+            (0x24, 1),
+            (0x20, 1),
+            (0x70, 11),
+        ] {
+            a.mmio_write(reg, value);
+        }
+        for q in 0..3 {
+            let base = at(queue(q));
+            for (reg, value) in [
+                (0x30, q as u32),
+                (0x38, u32::from(QUEUE_SIZE)),
+                (0x80, base as u32),
+                (0x84, 0),
+                (0x90, (base + 0x100) as u32),
+                (0x94, 0),
+                (0xa0, (base + 0x200) as u32),
+                (0xa4, 0),
+                (0x44, 1),
+            ] {
+                a.mmio_write(reg, value);
+            }
+        }
+        a.mmio_write(0x70, 15); // DRIVER_OK: Firecracker activates the device
+        a.mov_rdi(MMIO);
+        a.load_eax(0x70);
+        a.test_eax(0x40 | 0x80); // DEVICE_NEEDS_RESET or FAILED
+        a.jne("activation_failed");
+        a.print("vsock-guest: ready\n");
+        // Wait for the first rx packet: the host's connection request.
+        a.label("wait_request");
+        a.pause();
+        a.mov_rdi(at(queue(0) + 0x202));
+        a.load_word(0);
+        a.test_eax(0xffff);
+        a.je("wait_request");
+        a.mov_rsi(at(RX_BUFFERS));
+        a.load_word_rsi(30);
+        a.cmp_eax(u32::from(OP_REQUEST));
+        a.jne("unexpected");
+        // Answer on the request's ports, swapped.
+        a.mov_rdi(at(REPLY));
+        a.copy_u32(16, 20);
+        a.copy_u32(20, 16);
+        a.mov_rdi(at(DATA));
+        a.copy_u32(16, 20);
+        a.copy_u32(20, 16);
+        let op = match reply {
+            Reply::Refuse => OP_RST,
+            Reply::Accept => OP_RESPONSE,
+        };
+        a.mov_rdi(at(REPLY + 30));
+        a.store_word(op);
+        let sent = match reply {
+            Reply::Refuse => 1,
+            Reply::Accept => 2,
+        };
+        a.mov_rdi(at(queue(1) + 0x102));
+        a.store_word(sent);
+        a.mmio_write(0x50, 1); // QueueNotify: tx
+        match reply {
+            Reply::Refuse => a.print("vsock-guest: refused\n"),
+            Reply::Accept => {
+                a.print("vsock-guest: accepted\n");
+                wait_for_data(&mut a, at);
+            }
+        }
+        a.halt_forever();
+        a.label("no_device");
+        a.print("vsock-guest: no vsock device at the first virtio-mmio slot\n");
+        a.halt_forever();
+        a.label("activation_failed");
+        a.print("vsock-guest: firecracker did not activate the device\n");
+        a.halt_forever();
+        a.label("unexpected");
+        a.print("vsock-guest: the first packet was not a connection request\n");
+        a.halt_forever();
+        a.finish()
+    }
+
+    /// Polls the other rx buffers for a data packet and prints its first
+    /// four bytes.
+    fn wait_for_data(a: &mut Asm, at: impl Fn(usize) -> u64) {
+        a.label("wait_data");
+        a.pause();
+        for i in 1..RX_BUFFER_COUNT {
+            a.mov_rsi(at(RX_BUFFERS + i * RX_BUFFER_LEN));
+            a.load_word_rsi(30);
+            a.cmp_eax(u32::from(OP_RW));
+            a.je("got_data");
+        }
+        a.jmp("wait_data");
+        a.label("got_data");
+        a.print("vsock-guest: got ");
+        for k in 0..4 {
+            a.load_al_rsi(HEADER_LEN as u8 + k);
+            a.out_al();
+        }
+        a.print("\n");
+    }
+
+    /// Just the x86-64 instructions the guest uses; jumps are rel32 to
+    /// labels patched at the end.
+    #[derive(Default)]
+    struct Asm {
+        code: Vec<u8>,
+        labels: Vec<(&'static str, usize)>,
+        fixups: Vec<(&'static str, usize)>,
+    }
+
+    impl Asm {
+        fn emit(&mut self, bytes: &[u8]) {
+            self.code.extend_from_slice(bytes);
+        }
+        fn mov_rdi(&mut self, v: u64) {
+            self.emit(&[0x48, 0xbf]);
+            self.emit(&v.to_le_bytes());
+        }
+        fn mov_rsi(&mut self, v: u64) {
+            self.emit(&[0x48, 0xbe]);
+            self.emit(&v.to_le_bytes());
+        }
+        fn mov_rax(&mut self, v: u64) {
+            self.emit(&[0x48, 0xb8]);
+            self.emit(&v.to_le_bytes());
+        }
+        /// mov [rdi], rax
+        fn store_rax(&mut self) {
+            self.emit(&[0x48, 0x89, 0x07]);
+        }
+        /// mov rax, cr3; mov cr3, rax: flushes the TLB.
+        fn reload_cr3(&mut self) {
+            self.emit(&[0x0f, 0x20, 0xd8, 0x0f, 0x22, 0xd8]);
+        }
+        /// mov eax, [rdi + disp32]
+        fn load_eax(&mut self, disp: u32) {
+            self.emit(&[0x8b, 0x87]);
+            self.emit(&disp.to_le_bytes());
+        }
+        /// movzx eax, word [rdi + disp32]
+        fn load_word(&mut self, disp: u32) {
+            self.emit(&[0x0f, 0xb7, 0x87]);
+            self.emit(&disp.to_le_bytes());
+        }
+        /// movzx eax, word [rsi + disp8]
+        fn load_word_rsi(&mut self, disp: u8) {
+            self.emit(&[0x0f, 0xb7, 0x46, disp]);
+        }
+        /// mov al, [rsi + disp8]
+        fn load_al_rsi(&mut self, disp: u8) {
+            self.emit(&[0x8a, 0x46, disp]);
+        }
+        /// mov word [rdi], imm16
+        fn store_word(&mut self, v: u16) {
+            self.emit(&[0x66, 0xc7, 0x07]);
+            self.emit(&v.to_le_bytes());
+        }
+        /// mov eax, [rsi + from]; mov [rdi + to], eax (rsi: the request)
+        fn copy_u32(&mut self, from: u8, to: u8) {
+            self.emit(&[0x8b, 0x46, from, 0x89, 0x47, to]);
+        }
+        /// mov rdi, MMIO + reg; mov dword [rdi], imm32
+        fn mmio_write(&mut self, reg: u64, v: u32) {
+            self.mov_rdi(MMIO + reg);
+            self.emit(&[0xc7, 0x07]);
+            self.emit(&v.to_le_bytes());
+        }
+        fn cmp_eax(&mut self, v: u32) {
+            self.emit(&[0x3d]);
+            self.emit(&v.to_le_bytes());
+        }
+        fn test_eax(&mut self, v: u32) {
+            self.emit(&[0xa9]);
+            self.emit(&v.to_le_bytes());
+        }
+        fn pause(&mut self) {
+            self.emit(&[0xf3, 0x90]);
+        }
+        fn out_al(&mut self) {
+            self.emit(&[0x66, 0xba]);
+            self.emit(&SERIAL.to_le_bytes());
+            self.emit(&[0xee]);
+        }
+        fn print(&mut self, text: &str) {
+            for &b in text.as_bytes() {
+                self.emit(&[0xb0, b]);
+                self.out_al();
+            }
+        }
+        fn halt_forever(&mut self) {
+            self.emit(&[0xf4, 0xeb, 0xfd]);
+        }
+        fn label(&mut self, name: &'static str) {
+            self.labels.push((name, self.code.len()));
+        }
+        fn jump(&mut self, opcode: &[u8], target: &'static str) {
+            self.emit(opcode);
+            self.fixups.push((target, self.code.len()));
+            self.emit(&[0; 4]);
+        }
+        fn je(&mut self, target: &'static str) {
+            self.jump(&[0x0f, 0x84], target);
+        }
+        fn jne(&mut self, target: &'static str) {
+            self.jump(&[0x0f, 0x85], target);
+        }
+        fn jmp(&mut self, target: &'static str) {
+            self.jump(&[0xe9], target);
+        }
+        fn finish(mut self) -> Vec<u8> {
+            for (target, at) in &self.fixups {
+                let (_, to) = self.labels.iter().find(|(n, _)| n == target).unwrap();
+                let rel = *to as i64 - (*at as i64 + 4);
+                self.code[*at..*at + 4].copy_from_slice(&(rel as i32).to_le_bytes());
+            }
+            self.code
+        }
+    }
+
+    fn elf_header() -> Vec<u8> {
+        let mut h = b"\x7fELF".to_vec();
+        h.extend([2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // 64-bit LE, padding
+        h.extend(2u16.to_le_bytes()); // ET_EXEC
+        h.extend(62u16.to_le_bytes()); // EM_X86_64
+        h.extend(1u32.to_le_bytes());
+        h.extend((LOAD + CODE as u64).to_le_bytes()); // e_entry
+        h.extend(64u64.to_le_bytes()); // e_phoff
+        h.extend(0u64.to_le_bytes()); // e_shoff
+        h.extend(0u32.to_le_bytes()); // e_flags
+        for v in [64u16, 56, 1, 0, 0, 0] {
+            h.extend(v.to_le_bytes()); // ehsize, phentsize, phnum, sh*
+        }
+        h
+    }
+
+    fn program_header() -> Vec<u8> {
+        let mut p = 1u32.to_le_bytes().to_vec(); // PT_LOAD
+        p.extend(7u32.to_le_bytes()); // RWX
+        p.extend(0u64.to_le_bytes()); // p_offset
+        p.extend(LOAD.to_le_bytes()); // p_vaddr
+        p.extend(LOAD.to_le_bytes()); // p_paddr
+        p.extend((IMAGE_LEN as u64).to_le_bytes()); // p_filesz
+        p.extend((IMAGE_LEN as u64).to_le_bytes()); // p_memsz
+        p.extend(0x1000u64.to_le_bytes()); // p_align
+        p
+    }
 }

@@ -22,14 +22,29 @@ const MAX_LINES: usize = 6;
 pub(super) fn check(input: &Input) -> Vec<Finding> {
     let log = &input.console;
     let signs = log.matching(is_sign);
-    if signs.is_empty() {
+    // The agent's boot report lists the jobs `systemctl list-jobs` shows.
+    let jobs = Log::new(
+        &input
+            .agent
+            .boot_report
+            .as_ref()
+            .map_or_else(String::new, |r| r.waiting_jobs.join("\n")),
+    );
+    let job_signs = jobs.matching(|l| l.contains(WAIT_ONLINE));
+    if signs.is_empty() && job_signs.is_empty() {
         return Vec::new();
     }
-    let waiting = waiting_units(log);
+    let mut waiting = waiting_units(log);
+    for (unit, line) in waiting_units(&jobs) {
+        if !waiting.iter().any(|(u, _)| *u == unit) {
+            waiting.push((unit, line));
+        }
+    }
     // The first and the last of the repeated progress lines say how long.
-    let mut shown = vec![signs[0]];
+    let mut shown: Vec<usize> = signs.first().copied().into_iter().collect();
     shown.extend(signs.iter().rev().take(MAX_LINES - 1));
     let mut evidence = log.pick(&shown);
+    evidence.extend(jobs.pick(&job_signs));
     evidence.extend(waiting.iter().map(|(_, line)| line.clone()));
     let units: Vec<&str> = waiting.iter().map(|(u, _)| u.as_str()).collect();
     let who = if units.is_empty() {
@@ -136,5 +151,38 @@ mod tests {
             "[   14.25] systemd[1]: Reached target network-online.target - Network is Online.\n"
         )
         .is_empty());
+    }
+
+    #[test]
+    fn the_boot_reports_jobs_name_the_waiting_units() {
+        use hearth_types::guest::BootReport;
+
+        use super::super::{diagnose_with_agent, AgentFacts, Evidence};
+
+        let agent = AgentFacts {
+            boot_report: Some(BootReport {
+                waiting_jobs: vec![
+                    "104 sync.service start waiting".into(),
+                    "87 network-online.target start waiting".into(),
+                    "103 systemd-networkd-wait-online.service start running".into(),
+                ],
+                ..BootReport::default()
+            }),
+            ..AgentFacts::default()
+        };
+        let f = diagnose_with_agent(&Evidence::default(), &agent);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(
+            f[0].cause
+                .contains("sync.service (ordered After=network-online.target)"),
+            "{f:?}"
+        );
+        assert_eq!(
+            f[0].evidence,
+            [
+                "103 systemd-networkd-wait-online.service start running",
+                "104 sync.service start waiting"
+            ]
+        );
     }
 }

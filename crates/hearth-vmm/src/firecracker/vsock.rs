@@ -317,6 +317,21 @@ impl AgentEndpoint {
             AgentEndpoint::FirecrackerVsock { uds, port } => Ok(connect(uds, *port, timeout)?),
         }
     }
+
+    /// [`connect`](Self::connect) for async callers: the handshake runs on
+    /// the blocking pool, and the stream comes back as a tokio one.
+    pub async fn connect_async(&self, timeout: Duration) -> io::Result<tokio::net::UnixStream> {
+        let endpoint = self.clone();
+        let stream = match tokio::task::spawn_blocking(move || endpoint.connect(timeout)).await {
+            Ok(result) => result?,
+            Err(join) => match join.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => return Err(io::Error::other("the connect was cancelled")),
+            },
+        };
+        stream.set_nonblocking(true)?;
+        tokio::net::UnixStream::from_std(stream)
+    }
 }
 
 #[cfg(test)]
@@ -558,6 +573,30 @@ mod tests {
         fc.join().unwrap();
 
         let err = endpoint.connect(WAIT).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+    }
+
+    #[tokio::test]
+    async fn async_callers_get_a_tokio_stream_past_the_handshake() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let uds = socket_in(&dir);
+        let fc = fake_firecracker(&uds, |mut stream, _| {
+            stream.write_all(b"OK 1073741824\nhi").unwrap();
+            let mut got = [0u8; 2];
+            stream.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"yo");
+        });
+        let endpoint = AgentEndpoint::for_channel(BackendKind::Firecracker, &uds);
+        let mut stream = endpoint.connect_async(WAIT).await.unwrap();
+        let mut got = [0u8; 2];
+        stream.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hi");
+        stream.write_all(b"yo").await.unwrap();
+        tokio::task::spawn_blocking(move || fc.join().unwrap())
+            .await
+            .unwrap();
+        let err = endpoint.connect_async(WAIT).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
     }
 

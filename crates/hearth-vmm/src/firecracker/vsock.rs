@@ -47,7 +47,7 @@ pub enum VsockError {
         #[source]
         source: io::Error,
     },
-    #[error("the vsock socket {uds} took no connection within {waited:?}: Firecracker is not serving it (the guest has not started its vsock driver)")]
+    #[error("the socket {uds} took no connection within {waited:?}: nobody is serving it (behind Firecracker's vsock: the guest has not started its vsock driver)")]
     QueueFull { uds: PathBuf, waited: Duration },
     #[error("nothing in the guest listens on vsock port {port} (Firecracker hung up after CONNECT): is the guest agent running?")]
     NoListener { port: u32 },
@@ -506,7 +506,7 @@ mod tests {
         };
         assert!(matches!(err, VsockError::QueueFull { .. }), "{err:?}");
         assert!(took >= timeout && took < timeout * 3, "took {took:?}");
-        assert!(err.to_string().contains("not serving it"), "{err}");
+        assert!(err.to_string().contains("nobody is serving it"), "{err}");
         let err = connect(&uds, 1024, timeout).unwrap_err();
         assert_eq!(io::Error::from(err).kind(), io::ErrorKind::TimedOut);
     }

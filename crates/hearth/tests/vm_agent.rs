@@ -1,0 +1,258 @@
+//! The guest agent's channel end to end: a real `hearth serve`, real VMs
+//! under QEMU whose image carries the static `hearth-agent`, the VM's
+//! configuration sent over the persistent link, and what the agent
+//! records read back through the API and the CLI.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::serve::Host;
+use common::text;
+use hearth_types::api::{ServiceLogs, VmHealth};
+use hearth_types::guest::{ServiceState, Stream};
+use hearth_types::VmState;
+
+/// `hearth vm create --config FILE --wait ready`: the id.
+fn create_with(host: &mut Host, config: &serde_json::Value, extra: &[&str]) -> String {
+    let file = host.data().join(format!("config-{}.json", rand_suffix()));
+    std::fs::write(&file, config.to_string()).unwrap();
+    let mut args = vec!["--config", file.to_str().unwrap(), "--wait", "ready"];
+    args.extend_from_slice(extra);
+    host.create(&args)
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn health(host: &mut Host, id: &str) -> VmHealth {
+    host.api()
+        .json("GET", &format!("/v1/vms/{id}/health"), None, 200)
+}
+
+fn logs(host: &mut Host, id: &str, service: &str) -> ServiceLogs {
+    let path = format!("/v1/vms/{id}/services/{service}/logs?tail=10000");
+    host.api().json("GET", &path, None, 200)
+}
+
+/// Polls `f` until it returns `Some`, for at most `within`.
+fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn destroy(host: &mut Host, id: &str) {
+    host.vm_ok(&["rm", id]);
+    host.wait_state(id, VmState::Destroyed, Duration::from_secs(30));
+}
+
+#[test]
+fn vm_a_crashing_services_error_exit_and_crash_loop_outlive_the_vm() {
+    if hearth_testkit::static_agent().is_none() {
+        return;
+    }
+    let mut host = Host::new(&[]);
+    host.start();
+    let config = serde_json::json!({"services": [{
+        "name": "broken",
+        "argv": ["sh", "-c", "echo 'fatal: cannot open /etc/app.conf' >&2; exit 3"],
+        "restart": "always",
+        "crash_loop": {"restarts": 3, "window_secs": 60}
+    }]});
+    let id = create_with(&mut host, &config, &[]);
+    wait_for(Duration::from_secs(60), "a crash loop", || {
+        let h = health(&mut host, &id);
+        h.services.iter().any(|s| s.crash_loop).then_some(())
+    });
+    destroy(&mut host, &id);
+
+    let h = health(&mut host, &id);
+    let s = h
+        .services
+        .iter()
+        .find(|s| s.name == "broken")
+        .expect("the service");
+    assert!(s.crash_loop, "{s:?}");
+    assert_eq!(s.state, ServiceState::CrashLooping, "{s:?}");
+    assert!(s.restarts >= 3, "{s:?}");
+    assert_eq!(s.last_exit.expect("an exit").status.code, Some(3), "{s:?}");
+    let lines = logs(&mut host, &id, "broken").lines;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.stream == Stream::Stderr && l.line == "fatal: cannot open /etc/app.conf"),
+        "{lines:?}"
+    );
+    let out = host.vm_cli(&["logs", &id, "--service", "broken"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stderr fatal: cannot open"));
+    let out = host.vm_cli(&["health", &id]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("crash loop"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn vm_exec_streams_and_cp_moves_files_both_ways_checked() {
+    if hearth_testkit::static_agent().is_none() {
+        return;
+    }
+    let mut host = Host::new(&["--max-file-bytes", "1048576"]);
+    host.start();
+    let id = host.create(&["--wait", "ready"]);
+
+    let out = host.vm_cli(&[
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+
+    let work = tempfile::tempdir().unwrap();
+    let local = work.path().join("payload");
+    let data: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&local, &data).unwrap();
+    let target = format!("{id}:/tmp/payload");
+    let out = host.vm_cli(&["cp", local.to_str().unwrap(), &target]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ours = hex_sha256(&data);
+    let out = host.vm_cli(&["exec", &id, "--", "sha256sum", "/tmp/payload"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&ours),
+        "{}",
+        text(&out)
+    );
+
+    let back = work.path().join("back");
+    let out = host.vm_cli(&["cp", &target, back.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+
+    // Over the bound (1 MiB here), in either direction: refused, named.
+    let big = work.path().join("big");
+    std::fs::write(&big, vec![1u8; 2 << 20]).unwrap();
+    let out = host.vm_cli(&["cp", big.to_str().unwrap(), &format!("{id}:/tmp/big")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("1048576"), "{}", text(&out));
+    let out = host.vm_cli(&[
+        "exec",
+        &id,
+        "--",
+        "dd",
+        "if=/dev/zero",
+        "of=/tmp/big",
+        "bs=1M",
+        "count=2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = host.vm_cli(&["cp", &format!("{id}:/tmp/big"), big.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("1048576"), "{}", text(&out));
+    destroy(&mut host, &id);
+}
+
+fn hex_sha256(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(data))
+}
+
+#[test]
+fn vm_records_printed_while_the_controller_was_down_arrive_once() {
+    if hearth_testkit::static_agent().is_none() {
+        return;
+    }
+    let mut host = Host::new(&[]);
+    host.start();
+    let config = serde_json::json!({"services": [{
+        "name": "ticker",
+        "argv": ["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.3; done"],
+    }]});
+    let id = create_with(&mut host, &config, &[]);
+    let before = wait_for(Duration::from_secs(60), "ticks", || {
+        let n = logs(&mut host, &id, "ticker").lines.len();
+        (n >= 3).then_some(n)
+    });
+    assert!(host.stop_serve().success());
+    std::thread::sleep(Duration::from_secs(4));
+    host.start();
+    // 4 s away at one line per 0.3 s: at least ~10 lines came meanwhile.
+    let lines = wait_for(
+        Duration::from_secs(60),
+        "the lines printed meanwhile",
+        || {
+            let lines = logs(&mut host, &id, "ticker").lines;
+            (lines.len() >= before + 15).then_some(lines)
+        },
+    );
+    let mut seen = BTreeMap::new();
+    for l in &lines {
+        let n: u32 = l
+            .line
+            .strip_prefix("tick ")
+            .and_then(|n| n.parse().ok())
+            .expect("a tick");
+        *seen.entry(n).or_insert(0) += 1;
+    }
+    let last = *seen.keys().last().unwrap();
+    for n in 1..=last {
+        assert_eq!(seen.get(&n), Some(&1), "tick {n} in {lines:?}");
+    }
+    assert!(
+        lines.windows(2).all(|w| w[0].at <= w[1].at),
+        "times out of order"
+    );
+    destroy(&mut host, &id);
+}
+
+#[test]
+fn vm_debian_is_ready_only_once_its_services_port_opens() {
+    if hearth_testkit::static_agent().is_none() {
+        return;
+    }
+    common::ensure_assets("debian");
+    let mut host = Host::new(&[]);
+    host.start();
+    let config = serde_json::json!({"services": [{
+        "name": "late",
+        "argv": ["sh", "-c", "sleep 4; echo opening; while true; do busybox nc -l -p 8080 </dev/null; done"],
+        "readiness": {"kind": "tcp", "port": 8080}
+    }]});
+    let id = create_with(
+        &mut host,
+        &config,
+        &["--image", "debian", "--memory", "512"],
+    );
+    let vm = host.vm(&id);
+    let ready_at = vm.ready_at.expect("ready_at");
+    let lines = logs(&mut host, &id, "late").lines;
+    let opening = lines
+        .iter()
+        .find(|l| l.line == "opening")
+        .unwrap_or_else(|| panic!("no 'opening' line: {lines:?}"));
+    assert!(
+        ready_at >= opening.at,
+        "ready at {ready_at} before the port opened at {}",
+        opening.at
+    );
+    let h = health(&mut host, &id);
+    assert!(h.ready && h.services[0].ready, "{h:?}");
+    destroy(&mut host, &id);
+}

@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 use hearth_agent_proto::{encode_data, GuestMessage, Stream};
 
 use crate::outbox::{Gone, Link};
+use crate::reaper::reaper;
 
 /// Output is sent in chunks of at most this many bytes.
 const CHUNK: usize = 32 * 1024;
-/// The longest pause between two checks of whether the command ended.
-const MAX_NAP: Duration = Duration::from_millis(20);
 
 #[derive(Debug)]
 pub struct Request {
@@ -60,14 +59,15 @@ fn run(req: &Request, out: &Link) -> Result<(), Gone> {
 /// Spawns argv in its own process group, so a timeout kills all of it.
 fn start(req: &Request) -> Result<Child, String> {
     let (program, args) = req.argv.split_first().ok_or("argv is empty")?;
-    Command::new(program)
-        .args(args)
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .envs(req.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
+        .process_group(0);
+    reaper()
+        .spawn(&mut cmd)
         .map_err(|e| format!("cannot start {program:?}: {e}"))
 }
 
@@ -103,22 +103,18 @@ fn pump<R: Read + Send + 'static>(
     })
 }
 
-/// Waits for the command, killing its process group at the deadline;
-/// returns its status and whether it was killed for time.
+/// Waits for the command (through the reaper), killing its process group
+/// at the deadline; returns its status and whether it was killed for time.
 fn wait(child: &mut Child, timeout: Option<Duration>) -> io::Result<(ExitStatus, bool)> {
     let deadline = timeout.map(|t| Instant::now() + t);
-    let mut nap = Duration::from_millis(1);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok((status, false));
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            kill_group(child);
-            return Ok((child.wait()?, true));
-        }
-        thread::sleep(nap);
-        nap = (nap * 2).min(MAX_NAP);
+    if let Some(status) = reaper().wait(child.id(), deadline) {
+        return Ok((status, false));
     }
+    kill_group(child);
+    let status = reaper()
+        .wait(child.id(), None)
+        .ok_or_else(|| io::Error::other("the reaper lost the command"))?;
+    Ok((status, true))
 }
 
 fn kill_group(child: &mut Child) {
@@ -126,12 +122,10 @@ fn kill_group(child: &mut Child) {
         let _ = child.kill();
         return;
     };
-    // SAFETY: kill(2) has no memory-safety preconditions; the group id is
-    // the child's pid (it was spawned with process_group(0)) and the child
-    // is not reaped yet, so the id cannot name an unrelated group.
-    if unsafe { libc::kill(-pgid, libc::SIGKILL) } != 0 {
-        let _ = child.kill();
-    }
+    // SAFETY: kill(2) has no memory-safety preconditions. The group id is
+    // the child's pid (it was spawned with process_group(0)); its status
+    // was not claimed, so at worst the group just ended (ESRCH).
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
 }
 
 fn exit_message(id: u64, status: ExitStatus, timed_out: bool) -> GuestMessage {

@@ -1,20 +1,230 @@
 //! What lives as long as the agent, across hosts: the outbox (records
-//! waiting for acks) and, later, the configuration and the services.
+//! waiting for acks), the configuration, the services and readiness.
+//!
+//! The image's configuration is applied at start. The host's `config`
+//! comes after each welcome; the first is applied, later ones ignored (the
+//! same boot keeps its configuration). With `hearth.config=host` on the
+//! kernel command line the services wait for the host's configuration, and
+//! readiness with them; otherwise the image's configuration alone counts.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
+use hearth_agent_proto::Record;
+use hearth_types::console::READY;
+use hearth_types::guest::{EnvVar, GuestConfig, ServiceSpec};
+
+use crate::config::{self, ConfigError};
 use crate::journal::Limits;
 use crate::outbox::Outbox;
+use crate::services::Supervisor;
+use crate::uptime_ms;
+
+/// Where things are; the defaults are the guest's, tests point them at
+/// temporary directories.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The image's configuration file.
+    pub image_config: PathBuf,
+    /// Where `ready` is written once the VM is ready.
+    pub run_dir: PathBuf,
+    /// Where `hearth: ready` is printed.
+    pub console: PathBuf,
+    /// Wait for the host's configuration before starting services.
+    pub wait_for_host: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            image_config: config::IMAGE_CONFIG.into(),
+            run_dir: "/run/hearth".into(),
+            console: "/dev/console".into(),
+            wait_for_host: host_config_wanted(),
+        }
+    }
+}
+
+/// True when the kernel command line says `hearth.config=host`.
+fn host_config_wanted() -> bool {
+    std::fs::read_to_string("/proc/cmdline")
+        .is_ok_and(|c| c.split_whitespace().any(|w| w == "hearth.config=host"))
+}
+
+#[derive(Debug, Default)]
+struct State {
+    image: GuestConfig,
+    host_applied: bool,
+    /// Configuration done: services known, readiness can be declared.
+    configured: bool,
+    env: Vec<EnvVar>,
+    /// Each wanted service, and whether its check passed.
+    ready: BTreeMap<String, bool>,
+    declared: bool,
+}
 
 #[derive(Debug)]
 pub struct Guest {
     pub outbox: Arc<Outbox>,
+    pub settings: Settings,
+    pub supervisor: Supervisor,
+    state: Mutex<State>,
+    became_ready: Condvar,
 }
 
 impl Guest {
-    pub fn new() -> Arc<Guest> {
-        Arc::new(Guest {
-            outbox: Outbox::start(Limits::default()),
+    /// A guest with nothing applied yet (see [`Guest::start`]).
+    pub fn new(settings: Settings) -> Arc<Guest> {
+        Arc::new_cyclic(|me: &Weak<Guest>| {
+            let outbox = Outbox::start(Limits::default());
+            let me = me.clone();
+            let on_ready = Arc::new(move |name: &str| {
+                if let Some(g) = me.upgrade() {
+                    g.service_ready(name);
+                }
+            });
+            Guest {
+                supervisor: Supervisor::new(outbox.clone(), on_ready),
+                outbox,
+                settings,
+                state: Mutex::new(State::default()),
+                became_ready: Condvar::new(),
+            }
         })
+    }
+
+    /// Applies the image's configuration; starts its services unless the
+    /// host's configuration is awaited.
+    pub fn start(&self) {
+        let image = match config::load(&self.settings.image_config) {
+            Ok(c) => c.unwrap_or_default(),
+            Err(e) => {
+                self.config_failed(&e);
+                GuestConfig::default()
+            }
+        };
+        for e in config::apply_system(&image) {
+            self.config_failed(&e);
+        }
+        let mut st = self.lock();
+        st.env = image.env.clone();
+        st.image = image;
+        if !self.settings.wait_for_host {
+            let services = st.image.services.clone();
+            self.configure(st, services);
+        }
+    }
+
+    /// Applies the host's configuration, the first time only.
+    pub fn host_config(&self, host: GuestConfig) {
+        let mut st = self.lock();
+        if st.host_applied {
+            return;
+        }
+        st.host_applied = true;
+        let host = match host.check() {
+            Ok(()) => host,
+            Err(message) => {
+                self.config_failed(&ConfigError::Invalid(message));
+                GuestConfig::default()
+            }
+        };
+        drop(st);
+        for e in config::apply_system(&host) {
+            self.config_failed(&e);
+        }
+        let mut st = self.lock();
+        st.env = config::merge_env(&st.image.env, &host.env);
+        let services = config::merge_services(&st.image.services, &host.services);
+        self.configure(st, services);
+    }
+
+    /// The environment for execs and services.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.lock()
+            .env
+            .iter()
+            .map(|v| (v.name.clone(), v.value.clone()))
+            .collect()
+    }
+
+    /// Blocks until the VM is ready.
+    #[allow(dead_code)] // the init (PID 1) waits: next commits
+    pub fn wait_ready(&self) {
+        let mut st = self.lock();
+        while !st.declared {
+            st = self
+                .became_ready
+                .wait(st)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Runs `services`, records `config_applied`, and lets readiness count.
+    fn configure(&self, mut st: MutexGuard<'_, State>, services: Vec<ServiceSpec>) {
+        let old = std::mem::take(&mut st.ready);
+        st.ready = services
+            .iter()
+            .map(|s| (s.name.clone(), old.get(&s.name) == Some(&true)))
+            .collect();
+        st.configured = true;
+        let env = st.env.clone();
+        drop(st);
+        self.outbox.record(Record::ConfigApplied {
+            uptime_ms: uptime_ms(),
+            services: services.clone(),
+        });
+        let env: Vec<(String, String)> = env.into_iter().map(|v| (v.name, v.value)).collect();
+        self.supervisor.converge(&services, &env);
+        self.declare_if_ready();
+    }
+
+    fn service_ready(&self, name: &str) {
+        if let Some(r) = self.lock().ready.get_mut(name) {
+            *r = true;
+        }
+        self.declare_if_ready();
+    }
+
+    /// Once configured and every service ready: the `ready` record,
+    /// `RUN_DIR/ready`, and `hearth: ready` on the console. Once.
+    fn declare_if_ready(&self) {
+        let mut st = self.lock();
+        if st.declared || !st.configured || st.ready.values().any(|r| !r) {
+            return;
+        }
+        st.declared = true;
+        drop(st);
+        self.outbox.record(Record::Ready {
+            uptime_ms: uptime_ms(),
+        });
+        let dir = &self.settings.run_dir;
+        if let Err(e) = std::fs::create_dir_all(dir)
+            .and_then(|()| config::write_atomically(&dir.join("ready"), b"", 0o644))
+        {
+            eprintln!("hearth-agent: writing {}/ready failed: {e}", dir.display());
+        }
+        if let Ok(mut console) = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.settings.console)
+        {
+            let _ = writeln!(console, "{READY}");
+        }
+        self.became_ready.notify_all();
+    }
+
+    fn config_failed(&self, e: &ConfigError) {
+        let message = crate::session::chain(e);
+        eprintln!("hearth-agent: configuration: {message}");
+        self.outbox.record(Record::ConfigFailed {
+            uptime_ms: uptime_ms(),
+            message,
+        });
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -74,6 +74,7 @@ impl Journal {
         self.entries.get(i).map(|e| (e.seq, e.record.clone()))
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -14,15 +14,24 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hearth_agent_proto::{GuestMessage, PROTOCOL};
 
+use crate::args::Transport;
 use crate::guest::Guest;
 
+mod args;
+mod backoff;
+mod config;
 mod exec;
 mod guest;
 mod io;
 mod journal;
+mod lines;
 mod outbox;
 mod port;
+mod readiness;
+mod reaper;
+mod services;
 mod session;
+mod user;
 
 /// How long to wait for the port to show up: the virtio_console module may
 /// still be probing when init starts us.
@@ -41,18 +50,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Where the host is.
-#[derive(Debug, PartialEq, Eq)]
-enum Transport {
-    /// A virtio-serial port, by name.
-    Port(String),
-    /// A Unix socket the host listens on.
-    Unix(PathBuf),
-}
-
 fn run() -> anyhow::Result<()> {
-    let transport = transport(std::env::args().skip(1))?;
-    let guest = Guest::new();
+    let options = args::parse(std::env::args().skip(1)).map_err(anyhow::Error::msg)?;
+    let Some(transport) = options.transport else {
+        anyhow::bail!("no channel given; {}", args::USAGE);
+    };
+    let guest = Guest::new(options.settings);
+    guest.start();
     match transport {
         Transport::Port(name) => serve_port(name, &guest),
         Transport::Unix(path) => serve_unix(path, &guest),
@@ -102,21 +106,6 @@ fn open_port(name: &str) -> anyhow::Result<io::Port> {
     }
 }
 
-const USAGE: &str = "usage: hearth-agent --port NAME | --connect unix:PATH";
-
-/// The transport named by the arguments: `--port NAME` or
-/// `--connect unix:PATH`.
-fn transport(mut args: impl Iterator<Item = String>) -> anyhow::Result<Transport> {
-    match (args.next().as_deref(), args.next(), args.next()) {
-        (Some("--port"), Some(name), None) if !name.is_empty() => Ok(Transport::Port(name)),
-        (Some("--connect"), Some(target), None) => match target.strip_prefix("unix:") {
-            Some(path) if !path.is_empty() => Ok(Transport::Unix(PathBuf::from(path))),
-            _ => anyhow::bail!("--connect {target:?}: give unix:PATH; {USAGE}"),
-        },
-        _ => anyhow::bail!("{USAGE}"),
-    }
-}
-
 fn hello() -> GuestMessage {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_owned())
@@ -140,35 +129,4 @@ pub fn uptime_ms() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1000
         + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000_000
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(a: &[&str]) -> impl Iterator<Item = String> {
-        a.iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .into_iter()
-    }
-
-    #[test]
-    fn a_port_or_a_unix_socket_is_named() {
-        assert_eq!(
-            transport(args(&["--port", "hearth.agent"])).unwrap(),
-            Transport::Port("hearth.agent".into())
-        );
-        assert_eq!(
-            transport(args(&["--connect", "unix:/tmp/a.sock"])).unwrap(),
-            Transport::Unix("/tmp/a.sock".into())
-        );
-        assert!(transport(args(&[])).is_err());
-        assert!(transport(args(&["--port"])).is_err());
-        assert!(transport(args(&["--port", ""])).is_err());
-        assert!(transport(args(&["--port", "a", "b"])).is_err());
-        let err = transport(args(&["--connect", "/tmp/a.sock"])).unwrap_err();
-        assert!(err.to_string().contains("unix:PATH"), "{err}");
-        assert!(transport(args(&["--connect", "unix:"])).is_err());
-    }
 }

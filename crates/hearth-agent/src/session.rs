@@ -106,6 +106,7 @@ impl<R: Read> Session<R> {
         };
         match msg {
             HostMessage::Ack { seq } => self.guest.outbox.ack(seq),
+            HostMessage::Config { config } => self.guest.host_config(config),
             HostMessage::Exec {
                 id,
                 argv,
@@ -113,10 +114,12 @@ impl<R: Read> Session<R> {
                 timeout_ms,
                 tty: _,
             } => {
+                let mut all_env = self.guest.env();
+                all_env.extend(env);
                 let request = exec::Request {
                     id,
                     argv,
-                    env,
+                    env: all_env,
                     timeout: timeout_ms.map(Duration::from_millis),
                 };
                 exec::spawn(request, link);
@@ -211,6 +214,17 @@ mod tests {
 
     use super::*;
 
+    fn test_guest() -> Arc<Guest> {
+        let guest = Guest::new(crate::guest::Settings {
+            image_config: "/nonexistent/agent.json".into(),
+            run_dir: std::env::temp_dir().join("hearth-agent-unit"),
+            console: "/dev/null".into(),
+            wait_for_host: false,
+        });
+        guest.start();
+        guest
+    }
+
     fn hello() -> GuestMessage {
         GuestMessage::Hello {
             protocol: PROTOCOL,
@@ -225,15 +239,22 @@ mod tests {
     fn agent() -> (UnixStream, JoinHandle<Result<(), SessionError>>) {
         let (host, guest) = UnixStream::pair().unwrap();
         let handle = std::thread::spawn(move || {
-            let mut s = Session::new(guest.try_clone().unwrap(), guest, Guest::new());
+            let mut s = Session::new(guest.try_clone().unwrap(), guest, test_guest());
             s.handshake(hello())?;
             s.serve()
         });
         (host, handle)
     }
 
+    /// The next message that is not a record (the guest's own
+    /// `config_applied` and `ready` come first) or a heartbeat.
     fn recv(host: &mut UnixStream) -> GuestMessage {
-        read_frame(host).unwrap().expect("the agent hung up")
+        loop {
+            match read_frame(host).unwrap().expect("the agent hung up") {
+                GuestMessage::Record { .. } | GuestMessage::Heartbeat { .. } => {}
+                other => return other,
+            }
+        }
     }
 
     fn welcome(host: &mut UnixStream) {
@@ -380,7 +401,7 @@ mod tests {
                 || Ok(rx.recv().ok().map(|g| (g.try_clone().unwrap(), g))),
                 hello,
                 Duration::from_millis(10),
-                &Guest::new(),
+                &test_guest(),
             )
         });
         (tx, handle)

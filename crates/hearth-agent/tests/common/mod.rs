@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use hearth_agent_proto::{
     decode_data, read_frame, write_frame, GuestMessage, HostMessage, Record, Stream, PROTOCOL,
 };
+use hearth_types::guest::GuestConfig;
 
 /// How long any single wait of a test may take before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -30,14 +31,30 @@ impl Drop for Agent {
 }
 
 impl Agent {
-    /// Starts the agent with `extra` arguments after `--connect`.
+    /// Starts the agent with `extra` arguments; its image config, run dir
+    /// and console are files in its temporary directory.
     pub fn start(extra: &[&str]) -> Agent {
+        Self::start_with_image_config(None, extra)
+    }
+
+    /// As [`Agent::start`], with `image_config` as its agent.json.
+    pub fn start_with_image_config(image_config: Option<&str>, extra: &[&str]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::File::create(dir.path().join("console")).unwrap();
+        if let Some(text) = image_config {
+            std::fs::write(dir.path().join("agent.json"), text).unwrap();
+        }
         let socket = dir.path().join("agent.sock");
         let listener = UnixListener::bind(&socket).unwrap();
         let target = format!("unix:{}", socket.display());
         let child = Command::new(env!("CARGO_BIN_EXE_hearth-agent"))
             .args(["--connect", &target])
+            .arg("--config")
+            .arg(dir.path().join("agent.json"))
+            .arg("--run-dir")
+            .arg(dir.path().join("run"))
+            .arg("--console")
+            .arg(dir.path().join("console"))
             .args(extra)
             .stdin(Stdio::null())
             .spawn()
@@ -160,6 +177,27 @@ impl Host {
             }
         }
     }
+}
+
+/// A configuration from JSON (the shape of agent.json).
+pub fn config(json: serde_json::Value) -> GuestConfig {
+    serde_json::from_value(json).expect("a valid configuration")
+}
+
+/// The lines of a service's output among `records`.
+pub fn log_lines(records: &[(u64, Record)], service: &str, stream: Stream) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Record::ServiceLog {
+                service: s,
+                stream: st,
+                line,
+                ..
+            } if s == service && *st == stream => Some(line.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Waits for `path` to exist.

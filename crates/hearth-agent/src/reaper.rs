@@ -1,0 +1,168 @@
+//! The one place children are waited for. A single thread reaps every
+//! child that ends (`waitpid(-1)`), so that when the agent is PID 1 the
+//! orphans the kernel hands it are reaped too, and keeps each status until
+//! whoever spawned that pid claims it (a status can arrive before its claim).
+//!
+//! The standard library waits for a child itself when its exec fails; the
+//! reaper must not take that status first. So spawning holds a read lock,
+//! and the reaper only reaps under the write lock: it first waits without
+//! reaping (`waitid(WNOWAIT)`) until some child has ended.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::{Condvar, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+/// Unclaimed statuses older than this belonged to orphans: forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(60);
+/// With no children at all, how often to look for new orphans.
+const IDLE_NAP: Duration = Duration::from_millis(500);
+
+#[derive(Debug)]
+pub struct Reaper {
+    spawning: RwLock<()>,
+    ended: Mutex<HashMap<u32, (ExitStatus, Instant)>>,
+    changed: Condvar,
+    /// Wakes the idle reaper when a child was spawned.
+    spawned: (Mutex<u64>, Condvar),
+}
+
+/// The agent's reaper, started on first use.
+pub fn reaper() -> &'static Reaper {
+    static REAPER: OnceLock<&'static Reaper> = OnceLock::new();
+    REAPER.get_or_init(|| {
+        let r: &'static Reaper = Box::leak(Box::new(Reaper {
+            spawning: RwLock::new(()),
+            ended: Mutex::new(HashMap::new()),
+            changed: Condvar::new(),
+            spawned: (Mutex::new(0), Condvar::new()),
+        }));
+        std::thread::spawn(move || r.reap_loop());
+        r
+    })
+}
+
+impl Reaper {
+    /// Spawns `cmd`; its status must be claimed with [`Reaper::wait`], never
+    /// with `Child::wait`.
+    pub fn spawn(&self, cmd: &mut Command) -> io::Result<Child> {
+        let child = {
+            let _guard = self.spawning.read().unwrap_or_else(|p| p.into_inner());
+            cmd.spawn()?
+        };
+        let (count, wake) = &self.spawned;
+        *count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        wake.notify_all();
+        Ok(child)
+    }
+
+    /// Waits for `pid` to end, at most until `deadline`; `None` at the
+    /// deadline (the child still runs).
+    pub fn wait(&self, pid: u32, deadline: Option<Instant>) -> Option<ExitStatus> {
+        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some((status, _)) = ended.remove(&pid) {
+                return Some(status);
+            }
+            ended = match deadline {
+                None => self.changed.wait(ended).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.checked_duration_since(Instant::now())?;
+                    self.changed
+                        .wait_timeout(ended, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    fn reap_loop(&self) {
+        loop {
+            if !wait_for_an_ended_child() {
+                self.nap();
+                continue;
+            }
+            let _guard = self.spawning.write().unwrap_or_else(|p| p.into_inner());
+            let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some((pid, status)) = reap_one() {
+                ended.insert(pid, (status, Instant::now()));
+            }
+            ended.retain(|_, (_, at)| at.elapsed() < FORGET_AFTER);
+            self.changed.notify_all();
+        }
+    }
+
+    /// Sleeps until a spawn or `IDLE_NAP` (orphans arrive unannounced).
+    fn nap(&self) {
+        let (count, wake) = &self.spawned;
+        let seen = count.lock().unwrap_or_else(|p| p.into_inner());
+        let start = *seen;
+        let _ = wake
+            .wait_timeout_while(seen, IDLE_NAP, |c| *c == start)
+            .unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+/// Blocks until some child has ended, without reaping it; false when there
+/// are no children.
+fn wait_for_an_ended_child() -> bool {
+    loop {
+        // SAFETY: an all-zero siginfo_t is valid; waitid writes into it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is valid and writable for the call.
+        let r = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if r == 0 {
+            return true;
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return false;
+        }
+    }
+}
+
+/// Reaps one ended child, if any.
+fn reap_one() -> Option<(u32, ExitStatus)> {
+    let mut status = 0;
+    // SAFETY: `status` is valid and writable for the call.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    let pid = u32::try_from(pid).ok().filter(|p| *p > 0)?;
+    Some((pid, ExitStatus::from_raw(status)))
+}
+
+#[cfg(test)]
+#[allow(clippy::zombie_processes)] // the reaper waits, not `Child::wait`
+mod tests {
+    use std::process::Stdio;
+
+    use super::*;
+
+    #[test]
+    fn a_status_is_kept_until_claimed_and_a_deadline_ends_a_wait() {
+        let r = reaper();
+        let quick = r.spawn(Command::new("sh").args(["-c", "exit 7"])).unwrap();
+        let slow = r.spawn(Command::new("sleep").arg("5")).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let status = r.wait(quick.id(), None).unwrap();
+        assert_eq!(status.code(), Some(7));
+        let soon = Instant::now() + Duration::from_millis(100);
+        assert_eq!(r.wait(slow.id(), Some(soon)), None);
+        // SAFETY: kill(2) on our own child, not reaped yet.
+        unsafe { libc::kill(slow.id() as i32, libc::SIGKILL) };
+        let status = r.wait(slow.id(), None).unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn a_failed_exec_is_an_error_not_a_panic() {
+        let r = reaper();
+        for _ in 0..50 {
+            let err = r
+                .spawn(Command::new("/nonexistent/x").stdout(Stdio::null()))
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        }
+    }
+}

@@ -18,6 +18,9 @@ use crate::exec;
 use crate::guest::Guest;
 use crate::outbox::Link;
 
+/// How often a connected agent says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error("sending hello to the host failed")]
@@ -70,7 +73,9 @@ impl<R: Read> Session<R> {
         match answer {
             Some(HostMessage::Welcome { protocol, acked }) => {
                 let protocol = check_version(protocol)?;
-                self.link = Some(self.guest.outbox.attach(writer, acked));
+                let link = self.guest.outbox.attach(writer, acked);
+                start_heartbeat(link.clone());
+                self.link = Some(link);
                 Ok(protocol)
             }
             Some(HostMessage::Refused { reason }) => Err(SessionError::Refused(reason)),
@@ -130,6 +135,19 @@ impl<R: Read> Session<R> {
             ),
         }
     }
+}
+
+/// `heartbeat` every `HEARTBEAT` while this connection lasts.
+fn start_heartbeat(link: Link) {
+    std::thread::spawn(move || loop {
+        std::thread::sleep(HEARTBEAT);
+        let beat = GuestMessage::Heartbeat {
+            uptime_ms: crate::uptime_ms(),
+        };
+        if link.send(beat).is_err() {
+            return;
+        }
+    });
 }
 
 /// A message's type, for logs (never its contents: they may be secret).

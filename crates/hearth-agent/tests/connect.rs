@@ -50,3 +50,19 @@ fn the_agent_waits_for_a_listener_to_appear() {
         "{hello:?}"
     );
 }
+
+#[test]
+fn a_connected_agent_sends_a_heartbeat_every_two_seconds() {
+    let agent = Agent::start(&[]);
+    let mut host = agent.connect(0);
+    let start = std::time::Instant::now();
+    let mut beats = Vec::new();
+    while beats.len() < 2 {
+        if let GuestMessage::Heartbeat { uptime_ms } = host.recv() {
+            beats.push((start.elapsed(), uptime_ms));
+        }
+    }
+    let gap = beats[1].1 - beats[0].1;
+    assert!((1500..=3000).contains(&gap), "{gap} ms between beats");
+    assert!(beats[0].0 < std::time::Duration::from_secs(3), "{beats:?}");
+}

@@ -15,13 +15,13 @@ mod session;
 mod wire;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hearth_store::Store;
 use hearth_types::guest::Stream;
 use hearth_types::VmId;
+use hearth_vmm::AgentEndpoint;
 use tokio::sync::{mpsc, watch};
 
 /// What a link tells its owner.
@@ -35,8 +35,9 @@ pub enum Notice {
 #[derive(Clone, Debug)]
 pub struct LinkSpec {
     pub vm: VmId,
-    /// QEMU's socket for the VM's `hearth.agent` port.
-    pub socket: PathBuf,
+    /// Where the agent is: QEMU's socket for the VM's `hearth.agent` port,
+    /// or Firecracker's vsock socket and port.
+    pub endpoint: AgentEndpoint,
     pub store: Arc<dyn Store>,
     pub notices: mpsc::UnboundedSender<Notice>,
 }

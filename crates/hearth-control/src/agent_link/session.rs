@@ -11,7 +11,6 @@ use hearth_store::AgentHello;
 use hearth_types::{error_chain, Timestamp};
 use sha2::{Digest, Sha256};
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -26,6 +25,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// and connecting again after [`HANGUP_GAP`] wakes it.
 const HELLO_TRY: Duration = Duration::from_secs(2);
 const HANGUP_GAP: Duration = Duration::from_millis(250);
+/// How long one connect (Firecracker's vsock handshake included) may take.
+const CONNECT_TRY: Duration = Duration::from_secs(1);
 /// A write the agent does not take within this ends the connection.
 const WRITE_WINDOW: Duration = Duration::from_secs(30);
 /// Records stored (and acked) in one transaction, at most.
@@ -118,7 +119,9 @@ struct Connection {
 /// Connects, reads the hello, answers welcome (with the ack of the hello's
 /// instance) and sends the VM's configuration.
 async fn greet(spec: &LinkSpec) -> Result<Connection, Greet> {
-    let stream = UnixStream::connect(&spec.socket)
+    let stream = spec
+        .endpoint
+        .connect_async(CONNECT_TRY)
         .await
         .map_err(|_| Greet::Unreachable)?;
     let (mut reader, mut writer) = stream.into_split();

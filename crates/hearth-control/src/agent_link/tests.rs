@@ -46,7 +46,7 @@ async fn rig() -> Rig {
     let (tx, notices) = mpsc::unbounded_channel();
     let link = spawn(LinkSpec {
         vm: vm.clone(),
-        socket,
+        endpoint: hearth_vmm::AgentEndpoint::Unix(socket),
         store: store.clone(),
         notices: tx,
     });
@@ -300,7 +300,7 @@ async fn a_stopped_link_ends_and_refuses_requests() {
     let (tx, _rx) = mpsc::unbounded_channel();
     links.start(LinkSpec {
         vm: rig.vm.clone(),
-        socket: rig._dir.path().join("none.sock"),
+        endpoint: hearth_vmm::AgentEndpoint::Unix(rig._dir.path().join("none.sock")),
         store: rig.store.clone(),
         notices: tx,
     });

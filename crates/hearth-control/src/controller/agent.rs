@@ -6,20 +6,19 @@ use std::sync::Arc;
 
 use hearth_guestkit::image::{BuildInputs, ImageName, Manifest};
 use hearth_types::{BackendKind, VmId};
+use hearth_vmm::AgentEndpoint;
 use tokio::sync::mpsc;
 
 use super::{prepare_files, watch, Controller};
 use crate::agent_link::{LinkSpec, Notice};
 
-/// Starts the link of a VM whose hypervisor was started or adopted.
-/// Firecracker VMs have no agent channel yet.
+/// Starts the link of a VM whose hypervisor was started or adopted: over
+/// QEMU's virtio-serial socket, or Firecracker's vsock.
 pub(super) fn start_link(ctl: &Controller, id: &VmId, backend: BackendKind) {
-    if backend != BackendKind::Qemu {
-        return;
-    }
+    let socket = prepare_files(ctl, id).agent_socket;
     ctl.links.start(LinkSpec {
         vm: id.clone(),
-        socket: prepare_files(ctl, id).agent_socket,
+        endpoint: AgentEndpoint::for_channel(backend, &socket),
         store: Arc::clone(&ctl.store),
         notices: ctl.notice_tx.clone(),
     });

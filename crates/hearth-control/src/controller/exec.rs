@@ -28,7 +28,7 @@ pub enum ExecError {
     Control(#[from] ControlError),
     #[error("VM {id} is {state}, not ready: exec needs a ready VM (`hearth vm show {id}`)")]
     NotReady { id: VmId, state: VmState },
-    #[error("VM {0} runs under Firecracker, which has no agent channel yet: exec needs a QEMU VM")]
+    #[error("VM {0} runs under Firecracker and its agent did not connect over vsock: is the image built with an agent that listens on vsock? a QEMU VM has the virtio-serial channel")]
     NoChannel(VmId),
     #[error("the agent of VM {vm} is not connected (none within {}s): is the image built with the agent? run scripts/build-agent and rebuild the image (`hearth image build --force`); the VM's console (`hearth vm console {vm}`) shows the agent's side", CONNECT_WINDOW.as_secs())]
     Unreachable { vm: VmId },
@@ -164,15 +164,13 @@ pub(super) async fn ready_link(
             state: record.vm.state,
         });
     }
-    if record.vm.backend == BackendKind::Firecracker {
-        return Err(ExecError::NoChannel(id.clone()));
-    }
-    let link = ctl
-        .links
-        .get(id)
-        .ok_or_else(|| ExecError::Unreachable { vm: id.clone() })?;
+    let unreachable = || match record.vm.backend {
+        BackendKind::Firecracker => ExecError::NoChannel(id.clone()),
+        BackendKind::Qemu => ExecError::Unreachable { vm: id.clone() },
+    };
+    let link = ctl.links.get(id).ok_or_else(unreachable)?;
     if !link.wait_connected(CONNECT_WINDOW).await {
-        return Err(ExecError::Unreachable { vm: id.clone() });
+        return Err(unreachable());
     }
     Ok(link)
 }

@@ -1,0 +1,209 @@
+//! Diagnosis rules that need the agent's side of the story, on real VMs
+//! behind the real API: a minimal image whose agent binary is broken (the
+//! VM waits for an agent that never connects: `agent_never_connected`,
+//! with the console's last lines).
+//!
+//! The server here runs with agent readiness on (the VM is ready when its
+//! agent says so), which `common::vm_server` leaves at its default, and on
+//! a data directory whose `minimal` image is derived by the test.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hearth_control::controller::{Controller, ControllerConfig};
+use hearth_guestkit::image::ImageName;
+use hearth_guestkit::DataDir;
+use hearth_server::{mint_token, ServerConfig};
+use hearth_store::SqliteStore;
+use hearth_types::api::{Diagnosis, Vm};
+use hearth_types::{FailureCode, TenantId, VmState};
+
+/// A server on `dir` with agent readiness on, its reconcilers running.
+struct AgentServer {
+    base: String,
+    http: reqwest::Client,
+    token: String,
+    _reconcilers: tokio::task::JoinHandle<()>,
+}
+
+impl AgentServer {
+    async fn start(dir: &Path) -> AgentServer {
+        let data = DataDir::new(dir);
+        let store = SqliteStore::open(&data.store_file()).expect("store opens");
+        let mut cc = ControllerConfig::new(data);
+        cc.tick = Duration::from_millis(200);
+        cc.grace = Duration::from_secs(5);
+        cc.agent_readiness = true;
+        let controller = Controller::new(Arc::new(store), cc);
+        let reconcilers = controller.start().await;
+        let (secret, record) = mint_token("team-a".parse::<TenantId>().expect("tenant"), false);
+        controller
+            .store()
+            .insert_token(&record)
+            .await
+            .expect("token stored");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(hearth_server::serve_on(
+            listener,
+            controller,
+            ServerConfig::default(),
+            std::future::pending(),
+        ));
+        AgentServer {
+            base,
+            http: reqwest::Client::new(),
+            token: secret,
+            _reconcilers: reconcilers,
+        }
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET");
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.expect("JSON")
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: &str) -> reqwest::Response {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// GETs the VM until `done` holds, at most `limit`.
+    async fn wait_vm(&self, id: &str, limit: Duration, done: impl Fn(&Vm) -> bool) -> Vm {
+        let started = Instant::now();
+        loop {
+            let vm: Vm = self.get(&format!("/v1/vms/{id}")).await;
+            if done(&vm) {
+                return vm;
+            }
+            assert!(started.elapsed() < limit, "VM {id} after {limit:?}: {vm:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// A data directory sharing the suite's kernels, whose `minimal` image is
+/// the shared one with `/bin/hearth-agent` cut to its first 4 KiB (an ELF
+/// header and nothing the kernel can run), and the same manifest: the
+/// image still says it carries the agent.
+fn data_dir_with_broken_agent() -> tempfile::TempDir {
+    let agent = hearth_testkit::static_agent().expect("a static agent");
+    // As scripts/test does: the shared image is built with the agent, never
+    // rebuilt here without it.
+    if std::env::var_os("HEARTH_AGENT").is_none() {
+        std::env::set_var("HEARTH_AGENT", &agent);
+    }
+    let shared = hearth_testkit::test_data_dir();
+    let data = DataDir::new(&shared);
+    hearth_guestkit::kernel::fetch_debian_cloud_kernel(&data, &mut |_| {}).expect("kernel fetch");
+    hearth_guestkit::image::ensure_image(&data, ImageName::Minimal, false, &mut |_| {})
+        .expect("minimal image builds");
+    let dir = tempfile::Builder::new()
+        .prefix("hearth-server-")
+        .tempdir()
+        .expect("tempdir");
+    for name in ["kernels", "cache", "locks"] {
+        std::os::unix::fs::symlink(shared.join(name), dir.path().join(name)).expect("symlink");
+    }
+    let minimal = shared.join("images/minimal");
+    let image = dir.path().join("images/minimal");
+    std::fs::create_dir_all(&image).expect("image dir");
+    std::fs::copy(minimal.join("manifest.json"), image.join("manifest.json")).expect("manifest");
+    let rootfs = image.join("rootfs.ext4");
+    std::fs::copy(minimal.join("rootfs.ext4"), &rootfs).expect("rootfs copy");
+    let agent = std::fs::read(agent).expect("read the agent");
+    let broken = dir.path().join("hearth-agent");
+    std::fs::write(&broken, &agent[..4096]).expect("truncated agent");
+    let script = format!(
+        "rm /bin/hearth-agent\nwrite {} /bin/hearth-agent\nsif /bin/hearth-agent mode 0100755\n",
+        broken.display()
+    );
+    let commands = dir.path().join("debugfs.cmds");
+    std::fs::write(&commands, script).expect("debugfs script");
+    let out = Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&commands)
+        .arg(&rootfs)
+        .output()
+        .expect("debugfs runs (e2fsprogs)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.lines().all(|l| l.starts_with("debugfs ")),
+        "debugfs: {stderr}"
+    );
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_never_connects_is_named_with_the_last_console_lines() {
+    if hearth_testkit::static_agent().is_none() {
+        return; // static_agent printed why
+    }
+    let dir = tokio::task::spawn_blocking(data_dir_with_broken_agent)
+        .await
+        .expect("assets task");
+    let server = AgentServer::start(dir.path()).await;
+    let body = r#"{"image":"minimal","readiness_timeout_secs":15}"#;
+    let r = server.send(reqwest::Method::POST, "/v1/vms", body).await;
+    assert!(r.status().is_success(), "create: {}", r.status());
+    let vm: Vm = r.json().await.expect("a Vm");
+    let id = vm.id.to_string();
+    let failed = server
+        .wait_vm(&id, Duration::from_secs(90), |vm| {
+            vm.state == VmState::Failed
+        })
+        .await;
+    assert_eq!(
+        failed.failure.as_ref().map(|f| f.code),
+        Some(FailureCode::BootTimeout),
+        "{failed:?}"
+    );
+
+    let found: Diagnosis = server.get(&format!("/v1/vms/{id}/diagnosis")).await;
+    eprintln!("{found:#?}");
+    let f = found
+        .findings
+        .iter()
+        .find(|f| f.rule == "agent_never_connected")
+        .unwrap_or_else(|| panic!("no agent_never_connected: {found:#?}"));
+    assert!(f.cause.contains("never connected"), "{f:?}");
+    assert!(
+        f.evidence.iter().any(|l| l.contains("hearth: ready")),
+        "the console's last lines are quoted: {f:?}"
+    );
+    // Cut short, the agent dies of SIGBUS/SIGSEGV as a background job of
+    // the init: nothing of its own reaches the console.
+    assert!(
+        f.cause.contains("it printed nothing on the console either"),
+        "{f:?}"
+    );
+    assert!(f.fix.contains("hearth.agent"), "{f:?}");
+
+    let r = server
+        .send(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), "")
+        .await;
+    assert_eq!(r.status(), 202);
+    server
+        .wait_vm(&id, Duration::from_secs(60), |vm| {
+            vm.state == VmState::Destroyed
+        })
+        .await;
+}

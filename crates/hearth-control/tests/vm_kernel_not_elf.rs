@@ -49,6 +49,7 @@ async fn a_bzimage_firecracker_cannot_load_is_kernel_not_elf_and_hearth_extracts
         .iter()
         .find(|f| f.rule == "kernel_not_elf")
         .unwrap_or_else(|| panic!("no kernel_not_elf in {found:#?}\nfirecracker said:\n{log}"));
+    eprintln!("{f:#?}");
     assert!(
         f.evidence
             .iter()

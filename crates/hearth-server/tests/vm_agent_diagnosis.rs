@@ -1,7 +1,8 @@
 //! Diagnosis rules that need the agent's side of the story, on real VMs
 //! behind the real API: a minimal image whose agent binary is broken (the
 //! VM waits for an agent that never connects: `agent_never_connected`,
-//! with the console's last lines).
+//! with the console's last lines), and a service whose readiness port never
+//! opens (`readiness_never_passed`, with the service's last output).
 //!
 //! The server here runs with agent readiness on (the VM is ready when its
 //! agent says so), which `common::vm_server` leaves at its default, and on
@@ -196,6 +197,91 @@ async fn an_agent_that_never_connects_is_named_with_the_last_console_lines() {
         "{f:?}"
     );
     assert!(f.fix.contains("hearth.agent"), "{f:?}");
+
+    let r = server
+        .send(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), "")
+        .await;
+    assert_eq!(r.status(), 202);
+    server
+        .wait_vm(&id, Duration::from_secs(60), |vm| {
+            vm.state == VmState::Destroyed
+        })
+        .await;
+}
+
+/// A data directory of its own sharing the suite's kernel and minimal
+/// image, which carries the static agent.
+fn data_dir_with_agent_image() -> tempfile::TempDir {
+    let agent = hearth_testkit::static_agent().expect("a static agent");
+    if std::env::var_os("HEARTH_AGENT").is_none() {
+        std::env::set_var("HEARTH_AGENT", &agent);
+    }
+    let shared = DataDir::new(hearth_testkit::test_data_dir());
+    hearth_guestkit::kernel::fetch_debian_cloud_kernel(&shared, &mut |_| {}).expect("kernel fetch");
+    hearth_guestkit::image::ensure_image(&shared, ImageName::Minimal, false, &mut |_| {})
+        .expect("minimal image builds");
+    hearth_testkit::private_data_dir()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readiness_port_that_never_opens_is_named_with_the_services_output() {
+    if hearth_testkit::static_agent().is_none() {
+        return; // static_agent printed why
+    }
+    let dir = tokio::task::spawn_blocking(data_dir_with_agent_image)
+        .await
+        .expect("assets task");
+    let server = AgentServer::start(dir.path()).await;
+    // It says it listens, on the wrong port, and never opens 8080.
+    let body = serde_json::json!({
+        "image": "minimal",
+        "readiness_timeout_secs": 20,
+        "config": {"services": [{
+            "name": "web",
+            "argv": ["sh", "-c", "echo 'listening on 0.0.0.0:8081'; exec sleep 600"],
+            "readiness": {"kind": "tcp", "port": 8080}
+        }]}
+    });
+    let r = server
+        .send(reqwest::Method::POST, "/v1/vms", &body.to_string())
+        .await;
+    assert!(r.status().is_success(), "create: {}", r.status());
+    let vm: Vm = r.json().await.expect("a Vm");
+    let id = vm.id.to_string();
+    let failed = server
+        .wait_vm(&id, Duration::from_secs(90), |vm| {
+            vm.state == VmState::Failed
+        })
+        .await;
+    assert_eq!(
+        failed.failure.as_ref().map(|f| f.code),
+        Some(FailureCode::BootTimeout),
+        "{failed:?}"
+    );
+
+    let found: Diagnosis = server.get(&format!("/v1/vms/{id}/diagnosis")).await;
+    eprintln!("{found:#?}");
+    let f = found
+        .findings
+        .iter()
+        .find(|f| f.rule == "readiness_never_passed")
+        .unwrap_or_else(|| panic!("no readiness_never_passed: {found:#?}"));
+    assert!(f.cause.contains("service web (TCP port 8080)"), "{f:?}");
+    assert!(f.cause.contains("kept running"), "{f:?}");
+    assert!(
+        f.evidence
+            .iter()
+            .any(|l| l == "web: listening on 0.0.0.0:8081"),
+        "the service's own last line: {f:?}"
+    );
+    assert!(f.fix.contains("127.0.0.1:8080"), "{f:?}");
+    assert!(
+        found
+            .findings
+            .iter()
+            .all(|f| f.rule != "agent_never_connected"),
+        "the agent did connect: {found:#?}"
+    );
 
     let r = server
         .send(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), "")

@@ -12,7 +12,7 @@ use super::{finding, Input};
 const LAST_LINES: usize = 10;
 
 pub(super) fn check(input: &Input) -> Vec<Finding> {
-    if input.failure_code() != Some(FailureCode::BootTimeout) {
+    if input.failure_code() != Some(FailureCode::BootTimeout) || waits_on_a_service(input) {
         return Vec::new();
     }
     let stage = Stage::of(&input.console);
@@ -31,6 +31,16 @@ pub(super) fn check(input: &Input) -> Vec<Finding> {
         input.console.tail(LAST_LINES),
         fix(stage),
     )]
+}
+
+/// A service's readiness check held the VM: `readiness_never_passed` says
+/// so with the service's own lines, which beat the console's.
+fn waits_on_a_service(input: &Input) -> bool {
+    input
+        .agent
+        .services
+        .iter()
+        .any(|s| s.readiness.is_some() && !s.became_ready)
 }
 
 fn fix(stage: Stage) -> &'static str {
@@ -119,5 +129,24 @@ mod tests {
         let f = diagnose(&timed_out(""));
         assert!(f[0].cause.contains("printed nothing"));
         assert!(f[0].evidence.is_empty());
+    }
+
+    #[test]
+    fn a_service_that_never_got_ready_is_left_to_its_own_rule() {
+        use hearth_types::guest::Readiness;
+
+        use super::super::{diagnose_with_agent, AgentFacts, ServiceFacts};
+
+        let agent = AgentFacts {
+            services: vec![ServiceFacts {
+                name: "web".into(),
+                readiness: Some(Readiness::Tcp { port: 8080 }),
+                ..ServiceFacts::default()
+            }],
+            ..AgentFacts::default()
+        };
+        let found = diagnose_with_agent(&timed_out("hearth: ready\n"), &agent);
+        let rules: Vec<&str> = found.iter().map(|f| f.rule.as_str()).collect();
+        assert_eq!(rules, ["readiness_never_passed"], "{found:#?}");
     }
 }

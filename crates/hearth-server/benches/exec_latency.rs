@@ -1,0 +1,139 @@
+//! Exec round trip through `hearth serve`'s API against the same command
+//! written straight on the VM's open agent link (no HTTP, no controller
+//! checks), on one real VM (`minimal`, QEMU, TCG here). The link is the
+//! one persistent channel the controller keeps per VM, so the difference
+//! is what the API, the controller and JSON add. Goal: ratio at most 1.2.
+//!
+//! `cargo bench -p hearth-server --bench exec_latency` (RUNS, default 30).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hearth_control::agent_link::ExecEvent;
+use hearth_control::controller::{Controller, ControllerConfig};
+use hearth_guestkit::image::ImageName;
+use hearth_guestkit::DataDir;
+use hearth_server::{mint_token, ServerConfig};
+use hearth_store::SqliteStore;
+use hearth_types::api::{ExecResult, Vm};
+use hearth_types::VmState;
+
+fn main() {
+    let Some(agent) = hearth_testkit::static_agent() else {
+        return;
+    };
+    if std::env::var_os("HEARTH_AGENT").is_none() {
+        std::env::set_var("HEARTH_AGENT", agent);
+    }
+    let shared = DataDir::new(hearth_testkit::test_data_dir());
+    hearth_guestkit::kernel::fetch_debian_cloud_kernel(&shared, &mut |_| {}).expect("kernel");
+    hearth_guestkit::image::ensure_image(&shared, ImageName::Minimal, false, &mut |_| {})
+        .expect("image");
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(bench(runs));
+}
+
+async fn bench(runs: usize) {
+    let dir = hearth_testkit::private_data_dir();
+    let data = DataDir::new(dir.path());
+    let store = SqliteStore::open(&data.store_file()).expect("store");
+    let ctl = Controller::new(Arc::new(store), ControllerConfig::new(data));
+    ctl.start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(hearth_server::serve_on(
+        listener,
+        Arc::clone(&ctl),
+        ServerConfig::default(),
+        std::future::pending(),
+    ));
+    let (token, record) = mint_token("bench".parse().unwrap(), false);
+    ctl.store().insert_token(&record).await.unwrap();
+    let http = reqwest::Client::new();
+    let vm: Vm = http
+        .post(format!("{base}/v1/vms"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"image": "minimal"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while ctl.store().vm(&vm.id).await.unwrap().unwrap().vm.state != VmState::Ready {
+        assert!(started.elapsed() < Duration::from_secs(120), "not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let link = ctl.agent_link(&vm.id).expect("link");
+    let url = format!("{base}/v1/vms/{}/exec", vm.id);
+    let (mut api, mut bare, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+    let scope = hearth_control::controller::Scope {
+        tenant: "bench".parse().unwrap(),
+        admin: false,
+    };
+    for _ in 0..runs {
+        let t = Instant::now();
+        let req = hearth_types::api::ExecRequest {
+            argv: vec!["echo".into(), "hi".into()],
+            timeout_secs: None,
+        };
+        let r = ctl.exec(&scope, &vm.id, req).await.unwrap();
+        direct.push(t.elapsed());
+        assert_eq!(r.stdout, "hi\n");
+        let t = Instant::now();
+        let r: ExecResult = http
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"argv": ["echo", "hi"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        api.push(t.elapsed());
+        assert_eq!(r.stdout, "hi\n");
+        let t = Instant::now();
+        let mut events = link
+            .exec(
+                vec!["echo".into(), "hi".into()],
+                Some(Duration::from_secs(10)),
+                false,
+            )
+            .unwrap();
+        while let Some(e) = events.recv().await {
+            if matches!(e, ExecEvent::Exit { .. }) {
+                break;
+            }
+        }
+        bare.push(t.elapsed());
+    }
+    let (a, b) = (median(api), median(bare));
+    println!(
+        "controller.exec without HTTP, median of {runs}: {:.2?}",
+        median(direct)
+    );
+    println!(
+        "exec `echo hi`, median of {runs} alternating: through the API {a:.2?}, bare on the open link {b:.2?}, ratio {:.2}",
+        a.as_secs_f64() / b.as_secs_f64()
+    );
+    ctl.destroy(
+        &hearth_control::controller::Scope {
+            tenant: "bench".parse().unwrap(),
+            admin: true,
+        },
+        &vm.id,
+    )
+    .await
+    .ok();
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}

@@ -197,6 +197,12 @@ async fn an_agent_that_never_connects_is_named_with_the_last_console_lines() {
         "{f:?}"
     );
     assert!(f.fix.contains("hearth.agent"), "{f:?}");
+    let rules: Vec<&str> = found.findings.iter().map(|f| f.rule.as_str()).collect();
+    assert_eq!(
+        rules,
+        ["agent_never_connected"],
+        "the console's `hearth: ready` was not the readiness: {found:#?}"
+    );
 
     let r = server
         .send(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), "")

@@ -7,6 +7,7 @@
 use hearth_types::api::Finding;
 
 use super::log::contains_ci;
+use super::stage::Stage;
 use super::{finding, Input};
 
 /// Console lines quoted when the agent said nothing of its own.
@@ -15,8 +16,7 @@ const LAST_LINES: usize = 8;
 const AGENT_LINES: usize = 4;
 
 pub(super) fn check(input: &Input) -> Vec<Finding> {
-    let agent = input.agent;
-    if !agent.image_has_agent || agent.said_hello() || input.evidence.failure.is_none() {
+    if !applies(input) {
         return Vec::new();
     }
     let log = &input.console;
@@ -46,6 +46,17 @@ pub(super) fn check(input: &Input) -> Vec<Finding> {
          HEARTH_AGENT=$(scripts/build-agent)`, then `hearth image build`), and check that \
          the image's init still starts it (debian: hearth-agent.service; minimal: /sbin/init)",
     )]
+}
+
+/// The VM failed after the image's init ran, which starts the agent, and
+/// the agent never said hello. A guest stopped earlier (in the kernel, in
+/// hearth's initramfs) never got to start it: the other rules say why.
+pub(super) fn applies(input: &Input) -> bool {
+    let agent = input.agent;
+    agent.image_has_agent
+        && !agent.said_hello()
+        && input.evidence.failure.is_some()
+        && Stage::of(&input.console) >= Stage::ImageInit
 }
 
 #[cfg(test)]
@@ -105,6 +116,9 @@ mod tests {
         assert!(rule(&failed(console), &with_agent()));
         assert!(!rule(&failed(console), &spoke));
         assert!(!rule(&failed(console), &AgentFacts::default()));
+        // Stopped in the kernel: the agent never had a chance.
+        let early = failed("[    1.0] Linux version 6.1.0-56-cloud-amd64\n");
+        assert!(!rule(&early, &with_agent()));
         let healthy = Evidence {
             console: console.into(),
             ..Evidence::default()

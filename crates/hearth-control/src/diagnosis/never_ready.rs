@@ -5,6 +5,7 @@
 use hearth_types::api::Finding;
 use hearth_types::FailureCode;
 
+use super::agent_never_connected;
 use super::stage::Stage;
 use super::{finding, Input};
 
@@ -12,7 +13,10 @@ use super::{finding, Input};
 const LAST_LINES: usize = 10;
 
 pub(super) fn check(input: &Input) -> Vec<Finding> {
-    if input.failure_code() != Some(FailureCode::BootTimeout) || waits_on_a_service(input) {
+    if input.failure_code() != Some(FailureCode::BootTimeout)
+        || waits_on_a_service(input)
+        || agent_never_connected::applies(input)
+    {
         return Vec::new();
     }
     let stage = Stage::of(&input.console);
@@ -34,7 +38,9 @@ pub(super) fn check(input: &Input) -> Vec<Finding> {
 }
 
 /// A service's readiness check held the VM: `readiness_never_passed` says
-/// so with the service's own lines, which beat the console's.
+/// so with the service's own lines, which beat the console's. (An agent
+/// that never connected is `agent_never_connected`'s, with the console's
+/// last lines.)
 fn waits_on_a_service(input: &Input) -> bool {
     input
         .agent

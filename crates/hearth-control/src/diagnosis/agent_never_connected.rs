@@ -5,6 +5,7 @@
 //! lines show how far the guest got.
 
 use hearth_types::api::Finding;
+use hearth_types::FailureCode;
 
 use super::log::contains_ci;
 use super::stage::Stage;
@@ -48,14 +49,15 @@ pub(super) fn check(input: &Input) -> Vec<Finding> {
     )]
 }
 
-/// The VM failed after the image's init ran, which starts the agent, and
-/// the agent never said hello. A guest stopped earlier (in the kernel, in
-/// hearth's initramfs) never got to start it: the other rules say why.
+/// The VM timed out after the image's init ran, which starts the agent,
+/// and the agent never said hello. A guest stopped earlier (in the kernel,
+/// in hearth's initramfs) never got to start it, and a panic or a crash
+/// silences the agent too: the other rules say why.
 pub(super) fn applies(input: &Input) -> bool {
     let agent = input.agent;
     agent.image_has_agent
         && !agent.said_hello()
-        && input.evidence.failure.is_some()
+        && input.failure_code() == Some(FailureCode::BootTimeout)
         && Stage::of(&input.console) >= Stage::ImageInit
 }
 
@@ -119,6 +121,10 @@ mod tests {
         // Stopped in the kernel: the agent never had a chance.
         let early = failed("[    1.0] Linux version 6.1.0-56-cloud-amd64\n");
         assert!(!rule(&early, &with_agent()));
+        // A panic silences the agent too: not its fault.
+        let mut panicked = failed(console);
+        panicked.failure.as_mut().unwrap().code = FailureCode::KernelPanic;
+        assert!(!rule(&panicked, &with_agent()));
         let healthy = Evidence {
             console: console.into(),
             ..Evidence::default()

@@ -299,3 +299,140 @@ async fn a_readiness_port_that_never_opens_is_named_with_the_services_output() {
         })
         .await;
 }
+
+/// GETs the VM's diagnosis until it has every rule in `rules`, at most
+/// `limit`: the services' records arrive while the VM runs.
+async fn diagnosis_with(
+    server: &AgentServer,
+    id: &str,
+    rules: &[&str],
+    limit: Duration,
+) -> Diagnosis {
+    let started = Instant::now();
+    loop {
+        let found: Diagnosis = server.get(&format!("/v1/vms/{id}/diagnosis")).await;
+        if rules
+            .iter()
+            .all(|r| found.findings.iter().any(|f| f.rule == *r))
+        {
+            return found;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "not all of {rules:?} after {limit:?}: {found:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn finding<'a>(found: &'a Diagnosis, rule: &str) -> &'a hearth_types::api::Finding {
+    found
+        .findings
+        .iter()
+        .find(|f| f.rule == rule)
+        .unwrap_or_else(|| panic!("no {rule}: {found:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_services_are_diagnosed_from_the_agents_records_also_after_destroy() {
+    if hearth_testkit::static_agent().is_none() {
+        return; // static_agent printed why
+    }
+    let dir = tokio::task::spawn_blocking(data_dir_with_agent_image)
+        .await
+        .expect("assets task");
+    let server = AgentServer::start(dir.path()).await;
+    // One broken service per rule: one that exits at once with an error,
+    // restarted until it is a crash loop; one killed by SIGILL; a "program"
+    // that is four bytes of an ELF header, written by the VM's config.
+    let body = serde_json::json!({
+        "image": "minimal",
+        "readiness_timeout_secs": 60,
+        "config": {
+            "files": [{"path": "/opt/app/server", "content": "\u{7f}ELF", "mode": 0o755}],
+            "services": [
+                {
+                    "name": "worker",
+                    "argv": ["sh", "-c", "echo 'fatal: DATABASE_URL is not set' >&2; exit 3"],
+                    "restart": "always",
+                    "crash_loop": {"restarts": 3, "window_secs": 60}
+                },
+                {
+                    "name": "fast-math",
+                    "argv": ["sh", "-c", "echo 'using AVX-512 kernels'; kill -ILL $$"],
+                    "restart": "never"
+                },
+                {"name": "server", "argv": ["/opt/app/server"], "restart": "never"}
+            ]
+        }
+    });
+    let r = server
+        .send(reqwest::Method::POST, "/v1/vms", &body.to_string())
+        .await;
+    assert!(r.status().is_success(), "create: {}", r.status());
+    let vm: Vm = r.json().await.expect("a Vm");
+    let id = vm.id.to_string();
+    let rules = ["crash_loop", "killed_by_sigill", "exec_format_error"];
+    let live = diagnosis_with(&server, &id, &rules, Duration::from_secs(60)).await;
+    eprintln!("{live:#?}");
+
+    let looped = finding(&live, "crash_loop");
+    assert!(
+        looped.cause.starts_with("service worker keeps exiting"),
+        "{looped:?}"
+    );
+    assert!(looped.cause.contains("exited with status 3"), "{looped:?}");
+    assert_eq!(
+        looped
+            .evidence
+            .iter()
+            .filter(|l| *l == "worker: fatal: DATABASE_URL is not set")
+            .count(),
+        1,
+        "its last stderr line, once for all its runs: {looped:?}"
+    );
+    let sigill = finding(&live, "killed_by_sigill");
+    assert!(
+        sigill
+            .cause
+            .starts_with("service fast-math was killed by SIGILL"),
+        "{sigill:?}"
+    );
+    assert!(
+        sigill
+            .evidence
+            .iter()
+            .any(|l| l == "fast-math: killed by signal 4"),
+        "{sigill:?}"
+    );
+    let format = finding(&live, "exec_format_error");
+    assert!(
+        format.cause.contains("the program of service server"),
+        "{format:?}"
+    );
+    assert!(
+        format
+            .evidence
+            .iter()
+            .any(|l| l.starts_with("server: could not be started: ")),
+        "{format:?}"
+    );
+
+    let r = server
+        .send(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), "")
+        .await;
+    assert_eq!(r.status(), 202);
+    server
+        .wait_vm(&id, Duration::from_secs(60), |vm| {
+            vm.state == VmState::Destroyed
+        })
+        .await;
+    let archived: Diagnosis = server.get(&format!("/v1/vms/{id}/diagnosis")).await;
+    for rule in rules {
+        assert_eq!(
+            finding(&archived, rule),
+            finding(&live, rule),
+            "after destroy, from the store"
+        );
+    }
+}

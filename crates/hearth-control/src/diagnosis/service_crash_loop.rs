@@ -6,6 +6,8 @@
 
 use hearth_types::api::Finding;
 
+use hearth_types::guest::Stream;
+
 use super::agent_facts::ServiceFacts;
 use super::{finding, service_lines, Input};
 
@@ -23,15 +25,10 @@ pub(super) fn check(input: &Input) -> Vec<Finding> {
 }
 
 fn loop_finding(service: &ServiceFacts) -> Finding {
-    // stderr says why; stdout only when it wrote nothing on stderr.
-    let mut evidence: Vec<String> = service
-        .stderr()
-        .map(|l| service_lines::output(service, l))
-        .collect();
-    if evidence.is_empty() {
-        evidence = service_lines::last_output(service, LAST_LINES);
-    }
-    evidence.drain(..evidence.len().saturating_sub(LAST_LINES));
+    // stderr says why; stdout only when it wrote nothing on stderr. Each
+    // run usually prints the same words: each text once.
+    let stream = service.stderr().next().map(|_| Stream::Stderr);
+    let mut evidence = service_lines::distinct_output(service, LAST_LINES, stream);
     let quiet = evidence.is_empty();
     evidence.extend(service_lines::last_exit(service));
     let last = service
@@ -86,6 +83,8 @@ mod tests {
     #[test]
     fn a_looping_service_is_named_with_its_last_stderr_lines() {
         let agent = looping(vec![
+            OutputLine::stdout("starting worker"),
+            OutputLine::stderr("error: DATABASE_URL is not set"),
             OutputLine::stdout("starting worker"),
             OutputLine::stderr("error: DATABASE_URL is not set"),
         ]);

@@ -3,7 +3,7 @@
 //! 1`, `web: could not be started: ...`. The service's name in front says
 //! where each line came from when a finding quotes the console too.
 
-use hearth_types::guest::ExitStatus;
+use hearth_types::guest::{ExitStatus, Stream};
 
 use super::agent_facts::ServiceFacts;
 
@@ -42,6 +42,25 @@ pub(super) fn matching_output(
     for line in service.last_lines.iter().rev() {
         let shown = output(service, &line.text);
         if out.len() < n && pred(&line.text) && !out.contains(&shown) {
+            out.push(shown);
+        }
+    }
+    out.reverse();
+    out
+}
+
+/// The last `n` distinct lines `service` wrote (on `stream` only, when
+/// given), oldest first: a service that keeps restarting prints the same
+/// words each run.
+pub(super) fn distinct_output(
+    service: &ServiceFacts,
+    n: usize,
+    stream: Option<Stream>,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in service.last_lines.iter().rev() {
+        let shown = output(service, &line.text);
+        if out.len() < n && stream.is_none_or(|s| s == line.stream) && !out.contains(&shown) {
             out.push(shown);
         }
     }

@@ -218,14 +218,21 @@ async fn an_agent_that_never_connects_is_named_with_the_last_console_lines() {
 /// A data directory of its own sharing the suite's kernel and minimal
 /// image, which carries the static agent.
 fn data_dir_with_agent_image() -> tempfile::TempDir {
+    data_dir_with_agent_images(&[ImageName::Minimal])
+}
+
+/// The same with `images` built (with the agent) in the shared directory.
+fn data_dir_with_agent_images(images: &[ImageName]) -> tempfile::TempDir {
     let agent = hearth_testkit::static_agent().expect("a static agent");
     if std::env::var_os("HEARTH_AGENT").is_none() {
         std::env::set_var("HEARTH_AGENT", &agent);
     }
     let shared = DataDir::new(hearth_testkit::test_data_dir());
     hearth_guestkit::kernel::fetch_debian_cloud_kernel(&shared, &mut |_| {}).expect("kernel fetch");
-    hearth_guestkit::image::ensure_image(&shared, ImageName::Minimal, false, &mut |_| {})
-        .expect("minimal image builds");
+    for &image in images {
+        hearth_guestkit::image::ensure_image(&shared, image, false, &mut |_| {})
+            .unwrap_or_else(|e| panic!("the {image:?} image builds: {e}"));
+    }
     hearth_testkit::private_data_dir()
 }
 
@@ -435,4 +442,61 @@ async fn broken_services_are_diagnosed_from_the_agents_records_also_after_destro
             "after destroy, from the store"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_services_missing_library_is_named_from_its_stderr() {
+    if hearth_testkit::static_agent().is_none() {
+        return; // static_agent printed why
+    }
+    let dir = tokio::task::spawn_blocking(|| {
+        data_dir_with_agent_images(&[ImageName::Minimal, ImageName::Debian])
+    })
+    .await
+    .expect("assets task");
+    let server = AgentServer::start(dir.path()).await;
+    // ip needs libmnl; the service removes it (in this VM's layer only)
+    // and runs ip, whose loader then stops on stderr.
+    let body = serde_json::json!({
+        "image": "debian",
+        "memory_mib": 512,
+        "readiness_timeout_secs": 60,
+        "config": {"services": [{
+            "name": "net",
+            "argv": ["sh", "-c", "rm -f /usr/lib/x86_64-linux-gnu/libmnl.so.0*; exec ip -brief link"],
+            "restart": "never"
+        }]}
+    });
+    let r = server
+        .send(reqwest::Method::POST, "/v1/vms", &body.to_string())
+        .await;
+    assert!(r.status().is_success(), "create: {}", r.status());
+    let vm: Vm = r.json().await.expect("a Vm");
+    let id = vm.id.to_string();
+    let found = diagnosis_with(&server, &id, &["missing_library"], Duration::from_secs(60)).await;
+    eprintln!("{found:#?}");
+    let f = finding(&found, "missing_library");
+    assert!(f.cause.starts_with("service net could not start"), "{f:?}");
+    assert!(f.cause.contains("libmnl.so.0"), "{f:?}");
+    assert!(
+        f.evidence.iter().any(|l| l.starts_with("net: ")
+            && l.contains("error while loading shared libraries: libmnl.so.0")),
+        "{f:?}"
+    );
+    assert!(
+        f.evidence
+            .iter()
+            .any(|l| l == "net: exited with status 127"),
+        "{f:?}"
+    );
+
+    let r = server
+        .send(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), "")
+        .await;
+    assert_eq!(r.status(), 202);
+    server
+        .wait_vm(&id, Duration::from_secs(60), |vm| {
+            vm.state == VmState::Destroyed
+        })
+        .await;
 }

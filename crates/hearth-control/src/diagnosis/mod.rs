@@ -1,14 +1,17 @@
 //! Why a VM failed, in plain words. Each rule reads the evidence a VM
 //! leaves behind — its serial console, its hypervisor's log and exit, the
-//! failure and events the store recorded — and says what went wrong, which
-//! lines show it, and what to do about it.
+//! failure and events the store recorded, and what the in-guest agent
+//! reported ([`AgentFacts`]) — and says what went wrong, which lines show
+//! it, and what to do about it.
 //!
-//! Every rule is a pure function of [`Evidence`]: the diagnosis of a VM is
-//! the same while it runs, at the end of a foreground run, and from the
-//! archived logs of a VM destroyed last week. There is no agent inside the
-//! guest yet, so the console is the guest's only voice: the rules match the
-//! lines the kernel, hearth's initramfs and init, systemd and journald print
-//! there. `docs/diagnosis.md` lists the rules.
+//! Every rule is a pure function of [`Evidence`] and [`AgentFacts`]: the
+//! diagnosis of a VM is the same while it runs, at the end of a foreground
+//! run, and from the archived logs and stored records of a VM destroyed
+//! last week. The console rules match the lines the kernel, hearth's
+//! initramfs and init, systemd and journald print there; the agent's
+//! records add services' exits and stderr, readiness and the boot report.
+//! When both show the same thing there is one finding. `docs/diagnosis.md`
+//! lists the rules.
 
 mod agent_facts;
 mod agent_never_connected;

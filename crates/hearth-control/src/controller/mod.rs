@@ -82,7 +82,7 @@ impl ControllerConfig {
 }
 
 /// Whether [`ControllerConfig::agent_readiness`] is on by default.
-pub const AGENT_READINESS: bool = false;
+pub const AGENT_READINESS: bool = true;
 
 /// Who is asking: a tenant sees only its own VMs; an admin sees all.
 #[derive(Debug, Clone, PartialEq, Eq)]

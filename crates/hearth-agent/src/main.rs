@@ -21,6 +21,7 @@ mod args;
 mod backoff;
 mod config;
 mod exec;
+mod files;
 mod guest;
 mod io;
 mod journal;

@@ -15,6 +15,7 @@ use hearth_agent_proto::{
 };
 
 use crate::exec;
+use crate::files::{self, Uploads};
 use crate::guest::Guest;
 use crate::outbox::Link;
 
@@ -45,6 +46,7 @@ pub struct Session<R> {
     writer: Option<Box<dyn Write + Send>>,
     guest: Arc<Guest>,
     link: Option<Link>,
+    uploads: Uploads,
 }
 
 impl<R> std::fmt::Debug for Session<R> {
@@ -60,6 +62,7 @@ impl<R: Read> Session<R> {
             writer: Some(Box::new(writer)),
             guest,
             link: None,
+            uploads: Uploads::default(),
         }
     }
 
@@ -129,11 +132,32 @@ impl<R: Read> Session<R> {
                 };
                 exec::spawn(request, link);
             }
+            HostMessage::FileRead {
+                id,
+                path,
+                max_bytes,
+            } => files::read(id, path, max_bytes, link),
+            HostMessage::FileWrite {
+                id,
+                path,
+                size,
+                mode,
+            } => reply(&link, self.uploads.begin(id, &path, size, mode)),
+            HostMessage::FileChunk { id, data } => reply(&link, self.uploads.chunk(id, &data)),
+            HostMessage::FileEnd { id, sha256 } => {
+                reply(&link, Some(self.uploads.end(id, &sha256)))
+            }
             other => eprintln!(
                 "hearth-agent: ignoring {} after the handshake",
                 kind(&other)
             ),
         }
+    }
+}
+
+fn reply(link: &Link, msg: Option<GuestMessage>) {
+    if let Some(msg) = msg {
+        let _ = link.send(msg);
     }
 }
 

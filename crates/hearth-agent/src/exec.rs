@@ -1,8 +1,12 @@
 //! Running one command for the host: spawn argv directly (no shell), stream
 //! its stdout and stderr as they come, kill it at its deadline, report how
-//! it ended. Output always precedes the exit message.
+//! it ended. Output always precedes the exit message. With `tty` the
+//! command runs on a new pseudo-terminal: a session of its own with the
+//! terminal as its controlling one; everything it prints is `stdout`.
 
+use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle};
@@ -22,6 +26,7 @@ pub struct Request {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub timeout: Option<Duration>,
+    pub tty: bool,
 }
 
 /// Runs the request on its own thread.
@@ -35,14 +40,22 @@ pub fn spawn(req: Request, out: Link) -> JoinHandle<()> {
 
 fn run(req: &Request, out: &Link) -> Result<(), Gone> {
     let id = req.id;
-    let mut child = match start(req) {
-        Ok(child) => child,
+    let started = if req.tty {
+        start_on_tty(req)
+    } else {
+        start(req).map(|c| (c, None))
+    };
+    let (mut child, master) = match started {
+        Ok(started) => started,
         Err(message) => return out.send(GuestMessage::ExecError { id, message }),
     };
-    let pumps = [
-        pump(child.stdout.take(), Stream::Stdout, id, out.clone()),
-        pump(child.stderr.take(), Stream::Stderr, id, out.clone()),
-    ];
+    let pumps = match master {
+        Some(master) => vec![pump(Some(master), Stream::Stdout, id, out.clone())],
+        None => vec![
+            pump(child.stdout.take(), Stream::Stdout, id, out.clone()),
+            pump(child.stderr.take(), Stream::Stderr, id, out.clone()),
+        ],
+    };
     let waited = wait(&mut child, req.timeout);
     for p in pumps {
         let _ = p.join();
@@ -69,6 +82,60 @@ fn start(req: &Request) -> Result<Child, String> {
     reaper()
         .spawn(&mut cmd)
         .map_err(|e| format!("cannot start {program:?}: {e}"))
+}
+
+/// Spawns argv on a new pseudo-terminal; returns the child and the
+/// terminal's master side, which carries its output.
+fn start_on_tty(req: &Request) -> Result<(Child, Option<File>), String> {
+    let (program, args) = req.argv.split_first().ok_or("argv is empty")?;
+    let (master, slave) = open_pty().map_err(|e| format!("cannot open a pseudo-terminal: {e}"))?;
+    let stdio = |fd: &OwnedFd| fd.try_clone().map(Stdio::from);
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(req.env.iter().map(|(k, v)| (k, v)))
+        .stdin(stdio(&slave).map_err(|e| e.to_string())?)
+        .stdout(stdio(&slave).map_err(|e| e.to_string())?)
+        .stderr(stdio(&slave).map_err(|e| e.to_string())?);
+    // SAFETY: runs in the child between fork and exec; setsid and ioctl are
+    // async-signal-safe. A new session (which is also a new process group,
+    // so a timeout still kills all of it) takes stdin, the terminal, as its
+    // controlling terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = reaper()
+        .spawn(&mut cmd)
+        .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+    // The child has its copies; ours would keep the master from seeing the end.
+    drop(cmd);
+    drop(slave);
+    Ok((child, Some(File::from(master))))
+}
+
+/// openpty(3): the master and slave sides of a new pseudo-terminal.
+fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: the out-pointers are valid; the name, termios and winsize
+    // arguments may be null.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openpty succeeded, so both are open descriptors we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) })
 }
 
 /// Sends everything read from `src` as output chunks of `stream`. Keeps

@@ -120,7 +120,7 @@ impl<R: Read> Session<R> {
                 argv,
                 env,
                 timeout_ms,
-                tty: _,
+                tty,
             } => {
                 let mut all_env = self.guest.env();
                 all_env.extend(env);
@@ -129,6 +129,7 @@ impl<R: Read> Session<R> {
                     argv,
                     env: all_env,
                     timeout: timeout_ms.map(Duration::from_millis),
+                    tty,
                 };
                 exec::spawn(request, link);
             }

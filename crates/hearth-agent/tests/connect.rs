@@ -66,3 +66,23 @@ fn a_connected_agent_sends_a_heartbeat_every_two_seconds() {
     assert!((1500..=3000).contains(&gap), "{gap} ms between beats");
     assert!(beats[0].0 < std::time::Duration::from_secs(3), "{beats:?}");
 }
+
+#[test]
+fn a_tty_exec_runs_on_a_new_pseudo_terminal() {
+    let agent = Agent::start(&[]);
+    let mut host = agent.connect(0);
+    host.exec(7, &["sh", "-c", "tty; echo err >&2; exit 4"], true);
+    let (out, err, end) = host.outcome(7);
+    let mut lines = out.lines();
+    let name = lines.next().unwrap_or_default().trim_end_matches('\r');
+    assert!(name.starts_with("/dev/pts/"), "{out:?}");
+    assert_eq!(lines.next().map(|l| l.trim_end_matches('\r')), Some("err"));
+    assert_eq!(err, "", "with a tty everything is stdout");
+    assert!(
+        matches!(end, GuestMessage::ExecExit { code: Some(4), .. }),
+        "{end:?}"
+    );
+    host.exec(8, &["tty"], false);
+    let (out, _, _) = host.outcome(8);
+    assert_eq!(out, "not a tty\n");
+}

@@ -294,7 +294,10 @@ fn a_unit_after_network_online_holds_the_boot() {
         "{f:?}"
     );
     assert!(f.fix.contains("network-online.target"), "{f:?}");
-    finding_of(&out, "never_ready", "");
+    // The command never ran: hearth-ready.service waits for multi-user,
+    // which waits for the unit. (Whether the run counts as "never ready"
+    // depends on who prints `hearth: ready`: the agent may, before systemd
+    // is done.)
 }
 
 /// A copy of the suite's Debian image with `files` written, `links` made

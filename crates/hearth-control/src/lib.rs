@@ -2,7 +2,6 @@
 //! steps that prepare and boot a VM (each with its undo), and the verdict a
 //! VM's console gives.
 
-pub mod agent;
 pub mod agent_link;
 pub mod controller;
 pub mod diagnosis;

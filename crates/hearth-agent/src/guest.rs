@@ -11,11 +11,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use hearth_agent_proto::Record;
 use hearth_types::console::READY;
 use hearth_types::guest::{EnvVar, GuestConfig, ServiceSpec};
 
+use crate::bootreport;
 use crate::config::{self, ConfigError};
 use crate::journal::Limits;
 use crate::outbox::Outbox;
@@ -53,6 +55,9 @@ fn host_config_wanted() -> bool {
         .is_ok_and(|c| c.split_whitespace().any(|w| w == "hearth.config=host"))
 }
 
+/// The first boot report waits this long: the boot is still under way.
+const BOOT_REPORT_DELAY: Duration = Duration::from_millis(500);
+
 #[derive(Debug, Default)]
 struct State {
     image: GuestConfig,
@@ -70,6 +75,8 @@ pub struct Guest {
     pub outbox: Arc<Outbox>,
     pub settings: Settings,
     pub supervisor: Supervisor,
+    /// Kernel uptime when the agent started, ms.
+    started_ms: u64,
     state: Mutex<State>,
     became_ready: Condvar,
 }
@@ -89,6 +96,7 @@ impl Guest {
                 supervisor: Supervisor::new(outbox.clone(), on_ready),
                 outbox,
                 settings,
+                started_ms: uptime_ms(),
                 state: Mutex::new(State::default()),
                 became_ready: Condvar::new(),
             }
@@ -98,6 +106,7 @@ impl Guest {
     /// Applies the image's configuration; starts its services unless the
     /// host's configuration is awaited.
     pub fn start(&self) {
+        self.report_boot(BOOT_REPORT_DELAY);
         let image = match config::load(&self.settings.image_config) {
             Ok(c) => c.unwrap_or_default(),
             Err(e) => {
@@ -213,6 +222,20 @@ impl Guest {
             let _ = writeln!(console, "{READY}");
         }
         self.became_ready.notify_all();
+        self.report_boot(Duration::ZERO);
+    }
+
+    /// A `boot_report` record after `delay`, on a thread of its own.
+    fn report_boot(&self, delay: Duration) {
+        let (outbox, started_ms) = (self.outbox.clone(), self.started_ms);
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let report = bootreport::collect(started_ms);
+            outbox.record(Record::BootReport {
+                uptime_ms: uptime_ms(),
+                report,
+            });
+        });
     }
 
     fn config_failed(&self, e: &ConfigError) {

@@ -19,6 +19,7 @@ use crate::guest::Guest;
 
 mod args;
 mod backoff;
+mod bootreport;
 mod config;
 mod exec;
 mod files;

@@ -86,3 +86,26 @@ fn a_tty_exec_runs_on_a_new_pseudo_terminal() {
     let (out, _, _) = host.outcome(8);
     assert_eq!(out, "not a tty\n");
 }
+
+#[test]
+fn a_boot_report_follows_the_start_and_again_the_ready() {
+    let agent = Agent::start(&[]);
+    let mut host = agent.connect(0);
+    let reports = std::cell::Cell::new(0);
+    let records = host.records_until(|r| {
+        if matches!(r, hearth_agent_proto::Record::BootReport { .. }) {
+            reports.set(reports.get() + 1);
+        }
+        reports.get() == 2
+    });
+    let report = records
+        .iter()
+        .find_map(|(_, r)| match r {
+            hearth_agent_proto::Record::BootReport { report, .. } => Some(report),
+            _ => None,
+        })
+        .unwrap();
+    assert!(!report.kernel.is_empty());
+    assert!(report.memory_total_kib > 0);
+    assert!(report.agent_started_ms > 0);
+}

@@ -1,11 +1,12 @@
 //! The command line:
 //!
 //! ```text
-//! hearth-agent [--port NAME | --connect unix:PATH] [--config FILE]
+//! hearth-agent [--port NAME | --vsock PORT | --connect unix:PATH] [--config FILE]
 //!              [--run-dir DIR] [--console PATH] [--wait-config]
 //! ```
 //!
-//! `--port` names the virtio-serial port (in a guest); `--connect` a Unix
+//! `--port` names the virtio-serial port (QEMU), `--vsock` the vsock port
+//! the host connects to (Firecracker); `--connect` a Unix
 //! socket the host listens on (tests and host-side code run the real agent
 //! this way). With neither the agent has no channel (allowed only as PID 1:
 //! the init works without a host). The others point the guest's fixed
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 
 use crate::guest::Settings;
 
-pub const USAGE: &str = "usage: hearth-agent [--port NAME | --connect unix:PATH] \
+pub const USAGE: &str = "usage: hearth-agent [--port NAME | --vsock PORT | --connect unix:PATH] \
 [--config FILE] [--run-dir DIR] [--console PATH] [--wait-config]";
 
 /// Where the host is.
@@ -23,6 +24,8 @@ pub const USAGE: &str = "usage: hearth-agent [--port NAME | --connect unix:PATH]
 pub enum Transport {
     /// A virtio-serial port, by name.
     Port(String),
+    /// A vsock port the agent listens on.
+    Vsock(u32),
     /// A Unix socket the host listens on.
     Unix(PathBuf),
 }
@@ -49,6 +52,10 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
         match flag.as_str() {
             "--port" => set_once(&mut transport, Transport::Port(value))?,
             "--connect" => set_once(&mut transport, unix_target(&value)?)?,
+            "--vsock" => {
+                let port = crate::vsock::parse_port(&value).map_err(|e| e.to_string())?;
+                set_once(&mut transport, Transport::Vsock(port))?
+            }
             "--config" => settings.image_config = value.into(),
             "--run-dir" => settings.run_dir = value.into(),
             "--console" => settings.console = value.into(),
@@ -99,6 +106,9 @@ mod tests {
         let err = parse_args(&["--connect", "/tmp/a.sock"]).unwrap_err();
         assert!(err.contains("unix:PATH"), "{err}");
         assert!(parse_args(&["--connect", "unix:"]).is_err());
+        let o = parse_args(&["--vsock", "1024"]).unwrap();
+        assert_eq!(o.transport, Some(Transport::Vsock(1024)));
+        assert!(parse_args(&["--vsock", "x"]).unwrap_err().contains("\"x\""));
     }
 
     #[test]

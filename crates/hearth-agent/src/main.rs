@@ -1,9 +1,12 @@
-//! `hearth-agent --port NAME | --connect unix:PATH`: the process inside the
-//! guest that the host talks to instead of SSH. With `--port` it finds the
-//! virtio-serial port named NAME; with `--connect` it connects to a Unix
-//! socket as a client (so tests and host-side code can run the real agent on
-//! the host). It says hello and serves the host until it hangs up; then it
-//! waits for the next host, for ever.
+//! `hearth-agent --port NAME | --vsock PORT | --connect unix:PATH`: the
+//! process inside the guest that the host talks to instead of SSH. With
+//! `--port` it finds the virtio-serial port named NAME (QEMU); with
+//! `--vsock` it listens on a vsock port (Firecracker); with `--connect` it
+//! connects to a Unix socket as a client (so tests and host-side code can
+//! run the real agent on the host). It says hello and serves the host until
+//! it hangs up; then it waits for the next host, for ever. Meanwhile it
+//! applies the guest's configuration, supervises its services and records
+//! what happens (see docs/agent.md).
 
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -34,6 +37,7 @@ mod reaper;
 mod services;
 mod session;
 mod user;
+mod vsock;
 
 /// How long to wait for the port to show up: the virtio_console module may
 /// still be probing when init starts us.
@@ -62,6 +66,7 @@ fn run() -> anyhow::Result<()> {
     match transport {
         Transport::Port(name) => serve_port(name, &guest),
         Transport::Unix(path) => serve_unix(path, &guest),
+        Transport::Vsock(port) => serve_vsock(port, &guest),
     }
 }
 
@@ -75,6 +80,21 @@ fn serve_unix(path: PathBuf, guest: &Arc<Guest>) -> anyhow::Result<()> {
                 return Ok(Some((reader, stream)));
             }
             Err(_) => std::thread::sleep(RETRY_PAUSE),
+        }
+    };
+    session::serve_hosts(next_host, hello, RETRY_PAUSE, guest)
+}
+
+/// Listens on vsock `port` and serves each host that connects, in turn.
+fn serve_vsock(port: u32, guest: &Arc<Guest>) -> anyhow::Result<()> {
+    let listener = vsock::Listener::bind(port)?;
+    let next_host = move || loop {
+        match listener.accept() {
+            Ok(halves) => return Ok(Some(halves)),
+            Err(e) => {
+                eprintln!("hearth-agent: {}", session::chain(&e));
+                std::thread::sleep(RETRY_PAUSE);
+            }
         }
     };
     session::serve_hosts(next_host, hello, RETRY_PAUSE, guest)

@@ -64,8 +64,12 @@ fn service_signs<'a>(input: &Input<'a>) -> Vec<(&'a ServiceFacts, Vec<String>)> 
     for s in &input.agent.services {
         let mut lines = service_lines::matching_output(s, 2, is_sign);
         let exit = s.exits.iter().rev().find(|e| is_sigill_exit(e));
+        if lines.is_empty() && exit.is_some() {
+            // Its last words say what it was doing when it died.
+            lines = service_lines::last_output(s, 1);
+        }
         lines.extend(exit.map(|e| service_lines::exit(s, e)));
-        if !lines.is_empty() {
+        if exit.is_some() || !lines.is_empty() {
             found.push((s, lines));
         }
     }
@@ -188,7 +192,7 @@ mod tests {
     fn a_service_the_agent_saw_die_of_sigill_is_named_once() {
         use hearth_types::guest::ExitStatus;
 
-        use super::super::{diagnose_with_agent, AgentFacts, ServiceFacts};
+        use super::super::{diagnose_with_agent, AgentFacts, OutputLine, ServiceFacts};
 
         let web = ServiceFacts {
             name: "web".into(),
@@ -196,6 +200,7 @@ mod tests {
                 code: None,
                 signal: Some(4),
             }],
+            last_lines: vec![OutputLine::stdout("using AVX-512 kernels")],
             ..ServiceFacts::default()
         };
         let agent = AgentFacts {
@@ -221,7 +226,10 @@ mod tests {
             f[0].cause.starts_with("service web was killed by SIGILL"),
             "{f:?}"
         );
-        assert_eq!(f[0].evidence.len(), 2, "{f:?}");
-        assert_eq!(f[0].evidence[1], "web: killed by signal 4");
+        assert_eq!(f[0].evidence.len(), 3, "{f:?}");
+        assert_eq!(
+            f[0].evidence[1..],
+            ["web: using AVX-512 kernels", "web: killed by signal 4"]
+        );
     }
 }

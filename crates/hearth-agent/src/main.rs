@@ -11,7 +11,7 @@
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -136,9 +136,17 @@ fn hello() -> GuestMessage {
         protocol: PROTOCOL,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         boot_id,
-        instance: format!("{:x}-{}", std::process::id(), uptime_ms()),
+        instance: instance().to_owned(),
         uptime_ms: uptime_ms(),
     }
+}
+
+/// This agent process's instance, the same in every hello: the host keeps
+/// its acks per instance, so a new one per hello would make it store
+/// records again after each reconnect.
+fn instance() -> &'static str {
+    static INSTANCE: OnceLock<String> = OnceLock::new();
+    INSTANCE.get_or_init(|| format!("{:x}-{}", std::process::id(), uptime_ms()))
 }
 
 /// Kernel uptime in ms (CLOCK_BOOTTIME).

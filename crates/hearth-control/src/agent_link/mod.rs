@@ -228,4 +228,6 @@ impl Links {
 }
 
 #[cfg(test)]
+mod real_agent_tests;
+#[cfg(test)]
 mod tests;

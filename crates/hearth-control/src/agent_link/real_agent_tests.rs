@@ -1,0 +1,170 @@
+//! The link against the real `hearth-agent` binary run on the host
+//! (`--connect unix:PATH`), through a relay that plays QEMU's part: both
+//! ends connect to it, and a host that hangs up makes the agent start
+//! over. The agent runs a real service; the link stores what it prints.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_store::{SqliteStore, Store, VmRecord};
+use hearth_types::api::CreateVm;
+use hearth_types::guest::{GuestConfig, RestartPolicy, ServiceSpec, Stream};
+use hearth_types::{Timestamp, VmId};
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+
+use super::*;
+
+/// Accepts the host, then the agent, and splices them until either side
+/// ends or `cut` ticks; then both are closed, as QEMU's hang-up would.
+async fn relay(host_sock: &Path, agent_sock: &Path, mut cut: watch::Receiver<u32>) {
+    let hosts = UnixListener::bind(host_sock).unwrap();
+    let agents = UnixListener::bind(agent_sock).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut host, _)) = hosts.accept().await else {
+                return;
+            };
+            let Ok((mut agent, _)) = agents.accept().await else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut host, &mut agent) => {}
+                _ = cut.changed() => {}
+            }
+        }
+    });
+}
+
+async fn wait_until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..300 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not within 30 s")
+}
+
+#[tokio::test]
+async fn the_real_agent_runs_the_config_and_its_records_arrive_once_across_a_drop() {
+    let Some(agent) = hearth_testkit::static_agent() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (host_sock, agent_sock) = (dir.path().join("host.sock"), dir.path().join("agent.sock"));
+    let (cut, cut_rx) = watch::channel(0u32);
+    relay(&host_sock, &agent_sock, cut_rx).await;
+    let mut child = tokio::process::Command::new(&agent)
+        .arg("--connect")
+        .arg(format!("unix:{}", agent_sock.display()))
+        .arg("--wait-config")
+        .arg("--config")
+        .arg(dir.path().join("none.json"))
+        .arg("--run-dir")
+        .arg(dir.path().join("run"))
+        .arg("--console")
+        .arg(dir.path().join("console"))
+        .kill_on_drop(true)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let vm: VmId = "vm-00000000000b".parse().unwrap();
+    let now = Timestamp::now();
+    let rec = VmRecord::requested(
+        vm.clone(),
+        "t".parse().unwrap(),
+        &CreateVm::default(),
+        now,
+        now,
+    );
+    store.insert_vm(&rec).await.unwrap();
+    let service = ServiceSpec {
+        name: "once".into(),
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo hello; echo oops >&2; exit 3".into(),
+        ],
+        env: vec![],
+        user: None,
+        restart: RestartPolicy::Never,
+        readiness: None,
+        crash_loop: Default::default(),
+    };
+    let config = GuestConfig {
+        services: vec![service],
+        ..Default::default()
+    };
+    store.set_guest_config(&vm, &config).await.unwrap();
+    let (tx, _notices) = mpsc::unbounded_channel();
+    let link = spawn(LinkSpec {
+        vm: vm.clone(),
+        endpoint: hearth_vmm::AgentEndpoint::Unix(host_sock),
+        store: store.clone(),
+        notices: tx,
+    });
+
+    let exit = wait_until("the service's exit", async || {
+        store
+            .latest_agent_record(&vm, "service_exited")
+            .await
+            .unwrap()
+    })
+    .await;
+    assert!(exit.body.contains(r#""code":3"#), "{}", exit.body);
+    let lines = store.service_lines(&vm, "once", 10).await.unwrap();
+    let got: Vec<_> = lines.iter().map(|l| (l.stream, l.line.as_str())).collect();
+    assert!(got.contains(&(Stream::Stdout, "hello")), "{got:?}");
+    assert!(got.contains(&(Stream::Stderr, "oops")), "{got:?}");
+    let instance = store
+        .agent_status(&vm)
+        .await
+        .unwrap()
+        .unwrap()
+        .hello
+        .unwrap()
+        .instance;
+
+    // The channel drops: the agent reconnects, is welcomed with its ack and
+    // sends nothing twice.
+    let records_before = store.agent_records(&vm).await.unwrap().len();
+    cut.send_modify(|n| *n += 1);
+    wait_until("the link down", async || (!link.connected()).then_some(())).await;
+    assert!(link.wait_connected(Duration::from_secs(20)).await);
+    let mut events = link
+        .exec(vec!["echo".into(), "hi".into()], None, false)
+        .unwrap();
+    let mut out = Vec::new();
+    loop {
+        match events.recv().await.unwrap() {
+            ExecEvent::Output(_, bytes) => out.extend(bytes),
+            ExecEvent::Exit { code, .. } => {
+                assert_eq!(code, Some(0));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(out, b"hi\n");
+    assert_eq!(
+        store.service_lines(&vm, "once", 10).await.unwrap().len(),
+        lines.len()
+    );
+    assert_eq!(
+        store.agent_records(&vm).await.unwrap().len(),
+        records_before
+    );
+    let again = store
+        .agent_status(&vm)
+        .await
+        .unwrap()
+        .unwrap()
+        .hello
+        .unwrap();
+    assert_eq!(again.instance, instance);
+    child.kill().await.unwrap();
+}

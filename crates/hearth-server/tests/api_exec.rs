@@ -14,7 +14,9 @@ use hearth_guestkit::image::ImageName;
 use hearth_guestkit::DataDir;
 use hearth_server::{mint_token, ServerConfig};
 use hearth_store::SqliteStore;
+use hearth_types::api::ExecEvent as ExecEventLine;
 use hearth_types::api::{ApiError, ExecResult, Vm};
+use hearth_types::guest::Stream;
 use hearth_types::{TenantId, VmId, VmState};
 
 /// A data directory of its own whose (shared) `minimal` image carries the
@@ -209,12 +211,68 @@ async fn exec_runs_commands_in_a_served_vm_through_its_agent() {
         assert_eq!(result(status, &text).stdout, format!("{n}\n"));
     }
 
-    // Two at once take turns on the one channel; both run.
-    let body = r#"{"argv":["sh","-c","sleep 0.3; echo $$"]}"#;
+    // Two at once share the one link: they run side by side.
+    let body = r#"{"argv":["sh","-c","sleep 1; echo $$"]}"#;
+    let t = Instant::now();
     let ((s1, t1), (s2, t2)) =
         tokio::join!(api.exec(&alice, &id, body), api.exec(&alice, &id, body));
     let (r1, r2) = (result(s1, &t1), result(s2, &t2));
     assert_eq!((r1.exit_code, r2.exit_code), (Some(0), Some(0)));
+    assert_ne!(r1.stdout, r2.stdout, "two processes");
+    assert!(
+        t.elapsed() < Duration::from_millis(1900),
+        "{:?}: they took turns",
+        t.elapsed()
+    );
+
+    // Streamed: output as it is printed, then the exit.
+    let body = r#"{"argv":["sh","-c","echo first; sleep 2; echo second >&2; exit 4"]}"#;
+    let t = Instant::now();
+    let mut r = api
+        .http
+        .post(format!("{}/v1/vms/{id}/exec?stream=true", api.base))
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut text = String::new();
+    let mut first_at = None;
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        if first_at.is_none() && text.contains("output") {
+            first_at = Some(t.elapsed());
+        }
+    }
+    let events: Vec<ExecEventLine> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let decode = |d: &str| hearth_agent_proto::decode_data(d).unwrap();
+    assert!(
+        matches!(&events[0], ExecEventLine::Output { stream: Stream::Stdout, data } if decode(data) == b"first\n"),
+        "{events:?}"
+    );
+    assert!(
+        matches!(&events[1], ExecEventLine::Output { stream: Stream::Stderr, data } if decode(data) == b"second\n"),
+        "{events:?}"
+    );
+    assert_eq!(
+        events[2],
+        ExecEventLine::Exit {
+            exit_code: Some(4),
+            signal: None,
+            timed_out: false
+        }
+    );
+    assert!(
+        first_at.unwrap() < Duration::from_millis(1500),
+        "the first line came at {first_at:?}, not as printed"
+    );
+    let (status, body) = api.exec(&alice, &id, r#"{"argv":["true"]}"#).await;
+    assert_eq!(status, 200, "{body}");
 
     // Latency: through the API vs. a bare exec on an open channel.
     let mut through_api = Vec::new();

@@ -97,6 +97,18 @@ fn vm_a_crashing_services_error_exit_and_crash_loop_outlive_the_vm() {
     let out = host.vm_cli(&["logs", &id, "--service", "broken"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("stderr fatal: cannot open"));
+    // The boot report too stays with the VM.
+    let report: hearth_types::api::VmBootReport =
+        host.api()
+            .json("GET", &format!("/v1/vms/{id}/boot-report"), None, 200);
+    assert!(report.report.kernel.contains("cloud-amd64"), "{report:?}");
+    assert!(report.report.memory_total_kib > 0, "{report:?}");
+    let out = host.vm_cli(&["report", &id]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("kernel:"),
+        "{}",
+        text(&out)
+    );
     // The diagnosis reads the same records (AgentFacts from the store).
     let (status, body) = host.get(&format!("/v1/vms/{id}/diagnosis"));
     assert_eq!(status, 200, "{body}");

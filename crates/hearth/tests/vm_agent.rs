@@ -273,3 +273,51 @@ fn vm_debian_is_ready_only_once_its_services_port_opens() {
     assert!(h.ready && h.services[0].ready, "{h:?}");
     destroy(&mut host, &id);
 }
+
+#[test]
+fn vm_a_vm_waiting_on_a_service_that_never_gets_ready_can_be_looked_into() {
+    if hearth_testkit::static_agent().is_none() {
+        return;
+    }
+    let mut host = Host::new(&[]);
+    host.start();
+    let config = serde_json::json!({"services": [{
+        "name": "never",
+        "argv": ["sleep", "600"],
+        "readiness": {"kind": "tcp", "port": 9999}
+    }]});
+    let file = host.data().join("never.json");
+    std::fs::write(&file, config.to_string()).unwrap();
+    let id = host.create(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--readiness-timeout",
+        "90",
+    ]);
+    wait_for(Duration::from_secs(60), "the agent connected", || {
+        health(&mut host, &id).agent.connected.then_some(())
+    });
+    assert_eq!(
+        host.vm(&id).state,
+        VmState::Booting,
+        "readiness never passes"
+    );
+    let out = host.vm_cli(&[
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "echo looking; ps | grep -c 'sleep 600'",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("looking\n"),
+        "{}",
+        text(&out)
+    );
+    let h = health(&mut host, &id);
+    assert!(!h.ready && !h.services[0].ready, "{h:?}");
+    assert_eq!(h.services[0].state, ServiceState::Starting, "{h:?}");
+    destroy(&mut host, &id);
+}

@@ -26,7 +26,7 @@ pub const GRACE: Duration = Duration::from_secs(5);
 pub enum ExecError {
     #[error(transparent)]
     Control(#[from] ControlError),
-    #[error("VM {id} is {state}, not ready: exec needs a ready VM (`hearth vm show {id}`)")]
+    #[error("VM {id} is {state}, not ready: exec needs a ready VM, or a booting one whose agent is connected (`hearth vm health {id}`)")]
     NotReady { id: VmId, state: VmState },
     #[error("VM {0} runs under Firecracker and its agent did not connect over vsock: is the image built with an agent that listens on vsock? a QEMU VM has the virtio-serial channel")]
     NoChannel(VmId),
@@ -151,14 +151,19 @@ pub(super) async fn start(
     })
 }
 
-/// The link of a ready VM the caller may see, once its agent is connected.
+/// The link of a VM the caller may see, once its agent is connected: a
+/// ready VM, or a booting one whose agent is connected already.
 pub(super) async fn ready_link(
     ctl: &Controller,
     scope: &Scope,
     id: &VmId,
 ) -> Result<LinkHandle, ExecError> {
     let record = ctl.record(scope, id).await?;
-    if record.vm.state != VmState::Ready {
+    // A booting VM whose agent is already connected may be waiting on a
+    // service that never gets ready: exec is how one finds out why.
+    let booting_with_agent = record.vm.state == VmState::Booting
+        && ctl.links.get(id).is_some_and(|l| l.connected());
+    if record.vm.state != VmState::Ready && !booting_with_agent {
         return Err(ExecError::NotReady {
             id: id.clone(),
             state: record.vm.state,

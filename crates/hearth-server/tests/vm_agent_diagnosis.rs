@@ -500,3 +500,151 @@ async fn a_services_missing_library_is_named_from_its_stderr() {
         })
         .await;
 }
+
+/// A data directory sharing the suite's kernels and minimal image whose
+/// `debian` image is the shared one with `files` added (by `debugfs` on a
+/// copy) and `links` made (path, target); its manifest is the shared one.
+fn data_dir_with_derived_debian(
+    files: &[(&str, &str)],
+    links: &[(&str, &str)],
+) -> tempfile::TempDir {
+    let _ = data_dir_with_agent_images(&[ImageName::Minimal, ImageName::Debian]);
+    let shared = hearth_testkit::test_data_dir();
+    let dir = tempfile::Builder::new()
+        .prefix("hearth-server-")
+        .tempdir()
+        .expect("tempdir");
+    for name in ["kernels", "cache", "locks"] {
+        std::os::unix::fs::symlink(shared.join(name), dir.path().join(name)).expect("symlink");
+    }
+    let images = dir.path().join("images");
+    std::fs::create_dir_all(images.join("debian")).expect("image dir");
+    std::os::unix::fs::symlink(shared.join("images/minimal"), images.join("minimal"))
+        .expect("symlink");
+    let debian = shared.join("images/debian");
+    std::fs::copy(
+        debian.join("manifest.json"),
+        images.join("debian/manifest.json"),
+    )
+    .expect("manifest");
+    let rootfs = images.join("debian/rootfs.ext4");
+    let copied = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(debian.join("rootfs.ext4"))
+        .arg(&rootfs)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(copied, "copying the debian image failed");
+    let mut script = String::new();
+    for (n, (path, content)) in files.iter().enumerate() {
+        let local = dir.path().join(format!("file-{n}"));
+        std::fs::write(&local, content).expect("a file for debugfs");
+        script.push_str(&format!("write {} {path}\n", local.display()));
+    }
+    for (path, target) in links {
+        script.push_str(&format!("symlink {path} {target}\n"));
+    }
+    let commands = dir.path().join("debugfs.cmds");
+    std::fs::write(&commands, script).expect("debugfs script");
+    let out = Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&commands)
+        .arg(&rootfs)
+        .output()
+        .expect("debugfs runs (e2fsprogs)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.lines().all(|l| l.starts_with("debugfs ")),
+        "debugfs: {stderr}"
+    );
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_units_journal_lines_come_from_the_boot_report() {
+    if hearth_testkit::static_agent().is_none() {
+        return; // static_agent printed why
+    }
+    // A unit that fails at boot; journald does not forward to the console
+    // here, so only the agent's report has its words.
+    let unit = "[Unit]\nDescription=Load the site settings\n\n[Service]\nType=oneshot\n\
+                ExecStart=/bin/sh -c 'echo \"settings: cannot read /etc/site/settings.conf\" >&2; exit 3'\n\n\
+                [Install]\nWantedBy=multi-user.target\n";
+    let dir = tokio::task::spawn_blocking(move || {
+        data_dir_with_derived_debian(
+            &[("/etc/systemd/system/site-settings.service", unit)],
+            &[(
+                "/etc/systemd/system/multi-user.target.wants/site-settings.service",
+                "/etc/systemd/system/site-settings.service",
+            )],
+        )
+    })
+    .await
+    .expect("assets task");
+    let server = AgentServer::start(dir.path()).await;
+    // The agent reports the boot again once ready: this service gets ready
+    // only after the unit failed, so that report lists it.
+    let wait = "until systemctl is-failed --quiet site-settings.service; do sleep 0.2; done; \
+                while true; do busybox nc -l -p 8080 </dev/null; done";
+    let body = serde_json::json!({
+        "image": "debian",
+        "memory_mib": 512,
+        "readiness_timeout_secs": 60,
+        "config": {"services": [{
+            "name": "after-settings",
+            "argv": ["sh", "-c", wait],
+            "readiness": {"kind": "tcp", "port": 8080}
+        }]}
+    });
+    let r = server
+        .send(reqwest::Method::POST, "/v1/vms", &body.to_string())
+        .await;
+    assert!(r.status().is_success(), "create: {}", r.status());
+    let vm: Vm = r.json().await.expect("a Vm");
+    let id = vm.id.to_string();
+    let telling = "settings: cannot read /etc/site/settings.conf";
+    let started = Instant::now();
+    let found = loop {
+        let found: Diagnosis = server.get(&format!("/v1/vms/{id}/diagnosis")).await;
+        let told = found
+            .findings
+            .iter()
+            .any(|f| f.rule == "failed_unit" && f.evidence.iter().any(|l| l == telling));
+        if told {
+            break found;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no {telling:?}: {found:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("{found:#?}");
+    let units: Vec<_> = found
+        .findings
+        .iter()
+        .filter(|f| f.rule == "failed_unit")
+        .collect();
+    assert_eq!(units.len(), 1, "one finding for the unit: {found:#?}");
+    let f = units[0];
+    assert!(
+        f.cause
+            .contains("site-settings.service (Load the site settings)"),
+        "the full name, not the status line's shortened one: {f:?}"
+    );
+    assert!(
+        !f.fix.contains("ForwardToConsole"),
+        "its words are at hand: {f:?}"
+    );
+
+    let r = server
+        .send(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), "")
+        .await;
+    assert_eq!(r.status(), 202);
+    server
+        .wait_vm(&id, Duration::from_secs(60), |vm| {
+            vm.state == VmState::Destroyed
+        })
+        .await;
+}

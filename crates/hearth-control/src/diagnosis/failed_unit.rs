@@ -45,11 +45,11 @@ pub(super) fn check(input: &Input) -> Vec<Finding> {
         if skip.contains(&unit.unit) || unit.unit.starts_with(WAIT_ONLINE) {
             continue;
         }
-        match seen.iter().find(|s| s.unit == unit.unit) {
+        match seen.iter().find(|s| same_unit(&s.unit, &unit.unit)) {
             // The console showed only the status line: the agent's lines
             // say why.
             Some(s) if s.quiet => {
-                failed_unit_report::add_last_lines(&mut found[s.at], unit);
+                failed_unit_report::add_last_lines(&mut found[s.at], &s.unit, unit);
             }
             Some(_) => {}
             None => found.push(failed_unit_report::unit_finding(unit)),
@@ -57,6 +57,18 @@ pub(super) fn check(input: &Input) -> Vec<Finding> {
     }
     found.truncate(MAX_UNITS);
     found
+}
+
+/// `console` names `unit`: the same name, or the status line's shortened
+/// form of it (`site-setti…vice` for `site-settings.service`), which is all
+/// a console shows once journald has taken systemd's own log lines.
+fn same_unit(console: &str, unit: &str) -> bool {
+    match console.split_once('…') {
+        Some((head, tail)) => {
+            unit.len() >= head.len() + tail.len() && unit.starts_with(head) && unit.ends_with(tail)
+        }
+        None => console == unit,
+    }
 }
 
 /// A unit already reported from the console.

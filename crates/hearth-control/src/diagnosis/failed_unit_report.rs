@@ -25,8 +25,10 @@ pub(super) fn unit_finding(unit: &FailedUnit) -> Finding {
     )
 }
 
-/// Puts the report's lines in front of a console finding that had none.
-pub(super) fn add_last_lines(found: &mut Finding, unit: &FailedUnit) {
+/// Puts the report's lines in front of a console finding that had none,
+/// and its full unit name where the console had `shown` (perhaps
+/// shortened).
+pub(super) fn add_last_lines(found: &mut Finding, shown: &str, unit: &FailedUnit) {
     let mut evidence = last_lines(unit);
     if evidence.is_empty() {
         return;
@@ -34,7 +36,7 @@ pub(super) fn add_last_lines(found: &mut Finding, unit: &FailedUnit) {
     evidence.append(&mut found.evidence);
     *found = finding(
         "failed_unit",
-        std::mem::take(&mut found.cause),
+        found.cause.replacen(shown, &unit.unit, 1),
         evidence,
         fix(&unit.unit, false),
     );
@@ -104,5 +106,28 @@ mod tests {
         let f = diagnose_with_agent(&console, &report(&[]));
         assert_eq!(f.len(), 1, "{f:?}");
         assert!(f[0].fix.contains("ForwardToConsole"), "{f:?}");
+    }
+
+    #[test]
+    fn a_status_line_shortened_on_the_console_is_the_reports_unit() {
+        // From a real Debian guest: journald has systemd's own log, so the
+        // console has only the shortened status line.
+        let console = Evidence {
+            console: "[FAILED] Failed to start site-setti…vice - Load the site settings.\n".into(),
+            ..Evidence::default()
+        };
+        let mut agent = report(&["settings: cannot read /etc/site/settings.conf"]);
+        agent.boot_report.as_mut().unwrap().failed_units[0].unit = "site-settings.service".into();
+        let f = diagnose_with_agent(&console, &agent);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(
+            f[0].cause,
+            "systemd could not start site-settings.service (Load the site settings)"
+        );
+        assert_eq!(
+            f[0].evidence[0],
+            "settings: cannot read /etc/site/settings.conf"
+        );
+        assert!(f[0].fix.contains("last output"), "{f:?}");
     }
 }

@@ -161,11 +161,19 @@ fn unit_finding(log: &Log, failed_at: usize, unit: &str, description: &str) -> (
 /// What to do about a failed unit, depending on whether its output is at
 /// hand.
 pub(super) fn fix(unit: &str, quiet: bool) -> String {
+    // A name systemd shortened on the console is no command argument.
+    let journal = if unit.contains('…') {
+        "`systemctl --failed` names it in full in the guest, and `journalctl -u UNIT` shows \
+         its output"
+            .to_owned()
+    } else {
+        format!("`journalctl -u {unit}` shows it in the guest")
+    };
     let words_hint = if quiet {
         format!(
             "its output is not on the console: journald puts it there with ForwardToConsole=yes \
              in journald.conf (or systemd.journald.forward_to_console=1 on the kernel command \
-             line), and `journalctl -u {unit}` shows it in the guest"
+             line), and {journal}"
         )
     } else {
         "its last output (in the evidence) says why".to_owned()
@@ -235,5 +243,12 @@ mod tests {
                 .contains("webrtc-streamer.service (WebRTC streaming server)"),
             "{f:?}"
         );
+        // Only the shortened name: the fix names no unusable command.
+        let f = found("[FAILED] Failed to start site-setti…vice - Load the site settings.\n");
+        assert!(
+            f[0].fix.contains("`systemctl --failed` names it in full"),
+            "{f:?}"
+        );
+        assert!(!f[0].fix.contains("journalctl -u site-setti"), "{f:?}");
     }
 }

@@ -160,7 +160,6 @@ impl Guest {
     }
 
     /// Blocks until the VM is ready.
-    #[allow(dead_code)] // the init (PID 1) waits: next commits
     pub fn wait_ready(&self) {
         let mut st = self.lock();
         while !st.declared {

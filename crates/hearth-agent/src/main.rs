@@ -27,6 +27,7 @@ mod config;
 mod exec;
 mod files;
 mod guest;
+mod init;
 mod io;
 mod journal;
 mod lines;
@@ -39,6 +40,10 @@ mod session;
 mod user;
 mod vsock;
 
+/// The virtio-serial port hearth gives every QEMU VM.
+const AGENT_PORT: &str = "hearth.agent";
+/// The vsock port the host connects to on Firecracker.
+const AGENT_VSOCK_PORT: u32 = 1024;
 /// How long to wait for the port to show up: the virtio_console module may
 /// still be probing when init starts us.
 const PORT_WAIT: Duration = Duration::from_secs(5);
@@ -47,26 +52,63 @@ const PORT_WAIT: Duration = Duration::from_secs(5);
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 fn main() -> ExitCode {
-    match run() {
+    let pid1 = init::is_pid1();
+    if pid1 {
+        init::prepare();
+    }
+    let result = run(pid1);
+    if let Err(e) = &result {
+        eprintln!("hearth-agent: {e:#}");
+    }
+    if pid1 {
+        // PID 1 never exits: the init's threads carry on without a host.
+        park();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hearth-agent: {e:#}");
-            ExitCode::FAILURE
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+fn run(pid1: bool) -> anyhow::Result<()> {
+    let options = match args::parse(std::env::args().skip(1)) {
+        Ok(options) => options,
+        // The kernel hands init the command line words it does not know.
+        Err(_) if pid1 => args::parse(std::iter::empty()).map_err(anyhow::Error::msg)?,
+        Err(e) => anyhow::bail!(e),
+    };
+    let guest = Guest::new(options.settings);
+    guest.start();
+    if pid1 {
+        init::start(&guest);
+    }
+    match options.transport.or_else(find_channel) {
+        Some(Transport::Port(name)) => serve_port(name, &guest),
+        Some(Transport::Unix(path)) => serve_unix(path, &guest),
+        Some(Transport::Vsock(port)) => serve_vsock(port, &guest),
+        None => {
+            eprintln!(
+                "hearth-agent: no virtio-serial port named {AGENT_PORT} and no vsock: no host will connect"
+            );
+            park()
         }
     }
 }
 
-fn run() -> anyhow::Result<()> {
-    let options = args::parse(std::env::args().skip(1)).map_err(anyhow::Error::msg)?;
-    let Some(transport) = options.transport else {
-        anyhow::bail!("no channel given; {}", args::USAGE);
-    };
-    let guest = Guest::new(options.settings);
-    guest.start();
-    match transport {
-        Transport::Port(name) => serve_port(name, &guest),
-        Transport::Unix(path) => serve_unix(path, &guest),
-        Transport::Vsock(port) => serve_vsock(port, &guest),
+/// With no channel named: the virtio-serial port `hearth.agent` (QEMU)
+/// when it shows up within `PORT_WAIT`, else vsock port 1024 (Firecracker)
+/// when this kernel has vsock.
+fn find_channel() -> Option<Transport> {
+    if port::wait_for(port::SYS_DIR, AGENT_PORT, PORT_WAIT).is_ok() {
+        return Some(Transport::Port(AGENT_PORT.to_owned()));
+    }
+    let has_vsock = std::path::Path::new("/dev/vsock").exists();
+    has_vsock.then_some(Transport::Vsock(AGENT_VSOCK_PORT))
+}
+
+fn park() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
     }
 }
 

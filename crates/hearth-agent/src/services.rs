@@ -112,7 +112,6 @@ impl Supervisor {
     }
 
     /// Stops every service: SIGTERM, then SIGKILL after `grace`.
-    #[allow(dead_code)] // the init (PID 1) stops them: next commits
     pub fn stop_all(&self, grace: Duration) {
         let names: Vec<String> = self.lock().keys().cloned().collect();
         let controls: Vec<Arc<Control>> = {

@@ -1,8 +1,11 @@
 //! The guest agent for real: the minimal image, built with the static
-//! `hearth-agent`, boots under QEMU; its init starts the agent, which
-//! connects over the virtio-serial channel, shakes hands and runs commands
-//! for the host; output, exit codes and start failures come back. The host
-//! hangs up and connects again, twice, and the agent serves it each time.
+//! `hearth-agent`, boots under QEMU with the agent as its init (PID 1),
+//! which connects over the virtio-serial channel, shakes hands (protocol
+//! 2), applies the host's configuration (hostname, environment, a file, a
+//! service with a readiness check), and runs commands for the host; output,
+//! exit codes and start failures come back, and records (the service's
+//! output, readiness) arrive in order. The host hangs up and connects again,
+//! twice; the last connection asks PID 1 to power off with SIGTERM.
 
 use std::io::Read;
 use std::os::unix::net::UnixStream;
@@ -10,11 +13,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hearth_agent_proto::{
-    decode_data, read_frame, write_frame, GuestMessage, HostMessage, Stream, PROTOCOL,
+    decode_data, read_frame, write_frame, GuestMessage, HostMessage, Record, Stream, PROTOCOL,
 };
 use hearth_control::prepare::{self, VmFiles};
 use hearth_guestkit::datadir::DataDir;
 use hearth_guestkit::image::{ensure_image, ImageName};
+use hearth_types::guest::GuestConfig;
 use hearth_types::{VmDescription, VmId};
 use hearth_vmm::qemu::Qemu;
 use hearth_vmm::{Hypervisor, RunningVm};
@@ -60,10 +64,86 @@ fn connect(socket: &Path) -> UnixStream {
     }
 }
 
-fn recv(s: &mut UnixStream) -> GuestMessage {
+fn recv_any(s: &mut UnixStream) -> GuestMessage {
     read_frame(s)
         .expect("a frame from the agent")
         .expect("the agent hung up")
+}
+
+/// The next message that is not a record or a heartbeat.
+fn recv(s: &mut UnixStream) -> GuestMessage {
+    loop {
+        match recv_any(s) {
+            GuestMessage::Record { .. } | GuestMessage::Heartbeat { .. } => {}
+            other => return other,
+        }
+    }
+}
+
+/// Records (acking each) until one matches `stop`.
+fn records_until(s: &mut UnixStream, stop: impl Fn(&Record) -> bool) -> Vec<(u64, Record)> {
+    let mut got = Vec::new();
+    loop {
+        if let GuestMessage::Record { seq, record } = recv_any(s) {
+            write_frame(s, &HostMessage::Ack { seq }).unwrap();
+            let done = stop(&record);
+            got.push((seq, record));
+            if done {
+                return got;
+            }
+        }
+    }
+}
+
+/// The host's configuration for the guest.
+fn config() -> GuestConfig {
+    serde_json::from_value(serde_json::json!({
+        "hostname": "agent-test",
+        "env": [{"name": "GREETING", "value": "hi"}],
+        "files": [{"path": "/etc/hearth-test/greeting", "content": "hello file\n", "mode": 384}],
+        "services": [{
+            "name": "pinger",
+            "argv": ["sh", "-c", "echo ping $GREETING; exec sleep 1000"],
+            "readiness": {"kind": "command", "argv": ["test", "-f", "/etc/hearth-test/greeting"]}
+        }]
+    }))
+    .expect("a valid configuration")
+}
+
+/// Sends the configuration and checks what it did: records in order from
+/// seq 1, the service's output, readiness; then the hostname, environment
+/// and file through execs.
+fn configure(s: &mut UnixStream) {
+    let sent = Instant::now();
+    write_frame(s, &HostMessage::Config { config: config() }).unwrap();
+    let records = records_until(s, |r| matches!(r, Record::ServiceLog { .. }));
+    println!("config to the service's first line: {:?}", sent.elapsed());
+    let seqs: Vec<u64> = records.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "{records:?}"
+    );
+    assert!(
+        records.iter().any(
+            |(_, r)| matches!(r, Record::ConfigApplied { services, .. } if services.len() == 1)
+        ),
+        "{records:?}"
+    );
+    assert!(
+        matches!(&records.last().unwrap().1, Record::ServiceLog { line, .. } if line == "ping hi"),
+        "{records:?}"
+    );
+    exec(s, 10, &["sh", "-c", "hostname; echo $GREETING; cat /etc/hearth-test/greeting; test -e /run/hearth/ready && echo ready; readlink /proc/1/exe"]);
+    let (out, err, end) = outcome(s);
+    assert_eq!(
+        out, "agent-test\nhi\nhello file\nready\n/bin/hearth-agent\n",
+        "the agent is PID 1; {err}"
+    );
+    assert!(
+        matches!(end, GuestMessage::ExecExit { code: Some(0), .. }),
+        "{end:?}"
+    );
 }
 
 fn exec(s: &mut UnixStream, id: u64, argv: &[&str]) {
@@ -130,11 +210,15 @@ fn converse(socket: &Path) {
             "connection {round}: handshake after {:?}",
             started.elapsed()
         );
+        if round == 1 {
+            configure(&mut s);
+        }
         three_execs(&mut s);
         // Hang up and connect again at once.
     }
     let mut s = session(socket);
-    exec(&mut s, 9, &["reboot", "-f"]);
+    // PID 1 (the agent) stops its services and powers off on SIGTERM.
+    exec(&mut s, 9, &["kill", "-TERM", "1"]);
 }
 
 fn three_execs(s: &mut UnixStream) {
@@ -220,5 +304,6 @@ async fn the_agent_runs_commands_for_the_host_over_virtio_serial() {
     }
     assert_eq!(log.matches("hearth-agent: connected").count(), 3, "{log}");
     assert!(log.contains("hearth: ready"), "{log}");
+    assert!(log.contains("hearth: power off"), "{log}");
     assert!(powered_off, "the guest did not power off when asked\n{log}");
 }

@@ -367,7 +367,7 @@ mod tests {
             "DefaultDependencies=no",
             "Restart=always",
             "WantedBy=sysinit.target",
-            "ExecStart=/usr/local/bin/hearth-agent --port hearth.agent",
+            "ExecStart=/usr/local/bin/hearth-agent",
         ] {
             assert!(lines.contains(&want), "{want} missing");
         }

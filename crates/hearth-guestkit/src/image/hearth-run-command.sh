@@ -1,7 +1,11 @@
 #!/bin/sh
 # hearth's command runner, shared by every image (busybox sh or dash).
 #
-# Prints `hearth: ready`. If the kernel command line has
+# Prints `hearth: ready`, or, when the guest agent runs (the image has it
+# and the VM has a channel for it: the virtio-serial port hearth.agent or
+# vsock), waits for the agent to declare the guest ready instead
+# (/run/hearth/ready; the agent prints the marker itself once every
+# service's readiness check passed). If the kernel command line has
 # hearth.argv=<base64>,<base64>,... (each the standard base64 of one
 # argument), it runs exactly that command: no eval, no word splitting, no
 # globbing. Then it prints `hearth: exit status N`, `hearth: power off`, and
@@ -10,7 +14,22 @@
 # No shell functions are defined here, so that a command cannot name one.
 
 set -f
-echo "hearth: ready"
+if { [ -x /usr/local/bin/hearth-agent ] || [ -x /bin/hearth-agent ]; } &&
+    { grep -qsx hearth.agent /sys/class/virtio-ports/*/name || [ -c /dev/vsock ]; }; then
+    waited=0
+    while [ ! -e /run/hearth/ready ]; do
+        if [ "$waited" -ge 600 ]; then
+            echo "hearth: the agent did not declare the guest ready within 300 s" \
+                "(a service's readiness check never passed: see hearth vm why);" \
+                "running the command anyway"
+            break
+        fi
+        sleep 0.5
+        waited=$((waited + 1))
+    done
+else
+    echo "hearth: ready"
+fi
 
 argv=
 for word in $(cat /proc/cmdline); do

@@ -1,15 +1,13 @@
 #!/bin/sh
-# /sbin/init of hearth's minimal image: busybox sh as PID 1.
+# /sbin/init of hearth's minimal image when it has no agent: busybox sh as
+# PID 1. (An image with the agent has the agent itself as /sbin/init: see
+# docs/agent.md.)
 #
 # It mounts what the initramfs did not already move into this root, then
 # hands over to /usr/lib/hearth/run-command, which prints `hearth: ready`
 # and, when the host asked for a command, runs it and powers off. With no
 # command the guest stays up until the host stops it. PID 1 must never exit
 # (that is a kernel panic), so any unexpected end of this script reboots.
-#
-# When the image carries /bin/hearth-agent and the host gave the VM a
-# virtio-serial port named hearth.agent, the agent is started first, in the
-# background: it never delays `hearth: ready` or the command.
 
 trap 'echo "hearth: power off"; sync; reboot -f' EXIT
 
@@ -31,11 +29,6 @@ if [ -c /dev/console ]; then
 fi
 hostname -F /etc/hostname
 cd /root || cd /
-
-if [ -x /bin/hearth-agent ] &&
-    grep -qsx hearth.agent /sys/class/virtio-ports/*/name 2>/dev/null; then
-    /bin/hearth-agent --port hearth.agent </dev/null &
-fi
 
 /bin/sh /usr/lib/hearth/run-command
 

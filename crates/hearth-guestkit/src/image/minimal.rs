@@ -14,7 +14,8 @@ use super::tool::Tool;
 use super::{io_error, ImageError, ROOTFS_FILE, ROOT_LABEL, RUN_COMMAND_PATH, RUN_COMMAND_SCRIPT};
 
 /// Bump when this recipe changes what it produces outside the scripts.
-const RECIPE_VERSION: u32 = 1;
+/// 2: with the agent, /sbin/init is the agent.
+const RECIPE_VERSION: u32 = 2;
 
 /// Where Debian's `busybox-static` package installs its binary.
 pub const BUSYBOX_PATH: &str = "/bin/busybox";
@@ -51,6 +52,8 @@ const DIRS: [(&str, u32); 13] = [
 
 /// Where the image carries the agent, when it has one.
 pub const AGENT_PATH: &str = "bin/hearth-agent";
+/// `/sbin/init` of an image with the agent: a link to it.
+const AGENT_INIT_TARGET: &str = "../bin/hearth-agent";
 
 /// The inputs the image depends on: the scripts, the busybox binary and
 /// the agent's digest (or `none`).
@@ -95,10 +98,16 @@ pub fn stage(root: &Path, agent: Option<&[u8]>) -> Result<(), ImageError> {
     }
     write_file(&root.join("bin/busybox"), &busybox, 0o755)?;
     link_applets(root)?;
-    if let Some(agent) = agent {
-        write_file(&root.join(AGENT_PATH), agent, 0o755)?;
+    let init = root.join("sbin/init");
+    match agent {
+        // The agent is the init (it mounts, reaps, runs hearth.argv and
+        // powers off itself); the script stays for images without it.
+        Some(agent) => {
+            write_file(&root.join(AGENT_PATH), agent, 0o755)?;
+            symlink(AGENT_INIT_TARGET, &init).map_err(io_error("link", &init))?;
+        }
+        None => write_file(&init, INIT_SCRIPT.as_bytes(), 0o755)?,
     }
-    write_file(&root.join("sbin/init"), INIT_SCRIPT.as_bytes(), 0o755)?;
     let runner = root.join(RUN_COMMAND_PATH.trim_start_matches('/'));
     write_file(&runner, RUN_COMMAND_SCRIPT.as_bytes(), 0o755)?;
     write_file(&root.join("etc/passwd"), PASSWD.as_bytes(), 0o644)?;
@@ -200,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn a_given_agent_is_staged_executable_and_the_init_starts_it() {
+    fn a_given_agent_is_staged_executable_and_is_the_init() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         stage(&root, Some(b"agent bytes")).unwrap();
@@ -210,14 +219,10 @@ mod tests {
             fs::metadata(&agent).unwrap().permissions().mode() & 0o777,
             0o755
         );
-        let start = INIT_SCRIPT
-            .find("/bin/hearth-agent --port hearth.agent")
-            .expect("the init starts the agent");
-        let ready = INIT_SCRIPT
-            .find("/bin/sh /usr/lib/hearth/run-command")
-            .unwrap();
-        assert!(start < ready, "the agent starts before the command");
-        let line = INIT_SCRIPT[start..].lines().next().unwrap();
-        assert!(line.trim_end().ends_with('&'), "in the background: {line}");
+        let init = fs::read_link(root.join("sbin/init")).unwrap();
+        assert_eq!(init, Path::new("../bin/hearth-agent"));
+        assert_eq!(fs::read(root.join("sbin/init")).unwrap(), b"agent bytes");
+        // The runner is still there for images without the agent.
+        assert!(root.join("usr/lib/hearth/run-command").is_file());
     }
 }

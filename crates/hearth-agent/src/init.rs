@@ -1,0 +1,268 @@
+//! The agent as PID 1 of the minimal image: it mounts what the initramfs
+//! did not, puts its stdio on the console, sets the hostname, turns
+//! Ctrl-Alt-Del into SIGINT, reaps orphans (the reaper does), and powers the
+//! guest off on SIGINT or SIGTERM after stopping the services. With
+//! `hearth.argv=` on the kernel command line it runs that command once the
+//! guest is ready, prints its exit status and powers off. PID 1 must never
+//! exit (that is a kernel panic), so nothing here returns an error.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_agent_proto::decode_data;
+use hearth_types::console::{EXIT_STATUS, POWER_OFF};
+
+use crate::guest::Guest;
+use crate::reaper::reaper;
+
+/// How long services get between SIGTERM and SIGKILL at power-off.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+pub fn is_pid1() -> bool {
+    // SAFETY: getpid(2) has no preconditions.
+    unsafe { libc::getpid() == 1 }
+}
+
+/// Everything PID 1 does before any thread starts (the signal mask is
+/// inherited by every thread made later).
+pub fn prepare() {
+    std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    std::env::set_var("HOME", "/root");
+    mount_early();
+    console_stdio();
+    if let Ok(name) = std::fs::read_to_string("/etc/hostname") {
+        let name = name.trim();
+        // SAFETY: pointer and length describe `name`'s bytes.
+        unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
+    }
+    let _ = std::env::set_current_dir("/root").or_else(|_| std::env::set_current_dir("/"));
+    // SAFETY: reboot(2) with RB_DISABLE_CAD only changes what Ctrl-Alt-Del
+    // does: the kernel sends PID 1 SIGINT instead of rebooting.
+    unsafe { libc::reboot(libc::RB_DISABLE_CAD) };
+    block_stop_signals();
+}
+
+/// The threads of PID 1: one waiting for SIGINT/SIGTERM, one running
+/// `hearth.argv` once the guest is ready.
+pub fn start(guest: &Arc<Guest>) {
+    let g = guest.clone();
+    std::thread::spawn(move || {
+        wait_for_stop_signal();
+        power_off(&g);
+    });
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if let Some(encoded) = argv_word(&cmdline) {
+        let g = guest.clone();
+        std::thread::spawn(move || run_command(&g, &encoded));
+    }
+}
+
+/// Mounts /proc, /sys, /dev, /dev/pts, /run and /tmp where nothing is yet.
+fn mount_early() {
+    mount_if_missing("proc", "/proc", "proc", "");
+    mount_if_missing("sysfs", "/sys", "sysfs", "");
+    mount_if_missing("devtmpfs", "/dev", "devtmpfs", "");
+    let _ = std::fs::create_dir_all("/dev/pts");
+    mount_if_missing(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        "gid=5,mode=620,ptmxmode=666",
+    );
+    mount_if_missing("tmpfs", "/run", "tmpfs", "mode=0755");
+    mount_if_missing("tmpfs", "/tmp", "tmpfs", "mode=1777");
+}
+
+fn mount_if_missing(source: &str, target: &str, fstype: &str, data: &str) {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if is_mounted(&mounts, target) {
+        return;
+    }
+    let c = |s: &str| CString::new(s).expect("no NUL in a constant");
+    let (src, tgt, fs, opts) = (c(source), c(target), c(fstype), c(data));
+    // SAFETY: all four are NUL-terminated strings alive for the call.
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            fs.as_ptr(),
+            libc::MS_NOSUID,
+            opts.as_ptr().cast(),
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        eprintln!("hearth-agent: mounting {fstype} on {target} failed: {e}");
+    }
+}
+
+fn is_mounted(mounts: &str, target: &str) -> bool {
+    mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(target))
+}
+
+/// Stdin, stdout and stderr on /dev/console.
+fn console_stdio() {
+    let Ok(console) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    else {
+        return;
+    };
+    for fd in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors; `console` stays open
+        // for the call.
+        unsafe { libc::dup2(console.as_raw_fd(), fd) };
+    }
+}
+
+fn stop_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in this thread and every later one, so that
+/// one thread takes them with sigwait (children get a clean mask: the
+/// standard library resets it before exec).
+fn block_stop_signals() {
+    let set = stop_signals();
+    // SAFETY: `set` is initialised; the old mask is not wanted.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+fn wait_for_stop_signal() {
+    let set = stop_signals();
+    let mut sig = 0;
+    // SAFETY: `set` is initialised and `sig` writable.
+    while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+    eprintln!("hearth-agent: signal {sig}: powering off");
+}
+
+/// The value of `hearth.argv=` on the kernel command line.
+pub fn argv_word(cmdline: &str) -> Option<String> {
+    cmdline
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("hearth.argv="))
+        .next_back()
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// Decodes `hearth.argv=` (each argument's standard base64, comma
+/// separated); the error names the position of the bad word, not its text.
+pub fn decode_argv(encoded: &str) -> Result<Vec<String>, String> {
+    encoded
+        .split(',')
+        .enumerate()
+        .map(|(i, word)| {
+            decode_data(word)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    format!(
+                        "hearth.argv word {} is not valid base64 of UTF-8 text",
+                        i + 1
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Once ready: runs the command on the console, prints its exit status,
+/// powers off.
+fn run_command(guest: &Arc<Guest>, encoded: &str) {
+    let argv = match decode_argv(encoded) {
+        Ok(argv) => argv,
+        Err(e) => {
+            println!("hearth: {e}");
+            power_off(guest);
+        }
+    };
+    guest.wait_ready();
+    let status = run_on_console(&argv, &guest.env());
+    // The marker must start a line even if the output did not end one.
+    println!();
+    println!("{EXIT_STATUS}{status}");
+    power_off(guest);
+}
+
+/// The command's exit code as a shell reports it (128 + a signal).
+fn run_on_console(argv: &[String], env: &[(String, String)]) -> i32 {
+    let Some((program, args)) = argv.split_first() else {
+        return 0;
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
+    let child = match reaper().spawn(&mut cmd) {
+        Ok(child) => child,
+        Err(e) => {
+            println!("hearth: cannot start {program}: {e}");
+            return if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+        }
+    };
+    match reaper().wait(child.id(), None) {
+        Some(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
+        None => 1,
+    }
+}
+
+/// Stops the services, syncs, says so, and resets the machine: the
+/// hypervisors exit on a guest reset (QEMU `-no-reboot` with `reboot=t`,
+/// Firecracker with `reboot=k`), as they did with busybox's `reboot -f`.
+pub fn power_off(guest: &Guest) -> ! {
+    guest.supervisor.stop_all(STOP_GRACE);
+    // SAFETY: sync(2) has no preconditions.
+    unsafe { libc::sync() };
+    println!("{POWER_OFF}");
+    let _ = std::io::stdout().flush();
+    loop {
+        // SAFETY: reboot(2) as PID 1; it does not return on success.
+        unsafe { libc::reboot(libc::RB_AUTOBOOT) };
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hearth_agent_proto::encode_data;
+
+    use super::*;
+
+    #[test]
+    fn the_command_comes_from_the_kernel_command_line() {
+        let words = ["sh", "-c", "printf '[%s]' \"$1\"", "two words, one arg", ""];
+        let encoded: Vec<String> = words.iter().map(|w| encode_data(w.as_bytes())).collect();
+        let cmdline = format!("console=ttyS0 hearth.argv={} quiet\n", encoded.join(","));
+        let word = argv_word(&cmdline).unwrap();
+        assert_eq!(decode_argv(&word).unwrap(), words);
+        assert_eq!(argv_word("console=ttyS0 quiet"), None);
+        let err = decode_argv("c2g=,!!!").unwrap_err();
+        assert!(err.contains("word 2"), "{err}");
+        assert!(!err.contains("!!!"), "the word itself is not shown");
+    }
+
+    #[test]
+    fn mounts_are_found_by_their_target() {
+        let mounts = "proc /proc proc rw 0 0\ndevpts /dev/pts devpts rw 0 0\n";
+        assert!(is_mounted(mounts, "/proc"));
+        assert!(is_mounted(mounts, "/dev/pts"));
+        assert!(!is_mounted(mounts, "/dev"));
+    }
+}

@@ -1,6 +1,7 @@
-//! The controller's side of the agent links: one per running QEMU VM,
-//! started with its hypervisor (or at adoption) and stopped when it exits;
-//! the agent's `ready` turns into the VM's.
+//! The controller's side of the agent links: one per running VM (over
+//! QEMU's virtio-serial socket or Firecracker's vsock), started with its
+//! hypervisor (or at adoption) and stopped when it exits; the agent's
+//! `ready` turns into the VM's.
 
 use std::sync::Arc;
 

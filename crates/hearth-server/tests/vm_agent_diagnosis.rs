@@ -502,9 +502,11 @@ async fn a_services_missing_library_is_named_from_its_stderr() {
 }
 
 /// A data directory sharing the suite's kernels and minimal image whose
-/// `debian` image is the shared one with `files` added (by `debugfs` on a
-/// copy) and `links` made (path, target); its manifest is the shared one.
+/// `debian` image is the shared one with `removed` paths gone, `files`
+/// added (by `debugfs` on a copy) and `links` made (path, target); its
+/// manifest is the shared one.
 fn data_dir_with_derived_debian(
+    removed: &[&str],
     files: &[(&str, &str)],
     links: &[(&str, &str)],
 ) -> tempfile::TempDir {
@@ -536,12 +538,17 @@ fn data_dir_with_derived_debian(
         .is_ok_and(|s| s.success());
     assert!(copied, "copying the debian image failed");
     let mut script = String::new();
+    for path in removed {
+        script.push_str(&format!("rm {path}\n"));
+    }
     for (n, (path, content)) in files.iter().enumerate() {
         let local = dir.path().join(format!("file-{n}"));
         std::fs::write(&local, content).expect("a file for debugfs");
+        script.push_str(&parent_dir(path));
         script.push_str(&format!("write {} {path}\n", local.display()));
     }
     for (path, target) in links {
+        script.push_str(&parent_dir(path));
         script.push_str(&format!("symlink {path} {target}\n"));
     }
     let commands = dir.path().join("debugfs.cmds");
@@ -554,11 +561,22 @@ fn data_dir_with_derived_debian(
         .output()
         .expect("debugfs runs (e2fsprogs)");
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // `mkdir` of a folder that is there already complains; that is fine.
     assert!(
-        out.status.success() && stderr.lines().all(|l| l.starts_with("debugfs ")),
+        out.status.success()
+            && stderr
+                .lines()
+                .all(|l| l.starts_with("debugfs ") || l.contains("already exists")),
         "debugfs: {stderr}"
     );
     dir
+}
+
+/// The debugfs command making `path`'s folder (one level: the tests' folders
+/// sit in ones that exist).
+fn parent_dir(path: &str) -> String {
+    let parent = Path::new(path).parent().expect("an absolute path");
+    format!("mkdir {}\n", parent.display())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -573,6 +591,7 @@ async fn a_failed_units_journal_lines_come_from_the_boot_report() {
                 [Install]\nWantedBy=multi-user.target\n";
     let dir = tokio::task::spawn_blocking(move || {
         data_dir_with_derived_debian(
+            &[],
             &[("/etc/systemd/system/site-settings.service", unit)],
             &[(
                 "/etc/systemd/system/multi-user.target.wants/site-settings.service",
@@ -637,6 +656,81 @@ async fn a_failed_units_journal_lines_come_from_the_boot_report() {
         !f.fix.contains("ForwardToConsole"),
         "its words are at hand: {f:?}"
     );
+
+    let r = server
+        .send(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), "")
+        .await;
+    assert_eq!(r.status(), 202);
+    server
+        .wait_vm(&id, Duration::from_secs(60), |vm| {
+            vm.state == VmState::Destroyed
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_boot_report_names_a_unit_held_by_network_online() {
+    if hearth_testkit::static_agent().is_none() {
+        return; // static_agent printed why
+    }
+    let unit = "[Unit]\nDescription=Sync with upstream\nWants=network-online.target\n\
+                After=network-online.target\n\n[Service]\nType=oneshot\nExecStart=/bin/true\n\n\
+                [Install]\nWantedBy=multi-user.target\n";
+    let dir = tokio::task::spawn_blocking(move || {
+        let wait_online = "systemd-networkd-wait-online.service";
+        // hearth's image masks the wait; this one does not, and enables it.
+        data_dir_with_derived_debian(
+            &[&format!("/etc/systemd/system/{wait_online}")],
+            &[("/etc/systemd/system/sync.service", unit)],
+            &[
+                (
+                    "/etc/systemd/system/multi-user.target.wants/sync.service",
+                    "/etc/systemd/system/sync.service",
+                ),
+                (
+                    &format!("/etc/systemd/system/network-online.target.wants/{wait_online}"),
+                    &format!("/lib/systemd/system/{wait_online}"),
+                ),
+            ],
+        )
+    })
+    .await
+    .expect("assets task");
+    let server = AgentServer::start(dir.path()).await;
+    // The agent reports the boot again once ready: this service gets ready
+    // once wait-online is running, so that report shows who waits behind it.
+    let wait = "until [ \"$(systemctl show -P ActiveState systemd-networkd-wait-online.service)\" = activating ]; \
+                do sleep 0.2; done; while true; do busybox nc -l -p 8080 </dev/null; done";
+    let body = serde_json::json!({
+        "image": "debian",
+        "memory_mib": 512,
+        "readiness_timeout_secs": 60,
+        "config": {"services": [{
+            "name": "after-wait-online",
+            "argv": ["sh", "-c", wait],
+            "readiness": {"kind": "tcp", "port": 8080}
+        }]}
+    });
+    let r = server
+        .send(reqwest::Method::POST, "/v1/vms", &body.to_string())
+        .await;
+    assert!(r.status().is_success(), "create: {}", r.status());
+    let vm: Vm = r.json().await.expect("a Vm");
+    let id = vm.id.to_string();
+    let rule = "waiting_on_network_online";
+    let found = diagnosis_with(&server, &id, &[rule], Duration::from_secs(60)).await;
+    eprintln!("{found:#?}");
+    let f = finding(&found, rule);
+    assert!(
+        f.cause.contains("sync.service") && f.cause.contains("behind network-online.target"),
+        "the held unit is named: {f:?}"
+    );
+    for job in [
+        "systemd-networkd-wait-online.service start running",
+        "sync.service start waiting",
+    ] {
+        assert!(f.evidence.iter().any(|l| l.ends_with(job)), "{job}: {f:?}");
+    }
 
     let r = server
         .send(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), "")

@@ -217,10 +217,31 @@ fn run_on_console(argv: &[String], env: &[(String, String)]) -> i32 {
             };
         }
     };
-    match reaper().wait(child.id(), None) {
-        Some(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
-        None => 1,
+    let Some(status) = reaper().wait(child.id(), None) else {
+        return 1;
+    };
+    if let Some(sig) = status.signal() {
+        // What a shell says when its child dies of a signal (diagnosis
+        // reads "Illegal instruction" as evidence).
+        println!();
+        println!("{}", signal_name(sig));
+        return 128 + sig;
     }
+    status.code().unwrap_or(1)
+}
+
+/// strsignal(3): "Illegal instruction", "Killed", ...
+fn signal_name(sig: i32) -> String {
+    // SAFETY: strsignal returns a pointer to a NUL-terminated string (or
+    // null), valid until the next call; it is copied at once.
+    let p = unsafe { libc::strsignal(sig) };
+    if p.is_null() {
+        return format!("signal {sig}");
+    }
+    // SAFETY: non-null and NUL-terminated, per strsignal.
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Stops the services, syncs, says so, and resets the machine: the
@@ -256,6 +277,12 @@ mod tests {
         let err = decode_argv("c2g=,!!!").unwrap_err();
         assert!(err.contains("word 2"), "{err}");
         assert!(!err.contains("!!!"), "the word itself is not shown");
+    }
+
+    #[test]
+    fn a_signal_is_named_as_a_shell_names_it() {
+        assert_eq!(signal_name(libc::SIGILL), "Illegal instruction");
+        assert_eq!(signal_name(libc::SIGKILL), "Killed");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! ready VM over its agent link, at most `max_file_bytes` (64 MiB by
 //! default), with the SHA-256 checked end to end. Tenant only, like exec.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{RawQuery, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -53,23 +53,42 @@ pub(crate) async fn put(
     let q = params::query_pairs(query.as_deref(), &["path"])?;
     let path = params::guest_path(&q)?;
     let limit = state.controller.config().max_file_bytes;
-    let too_large = || Problem::from(FileError::TooLarge { limit });
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
-    let body: Bytes = axum::body::to_bytes(request.into_body(), cap)
-        .await
-        .map_err(|_| too_large())?;
-    let written = state
-        .controller
-        .write_file(&scope, &id, path, body.to_vec())
-        .await?;
+    let body = read_bounded(request.into_body(), limit)
+        .await?
+        .ok_or_else(|| Problem::from(FileError::TooLarge { limit }))?;
+    let written = state.controller.write_file(&scope, &id, path, body).await?;
     Ok(Json(written))
+}
+
+/// Past the bound, how much more of a body is read and dropped so that the
+/// client, which sends the whole body before it reads the answer, gets the
+/// 413 instead of a broken pipe. Beyond this the connection is cut.
+const DRAIN_MAX: u64 = 256 << 20;
+
+/// The body, or `None` when it is larger than `limit` (then drained up to
+/// [`DRAIN_MAX`] more, so the answer reaches the client).
+async fn read_bounded(body: Body, limit: u64) -> Result<Option<Vec<u8>>, Problem> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut data = Vec::new();
+    let mut seen: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            Problem::bad_request(
+                "invalid_request",
+                format!("could not read the request body: {e}"),
+            )
+        })?;
+        seen += chunk.len() as u64;
+        if seen <= limit {
+            data.extend_from_slice(&chunk);
+        } else if seen > limit.saturating_add(DRAIN_MAX) {
+            break;
+        } else {
+            data = Vec::new();
+        }
+    }
+    Ok((seen <= limit).then_some(data))
 }
 
 /// The file at `path` in the VM, as bytes; its SHA-256 in

@@ -181,3 +181,86 @@ fn records_made_while_the_host_is_away_arrive_once_after_it_returns() {
         .iter()
         .any(|(_, r)| matches!(r, Record::ConfigApplied { .. })));
 }
+
+#[test]
+fn the_image_config_alone_starts_services_and_makes_the_guest_ready() {
+    let image = r#"{"env": [{"name": "FROM", "value": "image"}],
+        "services": [{"name": "img", "argv": ["sh", "-c", "echo from $FROM; exec sleep 1000"]}]}"#;
+    let agent = Agent::start_with_image_config(Some(image), &[]);
+    // Nobody has connected yet: the guest gets ready on its own.
+    common::wait_for_file(&agent.path("run/ready"));
+    let mut host = agent.connect(0);
+    let records = host.records_until(|r| matches!(r, Record::Ready { .. }));
+    assert!(
+        matches!(&records[0].1, Record::ConfigApplied { services, .. } if services[0].name == "img")
+    );
+    // The line may come before or after `ready`.
+    let more = if log_lines(&records, "img", Stream::Stdout).is_empty() {
+        host.records_until(|r| matches!(r, Record::ServiceLog { .. }))
+    } else {
+        records
+    };
+    assert_eq!(log_lines(&more, "img", Stream::Stdout), ["from image"]);
+}
+
+#[test]
+fn a_bad_image_config_or_file_is_a_config_failed_record_naming_it() {
+    let agent = Agent::start_with_image_config(Some(r#"{"servces": []}"#), &["--wait-config"]);
+    let mut host = agent.connect(0);
+    let blocker = agent.path("blocker");
+    std::fs::write(&blocker, "").unwrap();
+    host.send(&HostMessage::Config {
+        config: config(json!({
+            "files": [{"path": blocker.join("x").display().to_string(), "content": "secret"}],
+            "services": []
+        })),
+    });
+    let records = host.records_until(|r| matches!(r, Record::Ready { .. }));
+    let failures: Vec<&String> = records
+        .iter()
+        .filter_map(|(_, r)| match r {
+            Record::ConfigFailed { message, .. } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures.len(), 2, "{records:#?}");
+    assert!(
+        failures[0].contains("agent.json") && failures[0].contains("servces"),
+        "{}",
+        failures[0]
+    );
+    assert!(failures[1].contains("blocker/x"), "{}", failures[1]);
+    assert!(
+        !failures[1].contains("secret"),
+        "file contents stay out of errors"
+    );
+}
+
+#[test]
+fn a_service_runs_as_its_user_and_a_missing_program_is_a_spawn_failure() {
+    let agent = Agent::start(&["--wait-config"]);
+    let mut host = agent.connect(0);
+    host.send(&HostMessage::Config {
+        config: config(json!({
+            "services": [
+                {"name": "who", "argv": ["id", "-u"], "user": "65534", "restart": "never"},
+                {"name": "ghost", "argv": ["/no/such/program"]}
+            ]
+        })),
+    });
+    let mut seen_exit = false;
+    let mut seen_failure = false;
+    let records = host.records_until(|r| {
+        seen_exit |= matches!(r, Record::ServiceExited { service, .. } if service == "who");
+        seen_failure |= matches!(r, Record::ServiceSpawnFailed { service, message, .. }
+            if service == "ghost" && message.contains("/no/such/program"));
+        seen_exit && seen_failure
+    });
+    assert_eq!(log_lines(&records, "who", Stream::Stdout), ["65534"]);
+    assert!(
+        !records
+            .iter()
+            .any(|(_, r)| matches!(r, Record::Ready { .. })),
+        "ghost never gets ready"
+    );
+}

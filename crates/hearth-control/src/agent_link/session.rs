@@ -25,6 +25,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// and connecting again after [`HANGUP_GAP`] wakes it.
 const HELLO_TRY: Duration = Duration::from_secs(2);
 const HANGUP_GAP: Duration = Duration::from_millis(250);
+/// Silences in a row that get [`HELLO_TRY`]; after them a connection
+/// waits [`HELLO_LONG`] (an agent still starting says hello at once on the
+/// open connection; an image without one costs a connect per 10 s).
+const QUICK_SILENCES: u32 = 5;
+const HELLO_LONG: Duration = Duration::from_secs(10);
 /// How long one connect (Firecracker's vsock handshake included) may take.
 const CONNECT_TRY: Duration = Duration::from_secs(1);
 /// A write the agent does not take within this ends the connection.
@@ -61,14 +66,16 @@ pub(super) async fn run(
     connected: watch::Sender<bool>,
 ) {
     let mut backoff = RETRY;
+    let mut silences = 0u32;
     loop {
         let greeted = tokio::select! {
             _ = stopped(&mut stop) => return,
-            g = greet(&spec) => g,
+            g = greet(&spec, if silences < QUICK_SILENCES { HELLO_TRY } else { HELLO_LONG }) => g,
         };
         let pause = match greeted {
             Ok(conn) => {
                 backoff = RETRY;
+                silences = 0;
                 connected.send_replace(true);
                 tracing::info!(vm = %spec.vm, "agent connected");
                 let end = conn.serve(&spec, &mut requests, &mut stop).await;
@@ -88,7 +95,10 @@ pub(super) async fn run(
                 }
                 HANGUP_GAP
             }
-            Err(Greet::Silent) => HANGUP_GAP,
+            Err(Greet::Silent) => {
+                silences += 1;
+                HANGUP_GAP
+            }
             Err(Greet::Unreachable) => {
                 let pause = backoff;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -118,14 +128,14 @@ struct Connection {
 
 /// Connects, reads the hello, answers welcome (with the ack of the hello's
 /// instance) and sends the VM's configuration.
-async fn greet(spec: &LinkSpec) -> Result<Connection, Greet> {
+async fn greet(spec: &LinkSpec, hello_window: Duration) -> Result<Connection, Greet> {
     let stream = spec
         .endpoint
         .connect_async(CONNECT_TRY)
         .await
         .map_err(|_| Greet::Unreachable)?;
     let (mut reader, mut writer) = stream.into_split();
-    let hello = match tokio::time::timeout(HELLO_TRY, wire::read_message(&mut reader)).await {
+    let hello = match tokio::time::timeout(hello_window, wire::read_message(&mut reader)).await {
         Err(_) | Ok(Ok(None)) => return Err(Greet::Silent),
         Ok(Err(e)) => return Err(Greet::Failed(error_chain(&e))),
         Ok(Ok(Some(msg))) => msg,

@@ -212,6 +212,8 @@ fn converse(socket: &Path) {
         );
         if round == 1 {
             configure(&mut s);
+        } else {
+            orphans_are_reaped(&mut s);
         }
         three_execs(&mut s);
         // Hang up and connect again at once.
@@ -219,6 +221,18 @@ fn converse(socket: &Path) {
     let mut s = session(socket);
     // PID 1 (the agent) stops its services and powers off on SIGTERM.
     exec(&mut s, 9, &["kill", "-TERM", "1"]);
+}
+
+/// A process whose parent left is reparented to PID 1, the agent, whose
+/// reaper must collect it: no zombie is left.
+fn orphans_are_reaped(s: &mut UnixStream) {
+    exec(s, 20, &["sh", "-c", "(sleep 0.2 &); exit 0"]);
+    outcome(s);
+    std::thread::sleep(Duration::from_millis(1500));
+    let count = "cat /proc/[0-9]*/status 2>/dev/null | grep -c '^State:.*Z'";
+    exec(s, 21, &["sh", "-c", count]);
+    let (out, _, _) = outcome(s);
+    assert_eq!(out.trim(), "0", "zombies left");
 }
 
 fn three_execs(s: &mut UnixStream) {

@@ -31,7 +31,7 @@ pub(super) fn check(input: &Input) -> Vec<Finding> {
     let said = if own.is_empty() {
         "it printed nothing on the console either"
     } else {
-        "its own console lines (in the evidence) say why"
+        "the console's lines about it (in the evidence) show how far it got"
     };
     vec![finding(
         "agent_never_connected",

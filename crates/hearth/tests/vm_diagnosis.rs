@@ -278,8 +278,9 @@ fn a_unit_after_network_online_holds_the_boot() {
         image.to_str().expect("utf-8"),
         "--memory",
         "512",
+        // Enough for a loaded host to show the wait for a few seconds.
         "--timeout",
-        "30",
+        "40",
         "--",
         "true",
     ]);

@@ -67,6 +67,9 @@ pub(super) async fn run(
 ) {
     let mut backoff = RETRY;
     let mut silences = 0u32;
+    // Ids keep counting across connections: an answer from an old
+    // connection's command can never be taken for a new one's.
+    let mut next_id = 1u64;
     loop {
         let greeted = tokio::select! {
             _ = stopped(&mut stop) => return,
@@ -78,7 +81,9 @@ pub(super) async fn run(
                 silences = 0;
                 connected.send_replace(true);
                 tracing::info!(vm = %spec.vm, "agent connected");
-                let end = conn.serve(&spec, &mut requests, &mut stop).await;
+                let end = conn
+                    .serve(&spec, &mut requests, &mut stop, &mut next_id)
+                    .await;
                 connected.send_replace(false);
                 if let Err(e) = spec
                     .store
@@ -246,9 +251,9 @@ impl Connection {
         spec: &LinkSpec,
         requests: &mut mpsc::UnboundedReceiver<Request>,
         stop: &mut watch::Receiver<bool>,
+        next_id: &mut u64,
     ) -> End {
         let mut pending = HashMap::new();
-        let mut next_id = 1u64;
         let end = loop {
             tokio::select! {
                 _ = stopped(stop) => break End::Stopped,
@@ -265,8 +270,8 @@ impl Connection {
                     if request.abandoned() {
                         continue;
                     }
-                    let id = next_id;
-                    next_id += 1;
+                    let id = *next_id;
+                    *next_id += 1;
                     if let Err(e) = self.send_request(id, request, &mut pending).await {
                         break End::Dropped(error_chain(&e));
                     }

@@ -12,97 +12,14 @@
 //! data directory of its own; derived images are made with `debugfs` on a
 //! copy of the suite's shared Debian image.
 
-use std::path::Path;
-use std::process::Command;
-use std::sync::Arc;
+mod agent_server;
+
 use std::time::{Duration, Instant};
 
-use hearth_control::controller::{Controller, ControllerConfig};
+use agent_server::*;
 use hearth_guestkit::image::ImageName;
-use hearth_guestkit::DataDir;
-use hearth_server::{mint_token, ServerConfig};
-use hearth_store::SqliteStore;
-use hearth_types::api::{Diagnosis, Vm};
-use hearth_types::{FailureCode, TenantId, VmState};
-
-/// A server on `dir` with agent readiness on, its reconcilers running.
-struct AgentServer {
-    base: String,
-    http: reqwest::Client,
-    token: String,
-    _reconcilers: tokio::task::JoinHandle<()>,
-}
-
-impl AgentServer {
-    async fn start(dir: &Path) -> AgentServer {
-        let data = DataDir::new(dir);
-        let store = SqliteStore::open(&data.store_file()).expect("store opens");
-        let mut cc = ControllerConfig::new(data);
-        cc.tick = Duration::from_millis(200);
-        cc.grace = Duration::from_secs(5);
-        cc.agent_readiness = true;
-        let controller = Controller::new(Arc::new(store), cc);
-        let reconcilers = controller.start().await;
-        let (secret, record) = mint_token("team-a".parse::<TenantId>().expect("tenant"), false);
-        controller
-            .store()
-            .insert_token(&record)
-            .await
-            .expect("token stored");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(hearth_server::serve_on(
-            listener,
-            controller,
-            ServerConfig::default(),
-            std::future::pending(),
-        ));
-        AgentServer {
-            base,
-            http: reqwest::Client::new(),
-            token: secret,
-            _reconcilers: reconcilers,
-        }
-    }
-
-    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("GET");
-        assert!(r.status().is_success(), "GET {path}: {}", r.status());
-        r.json().await.expect("JSON")
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: &str) -> reqwest::Response {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("request")
-    }
-
-    /// GETs the VM until `done` holds, at most `limit`.
-    async fn wait_vm(&self, id: &str, limit: Duration, done: impl Fn(&Vm) -> bool) -> Vm {
-        let started = Instant::now();
-        loop {
-            let vm: Vm = self.get(&format!("/v1/vms/{id}")).await;
-            if done(&vm) {
-                return vm;
-            }
-            assert!(started.elapsed() < limit, "VM {id} after {limit:?}: {vm:?}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
+use hearth_types::api::Diagnosis;
+use hearth_types::{FailureCode, VmState};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_never_connects_is_named_with_the_last_console_lines() {
@@ -124,10 +41,7 @@ async fn an_agent_that_never_connects_is_named_with_the_last_console_lines() {
     let server = AgentServer::start(dir.path()).await;
     // Long enough for a loaded host to get to the agent's unit.
     let body = r#"{"image":"debian","memory_mib":512,"readiness_timeout_secs":50}"#;
-    let r = server.send(reqwest::Method::POST, "/v1/vms", body).await;
-    assert!(r.status().is_success(), "create: {}", r.status());
-    let vm: Vm = r.json().await.expect("a Vm");
-    let id = vm.id.to_string();
+    let id = server.create(body).await;
     let failed = server
         .wait_vm(&id, Duration::from_secs(90), |vm| {
             vm.state == VmState::Failed
@@ -161,36 +75,7 @@ async fn an_agent_that_never_connects_is_named_with_the_last_console_lines() {
         "the timeout is the silent agent's, told once: {found:#?}"
     );
 
-    let r = server
-        .send(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), "")
-        .await;
-    assert_eq!(r.status(), 202);
-    server
-        .wait_vm(&id, Duration::from_secs(60), |vm| {
-            vm.state == VmState::Destroyed
-        })
-        .await;
-}
-
-/// A data directory of its own sharing the suite's kernel and minimal
-/// image, which carries the static agent.
-fn data_dir_with_agent_image() -> tempfile::TempDir {
-    data_dir_with_agent_images(&[ImageName::Minimal])
-}
-
-/// The same with `images` built (with the agent) in the shared directory.
-fn data_dir_with_agent_images(images: &[ImageName]) -> tempfile::TempDir {
-    let agent = hearth_testkit::static_agent().expect("a static agent");
-    if std::env::var_os("HEARTH_AGENT").is_none() {
-        std::env::set_var("HEARTH_AGENT", &agent);
-    }
-    let shared = DataDir::new(hearth_testkit::test_data_dir());
-    hearth_guestkit::kernel::fetch_debian_cloud_kernel(&shared, &mut |_| {}).expect("kernel fetch");
-    for &image in images {
-        hearth_guestkit::image::ensure_image(&shared, image, false, &mut |_| {})
-            .unwrap_or_else(|e| panic!("the {image:?} image builds: {e}"));
-    }
-    hearth_testkit::private_data_dir()
+    server.destroy(&id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,12 +97,7 @@ async fn a_readiness_port_that_never_opens_is_named_with_the_services_output() {
             "readiness": {"kind": "tcp", "port": 8080}
         }]}
     });
-    let r = server
-        .send(reqwest::Method::POST, "/v1/vms", &body.to_string())
-        .await;
-    assert!(r.status().is_success(), "create: {}", r.status());
-    let vm: Vm = r.json().await.expect("a Vm");
-    let id = vm.id.to_string();
+    let id = server.create(&body.to_string()).await;
     let failed = server
         .wait_vm(&id, Duration::from_secs(90), |vm| {
             vm.state == VmState::Failed
@@ -253,48 +133,7 @@ async fn a_readiness_port_that_never_opens_is_named_with_the_services_output() {
         "the agent did connect: {found:#?}"
     );
 
-    let r = server
-        .send(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), "")
-        .await;
-    assert_eq!(r.status(), 202);
-    server
-        .wait_vm(&id, Duration::from_secs(60), |vm| {
-            vm.state == VmState::Destroyed
-        })
-        .await;
-}
-
-/// GETs the VM's diagnosis until it has every rule in `rules`, at most
-/// `limit`: the services' records arrive while the VM runs.
-async fn diagnosis_with(
-    server: &AgentServer,
-    id: &str,
-    rules: &[&str],
-    limit: Duration,
-) -> Diagnosis {
-    let started = Instant::now();
-    loop {
-        let found: Diagnosis = server.get(&format!("/v1/vms/{id}/diagnosis")).await;
-        if rules
-            .iter()
-            .all(|r| found.findings.iter().any(|f| f.rule == *r))
-        {
-            return found;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "not all of {rules:?} after {limit:?}: {found:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-fn finding<'a>(found: &'a Diagnosis, rule: &str) -> &'a hearth_types::api::Finding {
-    found
-        .findings
-        .iter()
-        .find(|f| f.rule == rule)
-        .unwrap_or_else(|| panic!("no {rule}: {found:#?}"))
+    server.destroy(&id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,12 +169,7 @@ async fn broken_services_are_diagnosed_from_the_agents_records_also_after_destro
             ]
         }
     });
-    let r = server
-        .send(reqwest::Method::POST, "/v1/vms", &body.to_string())
-        .await;
-    assert!(r.status().is_success(), "create: {}", r.status());
-    let vm: Vm = r.json().await.expect("a Vm");
-    let id = vm.id.to_string();
+    let id = server.create(&body.to_string()).await;
     let rules = ["crash_loop", "killed_by_sigill", "exec_format_error"];
     let live = diagnosis_with(&server, &id, &rules, Duration::from_secs(60)).await;
     eprintln!("{live:#?}");
@@ -382,15 +216,7 @@ async fn broken_services_are_diagnosed_from_the_agents_records_also_after_destro
         "{format:?}"
     );
 
-    let r = server
-        .send(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), "")
-        .await;
-    assert_eq!(r.status(), 202);
-    server
-        .wait_vm(&id, Duration::from_secs(60), |vm| {
-            vm.state == VmState::Destroyed
-        })
-        .await;
+    server.destroy(&id).await;
     let archived: Diagnosis = server.get(&format!("/v1/vms/{id}/diagnosis")).await;
     for rule in rules {
         assert_eq!(
@@ -424,12 +250,7 @@ async fn a_services_missing_library_is_named_from_its_stderr() {
             "restart": "never"
         }]}
     });
-    let r = server
-        .send(reqwest::Method::POST, "/v1/vms", &body.to_string())
-        .await;
-    assert!(r.status().is_success(), "create: {}", r.status());
-    let vm: Vm = r.json().await.expect("a Vm");
-    let id = vm.id.to_string();
+    let id = server.create(&body.to_string()).await;
     let found = diagnosis_with(&server, &id, &["missing_library"], Duration::from_secs(60)).await;
     eprintln!("{found:#?}");
     let f = finding(&found, "missing_library");
@@ -447,99 +268,7 @@ async fn a_services_missing_library_is_named_from_its_stderr() {
         "{f:?}"
     );
 
-    let r = server
-        .send(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), "")
-        .await;
-    assert_eq!(r.status(), 202);
-    server
-        .wait_vm(&id, Duration::from_secs(60), |vm| {
-            vm.state == VmState::Destroyed
-        })
-        .await;
-}
-
-/// A data directory sharing the suite's kernels and minimal image whose
-/// `debian` image is the shared one with `removed` paths gone, `files`
-/// added (by `debugfs` on a copy) and `links` made (path, target); its
-/// manifest is the shared one.
-fn data_dir_with_derived_debian(
-    removed: &[&str],
-    files: &[(&str, &[u8])],
-    links: &[(&str, &str)],
-) -> tempfile::TempDir {
-    let _ = data_dir_with_agent_images(&[ImageName::Minimal, ImageName::Debian]);
-    let shared = hearth_testkit::test_data_dir();
-    let dir = tempfile::Builder::new()
-        .prefix("hearth-server-")
-        .tempdir()
-        .expect("tempdir");
-    for name in ["kernels", "cache", "locks"] {
-        std::os::unix::fs::symlink(shared.join(name), dir.path().join(name)).expect("symlink");
-    }
-    let images = dir.path().join("images");
-    std::fs::create_dir_all(images.join("debian")).expect("image dir");
-    std::os::unix::fs::symlink(shared.join("images/minimal"), images.join("minimal"))
-        .expect("symlink");
-    let debian = shared.join("images/debian");
-    std::fs::copy(
-        debian.join("manifest.json"),
-        images.join("debian/manifest.json"),
-    )
-    .expect("manifest");
-    let rootfs = images.join("debian/rootfs.ext4");
-    let copied = Command::new("cp")
-        .arg("--sparse=always")
-        .arg(debian.join("rootfs.ext4"))
-        .arg(&rootfs)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(copied, "copying the debian image failed");
-    let mut script = String::new();
-    for path in removed {
-        script.push_str(&format!("rm {path}\n"));
-    }
-    for (n, (path, content)) in files.iter().enumerate() {
-        let local = dir.path().join(format!("file-{n}"));
-        std::fs::write(&local, content).expect("a file for debugfs");
-        script.push_str(&parent_dir(path));
-        script.push_str(&format!("write {} {path}\n", local.display()));
-        let mode = if content.starts_with(b"\x7fELF") {
-            "0100755"
-        } else {
-            "0100644"
-        };
-        script.push_str(&format!("sif {path} mode {mode}\n"));
-    }
-    for (path, target) in links {
-        script.push_str(&parent_dir(path));
-        script.push_str(&format!("symlink {path} {target}\n"));
-    }
-    let commands = dir.path().join("debugfs.cmds");
-    std::fs::write(&commands, script).expect("debugfs script");
-    let out = Command::new("debugfs")
-        .arg("-w")
-        .arg("-f")
-        .arg(&commands)
-        .arg(&rootfs)
-        .output()
-        .expect("debugfs runs (e2fsprogs)");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // `mkdir` of a folder that is there already complains; that is fine.
-    assert!(
-        out.status.success()
-            && stderr
-                .lines()
-                .all(|l| l.starts_with("debugfs ") || l.contains("already exists")),
-        "debugfs: {stderr}"
-    );
-    dir
-}
-
-/// The debugfs command making `path`'s folder (one level: the tests' folders
-/// sit in ones that exist).
-fn parent_dir(path: &str) -> String {
-    let parent = Path::new(path).parent().expect("an absolute path");
-    format!("mkdir {}\n", parent.display())
+    server.destroy(&id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -579,12 +308,7 @@ async fn a_failed_units_journal_lines_come_from_the_boot_report() {
             "readiness": {"kind": "tcp", "port": 8080}
         }]}
     });
-    let r = server
-        .send(reqwest::Method::POST, "/v1/vms", &body.to_string())
-        .await;
-    assert!(r.status().is_success(), "create: {}", r.status());
-    let vm: Vm = r.json().await.expect("a Vm");
-    let id = vm.id.to_string();
+    let id = server.create(&body.to_string()).await;
     let telling = "settings: cannot read /etc/site/settings.conf";
     let started = Instant::now();
     let found = loop {
@@ -620,15 +344,7 @@ async fn a_failed_units_journal_lines_come_from_the_boot_report() {
         "its words are at hand: {f:?}"
     );
 
-    let r = server
-        .send(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), "")
-        .await;
-    assert_eq!(r.status(), 202);
-    server
-        .wait_vm(&id, Duration::from_secs(60), |vm| {
-            vm.state == VmState::Destroyed
-        })
-        .await;
+    server.destroy(&id).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -674,12 +390,7 @@ async fn the_boot_report_names_a_unit_held_by_network_online() {
             "readiness": {"kind": "tcp", "port": 8080}
         }]}
     });
-    let r = server
-        .send(reqwest::Method::POST, "/v1/vms", &body.to_string())
-        .await;
-    assert!(r.status().is_success(), "create: {}", r.status());
-    let vm: Vm = r.json().await.expect("a Vm");
-    let id = vm.id.to_string();
+    let id = server.create(&body.to_string()).await;
     let rule = "waiting_on_network_online";
     let found = diagnosis_with(&server, &id, &[rule], Duration::from_secs(60)).await;
     eprintln!("{found:#?}");
@@ -695,13 +406,5 @@ async fn the_boot_report_names_a_unit_held_by_network_online() {
         assert!(f.evidence.iter().any(|l| l.ends_with(job)), "{job}: {f:?}");
     }
 
-    let r = server
-        .send(reqwest::Method::DELETE, &format!("/v1/vms/{id}"), "")
-        .await;
-    assert_eq!(r.status(), 202);
-    server
-        .wait_vm(&id, Duration::from_secs(60), |vm| {
-            vm.state == VmState::Destroyed
-        })
-        .await;
+    server.destroy(&id).await;
 }

@@ -35,6 +35,46 @@ pub fn collect(agent_started_ms: u64) -> BootReport {
     }
 }
 
+/// `systemctl is-system-running`: `starting`, `running`, `degraded`, ...;
+/// `None` without systemd.
+pub fn systemd_state() -> Option<String> {
+    let state = output_of(&["systemctl", "is-system-running"]);
+    let state = state.trim();
+    (!state.is_empty()).then(|| state.to_owned())
+}
+
+/// What to do after reading systemd's state `elapsed` into the agent's life.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settle {
+    /// Keep watching.
+    Wait,
+    /// Report now: the boot is still under way after `STUCK_AFTER` (its
+    /// waiting jobs tell why); keep watching.
+    ReportStuck,
+    /// Report now: the boot is over (or no systemd, or given up); stop.
+    ReportDone,
+    /// No systemd: nothing to watch.
+    Stop,
+}
+
+/// A boot still under way after this long is reported as it stands.
+pub const STUCK_AFTER: Duration = Duration::from_secs(20);
+/// Watching systemd ends after this long.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
+
+/// The next step of watching systemd's boot, given its state.
+pub fn settle(state: Option<&str>, elapsed: Duration, stuck_reported: bool) -> Settle {
+    match state {
+        None => Settle::Stop,
+        Some("initializing" | "starting") if elapsed >= GIVE_UP_AFTER => Settle::ReportDone,
+        Some("initializing" | "starting") if elapsed >= STUCK_AFTER && !stuck_reported => {
+            Settle::ReportStuck
+        }
+        Some("initializing" | "starting") => Settle::Wait,
+        Some(_) => Settle::ReportDone,
+    }
+}
+
 /// `uname -r`.
 fn kernel_release() -> String {
     // SAFETY: an all-zero utsname is valid; uname fills it.
@@ -330,6 +370,26 @@ fn statvfs(path: &str) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_systemd_boot_is_reported_when_done_or_stuck() {
+        let s = Duration::from_secs;
+        assert_eq!(settle(None, s(1), false), Settle::Stop);
+        assert_eq!(settle(Some("starting"), s(1), false), Settle::Wait);
+        assert_eq!(settle(Some("starting"), s(21), false), Settle::ReportStuck);
+        assert_eq!(settle(Some("starting"), s(22), true), Settle::Wait);
+        assert_eq!(settle(Some("degraded"), s(5), false), Settle::ReportDone);
+        assert_eq!(settle(Some("running"), s(30), true), Settle::ReportDone);
+        assert_eq!(settle(Some("starting"), s(601), true), Settle::ReportDone);
+        // Without systemd (this agent's own test host may have none) the
+        // watch stops at once.
+        if systemd_state().is_none() {
+            assert_eq!(
+                settle(systemd_state().as_deref(), s(0), false),
+                Settle::Stop
+            );
+        }
+    }
 
     #[test]
     fn listening_sockets_are_read_from_proc_net_tcp() {

@@ -17,7 +17,7 @@ use hearth_agent_proto::Record;
 use hearth_types::console::READY;
 use hearth_types::guest::{EnvVar, GuestConfig, ServiceSpec};
 
-use crate::bootreport;
+use crate::bootreport::{self, Settle};
 use crate::config::{self, ConfigError};
 use crate::journal::Limits;
 use crate::outbox::Outbox;
@@ -107,6 +107,7 @@ impl Guest {
     /// host's configuration is awaited.
     pub fn start(&self) {
         self.report_boot(BOOT_REPORT_DELAY);
+        self.watch_systemd_boot();
         let image = match config::load(&self.settings.image_config) {
             Ok(c) => c.unwrap_or_default(),
             Err(e) => {
@@ -224,16 +225,36 @@ impl Guest {
         self.report_boot(Duration::ZERO);
     }
 
+    /// Under systemd, a `boot_report` once its boot is over (failed units
+    /// fail late, after the agent's early reports), and one when it is
+    /// still under way after a while (its waiting jobs say why).
+    fn watch_systemd_boot(&self) {
+        let (outbox, started_ms) = (self.outbox.clone(), self.started_ms);
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            let mut stuck_reported = false;
+            loop {
+                let state = bootreport::systemd_state();
+                match bootreport::settle(state.as_deref(), start.elapsed(), stuck_reported) {
+                    Settle::Stop => return,
+                    Settle::Wait => {}
+                    Settle::ReportStuck => {
+                        stuck_reported = true;
+                        record_boot_report(&outbox, started_ms);
+                    }
+                    Settle::ReportDone => return record_boot_report(&outbox, started_ms),
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+    }
+
     /// A `boot_report` record after `delay`, on a thread of its own.
     fn report_boot(&self, delay: Duration) {
         let (outbox, started_ms) = (self.outbox.clone(), self.started_ms);
         std::thread::spawn(move || {
             std::thread::sleep(delay);
-            let report = bootreport::collect(started_ms);
-            outbox.record(Record::BootReport {
-                uptime_ms: uptime_ms(),
-                report,
-            });
+            record_boot_report(&outbox, started_ms);
         });
     }
 
@@ -249,4 +270,12 @@ impl Guest {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn record_boot_report(outbox: &Outbox, started_ms: u64) {
+    let report = bootreport::collect(started_ms);
+    outbox.record(Record::BootReport {
+        uptime_ms: uptime_ms(),
+        report,
+    });
 }

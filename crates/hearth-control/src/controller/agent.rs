@@ -48,6 +48,20 @@ pub(super) fn handle_notices(ctl: &Arc<Controller>) {
     });
 }
 
+/// A booting VM whose agent's `ready` was stored by an earlier controller
+/// that stopped before it marked the VM: the agent will not send it again
+/// (it was acked), so the store says it.
+pub(super) async fn ready_if_recorded(ctl: &Controller, id: &VmId) {
+    if let Ok(Some(_)) = ctl.store.latest_agent_record(id, "ready").await {
+        watch::mark_ready(
+            ctl,
+            id,
+            "ready: the agent had reported every readiness check passed",
+        )
+        .await;
+    }
+}
+
 /// The kernel command line parameter that makes the agent wait for the
 /// host's configuration before it starts services.
 pub(super) const CONFIG_FROM_HOST: &str = "hearth.config=host";

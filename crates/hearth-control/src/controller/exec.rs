@@ -161,8 +161,8 @@ pub(super) async fn ready_link(
     let record = ctl.record(scope, id).await?;
     // A booting VM whose agent is already connected may be waiting on a
     // service that never gets ready: exec is how one finds out why.
-    let booting_with_agent = record.vm.state == VmState::Booting
-        && ctl.links.get(id).is_some_and(|l| l.connected());
+    let booting_with_agent =
+        record.vm.state == VmState::Booting && ctl.links.get(id).is_some_and(|l| l.connected());
     if record.vm.state != VmState::Ready && !booting_with_agent {
         return Err(ExecError::NotReady {
             id: id.clone(),

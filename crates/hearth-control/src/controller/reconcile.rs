@@ -105,7 +105,10 @@ pub(super) async fn adopt_all(ctl: &Arc<Controller>) {
                         tracing::info!(vm = %id, pid = process.pid, "adopted a running VM");
                         super::agent::start_link(ctl, &id, r.vm.backend);
                         let agent_ready = super::agent::ready_from_agent(ctl, &r.vm);
-                        watch::start(Arc::clone(ctl), id, running, agent_ready);
+                        watch::start(Arc::clone(ctl), id.clone(), running, agent_ready);
+                        if agent_ready && state == VmState::Booting {
+                            super::agent::ready_if_recorded(ctl, &id).await;
+                        }
                     }
                     Err(e) => {
                         cleanup::kill_recorded(&r);

@@ -175,6 +175,27 @@ async fn bad_agent_requests_are_refused_with_the_problem_named() {
         .await
         .unwrap();
     assert_eq!(put.status().as_u16(), 409);
+    // Another tenant: the VM does not exist for it, files and exec alike.
+    let bob = server.token("bob", false).await;
+    let path = format!("/v1/vms/{id}/files?path=/etc/hostname");
+    let (status, e, _) = common::api_error(server.get(&bob, &path).await).await;
+    assert_eq!((status, e.code.as_str()), (404, "not_found"));
+    let exec = format!("/v1/vms/{id}/exec?stream=true");
+    let (status, e, _) =
+        common::api_error(server.post(&bob, &exec, r#"{"argv":["true"]}"#).await).await;
+    assert_eq!((status, e.code.as_str()), (404, "not_found"));
+    let (status, e, _) = common::api_error(
+        server
+            .post(
+                &alice,
+                &format!("/v1/vms/{id}/exec?tty=true"),
+                r#"{"argv":["true"]}"#,
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, 400, "{e:?}");
+    assert!(e.message.contains("stream=true"), "{}", e.message);
 }
 
 #[tokio::test]

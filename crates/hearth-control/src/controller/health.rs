@@ -22,6 +22,24 @@ pub(super) struct ServiceView {
     pub exits: Vec<hearth_types::guest::ExitStatus>,
 }
 
+impl ServiceView {
+    fn new(name: &str) -> Self {
+        ServiceView {
+            health: ServiceHealth {
+                name: name.to_owned(),
+                state: ServiceState::Starting,
+                restarts: 0,
+                last_exit: None,
+                ready: false,
+                crash_loop: false,
+                spawn_error: None,
+            },
+            readiness: None,
+            exits: Vec::new(),
+        }
+    }
+}
+
 /// Everything the records say, folded in order.
 #[derive(Debug, Default)]
 pub(super) struct RecordView {
@@ -43,23 +61,14 @@ impl RecordView {
     }
 
     fn service(&mut self, name: &str) -> &mut ServiceView {
-        if let Some(i) = self.services.iter().position(|s| s.health.name == name) {
-            return &mut self.services[i];
-        }
-        self.services.push(ServiceView {
-            health: ServiceHealth {
-                name: name.to_owned(),
-                state: ServiceState::Starting,
-                restarts: 0,
-                last_exit: None,
-                ready: false,
-                crash_loop: false,
-                spawn_error: None,
-            },
-            readiness: None,
-            exits: Vec::new(),
-        });
-        self.services.last_mut().expect("just pushed")
+        let i = match self.services.iter().position(|s| s.health.name == name) {
+            Some(i) => i,
+            None => {
+                self.services.push(ServiceView::new(name));
+                self.services.len() - 1
+            }
+        };
+        &mut self.services[i]
     }
 
     fn apply(&mut self, stored: &AgentRecord, record: Record) {

@@ -45,7 +45,7 @@ pub(super) fn check(input: &Input) -> Vec<Finding> {
          virtio_console module and the VM its hearth.agent channel) or when it cannot start \
          at all; rebuild the image with a working static agent (`export \
          HEARTH_AGENT=$(scripts/build-agent)`, then `hearth image build`), and check that \
-         the image's init still starts it (debian: hearth-agent.service; minimal: /sbin/init)",
+         the image still starts it (debian: hearth-agent.service; minimal: /sbin/init is the agent)",
     )]
 }
 

@@ -69,6 +69,23 @@ async fn bench(runs: usize) {
         assert!(started.elapsed() < Duration::from_secs(120), "not ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Boot: the hypervisor's start (the `booting` event; microvm loads the
+    // kernel directly) to the agent's hello over the link, and to ready.
+    let events = ctl.store().events(&vm.id).await.unwrap();
+    let at = |state: VmState| events.iter().find(|e| e.state == state).map(|e| e.at);
+    let booting = at(VmState::Booting).expect("booting event");
+    let hello = ctl
+        .store()
+        .agent_status(&vm.id)
+        .await
+        .unwrap()
+        .and_then(|s| s.hello);
+    let ready = at(VmState::Ready).expect("ready event");
+    println!(
+        "hypervisor started to agent connected: {:.2?}; to ready: {:.2?}",
+        hello.map(|h| h.connected_at.since(booting)),
+        ready.since(booting)
+    );
     let link = ctl.agent_link(&vm.id).expect("link");
     let url = format!("{base}/v1/vms/{}/exec", vm.id);
     let (mut api, mut bare, mut direct) = (Vec::new(), Vec::new(), Vec::new());

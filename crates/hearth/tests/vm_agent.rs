@@ -143,6 +143,31 @@ fn vm_exec_streams_and_cp_moves_files_both_ways_checked() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
 
+    // --tty: the command's stdout is a terminal (and stderr joins it).
+    let out = host.vm_cli(&[
+        "exec",
+        "--tty",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "test -t 1 && echo on-a-tty; echo e >&2",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("on-a-tty") && stdout.contains('e'),
+        "{}",
+        text(&out)
+    );
+    let out = host.vm_cli(&["exec", &id, "--", "sh", "-c", "test -t 1 || echo no-tty"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "no-tty\n",
+        "{}",
+        text(&out)
+    );
+
     let work = tempfile::tempdir().unwrap();
     let local = work.path().join("payload");
     let data: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 251) as u8).collect();

@@ -193,4 +193,25 @@ mod tests {
         unchecked.readiness = None;
         assert!(rule(&failed(), &facts(vec![unchecked])).is_empty());
     }
+
+    #[test]
+    fn a_command_check_says_how_to_run_it_and_lists_no_ports() {
+        let mut s = web(false);
+        s.readiness = Some(Readiness::Command {
+            argv: vec!["pg_isready".into()],
+        });
+        s.last_lines.clear();
+        s.spawn_error = Some("cannot start \"/usr/bin/web\": No such file or directory".into());
+        let f = rule(&failed(), &facts(vec![s]));
+        assert!(f[0].cause.contains("(command pg_isready)"), "{f:?}");
+        assert!(f[0].cause.contains("could not even be started"), "{f:?}");
+        assert_eq!(
+            f[0].evidence,
+            [
+                "web: (no output)",
+                "web: could not be started: cannot start \"/usr/bin/web\": No such file or directory"
+            ]
+        );
+        assert!(f[0].fix.contains("hearth vm exec"), "{f:?}");
+    }
 }

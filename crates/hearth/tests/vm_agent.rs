@@ -151,12 +151,12 @@ fn vm_exec_streams_and_cp_moves_files_both_ways_checked() {
         "--",
         "sh",
         "-c",
-        "test -t 1 && echo on-a-tty; echo e >&2",
+        "test -t 1 && echo on-a-tty; echo joined-stderr >&2",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("on-a-tty") && stdout.contains('e'),
+        stdout.contains("on-a-tty") && stdout.contains("joined-stderr"),
         "{}",
         text(&out)
     );

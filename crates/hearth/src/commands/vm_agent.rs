@@ -129,6 +129,11 @@ pub fn service_logs(
         encode(service)
     );
     let logs: ServiceLogs = Client::new(api)?.get(&path)?;
+    if logs.lines.is_empty() {
+        eprintln!(
+            "hearth: no output stored for service {service:?} of VM {id} (`hearth vm health {id}` lists its services)"
+        );
+    }
     let mut out = std::io::stdout().lock();
     for l in &logs.lines {
         writeln!(out, "{} {} {}", l.at, l.stream.as_str(), l.line)?;

@@ -13,9 +13,13 @@
 //! the guest before the agent's blocked read wakes: then the read sees a
 //! connected host and no data, never end-of-file, and each side waits for
 //! the other. The driver signals every change of the host's connection
-//! with SIGIO (the port is opened with `O_ASYNC`); the agent counts them,
-//! and a read or write of a session during which the count moved ends as
-//! if the host had hung up. Idle reads wake every 50 ms to check it.
+//! with SIGIO (the port is opened with `O_ASYNC`); the agent counts them.
+//! Data arrival raises SIGIO too, under the same lock as the data is
+//! queued, so a count that had moved before a read that then found nothing
+//! is a connection change: the read ends as if the host had hung up. The
+//! count is taken before the read: one taken after it would also see the
+//! signal of data that arrived meanwhile and end a live session (with the
+//! host's acks streaming in, that happened). Idle reads wake every 50 ms.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -45,10 +49,10 @@ struct Shared {
 }
 
 impl Shared {
-    /// True when the count moved since the last read that returned data.
-    fn host_changed(&self) -> bool {
-        self.nonblocking.load(Ordering::SeqCst)
-            && HOST_CHANGES.load(Ordering::SeqCst) != self.mark.load(Ordering::SeqCst)
+    /// True when `before`, the count taken before a read that found
+    /// nothing, differs from the count at the last read that returned data.
+    fn host_changed(&self, before: u64) -> bool {
+        self.nonblocking.load(Ordering::SeqCst) && before != self.mark.load(Ordering::SeqCst)
     }
 }
 
@@ -178,6 +182,7 @@ fn gettid() -> libc::pid_t {
 impl Read for PortReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
+            let before = HOST_CHANGES.load(Ordering::SeqCst);
             match (&self.0.file).read(buf) {
                 Ok(n) => {
                     if n > 0 {
@@ -192,7 +197,7 @@ impl Read for PortReader {
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.0.host_changed() {
+                    if self.0.host_changed(before) {
                         return Ok(0);
                     }
                     // Wakes for data and for a hang-up (then read says EOF).

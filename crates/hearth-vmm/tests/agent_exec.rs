@@ -100,7 +100,10 @@ fn config() -> GuestConfig {
     serde_json::from_value(serde_json::json!({
         "hostname": "agent-test",
         "env": [{"name": "GREETING", "value": "hi"}],
-        "files": [{"path": "/etc/hearth-test/greeting", "content": "hello file\n", "mode": 384}],
+        "files": [
+            {"path": "/etc/hearth-test/greeting", "content": "hello file\n", "mode": 384},
+            {"path": "/etc/hearth-test/empty", "content": ""}
+        ],
         "services": [{
             "name": "pinger",
             "argv": ["sh", "-c", "echo ping $GREETING; exec sleep 1000"],
@@ -188,6 +191,9 @@ fn session(socket: &Path) -> UnixStream {
         matches!(&hello, GuestMessage::Hello { protocol, boot_id, .. } if *protocol == PROTOCOL && !boot_id.is_empty()),
         "{hello:?}"
     );
+    if let GuestMessage::Hello { uptime_ms, .. } = &hello {
+        println!("kernel start to the agent's hello: {uptime_ms} ms");
+    }
     write_frame(
         &mut s,
         &HostMessage::Welcome {
@@ -214,6 +220,7 @@ fn converse(socket: &Path) {
             configure(&mut s);
         } else {
             orphans_are_reaped(&mut s);
+            exec_against_a_bare_round_trip(&mut s);
         }
         three_execs(&mut s);
         // Hang up and connect again at once.
@@ -233,6 +240,45 @@ fn orphans_are_reaped(s: &mut UnixStream) {
     exec(s, 21, &["sh", "-c", count]);
     let (out, _, _) = outcome(s);
     assert_eq!(out.trim(), "0", "zombies left");
+}
+
+/// The median round trip of `exec true` against the barest request the
+/// protocol has (`file_read` of an empty file: no process, one answer),
+/// over the same channel.
+fn exec_against_a_bare_round_trip(s: &mut UnixStream) {
+    const N: usize = 15;
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let bare: Vec<Duration> = (0..N as u64)
+        .map(|i| {
+            let sent = Instant::now();
+            let read = HostMessage::FileRead {
+                id: 100 + i,
+                path: "/etc/hearth-test/empty".into(),
+                max_bytes: 0,
+            };
+            write_frame(s, &read).unwrap();
+            let answer = recv(s);
+            assert!(
+                matches!(answer, GuestMessage::FileDone { size: 0, .. }),
+                "{answer:?}"
+            );
+            sent.elapsed()
+        })
+        .collect();
+    let execs: Vec<Duration> = (0..N as u64)
+        .map(|i| {
+            let sent = Instant::now();
+            exec(s, 200 + i, &["true"]);
+            outcome(s);
+            sent.elapsed()
+        })
+        .collect();
+    let (bare, execs) = (median(bare), median(execs));
+    let ratio = execs.as_secs_f64() / bare.as_secs_f64();
+    println!("median round trip: exec true {execs:?}, bare {bare:?}, ratio {ratio:.2}");
 }
 
 fn three_execs(s: &mut UnixStream) {

@@ -50,6 +50,9 @@ pub fn prepare() {
 /// The threads of PID 1: one waiting for SIGINT/SIGTERM, one running
 /// `hearth.argv` once the guest is ready.
 pub fn start(guest: &Arc<Guest>) {
+    // Orphans (of the initramfs, say) are reaped even before the agent
+    // spawns anything itself.
+    reaper();
     let g = guest.clone();
     std::thread::spawn(move || {
         wait_for_stop_signal();

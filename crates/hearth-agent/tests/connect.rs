@@ -109,3 +109,20 @@ fn a_boot_report_follows_the_start_and_again_the_ready() {
     assert!(report.memory_total_kib > 0);
     assert!(report.agent_started_ms > 0);
 }
+
+#[test]
+fn every_hello_of_one_agent_names_the_same_instance() {
+    let agent = Agent::start(&[]);
+    let instance = |agent: &Agent| {
+        let (mut stream, _) = agent.listener.accept().unwrap();
+        let hello: Option<GuestMessage> = hearth_agent_proto::read_frame(&mut stream).unwrap();
+        match hello {
+            Some(GuestMessage::Hello { instance, .. }) => instance,
+            other => panic!("{other:?}"),
+        }
+    };
+    let first = instance(&agent);
+    // The first host hung up before welcoming; the agent says hello again.
+    let second = instance(&agent);
+    assert_eq!(first, second, "acks are kept per instance");
+}

@@ -89,8 +89,12 @@ fn minimal_image_builds_once_then_is_reused() {
 fn minimal_image_holds_the_init_the_runner_and_relative_applets() {
     let data = shared();
     let info = ensure_image(&data, ImageName::Minimal, false, &mut log).unwrap();
-    let init = debugfs(&info.rootfs, "cat /sbin/init");
-    assert!(init.starts_with("#!/bin/sh\n") && init.contains("run-command"));
+    // With the agent, /sbin/init is the agent (see the next test); without
+    // it, the busybox script that hands over to run-command.
+    if std::env::var_os("HEARTH_AGENT").is_none() {
+        let init = debugfs(&info.rootfs, "cat /sbin/init");
+        assert!(init.starts_with("#!/bin/sh\n") && init.contains("run-command"));
+    }
     let runner = debugfs(&info.rootfs, "cat /usr/lib/hearth/run-command");
     assert_eq!(runner, RUN_COMMAND_SCRIPT);
     let sh = debugfs(&info.rootfs, "stat /bin/sh");
@@ -123,8 +127,11 @@ fn minimal_image_carries_the_agent_it_was_given() {
         .unwrap()
         .sha256;
     assert!(manifest.contains(&digest), "{manifest}");
-    let init = debugfs(&info.rootfs, "cat /sbin/init");
-    assert!(init.contains("/bin/hearth-agent --port hearth.agent"));
+    let init = debugfs(&info.rootfs, "stat /sbin/init");
+    assert!(
+        init.contains("Type: symlink") && init.contains("bin/hearth-agent"),
+        "{init}"
+    );
 }
 
 #[test]
@@ -155,12 +162,22 @@ fn changed_inputs_cause_a_rebuild() {
     let first = ensure_image(&data, ImageName::Minimal, false, &mut log).unwrap();
     let manifest = dir.path().join("images/minimal/manifest.json");
     let text = std::fs::read_to_string(&manifest).unwrap();
-    let stale = text.replace("\"version\": 1", "\"version\": 0");
+    let stale = with_recipe_version_zero(&text);
     assert_ne!(stale, text);
     std::fs::write(&manifest, stale).unwrap();
     let rebuilt = ensure_image(&data, ImageName::Minimal, false, &mut log).unwrap();
     assert!(!rebuilt.reused);
     assert_eq!(rebuilt.rootfs, first.rootfs);
+}
+
+/// The manifest as an older recipe (version 0) would have written it.
+fn with_recipe_version_zero(manifest: &str) -> String {
+    let key = "\"version\": ";
+    let start = manifest.find(key).expect("the manifest has a version") + key.len();
+    let digits = manifest[start..]
+        .find(|c: char| !c.is_ascii_digit())
+        .expect("the version ends");
+    format!("{}0{}", &manifest[..start], &manifest[start + digits..])
 }
 
 #[test]

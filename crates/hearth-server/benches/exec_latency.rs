@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hearth_control::agent_link::ExecEvent;
+use hearth_control::agent_link::{ExecEvent, FileEvent, LinkHandle};
 use hearth_control::controller::{Controller, ControllerConfig};
 use hearth_guestkit::image::ImageName;
 use hearth_guestkit::DataDir;
@@ -89,6 +89,7 @@ async fn bench(runs: usize) {
     let link = ctl.agent_link(&vm.id).expect("link");
     let url = format!("{base}/v1/vms/{}/exec", vm.id);
     let (mut api, mut bare, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+    let mut echo = Vec::new();
     let scope = hearth_control::controller::Scope {
         tenant: "bench".parse().unwrap(),
         admin: false,
@@ -129,8 +130,11 @@ async fn bench(runs: usize) {
             }
         }
         bare.push(t.elapsed());
+        let t = Instant::now();
+        agent_echo(&link).await;
+        echo.push(t.elapsed());
     }
-    let (a, b) = (median(api), median(bare));
+    let (a, b, e) = (median(api), median(bare), median(echo));
     println!(
         "controller.exec without HTTP, median of {runs}: {:.2?}",
         median(direct)
@@ -138,6 +142,10 @@ async fn bench(runs: usize) {
     println!(
         "exec `echo hi`, median of {runs} alternating: through the API {a:.2?}, bare on the open link {b:.2?}, ratio {:.2}",
         a.as_secs_f64() / b.as_secs_f64()
+    );
+    println!(
+        "agent echo without a process (read of the 1-line /etc/hostname), median of {runs}: {e:.2?}; exec through the API / echo: {:.2}",
+        a.as_secs_f64() / e.as_secs_f64()
     );
     ctl.destroy(
         &hearth_control::controller::Scope {
@@ -148,6 +156,22 @@ async fn bench(runs: usize) {
     )
     .await
     .ok();
+}
+
+/// A round trip the agent answers itself, starting no process: the
+/// channel's own cost, the floor under any exec.
+async fn agent_echo(link: &LinkHandle) {
+    let mut events = link
+        .read_file("/etc/hostname".into(), 4096)
+        .expect("the link is up");
+    while let Some(e) = events.recv().await {
+        match e {
+            FileEvent::Chunk(_) => {}
+            FileEvent::Done { .. } => return,
+            other => panic!("the echo failed: {other:?}"),
+        }
+    }
+    panic!("the link ended during the echo");
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

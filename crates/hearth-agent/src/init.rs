@@ -40,6 +40,11 @@ pub fn prepare() {
         // SAFETY: pointer and length describe `name`'s bytes.
         unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
     }
+    if let Err(e) = crate::loopback::bring_up() {
+        eprintln!(
+            "hearth-agent: bringing up lo failed, 127.0.0.1 is unreachable in the guest: {e}"
+        );
+    }
     let _ = std::env::set_current_dir("/root").or_else(|_| std::env::set_current_dir("/"));
     // SAFETY: reboot(2) with RB_DISABLE_CAD only changes what Ctrl-Alt-Del
     // does: the kernel sends PID 1 SIGINT instead of rebooting.

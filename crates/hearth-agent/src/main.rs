@@ -31,6 +31,7 @@ mod init;
 mod io;
 mod journal;
 mod lines;
+mod loopback;
 mod outbox;
 mod port;
 mod readiness;

@@ -346,3 +346,37 @@ fn vm_a_vm_waiting_on_a_service_that_never_gets_ready_can_be_looked_into() {
     assert_eq!(h.services[0].state, ServiceState::Starting, "{h:?}");
     destroy(&mut host, &id);
 }
+
+/// The minimal image's init is the agent: it must raise `lo` itself, or a
+/// service listening on 127.0.0.1 can never pass its TCP check (found by
+/// the quick start: busybox httpd up, the VM never ready).
+#[test]
+fn vm_a_minimal_vm_reaches_its_own_loopback_port_and_gets_ready() {
+    if hearth_testkit::static_agent().is_none() {
+        return;
+    }
+    let mut host = Host::new(&[]);
+    host.start();
+    let config = serde_json::json!({
+        "services": [{
+            "name": "web",
+            "argv": ["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/tmp"],
+            "readiness": {"kind": "tcp", "port": 8080}
+        }]
+    });
+    let id = create_with(&mut host, &config, &["--readiness-timeout", "60"]);
+    let web = health(&mut host, &id)
+        .services
+        .into_iter()
+        .find(|s| s.name == "web")
+        .expect("web in the health");
+    assert!(web.ready, "{web:?}");
+    assert_eq!(web.state, ServiceState::Running, "{web:?}");
+    let flags = host.vm_cli(&["exec", &id, "--", "cat", "/sys/class/net/lo/flags"]);
+    assert_eq!(
+        String::from_utf8_lossy(&flags.stdout).trim(),
+        "0x9",
+        "lo is up"
+    );
+    destroy(&mut host, &id);
+}

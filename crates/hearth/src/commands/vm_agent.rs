@@ -47,7 +47,11 @@ fn describe_health(h: &VmHealth) -> String {
         let _ = writeln!(out, "config:    failed: {e}");
     }
     if !h.services.is_empty() {
-        let _ = writeln!(out, "\nSERVICE  STATE  RESTARTS  READY  LAST EXIT");
+        let _ = writeln!(
+            out,
+            "\n{:<16} {:<14} {:>8}  {:<5}  LAST EXIT",
+            "SERVICE", "STATE", "RESTARTS", "READY"
+        );
         for s in &h.services {
             let _ = writeln!(out, "{}", service_row(s));
         }
@@ -61,7 +65,7 @@ fn service_row(s: &ServiceHealth) -> String {
         None => "-".to_owned(),
     };
     let mut row = format!(
-        "{}  {}  {}  {}  {exit}",
+        "{:<16} {:<14} {:>8}  {:<5}  {exit}",
         s.name,
         s.state.as_str(),
         s.restarts,
@@ -248,5 +252,52 @@ mod tests {
     #[test]
     fn paths_are_percent_encoded() {
         assert_eq!(encode("/tmp/a b&c=d"), "/tmp/a%20b%26c%3Dd");
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use hearth_types::guest::{ExitStatus, ServiceState};
+
+    use super::*;
+
+    fn service(name: &str, restarts: u32) -> ServiceHealth {
+        ServiceHealth {
+            name: name.into(),
+            state: ServiceState::CrashLooping,
+            restarts,
+            last_exit: Some(hearth_types::api::ServiceExit {
+                status: ExitStatus {
+                    code: Some(3),
+                    signal: None,
+                },
+                at: hearth_types::Timestamp::from_millis(0),
+            }),
+            ready: false,
+            crash_loop: true,
+            spawn_error: None,
+        }
+    }
+
+    #[test]
+    fn the_service_table_lines_up_under_its_header() {
+        let h = VmHealth {
+            vm: "vm-0123456789ab".parse().unwrap(),
+            agent: Default::default(),
+            ready: false,
+            config_error: None,
+            services: vec![service("web", 12), service("a-longer-name", 3)],
+        };
+        let text = describe_health(&h);
+        let lines: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("SERVICE"))
+            .collect();
+        let col = |line: &str, word: &str| line.find(word).unwrap();
+        for row in &lines[1..] {
+            assert_eq!(col(lines[0], "STATE"), col(row, "crash_looping"), "{text}");
+            assert_eq!(col(lines[0], "LAST EXIT"), col(row, "exited"), "{text}");
+        }
+        assert!(lines[1].ends_with("(crash loop)"), "{text}");
     }
 }

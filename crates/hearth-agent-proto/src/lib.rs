@@ -15,3 +15,7 @@ pub use message::{
     decode_data, encode_data, negotiate, GuestMessage, HostMessage, Record, Stream, VersionError,
     MIN_PROTOCOL, PROTOCOL,
 };
+
+/// The vsock port the agent listens on under Firecracker (the first port
+/// above the privileged range, 0-1023); the host sends `CONNECT 1024`.
+pub const AGENT_VSOCK_PORT: u32 = 1024;

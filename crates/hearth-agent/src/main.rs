@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hearth_agent_proto::{GuestMessage, PROTOCOL};
+use hearth_agent_proto::{GuestMessage, AGENT_VSOCK_PORT, PROTOCOL};
 
 use crate::args::Transport;
 use crate::guest::Guest;
@@ -43,8 +43,6 @@ mod vsock;
 
 /// The virtio-serial port hearth gives every QEMU VM.
 const AGENT_PORT: &str = "hearth.agent";
-/// The vsock port the host connects to on Firecracker.
-const AGENT_VSOCK_PORT: u32 = 1024;
 /// How long to wait for the port to show up: the virtio_console module may
 /// still be probing when init starts us.
 const PORT_WAIT: Duration = Duration::from_secs(5);

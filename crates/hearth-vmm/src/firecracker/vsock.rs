@@ -21,9 +21,8 @@ use std::time::{Duration, Instant};
 
 use hearth_types::BackendKind;
 
-/// The vsock port the guest agent listens on (the first port above the
-/// privileged range, 0-1023).
-pub const AGENT_VSOCK_PORT: u32 = 1024;
+/// The vsock port the guest agent listens on: one constant for both ends.
+pub use hearth_agent_proto::AGENT_VSOCK_PORT;
 /// The guest's context id; 0-2 are reserved (2 is the host). One vsock
 /// device per VM, so every VM can use the same.
 pub const GUEST_CID: u32 = 3;

@@ -9,40 +9,11 @@ mod common;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::findings::{printed_findings, Printed};
 use common::serve::Host;
 use common::*;
 use hearth_types::api::Diagnosis;
 use hearth_types::VmState;
-
-/// One finding as `hearth vm run` prints it on stderr.
-#[derive(Debug, Default)]
-struct Printed {
-    rule: String,
-    cause: String,
-    evidence: Vec<String>,
-    fix: String,
-}
-
-fn printed_findings(out: &Output) -> Vec<Printed> {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let mut found: Vec<Printed> = Vec::new();
-    for line in stderr.lines() {
-        if let Some(rest) = line.strip_prefix("hearth: cause: ") {
-            let (cause, rule) = rest.rsplit_once(" [").expect("cause ends with [rule]");
-            found.push(Printed {
-                rule: rule.trim_end_matches(']').to_owned(),
-                cause: cause.to_owned(),
-                ..Printed::default()
-            });
-        } else if let Some(rest) = line.strip_prefix("hearth: evidence: ") {
-            let last = found.last_mut().expect("evidence after a cause");
-            last.evidence.push(rest.to_owned());
-        } else if let Some(rest) = line.strip_prefix("hearth: fix: ") {
-            found.last_mut().expect("fix after a cause").fix = rest.to_owned();
-        }
-    }
-    found
-}
 
 /// Boots `args` with `hearth vm run --quiet` and returns the finding of
 /// `rule`, checked: a cause, a fix, and evidence with `telling` in it.

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+/// The diagnosis `hearth vm run` prints, read back.
+pub mod findings;
 /// A `hearth serve` on a private data directory (the `serve_*` tests).
 pub mod serve;
 

@@ -18,8 +18,34 @@ use std::time::{Duration, Instant};
 
 use agent_server::*;
 use hearth_guestkit::image::ImageName;
-use hearth_types::api::Diagnosis;
+use hearth_types::api::{Diagnosis, Finding};
 use hearth_types::{FailureCode, VmState};
+
+/// Waits for the VM to fail its readiness deadline; its diagnosis then.
+async fn timed_out_diagnosis(server: &AgentServer, id: &str) -> Diagnosis {
+    let failed = server
+        .wait_vm(id, Duration::from_secs(90), |vm| {
+            vm.state == VmState::Failed
+        })
+        .await;
+    assert_eq!(
+        failed.failure.as_ref().map(|f| f.code),
+        Some(FailureCode::BootTimeout),
+        "{failed:?}"
+    );
+    let found: Diagnosis = server.get(&format!("/v1/vms/{id}/diagnosis")).await;
+    eprintln!("{found:#?}");
+    found
+}
+
+/// The finding of `rule`; fails the test, showing them all, without one.
+fn finding<'a>(found: &'a Diagnosis, rule: &str) -> &'a Finding {
+    found
+        .findings
+        .iter()
+        .find(|f| f.rule == rule)
+        .unwrap_or_else(|| panic!("no {rule}: {found:#?}"))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_never_connects_is_named_with_the_last_console_lines() {
@@ -42,24 +68,8 @@ async fn an_agent_that_never_connects_is_named_with_the_last_console_lines() {
     // Long enough for a loaded host to get to the agent's unit.
     let body = r#"{"image":"debian","memory_mib":512,"readiness_timeout_secs":50}"#;
     let id = server.create(body).await;
-    let failed = server
-        .wait_vm(&id, Duration::from_secs(90), |vm| {
-            vm.state == VmState::Failed
-        })
-        .await;
-    assert_eq!(
-        failed.failure.as_ref().map(|f| f.code),
-        Some(FailureCode::BootTimeout),
-        "{failed:?}"
-    );
-
-    let found: Diagnosis = server.get(&format!("/v1/vms/{id}/diagnosis")).await;
-    eprintln!("{found:#?}");
-    let f = found
-        .findings
-        .iter()
-        .find(|f| f.rule == "agent_never_connected")
-        .unwrap_or_else(|| panic!("no agent_never_connected: {found:#?}"));
+    let found = timed_out_diagnosis(&server, &id).await;
+    let f = finding(&found, "agent_never_connected");
     assert!(f.cause.contains("never connected"), "{f:?}");
     // Cut short, the agent dies at once, silently; systemd's lines about
     // its unit, restarted again and again, are what the console shows.
@@ -98,24 +108,8 @@ async fn a_readiness_port_that_never_opens_is_named_with_the_services_output() {
         }]}
     });
     let id = server.create(&body.to_string()).await;
-    let failed = server
-        .wait_vm(&id, Duration::from_secs(90), |vm| {
-            vm.state == VmState::Failed
-        })
-        .await;
-    assert_eq!(
-        failed.failure.as_ref().map(|f| f.code),
-        Some(FailureCode::BootTimeout),
-        "{failed:?}"
-    );
-
-    let found: Diagnosis = server.get(&format!("/v1/vms/{id}/diagnosis")).await;
-    eprintln!("{found:#?}");
-    let f = found
-        .findings
-        .iter()
-        .find(|f| f.rule == "readiness_never_passed")
-        .unwrap_or_else(|| panic!("no readiness_never_passed: {found:#?}"));
+    let found = timed_out_diagnosis(&server, &id).await;
+    let f = finding(&found, "readiness_never_passed");
     assert!(f.cause.contains("service web (TCP port 8080)"), "{f:?}");
     assert!(f.cause.contains("kept running"), "{f:?}");
     assert!(

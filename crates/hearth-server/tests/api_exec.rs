@@ -21,7 +21,7 @@ use hearth_types::{TenantId, VmId, VmState};
 
 /// A data directory of its own whose (shared) `minimal` image carries the
 /// static agent; `None`, after one printed skip line, without one.
-fn data_dir_with_agent_image() -> Option<tempfile::TempDir> {
+fn data_dir_with_agent_image() -> Option<hearth_testkit::PrivateDir> {
     let agent = hearth_testkit::static_agent()?;
     // scripts/test exports it for the whole suite; set it when run alone,
     // so the shared image is built with the agent like everywhere else.

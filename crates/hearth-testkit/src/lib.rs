@@ -5,9 +5,11 @@
 
 use std::path::PathBuf;
 
+pub mod private_dir;
 pub mod static_agent;
 pub mod tiny_guest;
 
+pub use private_dir::{kill_processes_naming, PrivateDir};
 pub use static_agent::static_agent;
 pub use tiny_guest::{tiny_guest_elf, tiny_guest_elf_ending, GuestEnd};
 
@@ -30,12 +32,10 @@ const SHARED_ASSETS: &[&str] = &["kernels", "images", "cache", "locks"];
 /// reuses the suite's kernels and images through symlinks, so a test can
 /// run a controller without seeing another test's VMs and without building
 /// anything again. The shared assets must exist already.
-pub fn private_data_dir() -> tempfile::TempDir {
+/// Dropping it kills the hypervisors of VMs left in it (see [`PrivateDir`]).
+pub fn private_data_dir() -> PrivateDir {
     let shared = test_data_dir();
-    let dir = tempfile::Builder::new()
-        .prefix("hearth-test-")
-        .tempdir()
-        .expect("a temporary directory can be made");
+    let dir = PrivateDir::new("hearth-test-");
     for name in SHARED_ASSETS {
         let target = shared.join(name);
         std::fs::create_dir_all(&target).expect("the shared data directory is writable");

@@ -16,6 +16,7 @@ use hearth_guestkit::image::ImageName;
 use hearth_guestkit::DataDir;
 use hearth_server::{mint_token, ServerConfig};
 use hearth_store::SqliteStore;
+use hearth_testkit::PrivateDir;
 use hearth_types::api::{Diagnosis, Finding, Vm};
 use hearth_types::{TenantId, VmState};
 
@@ -122,12 +123,12 @@ impl AgentServer {
 
 /// A data directory of its own sharing the suite's kernel and minimal
 /// image, which carries the static agent.
-pub fn data_dir_with_agent_image() -> tempfile::TempDir {
+pub fn data_dir_with_agent_image() -> PrivateDir {
     data_dir_with_agent_images(&[ImageName::Minimal])
 }
 
 /// The same with `images` built (with the agent) in the shared directory.
-pub fn data_dir_with_agent_images(images: &[ImageName]) -> tempfile::TempDir {
+pub fn data_dir_with_agent_images(images: &[ImageName]) -> PrivateDir {
     let agent = hearth_testkit::static_agent().expect("a static agent");
     if std::env::var_os("HEARTH_AGENT").is_none() {
         std::env::set_var("HEARTH_AGENT", &agent);
@@ -182,13 +183,10 @@ pub fn data_dir_with_derived_debian(
     removed: &[&str],
     files: &[(&str, &[u8])],
     links: &[(&str, &str)],
-) -> tempfile::TempDir {
+) -> PrivateDir {
     let _ = data_dir_with_agent_images(&[ImageName::Minimal, ImageName::Debian]);
     let shared = hearth_testkit::test_data_dir();
-    let dir = tempfile::Builder::new()
-        .prefix("hearth-server-")
-        .tempdir()
-        .expect("tempdir");
+    let dir = PrivateDir::new("hearth-server-");
     for name in ["kernels", "cache", "locks"] {
         std::os::unix::fs::symlink(shared.join(name), dir.path().join(name)).expect("symlink");
     }

@@ -29,7 +29,8 @@ pub struct Server {
     shutdown: Option<oneshot::Sender<()>>,
     pub task: Option<JoinHandle<Result<(), ServerError>>>,
     reconcilers: Option<JoinHandle<()>>,
-    pub dir: tempfile::TempDir,
+    /// Dropped last: kills the hypervisors of VMs a failed test left.
+    pub dir: hearth_testkit::PrivateDir,
 }
 
 /// A server without kernels or images, for requests that boot nothing.
@@ -45,10 +46,7 @@ pub async fn vm_server() -> Server {
 
 async fn start(config: ServerConfig, vms: bool) -> Server {
     init_logs();
-    let dir = tempfile::Builder::new()
-        .prefix("hearth-server-")
-        .tempdir()
-        .expect("temp dir");
+    let dir = hearth_testkit::PrivateDir::new("hearth-server-");
     if vms {
         let root = dir.path().to_owned();
         tokio::task::spawn_blocking(move || link_shared_assets(&root))
@@ -222,27 +220,7 @@ impl Drop for Server {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        kill_processes_mentioning(self.dir.path());
-    }
-}
-
-/// VMs are detached from the server, so a failed test could leave their
-/// hypervisors running: kill those of this data directory.
-fn kill_processes_mentioning(dir: &Path) {
-    let needle = dir.to_string_lossy().into_owned();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
-        let mentions = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| String::from_utf8_lossy(&c).contains(&needle))
-            .unwrap_or(false);
-        if mentions && pid != std::process::id() as i32 {
-            // SAFETY: kill(2) on a process whose command line names this test's temp dir.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
+        // `dir`, dropped after this, kills the VMs' hypervisors.
     }
 }
 

@@ -197,8 +197,8 @@ impl Guest {
         self.declare_if_ready();
     }
 
-    /// Once configured and every service ready: the `ready` record,
-    /// `RUN_DIR/ready`, and `hearth: ready` on the console. Once.
+    /// Once configured and every service ready: `hearth: ready` on the
+    /// console, `RUN_DIR/ready`, then the `ready` record. Once.
     fn declare_if_ready(&self) {
         let mut st = self.lock();
         if st.declared || !st.configured || st.ready.values().any(|r| !r) {
@@ -206,21 +206,23 @@ impl Guest {
         }
         st.declared = true;
         drop(st);
-        self.outbox.record(Record::Ready {
-            uptime_ms: uptime_ms(),
-        });
-        let dir = &self.settings.run_dir;
-        if let Err(e) = std::fs::create_dir_all(dir)
-            .and_then(|()| config::write_atomically(&dir.join("ready"), b"", 0o644))
-        {
-            eprintln!("hearth-agent: writing {}/ready failed: {e}", dir.display());
-        }
+        // The console line and the file first: whoever hears the record
+        // (the host marks the VM ready) must find them already there.
         if let Ok(mut console) = std::fs::OpenOptions::new()
             .append(true)
             .open(&self.settings.console)
         {
             let _ = writeln!(console, "{READY}");
         }
+        let dir = &self.settings.run_dir;
+        if let Err(e) = std::fs::create_dir_all(dir)
+            .and_then(|()| config::write_atomically(&dir.join("ready"), b"", 0o644))
+        {
+            eprintln!("hearth-agent: writing {}/ready failed: {e}", dir.display());
+        }
+        self.outbox.record(Record::Ready {
+            uptime_ms: uptime_ms(),
+        });
         self.became_ready.notify_all();
         self.report_boot(Duration::ZERO);
     }

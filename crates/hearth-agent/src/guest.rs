@@ -261,7 +261,7 @@ impl Guest {
     }
 
     fn config_failed(&self, e: &ConfigError) {
-        let message = crate::session::chain(e);
+        let message = hearth_types::error_chain(e);
         eprintln!("hearth-agent: configuration: {message}");
         self.outbox.record(Record::ConfigFailed {
             uptime_ms: uptime_ms(),

@@ -133,7 +133,7 @@ fn serve_vsock(port: u32, guest: &Arc<Guest>) -> anyhow::Result<()> {
         match listener.accept() {
             Ok(halves) => return Ok(Some(halves)),
             Err(e) => {
-                eprintln!("hearth-agent: {}", session::chain(&e));
+                eprintln!("hearth-agent: {}", hearth_types::error_chain(&e));
                 std::thread::sleep(RETRY_PAUSE);
             }
         }

@@ -210,7 +210,7 @@ pub fn serve_hosts<R: Read, W: Write + Send + 'static>(
                 eprintln!("hearth-agent: connected");
                 match session.serve() {
                     Ok(()) => eprintln!("hearth-agent: the host hung up"),
-                    Err(e) => eprintln!("hearth-agent: {}", chain(&e)),
+                    Err(e) => eprintln!("hearth-agent: {}", hearth_types::error_chain(&e)),
                 }
                 session.close();
             }
@@ -218,7 +218,7 @@ pub fn serve_hosts<R: Read, W: Write + Send + 'static>(
                 // With no host, hello waits, so this is a host that came
                 // and went, or one that refused us: try again shortly.
                 if !matches!(e, SessionError::ClosedEarly) {
-                    eprintln!("hearth-agent: {}", chain(&e));
+                    eprintln!("hearth-agent: {}", hearth_types::error_chain(&e));
                 }
                 session.close();
                 std::thread::sleep(pause);
@@ -226,18 +226,6 @@ pub fn serve_hosts<R: Read, W: Write + Send + 'static>(
         }
     }
     Ok(())
-}
-
-/// An error and its causes, `: `-separated.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn check_version(protocol: u32) -> Result<u32, SessionError> {

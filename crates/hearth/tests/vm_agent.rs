@@ -143,6 +143,36 @@ fn vm_exec_streams_and_cp_moves_files_both_ways_checked() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
 
+    let out = host.vm_cli(&["exec", &id, "--", "uname", "-s"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Linux\n");
+
+    // Like a shell: 127 for a program that is not there, 128+9 for the
+    // kill at the timeout.
+    let out = host.vm_cli(&["exec", &id, "--", "/no/such/program"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/no/such/program"),
+        "{}",
+        text(&out)
+    );
+    let out = host.vm_cli(&["exec", &id, "--timeout", "1", "--", "sleep", "30"]);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out));
+    assert!(text(&out).contains("timeout"), "{}", text(&out));
+
+    // Another tenant's VM does not exist for it; bad input is refused.
+    let bob = host.mint(&["--tenant", "bob"]);
+    let out = host.vm_cli_as(&bob, &["exec", &id, "--", "true"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no VM"), "{}", text(&out));
+    for bad in [
+        &["exec", &id][..],
+        &["exec", &id, "--timeout", "0", "--", "true"],
+    ] {
+        let out = host.vm_cli(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out));
+    }
+
     // --tty: the command's stdout is a terminal (and stderr joins it).
     let out = host.vm_cli(&[
         "exec",

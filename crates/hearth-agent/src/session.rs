@@ -87,12 +87,17 @@ impl<R: Read> Session<R> {
         }
     }
 
-    /// Serves the host's requests until it hangs up.
+    /// Serves the host's requests until it hangs up. A host that closes
+    /// its end with messages still unread there makes the read fail with
+    /// ECONNRESET instead of ending: that is a hang-up too.
     pub fn serve(&mut self) -> Result<(), SessionError> {
         loop {
             match read_frame(&mut self.reader) {
                 Ok(Some(msg)) => self.dispatch(msg),
                 Ok(None) => return Ok(()),
+                Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return Ok(())
+                }
                 // The whole body was consumed, so the next frame is intact.
                 Err(FrameError::Decode(e)) => eprintln!("hearth-agent: bad request: {e}"),
                 Err(e) => return Err(SessionError::Read(e)),
@@ -354,6 +359,18 @@ mod tests {
             timed_out: false,
         };
         assert_eq!(end, want);
+        drop(host);
+        agent.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_host_leaving_with_unread_messages_has_hung_up() {
+        let (mut host, agent) = agent();
+        welcome(&mut host);
+        exec(&mut host, 1, &["echo", "unread"], None);
+        // The reply waits unread in the host's socket when it closes, so
+        // the agent's next read fails with ECONNRESET instead of EOF.
+        std::thread::sleep(Duration::from_millis(300));
         drop(host);
         agent.join().unwrap().unwrap();
     }

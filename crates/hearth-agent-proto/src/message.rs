@@ -7,12 +7,17 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 pub use hearth_types::guest::Stream;
+pub use hearth_types::guest::TermSize;
 use hearth_types::guest::{BootReport, ExitStatus, GuestConfig, ServiceSpec};
 use serde::{Deserialize, Serialize};
 
 /// The protocol version this build speaks. Version 2 keeps one connection
 /// per VM: records with sequence numbers and acks, configuration, files.
-pub const PROTOCOL: u32 = 2;
+/// Version 3 adds input to execs: `exec`'s `stdin` and `size`, and
+/// `exec_input`, `exec_input_end`, `exec_resize` and `exec_signal`. A host
+/// sends none of those to an agent that chose version 2, so on the wire a
+/// version 2 exec is unchanged.
+pub const PROTOCOL: u32 = 3;
 /// The oldest protocol version this build still accepts from a peer.
 pub const MIN_PROTOCOL: u32 = 2;
 
@@ -85,14 +90,33 @@ pub enum HostMessage {
     Config { config: GuestConfig },
     /// Run `argv` directly (no shell) with `env` added to the agent's
     /// environment. The agent kills it after `timeout_ms`, if given. With
-    /// `tty` it runs on a new pseudo-terminal (stdout and stderr merged).
+    /// `tty` it runs on a new pseudo-terminal (stdout and stderr merged) of
+    /// `size` (default 24x80). Its stdin is empty unless `stdin` (version
+    /// 3) is set: then `exec_input` feeds it (the terminal, with `tty`)
+    /// until `exec_input_end`.
     Exec {
         id: u64,
         argv: Vec<String>,
         env: Vec<(String, String)>,
         timeout_ms: Option<u64>,
         tty: bool,
+        #[serde(default, skip_serializing_if = "is_false")]
+        stdin: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<TermSize>,
     },
+    /// Bytes (base64) for the stdin or terminal of exec `id` (version 3).
+    /// Input for an exec that ended or has no stdin is dropped.
+    ExecInput { id: u64, data: String },
+    /// No more input for exec `id`: its stdin pipe is closed; on a
+    /// terminal the end-of-file character is typed (version 3).
+    ExecInputEnd { id: u64 },
+    /// The terminal of exec `id` has a new size; its foreground process
+    /// group gets SIGWINCH from the kernel (version 3).
+    ExecResize { id: u64, size: TermSize },
+    /// Send signal number `signal` to the process group of exec `id`
+    /// (version 3). A hang-up (1) also closes its input.
+    ExecSignal { id: u64, signal: i32 },
     /// Send the file at `path` (chunks, then `file_done`), or `file_error`
     /// when it is not a regular file or is larger than `max_bytes`.
     FileRead {
@@ -208,6 +232,10 @@ pub fn negotiate(host: u32, guest: u32) -> Result<u32, VersionError> {
     Ok(chosen)
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// Encodes raw output bytes for [`GuestMessage::ExecOutput`].
 pub fn encode_data(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
@@ -315,7 +343,50 @@ mod tests {
             env: vec![("A".into(), "b=c".into())],
             timeout_ms: Some(1500),
             tty: false,
+            stdin: false,
+            size: None,
         });
+        round_trip(HostMessage::Exec {
+            id: 3,
+            argv: vec!["sh".into()],
+            env: vec![],
+            timeout_ms: None,
+            tty: true,
+            stdin: true,
+            size: Some(TermSize {
+                rows: 40,
+                cols: 120,
+            }),
+        });
+        round_trip(HostMessage::ExecInput {
+            id: 3,
+            data: encode_data(b"ls\r"),
+        });
+        round_trip(HostMessage::ExecInputEnd { id: 3 });
+        round_trip(HostMessage::ExecResize {
+            id: 3,
+            size: TermSize {
+                rows: 50,
+                cols: 132,
+            },
+        });
+        round_trip(HostMessage::ExecSignal { id: 3, signal: 2 });
+    }
+
+    #[test]
+    fn a_version_2_exec_has_the_version_2_wire_form() {
+        let v = serde_json::to_value(HostMessage::Exec {
+            id: 1,
+            argv: vec!["true".into()],
+            env: vec![],
+            timeout_ms: None,
+            tty: false,
+            stdin: false,
+            size: None,
+        })
+        .unwrap();
+        let want = serde_json::json!({"type": "exec", "id": 1, "argv": ["true"], "env": [], "timeout_ms": null, "tty": false});
+        assert_eq!(v, want);
     }
 
     #[test]

@@ -126,6 +126,7 @@ impl<R: Read> Session<R> {
                 env,
                 timeout_ms,
                 tty,
+                ..
             } => {
                 let mut all_env = self.guest.env();
                 all_env.extend(env);
@@ -192,6 +193,10 @@ fn kind(msg: &HostMessage) -> &'static str {
         HostMessage::FileWrite { .. } => "file_write",
         HostMessage::FileChunk { .. } => "file_chunk",
         HostMessage::FileEnd { .. } => "file_end",
+        HostMessage::ExecInput { .. } => "exec_input",
+        HostMessage::ExecInputEnd { .. } => "exec_input_end",
+        HostMessage::ExecResize { .. } => "exec_resize",
+        HostMessage::ExecSignal { .. } => "exec_signal",
     }
 }
 
@@ -296,7 +301,10 @@ mod tests {
     fn welcome(host: &mut UnixStream) {
         assert!(matches!(
             recv(host),
-            GuestMessage::Hello { protocol: 2, .. }
+            GuestMessage::Hello {
+                protocol: PROTOCOL,
+                ..
+            }
         ));
         write_frame(
             host,
@@ -315,6 +323,8 @@ mod tests {
             env: vec![("GREETING".into(), "hi".into())],
             timeout_ms,
             tty: false,
+            stdin: false,
+            size: None,
         };
         write_frame(host, &msg).unwrap();
     }

@@ -99,6 +99,7 @@ async fn bench(runs: usize) {
         let req = hearth_types::api::ExecRequest {
             argv: vec!["echo".into(), "hi".into()],
             timeout_secs: None,
+            env: vec![],
         };
         let r = ctl.exec(&scope, &vm.id, req).await.unwrap();
         direct.push(t.elapsed());

@@ -158,6 +158,10 @@ pub struct ExecRequest {
     /// 60).
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// Added to the agent's environment (and the VM's configured one) for
+    /// this program only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<crate::guest::EnvVar>,
 }
 
 impl ExecRequest {
@@ -179,6 +183,9 @@ impl ExecRequest {
         }
         if self.argv.iter().any(|a| a.contains('\0')) {
             return Err("an argument contains a NUL byte, which no program can receive".into());
+        }
+        for v in &self.env {
+            v.check()?;
         }
         match self.timeout_secs {
             Some(t) if !(1..=Self::MAX_TIMEOUT_SECS).contains(&t) => Err(format!(
@@ -318,6 +325,38 @@ pub enum ExecEvent {
     Error { code: String, message: String },
 }
 
+/// What a client sends on the exec WebSocket (`GET
+/// /v1/vms/{id}/exec/attach`), one JSON text frame each. The first is
+/// `start`; then any number of the others, in any order, until the
+/// server's `exit` or `error` (an `ExecEvent`, like every frame the server
+/// sends) and its close frame. A client that goes away before the end
+/// hangs the program up (SIGHUP to its process group).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ExecClientMessage {
+    /// Starts the program. With `tty` it runs on a pseudo-terminal of
+    /// `size` (default 24x80; stdout and stderr merged, input echoed by
+    /// the terminal); without, its stdin is a pipe fed by `stdin`.
+    Start {
+        request: ExecRequest,
+        #[serde(default)]
+        tty: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<crate::guest::TermSize>,
+    },
+    /// Bytes for the program's stdin (the terminal's input with `tty`);
+    /// `data` is standard base64.
+    Stdin { data: String },
+    /// No more input: the pipe is closed (with `tty`, the terminal's
+    /// end-of-file character is typed).
+    StdinEnd,
+    /// The terminal's new size (with `tty`; the program gets SIGWINCH).
+    Resize { size: crate::guest::TermSize },
+    /// A signal for the program's whole process group.
+    Signal { signal: crate::guest::ExecSignal },
+}
+
 /// `PUT /v1/vms/{id}/files?path=`: the file as written in the guest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -327,4 +366,71 @@ pub struct FileWritten {
     pub size: u64,
     /// Hex SHA-256 of the content, as the agent computed it.
     pub sha256: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guest::{EnvVar, ExecSignal, TermSize};
+
+    #[test]
+    fn exec_client_messages_have_their_documented_wire_form() {
+        let start: ExecClientMessage = serde_json::from_value(serde_json::json!({
+            "type": "start",
+            "request": {"argv": ["sh"], "env": [{"name": "TERM", "value": "xterm"}]},
+            "tty": true,
+            "size": {"rows": 40, "cols": 100}
+        }))
+        .unwrap();
+        let want = ExecClientMessage::Start {
+            request: ExecRequest {
+                argv: vec!["sh".into()],
+                timeout_secs: None,
+                env: vec![EnvVar {
+                    name: "TERM".into(),
+                    value: "xterm".into(),
+                }],
+            },
+            tty: true,
+            size: Some(TermSize {
+                rows: 40,
+                cols: 100,
+            }),
+        };
+        assert_eq!(start, want);
+        let signal = serde_json::to_value(ExecClientMessage::Signal {
+            signal: ExecSignal::Int,
+        })
+        .unwrap();
+        assert_eq!(
+            signal,
+            serde_json::json!({"type": "signal", "signal": "INT"})
+        );
+        let end = serde_json::to_value(ExecClientMessage::StdinEnd).unwrap();
+        assert_eq!(end, serde_json::json!({"type": "stdin_end"}));
+    }
+
+    #[test]
+    fn an_exec_request_names_a_bad_variable() {
+        let req = ExecRequest {
+            argv: vec!["env".into()],
+            timeout_secs: None,
+            env: vec![EnvVar {
+                name: "1X".into(),
+                value: "v".into(),
+            }],
+        };
+        let err = req.check().unwrap_err();
+        assert!(err.contains("\"1X\""), "{err}");
+    }
+
+    #[test]
+    fn unknown_signals_and_empty_terminals_are_refused() {
+        let bad = serde_json::from_value::<ExecClientMessage>(
+            serde_json::json!({"type": "signal", "signal": "STOP"}),
+        );
+        assert!(bad.is_err());
+        assert!(TermSize { rows: 0, cols: 80 }.check().is_err());
+        assert_eq!(ExecSignal::Term.number(), 15);
+    }
 }

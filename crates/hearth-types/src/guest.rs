@@ -33,6 +33,28 @@ pub struct EnvVar {
     pub value: String,
 }
 
+impl EnvVar {
+    /// What is wrong with the name or value, naming the fix.
+    pub fn check(&self) -> Result<(), String> {
+        let ok = !self.name.is_empty()
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !self.name.as_bytes()[0].is_ascii_digit();
+        if !ok {
+            return Err(format!(
+                "environment variable name {:?} is not valid: use letters, digits and '_', not starting with a digit",
+                self.name
+            ));
+        }
+        if self.value.contains('\0') {
+            return Err(format!("the value of {} contains a NUL byte", self.name));
+        }
+        Ok(())
+    }
+}
+
 /// A file the agent writes at boot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -217,6 +239,65 @@ impl ServiceState {
     }
 }
 
+/// A terminal's size in character cells, for a command on a TTY.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TermSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+impl TermSize {
+    /// What is wrong with the size, in words for the caller.
+    pub fn check(&self) -> Result<(), String> {
+        if self.rows == 0 || self.cols == 0 {
+            return Err(format!(
+                "terminal size {}x{} has a zero side: give rows and cols of at least 1",
+                self.rows, self.cols
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The signals a client may send to a running exec (to its whole process
+/// group), by their usual names without `SIG`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ExecSignal {
+    #[serde(rename = "HUP")]
+    Hup,
+    #[serde(rename = "INT")]
+    Int,
+    #[serde(rename = "QUIT")]
+    Quit,
+    #[serde(rename = "KILL")]
+    Kill,
+    #[serde(rename = "TERM")]
+    Term,
+    #[serde(rename = "USR1")]
+    Usr1,
+    #[serde(rename = "USR2")]
+    Usr2,
+}
+
+impl ExecSignal {
+    /// The Linux signal number (x86-64 and every other Linux architecture
+    /// agree on these).
+    pub fn number(self) -> i32 {
+        match self {
+            ExecSignal::Hup => 1,
+            ExecSignal::Int => 2,
+            ExecSignal::Quit => 3,
+            ExecSignal::Kill => 9,
+            ExecSignal::Usr1 => 10,
+            ExecSignal::Usr2 => 12,
+            ExecSignal::Term => 15,
+        }
+    }
+}
+
 /// Which output stream a line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -253,20 +334,7 @@ impl GuestConfig {
             }
         }
         for v in &self.env {
-            let ok = !v.name.is_empty()
-                && v.name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && !v.name.as_bytes()[0].is_ascii_digit();
-            if !ok {
-                return Err(format!(
-                    "environment variable name {:?} is not valid: use letters, digits and '_', not starting with a digit",
-                    v.name
-                ));
-            }
-            if v.value.contains('\0') {
-                return Err(format!("the value of {} contains a NUL byte", v.name));
-            }
+            v.check()?;
         }
         for f in &self.files {
             if !f.path.starts_with('/') || f.path.split('/').any(|c| c == "..") {

@@ -157,6 +157,8 @@ fn exec(s: &mut UnixStream, id: u64, argv: &[&str]) {
         env: Vec::new(),
         timeout_ms: Some(10_000),
         tty: false,
+        stdin: false,
+        size: None,
     };
     write_frame(s, &msg).expect("the request is sent");
 }

@@ -131,6 +131,8 @@ impl Host {
             env: Vec::new(),
             timeout_ms: Some(10_000),
             tty,
+            stdin: false,
+            size: None,
         });
     }
 

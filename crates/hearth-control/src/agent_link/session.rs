@@ -372,6 +372,8 @@ impl Connection {
                     env,
                     timeout_ms,
                     tty,
+                    stdin: false,
+                    size: None,
                 })
                 .await
             }

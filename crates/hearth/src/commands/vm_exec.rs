@@ -26,6 +26,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
     let req = ExecRequest {
         argv: args.command,
         timeout_secs: args.timeout,
+        env: vec![],
     };
     let wait = Duration::from_secs(req.timeout()) + ANSWER_SLACK;
     let client = Client::new(&args.api)?.with_answer_timeout(wait);

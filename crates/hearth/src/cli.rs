@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use hearth_types::guest::EnvVar;
 use hearth_types::{TenantId, VmId};
 
 #[derive(Debug, Parser)]
@@ -190,21 +191,51 @@ pub enum VmCommand {
     },
 }
 
+/// `hearth vm exec`: a command in a ready VM, its output streamed back.
+/// Without `-i` its stdin is empty and one HTTP request carries it; with
+/// `-i` a WebSocket session also carries our stdin, the terminal's size
+/// and signals, so a shell can be typed into as over SSH.
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     #[command(flatten)]
     pub api: ApiArgs,
     pub id: VmId,
-    /// Seconds the command may run before it is killed (1 to 3600).
+    /// Seconds the command may run before it is killed (1 to 3600; default
+    /// 60, or 3600 with -i).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: Option<u64>,
-    /// Run it on a pseudo-terminal in the guest (stdout and stderr merged).
-    #[arg(long)]
+    /// Run it on a pseudo-terminal in the guest (stdout and stderr merged);
+    /// with -i and a local terminal, ours is put in raw mode meanwhile and
+    /// its size follows ours.
+    #[arg(short = 't', long)]
     pub tty: bool,
+    /// Forward our stdin to the command (until end of file) and SIGINT,
+    /// SIGTERM and SIGHUP to its process group.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// An environment variable for the command only (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE", value_parser = parse_env_var)]
+    pub env: Vec<EnvVar>,
     /// The program and its arguments, after `--`; run directly, not
     /// through a shell (use `sh -c '...'` for one).
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
+}
+
+/// `NAME=VALUE` for `--env`, checked as the server would, so a typo is a
+/// usage error before anything is sent.
+fn parse_env_var(s: &str) -> Result<EnvVar, String> {
+    let (name, value) = s.split_once('=').ok_or_else(|| {
+        format!(
+            "{s:?} has no '=': give NAME=VALUE (e.g. -e LANG=C.UTF-8; NAME= for an empty value)"
+        )
+    })?;
+    let var = EnvVar {
+        name: name.to_owned(),
+        value: value.to_owned(),
+    };
+    var.check()?;
+    Ok(var)
 }
 
 /// Where `hearth serve` is and who is asking.

@@ -1,16 +1,24 @@
-//! `hearth vm exec [--tty] ID [--timeout SECS] -- CMD...`: run a command in
-//! a ready VM through `hearth serve` and its guest agent. The guest's
-//! stdout goes to stdout and its stderr to stderr as they are printed, and
-//! its status becomes ours.
+//! `hearth vm exec [-i] [-t] [-e NAME=VALUE]... ID [--timeout SECS] --
+//! CMD...`: run a command in a ready VM through `hearth serve` and its
+//! guest agent. The guest's stdout goes to stdout and its stderr to stderr
+//! as they are printed, and its status becomes ours. Without `-i` one
+//! streamed HTTP request carries it (stdin empty); with `-i` the exec
+//! WebSocket also carries our stdin, terminal size and signals
+//! ([`attach`]).
 
-use std::io::{BufRead, Write};
+mod attach;
+mod input;
+mod terminal;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use hearth_types::api::{ExecEvent, ExecRequest, ExecResult};
-use hearth_types::guest::Stream;
+use hearth_types::api::{ExecEvent, ExecRequest};
+use hearth_types::guest::{EnvVar, Stream};
 
 use super::client::Client;
 use crate::cli::ExecArgs;
@@ -23,11 +31,52 @@ const NOT_STARTED: u8 = 127;
 const ANSWER_SLACK: Duration = Duration::from_secs(20);
 
 pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
-    let req = ExecRequest {
-        argv: args.command,
-        timeout_secs: args.timeout,
-        env: vec![],
+    let request = request(&args, std::env::var("TERM").ok());
+    let ended = if args.interactive {
+        interactive(&args, request.clone())?
+    } else {
+        streamed(&args, &request)?
     };
+    if let Some(reason) = &ended.not_started {
+        eprintln!("{reason}");
+    }
+    if ended.timed_out {
+        eprintln!(
+            "hearth: the command ran past its timeout of {} s and was killed",
+            request.timeout()
+        );
+    }
+    Ok(ExitCode::from(exit_status(&ended)))
+}
+
+/// The request `args` stand for. An interactive session may last as long
+/// as the server allows; with a terminal, ours (`term`, from `TERM`) tells
+/// programs what it understands, unless `-e TERM=` says otherwise.
+fn request(args: &ExecArgs, term: Option<String>) -> ExecRequest {
+    let mut env = args.env.clone();
+    let term = term.filter(|t| !t.is_empty() && !t.contains('\0'));
+    if let (true, Some(value)) = (args.tty && args.interactive, term) {
+        if !env.iter().any(|v| v.name == "TERM") {
+            env.push(EnvVar {
+                name: "TERM".into(),
+                value,
+            });
+        }
+    }
+    let timeout_secs = match (args.timeout, args.interactive) {
+        (Some(t), _) => Some(t),
+        (None, true) => Some(ExecRequest::MAX_TIMEOUT_SECS),
+        (None, false) => None,
+    };
+    ExecRequest {
+        argv: args.command.clone(),
+        timeout_secs,
+        env,
+    }
+}
+
+/// `POST /v1/vms/{id}/exec?stream=true`: output as NDJSON lines.
+fn streamed(args: &ExecArgs, req: &ExecRequest) -> anyhow::Result<Ended> {
     let wait = Duration::from_secs(req.timeout()) + ANSWER_SLACK;
     let client = Client::new(&args.api)?.with_answer_timeout(wait);
     let path = format!(
@@ -35,28 +84,105 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<ExitCode> {
         args.id,
         if args.tty { "&tty=true" } else { "" }
     );
-    let lines = client.post_lines(&path, &req)?;
-    let result = print_events(lines)?;
-    if result.timed_out {
-        eprintln!(
-            "hearth: the command ran past its timeout of {} s and was killed",
-            req.timeout()
-        );
-    }
-    Ok(ExitCode::from(exit_status(&result)))
+    let lines = client.post_lines(&path, req)?;
+    print_events(lines, &mut Printer::stdio())
 }
 
-/// Prints each output chunk as it arrives; the end as an [`ExecResult`]
-/// without output.
-fn print_events(lines: impl BufRead) -> anyhow::Result<ExecResult> {
-    let mut result = ExecResult {
-        exit_code: None,
-        signal: None,
-        timed_out: false,
-        stdout: String::new(),
-        stderr: String::new(),
-        truncated: false,
+/// The exec WebSocket, with our terminal in raw mode meanwhile when `-t`
+/// and stdin is one (restored when this returns, however it does).
+fn interactive(args: &ExecArgs, request: ExecRequest) -> anyhow::Result<Ended> {
+    let mut ws = attach::connect(&args.api, &args.id)?;
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let tty_fd = match (stdin.is_terminal(), stdout.is_terminal()) {
+        _ if !args.tty => None,
+        (true, _) => Some(stdin.as_fd()),
+        (false, true) => Some(stdout.as_fd()),
+        (false, false) => None,
     };
+    let size = tty_fd.and_then(terminal::size);
+    let _raw = match args.tty && stdin.is_terminal() {
+        true => Some(terminal::RawMode::enter(stdin.as_fd())?),
+        false => None,
+    };
+    let forward = input::Forward {
+        signals: true,
+        resize_from: tty_fd,
+    };
+    let inputs = input::Inputs::start(std::io::stdin(), forward)?;
+    let start = attach::Start {
+        request,
+        tty: args.tty,
+        size,
+    };
+    attach::run_session(&mut ws, start, &inputs, &mut Printer::stdio())
+}
+
+/// How the command ended, as the server said.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Ended {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    /// Why it never started (the agent's words), shown on stderr.
+    pub not_started: Option<String>,
+}
+
+/// Writes the guest's output where it belongs as it arrives.
+pub struct Printer<O, E> {
+    out: O,
+    err: E,
+}
+
+impl Printer<std::io::Stdout, std::io::Stderr> {
+    fn stdio() -> Self {
+        Printer {
+            out: std::io::stdout(),
+            err: std::io::stderr(),
+        }
+    }
+}
+
+impl<O: Write, E: Write> Printer<O, E> {
+    /// Prints one output event; the end when `event` is one.
+    pub fn event(&mut self, event: ExecEvent) -> anyhow::Result<Option<Ended>> {
+        match event {
+            ExecEvent::Output { stream, data } => {
+                let bytes = STANDARD.decode(data).map_err(|e| {
+                    anyhow::anyhow!("the server sent output that is not base64: {e}")
+                })?;
+                let sink: &mut dyn Write = match stream {
+                    Stream::Stdout => &mut self.out,
+                    Stream::Stderr => &mut self.err,
+                };
+                sink.write_all(&bytes)?;
+                sink.flush()?;
+                Ok(None)
+            }
+            ExecEvent::Exit {
+                exit_code,
+                signal,
+                timed_out,
+            } => Ok(Some(Ended {
+                exit_code,
+                signal,
+                timed_out,
+                not_started: None,
+            })),
+            ExecEvent::Error { code, message } if code == "not_started" => Ok(Some(Ended {
+                not_started: Some(message),
+                ..Ended::default()
+            })),
+            ExecEvent::Error { message, .. } => anyhow::bail!("{message}"),
+        }
+    }
+}
+
+/// Prints each NDJSON event as it arrives, to the end.
+fn print_events<O: Write, E: Write>(
+    lines: impl BufRead,
+    printer: &mut Printer<O, E>,
+) -> anyhow::Result<Ended> {
     for line in lines.lines() {
         let line = line?;
         if line.trim().is_empty() {
@@ -65,35 +191,8 @@ fn print_events(lines: impl BufRead) -> anyhow::Result<ExecResult> {
         let event: ExecEvent = serde_json::from_str(&line).map_err(|e| {
             anyhow::anyhow!("the server sent an exec event this hearth cannot read: {e}")
         })?;
-        match event {
-            ExecEvent::Output { stream, data } => {
-                let bytes = STANDARD.decode(data).map_err(|e| {
-                    anyhow::anyhow!("the server sent output that is not base64: {e}")
-                })?;
-                match stream {
-                    Stream::Stdout => {
-                        let mut out = std::io::stdout().lock();
-                        out.write_all(&bytes)?;
-                        out.flush()?;
-                    }
-                    Stream::Stderr => std::io::stderr().write_all(&bytes)?,
-                }
-            }
-            ExecEvent::Exit {
-                exit_code,
-                signal,
-                timed_out,
-            } => {
-                result.exit_code = exit_code;
-                result.signal = signal;
-                result.timed_out = timed_out;
-                return Ok(result);
-            }
-            ExecEvent::Error { code, message } if code == "not_started" => {
-                eprintln!("{message}");
-                return Ok(result);
-            }
-            ExecEvent::Error { message, .. } => anyhow::bail!("{message}"),
+        if let Some(end) = printer.event(event)? {
+            return Ok(end);
         }
     }
     anyhow::bail!("the server ended the answer before the command's end: run it again")
@@ -101,7 +200,7 @@ fn print_events(lines: impl BufRead) -> anyhow::Result<ExecResult> {
 
 /// The guest command's status as ours: its exit code, 128+N for signal N,
 /// 127 when it never started.
-fn exit_status(r: &ExecResult) -> u8 {
+fn exit_status(r: &Ended) -> u8 {
     match (r.exit_code, r.signal) {
         (Some(code), _) => (code & 0xff) as u8,
         (None, Some(sig)) => (128 + (sig & 0x7f)) as u8,
@@ -113,14 +212,11 @@ fn exit_status(r: &ExecResult) -> u8 {
 mod tests {
     use super::*;
 
-    fn result(exit_code: Option<i32>, signal: Option<i32>) -> ExecResult {
-        ExecResult {
+    fn result(exit_code: Option<i32>, signal: Option<i32>) -> Ended {
+        Ended {
             exit_code,
             signal,
-            timed_out: false,
-            stdout: String::new(),
-            stderr: String::new(),
-            truncated: false,
+            ..Ended::default()
         }
     }
 

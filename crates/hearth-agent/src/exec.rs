@@ -3,19 +3,27 @@
 //! it ended. Output always precedes the exit message. With `tty` the
 //! command runs on a new pseudo-terminal: a session of its own with the
 //! terminal as its controlling one; everything it prints is `stdout`.
+//! With `stdin` the host's input goes to its stdin pipe or terminal
+//! (`input.rs`), and while it runs it is in the session's registry
+//! (`running.rs`) for input, resizes and signals.
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use hearth_agent_proto::{encode_data, GuestMessage, Stream};
+use hearth_types::guest::TermSize;
 
+use crate::input::{Input, Sink};
 use crate::outbox::{Gone, Link};
+use crate::pty;
 use crate::reaper::reaper;
+use crate::running::{Control, Running};
 
 /// Output is sent in chunks of at most this many bytes.
 const CHUNK: usize = 32 * 1024;
@@ -27,28 +35,56 @@ pub struct Request {
     pub env: Vec<(String, String)>,
     pub timeout: Option<Duration>,
     pub tty: bool,
+    /// The host sends input: stdin is a pipe (or the terminal) fed by it.
+    pub stdin: bool,
+    /// The terminal's size, with `tty`.
+    pub size: Option<TermSize>,
 }
 
-/// Runs the request on its own thread.
-pub fn spawn(req: Request, out: Link) -> JoinHandle<()> {
+/// A started command and the ends the agent keeps.
+struct Started {
+    child: Child,
+    /// With `tty`: the terminal's master, which carries its output.
+    master: Option<File>,
+    /// With `stdin`: where its input goes.
+    sink: Option<Sink>,
+}
+
+/// Runs the request on its own thread, registered in `running` while it
+/// runs.
+pub fn spawn(req: Request, out: Link, running: Running) -> JoinHandle<()> {
     thread::spawn(move || {
-        if let Err(e) = run(&req, &out) {
+        if let Err(e) = run(&req, &out, &running) {
             eprintln!("hearth-agent: exec {}: reply lost: {e}", req.id);
         }
     })
 }
 
-fn run(req: &Request, out: &Link) -> Result<(), Gone> {
+fn run(req: &Request, out: &Link, running: &Running) -> Result<(), Gone> {
     let id = req.id;
-    let started = if req.tty {
-        start_on_tty(req)
-    } else {
-        start(req).map(|c| (c, None))
-    };
-    let (mut child, master) = match started {
+    let (started, input) = match start_with_input(req) {
         Ok(started) => started,
         Err(message) => return out.send(GuestMessage::ExecError { id, message }),
     };
+    let Started {
+        mut child,
+        master,
+        sink,
+    } = started;
+    let control = Arc::new(Control {
+        id,
+        pid: child.id(),
+        master: master.as_ref().and_then(|m| m.try_clone().ok()),
+        input,
+    });
+    let writer = match (&control.input, sink) {
+        (Some(input), Some(sink)) => input
+            .start(sink)
+            .map_err(|e| eprintln!("hearth-agent: exec {id}: its input cannot be fed: {e}"))
+            .ok(),
+        _ => None,
+    };
+    running.add(control.clone());
     let pumps = match master {
         Some(master) => vec![pump(Some(master), Stream::Stdout, id, out.clone())],
         None => vec![
@@ -57,7 +93,11 @@ fn run(req: &Request, out: &Link) -> Result<(), Gone> {
         ],
     };
     let waited = wait(&mut child, req.timeout);
-    for p in pumps {
+    running.remove(&control);
+    if let Some(input) = &control.input {
+        input.close();
+    }
+    for p in writer.into_iter().chain(pumps) {
         let _ = p.join();
     }
     match waited {
@@ -69,30 +109,65 @@ fn run(req: &Request, out: &Link) -> Result<(), Gone> {
     }
 }
 
+/// Starts the command with its input queue (made first, so every failure
+/// comes before the command runs).
+fn start_with_input(req: &Request) -> Result<(Started, Option<Input>), String> {
+    let input = match req.stdin {
+        true => Some(Input::new(req.id).map_err(|e| format!("cannot queue input: {e}"))?),
+        false => None,
+    };
+    let started = if req.tty {
+        start_on_tty(req)?
+    } else {
+        start(req)?
+    };
+    Ok((started, input))
+}
+
 /// Spawns argv in its own process group, so a timeout kills all of it.
-fn start(req: &Request) -> Result<Child, String> {
+fn start(req: &Request) -> Result<Started, String> {
     let (program, args) = req.argv.split_first().ok_or("argv is empty")?;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .envs(req.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(if req.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    reaper()
+    let mut child = reaper()
         .spawn(&mut cmd)
-        .map_err(|e| format!("cannot start {program:?}: {e}"))
+        .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+    let sink = child.stdin.take().map(|s| Sink::Pipe(OwnedFd::from(s)));
+    Ok(Started {
+        child,
+        master: None,
+        sink,
+    })
 }
 
-/// Spawns argv on a new pseudo-terminal; returns the child and the
-/// terminal's master side, which carries its output.
-fn start_on_tty(req: &Request) -> Result<(Child, Option<File>), String> {
+/// Spawns argv on a new pseudo-terminal of the requested size.
+fn start_on_tty(req: &Request) -> Result<Started, String> {
     let (program, args) = req.argv.split_first().ok_or("argv is empty")?;
-    let (master, slave) = open_pty().map_err(|e| format!("cannot open a pseudo-terminal: {e}"))?;
+    let size = req.size.unwrap_or(pty::DEFAULT_SIZE);
+    let (master, slave) =
+        pty::open(size).map_err(|e| format!("cannot open a pseudo-terminal: {e}"))?;
+    let sink = match req.stdin {
+        true => Some(Sink::Tty(master.try_clone().map_err(|e| e.to_string())?)),
+        false => None,
+    };
     let stdio = |fd: &OwnedFd| fd.try_clone().map(Stdio::from);
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .envs(req.env.iter().map(|(k, v)| (k, v)))
+    cmd.args(args);
+    // As docker does: a terminal needs a type, and the agent's own (the
+    // kernel gives init `linux`) is not the client's.
+    if !req.env.iter().any(|(k, _)| k == "TERM") {
+        cmd.env("TERM", "xterm");
+    }
+    cmd.envs(req.env.iter().map(|(k, v)| (k, v)))
         .stdin(stdio(&slave).map_err(|e| e.to_string())?)
         .stdout(stdio(&slave).map_err(|e| e.to_string())?)
         .stderr(stdio(&slave).map_err(|e| e.to_string())?);
@@ -114,34 +189,17 @@ fn start_on_tty(req: &Request) -> Result<(Child, Option<File>), String> {
     // The child has its copies; ours would keep the master from seeing the end.
     drop(cmd);
     drop(slave);
-    Ok((child, Some(File::from(master))))
-}
-
-/// openpty(3): the master and slave sides of a new pseudo-terminal.
-fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: the out-pointers are valid; the name, termios and winsize
-    // arguments may be null.
-    let r = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: openpty succeeded, so both are open descriptors we now own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) })
+    Ok(Started {
+        child,
+        master: Some(File::from(master)),
+        sink,
+    })
 }
 
 /// Sends everything read from `src` as output chunks of `stream`. Keeps
 /// reading after the host is gone, so the command never blocks on a full
 /// pipe.
-fn pump<R: Read + Send + 'static>(
+fn pump<R: Read + AsFd + Send + 'static>(
     src: Option<R>,
     stream: Stream,
     id: u64,
@@ -155,6 +213,12 @@ fn pump<R: Read + Send + 'static>(
                 Ok(0) => return,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A terminal's master is non-blocking when the writer of
+                // its input shares it.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait_readable(src.as_fd());
+                    continue;
+                }
                 Err(_) => return,
             };
             let data = encode_data(&buf[..n]);
@@ -170,6 +234,18 @@ fn pump<R: Read + Send + 'static>(
     })
 }
 
+/// Blocks until `fd` has something to read (or its end).
+fn wait_readable(fd: BorrowedFd<'_>) {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is valid and writable for the call. An error (EINTR)
+    // just means another read.
+    unsafe { libc::poll(&mut pfd, 1, -1) };
+}
+
 /// Waits for the command (through the reaper), killing its process group
 /// at the deadline; returns its status and whether it was killed for time.
 fn wait(child: &mut Child, timeout: Option<Duration>) -> io::Result<(ExitStatus, bool)> {
@@ -177,22 +253,11 @@ fn wait(child: &mut Child, timeout: Option<Duration>) -> io::Result<(ExitStatus,
     if let Some(status) = reaper().wait(child.id(), deadline) {
         return Ok((status, false));
     }
-    kill_group(child);
+    reaper().signal_group(child.id(), libc::SIGKILL);
     let status = reaper()
         .wait(child.id(), None)
         .ok_or_else(|| io::Error::other("the reaper lost the command"))?;
     Ok((status, true))
-}
-
-fn kill_group(child: &mut Child) {
-    let Ok(pgid) = libc::pid_t::try_from(child.id()) else {
-        let _ = child.kill();
-        return;
-    };
-    // SAFETY: kill(2) has no memory-safety preconditions. The group id is
-    // the child's pid (it was spawned with process_group(0)); its status
-    // was not claimed, so at worst the group just ended (ESRCH).
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
 }
 
 fn exit_message(id: u64, status: ExitStatus, timed_out: bool) -> GuestMessage {

@@ -7,8 +7,12 @@
 //! reaper must not take that status first. So spawning holds a read lock,
 //! and the reaper only reaps under the write lock: it first waits without
 //! reaping (`waitid(WNOWAIT)`) until some child has ended.
+//!
+//! A pid is free for the kernel to hand out again once it is reaped, so a
+//! signal to a child goes through [`Reaper::signal_group`], which checks
+//! under the reaping lock that the child was not reaped yet.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus};
@@ -25,6 +29,9 @@ pub struct Reaper {
     spawning: RwLock<()>,
     ended: Mutex<HashMap<u32, (ExitStatus, Instant)>>,
     changed: Condvar,
+    /// Children spawned here and not reaped yet: their pids (and group
+    /// ids) still name them.
+    alive: Mutex<HashSet<u32>>,
     /// Wakes the idle reaper when a child was spawned.
     spawned: (Mutex<u64>, Condvar),
 }
@@ -37,6 +44,7 @@ pub fn reaper() -> &'static Reaper {
             spawning: RwLock::new(()),
             ended: Mutex::new(HashMap::new()),
             changed: Condvar::new(),
+            alive: Mutex::new(HashSet::new()),
             spawned: (Mutex::new(0), Condvar::new()),
         }));
         std::thread::spawn(move || r.reap_loop());
@@ -50,7 +58,10 @@ impl Reaper {
     pub fn spawn(&self, cmd: &mut Command) -> io::Result<Child> {
         let child = {
             let _guard = self.spawning.read().unwrap_or_else(|p| p.into_inner());
-            cmd.spawn()?
+            let child = cmd.spawn()?;
+            // Under the spawning lock: the reaper cannot have reaped it yet.
+            self.alive_set().insert(child.id());
+            child
         };
         let (count, wake) = &self.spawned;
         *count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
@@ -79,6 +90,29 @@ impl Reaper {
         }
     }
 
+    /// Sends `signal` to the process group led by `pid` (a child spawned
+    /// here as the leader of its own group), unless the child was reaped:
+    /// its pid may then name another process already. A zombie leader
+    /// still holds its pid, so its group is signalled. False when nothing
+    /// was sent.
+    pub fn signal_group(&self, pid: u32, signal: i32) -> bool {
+        let alive = self.alive_set();
+        let Ok(pgid) = libc::pid_t::try_from(pid) else {
+            return false;
+        };
+        if !alive.contains(&pid) {
+            return false;
+        }
+        // SAFETY: kill(2) has no memory-safety preconditions; the group's
+        // leader is not reaped (checked under the lock reaping takes), so
+        // the group id is still its own.
+        unsafe { libc::kill(-pgid, signal) == 0 }
+    }
+
+    fn alive_set(&self) -> std::sync::MutexGuard<'_, HashSet<u32>> {
+        self.alive.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn reap_loop(&self) {
         loop {
             if !wait_for_an_ended_child() {
@@ -87,9 +121,12 @@ impl Reaper {
             }
             let _guard = self.spawning.write().unwrap_or_else(|p| p.into_inner());
             let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+            let mut alive = self.alive_set();
             while let Some((pid, status)) = reap_one() {
+                alive.remove(&pid);
                 ended.insert(pid, (status, Instant::now()));
             }
+            drop(alive);
             ended.retain(|_, (_, at)| at.elapsed() < FORGET_AFTER);
             self.changed.notify_all();
         }
@@ -135,6 +172,7 @@ fn reap_one() -> Option<(u32, ExitStatus)> {
 #[cfg(test)]
 #[allow(clippy::zombie_processes)] // the reaper waits, not `Child::wait`
 mod tests {
+    use std::os::unix::process::CommandExt;
     use std::process::Stdio;
 
     use super::*;
@@ -153,6 +191,19 @@ mod tests {
         unsafe { libc::kill(slow.id() as i32, libc::SIGKILL) };
         let status = r.wait(slow.id(), None).unwrap();
         assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn a_reaped_child_is_never_signalled() {
+        let r = reaper();
+        let mut cmd = Command::new("sleep");
+        cmd.arg("5").process_group(0);
+        let child = r.spawn(&mut cmd).unwrap();
+        assert!(r.signal_group(child.id(), libc::SIGTERM));
+        let status = r.wait(child.id(), None).unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
+        assert!(!r.signal_group(child.id(), libc::SIGTERM), "reaped");
+        assert!(!r.signal_group(1, libc::SIGTERM), "not ours");
     }
 
     #[test]

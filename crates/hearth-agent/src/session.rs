@@ -11,13 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_agent_proto::{
-    read_frame, write_frame, FrameError, GuestMessage, HostMessage, MIN_PROTOCOL, PROTOCOL,
+    decode_data, read_frame, write_frame, FrameError, GuestMessage, HostMessage, MIN_PROTOCOL,
+    PROTOCOL,
 };
 
 use crate::exec;
 use crate::files::{self, Uploads};
 use crate::guest::Guest;
 use crate::outbox::Link;
+use crate::running::{Control, Running};
 
 /// How often a connected agent says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -47,6 +49,8 @@ pub struct Session<R> {
     guest: Arc<Guest>,
     link: Option<Link>,
     uploads: Uploads,
+    /// This session's running execs.
+    running: Running,
 }
 
 impl<R> std::fmt::Debug for Session<R> {
@@ -63,6 +67,7 @@ impl<R: Read> Session<R> {
             guest,
             link: None,
             uploads: Uploads::default(),
+            running: Running::default(),
         }
     }
 
@@ -105,9 +110,10 @@ impl<R: Read> Session<R> {
         }
     }
 
-    /// Ends the session: the outbox drops the write half, the reader goes
-    /// with `self`.
+    /// Ends the session: its interactive execs are hung up, the outbox
+    /// drops the write half, the reader goes with `self`.
     pub fn close(self) {
+        self.running.hang_up_interactive();
         if self.link.is_some() {
             self.guest.outbox.detach();
         }
@@ -126,7 +132,8 @@ impl<R: Read> Session<R> {
                 env,
                 timeout_ms,
                 tty,
-                ..
+                stdin,
+                size,
             } => {
                 let mut all_env = self.guest.env();
                 all_env.extend(env);
@@ -136,9 +143,18 @@ impl<R: Read> Session<R> {
                     env: all_env,
                     timeout: timeout_ms.map(Duration::from_millis),
                     tty,
+                    stdin,
+                    size,
                 };
-                exec::spawn(request, link);
+                exec::spawn(request, link, self.running.clone());
             }
+            HostMessage::ExecInput { id, data } => match decode_data(&data) {
+                Ok(bytes) => self.with_exec(id, |c| c.input(bytes)),
+                Err(_) => eprintln!("hearth-agent: exec {id}: input is not base64; dropped"),
+            },
+            HostMessage::ExecInputEnd { id } => self.with_exec(id, Control::end_input),
+            HostMessage::ExecResize { id, size } => self.with_exec(id, |c| c.resize(size)),
+            HostMessage::ExecSignal { id, signal } => self.with_exec(id, |c| c.signal(signal)),
             HostMessage::FileRead {
                 id,
                 path,
@@ -158,6 +174,16 @@ impl<R: Read> Session<R> {
                 "hearth-agent: ignoring {} after the handshake",
                 kind(&other)
             ),
+        }
+    }
+}
+
+impl<R> Session<R> {
+    /// Runs `f` on exec `id` if it is still running; a message for an
+    /// unknown or finished exec is ignored.
+    fn with_exec(&self, id: u64, f: impl FnOnce(&Control)) {
+        if let Some(control) = self.running.get(id) {
+            f(&control);
         }
     }
 }

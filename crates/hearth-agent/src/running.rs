@@ -1,0 +1,113 @@
+//! The execs of one session that are still running, by id: what the host's
+//! `exec_input`, `exec_input_end`, `exec_resize` and `exec_signal` act on.
+//! An exec adds itself once started and removes itself when it ended, so a
+//! message for an unknown or finished exec finds nothing and is ignored.
+//!
+//! When the session ends its interactive execs (started with `stdin`) are
+//! hung up: their client is gone for good. The others run on (see
+//! docs/agent.md).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hearth_types::guest::TermSize;
+
+use crate::input::Input;
+use crate::pty;
+use crate::reaper::reaper;
+
+const SIGHUP: i32 = 1;
+
+/// One running exec, as the session sees it.
+#[derive(Debug)]
+pub struct Control {
+    pub id: u64,
+    /// The command's pid, also its process group's id.
+    pub pid: u32,
+    /// With `stdin`: its input queue.
+    pub input: Option<Input>,
+    /// With `tty`: the terminal's master, for resizes.
+    pub master: Option<File>,
+}
+
+impl Control {
+    pub fn input(&self, data: Vec<u8>) {
+        if let Some(input) = &self.input {
+            input.push(data);
+        }
+    }
+
+    pub fn end_input(&self) {
+        if let Some(input) = &self.input {
+            input.end();
+        }
+    }
+
+    pub fn resize(&self, size: TermSize) {
+        let Some(master) = &self.master else { return };
+        if let Err(e) = pty::resize(master, size) {
+            eprintln!(
+                "hearth-agent: exec {}: resizing its terminal failed: {e}",
+                self.id
+            );
+        }
+    }
+
+    /// Sends `signal` to the command's process group, unless the command
+    /// was reaped already; a hang-up also closes its input.
+    pub fn signal(&self, signal: i32) {
+        if signal == SIGHUP {
+            if let Some(input) = &self.input {
+                input.close();
+            }
+        }
+        reaper().signal_group(self.pid, signal);
+    }
+}
+
+/// The registry, shared by a session and its execs.
+#[derive(Clone, Debug, Default)]
+pub struct Running {
+    execs: Arc<Mutex<HashMap<u64, Arc<Control>>>>,
+}
+
+impl Running {
+    pub fn add(&self, control: Arc<Control>) {
+        self.lock().insert(control.id, control);
+    }
+
+    /// Removes `control`, not a later exec the host gave the same id.
+    pub fn remove(&self, control: &Arc<Control>) {
+        let mut execs = self.lock();
+        if execs
+            .get(&control.id)
+            .is_some_and(|c| Arc::ptr_eq(c, control))
+        {
+            execs.remove(&control.id);
+        }
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Control>> {
+        self.lock().get(&id).cloned()
+    }
+
+    /// The session ended: every exec with input gets its input closed and
+    /// SIGHUP, as a terminal whose line dropped.
+    pub fn hang_up_interactive(&self) {
+        let interactive: Vec<Arc<Control>> = self
+            .lock()
+            .values()
+            .filter(|c| c.input.is_some())
+            .cloned()
+            .collect();
+        for control in interactive {
+            eprintln!("hearth-agent: exec {}: hung up (its host left)", control.id);
+            control.signal(SIGHUP);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Control>>> {
+        self.execs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -140,6 +140,9 @@ impl From<ExecError> for Problem {
             ExecError::NoChannel(_) => {
                 Problem::new(StatusCode::CONFLICT, "no_agent_channel", message)
             }
+            ExecError::AgentTooOld { .. } => {
+                Problem::new(StatusCode::CONFLICT, "agent_too_old", message)
+            }
             ExecError::Deadline { .. } => {
                 Problem::new(StatusCode::GATEWAY_TIMEOUT, "agent_timeout", message)
             }

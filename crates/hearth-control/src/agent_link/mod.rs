@@ -8,13 +8,16 @@
 //! answers it routes by id. When the channel drops it connects again after
 //! a short backoff; it ends when the VM stops ([`Links::stop`]).
 //!
-//! Nothing here logs a command's arguments or output or a file's content.
+//! Nothing here logs a command's arguments, input or output or a file's
+//! content.
 
+mod input;
 mod records;
 mod session;
 mod wire;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +26,9 @@ use hearth_types::guest::Stream;
 use hearth_types::VmId;
 use hearth_vmm::AgentEndpoint;
 use tokio::sync::{mpsc, watch};
+
+use self::input::Input;
+pub use self::input::{Exec, ExecInput, ExecSpec, LinkError, INTERACTIVE_PROTOCOL};
 
 /// What a link tells its owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,22 +76,25 @@ pub enum FileEvent {
     Lost,
 }
 
-/// A request for the agent, answered on its channel.
+/// A request for the agent, answered on its channel. `id` is the
+/// request's on the channel (input names the exec it belongs to).
 #[derive(Debug)]
 pub(crate) enum Request {
     Exec {
-        argv: Vec<String>,
-        env: Vec<(String, String)>,
-        timeout: Option<Duration>,
-        tty: bool,
+        id: u64,
+        spec: ExecSpec,
         events: mpsc::UnboundedSender<ExecEvent>,
     },
+    /// For the exec `id`, sent after it.
+    Input { id: u64, input: Input },
     ReadFile {
+        id: u64,
         path: String,
         max_bytes: u64,
         events: mpsc::UnboundedSender<FileEvent>,
     },
     WriteFile {
+        id: u64,
         path: String,
         data: Vec<u8>,
         mode: u32,
@@ -95,12 +104,15 @@ pub(crate) enum Request {
 
 impl Request {
     /// The requester gave up (its receiver is gone): nothing to send.
+    /// Input is never abandoned: it may be the hang-up of a command whose
+    /// requester left.
     fn abandoned(&self) -> bool {
         match self {
             Request::Exec { events, .. } => events.is_closed(),
             Request::ReadFile { events, .. } | Request::WriteFile { events, .. } => {
                 events.is_closed()
             }
+            Request::Input { .. } => false,
         }
     }
 }
@@ -110,40 +122,74 @@ impl Request {
 pub struct LinkHandle {
     requests: mpsc::UnboundedSender<Request>,
     stop: Arc<watch::Sender<bool>>,
-    connected: watch::Receiver<bool>,
+    /// The protocol the connected agent chose; `None` while none is
+    /// connected and past its handshake.
+    connected: watch::Receiver<Option<u32>>,
+    /// Request ids keep counting across connections: an answer from an old
+    /// connection's command can never be taken for a new one's.
+    next_id: Arc<AtomicU64>,
 }
 
 impl LinkHandle {
     /// Whether the agent is connected and past its handshake now.
     pub fn connected(&self) -> bool {
+        self.connected.borrow().is_some()
+    }
+
+    /// The protocol version the connected agent chose, if one is connected.
+    pub fn protocol(&self) -> Option<u32> {
         *self.connected.borrow()
     }
 
     /// Waits until the agent is connected, at most `window`.
     pub async fn wait_connected(&self, window: Duration) -> bool {
         let mut rx = self.connected.clone();
-        tokio::time::timeout(window, rx.wait_for(|c| *c))
+        tokio::time::timeout(window, rx.wait_for(|c| c.is_some()))
             .await
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Starts a command; its events arrive on the receiver. `None` when
-    /// the link has ended.
+    /// Starts a plain command (empty stdin); its events arrive on the
+    /// receiver. `None` when the link has ended.
     pub fn exec(
         &self,
         argv: Vec<String>,
         timeout: Option<Duration>,
         tty: bool,
     ) -> Option<mpsc::UnboundedReceiver<ExecEvent>> {
-        let (events, rx) = mpsc::unbounded_channel();
-        let request = Request::Exec {
+        let spec = ExecSpec {
             argv,
-            env: Vec::new(),
             timeout,
             tty,
-            events,
+            ..ExecSpec::default()
         };
-        self.requests.send(request).ok().map(|()| rx)
+        self.start_exec(spec).ok().map(|exec| exec.events)
+    }
+
+    /// Starts a command that may take input. An interactive one (`stdin`
+    /// or `size`) is refused when the connected agent is too old for it;
+    /// a link between connections takes it, and the connection that sends
+    /// it checks again.
+    pub fn start_exec(&self, spec: ExecSpec) -> Result<Exec, LinkError> {
+        if let Some(protocol) = self.protocol() {
+            if spec.interactive() && protocol < INTERACTIVE_PROTOCOL {
+                return Err(LinkError::AgentTooOld { protocol });
+            }
+        }
+        let (events, rx) = mpsc::unbounded_channel();
+        let id = self.new_id();
+        let request = Request::Exec { id, spec, events };
+        self.requests.send(request).map_err(|_| LinkError::Ended)?;
+        let input = ExecInput {
+            id,
+            requests: self.requests.clone(),
+            protocol: self.connected.clone(),
+        };
+        Ok(Exec { events: rx, input })
+    }
+
+    fn new_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Asks for the file at `path` (refused by the agent above `max_bytes`).
@@ -154,6 +200,7 @@ impl LinkHandle {
     ) -> Option<mpsc::UnboundedReceiver<FileEvent>> {
         let (events, rx) = mpsc::unbounded_channel();
         let request = Request::ReadFile {
+            id: self.new_id(),
             path,
             max_bytes,
             events,
@@ -170,6 +217,7 @@ impl LinkHandle {
     ) -> Option<mpsc::UnboundedReceiver<FileEvent>> {
         let (events, rx) = mpsc::unbounded_channel();
         let request = Request::WriteFile {
+            id: self.new_id(),
             path,
             data,
             mode,
@@ -187,12 +235,13 @@ impl LinkHandle {
 pub fn spawn(spec: LinkSpec) -> LinkHandle {
     let (requests, rx) = mpsc::unbounded_channel();
     let (stop, stop_rx) = watch::channel(false);
-    let (connected_tx, connected) = watch::channel(false);
+    let (connected_tx, connected) = watch::channel(None);
     tokio::spawn(session::run(spec, rx, stop_rx, connected_tx));
     LinkHandle {
         requests,
         stop: Arc::new(stop),
         connected,
+        next_id: Arc::new(AtomicU64::new(1)),
     }
 }
 

@@ -14,8 +14,9 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::input::{Input, INPUT_CHUNK, INTERACTIVE_PROTOCOL};
 use super::records::{to_row, Clock};
-use super::{wire, ExecEvent, FileEvent, LinkSpec, Notice, Request};
+use super::{wire, ExecEvent, ExecSpec, FileEvent, LinkError, LinkSpec, Notice, Request};
 
 /// The first pause before connecting again; doubled per failure.
 const RETRY: Duration = Duration::from_millis(100);
@@ -63,13 +64,10 @@ pub(super) async fn run(
     spec: LinkSpec,
     mut requests: mpsc::UnboundedReceiver<Request>,
     mut stop: watch::Receiver<bool>,
-    connected: watch::Sender<bool>,
+    connected: watch::Sender<Option<u32>>,
 ) {
     let mut backoff = RETRY;
     let mut silences = 0u32;
-    // Ids keep counting across connections: an answer from an old
-    // connection's command can never be taken for a new one's.
-    let mut next_id = 1u64;
     loop {
         let greeted = tokio::select! {
             _ = stopped(&mut stop) => return,
@@ -79,12 +77,10 @@ pub(super) async fn run(
             Ok(conn) => {
                 backoff = RETRY;
                 silences = 0;
-                connected.send_replace(true);
-                tracing::info!(vm = %spec.vm, "agent connected");
-                let end = conn
-                    .serve(&spec, &mut requests, &mut stop, &mut next_id)
-                    .await;
-                connected.send_replace(false);
+                connected.send_replace(Some(conn.protocol));
+                tracing::info!(vm = %spec.vm, protocol = conn.protocol, "agent connected");
+                let end = conn.serve(&spec, &mut requests, &mut stop).await;
+                connected.send_replace(None);
                 if let Err(e) = spec
                     .store
                     .agent_disconnected(&spec.vm, Timestamp::now())
@@ -129,6 +125,8 @@ struct Connection {
     reader: JoinHandle<()>,
     instance: String,
     clock: Clock,
+    /// The version chosen in the handshake.
+    protocol: u32,
 }
 
 /// Connects, reads the hello, answers welcome (with the ack of the hello's
@@ -227,6 +225,7 @@ async fn greet(spec: &LinkSpec, hello_window: Duration) -> Result<Connection, Gr
         reader,
         instance,
         clock: Clock::from_hello(now, uptime_ms),
+        protocol: chosen,
     })
 }
 
@@ -251,7 +250,6 @@ impl Connection {
         spec: &LinkSpec,
         requests: &mut mpsc::UnboundedReceiver<Request>,
         stop: &mut watch::Receiver<bool>,
-        next_id: &mut u64,
     ) -> End {
         let mut pending = HashMap::new();
         let end = loop {
@@ -270,9 +268,7 @@ impl Connection {
                     if request.abandoned() {
                         continue;
                     }
-                    let id = *next_id;
-                    *next_id += 1;
-                    if let Err(e) = self.send_request(id, request, &mut pending).await {
+                    if let Err(e) = self.send_request(request, &mut pending).await {
                         break End::Dropped(error_chain(&e));
                     }
                 }
@@ -352,32 +348,20 @@ impl Connection {
 
     async fn send_request(
         &mut self,
-        id: u64,
         request: Request,
         pending: &mut HashMap<u64, Pending>,
     ) -> Result<(), FrameError> {
         match request {
-            Request::Exec {
-                argv,
-                env,
-                timeout,
-                tty,
-                events,
-            } => {
-                pending.insert(id, Pending::Exec(events));
-                let timeout_ms = timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
-                self.send(&HostMessage::Exec {
-                    id,
-                    argv,
-                    env,
-                    timeout_ms,
-                    tty,
-                    stdin: false,
-                    size: None,
-                })
-                .await
+            Request::Exec { id, spec, events } => self.exec(id, spec, events, pending).await,
+            Request::Input { id, input } => {
+                if !matches!(pending.get(&id), Some(Pending::Exec(_))) {
+                    // Ended, or ran on a connection that dropped.
+                    return Ok(());
+                }
+                self.input(id, input).await
             }
             Request::ReadFile {
+                id,
                 path,
                 max_bytes,
                 events,
@@ -391,6 +375,7 @@ impl Connection {
                 .await
             }
             Request::WriteFile {
+                id,
                 path,
                 data,
                 mode,
@@ -399,6 +384,64 @@ impl Connection {
                 pending.insert(id, Pending::File(events));
                 self.write_file(id, path, &data, mode).await
             }
+        }
+    }
+
+    /// Sends exec `id`, unless it is interactive and the agent too old:
+    /// then its requester hears why and the agent nothing.
+    async fn exec(
+        &mut self,
+        id: u64,
+        spec: ExecSpec,
+        events: mpsc::UnboundedSender<ExecEvent>,
+        pending: &mut HashMap<u64, Pending>,
+    ) -> Result<(), FrameError> {
+        if spec.interactive() && self.protocol < INTERACTIVE_PROTOCOL {
+            let why = LinkError::AgentTooOld {
+                protocol: self.protocol,
+            };
+            let _ = events.send(ExecEvent::Error(why.to_string()));
+            return Ok(());
+        }
+        pending.insert(id, Pending::Exec(events));
+        let timeout_ms = spec
+            .timeout
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        self.send(&HostMessage::Exec {
+            id,
+            argv: spec.argv,
+            env: spec.env,
+            timeout_ms,
+            tty: spec.tty,
+            stdin: spec.stdin,
+            size: spec.size,
+        })
+        .await
+    }
+
+    /// Input for the running exec `id`, in chunks a frame holds. A
+    /// protocol 2 agent gets none (the handle refuses it before; this is
+    /// for a reconnect to an older agent in between).
+    async fn input(&mut self, id: u64, input: Input) -> Result<(), FrameError> {
+        if self.protocol < INTERACTIVE_PROTOCOL {
+            tracing::warn!(
+                exec = id,
+                protocol = self.protocol,
+                "input for an exec dropped: the agent is too old for it"
+            );
+            return Ok(());
+        }
+        match input {
+            Input::Data(bytes) => {
+                for chunk in bytes.chunks(INPUT_CHUNK) {
+                    let data = encode_data(chunk);
+                    self.send(&HostMessage::ExecInput { id, data }).await?;
+                }
+                Ok(())
+            }
+            Input::End => self.send(&HostMessage::ExecInputEnd { id }).await,
+            Input::Resize(size) => self.send(&HostMessage::ExecResize { id, size }).await,
+            Input::Signal(signal) => self.send(&HostMessage::ExecSignal { id, signal }).await,
         }
     }
 

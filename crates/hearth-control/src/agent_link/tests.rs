@@ -63,19 +63,25 @@ async fn rig() -> Rig {
 /// The agent's side of one connection: hello, then the welcome and config
 /// the host must send.
 fn agent_accepts(listener: &UnixListener, instance: &str) -> (UnixStream, u64) {
+    agent_speaking(listener, instance, hearth_agent_proto::PROTOCOL)
+}
+
+/// [`agent_accepts`] for an agent of protocol `protocol`.
+fn agent_speaking(listener: &UnixListener, instance: &str, protocol: u32) -> (UnixStream, u64) {
     let (mut s, _) = listener.accept().unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let hello = GuestMessage::Hello {
-        protocol: hearth_agent_proto::PROTOCOL,
+        protocol,
         agent_version: "test".into(),
         boot_id: "boot".into(),
         instance: instance.into(),
         uptime_ms: 1_000,
     };
     write_frame(&mut s, &hello).unwrap();
-    let Some(HostMessage::Welcome { acked, .. }) = read_frame(&mut s).unwrap() else {
+    let Some(HostMessage::Welcome { acked, protocol: p }) = read_frame(&mut s).unwrap() else {
         panic!("no welcome")
     };
+    assert_eq!(p, protocol.min(hearth_agent_proto::PROTOCOL));
     let Some(HostMessage::Config { config }) = read_frame(&mut s).unwrap() else {
         panic!("no config after the welcome")
     };
@@ -309,4 +315,190 @@ async fn a_stopped_link_ends_and_refuses_requests() {
     assert!(links.get(&rig.vm).is_none());
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(link.exec(vec!["x".into()], None, false).is_none());
+}
+
+fn exit(id: u64, code: i32) -> GuestMessage {
+    GuestMessage::ExecExit {
+        id,
+        code: Some(code),
+        signal: None,
+        timed_out: false,
+    }
+}
+
+#[tokio::test]
+async fn input_reaches_the_agent_after_its_exec_in_order_and_by_id() {
+    use hearth_types::guest::TermSize;
+    let rig = rig().await;
+    let listener = rig.listener.try_clone().unwrap();
+    let agent = script(move || {
+        let (mut s, _) = agent_accepts(&listener, "i");
+        let mut seen = Vec::new();
+        let mut typed = Vec::new();
+        let id = loop {
+            match read_host(&mut s) {
+                HostMessage::ExecInput { id, data } => {
+                    typed.extend(hearth_agent_proto::decode_data(&data).unwrap());
+                    seen.push((id, "input".to_owned()));
+                }
+                HostMessage::ExecInputEnd { id } => {
+                    seen.push((id, "end".into()));
+                    break id;
+                }
+                HostMessage::Exec {
+                    id,
+                    stdin,
+                    tty,
+                    size,
+                    ..
+                } => seen.push((id, format!("exec stdin={stdin} tty={tty} {size:?}"))),
+                HostMessage::ExecResize { id, size } => {
+                    seen.push((id, format!("resize {}x{}", size.rows, size.cols)))
+                }
+                HostMessage::ExecSignal { id, signal } => {
+                    seen.push((id, format!("signal {signal}")))
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        write_frame(&mut s, &exit(id, 0)).unwrap();
+        (seen, typed, s)
+    });
+    let size = TermSize {
+        rows: 40,
+        cols: 100,
+    };
+    let spec = ExecSpec {
+        argv: vec!["sh".into()],
+        tty: true,
+        stdin: true,
+        size: Some(size),
+        ..ExecSpec::default()
+    };
+    let mut exec = rig.link.start_exec(spec).unwrap();
+    // A plain exec started in between keeps its own id.
+    let mut other = rig.link.exec(vec!["true".into()], None, false).unwrap();
+    let input = exec.input.clone();
+    let big: Vec<u8> = (0..150_000u32).map(|i| (i % 253) as u8).collect();
+    input.send(b"ls\r".to_vec()).unwrap();
+    input
+        .resize(TermSize {
+            rows: 50,
+            cols: 132,
+        })
+        .unwrap();
+    input.send(big.clone()).unwrap();
+    input.signal(2).unwrap();
+    input.end().unwrap();
+    let (seen, typed, _s) = agent.await;
+    let id = exec.input.id();
+    let want_ops = [
+        "exec stdin=true tty=true Some(TermSize { rows: 40, cols: 100 })",
+        "input",
+        "resize 50x132",
+        "input",
+        "input",
+        "input",
+        "signal 2",
+        "end",
+    ];
+    let others: Vec<_> = seen.iter().filter(|(i, _)| *i != id).collect();
+    assert_eq!(others.len(), 1, "{seen:?}");
+    assert!(
+        others[0].1.starts_with("exec stdin=false tty=false None"),
+        "{seen:?}"
+    );
+    let ops: Vec<_> = seen
+        .iter()
+        .filter(|(i, _)| *i == id)
+        .map(|(_, op)| op.as_str())
+        .collect();
+    assert_eq!(ops, want_ops, "64 KiB per input message");
+    let mut want = b"ls\r".to_vec();
+    want.extend(&big);
+    assert_eq!(typed, want);
+    assert!(matches!(
+        exec.events.recv().await,
+        Some(ExecEvent::Exit { .. })
+    ));
+    drop(other.try_recv());
+}
+
+#[tokio::test]
+async fn input_for_an_ended_exec_is_not_sent() {
+    let rig = rig().await;
+    let listener = rig.listener.try_clone().unwrap();
+    let spec = ExecSpec {
+        argv: vec!["cat".into()],
+        stdin: true,
+        ..ExecSpec::default()
+    };
+    let mut exec = rig.link.start_exec(spec).unwrap();
+    let agent = script(move || {
+        let (mut s, _) = agent_accepts(&listener, "i");
+        let HostMessage::Exec { id, .. } = read_host(&mut s) else {
+            panic!("not an exec")
+        };
+        write_frame(&mut s, &exit(id, 0)).unwrap();
+        s
+    });
+    let mut s = agent.await;
+    assert!(matches!(
+        exec.events.recv().await,
+        Some(ExecEvent::Exit { .. })
+    ));
+    exec.input.send(b"late".to_vec()).unwrap();
+    exec.input.hang_up().unwrap();
+    let _file = rig.link.read_file("/x".into(), 1).unwrap();
+    let next = script(move || read_host(&mut s)).await;
+    assert!(matches!(next, HostMessage::FileRead { .. }), "{next:?}");
+}
+
+#[tokio::test]
+async fn a_protocol_2_agent_runs_plain_execs_but_no_interactive_ones() {
+    let rig = rig().await;
+    let listener = rig.listener.try_clone().unwrap();
+    let agent = tokio::task::spawn_blocking(move || {
+        let (mut s, _) = agent_speaking(&listener, "i", 2);
+        let HostMessage::Exec {
+            id, stdin, size, ..
+        } = read_host(&mut s)
+        else {
+            panic!("not an exec")
+        };
+        assert!(!stdin && size.is_none());
+        write_frame(&mut s, &exit(id, 0)).unwrap();
+        // Nothing of protocol 3 follows: the next message is the file read.
+        let next = read_host(&mut s);
+        assert!(matches!(next, HostMessage::FileRead { .. }), "{next:?}");
+        s
+    });
+    assert!(rig.link.wait_connected(Duration::from_secs(10)).await);
+    assert_eq!(rig.link.protocol(), Some(2));
+    let interactive = ExecSpec {
+        argv: vec!["sh".into()],
+        stdin: true,
+        ..ExecSpec::default()
+    };
+    let e = rig.link.start_exec(interactive).unwrap_err();
+    assert_eq!(e, LinkError::AgentTooOld { protocol: 2 });
+    let message = e.to_string();
+    assert!(
+        message.contains("scripts/build-agent") && message.contains("hearth image build --force"),
+        "{message}"
+    );
+    let plain = ExecSpec {
+        argv: vec!["true".into()],
+        env: vec![("A".into(), "b".into())],
+        ..ExecSpec::default()
+    };
+    let mut exec = rig.link.start_exec(plain).unwrap();
+    let refused = exec.input.signal(2).unwrap_err();
+    assert_eq!(refused, LinkError::AgentTooOld { protocol: 2 });
+    assert!(matches!(
+        exec.events.recv().await,
+        Some(ExecEvent::Exit { code: Some(0), .. })
+    ));
+    let _file = rig.link.read_file("/x".into(), 1).unwrap();
+    let _s = agent.await.unwrap();
 }

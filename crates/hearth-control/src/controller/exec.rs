@@ -10,7 +10,7 @@ use hearth_types::{BackendKind, Timestamp, VmId, VmState};
 use tokio::sync::mpsc;
 
 use super::{ControlError, Controller, Scope};
-use crate::agent_link::{ExecEvent, LinkHandle};
+use crate::agent_link::{ExecEvent, ExecSpec, LinkError, LinkHandle};
 
 /// Output kept per stream by a collected exec; the rest is dropped and
 /// `truncated` set.
@@ -36,6 +36,21 @@ pub enum ExecError {
     Lost { vm: VmId },
     #[error("the agent of VM {vm} did not report the end of the command within {secs}s (its timeout plus {}s)", GRACE.as_secs())]
     Deadline { vm: VmId, secs: u64 },
+    #[error("the agent of VM {vm} speaks protocol {protocol}, too old for interactive exec (stdin, a terminal's size and signals need protocol {}): rebuild the image with the current agent (`scripts/build-agent`, then `hearth image build --force`) and create the VM again", crate::agent_link::INTERACTIVE_PROTOCOL)]
+    AgentTooOld { vm: VmId, protocol: u32 },
+}
+
+impl ExecError {
+    /// A link's refusal, for VM `vm`.
+    pub(super) fn from_link(vm: &VmId, e: LinkError) -> Self {
+        match e {
+            LinkError::AgentTooOld { protocol } => ExecError::AgentTooOld {
+                vm: vm.clone(),
+                protocol,
+            },
+            LinkError::Ended => ExecError::Lost { vm: vm.clone() },
+        }
+    }
 }
 
 /// A running exec's events, ending at the deadline at the latest. The
@@ -52,6 +67,36 @@ pub struct ExecStream {
 }
 
 impl ExecStream {
+    /// Starts `spec` (from a checked request) on `link`; its events end at
+    /// its timeout plus [`GRACE`] at the latest.
+    pub(super) fn start(
+        ctl: &Controller,
+        vm: &VmId,
+        link: &LinkHandle,
+        spec: ExecSpec,
+    ) -> Result<(ExecStream, crate::agent_link::ExecInput), ExecError> {
+        let program = program_name(spec.argv.first().map_or("", String::as_str));
+        let budget = spec.timeout.unwrap_or_default() + GRACE;
+        let exec = link
+            .start_exec(spec)
+            .map_err(|e| ExecError::from_link(vm, e))?;
+        let stream = ExecStream {
+            vm: vm.clone(),
+            program,
+            events: exec.events,
+            deadline: tokio::time::Instant::now() + budget,
+            budget,
+            store: ctl.store.clone(),
+            done: false,
+        };
+        Ok((stream, exec.input))
+    }
+
+    /// Whether its last event was taken.
+    pub fn ended(&self) -> bool {
+        self.done
+    }
+
     /// The next event; `Ok(None)` after the last.
     pub async fn next(&mut self) -> Result<Option<ExecEvent>, ExecError> {
         if self.done {
@@ -134,21 +179,23 @@ pub(super) async fn start(
 ) -> Result<ExecStream, ExecError> {
     req.check().map_err(ControlError::Invalid)?;
     let link = ready_link(ctl, scope, id).await?;
+    let spec = ExecSpec {
+        tty,
+        ..spec_of(req)
+    };
+    let (stream, _input) = ExecStream::start(ctl, id, &link, spec)?;
+    Ok(stream)
+}
+
+/// A checked request as the agent's exec: empty stdin, no terminal.
+pub(super) fn spec_of(req: ExecRequest) -> ExecSpec {
     let timeout = Duration::from_secs(req.timeout());
-    let program = program_name(&req.argv[0]);
-    let events = link
-        .exec(req.argv, Some(timeout), tty)
-        .ok_or_else(|| ExecError::Lost { vm: id.clone() })?;
-    let budget = timeout + GRACE;
-    Ok(ExecStream {
-        vm: id.clone(),
-        program,
-        events,
-        deadline: tokio::time::Instant::now() + budget,
-        budget,
-        store: ctl.store.clone(),
-        done: false,
-    })
+    ExecSpec {
+        env: req.env.into_iter().map(|v| (v.name, v.value)).collect(),
+        argv: req.argv,
+        timeout: Some(timeout),
+        ..ExecSpec::default()
+    }
 }
 
 /// The link of a VM the caller may see, once its agent is connected: a

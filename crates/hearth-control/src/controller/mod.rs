@@ -15,6 +15,7 @@ mod console;
 mod create;
 mod diagnose;
 mod exec;
+mod exec_attach;
 mod files;
 mod health;
 mod reconcile;
@@ -33,6 +34,7 @@ use hearth_vmm::Hypervisor;
 
 pub use self::console::{ConsoleFollow, LogName, MAX_LINES};
 pub use self::exec::{ExecError, ExecStream};
+pub use self::exec_attach::{AttachedExec, ExecTarget};
 pub use self::files::FileError;
 pub use self::health::MAX_TAIL;
 use crate::lifecycle::InvalidTransition;
@@ -294,6 +296,11 @@ impl Controller {
         tty: bool,
     ) -> Result<ExecStream, ExecError> {
         exec::start(self, scope, id, req, tty).await
+    }
+
+    /// Checks VM `id` for an interactive exec (see [`ExecTarget::start`]).
+    pub async fn exec_target(&self, scope: &Scope, id: &VmId) -> Result<ExecTarget, ExecError> {
+        exec_attach::target(self, scope, id).await
     }
 
     /// What the VM's agent last said about itself and its services.

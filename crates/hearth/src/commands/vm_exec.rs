@@ -220,6 +220,94 @@ mod tests {
         }
     }
 
+    fn parse(args: &[&str]) -> Result<ExecArgs, clap::Error> {
+        use clap::Parser;
+        let mut full = vec!["hearth", "vm", "exec"];
+        full.extend_from_slice(args);
+        match crate::cli::Cli::try_parse_from(full)?.command {
+            crate::cli::Command::Vm(crate::cli::VmCommand::Exec(args)) => Ok(args),
+            other => panic!("not exec: {other:?}"),
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<EnvVar> {
+        pairs
+            .iter()
+            .map(|(n, v)| EnvVar {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_bad_env_flag_is_a_usage_error_naming_the_flag_and_the_fix() {
+        for (bad, fix) in [
+            ("NOEQUALS", "give NAME=VALUE"),
+            ("1X=v", "not starting with a digit"),
+            ("=v", "use letters, digits and '_'"),
+        ] {
+            let err = parse(&["-e", bad, "vm-1", "--", "true"]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+            let text = err.to_string();
+            assert!(
+                text.contains("--env") && text.contains(fix),
+                "{bad}: {text}"
+            );
+        }
+        let ok = parse(&["-e", "A=b=c", "--env", "EMPTY=", "vm-1", "--", "env"]).unwrap();
+        assert_eq!(ok.env, env(&[("A", "b=c"), ("EMPTY", "")]));
+    }
+
+    #[test]
+    fn an_interactive_terminal_session_gets_our_term_and_the_longest_timeout() {
+        let args = parse(&["-it", "vm-1", "--", "sh"]).unwrap();
+        assert!(args.interactive && args.tty);
+        let req = request(&args, Some("xterm-256color".into()));
+        assert_eq!(req.env, env(&[("TERM", "xterm-256color")]));
+        assert_eq!(req.timeout_secs, Some(ExecRequest::MAX_TIMEOUT_SECS));
+
+        let args = parse(&["-it", "-e", "TERM=vt100", "vm-1", "--", "sh"]).unwrap();
+        let req = request(&args, Some("xterm".into()));
+        assert_eq!(req.env, env(&[("TERM", "vt100")]), "-e wins");
+
+        let args = parse(&["-i", "--timeout", "5", "vm-1", "--", "cat"]).unwrap();
+        let req = request(&args, Some("xterm".into()));
+        assert!(req.env.is_empty(), "no terminal, no TERM");
+        assert_eq!(req.timeout_secs, Some(5));
+
+        let args = parse(&["--tty", "vm-1", "--", "ls"]).unwrap();
+        let req = request(&args, Some("xterm".into()));
+        assert_eq!((req.timeout_secs, req.env.is_empty()), (None, true));
+    }
+
+    #[test]
+    fn ndjson_events_are_printed_to_their_streams_until_the_exit() {
+        let lines = [
+            r#"{"type":"output","stream":"stdout","data":"b3V0Cg=="}"#,
+            "",
+            r#"{"type":"output","stream":"stderr","data":"ZXJyCg=="}"#,
+            r#"{"type":"exit","exit_code":3,"signal":null,"timed_out":false}"#,
+        ]
+        .join("\n");
+        let mut printer = Printer {
+            out: Vec::new(),
+            err: Vec::new(),
+        };
+        let ended = print_events(lines.as_bytes(), &mut printer).unwrap();
+        assert_eq!(
+            (printer.out.as_slice(), printer.err.as_slice()),
+            (&b"out\n"[..], &b"err\n"[..])
+        );
+        assert_eq!(exit_status(&ended), 3);
+        let cut = r#"{"type":"output","stream":"stdout","data":"b3V0Cg=="}"#;
+        let err = print_events(cut.as_bytes(), &mut printer).unwrap_err();
+        assert!(
+            err.to_string().contains("before the command's end"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn the_status_is_the_guest_command_s() {
         assert_eq!(exit_status(&result(Some(3), None)), 3);

@@ -327,3 +327,6 @@ pub fn wait_readable(fds: &[BorrowedFd<'_>], wait: Option<Duration>) -> io::Resu
     }
     Ok(polls.iter().map(|p| p.revents != 0).collect())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,281 @@
+//! The session against a real WebSocket peer on 127.0.0.1 (tungstenite's
+//! server side): not a fake of hearth serve, just the other end of the
+//! contract in `ExecClientMessage`'s doc, to show what the CLI sends, in
+//! which order, and what it makes of the answers.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+use std::thread::JoinHandle;
+
+use hearth_types::guest::Stream;
+use tungstenite::handshake::server::{Request, Response};
+
+use super::super::input::Forward;
+use super::*;
+
+const TOKEN: &str = "hth_test_token_value";
+
+fn api(port: u16) -> ApiArgs {
+    ApiArgs {
+        url: format!("http://127.0.0.1:{port}/"),
+        token: Some(TOKEN.into()),
+    }
+}
+
+fn id() -> VmId {
+    "vm-0123456789ab".parse().unwrap()
+}
+
+/// A peer that accepts one WebSocket (checking the path and the bearer
+/// token) and runs `script` on it; its result is what the script returns.
+fn peer<T: Send + 'static>(
+    script: impl FnOnce(&mut WebSocket<TcpStream>) -> T + Send + 'static,
+) -> (u16, JoinHandle<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let check = |req: &Request, res: Response| {
+            assert_eq!(req.uri().path(), "/v1/vms/vm-0123456789ab/exec/attach");
+            let auth = req.headers().get("authorization").unwrap();
+            assert_eq!(auth.to_str().unwrap(), format!("Bearer {TOKEN}"));
+            Ok(res)
+        };
+        let mut ws = tungstenite::accept_hdr(stream, check).unwrap();
+        script(&mut ws)
+    });
+    (port, handle)
+}
+
+fn next(ws: &mut WebSocket<TcpStream>) -> ExecClientMessage {
+    loop {
+        match ws.read().unwrap() {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("not a text frame: {other:?}"),
+        }
+    }
+}
+
+fn tell(ws: &mut WebSocket<TcpStream>, event: &ExecEvent) {
+    ws.send(Message::text(serde_json::to_string(event).unwrap()))
+        .unwrap();
+}
+
+fn output(stream: Stream, bytes: &[u8]) -> ExecEvent {
+    ExecEvent::Output {
+        stream,
+        data: STANDARD.encode(bytes),
+    }
+}
+
+fn exit(code: i32) -> ExecEvent {
+    ExecEvent::Exit {
+        exit_code: Some(code),
+        signal: None,
+        timed_out: false,
+    }
+}
+
+/// Ends the way the server does: the close frame, then until the client's
+/// answer.
+fn close(ws: &mut WebSocket<TcpStream>) {
+    ws.close(None).unwrap();
+    while ws.read().is_ok() {}
+}
+
+fn start(argv: &[&str]) -> Start {
+    Start {
+        request: ExecRequest {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            timeout_secs: Some(3600),
+            env: vec![],
+        },
+        tty: false,
+        size: None,
+    }
+}
+
+fn no_signals() -> Forward<'static> {
+    Forward {
+        signals: false,
+        resize_from: None,
+    }
+}
+
+type Captured = Printer<Vec<u8>, Vec<u8>>;
+
+fn captured() -> Captured {
+    Printer {
+        out: Vec::new(),
+        err: Vec::new(),
+    }
+}
+
+#[test]
+fn start_then_stdin_in_order_then_its_end_and_the_remote_status_is_ours() {
+    let (port, server) = peer(|ws| {
+        let first = next(ws);
+        let mut got = Vec::new();
+        loop {
+            match next(ws) {
+                ExecClientMessage::Stdin { data } => {
+                    let bytes = STANDARD.decode(data).unwrap();
+                    // Echo each chunk at once: output and input interleave.
+                    tell(ws, &output(Stream::Stdout, &bytes));
+                    got.extend(bytes);
+                }
+                ExecClientMessage::StdinEnd => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        tell(ws, &output(Stream::Stderr, b"to stderr\n"));
+        tell(ws, &exit(7));
+        close(ws);
+        (first, got)
+    });
+    let mut ws = connect(&api(port), &id()).unwrap();
+    let data: Vec<u8> = (0..100_000u32).map(|i| b"ab\n"[i as usize % 3]).collect();
+    let inputs = Inputs::start(io::Cursor::new(data.clone()), no_signals()).unwrap();
+    let mut printer = captured();
+    let ended = run_session(&mut ws, start(&["sort"]), &inputs, &mut printer).unwrap();
+
+    let (first, got) = server.join().unwrap();
+    let ExecClientMessage::Start { request, tty, size } = first else {
+        panic!("the first frame is not start: {first:?}");
+    };
+    assert_eq!(
+        (request.argv, tty, size),
+        (vec!["sort".to_owned()], false, None)
+    );
+    assert_eq!(got, data, "stdin arrived whole and in order");
+    assert_eq!(printer.out, data);
+    assert_eq!(printer.err, b"to stderr\n");
+    assert_eq!(ended.exit_code, Some(7));
+    assert_eq!(super::super::exit_status(&ended), 7);
+}
+
+#[test]
+fn the_remote_exit_ends_the_session_while_stdin_is_still_open() {
+    let (port, server) = peer(|ws| {
+        let _start = next(ws);
+        tell(ws, &output(Stream::Stdout, b"bye\n"));
+        tell(
+            ws,
+            &ExecEvent::Exit {
+                exit_code: None,
+                signal: Some(15),
+                timed_out: false,
+            },
+        );
+        close(ws);
+    });
+    let mut ws = connect(&api(port), &id()).unwrap();
+    // Its write end stays open: stdin never ends.
+    let (stdin, _keep_open) = UnixStream::pair().unwrap();
+    let inputs = Inputs::start(stdin, no_signals()).unwrap();
+    let mut printer = captured();
+    let ended = run_session(&mut ws, start(&["sh"]), &inputs, &mut printer).unwrap();
+    server.join().unwrap();
+    assert_eq!(printer.out, b"bye\n");
+    assert_eq!(super::super::exit_status(&ended), 128 + 15);
+}
+
+#[test]
+fn a_command_that_never_started_says_why_and_exits_127() {
+    let (port, server) = peer(|ws| {
+        let _start = next(ws);
+        let why = ExecEvent::Error {
+            code: "not_started".into(),
+            message: "/no/such: No such file or directory".into(),
+        };
+        tell(ws, &why);
+        close(ws);
+    });
+    let mut ws = connect(&api(port), &id()).unwrap();
+    let inputs = Inputs::start(io::empty(), no_signals()).unwrap();
+    let ended = run_session(&mut ws, start(&["/no/such"]), &inputs, &mut captured()).unwrap();
+    server.join().unwrap();
+    assert_eq!(super::super::exit_status(&ended), 127);
+    assert!(ended.not_started.unwrap().contains("/no/such"));
+}
+
+#[test]
+fn a_server_that_closes_before_the_end_is_an_error_that_says_so() {
+    let (port, server) = peer(|ws| {
+        let _start = next(ws);
+        close(ws);
+    });
+    let mut ws = connect(&api(port), &id()).unwrap();
+    let (stdin, _keep_open) = UnixStream::pair().unwrap();
+    let inputs = Inputs::start(stdin, no_signals()).unwrap();
+    let err = run_session(&mut ws, start(&["sh"]), &inputs, &mut captured()).unwrap_err();
+    server.join().unwrap();
+    assert!(
+        format!("{err:#}").contains("before the command's end"),
+        "{err:#}"
+    );
+}
+
+/// A plain HTTP server that answers one request with `status` and `body`.
+fn refusing(status: &str, body: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let status = status.to_owned();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            line.clear();
+        }
+        let answer = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(answer.as_bytes()).unwrap();
+        let _ = stream.read(&mut [0u8; 1]);
+    });
+    port
+}
+
+#[test]
+fn a_refusal_before_the_upgrade_is_the_servers_message_without_the_token() {
+    let port = refusing(
+        "404 Not Found",
+        r#"{"code":"not_found","message":"no VM vm-0123456789ab"}"#,
+    );
+    let err = connect(&api(port), &id()).unwrap_err();
+    let debug = format!("{err:?}");
+    let text = format!("{:#} {debug}", anyhow::Error::from(err));
+    assert!(
+        text.starts_with("no VM vm-0123456789ab (not_found)"),
+        "{text}"
+    );
+    assert!(!text.contains(TOKEN), "{text}");
+}
+
+#[test]
+fn nothing_listening_asks_whether_serve_runs() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = connect(&api(port), &id()).unwrap_err();
+    assert!(
+        err.to_string().contains("is `hearth serve` running"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_https_url_is_refused_with_the_fix() {
+    let args = ApiArgs {
+        url: "https://hearth.example:7070".into(),
+        token: Some(TOKEN.into()),
+    };
+    let err = connect(&args, &id()).unwrap_err().to_string();
+    assert!(err.contains("ws://") && err.contains("http://"), "{err}");
+}

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::thread::JoinHandle;
 
 use hearth_types::guest::Stream;
-use tungstenite::handshake::server::{Request, Response};
+use tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
 use super::super::input::Forward;
 use super::*;
@@ -36,16 +36,19 @@ fn peer<T: Send + 'static>(
     let port = listener.local_addr().unwrap().port();
     let handle = std::thread::spawn(move || {
         let (stream, _) = listener.accept().unwrap();
-        let check = |req: &Request, res: Response| {
-            assert_eq!(req.uri().path(), "/v1/vms/vm-0123456789ab/exec/attach");
-            let auth = req.headers().get("authorization").unwrap();
-            assert_eq!(auth.to_str().unwrap(), format!("Bearer {TOKEN}"));
-            Ok(res)
-        };
-        let mut ws = tungstenite::accept_hdr(stream, check).unwrap();
+        let mut ws = tungstenite::accept_hdr(stream, path_and_token).unwrap();
         script(&mut ws)
     });
     (port, handle)
+}
+
+/// The upgrade's checks: the exec WebSocket's path and our bearer token.
+#[allow(clippy::result_large_err)] // tungstenite's callback type
+fn path_and_token(req: &Request, res: Response) -> Result<Response, ErrorResponse> {
+    assert_eq!(req.uri().path(), "/v1/vms/vm-0123456789ab/exec/attach");
+    let auth = req.headers().get("authorization").unwrap();
+    assert_eq!(auth.to_str().unwrap(), format!("Bearer {TOKEN}"));
+    Ok(res)
 }
 
 fn next(ws: &mut WebSocket<TcpStream>) -> ExecClientMessage {

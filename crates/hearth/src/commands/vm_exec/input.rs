@@ -213,6 +213,55 @@ mod tests {
         assert_eq!(got, data);
     }
 
+    /// The next input, waiting on the wake-up socket, with a deadline.
+    fn next(inputs: &Inputs, pending: &mut Vec<Input>) -> Input {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pending.is_empty() {
+            assert!(Instant::now() < deadline, "no input");
+            super::super::attach::wait_readable(&[inputs.wake_fd()], Some(Duration::from_secs(1)))
+                .unwrap();
+            pending.extend(inputs.drain());
+        }
+        pending.remove(0)
+    }
+
+    /// Real signals to this process (nextest runs each test in a process
+    /// of its own): a resize sends the terminal's size as it is then;
+    /// SIGINT and SIGTERM become signal frames.
+    #[test]
+    fn signals_and_resizes_arrive_as_inputs() {
+        let (_master, slave) = terminal::tests::openpty();
+        terminal::tests::set_size(&slave, 30, 90);
+        let (stdin, _keep_open) = UnixStream::pair().unwrap();
+        let forward = Forward {
+            signals: true,
+            resize_from: Some(slave.as_fd()),
+        };
+        let inputs = Inputs::start(stdin, forward).unwrap();
+        let mut pending = Vec::new();
+        // SAFETY: raise only sends a signal to this process, whose
+        // handler signal-hook installed above.
+        assert_eq!(unsafe { libc::raise(SIGWINCH) }, 0);
+        let size = TermSize { rows: 30, cols: 90 };
+        assert_eq!(next(&inputs, &mut pending), Input::Resize(size));
+        terminal::tests::set_size(&slave, 50, 132);
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::raise(SIGWINCH) }, 0);
+        let size = TermSize {
+            rows: 50,
+            cols: 132,
+        };
+        assert_eq!(next(&inputs, &mut pending), Input::Resize(size));
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::raise(SIGINT) }, 0);
+        let int = Input::Signal(ExecSignal::Int);
+        assert_eq!(next(&inputs, &mut pending), int);
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::raise(SIGTERM) }, 0);
+        let term = Input::Signal(ExecSignal::Term);
+        assert_eq!(next(&inputs, &mut pending), term);
+    }
+
     #[test]
     fn an_empty_stdin_is_just_its_end() {
         let forward = Forward {

@@ -73,13 +73,27 @@ pub fn size(fd: BorrowedFd<'_>) -> Option<TermSize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
     use super::*;
 
+    /// Sets the terminal's window size (TIOCSWINSZ), as a terminal
+    /// emulator does when its window changes.
+    pub fn set_size(fd: &OwnedFd, rows: u16, cols: u16) {
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize through the pointer.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        assert_eq!(rc, 0, "TIOCSWINSZ: {}", io::Error::last_os_error());
+    }
+
     /// A real pseudo-terminal pair: (master, slave).
-    fn openpty() -> (OwnedFd, OwnedFd) {
+    pub fn openpty() -> (OwnedFd, OwnedFd) {
         let (mut master, mut slave) = (-1, -1);
         // SAFETY: openpty writes two new fds; the name and settings
         // pointers may be null.
@@ -134,15 +148,7 @@ mod tests {
     #[test]
     fn the_size_is_the_terminal_s_and_none_for_a_file() {
         let (_master, slave) = openpty();
-        let ws = libc::winsize {
-            ws_row: 37,
-            ws_col: 101,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ reads one winsize through the pointer.
-        let rc = unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-        assert_eq!(rc, 0);
+        set_size(&slave, 37, 101);
         assert_eq!(
             size(slave.as_fd()),
             Some(TermSize {

@@ -20,7 +20,9 @@ use crate::{params, AppState};
 /// Runs a program in a ready VM through its guest agent.
 ///
 /// `argv` runs directly, never through a shell (send `["sh", "-c", "..."]`
-/// for one), with empty stdin, for at most `timeout_secs` (default 60, at
+/// for one), with empty stdin and `env` added to the VM's environment
+/// (`GET .../exec/attach` is the interactive form, with stdin, a terminal
+/// size and signals), for at most `timeout_secs` (default 60, at
 /// most 3600); past it the program's process group is killed (`signal` 9,
 /// `timed_out`). Each stream keeps its first 1 MiB (`truncated` beyond).
 /// A program that cannot be started (not found, not executable) is still a
@@ -95,7 +97,7 @@ pub(crate) async fn exec(
         .into_response())
 }
 
-fn api_event(e: LinkEvent) -> ExecEvent {
+pub(crate) fn api_event(e: LinkEvent) -> ExecEvent {
     match e {
         LinkEvent::Output(stream, bytes) => ExecEvent::Output {
             stream,
@@ -121,7 +123,7 @@ fn api_event(e: LinkEvent) -> ExecEvent {
     }
 }
 
-fn error_event(e: ExecError) -> ExecEvent {
+pub(crate) fn error_event(e: ExecError) -> ExecEvent {
     let p = Problem::from(e);
     ExecEvent::Error {
         code: p.code.into(),

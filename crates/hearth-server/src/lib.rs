@@ -14,6 +14,7 @@ mod auth;
 mod diagnosis;
 mod error;
 mod exec;
+mod exec_attach;
 mod extract;
 mod files;
 mod logs;
@@ -139,6 +140,7 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         .route("/v1/vms/{id}/events", get(vms::events))
         .route("/v1/vms/{id}/diagnosis", get(diagnosis::diagnosis))
         .route("/v1/vms/{id}/exec", post(exec::exec))
+        .route("/v1/vms/{id}/exec/attach", get(exec_attach::attach))
         .route("/v1/vms/{id}/health", get(agent::health))
         .route(
             "/v1/vms/{id}/services/{name}/logs",

@@ -26,6 +26,7 @@ Every route but `/healthz` needs `Authorization: Bearer <token>` (`hearth token 
         crate::vms::events,
         crate::diagnosis::diagnosis,
         crate::exec::exec,
+        crate::exec_attach::attach,
         crate::agent::health,
         crate::agent::service_logs,
         crate::agent::boot_report,
@@ -35,6 +36,8 @@ Every route but `/healthz` needs `Authorization: Bearer <token>` (`hearth token 
         crate::logs::hypervisor,
         crate::metrics::metrics,
     ),
+    // The exec WebSocket's client frames: no route takes them as a body.
+    components(schemas(hearth_types::api::ExecClientMessage)),
     modifiers(&BearerToken),
     tags(
         (name = "vms", description = "VMs and their lifecycle"),

@@ -47,16 +47,25 @@ async fn wait_until<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     panic!("{what}: not within 30 s")
 }
 
-#[tokio::test]
-async fn the_real_agent_runs_the_config_and_its_records_arrive_once_across_a_drop() {
-    let Some(agent) = hearth_testkit::static_agent() else {
-        return;
-    };
+/// The real agent and a link to it through [`relay`].
+struct RealAgent {
+    dir: tempfile::TempDir,
+    child: tokio::process::Child,
+    store: Arc<SqliteStore>,
+    vm: VmId,
+    link: LinkHandle,
+    /// Ticks cut the channel.
+    cut: watch::Sender<u32>,
+}
+
+/// `None` (after a skip line) where no static agent can be built.
+async fn real_agent(config: GuestConfig) -> Option<RealAgent> {
+    let agent = hearth_testkit::static_agent()?;
     let dir = tempfile::tempdir().unwrap();
     let (host_sock, agent_sock) = (dir.path().join("host.sock"), dir.path().join("agent.sock"));
     let (cut, cut_rx) = watch::channel(0u32);
     relay(&host_sock, &agent_sock, cut_rx).await;
-    let mut child = tokio::process::Command::new(&agent)
+    let child = tokio::process::Command::new(&agent)
         .arg("--connect")
         .arg(format!("unix:{}", agent_sock.display()))
         .arg("--wait-config")
@@ -82,6 +91,26 @@ async fn the_real_agent_runs_the_config_and_its_records_arrive_once_across_a_dro
         now,
     );
     store.insert_vm(&rec).await.unwrap();
+    store.set_guest_config(&vm, &config).await.unwrap();
+    let (tx, _notices) = mpsc::unbounded_channel();
+    let link = spawn(LinkSpec {
+        vm: vm.clone(),
+        endpoint: hearth_vmm::AgentEndpoint::Unix(host_sock),
+        store: store.clone(),
+        notices: tx,
+    });
+    Some(RealAgent {
+        dir,
+        child,
+        store,
+        vm,
+        link,
+        cut,
+    })
+}
+
+#[tokio::test]
+async fn the_real_agent_runs_the_config_and_its_records_arrive_once_across_a_drop() {
     let service = ServiceSpec {
         name: "once".into(),
         argv: vec![
@@ -99,14 +128,17 @@ async fn the_real_agent_runs_the_config_and_its_records_arrive_once_across_a_dro
         services: vec![service],
         ..Default::default()
     };
-    store.set_guest_config(&vm, &config).await.unwrap();
-    let (tx, _notices) = mpsc::unbounded_channel();
-    let link = spawn(LinkSpec {
-        vm: vm.clone(),
-        endpoint: hearth_vmm::AgentEndpoint::Unix(host_sock),
-        store: store.clone(),
-        notices: tx,
-    });
+    let Some(RealAgent {
+        dir: _dir,
+        mut child,
+        store,
+        vm,
+        link,
+        cut,
+    }) = real_agent(config).await
+    else {
+        return;
+    };
 
     let exit = wait_until("the service's exit", async || {
         store
@@ -171,4 +203,125 @@ async fn the_real_agent_runs_the_config_and_its_records_arrive_once_across_a_dro
         .unwrap();
     assert_eq!(again.instance, instance);
     child.kill().await.unwrap();
+}
+
+/// Output until the end: (all output, the last event).
+async fn run_out(exec: &mut Exec) -> (Vec<u8>, ExecEvent) {
+    let mut out = Vec::new();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), exec.events.recv())
+            .await
+            .expect("the exec ended within 30 s")
+            .expect("an event");
+        match event {
+            ExecEvent::Output(_, bytes) => out.extend(bytes),
+            last => return (out, last),
+        }
+    }
+}
+
+/// Output until it contains `needle` (within 30 s).
+async fn out_until(exec: &mut Exec, needle: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    while !String::from_utf8_lossy(&out).contains(needle) {
+        let event = tokio::time::timeout(Duration::from_secs(30), exec.events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} within 30 s: {out:?}"));
+        match event {
+            Some(ExecEvent::Output(_, bytes)) => out.extend(bytes),
+            other => panic!("{other:?} before {needle:?}: {out:?}"),
+        }
+    }
+    out
+}
+
+fn spec(argv: &[&str]) -> ExecSpec {
+    ExecSpec {
+        argv: argv.iter().map(|a| a.to_string()).collect(),
+        timeout: Some(Duration::from_secs(60)),
+        stdin: true,
+        ..ExecSpec::default()
+    }
+}
+
+#[tokio::test]
+async fn the_real_agent_takes_input_sizes_and_signals() {
+    use hearth_types::guest::TermSize;
+    let Some(agent) = real_agent(GuestConfig::default()).await else {
+        return;
+    };
+    let link = &agent.link;
+    assert!(link.wait_connected(Duration::from_secs(20)).await);
+    assert_eq!(link.protocol(), Some(hearth_agent_proto::PROTOCOL));
+
+    // stdin: bytes in, the same bytes out, then the end of input ends it.
+    let mut cat = link.start_exec(spec(&["cat"])).unwrap();
+    let typed: Vec<u8> = (0..200_000u32).map(|i| (i % 256) as u8).collect();
+    cat.input.send(typed.clone()).unwrap();
+    cat.input.end().unwrap();
+    let (out, last) = run_out(&mut cat).await;
+    assert!(
+        out == typed,
+        "cat gave back {} bytes of {}",
+        out.len(),
+        typed.len()
+    );
+    assert!(
+        matches!(last, ExecEvent::Exit { code: Some(0), .. }),
+        "{last:?}"
+    );
+
+    // A terminal of the size asked for, then of the new size.
+    let tty = ExecSpec {
+        tty: true,
+        size: Some(TermSize {
+            rows: 33,
+            cols: 111,
+        }),
+        ..spec(&["sh", "-c", "stty size; read x; stty size"])
+    };
+    let mut sh = link.start_exec(tty).unwrap();
+    out_until(&mut sh, "33 111").await;
+    sh.input
+        .resize(TermSize {
+            rows: 50,
+            cols: 132,
+        })
+        .unwrap();
+    sh.input.send(b"\r".to_vec()).unwrap();
+    let (out, last) = run_out(&mut sh).await;
+    assert!(String::from_utf8_lossy(&out).contains("50 132"), "{out:?}");
+    assert!(
+        matches!(last, ExecEvent::Exit { code: Some(0), .. }),
+        "{last:?}"
+    );
+
+    // Signals: INT, and a hang-up for a client that left.
+    for (signal, how) in [(2, "int"), (1, "hup")] {
+        let mut sleep = link
+            .start_exec(spec(&["sh", "-c", "echo started; exec sleep 100"]))
+            .unwrap();
+        out_until(&mut sleep, "started").await;
+        match how {
+            "int" => sleep.input.signal(2).unwrap(),
+            _ => sleep.input.hang_up().unwrap(),
+        }
+        let (_, last) = run_out(&mut sleep).await;
+        let want = ExecEvent::Exit {
+            code: None,
+            signal: Some(signal),
+            timed_out: false,
+        };
+        assert_eq!(last, want, "{how}");
+    }
+
+    // env reaches the command.
+    let with_env = ExecSpec {
+        env: vec![("GREETING".into(), "hi there".into())],
+        stdin: false,
+        ..spec(&["sh", "-c", "echo \"$GREETING\""])
+    };
+    let mut echo = link.start_exec(with_env).unwrap();
+    let (out, _) = run_out(&mut echo).await;
+    assert_eq!(out, b"hi there\n");
 }

@@ -165,6 +165,10 @@ fn vm_exec_streams_and_cp_moves_files_both_ways_checked() {
     let out = host.vm_cli_as(&bob, &["exec", &id, "--", "true"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("no VM"), "{}", text(&out));
+    // The same refusal, before the upgrade, for the exec WebSocket.
+    let out = host.vm_cli_as(&bob, &["exec", "-i", &id, "--", "true"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no VM"), "{}", text(&out));
     for bad in [
         &["exec", &id][..],
         &["exec", &id, "--timeout", "0", "--", "true"],
@@ -197,6 +201,24 @@ fn vm_exec_streams_and_cp_moves_files_both_ways_checked() {
         "{}",
         text(&out)
     );
+
+    // -e: a variable for this command only; -i: our stdin is its stdin.
+    let out = host.vm_cli(&["exec", "-e", "X=1", &id, "--", "sh", "-c", "echo $X"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1\n",
+        "{}",
+        text(&out)
+    );
+    let out = exec_with_stdin(&mut host, &["-i", &id, "--", "sort"], b"b\na\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "a\nb\n",
+        "{}",
+        text(&out)
+    );
+    exec_on_a_local_terminal(&mut host, &id);
 
     let work = tempfile::tempdir().unwrap();
     let local = work.path().join("payload");
@@ -239,6 +261,72 @@ fn vm_exec_streams_and_cp_moves_files_both_ways_checked() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("1048576"), "{}", text(&out));
     destroy(&mut host, &id);
+}
+
+/// `hearth vm exec ARGS` with `stdin` piped into it, to its end.
+fn exec_with_stdin(host: &mut Host, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cli(host, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hearth runs");
+    let mut pipe = child.stdin.take().expect("stdin piped");
+    pipe.write_all(stdin).unwrap();
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+/// `hearth vm exec ARGS`, not yet run, as admin against the host's server.
+fn cli(host: &mut Host, args: &[&str]) -> std::process::Command {
+    let api = host.api();
+    let mut full = vec!["vm", "exec"];
+    full.extend_from_slice(args);
+    let mut cmd = host.hearth(&full);
+    cmd.env("HEARTH_URL", &api.url)
+        .env("HEARTH_TOKEN", &api.token);
+    cmd
+}
+
+/// `hearth vm exec -it ID -- sh` on a real pseudo-terminal, as a user at a
+/// terminal would run it: the remote terminal has our size (and follows a
+/// resize), what we type runs, the remote exit status is ours, and our
+/// terminal's settings are back as they were afterwards (it was raw
+/// meanwhile).
+fn exec_on_a_local_terminal(host: &mut Host, id: &str) {
+    let pty = pty::Pty::open(33, 97);
+    let before = pty.attr();
+    let mut child = cli(host, &["-it", id, "--", "sh"])
+        .stdin(pty.slave_stdio())
+        .stdout(pty.slave_stdio())
+        .stderr(pty.slave_stdio())
+        .spawn()
+        .expect("hearth runs");
+    wait_for(Duration::from_secs(30), "the terminal in raw mode", || {
+        (pty.attr().c_lflag & libc::ECHO == 0).then_some(())
+    });
+    let mut screen = pty::Screen::new(&pty);
+    screen.type_until("stty size\r", "33 97", Duration::from_secs(60));
+    // A resize: the new size, then SIGWINCH (the kernel sends it only to a
+    // terminal's own session; the CLI's is ours).
+    pty.resize(41, 120);
+    // SAFETY: kill with the pid of our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGWINCH) }, 0);
+    screen.type_until("stty size\r", "41 120", Duration::from_secs(30));
+    screen.type_text("exit 7\r");
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(7), "{}", screen.text());
+    assert!(
+        pty::same(&pty.attr(), &before),
+        "the terminal was left changed"
+    );
+}
+
+/// The child's status, within `within` (polled: a child has no fd to wait on).
+fn wait_exit(child: &mut std::process::Child, within: Duration) -> std::process::ExitStatus {
+    wait_for(within, "the CLI's exit", || child.try_wait().unwrap())
 }
 
 fn hex_sha256(data: &[u8]) -> String {
@@ -409,4 +497,161 @@ fn vm_a_minimal_vm_reaches_its_own_loopback_port_and_gets_ready() {
         "lo is up"
     );
     destroy(&mut host, &id);
+}
+
+/// A real pseudo-terminal for the CLI to run on, and what it shows.
+mod pty {
+    use std::fs::File;
+    use std::io::{Read, Write};
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+    use std::process::Stdio;
+    use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+    use std::time::{Duration, Instant};
+
+    pub struct Pty {
+        master: File,
+        pub slave: OwnedFd,
+    }
+
+    impl Pty {
+        /// A new pair whose terminal is `rows` x `cols`.
+        pub fn open(rows: u16, cols: u16) -> Pty {
+            let (mut master, mut slave) = (-1, -1);
+            // SAFETY: openpty writes two new fds; null name and settings
+            // pointers are allowed.
+            let rc = unsafe {
+                libc::openpty(
+                    &mut master,
+                    &mut slave,
+                    std::ptr::null_mut(),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                )
+            };
+            assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+            // SAFETY: both fds were just opened and belong to nothing else.
+            let pty = unsafe {
+                Pty {
+                    master: File::from_raw_fd(master),
+                    slave: OwnedFd::from_raw_fd(slave),
+                }
+            };
+            pty.resize(rows, cols);
+            pty
+        }
+
+        pub fn resize(&self, rows: u16, cols: u16) {
+            let ws = libc::winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ reads one winsize through the pointer.
+            let rc = unsafe { libc::ioctl(self.slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+            assert_eq!(rc, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+        }
+
+        /// The terminal's settings now.
+        pub fn attr(&self) -> libc::termios {
+            // SAFETY: all zeroes is a valid termios, overwritten below.
+            let mut t: libc::termios = unsafe { std::mem::zeroed() };
+            // SAFETY: the slave fd is open; `t` is writable.
+            let rc = unsafe { libc::tcgetattr(self.slave.as_raw_fd(), &mut t) };
+            assert_eq!(rc, 0, "tcgetattr: {}", std::io::Error::last_os_error());
+            t
+        }
+
+        /// The terminal as a child's stdin, stdout or stderr.
+        pub fn slave_stdio(&self) -> Stdio {
+            Stdio::from(self.slave.as_fd().try_clone_to_owned().unwrap())
+        }
+    }
+
+    pub fn same(a: &libc::termios, b: &libc::termios) -> bool {
+        (a.c_iflag, a.c_oflag, a.c_cflag, a.c_lflag, a.c_cc)
+            == (b.c_iflag, b.c_oflag, b.c_cflag, b.c_lflag, b.c_cc)
+    }
+
+    /// What the terminal showed so far (read by a thread from the master
+    /// side), and the keyboard.
+    pub struct Screen {
+        keys: File,
+        chunks: Receiver<Vec<u8>>,
+        shown: Vec<u8>,
+    }
+
+    impl Screen {
+        pub fn new(pty: &Pty) -> Screen {
+            let mut reader = pty.master.try_clone().unwrap();
+            let (tx, chunks) = channel();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                // Ends with EIO once every slave fd is closed.
+                while let Ok(n @ 1..) = reader.read(&mut buf) {
+                    if tx.send(buf[..n].to_vec()).is_err() {
+                        return;
+                    }
+                }
+            });
+            Screen {
+                keys: pty.master.try_clone().unwrap(),
+                chunks,
+                shown: Vec::new(),
+            }
+        }
+
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.shown).into_owned()
+        }
+
+        pub fn type_text(&mut self, keys: &str) {
+            self.keys.write_all(keys.as_bytes()).unwrap();
+        }
+
+        /// Types `keys` and waits for `want` (a size, "ROWS COLS") to be
+        /// shown after it; types them again each time the remote shell
+        /// answered another size.
+        pub fn type_until(&mut self, keys: &str, want: &str, within: Duration) {
+            let deadline = Instant::now() + within;
+            let mut from = self.shown.len();
+            self.type_text(keys);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                assert!(
+                    !left.is_zero(),
+                    "no {want:?} within {within:?}: {}",
+                    self.text()
+                );
+                let chunk = match self.chunks.recv_timeout(left) {
+                    Ok(chunk) => chunk,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        panic!("the terminal closed before {want:?}: {}", self.text())
+                    }
+                };
+                self.shown.extend(chunk);
+                let new = String::from_utf8_lossy(&self.shown[from..]).into_owned();
+                if new.contains(want) {
+                    return;
+                }
+                // Another size answered (the resize came later): ask again.
+                if answers_another_size(&new, want) {
+                    from = self.shown.len();
+                    self.type_text(keys);
+                }
+            }
+        }
+    }
+
+    /// Whether `shown` has a whole line "ROWS COLS" other than `want`.
+    fn answers_another_size(shown: &str, want: &str) -> bool {
+        shown.split('\n').rev().skip(1).any(|line| {
+            let line = line.trim_end_matches('\r');
+            let words: Vec<&str> = line.split_whitespace().collect();
+            words.len() == 2
+                && words.iter().all(|w| w.bytes().all(|b| b.is_ascii_digit()))
+                && line != want
+        })
+    }
 }

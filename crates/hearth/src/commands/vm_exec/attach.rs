@@ -156,8 +156,7 @@ pub fn run_session<O: Write, E: Write>(
         end: None,
         closed_at: None,
         sending: true,
-        signals: 0,
-        last_signal: None,
+        signals: Repeats::default(),
     };
     session.run(inputs)
 }
@@ -171,8 +170,7 @@ struct Session<'a, O: Write, E: Write> {
     closed_at: Option<Instant>,
     /// False once the server stopped taking input.
     sending: bool,
-    signals: u32,
-    last_signal: Option<ExecSignal>,
+    signals: Repeats,
 }
 
 impl<O: Write, E: Write> Session<'_, O, E> {
@@ -212,7 +210,7 @@ impl<O: Write, E: Write> Session<'_, O, E> {
             Input::StdinEnd => ExecClientMessage::StdinEnd,
             Input::Resize(size) => ExecClientMessage::Resize { size },
             Input::Signal(signal) => {
-                self.count(signal)?;
+                self.signals.count(signal)?;
                 ExecClientMessage::Signal { signal }
             }
         };
@@ -220,20 +218,6 @@ impl<O: Write, E: Write> Session<'_, O, E> {
             // The server closed its side; its last frames say why.
             tracing::debug!("the exec WebSocket took no more input: {e:#}");
             self.sending = false;
-        }
-        Ok(())
-    }
-
-    fn count(&mut self, signal: ExecSignal) -> anyhow::Result<()> {
-        if self.last_signal == Some(signal) {
-            self.signals += 1;
-        } else {
-            (self.last_signal, self.signals) = (Some(signal), 1);
-        }
-        if self.signals >= GIVE_UP_AFTER {
-            anyhow::bail!(
-                "got SIG{signal:?} {GIVE_UP_AFTER} times: left the session (the command is hung up)"
-            );
         }
         Ok(())
     }
@@ -292,6 +276,32 @@ impl<O: Write, E: Write> Session<'_, O, E> {
                 "the server closed the exec WebSocket before the command's end: see `hearth vm show` and run it again"
             ),
         }
+    }
+}
+
+/// The same signal forwarded again and again: after [`GIVE_UP_AFTER`] in
+/// a row the user wants out, whatever the command does with them.
+#[derive(Default)]
+struct Repeats {
+    last: Option<ExecSignal>,
+    times: u32,
+}
+
+impl Repeats {
+    fn count(&mut self, signal: ExecSignal) -> anyhow::Result<()> {
+        if self.last == Some(signal) {
+            self.times += 1;
+        } else {
+            (self.last, self.times) = (Some(signal), 1);
+        }
+        if self.times >= GIVE_UP_AFTER {
+            let name = serde_json::to_value(signal)?;
+            let name = name.as_str().unwrap_or("a signal");
+            anyhow::bail!(
+                "got SIG{name} {GIVE_UP_AFTER} times: left the session (the command is hung up)"
+            );
+        }
+        Ok(())
     }
 }
 

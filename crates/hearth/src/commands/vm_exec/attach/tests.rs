@@ -282,3 +282,15 @@ fn an_https_url_is_refused_with_the_fix() {
     let err = connect(&args, &id()).unwrap_err().to_string();
     assert!(err.contains("ws://") && err.contains("http://"), "{err}");
 }
+
+#[test]
+fn the_same_signal_three_times_in_a_row_leaves_the_session() {
+    let mut repeats = Repeats::default();
+    repeats.count(ExecSignal::Int).unwrap();
+    repeats.count(ExecSignal::Int).unwrap();
+    repeats.count(ExecSignal::Term).unwrap();
+    repeats.count(ExecSignal::Int).unwrap();
+    repeats.count(ExecSignal::Int).unwrap();
+    let err = repeats.count(ExecSignal::Int).unwrap_err().to_string();
+    assert!(err.starts_with("got SIGINT 3 times"), "{err}");
+}

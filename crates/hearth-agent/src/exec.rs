@@ -50,33 +50,51 @@ struct Started {
     sink: Option<Sink>,
 }
 
-/// Runs the request on its own thread, registered in `running` while it
-/// runs.
+/// Registers the request in `running` (before the session reads on, so
+/// input sent right after it is kept) and runs it on its own thread.
 pub fn spawn(req: Request, out: Link, running: Running) -> JoinHandle<()> {
+    let (input, input_error) = match req.stdin.then(|| Input::new(req.id)).transpose() {
+        Ok(input) => (input, None),
+        Err(e) => (None, Some(e)),
+    };
+    let control = Control::new(req.id, input);
+    running.add(control.clone());
     thread::spawn(move || {
-        if let Err(e) = run(&req, &out, &running) {
+        let result = match input_error {
+            None => run(&req, &out, &running, control),
+            Some(e) => {
+                running.remove(&control);
+                let message = format!("cannot queue its input: {e}");
+                out.send(GuestMessage::ExecError {
+                    id: req.id,
+                    message,
+                })
+            }
+        };
+        if let Err(e) = result {
             eprintln!("hearth-agent: exec {}: reply lost: {e}", req.id);
         }
     })
 }
 
-fn run(req: &Request, out: &Link, running: &Running) -> Result<(), Gone> {
+fn run(req: &Request, out: &Link, running: &Running, control: Arc<Control>) -> Result<(), Gone> {
     let id = req.id;
-    let (started, input) = match start_with_input(req) {
-        Ok(started) => started,
-        Err(message) => return out.send(GuestMessage::ExecError { id, message }),
+    let started = if req.tty {
+        start_on_tty(req)
+    } else {
+        start(req)
     };
     let Started {
         mut child,
         master,
         sink,
-    } = started;
-    let control = Arc::new(Control {
-        id,
-        pid: child.id(),
-        master: master.as_ref().and_then(|m| m.try_clone().ok()),
-        input,
-    });
+    } = match started {
+        Ok(started) => started,
+        Err(message) => {
+            running.remove(&control);
+            return out.send(GuestMessage::ExecError { id, message });
+        }
+    };
     let writer = match (&control.input, sink) {
         (Some(input), Some(sink)) => input
             .start(sink)
@@ -84,7 +102,7 @@ fn run(req: &Request, out: &Link, running: &Running) -> Result<(), Gone> {
             .ok(),
         _ => None,
     };
-    running.add(control.clone());
+    control.started(child.id(), master.as_ref().and_then(|m| m.try_clone().ok()));
     let pumps = match master {
         Some(master) => vec![pump(Some(master), Stream::Stdout, id, out.clone())],
         None => vec![
@@ -93,10 +111,10 @@ fn run(req: &Request, out: &Link, running: &Running) -> Result<(), Gone> {
         ],
     };
     let waited = wait(&mut child, req.timeout);
+    // Ended: no more input, resizes or signals; its descriptors go now.
     running.remove(&control);
-    if let Some(input) = &control.input {
-        input.close();
-    }
+    control.close_input();
+    drop(control);
     for p in writer.into_iter().chain(pumps) {
         let _ = p.join();
     }
@@ -107,21 +125,6 @@ fn run(req: &Request, out: &Link, running: &Running) -> Result<(), Gone> {
             message: format!("waiting for the command failed: {e}"),
         }),
     }
-}
-
-/// Starts the command with its input queue (made first, so every failure
-/// comes before the command runs).
-fn start_with_input(req: &Request) -> Result<(Started, Option<Input>), String> {
-    let input = match req.stdin {
-        true => Some(Input::new(req.id).map_err(|e| format!("cannot queue input: {e}"))?),
-        false => None,
-    };
-    let started = if req.tty {
-        start_on_tty(req)?
-    } else {
-        start(req)?
-    };
-    Ok((started, input))
 }
 
 /// Spawns argv in its own process group, so a timeout kills all of it.

@@ -19,19 +19,53 @@ use crate::reaper::reaper;
 
 const SIGHUP: i32 = 1;
 
-/// One running exec, as the session sees it.
+/// One exec, as the session sees it. Made and registered by the session
+/// before it reads its next message, so input, resizes and signals sent
+/// right after the `exec` find it even while the command is still being
+/// started: input waits in the queue, the last resize and the signals are
+/// applied once it runs.
 #[derive(Debug)]
 pub struct Control {
     pub id: u64,
-    /// The command's pid, also its process group's id.
-    pub pid: u32,
     /// With `stdin`: its input queue.
     pub input: Option<Input>,
+    process: Mutex<Process>,
+}
+
+#[derive(Debug, Default)]
+struct Process {
+    /// The command's pid, also its process group's id; set at the start.
+    pid: Option<u32>,
     /// With `tty`: the terminal's master, for resizes.
-    pub master: Option<File>,
+    master: Option<File>,
+    /// Asked for before the start.
+    size: Option<TermSize>,
+    signals: Vec<i32>,
 }
 
 impl Control {
+    pub fn new(id: u64, input: Option<Input>) -> Arc<Control> {
+        Arc::new(Control {
+            id,
+            input,
+            process: Mutex::default(),
+        })
+    }
+
+    /// The command runs as `pid` (on the terminal `master`): what was
+    /// asked for before now happens.
+    pub fn started(&self, pid: u32, master: Option<File>) {
+        let mut p = self.lock();
+        p.pid = Some(pid);
+        p.master = master;
+        if let Some(size) = p.size.take() {
+            self.resize_now(&p, size);
+        }
+        for signal in std::mem::take(&mut p.signals) {
+            reaper().signal_group(pid, signal);
+        }
+    }
+
     pub fn input(&self, data: Vec<u8>) {
         if let Some(input) = &self.input {
             input.push(data);
@@ -44,8 +78,38 @@ impl Control {
         }
     }
 
+    /// Stops the input now (the command ended or hung up).
+    pub fn close_input(&self) {
+        if let Some(input) = &self.input {
+            input.close();
+        }
+    }
+
     pub fn resize(&self, size: TermSize) {
-        let Some(master) = &self.master else { return };
+        let mut p = self.lock();
+        match p.pid {
+            Some(_) => self.resize_now(&p, size),
+            None => p.size = Some(size),
+        }
+    }
+
+    /// Sends `signal` to the command's process group, unless the command
+    /// was reaped already; a hang-up also closes its input.
+    pub fn signal(&self, signal: i32) {
+        if signal == SIGHUP {
+            self.close_input();
+        }
+        let mut p = self.lock();
+        match p.pid {
+            Some(pid) => {
+                reaper().signal_group(pid, signal);
+            }
+            None => p.signals.push(signal),
+        }
+    }
+
+    fn resize_now(&self, p: &Process, size: TermSize) {
+        let Some(master) = &p.master else { return };
         if let Err(e) = pty::resize(master, size) {
             eprintln!(
                 "hearth-agent: exec {}: resizing its terminal failed: {e}",
@@ -54,15 +118,8 @@ impl Control {
         }
     }
 
-    /// Sends `signal` to the command's process group, unless the command
-    /// was reaped already; a hang-up also closes its input.
-    pub fn signal(&self, signal: i32) {
-        if signal == SIGHUP {
-            if let Some(input) = &self.input {
-                input.close();
-            }
-        }
-        reaper().signal_group(self.pid, signal);
+    fn lock(&self) -> MutexGuard<'_, Process> {
+        self.process.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -9,9 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hearth_agent_proto::{
-    decode_data, read_frame, write_frame, GuestMessage, HostMessage, Record, Stream, PROTOCOL,
+    decode_data, encode_data, read_frame, write_frame, GuestMessage, HostMessage, Record, Stream,
+    PROTOCOL,
 };
-use hearth_types::guest::GuestConfig;
+use hearth_types::guest::{GuestConfig, TermSize};
 
 /// How long any single wait of a test may take before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -21,12 +22,17 @@ pub struct Agent {
     pub dir: tempfile::TempDir,
     pub listener: UnixListener,
     child: Child,
+    /// The programs it finds, when limited.
+    bin: Option<tempfile::TempDir>,
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("the agent's log:\n{}", self.log());
+        }
     }
 }
 
@@ -39,6 +45,23 @@ impl Agent {
 
     /// As [`Agent::start`], with `image_config` as its agent.json.
     pub fn start_with_image_config(image_config: Option<&str>, extra: &[&str]) -> Agent {
+        Self::launch(image_config, extra, &[])
+    }
+
+    /// As [`Agent::start`], finding programs only among `programs` (so
+    /// this host's systemctl, say, is not found).
+    pub fn start_with_programs(programs: &[&str]) -> Agent {
+        let bin = tempfile::tempdir().unwrap();
+        for program in programs {
+            let target = Path::new("/usr/bin").join(program);
+            std::os::unix::fs::symlink(target, bin.path().join(program)).unwrap();
+        }
+        let mut agent = Self::launch(None, &[], &[("PATH", bin.path().to_str().unwrap())]);
+        agent.bin = Some(bin);
+        agent
+    }
+
+    fn launch(image_config: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         std::fs::File::create(dir.path().join("console")).unwrap();
         if let Some(text) = image_config {
@@ -56,14 +79,26 @@ impl Agent {
             .arg("--console")
             .arg(dir.path().join("console"))
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
             .spawn()
             .expect("the agent starts");
         Agent {
             dir,
             listener,
             child,
+            bin: None,
         }
+    }
+
+    /// What the agent wrote on stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("agent.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -74,6 +109,7 @@ impl Agent {
     pub fn accept(&self) -> Host {
         let (stream, _) = self.listener.accept().unwrap();
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_write_timeout(Some(PATIENCE)).unwrap();
         let mut host = Host { stream };
         let hello = host.recv();
         let GuestMessage::Hello {
@@ -136,6 +172,50 @@ impl Host {
         });
     }
 
+    /// An exec whose input the host sends (`stdin`), on a terminal of
+    /// `size` when given.
+    pub fn interactive(&mut self, id: u64, argv: &[&str], size: Option<(u16, u16)>) {
+        self.send(&HostMessage::Exec {
+            id,
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            env: Vec::new(),
+            timeout_ms: Some(20_000),
+            tty: size.is_some(),
+            stdin: true,
+            size: size.map(|(rows, cols)| TermSize { rows, cols }),
+        });
+    }
+
+    pub fn input(&mut self, id: u64, bytes: &[u8]) {
+        let data = encode_data(bytes);
+        self.send(&HostMessage::ExecInput { id, data });
+    }
+
+    pub fn input_end(&mut self, id: u64) {
+        self.send(&HostMessage::ExecInputEnd { id });
+    }
+
+    /// The stdout of exec `id` until it contains `marker` (which must come
+    /// before the exec ends).
+    pub fn output_until(&mut self, id: u64, marker: &str) -> String {
+        let mut out = Vec::new();
+        while !String::from_utf8_lossy(&out).contains(marker) {
+            match self.recv() {
+                GuestMessage::ExecOutput { id: i, data, .. } if i == id => {
+                    out.extend(decode_data(&data).unwrap())
+                }
+                m @ (GuestMessage::ExecExit { .. } | GuestMessage::ExecError { .. }) => {
+                    panic!(
+                        "{m:?} before {marker:?}; got {:?}",
+                        String::from_utf8_lossy(&out)
+                    )
+                }
+                _ => {}
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
     /// Stdout, stderr and the final message of exec `id`; records and
     /// heartbeats on the way are skipped.
     pub fn outcome(&mut self, id: u64) -> (String, String, GuestMessage) {
@@ -154,7 +234,10 @@ impl Host {
                     };
                     buf.extend(decode_data(&data).unwrap());
                 }
-                m @ (GuestMessage::ExecExit { .. } | GuestMessage::ExecError { .. }) => {
+                m @ (GuestMessage::ExecExit { id: i, .. }
+                | GuestMessage::ExecError { id: i, .. })
+                    if i == id =>
+                {
                     let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
                     return (text(out), text(err), m);
                 }

@@ -1,9 +1,10 @@
 //! The guest agent for real: the minimal image, built with the static
 //! `hearth-agent`, boots under QEMU with the agent as its init (PID 1),
 //! which connects over the virtio-serial channel, shakes hands (protocol
-//! 2), applies the host's configuration (hostname, environment, a file, a
+//! 3), applies the host's configuration (hostname, environment, a file, a
 //! service with a readiness check), and runs commands for the host; output,
-//! exit codes and start failures come back, and records (the service's
+//! exit codes and start failures come back, input reaches a command's
+//! stdin, a terminal has the size asked for, and records (the service's
 //! output, readiness) arrive in order. The host hangs up and connects again,
 //! twice; the last connection asks PID 1 to power off with SIGTERM.
 
@@ -13,12 +14,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hearth_agent_proto::{
-    decode_data, read_frame, write_frame, GuestMessage, HostMessage, Record, Stream, PROTOCOL,
+    decode_data, encode_data, read_frame, write_frame, GuestMessage, HostMessage, Record, Stream,
+    PROTOCOL,
 };
 use hearth_control::prepare::{self, VmFiles};
 use hearth_guestkit::datadir::DataDir;
 use hearth_guestkit::image::{ensure_image, ImageName};
-use hearth_types::guest::GuestConfig;
+use hearth_types::guest::{GuestConfig, TermSize};
 use hearth_types::{VmDescription, VmId};
 use hearth_vmm::qemu::Qemu;
 use hearth_vmm::{Hypervisor, RunningVm};
@@ -220,6 +222,7 @@ fn converse(socket: &Path) {
         );
         if round == 1 {
             configure(&mut s);
+            interactive_execs(&mut s);
         } else {
             orphans_are_reaped(&mut s);
             exec_against_a_bare_round_trip(&mut s);
@@ -230,6 +233,68 @@ fn converse(socket: &Path) {
     let mut s = session(socket);
     // PID 1 (the agent) stops its services and powers off on SIGTERM.
     exec(&mut s, 9, &["kill", "-TERM", "1"]);
+}
+
+/// Protocol 3 on the real guest: input sent to `cat` comes back and its
+/// end ends it; a command on a terminal sees the size the host asked for,
+/// and a terminal type.
+fn interactive_execs(s: &mut UnixStream) {
+    let sent = Instant::now();
+    write_frame(s, &interactive(30, &["cat"], None)).unwrap();
+    let input = HostMessage::ExecInput {
+        id: 30,
+        data: encode_data(b"typed over virtio\n"),
+    };
+    write_frame(s, &input).unwrap();
+    write_frame(s, &HostMessage::ExecInputEnd { id: 30 }).unwrap();
+    let (out, err, end) = outcome(s);
+    println!("stdin round trip (cat): {:?}", sent.elapsed());
+    assert_eq!(out, "typed over virtio\n", "{err}");
+    assert!(
+        matches!(
+            end,
+            GuestMessage::ExecExit {
+                id: 30,
+                code: Some(0),
+                ..
+            }
+        ),
+        "{end:?}"
+    );
+
+    let size = TermSize {
+        rows: 33,
+        cols: 101,
+    };
+    let msg = interactive(31, &["sh", "-c", "stty size; echo $TERM"], Some(size));
+    write_frame(s, &msg).unwrap();
+    write_frame(s, &HostMessage::ExecInputEnd { id: 31 }).unwrap();
+    let (out, _, end) = outcome(s);
+    assert_eq!(out, "33 101\r\nxterm\r\n");
+    assert!(
+        matches!(
+            end,
+            GuestMessage::ExecExit {
+                id: 31,
+                code: Some(0),
+                ..
+            }
+        ),
+        "{end:?}"
+    );
+}
+
+/// An exec the host sends input to, on a terminal of `size` when given.
+fn interactive(id: u64, argv: &[&str], size: Option<TermSize>) -> HostMessage {
+    HostMessage::Exec {
+        id,
+        argv: argv.iter().map(|a| a.to_string()).collect(),
+        env: Vec::new(),
+        timeout_ms: Some(10_000),
+        tty: size.is_some(),
+        stdin: true,
+        size,
+    }
 }
 
 /// A process whose parent left is reparented to PID 1, the agent, whose

@@ -400,6 +400,45 @@ mod tests {
     }
 
     #[test]
+    fn input_sent_right_after_an_exec_reaches_it_and_a_signal_ends_it() {
+        let (mut host, _agent) = agent();
+        welcome(&mut host);
+        let interactive = |id, argv: &[&str]| HostMessage::Exec {
+            id,
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            env: vec![],
+            timeout_ms: Some(20_000),
+            tty: false,
+            stdin: true,
+            size: None,
+        };
+        write_frame(
+            &mut host,
+            &interactive(1, &["sh", "-c", "read x; echo got $x"]),
+        )
+        .unwrap();
+        let input = HostMessage::ExecInput {
+            id: 1,
+            data: hearth_agent_proto::encode_data(b"it\n"),
+        };
+        write_frame(&mut host, &input).unwrap();
+        let (out, _, end) = outcome(&mut host);
+        assert_eq!(out, "got it\n");
+        assert!(matches!(end, GuestMessage::ExecExit { code: Some(0), .. }));
+
+        write_frame(&mut host, &interactive(2, &["cat"])).unwrap();
+        write_frame(&mut host, &HostMessage::ExecSignal { id: 2, signal: 1 }).unwrap();
+        let (_, _, end) = outcome(&mut host);
+        let hung_up = GuestMessage::ExecExit {
+            id: 2,
+            code: None,
+            signal: Some(1),
+            timed_out: false,
+        };
+        assert_eq!(end, hung_up);
+    }
+
+    #[test]
     fn a_host_leaving_with_unread_messages_has_hung_up() {
         let (mut host, agent) = agent();
         welcome(&mut host);

@@ -231,8 +231,10 @@ fn kind(msg: &HostMessage) -> &'static str {
 /// requests until the host hangs up, then the channel is closed and opened
 /// again for the next host. A host that leaves before welcoming, refuses the
 /// agent or errs costs a pause of `pause` before the next try. Commands
-/// still running when their host leaves run on to their end or deadline;
-/// their output is dropped. Records wait in the outbox for the next host.
+/// still running when their host leaves run on to their end or deadline,
+/// their output dropped, except interactive ones (`stdin`), which are hung
+/// up: their client is gone for good. Records wait in the outbox for the
+/// next host.
 pub fn serve_hosts<R: Read, W: Write + Send + 'static>(
     mut connect: impl FnMut() -> anyhow::Result<Option<(R, W)>>,
     hello: impl Fn() -> GuestMessage,

@@ -294,3 +294,45 @@ fn the_same_signal_three_times_in_a_row_leaves_the_session() {
     let err = repeats.count(ExecSignal::Int).unwrap_err().to_string();
     assert!(err.starts_with("got SIGINT 3 times"), "{err}");
 }
+
+/// A real SIGINT to this process (nextest gives each test a process of its
+/// own) goes out as a `signal` frame after `start`, and the status the
+/// command got from it is ours.
+#[test]
+fn a_sigint_we_receive_is_sent_as_a_signal_frame() {
+    let (port, server) = peer(|ws| {
+        let first = next(ws);
+        let second = next(ws);
+        tell(
+            ws,
+            &ExecEvent::Exit {
+                exit_code: None,
+                signal: Some(2),
+                timed_out: false,
+            },
+        );
+        close(ws);
+        (first, second)
+    });
+    let mut ws = connect(&api(port), &id()).unwrap();
+    let (stdin, _keep_open) = UnixStream::pair().unwrap();
+    let forward = Forward {
+        signals: true,
+        resize_from: None,
+    };
+    let inputs = Inputs::start(stdin, forward).unwrap();
+    // SAFETY: raise sends a signal to this process only; signal-hook
+    // handles it (Inputs::start registered it).
+    assert_eq!(unsafe { libc::raise(libc::SIGINT) }, 0);
+    let ended = run_session(&mut ws, start(&["sleep", "60"]), &inputs, &mut captured()).unwrap();
+    let (first, second) = server.join().unwrap();
+    assert!(
+        matches!(first, ExecClientMessage::Start { .. }),
+        "{first:?}"
+    );
+    let int = ExecClientMessage::Signal {
+        signal: ExecSignal::Int,
+    };
+    assert_eq!(second, int);
+    assert_eq!(super::super::exit_status(&ended), 130);
+}

@@ -5,7 +5,8 @@
 //! character the terminal's settings name, for when the host's input ends.
 //!
 //! Termios and window-size ioctls on a master act on its slave, which is
-//! the terminal the command sees.
+//! the terminal the command sees. Both sides are close-on-exec: the
+//! command gets the slave as its stdio only.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -15,26 +16,49 @@ use hearth_types::guest::TermSize;
 /// The size of a terminal the host gave none for, as docker and ssh use.
 pub const DEFAULT_SIZE: TermSize = TermSize { rows: 24, cols: 80 };
 
-/// openpty(3) at `size`: the master and slave sides of a new terminal.
+/// A new terminal at `size`: its master and slave sides, both
+/// close-on-exec from the start. (openpty(3) leaves both inheritable: a
+/// command started meanwhile by another thread would keep this terminal's
+/// slave open, and its output would not end until that command did.)
 pub fn open(size: TermSize) -> io::Result<(OwnedFd, OwnedFd)> {
-    let (mut master, mut slave) = (-1, -1);
-    let winsize = winsize(size);
-    // SAFETY: the out-pointers and the winsize are valid for the call; the
-    // name and termios arguments may be null.
-    let r = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &winsize,
-        )
-    };
-    if r != 0 {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: posix_openpt(3) has no memory-safety preconditions.
+    let master = unsafe { libc::posix_openpt(flags) };
+    if master < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: openpty succeeded, so both are open descriptors we now own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) })
+    // SAFETY: posix_openpt succeeded: an open descriptor we now own.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    // SAFETY: unlockpt(3) on an open master.
+    if unsafe { libc::unlockpt(master.as_raw_fd()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    resize(&master, size)?;
+    let slave = open_slave(&master, flags)?;
+    Ok((master, slave))
+}
+
+/// The slave of `master`: TIOCGPTPEER (Linux 4.13), else by its name.
+fn open_slave(master: &OwnedFd, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: the ioctl takes the open flags as its argument.
+    let fd = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    if fd >= 0 {
+        // SAFETY: the ioctl returned a new open descriptor we now own.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    let mut name = [0 as libc::c_char; 64];
+    // SAFETY: `name` is writable for its length, which is passed.
+    let r = unsafe { libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    // SAFETY: ptsname_r wrote a NUL-terminated path into `name`.
+    let fd = unsafe { libc::open(name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open succeeded: a descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// TIOCSWINSZ: the terminal's new size; its foreground group gets SIGWINCH.
@@ -99,6 +123,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(size_of(&slave), (50, 132));
+    }
+
+    #[test]
+    fn both_sides_are_closed_on_exec() {
+        let (master, slave) = open(DEFAULT_SIZE).unwrap();
+        for fd in [&master, &slave] {
+            // SAFETY: fcntl(2) on an open descriptor.
+            let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+            assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        }
     }
 
     #[test]

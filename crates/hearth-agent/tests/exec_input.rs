@@ -62,6 +62,10 @@ fn a_terminal_has_the_requested_size_and_follows_resizes() {
 
     host.interactive(3, &["stty", "size"], Some((33, 101)));
     assert_eq!(host.outcome(3).0, "33 101\r\n");
+
+    // The command has its terminal as stdio, and no master side.
+    host.exec(4, &["sh", "-c", "ls -l /proc/$$/fd/ | grep -c ptmx"], true);
+    assert_eq!(host.outcome(4).0, "0\r\n");
 }
 
 #[test]

@@ -95,13 +95,7 @@ fn run(req: &Request, out: &Link, running: &Running, control: Arc<Control>) -> R
             return out.send(GuestMessage::ExecError { id, message });
         }
     };
-    let writer = match (&control.input, sink) {
-        (Some(input), Some(sink)) => input
-            .start(sink)
-            .map_err(|e| eprintln!("hearth-agent: exec {id}: its input cannot be fed: {e}"))
-            .ok(),
-        _ => None,
-    };
+    let writer = sink.and_then(|sink| feed(&control, sink));
     control.started(child.id(), master.as_ref().and_then(|m| m.try_clone().ok()));
     let pumps = match master {
         Some(master) => vec![pump(Some(master), Stream::Stdout, id, out.clone())],
@@ -125,6 +119,19 @@ fn run(req: &Request, out: &Link, running: &Running, control: Arc<Control>) -> R
             message: format!("waiting for the command failed: {e}"),
         }),
     }
+}
+
+/// Starts the thread that writes the exec's input to `sink`. Without it
+/// the sink is closed: the command reads end-of-file.
+fn feed(control: &Control, sink: Sink) -> Option<JoinHandle<()>> {
+    let input = control.input.as_ref()?;
+    input
+        .start(sink)
+        .map_err(|e| {
+            let id = control.id;
+            eprintln!("hearth-agent: exec {id}: its input cannot be fed: {e}");
+        })
+        .ok()
 }
 
 /// Spawns argv in its own process group, so a timeout kills all of it.

@@ -1,6 +1,6 @@
-//! `POST /v1/vms/{id}/exec` against real VMs: the minimal image's static
-//! `hearth-agent`, served by a real controller and server, spoken to over
-//! HTTP.
+//! `POST /v1/vms/{id}/exec` and the exec WebSocket against real VMs: the
+//! minimal image's static `hearth-agent`, served by a real controller and
+//! server, spoken to over HTTP and a real WebSocket client.
 
 mod common;
 
@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::{SinkExt, StreamExt};
 use hearth_control::agent_link::ExecEvent;
 use hearth_control::controller::{Controller, ControllerConfig};
 use hearth_guestkit::image::ImageName;
@@ -15,9 +16,12 @@ use hearth_guestkit::DataDir;
 use hearth_server::{mint_token, ServerConfig};
 use hearth_store::SqliteStore;
 use hearth_types::api::ExecEvent as ExecEventLine;
-use hearth_types::api::{ApiError, ExecResult, Vm};
-use hearth_types::guest::Stream;
+use hearth_types::api::{ApiError, ExecClientMessage, ExecRequest, ExecResult, Vm};
+use hearth_types::guest::{ExecSignal, Stream, TermSize};
 use hearth_types::{TenantId, VmId, VmState};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// A data directory of its own whose (shared) `minimal` image carries the
 /// static agent; `None`, after one printed skip line, without one.
@@ -274,6 +278,13 @@ async fn exec_runs_commands_in_a_served_vm_through_its_agent() {
     let (status, body) = api.exec(&alice, &id, r#"{"argv":["true"]}"#).await;
     assert_eq!(status, 200, "{body}");
 
+    // Per-command environment.
+    let body = r#"{"argv":["sh","-c","echo \"$GREETING\""],"env":[{"name":"GREETING","value":"hi there"}]}"#;
+    let (status, text) = api.exec(&alice, &id, body).await;
+    assert_eq!(result(status, &text).stdout, "hi there\n");
+
+    attach_checks(&api, &alice, &bob, &id).await;
+
     // Latency: through the API vs. a bare exec on an open channel.
     let mut through_api = Vec::new();
     for _ in 0..10 {
@@ -352,4 +363,239 @@ async fn bad_exec_bodies_are_refused_before_the_vm_is_looked_at() {
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body.contains(needle), "{bad}: {body}");
     }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the exec WebSocket of VM `id`, or the HTTP error it was refused
+/// with.
+async fn attach(api: &Api, token: &str, id: &str) -> Result<Ws, (u16, ApiError)> {
+    let url = format!("{}/v1/vms/{id}/exec/attach", api.base).replacen("http://", "ws://", 1);
+    let mut request = url.into_client_request().unwrap();
+    let auth = format!("Bearer {token}").parse().unwrap();
+    request.headers_mut().insert("authorization", auth);
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(WsError::Http(r)) => {
+            let body = r.body().clone().unwrap_or_default();
+            Err((r.status().as_u16(), serde_json::from_slice(&body).unwrap()))
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+async fn send(ws: &mut Ws, msg: &ExecClientMessage) {
+    let text = serde_json::to_string(msg).unwrap();
+    ws.send(Message::text(text)).await.unwrap();
+}
+
+fn start(argv: &[&str], tty: bool, size: Option<TermSize>) -> ExecClientMessage {
+    ExecClientMessage::Start {
+        request: ExecRequest {
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            timeout_secs: Some(60),
+            env: vec![],
+        },
+        tty,
+        size,
+    }
+}
+
+fn stdin(bytes: &[u8]) -> ExecClientMessage {
+    ExecClientMessage::Stdin {
+        data: hearth_agent_proto::encode_data(bytes),
+    }
+}
+
+/// The server's next frame as an event; `Err` with the close code at the
+/// close. Within 30 s.
+async fn next_event(ws: &mut Ws) -> Result<ExecEventLine, Option<CloseCode>> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("a frame within 30 s");
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                return Ok(
+                    serde_json::from_str(text.as_str()).unwrap_or_else(|e| panic!("{e}: {text}"))
+                )
+            }
+            Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| f.code)),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Output until `needle` shows (the program's output so far).
+async fn output_until(ws: &mut Ws, needle: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    while !String::from_utf8_lossy(&out).contains(needle) {
+        match next_event(ws).await {
+            Ok(ExecEventLine::Output { data, .. }) => {
+                out.extend(hearth_agent_proto::decode_data(&data).unwrap())
+            }
+            other => panic!(
+                "{other:?} before {needle:?}: {:?}",
+                String::from_utf8_lossy(&out)
+            ),
+        }
+    }
+    out
+}
+
+/// All output, the last event, and the close frame's code, which must
+/// follow it.
+async fn to_the_end(ws: &mut Ws) -> (Vec<u8>, ExecEventLine, Option<CloseCode>) {
+    let mut out = Vec::new();
+    loop {
+        match next_event(ws).await {
+            Ok(ExecEventLine::Output { data, .. }) => {
+                out.extend(hearth_agent_proto::decode_data(&data).unwrap())
+            }
+            Ok(last) => {
+                let close = next_event(ws)
+                    .await
+                    .expect_err("a close frame after the last event");
+                return (out, last, close);
+            }
+            Err(close) => panic!("closed ({close:?}) without an exit or error"),
+        }
+    }
+}
+
+fn exited(code: Option<i32>, signal: Option<i32>) -> ExecEventLine {
+    ExecEventLine::Exit {
+        exit_code: code,
+        signal,
+        timed_out: false,
+    }
+}
+
+/// The exec WebSocket on the test's VM: input, terminal sizes, signals, a
+/// client that drops, and the refusals.
+async fn attach_checks(api: &Api, alice: &str, bob: &str, id: &str) {
+    // Another tenant is refused before any upgrade.
+    let (status, e) = attach(api, bob, id).await.err().expect("bob is refused");
+    assert_eq!((status, e.code.as_str()), (404, "not_found"));
+
+    // stdin round trip: what goes in comes out, then the end ends it.
+    let mut ws = attach(api, alice, id).await.unwrap();
+    send(&mut ws, &start(&["cat"], false, None)).await;
+    let typed: Vec<u8> = (0..100_000u32).map(|i| (i % 256) as u8).collect();
+    send(&mut ws, &stdin(&typed[..60_000])).await;
+    send(&mut ws, &stdin(&typed[60_000..])).await;
+    send(&mut ws, &ExecClientMessage::StdinEnd).await;
+    let (out, last, close) = to_the_end(&mut ws).await;
+    assert!(
+        out == typed,
+        "cat gave back {} of {} bytes",
+        out.len(),
+        typed.len()
+    );
+    assert_eq!(last, exited(Some(0), None));
+    assert_eq!(close, Some(CloseCode::Normal));
+
+    // Keystroke echo through the API, the VM's agent and cat.
+    let mut ws = attach(api, alice, id).await.unwrap();
+    send(&mut ws, &start(&["cat"], false, None)).await;
+    let mut echoes = Vec::new();
+    for n in 0..10 {
+        let t = Instant::now();
+        send(&mut ws, &stdin(format!("key{n}\n").as_bytes())).await;
+        output_until(&mut ws, &format!("key{n}")).await;
+        echoes.push(t.elapsed());
+    }
+    send(&mut ws, &ExecClientMessage::StdinEnd).await;
+    assert_eq!(to_the_end(&mut ws).await.1, exited(Some(0), None));
+    println!(
+        "exec WebSocket: a line typed to cat and echoed back, median of 10: {:?}",
+        median(echoes)
+    );
+
+    // A terminal of the size asked for, then of the new size.
+    let mut ws = attach(api, alice, id).await.unwrap();
+    let size = TermSize {
+        rows: 33,
+        cols: 111,
+    };
+    let script = ["sh", "-c", "stty size; read x; stty size"];
+    send(&mut ws, &start(&script, true, Some(size))).await;
+    output_until(&mut ws, "33 111").await;
+    let size = TermSize {
+        rows: 50,
+        cols: 132,
+    };
+    send(&mut ws, &ExecClientMessage::Resize { size }).await;
+    send(&mut ws, &stdin(b"\r")).await;
+    let (out, last, _) = to_the_end(&mut ws).await;
+    assert!(String::from_utf8_lossy(&out).contains("50 132"), "{out:?}");
+    assert_eq!(last, exited(Some(0), None));
+
+    // Ctrl-C: INT ends sleep with signal 2. (A bare sleep: `sh -c` catches
+    // INT until it execs, so a marker printed before the exec would race.)
+    let mut ws = attach(api, alice, id).await.unwrap();
+    send(&mut ws, &start(&["sleep", "100"], false, None)).await;
+    let signal = ExecSignal::Int;
+    send(&mut ws, &ExecClientMessage::Signal { signal }).await;
+    assert_eq!(to_the_end(&mut ws).await.1, exited(None, Some(2)));
+
+    // A client that drops mid-command leaves nothing running.
+    let mut ws = attach(api, alice, id).await.unwrap();
+    let script = "echo $$ > /tmp/attach.pid; echo started; exec sleep 100";
+    send(&mut ws, &start(&["sh", "-c", script], false, None)).await;
+    output_until(&mut ws, "started").await;
+    drop(ws);
+    let check = r#"{"argv":["sh","-c","kill -0 $(cat /tmp/attach.pid) 2>/dev/null && echo running || echo gone"]}"#;
+    let t = Instant::now();
+    loop {
+        let (status, text) = api.exec(alice, id, check).await;
+        if result(status, &text).stdout == "gone\n" {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "sleep still runs after its client left"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A first frame that is not `start`: an error frame, then 1008.
+    let mut ws = attach(api, alice, id).await.unwrap();
+    send(&mut ws, &stdin(b"early")).await;
+    let (out, last, close) = to_the_end(&mut ws).await;
+    assert!(out.is_empty());
+    let ExecEventLine::Error { code, message } = last else {
+        panic!("{last:?}")
+    };
+    assert_eq!(code, "invalid_request");
+    assert!(message.contains("start"), "{message}");
+    assert_eq!(close, Some(CloseCode::Policy));
+
+    // A bad start names the field; nothing runs.
+    let mut ws = attach(api, alice, id).await.unwrap();
+    ws.send(Message::text(r#"{"type":"start","request":{"argv":[]}}"#))
+        .await
+        .unwrap();
+    let (_, last, _) = to_the_end(&mut ws).await;
+    assert!(
+        matches!(&last, ExecEventLine::Error { code, message } if code == "invalid_request" && message.contains("argv")),
+        "{last:?}"
+    );
+
+    // The events name the programs and their ends, never input.
+    let events = api
+        .http
+        .get(format!("{}/v1/vms/{id}/events", api.base))
+        .bearer_auth(alice)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(events.contains("exec: cat exited 0"), "{events}");
+    assert!(events.contains("exec: sh killed by signal 1"), "{events}");
+    assert!(!events.contains("key1"), "{events}");
 }

@@ -296,12 +296,10 @@ async fn the_real_agent_takes_input_sizes_and_signals() {
         "{last:?}"
     );
 
-    // Signals: INT, and a hang-up for a client that left.
+    // Signals: INT, and a hang-up for a client that left. (A bare sleep:
+    // `sh -c` catches INT until it execs, so a marker would race.)
     for (signal, how) in [(2, "int"), (1, "hup")] {
-        let mut sleep = link
-            .start_exec(spec(&["sh", "-c", "echo started; exec sleep 100"]))
-            .unwrap();
-        out_until(&mut sleep, "started").await;
+        let mut sleep = link.start_exec(spec(&["sleep", "100"])).unwrap();
         match how {
             "int" => sleep.input.signal(2).unwrap(),
             _ => sleep.input.hang_up().unwrap(),

@@ -477,7 +477,7 @@ fn exited(code: Option<i32>, signal: Option<i32>) -> ExecEventLine {
 /// client that drops, and the refusals.
 async fn attach_checks(api: &Api, alice: &str, bob: &str, id: &str) {
     // Another tenant is refused before any upgrade.
-    let (status, e) = attach(api, bob, id).await.err().expect("bob is refused");
+    let (status, e) = attach(api, bob, id).await.expect_err("bob is refused");
     assert_eq!((status, e.code.as_str()), (404, "not_found"));
 
     // stdin round trip: what goes in comes out, then the end ends it.

@@ -172,12 +172,18 @@ impl Shared {
     }
 
     fn write_loop(&self, sink: Sink) {
+        // Whether a line was started and not ended: the end of input then
+        // types VEOF twice, as a user would.
+        let mut mid_line = false;
         loop {
             let result = match self.next() {
-                Ok(Some(chunk)) => self.write_all(sink.fd(), &chunk),
+                Ok(Some(chunk)) => {
+                    mid_line = !matches!(chunk.last(), Some(b'\n' | b'\r'));
+                    self.write_all(sink.fd(), &chunk)
+                }
                 Ok(None) => {
                     if let Sink::Tty(master) = &sink {
-                        self.type_eof(master);
+                        self.type_eof(master, mid_line);
                     }
                     return;
                 }
@@ -191,10 +197,18 @@ impl Shared {
         }
     }
 
-    fn type_eof(&self, master: &OwnedFd) {
+    /// Types the terminal's end-of-file character: once at the start of a
+    /// line (a canonical reader sees end-of-file), twice after a partial
+    /// line (the first only hands that line to the reader).
+    fn type_eof(&self, master: &OwnedFd, mid_line: bool) {
         match pty::eof_char(master) {
             Ok(eof) => {
-                let _ = self.write_all(master.as_fd(), &[eof]);
+                let eofs = if mid_line {
+                    &[eof, eof][..]
+                } else {
+                    &[eof][..]
+                };
+                let _ = self.write_all(master.as_fd(), eofs);
             }
             Err(e) => eprintln!(
                 "hearth-agent: exec {}: cannot read the terminal's end-of-file character: {e}",

@@ -79,6 +79,14 @@ fn the_end_of_input_on_a_terminal_ends_cat() {
     // The terminal echoes the line, then cat prints it.
     assert_eq!(out, "typed\r\ntyped\r\n");
     assert_eq!(end, exit(1, Some(0), None));
+
+    // A partial line is handed over first, then the end.
+    host.interactive(2, &["cat"], Some((24, 80)));
+    host.input(2, b"partial");
+    host.input_end(2);
+    let (out, _, end) = host.outcome(2);
+    assert_eq!(out, "partialpartial");
+    assert_eq!(end, exit(2, Some(0), None));
 }
 
 #[test]

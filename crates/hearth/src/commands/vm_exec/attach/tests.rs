@@ -336,3 +336,41 @@ fn a_sigint_we_receive_is_sent_as_a_signal_frame() {
     assert_eq!(second, int);
     assert_eq!(super::super::exit_status(&ended), 130);
 }
+
+/// 8 MB of stdin to a peer that takes it slower than we read it: the
+/// queue and the socket hold us back, nothing is dropped or reordered.
+#[test]
+fn a_large_stdin_to_a_slow_reader_arrives_whole() {
+    let (port, server) = peer(|ws| {
+        let _start = next(ws);
+        let mut got = Vec::new();
+        loop {
+            match next(ws) {
+                ExecClientMessage::Stdin { data } => {
+                    got.extend(STANDARD.decode(data).unwrap());
+                    // Pacing, not synchronisation: a reader slower than us.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                ExecClientMessage::StdinEnd => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        tell(ws, &exit(0));
+        close(ws);
+        got
+    });
+    let mut ws = connect(&api(port), &id()).unwrap();
+    let data: Vec<u8> = (0..8_000_000u32).map(|i| (i % 253) as u8).collect();
+    let (mut writer, stdin) = UnixStream::pair().unwrap();
+    let inputs = Inputs::start(stdin, no_signals()).unwrap();
+    let feed = {
+        let data = data.clone();
+        std::thread::spawn(move || writer.write_all(&data).unwrap())
+    };
+    let ended = run_session(&mut ws, start(&["wc", "-c"]), &inputs, &mut captured()).unwrap();
+    feed.join().unwrap();
+    let got = server.join().unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "reordered");
+    assert_eq!(ended.exit_code, Some(0));
+}

@@ -214,7 +214,7 @@ pub struct ExecArgs {
     #[arg(short = 'i', long)]
     pub interactive: bool,
     /// An environment variable for the command only (repeatable).
-    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE", value_parser = parse_env_var)]
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE", value_parser = EnvVarParser)]
     pub env: Vec<EnvVar>,
     /// The program and its arguments, after `--`; run directly, not
     /// through a shell (use `sh -c '...'` for one).
@@ -223,19 +223,37 @@ pub struct ExecArgs {
 }
 
 /// `NAME=VALUE` for `--env`, checked as the server would, so a typo is a
-/// usage error before anything is sent.
-fn parse_env_var(s: &str) -> Result<EnvVar, String> {
-    let (name, value) = s.split_once('=').ok_or_else(|| {
-        format!(
-            "{s:?} has no '=': give NAME=VALUE (e.g. -e LANG=C.UTF-8; NAME= for an empty value)"
-        )
-    })?;
-    let var = EnvVar {
-        name: name.to_owned(),
-        value: value.to_owned(),
-    };
-    var.check()?;
-    Ok(var)
+/// usage error before anything is sent. Its own parser so that the error
+/// names the variable but never shows the value (clap's would).
+#[derive(Clone)]
+struct EnvVarParser;
+
+impl clap::builder::TypedValueParser for EnvVarParser {
+    type Value = EnvVar;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<EnvVar, clap::Error> {
+        let invalid = |why: String| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, why + "\n").with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| invalid("--env: not UTF-8".into()))?;
+        let (name, value) = text.split_once('=').ok_or_else(|| {
+            invalid("--env takes NAME=VALUE, and this one has no '=': e.g. -e LANG=C.UTF-8 (NAME= for an empty value)".into())
+        })?;
+        let var = EnvVar {
+            name: name.to_owned(),
+            value: value.to_owned(),
+        };
+        var.check()
+            .map_err(|why| invalid(format!("--env: {why}")))?;
+        Ok(var)
+    }
 }
 
 /// Where `hearth serve` is and who is asking.

@@ -241,11 +241,11 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_env_flag_is_a_usage_error_naming_the_flag_and_the_fix() {
+    fn a_bad_env_flag_is_a_usage_error_naming_the_flag_and_the_fix_not_the_value() {
         for (bad, fix) in [
-            ("NOEQUALS", "give NAME=VALUE"),
-            ("1X=v", "not starting with a digit"),
-            ("=v", "use letters, digits and '_'"),
+            ("NOEQUALS-secret", "takes NAME=VALUE"),
+            ("1X=secret", "not starting with a digit"),
+            ("=secret", "use letters, digits and '_'"),
         ] {
             let err = parse(&["-e", bad, "vm-1", "--", "true"]).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad}");
@@ -254,6 +254,7 @@ mod tests {
                 text.contains("--env") && text.contains(fix),
                 "{bad}: {text}"
             );
+            assert!(!text.contains("secret"), "the value was shown: {text}");
         }
         let ok = parse(&["-e", "A=b=c", "--env", "EMPTY=", "vm-1", "--", "env"]).unwrap();
         assert_eq!(ok.env, env(&[("A", "b=c"), ("EMPTY", "")]));

@@ -262,6 +262,22 @@ fn interactive_execs(s: &mut UnixStream) {
         "{end:?}"
     );
 
+    // 1 MiB of input, counted by the guest.
+    let sent = Instant::now();
+    write_frame(s, &interactive(32, &["wc", "-c"], None)).unwrap();
+    let chunk = encode_data(&[b'x'; 64 * 1024]);
+    for _ in 0..16 {
+        let input = HostMessage::ExecInput {
+            id: 32,
+            data: chunk.clone(),
+        };
+        write_frame(s, &input).unwrap();
+    }
+    write_frame(s, &HostMessage::ExecInputEnd { id: 32 }).unwrap();
+    let (out, _, _) = outcome(s);
+    assert_eq!(out.trim(), "1048576");
+    println!("1 MiB of input to wc -c: {:?}", sent.elapsed());
+
     let size = TermSize {
         rows: 33,
         cols: 101,

@@ -267,7 +267,7 @@ impl Shared {
 struct Closed;
 
 /// O_NONBLOCK on the file description behind `fd`.
-pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     let fd = fd.as_raw_fd();
     // SAFETY: fcntl(2) on an open (borrowed) descriptor.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };

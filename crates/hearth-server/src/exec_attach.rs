@@ -31,6 +31,11 @@ use crate::AppState;
 pub(crate) const START_WINDOW: Duration = Duration::from_secs(10);
 /// The largest client frame taken (a `stdin` frame of about 768 KiB).
 pub(crate) const MAX_CLIENT_FRAME: usize = 1 << 20;
+/// The largest frame read at all. A frame between this and
+/// [`MAX_CLIENT_FRAME`] is read whole and refused with a close reason; one
+/// the library refuses mid-read leaves bytes unread, and closing on them
+/// resets the connection before the client reads why.
+const MAX_READ_FRAME: usize = 4 * MAX_CLIENT_FRAME;
 /// How long the server waits for the client's answer to its close frame.
 const CLOSE_WINDOW: Duration = Duration::from_secs(2);
 
@@ -82,8 +87,8 @@ pub(crate) async fn attach(
     let ctl = Arc::clone(&state.controller);
     let shutdown = state.shutdown.subscribe();
     Ok(upgrade
-        .max_message_size(MAX_CLIENT_FRAME)
-        .max_frame_size(MAX_CLIENT_FRAME)
+        .max_message_size(MAX_READ_FRAME)
+        .max_frame_size(MAX_READ_FRAME)
         .on_upgrade(move |socket| serve(socket, ctl, id, target, shutdown)))
 }
 
@@ -269,6 +274,9 @@ enum Frame {
 
 fn client_frame(frame: Option<Result<Message, axum::Error>>) -> Frame {
     let text = match frame {
+        Some(Ok(Message::Text(text))) if text.len() > MAX_CLIENT_FRAME => {
+            return Frame::Bad(Ending::too_large())
+        }
         Some(Ok(Message::Text(text))) => text,
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Frame::Control,
         Some(Ok(Message::Binary(_))) => {

@@ -497,6 +497,18 @@ async fn attach_checks(api: &Api, alice: &str, bob: &str, id: &str) {
     assert_eq!(last, exited(Some(0), None));
     assert_eq!(close, Some(CloseCode::Normal));
 
+    // A frame above 1 MiB: an error frame naming the bound, then 1009.
+    let mut ws = attach(api, alice, id).await.unwrap();
+    send(&mut ws, &start(&["cat"], false, None)).await;
+    let big = format!(r#"{{"type":"stdin","data":"{}"}}"#, "QUFB".repeat(300_000));
+    ws.send(Message::text(big)).await.unwrap();
+    let (_, last, close) = to_the_end(&mut ws).await;
+    assert!(
+        matches!(&last, ExecEventLine::Error { code, message } if code == "invalid_request" && message.contains("larger than")),
+        "{last:?}"
+    );
+    assert_eq!(close, Some(CloseCode::Size));
+
     // Keystroke echo through the API, the VM's agent and cat.
     let mut ws = attach(api, alice, id).await.unwrap();
     send(&mut ws, &start(&["cat"], false, None)).await;

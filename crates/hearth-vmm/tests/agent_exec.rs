@@ -236,8 +236,9 @@ fn converse(socket: &Path) {
 }
 
 /// Protocol 3 on the real guest: input sent to `cat` comes back and its
-/// end ends it; a command on a terminal sees the size the host asked for,
-/// and a terminal type.
+/// end ends it; SIGINT ends `sleep`; 1 MiB of input arrives whole; a
+/// command on a terminal sees the size the host asked for, and a terminal
+/// type.
 fn interactive_execs(s: &mut UnixStream) {
     let sent = Instant::now();
     write_frame(s, &interactive(30, &["cat"], None)).unwrap();
@@ -256,6 +257,23 @@ fn interactive_execs(s: &mut UnixStream) {
             GuestMessage::ExecExit {
                 id: 30,
                 code: Some(0),
+                ..
+            }
+        ),
+        "{end:?}"
+    );
+
+    // Ctrl-C: SIGINT reaches the command (the agent as init blocks it in
+    // itself; its children must not inherit that).
+    write_frame(s, &interactive(33, &["sleep", "100"], None)).unwrap();
+    write_frame(s, &HostMessage::ExecSignal { id: 33, signal: 2 }).unwrap();
+    let (_, _, end) = outcome(s);
+    assert!(
+        matches!(
+            end,
+            GuestMessage::ExecExit {
+                id: 33,
+                signal: Some(2),
                 ..
             }
         ),

@@ -371,3 +371,54 @@ async fn hang_up(vm: &VmId, mut exec: AttachedExec) {
     exec.hang_up();
     while let Ok(Some(_)) = exec.next().await {}
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Bytes;
+
+    use super::*;
+
+    fn sorted(frame: Message) -> Frame {
+        client_frame(Some(Ok(frame)))
+    }
+
+    /// The error message and close code of a refused frame.
+    fn refusal(frame: Frame) -> (String, u16) {
+        let Frame::Bad(ending) = frame else {
+            panic!("not refused")
+        };
+        let Some(ExecEvent::Error { code, message }) = ending.event else {
+            panic!("no error event")
+        };
+        assert_eq!(code, "invalid_request");
+        (message, ending.code)
+    }
+
+    #[test]
+    fn client_frames_are_sorted_and_bad_ones_named() {
+        let ok = sorted(Message::text(r#"{"type":"signal","signal":"INT"}"#));
+        assert!(matches!(
+            ok,
+            Frame::Message(ExecClientMessage::Signal { .. })
+        ));
+        assert!(matches!(
+            sorted(Message::Ping(Bytes::new())),
+            Frame::Control
+        ));
+        assert!(matches!(sorted(Message::Close(None)), Frame::Gone));
+        assert!(matches!(client_frame(None), Frame::Gone));
+
+        let (message, code) = refusal(sorted(Message::text(r#"{"type":"stdn","data":""}"#)));
+        assert!(message.contains("stdn"), "{message}");
+        assert_eq!(code, close_code::POLICY);
+        let (message, _) = refusal(sorted(Message::binary(vec![1, 2])));
+        assert!(message.contains("binary"), "{message}");
+        let huge = format!(
+            r#"{{"type":"stdin","data":"{}"}}"#,
+            "A".repeat(MAX_CLIENT_FRAME)
+        );
+        let (message, code) = refusal(sorted(Message::text(huge)));
+        assert!(message.contains("larger than"), "{message}");
+        assert_eq!(code, close_code::SIZE);
+    }
+}

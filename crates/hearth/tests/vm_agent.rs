@@ -218,6 +218,7 @@ fn vm_exec_streams_and_cp_moves_files_both_ways_checked() {
         "{}",
         text(&out)
     );
+    sigint_is_forwarded_without_a_terminal(&mut host, &id);
     exec_on_a_local_terminal(&mut host, &id);
 
     let work = tempfile::tempdir().unwrap();
@@ -315,6 +316,14 @@ fn exec_on_a_local_terminal(host: &mut Host, id: &str) {
     // SAFETY: kill with the pid of our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGWINCH) }, 0);
     screen.type_until("stty size\r", "41 120", Duration::from_secs(30));
+    // Ctrl-C is a key for the remote terminal: it interrupts the remote
+    // foreground program, not us.
+    screen.type_until(
+        "sh -c 'echo sle''eping; exec sleep 60'\r",
+        "sleeping",
+        Duration::from_secs(30),
+    );
+    screen.type_until("\x03echo rc=$?\r", "rc=130", Duration::from_secs(30));
     screen.type_text("exit 7\r");
     let status = wait_exit(&mut child, Duration::from_secs(30));
     assert_eq!(status.code(), Some(7), "{}", screen.text());
@@ -322,6 +331,44 @@ fn exec_on_a_local_terminal(host: &mut Host, id: &str) {
         pty::same(&pty.attr(), &before),
         "the terminal was left changed"
     );
+}
+
+/// `hearth vm exec -i` without a terminal: a SIGINT sent to the CLI goes
+/// to the command, which decides what it means (here: a trap, exit 5), and
+/// the CLI waits for its end.
+fn sigint_is_forwarded_without_a_terminal(host: &mut Host, id: &str) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let script = "trap 'echo got-int; exit 5' INT; echo ready; while :; do sleep 1; done";
+    let mut child = cli(host, &["-i", id, "--", "sh", "-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hearth runs");
+    let mut stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+            let _ = tx.send(buf[..n].to_vec());
+        }
+    });
+    let mut shown = Vec::new();
+    let mut wait_shown = |want: &str| {
+        wait_for(Duration::from_secs(30), want, || {
+            while let Ok(chunk) = rx.try_recv() {
+                shown.extend(chunk);
+            }
+            String::from_utf8_lossy(&shown).contains(want).then_some(())
+        })
+    };
+    wait_shown("ready\n");
+    // SAFETY: kill with the pid of our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    wait_shown("got-int\n");
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(5));
 }
 
 /// The child's status, within `within` (polled: a child has no fd to wait on).

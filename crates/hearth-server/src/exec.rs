@@ -155,3 +155,25 @@ impl From<ExecError> for Problem {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_too_old_is_a_conflict_that_names_the_fix() {
+        let vm: VmId = "vm-000000000001".parse().unwrap();
+        let p = Problem::from(ExecError::AgentTooOld { vm, protocol: 2 });
+        assert_eq!((p.status, p.code), (StatusCode::CONFLICT, "agent_too_old"));
+        assert!(p.message.contains("protocol 2"), "{}", p.message);
+        assert!(
+            p.message.contains("hearth image build --force"),
+            "{}",
+            p.message
+        );
+        let event = error_event(ExecError::Lost {
+            vm: "vm-000000000001".parse().unwrap(),
+        });
+        assert!(matches!(event, ExecEvent::Error { code, .. } if code == "agent_unavailable"));
+    }
+}

@@ -204,6 +204,14 @@ pub async fn serve_on(
         tracing::info!("shutting down: finishing requests in flight; VMs keep running");
         state.shutdown.send_replace(true);
     };
+    // Interactive exec sends small frames one after another (output, then
+    // the exit): with Nagle's algorithm each waits for the client's delayed
+    // ACK, 40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(stop)
         .await

@@ -526,6 +526,21 @@ async fn attach_checks(api: &Api, alice: &str, bob: &str, id: &str) {
         median(echoes)
     );
 
+    // A whole exec over the WebSocket: connect, start, output, exit, close.
+    let mut whole = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let mut ws = attach(api, alice, id).await.unwrap();
+        send(&mut ws, &start(&["echo", "hi"], false, None)).await;
+        let (out, last, _) = to_the_end(&mut ws).await;
+        whole.push(t.elapsed());
+        assert_eq!((out, last), (b"hi\n".to_vec(), exited(Some(0), None)));
+    }
+    println!(
+        "exec WebSocket: `echo hi` from connect to close, median of 10: {:?}",
+        median(whole)
+    );
+
     // A terminal of the size asked for, then of the new size.
     let mut ws = attach(api, alice, id).await.unwrap();
     let size = TermSize {

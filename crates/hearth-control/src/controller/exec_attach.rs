@@ -149,7 +149,161 @@ impl Drop for AttachedExec {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use hearth_agent_proto::{read_frame, write_frame, GuestMessage, HostMessage};
+    use hearth_store::{SqliteStore, StateChange, Store, VmRecord};
+    use hearth_types::api::CreateVm;
+    use hearth_types::{Timestamp, VmState};
+
     use super::*;
+    use crate::agent_link::LinkSpec;
+    use crate::controller::ControllerConfig;
+
+    /// A controller with one ready VM of tenant `t` whose link talks to a
+    /// scripted agent of protocol `protocol`: the agent's side, after the
+    /// handshake.
+    struct Rig {
+        _dir: tempfile::TempDir,
+        ctl: Arc<Controller>,
+        vm: VmId,
+        agent: UnixStream,
+    }
+
+    async fn rig(protocol: u32) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let ctl = Controller::new(
+            store.clone(),
+            ControllerConfig::new(hearth_guestkit::DataDir::new(dir.path())),
+        );
+        let vm: VmId = "vm-00000000000c".parse().unwrap();
+        let now = Timestamp::now();
+        let rec = VmRecord::requested(
+            vm.clone(),
+            "t".parse().unwrap(),
+            &CreateVm::default(),
+            now,
+            now,
+        );
+        store.insert_vm(&rec).await.unwrap();
+        for (from, to) in [
+            (VmState::Requested, VmState::Booting),
+            (VmState::Booting, VmState::Ready),
+        ] {
+            store
+                .transition(&vm, from, &StateChange::to(to, now, "test"))
+                .await
+                .unwrap();
+        }
+        let socket = dir.path().join("agent.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        ctl.links.start(LinkSpec {
+            vm: vm.clone(),
+            endpoint: hearth_vmm::AgentEndpoint::Unix(socket),
+            store,
+            notices: ctl.notice_tx.clone(),
+        });
+        let agent = tokio::task::spawn_blocking(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let hello = GuestMessage::Hello {
+                protocol,
+                agent_version: "old".into(),
+                boot_id: "b".into(),
+                instance: "i".into(),
+                uptime_ms: 1,
+            };
+            write_frame(&mut s, &hello).unwrap();
+            for _ in 0..2 {
+                let _welcome_then_config: HostMessage = read_frame(&mut s).unwrap().unwrap();
+            }
+            s
+        })
+        .await
+        .unwrap();
+        Rig {
+            _dir: dir,
+            ctl,
+            vm,
+            agent,
+        }
+    }
+
+    fn scope() -> Scope {
+        Scope {
+            tenant: "t".parse().unwrap(),
+            admin: false,
+        }
+    }
+
+    async fn agent_reads(agent: &mut UnixStream) -> HostMessage {
+        let mut s = agent.try_clone().unwrap();
+        tokio::task::spawn_blocking(move || read_frame(&mut s).unwrap().expect("a message"))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_agent_of_protocol_2_is_refused_before_anything_starts() {
+        let rig = rig(2).await;
+        let e = rig.ctl.exec_target(&scope(), &rig.vm).await.unwrap_err();
+        assert!(
+            matches!(e, ExecError::AgentTooOld { protocol: 2, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("scripts/build-agent"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_attached_exec_is_hung_up_and_an_ended_one_is_not() {
+        let mut rig = rig(3).await;
+        let target = rig.ctl.exec_target(&scope(), &rig.vm).await.unwrap();
+        let exec = target.start(&rig.ctl, req(&["cat"]), false, None).unwrap();
+        let HostMessage::Exec { id, stdin, .. } = agent_reads(&mut rig.agent).await else {
+            panic!("not an exec")
+        };
+        assert!(stdin);
+        drop(exec);
+        assert_eq!(
+            agent_reads(&mut rig.agent).await,
+            HostMessage::ExecSignal { id, signal: 1 }
+        );
+        assert_eq!(
+            agent_reads(&mut rig.agent).await,
+            HostMessage::ExecInputEnd { id }
+        );
+
+        let target = rig.ctl.exec_target(&scope(), &rig.vm).await.unwrap();
+        let mut exec = target.start(&rig.ctl, req(&["true"]), false, None).unwrap();
+        let HostMessage::Exec { id, .. } = agent_reads(&mut rig.agent).await else {
+            panic!("not an exec")
+        };
+        let exit = GuestMessage::ExecExit {
+            id,
+            code: Some(0),
+            signal: None,
+            timed_out: false,
+        };
+        write_frame(&mut rig.agent, &exit).unwrap();
+        assert!(matches!(
+            exec.next().await,
+            Ok(Some(ExecEvent::Exit { .. }))
+        ));
+        drop(exec);
+        // Nothing for the ended exec: the next message is this file read.
+        let _file = rig
+            .ctl
+            .links
+            .get(&rig.vm)
+            .unwrap()
+            .read_file("/x".into(), 1)
+            .unwrap();
+        let next = agent_reads(&mut rig.agent).await;
+        assert!(matches!(next, HostMessage::FileRead { .. }), "{next:?}");
+    }
 
     fn req(argv: &[&str]) -> ExecRequest {
         ExecRequest {

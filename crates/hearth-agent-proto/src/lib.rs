@@ -13,7 +13,7 @@ mod message;
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 pub use message::{
     decode_data, encode_data, negotiate, GuestMessage, HostMessage, Record, Stream, VersionError,
-    MIN_PROTOCOL, PROTOCOL,
+    INPUT_WINDOW, MIN_PROTOCOL, PROTOCOL,
 };
 
 /// The vsock port the agent listens on under Firecracker (the first port

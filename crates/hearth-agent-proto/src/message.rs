@@ -14,10 +14,15 @@ use serde::{Deserialize, Serialize};
 /// The protocol version this build speaks. Version 2 keeps one connection
 /// per VM: records with sequence numbers and acks, configuration, files.
 /// Version 3 adds input to execs: `exec`'s `stdin` and `size`, and
-/// `exec_input`, `exec_input_end`, `exec_resize` and `exec_signal`. A host
+/// `exec_input`, `exec_input_end`, `exec_resize` and `exec_signal`, and the
+/// agent's `exec_input_written` (input flow control). A host
 /// sends none of those to an agent that chose version 2, so on the wire a
 /// version 2 exec is unchanged.
 pub const PROTOCOL: u32 = 3;
+/// Bytes of one exec's input the host may have sent and not yet seen in
+/// an `exec_input_written` (version 3): flow control for input. The agent
+/// queues more than this, so a host that keeps to it never loses input.
+pub const INPUT_WINDOW: u64 = 256 * 1024;
 /// The oldest protocol version this build still accepts from a peer.
 pub const MIN_PROTOCOL: u32 = 2;
 
@@ -62,6 +67,12 @@ pub enum GuestMessage {
     },
     /// The command could not be started (not found, not executable, ...).
     ExecError { id: u64, message: String },
+    /// `bytes` more bytes of exec `id`'s input are gone from the agent's
+    /// queue: written to the command, or discarded because its input was
+    /// closed (version 3). The host keeps at most [`INPUT_WINDOW`] bytes of
+    /// an exec's input sent and not yet reported this way, so the agent's
+    /// queue never overflows and no input is lost.
+    ExecInputWritten { id: u64, bytes: u64 },
     /// A chunk of a file the host asked for with `file_read` (base64).
     FileChunk { id: u64, data: String },
     /// A transfer ended well: the whole file's size and SHA-256 (hex). For
@@ -313,6 +324,7 @@ mod tests {
             id: 7,
             message: "not found".into(),
         });
+        round_trip(GuestMessage::ExecInputWritten { id: 7, bytes: 4096 });
     }
 
     #[test]

@@ -53,7 +53,10 @@ struct Started {
 /// Registers the request in `running` (before the session reads on, so
 /// input sent right after it is kept) and runs it on its own thread.
 pub fn spawn(req: Request, out: Link, running: Running) -> JoinHandle<()> {
-    let (input, input_error) = match req.stdin.then(|| Input::new(req.id)).transpose() {
+    let queued = req
+        .stdin
+        .then(|| Input::new(req.id, input_report(req.id, out.clone())));
+    let (input, input_error) = match queued.transpose() {
         Ok(input) => (input, None),
         Err(e) => (None, Some(e)),
     };
@@ -74,6 +77,14 @@ pub fn spawn(req: Request, out: Link, running: Running) -> JoinHandle<()> {
         if let Err(e) = result {
             eprintln!("hearth-agent: exec {}: reply lost: {e}", req.id);
         }
+    })
+}
+
+/// Tells the host how much of exec `id`'s input left the queue, which
+/// lets it send that much more. Lost with the connection, like output.
+fn input_report(id: u64, out: Link) -> crate::input::Report {
+    Box::new(move |bytes| {
+        let _ = out.send(GuestMessage::ExecInputWritten { id, bytes });
     })
 }
 

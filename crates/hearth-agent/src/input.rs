@@ -4,7 +4,11 @@
 //! feeds them to the command's stdin pipe or terminal as fast as the
 //! command reads.
 //!
-//! At the bound (`QUEUE_BYTES` waiting) input is dropped, with one log
+//! Every byte that leaves the queue (written to the command, or discarded
+//! because the input was closed) is reported to the host, which keeps at
+//! most `INPUT_WINDOW` bytes unreported: that is the flow control that
+//! keeps input from being lost. At the bound (`QUEUE_BYTES` waiting, which
+//! only a host ignoring the window reaches) input is dropped, with one log
 //! line per run of drops: a command that does not read its stdin cannot
 //! stall the session or grow the agent without limit. The writer never
 //! blocks for good either: its descriptor is non-blocking and it waits in
@@ -20,8 +24,12 @@ use std::thread::{self, JoinHandle};
 
 use crate::pty;
 
-/// Input bytes waiting for the command, at most.
-pub const QUEUE_BYTES: usize = 1 << 20;
+/// Input bytes waiting for the command, at most: four windows, so a host
+/// that keeps to the window is never near it.
+pub const QUEUE_BYTES: usize = 4 * hearth_agent_proto::INPUT_WINDOW as usize;
+
+/// Told how many bytes left the queue (written or discarded).
+pub type Report = Box<dyn Fn(u64) + Send + Sync>;
 
 /// Where the input goes.
 #[derive(Debug)]
@@ -53,13 +61,19 @@ struct State {
     dropping: bool,
 }
 
-#[derive(Debug)]
 struct Shared {
     id: u64,
     state: Mutex<State>,
     changed: Condvar,
     /// Readable once closed: wakes a writer waiting in poll(2).
     wake: OwnedFd,
+    report: Report,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("id", &self.id).finish()
+    }
 }
 
 /// The exec's side of its input queue.
@@ -71,7 +85,7 @@ pub struct Input {
 impl Input {
     /// An input queue for exec `id`, before the command starts (so a
     /// failure here is the exec's start failure).
-    pub fn new(id: u64) -> io::Result<Input> {
+    pub fn new(id: u64, report: Report) -> io::Result<Input> {
         // SAFETY: eventfd(2) has no memory-safety preconditions.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
@@ -84,6 +98,7 @@ impl Input {
             state: Mutex::default(),
             changed: Condvar::new(),
             wake,
+            report,
         };
         Ok(Input {
             shared: Arc::new(shared),
@@ -98,27 +113,32 @@ impl Input {
         Ok(thread::spawn(move || shared.write_loop(sink)))
     }
 
-    /// Queues `data` for the command; never waits. Dropped (with a log
-    /// line) beyond `QUEUE_BYTES`, and ignored after the end.
+    /// Queues `data` for the command; never waits. Ignored after the end,
+    /// dropped (with a log line) beyond `QUEUE_BYTES`; either way reported
+    /// as gone, so the host's window stays open.
     pub fn push(&self, data: Vec<u8>) {
+        if data.is_empty() {
+            return;
+        }
+        let len = data.len();
         let mut st = self.shared.lock();
-        if st.ended || st.closed || data.is_empty() {
+        let taken = !st.ended && !st.closed && st.bytes + len <= QUEUE_BYTES;
+        if taken {
+            st.dropping = false;
+            st.bytes += len;
+            st.queue.push_back(data);
+            self.shared.changed.notify_all();
             return;
         }
-        if st.bytes + data.len() > QUEUE_BYTES {
-            if !st.dropping {
-                eprintln!(
-                    "hearth-agent: exec {}: input dropped (queue full)",
-                    self.shared.id
-                );
-                st.dropping = true;
-            }
-            return;
+        if !st.ended && !st.closed && !st.dropping {
+            eprintln!(
+                "hearth-agent: exec {}: input dropped (queue full)",
+                self.shared.id
+            );
+            st.dropping = true;
         }
-        st.dropping = false;
-        st.bytes += data.len();
-        st.queue.push_back(data);
-        self.shared.changed.notify_all();
+        drop(st);
+        (self.shared.report)(len as u64);
     }
 
     /// No more input: what waits is written, then the pipe is closed or
@@ -143,8 +163,11 @@ impl Shared {
         let mut st = self.lock();
         st.closed = true;
         st.queue.clear();
-        st.bytes = 0;
+        let discarded = std::mem::take(&mut st.bytes);
         drop(st);
+        if discarded > 0 {
+            (self.report)(discarded as u64);
+        }
         self.changed.notify_all();
         let one = 1u64.to_ne_bytes();
         // SAFETY: the eventfd is open and `one` is 8 readable bytes. A
@@ -179,7 +202,10 @@ impl Shared {
             let result = match self.next() {
                 Ok(Some(chunk)) => {
                     mid_line = !matches!(chunk.last(), Some(b'\n' | b'\r'));
-                    self.write_all(sink.fd(), &chunk)
+                    let written = self.write_all(sink.fd(), &chunk);
+                    // Written or, when it failed, discarded: gone either way.
+                    (self.report)(chunk.len() as u64);
+                    written
                 }
                 Ok(None) => {
                     if let Sink::Tty(master) = &sink {
@@ -300,10 +326,21 @@ mod tests {
         }
     }
 
+    /// A report that adds up what it is told.
+    fn counter() -> (Arc<std::sync::atomic::AtomicU64>, Report) {
+        let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = total.clone();
+        let report = Box::new(move |n| {
+            seen.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        });
+        (total, report)
+    }
+
     #[test]
     fn input_is_written_in_order_and_the_pipe_closed_at_the_end() {
         let (mut read, write) = pipe();
-        let input = Input::new(1).unwrap();
+        let (reported, report) = counter();
+        let input = Input::new(1, report).unwrap();
         let writer = input.start(Sink::Pipe(write)).unwrap();
         input.push(b"hello ".to_vec());
         input.push(b"world".to_vec());
@@ -313,12 +350,16 @@ mod tests {
         read.read_to_string(&mut got).unwrap();
         assert_eq!(got, "hello world");
         writer.join().unwrap();
+        // Written, and the late input discarded: all of it reported.
+        let total = reported.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(total, "hello world".len() as u64 + 4);
     }
 
     #[test]
     fn input_nobody_reads_is_bounded_and_a_close_ends_the_writer() {
         let (_read, write) = pipe();
-        let input = Input::new(2).unwrap();
+        let (reported, report) = counter();
+        let input = Input::new(2, report).unwrap();
         let writer = input.start(Sink::Pipe(write)).unwrap();
         for _ in 0..64 {
             input.push(vec![b'x'; 64 * 1024]);
@@ -329,5 +370,9 @@ mod tests {
         // still ends it.
         input.close();
         writer.join().unwrap();
+        // Written to the pipe, dropped at the bound or discarded at the
+        // close: every byte is reported, so a host's window never sticks.
+        let total = reported.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(total, 64 * 64 * 1024);
     }
 }

@@ -320,7 +320,9 @@ mod tests {
     fn recv(host: &mut UnixStream) -> GuestMessage {
         loop {
             match read_frame(host).unwrap().expect("the agent hung up") {
-                GuestMessage::Record { .. } | GuestMessage::Heartbeat { .. } => {}
+                GuestMessage::Record { .. }
+                | GuestMessage::Heartbeat { .. }
+                | GuestMessage::ExecInputWritten { .. } => {}
                 other => return other,
             }
         }

@@ -249,3 +249,33 @@ fn execs_leave_no_descriptors_or_threads_behind() {
         open_files(agent.pid())
     );
 }
+
+/// A host that keeps to the window: never more than `INPUT_WINDOW` bytes
+/// sent and not reported. Then no input is lost, however slowly the
+/// command reads: 4 MiB reach a `wc -c` that first sleeps.
+#[test]
+fn a_host_keeping_to_the_window_loses_no_input() {
+    let agent = Agent::start(&[]);
+    let mut host = agent.connect(0);
+    host.interactive(1, &["sh", "-c", "sleep 0.3; wc -c"], None);
+    let chunk = vec![b'y'; 64 * 1024];
+    let total = 64 * chunk.len() as u64;
+    let (mut sent, mut reported) = (0u64, 0u64);
+    while sent < total {
+        if sent - reported + chunk.len() as u64 <= hearth_agent_proto::INPUT_WINDOW {
+            host.input(1, &chunk);
+            sent += chunk.len() as u64;
+            continue;
+        }
+        match host.recv() {
+            GuestMessage::ExecInputWritten { id: 1, bytes } => reported += bytes,
+            GuestMessage::ExecExit { .. } => panic!("the command ended early"),
+            _ => {}
+        }
+    }
+    host.input_end(1);
+    let (out, _, end) = host.outcome(1);
+    assert_eq!(out.trim(), total.to_string());
+    assert_eq!(end, exit(1, Some(0), None));
+    assert!(!agent.log().contains("input dropped"), "{}", agent.log());
+}

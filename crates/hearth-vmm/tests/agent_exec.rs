@@ -76,7 +76,9 @@ fn recv_any(s: &mut UnixStream) -> GuestMessage {
 fn recv(s: &mut UnixStream) -> GuestMessage {
     loop {
         match recv_any(s) {
-            GuestMessage::Record { .. } | GuestMessage::Heartbeat { .. } => {}
+            GuestMessage::Record { .. }
+            | GuestMessage::Heartbeat { .. }
+            | GuestMessage::ExecInputWritten { .. } => {}
             other => return other,
         }
     }

@@ -526,6 +526,7 @@ async fn route(spec: &LinkSpec, msg: GuestMessage, pending: &mut HashMap<u64, Pe
                 let _ = tx.send(FileEvent::Error(message));
             }
         }
+        GuestMessage::ExecInputWritten { .. } => {}
         GuestMessage::Hello { .. } | GuestMessage::Record { .. } => {
             tracing::warn!(vm = %spec.vm, "ignoring an unexpected hello from the agent");
         }

@@ -1,7 +1,8 @@
 //! `hearth vm exec -i`: the exec WebSocket (`GET /v1/vms/{id}/exec/attach`)
 //! from the CLI's side. One loop owns the socket: it waits (poll) until the
-//! server sent something or [`Inputs`] queued something, prints the one
-//! and sends the other, so input keeps its order and nothing spins.
+//! server sent something, [`Inputs`] queued something or the socket takes
+//! what waits to be sent; it prints the one and sends the other, so input
+//! keeps its order, output is read while input waits, and nothing spins.
 
 use std::io::{self, Write};
 use std::net::TcpStream;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hearth_types::api::{ApiError, ExecClientMessage, ExecEvent, ExecRequest};
-use hearth_types::guest::{ExecSignal, TermSize};
+use hearth_types::guest::TermSize;
 use hearth_types::VmId;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::HandshakeError;
@@ -28,10 +29,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the command's end, how long the server has to close the socket.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// The same signal this many times ends the session on our side (the
-/// server then hangs the command up): a way out of a command that ignores
-/// what is forwarded.
-const GIVE_UP_AFTER: u32 = 3;
 
 /// How the session starts: the request and its terminal, if any.
 pub struct Start {
@@ -149,18 +146,29 @@ pub fn run_session<O: Write, E: Write>(
     printer: &mut Printer<O, E>,
 ) -> anyhow::Result<Ended> {
     let Start { request, tty, size } = start;
-    send(ws, &ExecClientMessage::Start { request, tty, size })?;
+    ws.get_ref().set_nonblocking(true)?;
     let mut session = Session {
         ws,
         printer,
         end: None,
         closed_at: None,
         sending: true,
-        signals: Repeats::default(),
+        unflushed: false,
     };
+    session.send(&ExecClientMessage::Start { request, tty, size })?;
     session.run(inputs)
 }
 
+/// The most inputs taken in one turn of the loop before the socket is
+/// read again: a peer that takes input as fast as we have it does not
+/// keep its output waiting.
+const INPUTS_PER_TURN: usize = 64;
+
+/// The session's state. The socket is non-blocking throughout: a send
+/// the socket cannot take yet stays in tungstenite's buffer
+/// (`unflushed`), and until it is written the loop takes no more input
+/// but keeps reading and printing output. A blocking send would deadlock
+/// against a server that stops reading us until we read it.
 struct Session<'a, O: Write, E: Write> {
     ws: &'a mut WebSocket<TcpStream>,
     printer: &'a mut Printer<O, E>,
@@ -170,7 +178,8 @@ struct Session<'a, O: Write, E: Write> {
     closed_at: Option<Instant>,
     /// False once the server stopped taking input.
     sending: bool,
-    signals: Repeats,
+    /// True while tungstenite holds bytes the socket would not take yet.
+    unflushed: bool,
 }
 
 impl<O: Write, E: Write> Session<'_, O, E> {
@@ -184,13 +193,29 @@ impl<O: Write, E: Write> Session<'_, O, E> {
                     return Ok(end);
                 }
             }
-            let ready = wait_readable(&[self.ws.get_ref().as_fd(), inputs.wake_fd()], wait)?;
-            if ready[1] {
-                for input in inputs.drain() {
-                    self.forward(input)?;
+            let more = self.forward_queued(inputs)?;
+            let socket_events = match self.unflushed {
+                true => libc::POLLIN | libc::POLLOUT,
+                false => libc::POLLIN,
+            };
+            let fds = [
+                (self.ws.get_ref().as_fd(), socket_events),
+                (inputs.wake_fd(), libc::POLLIN),
+            ];
+            // Inputs left over from a full turn: look, do not wait.
+            let wait = if more { Some(Duration::ZERO) } else { wait };
+            let ready = wait_for(&fds, wait)?;
+            if ready[1] != 0 {
+                // What is queued is taken by `forward_queued`, whatever rang.
+                inputs.clear_wake();
+                if let Some(why) = inputs.gave_up().filter(|_| self.end.is_none()) {
+                    anyhow::bail!(why);
                 }
             }
-            if ready[0] {
+            if ready[0] & libc::POLLOUT != 0 {
+                self.flush();
+            }
+            if ready[0] & !libc::POLLOUT != 0 {
                 if let Some(end) = self.read_available()? {
                     return Ok(end);
                 }
@@ -198,39 +223,71 @@ impl<O: Write, E: Write> Session<'_, O, E> {
         }
     }
 
-    /// Sends one input, unless the command has ended.
-    fn forward(&mut self, input: Input) -> anyhow::Result<()> {
-        if !self.sending || self.end.is_some() {
-            return Ok(());
+    /// Sends queued inputs while the socket takes them (at most
+    /// [`INPUTS_PER_TURN`]); true when more may be waiting.
+    fn forward_queued(&mut self, inputs: &Inputs) -> anyhow::Result<bool> {
+        for _ in 0..INPUTS_PER_TURN {
+            if self.unflushed || !self.sending || self.end.is_some() {
+                return Ok(false);
+            }
+            let Some(input) = inputs.next() else {
+                return Ok(false);
+            };
+            self.forward(input)?;
         }
+        Ok(true)
+    }
+
+    /// Sends one input.
+    fn forward(&mut self, input: Input) -> anyhow::Result<()> {
         let message = match input {
             Input::Stdin(bytes) => ExecClientMessage::Stdin {
                 data: STANDARD.encode(bytes),
             },
             Input::StdinEnd => ExecClientMessage::StdinEnd,
             Input::Resize(size) => ExecClientMessage::Resize { size },
-            Input::Signal(signal) => {
-                self.signals.count(signal)?;
-                ExecClientMessage::Signal { signal }
-            }
+            Input::Signal(signal) => ExecClientMessage::Signal { signal },
         };
-        if let Err(e) = send(self.ws, &message) {
-            // The server closed its side; its last frames say why.
-            tracing::debug!("the exec WebSocket took no more input: {e:#}");
-            self.sending = false;
+        self.send(&message)
+    }
+
+    /// Hands `message` to tungstenite and writes what the socket takes
+    /// now; the rest goes when it is writable.
+    fn send(&mut self, message: &ExecClientMessage) -> anyhow::Result<()> {
+        let text = serde_json::to_string(message)?;
+        match self.ws.write(Message::text(text)) {
+            // WouldBlock: the frame is buffered, the flush below retries.
+            Ok(()) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                self.stopped_taking_input(e);
+                return Ok(());
+            }
         }
+        self.flush();
         Ok(())
+    }
+
+    /// Writes what tungstenite holds, as far as the socket takes it.
+    fn flush(&mut self) {
+        match self.ws.flush() {
+            Ok(()) => self.unflushed = false,
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.unflushed = true;
+            }
+            Err(e) => self.stopped_taking_input(e),
+        }
+    }
+
+    /// The server closed its side; its last frames say why.
+    fn stopped_taking_input(&mut self, e: tungstenite::Error) {
+        tracing::debug!("the exec WebSocket took no more input: {e}");
+        self.sending = false;
+        self.unflushed = false;
     }
 
     /// Reads every frame the socket has now; the end once it is closed.
     fn read_available(&mut self) -> anyhow::Result<Option<Ended>> {
-        self.ws.get_ref().set_nonblocking(true)?;
-        let result = self.read_until_blocked();
-        self.ws.get_ref().set_nonblocking(false)?;
-        result
-    }
-
-    fn read_until_blocked(&mut self) -> anyhow::Result<Option<Ended>> {
         loop {
             let message = match self.ws.read() {
                 Ok(m) => m,
@@ -249,6 +306,8 @@ impl<O: Write, E: Write> Session<'_, O, E> {
             match message {
                 Message::Text(text) => self.event(text.as_str())?,
                 Message::Close(_) => {
+                    // Our answer to the close, if the socket takes it now:
+                    // the command has ended, nothing else is owed.
                     let _ = self.ws.flush();
                     return self.closed();
                 }
@@ -279,46 +338,25 @@ impl<O: Write, E: Write> Session<'_, O, E> {
     }
 }
 
-/// The same signal forwarded again and again: after [`GIVE_UP_AFTER`] in
-/// a row the user wants out, whatever the command does with them.
-#[derive(Default)]
-struct Repeats {
-    last: Option<ExecSignal>,
-    times: u32,
-}
-
-impl Repeats {
-    fn count(&mut self, signal: ExecSignal) -> anyhow::Result<()> {
-        if self.last == Some(signal) {
-            self.times += 1;
-        } else {
-            (self.last, self.times) = (Some(signal), 1);
-        }
-        if self.times >= GIVE_UP_AFTER {
-            let name = serde_json::to_value(signal)?;
-            let name = name.as_str().unwrap_or("a signal");
-            anyhow::bail!(
-                "got SIG{name} {GIVE_UP_AFTER} times: left the session (the command is hung up)"
-            );
-        }
-        Ok(())
-    }
-}
-
-fn send(ws: &mut WebSocket<TcpStream>, message: &ExecClientMessage) -> anyhow::Result<()> {
-    let text = serde_json::to_string(message)?;
-    ws.send(Message::text(text))?;
-    Ok(())
-}
-
 /// Waits until one of `fds` is readable (or hung up), for at most `wait`
-/// (`None`: no limit): which ones are.
+/// (`None`: no limit): which ones are. For tests of what is polled.
+#[cfg(test)]
 pub fn wait_readable(fds: &[BorrowedFd<'_>], wait: Option<Duration>) -> io::Result<Vec<bool>> {
+    let fds: Vec<_> = fds.iter().map(|fd| (*fd, libc::POLLIN)).collect();
+    Ok(wait_for(&fds, wait)?.iter().map(|r| *r != 0).collect())
+}
+
+/// Waits until one of `fds` has one of its events (or hung up, or
+/// failed), for at most `wait` (`None`: no limit): the events each has.
+fn wait_for(
+    fds: &[(BorrowedFd<'_>, libc::c_short)],
+    wait: Option<Duration>,
+) -> io::Result<Vec<libc::c_short>> {
     let mut polls: Vec<libc::pollfd> = fds
         .iter()
-        .map(|fd| libc::pollfd {
+        .map(|(fd, events)| libc::pollfd {
             fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
+            events: *events,
             revents: 0,
         })
         .collect();
@@ -335,7 +373,7 @@ pub fn wait_readable(fds: &[BorrowedFd<'_>], wait: Option<Duration>) -> io::Resu
             return Err(e);
         }
     }
-    Ok(polls.iter().map(|p| p.revents != 0).collect())
+    Ok(polls.iter().map(|p| p.revents).collect())
 }
 
 #[cfg(test)]

@@ -1,15 +1,23 @@
 //! What an interactive exec sends besides `start`: our stdin, the
 //! terminal's new sizes and the signals we receive, gathered by threads
 //! into one queue in the order they happened. The session's loop owns the
-//! WebSocket alone (a blocking tungstenite socket is not shared between
-//! threads), so each thread also writes a byte to a wake-up socket the
-//! loop polls next to the WebSocket: input goes out as soon as it exists,
-//! and nothing spins while there is none.
+//! WebSocket alone, so each thread also writes a byte to a wake-up socket
+//! the loop polls next to the WebSocket: input goes out as soon as it
+//! exists, and nothing spins while there is none.
+//!
+//! Only stdin waits for room in the queue: while the server takes no more
+//! input the loop stops taking from the queue, the queue fills and the
+//! stdin thread stops reading, so a large file piped in is held back all
+//! the way to its source, in bounded memory. Signals and resizes never
+//! wait (they are few and small): the same signal pressed again and again
+//! is counted as it arrives, so the way out ([`GIVE_UP_AFTER`]) works even
+//! while input is held back.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use hearth_types::guest::{ExecSignal, TermSize};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGWINCH};
@@ -19,9 +27,13 @@ use super::terminal;
 
 /// The most bytes of stdin one `stdin` frame carries.
 const CHUNK: usize = 32 * 1024;
-/// Chunks queued before the stdin thread waits for the loop: a fast
+/// Stdin chunks queued before the stdin thread waits for the loop: a fast
 /// producer (a large file piped in) is held back instead of buffered.
 const QUEUED: usize = 64;
+/// The same signal this many times ends the session on our side (the
+/// server then hangs the command up): a way out of a command that ignores
+/// what is forwarded, or of a server that takes no more input.
+const GIVE_UP_AFTER: u32 = 3;
 
 /// One thing to tell the server, in the order it happened.
 #[derive(Debug, PartialEq, Eq)]
@@ -34,29 +46,73 @@ pub enum Input {
 
 /// The queue of [`Input`]s and the socket that says it has some.
 pub struct Inputs {
-    rx: Receiver<Input>,
+    shared: Arc<Shared>,
     wake: UnixStream,
-    /// Kept so the queue never reports "disconnected" while the session
-    /// runs, even after stdin's thread is done.
-    _tx: Feeder,
+}
+
+/// The queue, shared by the loop and the threads that fill it.
+struct Shared {
+    state: Mutex<Queue>,
+    /// Signalled when a stdin chunk leaves the queue or the loop is gone.
+    room: Condvar,
+    wake: UnixStream,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Input>,
+    /// How many of `items` are stdin chunks.
+    chunks: usize,
+    /// Why the user wants out, once the same signal came [`GIVE_UP_AFTER`] times.
+    gave_up: Option<String>,
+    /// The loop is gone: the threads stop.
+    closed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A thread that panicked holding the lock left a queue that is
+        // still whole (each change is one push or pop).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes the loop. A full wake-up socket already says "wake up":
+    /// WouldBlock is fine.
+    fn ring(&self) {
+        let _ = (&self.wake).write(&[1]);
+    }
 }
 
 /// A thread's end of the queue.
 #[derive(Clone)]
-struct Feeder {
-    tx: SyncSender<Input>,
-    wake: std::sync::Arc<UnixStream>,
-}
+struct Feeder(Arc<Shared>);
 
 impl Feeder {
-    /// Queues `input` and wakes the loop; false once the loop is gone.
+    /// Queues `input` (a stdin chunk waits for room) and wakes the loop;
+    /// false once the loop is gone.
     fn send(&self, input: Input) -> bool {
-        if self.tx.send(input).is_err() {
+        let mut queue = self.0.lock();
+        if matches!(input, Input::Stdin(_)) {
+            while queue.chunks >= QUEUED && !queue.closed {
+                queue = self.0.room.wait(queue).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        if queue.closed {
             return false;
         }
-        // A full wake-up socket already says "wake up": WouldBlock is fine.
-        let _ = (&*self.wake).write(&[1]);
+        if matches!(input, Input::Stdin(_)) {
+            queue.chunks += 1;
+        }
+        queue.items.push_back(input);
+        drop(queue);
+        self.0.ring();
         true
+    }
+
+    /// Records that the user wants out and wakes the loop to say so.
+    fn give_up(&self, why: String) {
+        self.0.lock().gave_up = Some(why);
+        self.0.ring();
     }
 }
 
@@ -74,13 +130,13 @@ impl Inputs {
         let (wake, ring) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         ring.set_nonblocking(true)?;
-        let (tx, rx) = sync_channel(QUEUED);
-        let feeder = Feeder {
-            tx,
-            wake: std::sync::Arc::new(ring),
-        };
+        let shared = Arc::new(Shared {
+            state: Mutex::new(Queue::default()),
+            room: Condvar::new(),
+            wake: ring,
+        });
         if let Some(signals) = forwarded_signals(&forward)? {
-            let f = feeder.clone();
+            let f = Feeder(shared.clone());
             let fd = forward
                 .resize_from
                 .map(|fd| fd.try_clone_to_owned())
@@ -89,33 +145,49 @@ impl Inputs {
                 .name("exec-signals".into())
                 .spawn(move || forward_signals(signals, fd, f))?;
         }
-        let f = feeder.clone();
+        let f = Feeder(shared.clone());
         std::thread::Builder::new()
             .name("exec-stdin".into())
             .spawn(move || read_stdin(stdin, f))?;
-        Ok(Inputs {
-            rx,
-            wake,
-            _tx: feeder,
-        })
+        Ok(Inputs { shared, wake })
     }
 
-    /// The socket to poll for readability: input is queued.
+    /// The socket to poll for readability: something was queued (or the
+    /// user gave up) since [`Inputs::clear_wake`].
     pub fn wake_fd(&self) -> BorrowedFd<'_> {
         self.wake.as_fd()
     }
 
-    /// Everything queued now, oldest first, without waiting.
-    pub fn drain(&self) -> Vec<Input> {
+    /// Empties the wake-up socket. Call it before [`Inputs::next`], never
+    /// between `next` returning `None` and the wait: what is queued later
+    /// rings again.
+    pub fn clear_wake(&self) {
         let mut sink = [0u8; 256];
         while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
-        let mut out = Vec::new();
-        loop {
-            match self.rx.try_recv() {
-                Ok(input) => out.push(input),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return out,
-            }
+    }
+
+    /// The oldest input, without waiting; it makes room for stdin.
+    pub fn next(&self) -> Option<Input> {
+        let mut queue = self.shared.lock();
+        let input = queue.items.pop_front()?;
+        if matches!(input, Input::Stdin(_)) {
+            queue.chunks -= 1;
+            self.shared.room.notify_one();
         }
+        Some(input)
+    }
+
+    /// Why the user wants out (the same signal [`GIVE_UP_AFTER`] times).
+    pub fn gave_up(&self) -> Option<String> {
+        self.shared.lock().gave_up.clone()
+    }
+}
+
+impl Drop for Inputs {
+    /// Lets a stdin thread that waits for room go.
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.room.notify_all();
     }
 }
 
@@ -134,6 +206,7 @@ fn forwarded_signals(forward: &Forward<'_>) -> io::Result<Option<Signals>> {
 }
 
 fn forward_signals(mut signals: Signals, tty: Option<std::os::fd::OwnedFd>, feeder: Feeder) {
+    let mut repeats = Repeats::default();
     for sig in signals.forever() {
         let input = match sig {
             SIGINT => Input::Signal(ExecSignal::Int),
@@ -145,9 +218,41 @@ fn forward_signals(mut signals: Signals, tty: Option<std::os::fd::OwnedFd>, feed
             },
             _ => continue,
         };
+        if let Input::Signal(signal) = input {
+            if let Err(why) = repeats.count(signal) {
+                feeder.give_up(why);
+            }
+        }
         if !feeder.send(input) {
             return;
         }
+    }
+}
+
+/// The same signal received again and again: after [`GIVE_UP_AFTER`] in
+/// a row the user wants out, whatever the command does with them.
+#[derive(Default)]
+pub(super) struct Repeats {
+    last: Option<ExecSignal>,
+    times: u32,
+}
+
+impl Repeats {
+    /// Counts `signal`; the reason to leave once it came often enough.
+    pub(super) fn count(&mut self, signal: ExecSignal) -> Result<(), String> {
+        if self.last == Some(signal) {
+            self.times += 1;
+        } else {
+            (self.last, self.times) = (Some(signal), 1);
+        }
+        if self.times < GIVE_UP_AFTER {
+            return Ok(());
+        }
+        let name = serde_json::to_value(signal).ok();
+        let name = name.as_ref().and_then(|v| v.as_str()).unwrap_or("a signal");
+        Err(format!(
+            "got SIG{name} {GIVE_UP_AFTER} times: left the session (the command is hung up)"
+        ))
     }
 }
 
@@ -175,22 +280,35 @@ fn read_stdin(mut stdin: impl Read, feeder: Feeder) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
 
     use super::*;
 
-    /// Drains until `StdinEnd`, waiting on the wake-up socket's readiness
-    /// (poll), with a deadline.
-    fn collect(inputs: &Inputs) -> Vec<Input> {
+    /// Waits on the wake-up socket's readiness (poll) until `done` says
+    /// so, with a deadline; what was queued meanwhile is taken when `take`.
+    fn wait_until(
+        inputs: &Inputs,
+        take: bool,
+        mut done: impl FnMut(&[Input]) -> bool,
+    ) -> Vec<Input> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut all = Vec::new();
-        while !all.contains(&Input::StdinEnd) {
-            assert!(Instant::now() < deadline, "no end of stdin: {all:?}");
+        while !done(&all) {
+            assert!(Instant::now() < deadline, "not in time: {all:?}");
             super::super::attach::wait_readable(&[inputs.wake_fd()], Some(Duration::from_secs(1)))
                 .unwrap();
-            all.extend(inputs.drain());
+            inputs.clear_wake();
+            while let Some(input) = take.then(|| inputs.next()).flatten() {
+                all.push(input);
+            }
         }
         all
+    }
+
+    /// Everything until `StdinEnd`.
+    fn collect(inputs: &Inputs) -> Vec<Input> {
+        wait_until(inputs, true, |all| all.contains(&Input::StdinEnd))
     }
 
     #[test]
@@ -215,13 +333,7 @@ mod tests {
 
     /// The next input, waiting on the wake-up socket, with a deadline.
     fn next(inputs: &Inputs, pending: &mut Vec<Input>) -> Input {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pending.is_empty() {
-            assert!(Instant::now() < deadline, "no input");
-            super::super::attach::wait_readable(&[inputs.wake_fd()], Some(Duration::from_secs(1)))
-                .unwrap();
-            pending.extend(inputs.drain());
-        }
+        pending.extend(wait_until(inputs, true, |all| !all.is_empty()));
         pending.remove(0)
     }
 
@@ -260,6 +372,7 @@ mod tests {
         assert_eq!(unsafe { libc::raise(SIGTERM) }, 0);
         let term = Input::Signal(ExecSignal::Term);
         assert_eq!(next(&inputs, &mut pending), term);
+        assert_eq!(inputs.gave_up(), None);
     }
 
     #[test]
@@ -270,5 +383,62 @@ mod tests {
         };
         let inputs = Inputs::start(io::empty(), forward).unwrap();
         assert_eq!(collect(&inputs), [Input::StdinEnd]);
+    }
+
+    /// A stdin that never ends, counting what was read from it.
+    struct Endless(Arc<AtomicUsize>);
+
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            buf.fill(b'x');
+            self.0.fetch_add(buf.len(), Ordering::SeqCst);
+            Ok(buf.len())
+        }
+    }
+
+    /// Nothing taken from the queue (the server takes no input): stdin is
+    /// read no further than the queue holds, and signals still arrive, in
+    /// order after the stdin queued before them, and three SIGINTs in a
+    /// row say the user wants out.
+    #[test]
+    fn a_full_queue_holds_stdin_back_but_not_signals() {
+        let read = Arc::new(AtomicUsize::new(0));
+        let forward = Forward {
+            signals: true,
+            resize_from: None,
+        };
+        let inputs = Inputs::start(Endless(read.clone()), forward).unwrap();
+        wait_until(&inputs, false, |_| inputs.shared.lock().chunks == QUEUED);
+        for n in 1..=GIVE_UP_AFTER as usize {
+            // SAFETY: raise only sends a signal to this process, whose
+            // handler signal-hook installed above.
+            assert_eq!(unsafe { libc::raise(SIGINT) }, 0);
+            // One at a time: signals not yet handled are merged.
+            wait_until(&inputs, false, |_| {
+                inputs.shared.lock().items.len() == QUEUED + n
+            });
+        }
+        wait_until(&inputs, false, |_| inputs.gave_up().is_some());
+        let why = inputs.gave_up().unwrap();
+        assert!(why.starts_with("got SIGINT 3 times"), "{why}");
+        let read = read.load(Ordering::SeqCst);
+        assert!(read <= (QUEUED + 1) * CHUNK, "read {read} bytes of stdin");
+        let first: Vec<Input> = std::iter::from_fn(|| inputs.next())
+            .take(QUEUED + 1)
+            .collect();
+        assert!(first[..QUEUED].iter().all(|i| matches!(i, Input::Stdin(_))));
+        assert_eq!(first[QUEUED], Input::Signal(ExecSignal::Int));
+    }
+
+    #[test]
+    fn the_same_signal_three_times_in_a_row_gives_up() {
+        let mut repeats = Repeats::default();
+        repeats.count(ExecSignal::Int).unwrap();
+        repeats.count(ExecSignal::Int).unwrap();
+        repeats.count(ExecSignal::Term).unwrap();
+        repeats.count(ExecSignal::Int).unwrap();
+        repeats.count(ExecSignal::Int).unwrap();
+        let err = repeats.count(ExecSignal::Int).unwrap_err();
+        assert!(err.starts_with("got SIGINT 3 times"), "{err}");
     }
 }

@@ -219,13 +219,16 @@ async fn first_frame(
 }
 
 /// Output to the client and the client's frames to the program until
-/// either ends. `None`: the client left.
+/// either ends. `None`: the client left. While the program is behind on
+/// its input (the host holds a full limit of it), no client frame is
+/// read: TCP backpressure slows the client down, and output still flows.
 async fn relay(
     socket: &mut WebSocket,
     exec: &mut AttachedExec,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Ending> {
     loop {
+        let (room, input_room) = (exec.has_input_room(), exec.input_room());
         tokio::select! {
             event = exec.next() => {
                 let event = match event {
@@ -242,7 +245,8 @@ async fn relay(
                     return None;
                 }
             }
-            frame = socket.recv() => match client_frame(frame) {
+            () = input_room, if !room => {}
+            frame = socket.recv(), if room => match client_frame(frame) {
                 Frame::Message(msg) => {
                     if let Err(ending) = forward(exec, msg) {
                         return Some(ending);

@@ -473,6 +473,59 @@ fn exited(code: Option<i32>, signal: Option<i32>) -> ExecEventLine {
     }
 }
 
+/// 4 MiB written to `cat` as fast as the socket takes them while its
+/// output is read: every byte comes back (input flow control loses
+/// nothing) and neither side waits for the other for good.
+async fn large_input_both_ways(api: &Api, alice: &str, id: &str) {
+    let ws = attach(api, alice, id).await.unwrap();
+    let (mut tx, mut rx) = ws.split();
+    let text = |m: &ExecClientMessage| Message::text(serde_json::to_string(m).unwrap());
+    tx.send(text(&start(&["cat"], false, None))).await.unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        for chunk in sent.chunks(192 * 1024) {
+            tx.send(text(&stdin(chunk))).await.unwrap();
+        }
+        tx.send(text(&ExecClientMessage::StdinEnd)).await.unwrap();
+        tx
+    });
+    let mut out = Vec::new();
+    let read = async {
+        while let Some(frame) = rx.next().await {
+            let Message::Text(t) = frame.unwrap() else {
+                continue;
+            };
+            match serde_json::from_str(t.as_str()).unwrap() {
+                ExecEventLine::Output { data, .. } => {
+                    out.extend(hearth_agent_proto::decode_data(&data).unwrap())
+                }
+                last => return last,
+            }
+        }
+        panic!("closed before the end")
+    };
+    let last = tokio::time::timeout(Duration::from_secs(120), read)
+        .await
+        .unwrap_or_else(|_| panic!("stuck after {} of {} bytes back", out.len(), data.len()));
+    assert_eq!(last, exited(Some(0), None));
+    assert!(
+        out == data,
+        "cat gave back {} of {} bytes",
+        out.len(),
+        data.len()
+    );
+    let _ = writer.await;
+}
+
 /// The exec WebSocket on the test's VM: input, terminal sizes, signals, a
 /// client that drops, and the refusals.
 async fn attach_checks(api: &Api, alice: &str, bob: &str, id: &str) {
@@ -496,6 +549,8 @@ async fn attach_checks(api: &Api, alice: &str, bob: &str, id: &str) {
     );
     assert_eq!(last, exited(Some(0), None));
     assert_eq!(close, Some(CloseCode::Normal));
+
+    large_input_both_ways(api, alice, id).await;
 
     // A frame above 1 MiB: an error frame naming the bound, then 1009.
     let mut ws = attach(api, alice, id).await.unwrap();

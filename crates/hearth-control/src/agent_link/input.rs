@@ -10,6 +10,7 @@ use std::time::Duration;
 use hearth_types::guest::TermSize;
 use tokio::sync::{mpsc, watch};
 
+use super::input_flow::Gauge;
 use super::{ExecEvent, Request};
 
 /// The first protocol version that carries exec input, sizes and signals.
@@ -18,6 +19,10 @@ pub const INTERACTIVE_PROTOCOL: u32 = 3;
 /// Raw bytes per `exec_input` message: far below a frame's limit once in
 /// base64, however much one [`ExecInput::send`] carries.
 pub(super) const INPUT_CHUNK: usize = 64 * 1024;
+/// Input held on the host for one exec (sent, not yet passed to the agent
+/// because the command is behind) above which [`ExecInput::has_room`] says
+/// no: a feeder that waits for room keeps the host's memory bounded.
+pub const HELD_INPUT_LIMIT: usize = 1 << 20;
 
 /// One command for the agent.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -78,6 +83,8 @@ pub struct ExecInput {
     pub(super) requests: mpsc::UnboundedSender<Request>,
     /// The connected agent's protocol, `None` while none is connected.
     pub(super) protocol: watch::Receiver<Option<u32>>,
+    /// Input bytes held on the host (see `input_flow`).
+    pub(super) held: Gauge,
 }
 
 impl ExecInput {
@@ -86,9 +93,30 @@ impl ExecInput {
         self.id
     }
 
-    /// Bytes for its stdin (its terminal, with `tty`).
+    /// Bytes for its stdin (its terminal, with `tty`). Never waits: the
+    /// link holds what the command has not taken yet; a feeder that must
+    /// bound that waits for [`ExecInput::room`] between sends.
     pub fn send(&self, bytes: Vec<u8>) -> Result<(), LinkError> {
-        self.push(Input::Data(bytes))
+        let len = bytes.len();
+        self.held.send_modify(|held| *held += len);
+        let sent = self.push(Input::Data(bytes));
+        if sent.is_err() {
+            self.held
+                .send_modify(|held| *held = held.saturating_sub(len));
+        }
+        sent
+    }
+
+    /// Whether less than [`HELD_INPUT_LIMIT`] of its input is held.
+    pub fn has_room(&self) -> bool {
+        *self.held.borrow() < HELD_INPUT_LIMIT
+    }
+
+    /// Resolves once [`ExecInput::has_room`] (the command took input, or
+    /// the exec ended and its input was dropped).
+    pub async fn room(&self) {
+        let mut held = self.held.subscribe();
+        let _ = held.wait_for(|h| *h < HELD_INPUT_LIMIT).await;
     }
 
     /// No more input: the pipe is closed; on a terminal, end-of-file typed.

@@ -12,6 +12,7 @@
 //! content.
 
 mod input;
+mod input_flow;
 mod records;
 mod session;
 mod wire;
@@ -28,7 +29,10 @@ use hearth_vmm::AgentEndpoint;
 use tokio::sync::{mpsc, watch};
 
 use self::input::Input;
-pub use self::input::{Exec, ExecInput, ExecSpec, LinkError, INTERACTIVE_PROTOCOL};
+pub use self::input::{
+    Exec, ExecInput, ExecSpec, LinkError, HELD_INPUT_LIMIT, INTERACTIVE_PROTOCOL,
+};
+use self::input_flow::Gauge;
 
 /// What a link tells its owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +88,8 @@ pub(crate) enum Request {
         id: u64,
         spec: ExecSpec,
         events: mpsc::UnboundedSender<ExecEvent>,
+        /// Its input held on the host, shared with its `ExecInput`.
+        held: Gauge,
     },
     /// For the exec `id`, sent after it.
     Input { id: u64, input: Input },
@@ -178,12 +184,19 @@ impl LinkHandle {
         }
         let (events, rx) = mpsc::unbounded_channel();
         let id = self.new_id();
-        let request = Request::Exec { id, spec, events };
+        let held: Gauge = Arc::new(watch::channel(0).0);
+        let request = Request::Exec {
+            id,
+            spec,
+            events,
+            held: held.clone(),
+        };
         self.requests.send(request).map_err(|_| LinkError::Ended)?;
         let input = ExecInput {
             id,
             requests: self.requests.clone(),
             protocol: self.connected.clone(),
+            held,
         };
         Ok(Exec { events: rx, input })
     }

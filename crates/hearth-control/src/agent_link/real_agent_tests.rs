@@ -323,3 +323,29 @@ async fn the_real_agent_takes_input_sizes_and_signals() {
     let (out, _) = run_out(&mut echo).await;
     assert_eq!(out, b"hi there\n");
 }
+
+/// Flow control with the real agent: 4 MiB sent at once to a command that
+/// reads only after a pause all reach it (the agent's own queue holds 1
+/// MiB), and while it pauses the link holds the rest, not the agent.
+#[tokio::test]
+async fn the_real_agent_gets_all_of_a_large_input_sent_at_once() {
+    let Some(agent) = real_agent(GuestConfig::default()).await else {
+        return;
+    };
+    let link = &agent.link;
+    assert!(link.wait_connected(Duration::from_secs(20)).await);
+    let mut wc = link
+        .start_exec(spec(&["sh", "-c", "sleep 1; wc -c"]))
+        .unwrap();
+    let total = 4 << 20;
+    wc.input.send(vec![b'z'; total]).unwrap();
+    wc.input.end().unwrap();
+    assert!(!wc.input.has_room(), "the link should hold most of it");
+    let (out, last) = run_out(&mut wc).await;
+    assert_eq!(String::from_utf8_lossy(&out).trim(), total.to_string());
+    assert!(
+        matches!(last, ExecEvent::Exit { code: Some(0), .. }),
+        "{last:?}"
+    );
+    assert!(wc.input.has_room(), "nothing is held once it ended");
+}

@@ -14,7 +14,8 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::input::{Input, INPUT_CHUNK, INTERACTIVE_PROTOCOL};
+use super::input::{Input, INTERACTIVE_PROTOCOL};
+use super::input_flow::{InputFlow, Outgoing};
 use super::records::{to_row, Clock};
 use super::{wire, ExecEvent, ExecSpec, FileEvent, LinkError, LinkSpec, Notice, Request};
 
@@ -39,6 +40,8 @@ const WRITE_WINDOW: Duration = Duration::from_secs(30);
 const BATCH: usize = 512;
 /// Raw bytes per `file_chunk` (base64 keeps it far below a frame's limit).
 const CHUNK: usize = 256 * 1024;
+/// SIGHUP: the client of an exec is gone; its held input goes nowhere.
+const HANG_UP: i32 = 1;
 
 /// Why a connection ended.
 enum End {
@@ -231,14 +234,20 @@ async fn greet(spec: &LinkSpec, hello_window: Duration) -> Result<Connection, Gr
 
 /// A request in flight, by id.
 enum Pending {
-    Exec(mpsc::UnboundedSender<ExecEvent>),
+    Exec(RunningExec),
     File(mpsc::UnboundedSender<FileEvent>),
+}
+
+/// An exec the agent runs: where its events go, and its input's flow.
+struct RunningExec {
+    events: mpsc::UnboundedSender<ExecEvent>,
+    input: InputFlow,
 }
 
 impl Pending {
     fn lost(self) {
         match self {
-            Pending::Exec(tx) => drop(tx.send(ExecEvent::Lost)),
+            Pending::Exec(exec) => drop(exec.events.send(ExecEvent::Lost)),
             Pending::File(tx) => drop(tx.send(FileEvent::Lost)),
         }
     }
@@ -295,6 +304,14 @@ impl Connection {
         while let Some(msg) = next.take() {
             match msg {
                 Ok(GuestMessage::Record { seq, record }) => batch.push((seq, record)),
+                Ok(GuestMessage::ExecInputWritten { id, bytes }) => {
+                    if let Some(Pending::Exec(exec)) = pending.get_mut(&id) {
+                        exec.input.written(bytes);
+                    }
+                    self.flush_input(id, pending)
+                        .await
+                        .map_err(|e| error_chain(&e))?;
+                }
                 Ok(other) => route(spec, other, pending).await,
                 Err(e) => {
                     broken = Some(error_chain(&e));
@@ -352,14 +369,19 @@ impl Connection {
         pending: &mut HashMap<u64, Pending>,
     ) -> Result<(), FrameError> {
         match request {
-            Request::Exec { id, spec, events } => self.exec(id, spec, events, pending).await,
-            Request::Input { id, input } => {
-                if !matches!(pending.get(&id), Some(Pending::Exec(_))) {
-                    // Ended, or ran on a connection that dropped.
-                    return Ok(());
-                }
-                self.input(id, input).await
+            Request::Exec {
+                id,
+                spec,
+                events,
+                held,
+            } => {
+                let exec = RunningExec {
+                    events,
+                    input: InputFlow::new(held),
+                };
+                self.exec(id, spec, exec, pending).await
             }
+            Request::Input { id, input } => self.input(id, input, pending).await,
             Request::ReadFile {
                 id,
                 path,
@@ -393,17 +415,17 @@ impl Connection {
         &mut self,
         id: u64,
         spec: ExecSpec,
-        events: mpsc::UnboundedSender<ExecEvent>,
+        exec: RunningExec,
         pending: &mut HashMap<u64, Pending>,
     ) -> Result<(), FrameError> {
         if spec.interactive() && self.protocol < INTERACTIVE_PROTOCOL {
             let why = LinkError::AgentTooOld {
                 protocol: self.protocol,
             };
-            let _ = events.send(ExecEvent::Error(why.to_string()));
+            let _ = exec.events.send(ExecEvent::Error(why.to_string()));
             return Ok(());
         }
-        pending.insert(id, Pending::Exec(events));
+        pending.insert(id, Pending::Exec(exec));
         let timeout_ms = spec
             .timeout
             .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
@@ -419,10 +441,21 @@ impl Connection {
         .await
     }
 
-    /// Input for the running exec `id`, in chunks a frame holds. A
+    /// Input for the running exec `id`: data and its end go through the
+    /// exec's flow (at most the window unreported by the agent); resizes
+    /// and signals go at once, ahead of data still held. Input for an exec
+    /// that ended, or ran on a connection that dropped, is dropped. A
     /// protocol 2 agent gets none (the handle refuses it before; this is
     /// for a reconnect to an older agent in between).
-    async fn input(&mut self, id: u64, input: Input) -> Result<(), FrameError> {
+    async fn input(
+        &mut self,
+        id: u64,
+        input: Input,
+        pending: &mut HashMap<u64, Pending>,
+    ) -> Result<(), FrameError> {
+        let Some(Pending::Exec(exec)) = pending.get_mut(&id) else {
+            return Ok(());
+        };
         if self.protocol < INTERACTIVE_PROTOCOL {
             tracing::warn!(
                 exec = id,
@@ -432,16 +465,38 @@ impl Connection {
             return Ok(());
         }
         match input {
-            Input::Data(bytes) => {
-                for chunk in bytes.chunks(INPUT_CHUNK) {
-                    let data = encode_data(chunk);
-                    self.send(&HostMessage::ExecInput { id, data }).await?;
+            Input::Data(bytes) => exec.input.push(&bytes),
+            Input::End => exec.input.end(),
+            Input::Resize(size) => return self.send(&HostMessage::ExecResize { id, size }).await,
+            Input::Signal(signal) => {
+                if signal == HANG_UP {
+                    exec.input.hang_up();
                 }
-                Ok(())
+                return self.send(&HostMessage::ExecSignal { id, signal }).await;
             }
-            Input::End => self.send(&HostMessage::ExecInputEnd { id }).await,
-            Input::Resize(size) => self.send(&HostMessage::ExecResize { id, size }).await,
-            Input::Signal(signal) => self.send(&HostMessage::ExecSignal { id, signal }).await,
+        }
+        self.flush_input(id, pending).await
+    }
+
+    /// Sends what exec `id`'s window allows of its held input.
+    async fn flush_input(
+        &mut self,
+        id: u64,
+        pending: &mut HashMap<u64, Pending>,
+    ) -> Result<(), FrameError> {
+        loop {
+            let Some(Pending::Exec(exec)) = pending.get_mut(&id) else {
+                return Ok(());
+            };
+            let msg = match exec.input.next() {
+                Some(Outgoing::Data(chunk)) => HostMessage::ExecInput {
+                    id,
+                    data: encode_data(&chunk),
+                },
+                Some(Outgoing::End) => HostMessage::ExecInputEnd { id },
+                None => return Ok(()),
+            };
+            self.send(&msg).await?;
         }
     }
 
@@ -480,12 +535,12 @@ async fn route(spec: &LinkSpec, msg: GuestMessage, pending: &mut HashMap<u64, Pe
             }
         }
         GuestMessage::ExecOutput { id, stream, data } => {
-            if let Some(Pending::Exec(tx)) = pending.get(&id) {
+            if let Some(Pending::Exec(exec)) = pending.get(&id) {
                 let event = match decode_data(&data) {
                     Ok(bytes) => ExecEvent::Output(stream, bytes),
                     Err(_) => ExecEvent::Error("the agent sent output that is not base64".into()),
                 };
-                let _ = tx.send(event);
+                let _ = exec.events.send(event);
             }
         }
         GuestMessage::ExecExit {
@@ -494,8 +549,8 @@ async fn route(spec: &LinkSpec, msg: GuestMessage, pending: &mut HashMap<u64, Pe
             signal,
             timed_out,
         } => {
-            if let Some(Pending::Exec(tx)) = pending.remove(&id) {
-                let _ = tx.send(ExecEvent::Exit {
+            if let Some(Pending::Exec(exec)) = pending.remove(&id) {
+                let _ = exec.events.send(ExecEvent::Exit {
                     code,
                     signal,
                     timed_out,
@@ -503,8 +558,8 @@ async fn route(spec: &LinkSpec, msg: GuestMessage, pending: &mut HashMap<u64, Pe
             }
         }
         GuestMessage::ExecError { id, message } => {
-            if let Some(Pending::Exec(tx)) = pending.remove(&id) {
-                let _ = tx.send(ExecEvent::Error(message));
+            if let Some(Pending::Exec(exec)) = pending.remove(&id) {
+                let _ = exec.events.send(ExecEvent::Error(message));
             }
         }
         GuestMessage::FileChunk { id, data } => {
@@ -526,6 +581,7 @@ async fn route(spec: &LinkSpec, msg: GuestMessage, pending: &mut HashMap<u64, Pe
                 let _ = tx.send(FileEvent::Error(message));
             }
         }
+        // Taken in `take_messages`, which can send what it lets through.
         GuestMessage::ExecInputWritten { .. } => {}
         GuestMessage::Hello { .. } | GuestMessage::Record { .. } => {
             tracing::warn!(vm = %spec.vm, "ignoring an unexpected hello from the agent");

@@ -100,9 +100,23 @@ impl AttachedExec {
         self.stream.next().await
     }
 
-    /// Bytes for its stdin (its terminal, with `tty`).
+    /// Bytes for its stdin (its terminal, with `tty`). Never waits; a
+    /// feeder reads no more from its client until [`AttachedExec::input_room`].
     pub fn stdin(&self, bytes: Vec<u8>) -> Result<(), ExecError> {
         self.input.send(bytes).map_err(|e| self.link_error(e))
+    }
+
+    /// Whether the command is keeping up with its input: false while the
+    /// host holds a full `HELD_INPUT_LIMIT` of it, not yet taken.
+    pub fn has_input_room(&self) -> bool {
+        self.input.has_room()
+    }
+
+    /// Resolves once [`AttachedExec::has_input_room`]; owns what it needs,
+    /// so it can wait beside [`AttachedExec::next`].
+    pub fn input_room(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let input = self.input.clone();
+        async move { input.room().await }
     }
 
     /// No more input.

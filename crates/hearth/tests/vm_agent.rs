@@ -218,6 +218,7 @@ fn vm_exec_streams_and_cp_moves_files_both_ways_checked() {
         "{}",
         text(&out)
     );
+    large_stdin_goes_through_whole(&mut host, &id);
     sigint_is_forwarded_without_a_terminal(&mut host, &id);
     exec_on_a_local_terminal(&mut host, &id);
 
@@ -264,6 +265,32 @@ fn vm_exec_streams_and_cp_moves_files_both_ways_checked() {
     destroy(&mut host, &id);
 }
 
+/// 4 MiB of random bytes piped through `cat` come back identical, and
+/// into `sha256sum` give our digest: input the guest takes slower than we
+/// send it is held back, never dropped, and output is read meanwhile.
+fn large_stdin_goes_through_whole(host: &mut Host, id: &str) {
+    use std::io::Read;
+    let mut data = vec![0u8; 4 << 20];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut data)
+        .unwrap();
+    let ours = hex_sha256(&data);
+    let out = exec_with_stdin(host, &["-i", id, "--", "cat"], &data);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), data.len(), "cat's output length");
+    assert_eq!(hex_sha256(&out.stdout), ours, "cat's output differs");
+    let out = exec_with_stdin(host, &["-i", id, "--", "sha256sum"], &data);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let digest = String::from_utf8_lossy(&out.stdout);
+    assert!(digest.starts_with(&ours), "{ours} != {digest}");
+}
+
 /// `hearth vm exec ARGS` with `stdin` piped into it, to its end.
 fn exec_with_stdin(host: &mut Host, args: &[&str], stdin: &[u8]) -> std::process::Output {
     use std::io::Write;
@@ -275,9 +302,15 @@ fn exec_with_stdin(host: &mut Host, args: &[&str], stdin: &[u8]) -> std::process
         .spawn()
         .expect("hearth runs");
     let mut pipe = child.stdin.take().expect("stdin piped");
-    pipe.write_all(stdin).unwrap();
-    drop(pipe);
-    child.wait_with_output().unwrap()
+    // Fed from a thread while the output is read: a large input echoed
+    // back would otherwise fill both pipes and stop us and hearth alike.
+    let stdin = stdin.to_vec();
+    let feed = std::thread::spawn(move || pipe.write_all(&stdin));
+    let out = child.wait_with_output().unwrap();
+    feed.join()
+        .unwrap()
+        .expect("hearth read its stdin to the end");
+    out
 }
 
 /// `hearth vm exec ARGS`, not yet run, as admin against the host's server.

@@ -449,3 +449,47 @@ fn a_large_stdin_echoed_by_a_peer_that_reads_in_bursts_never_deadlocks() {
     assert_eq!(out.len(), data.len());
     assert!(out == data, "the echo differs from the input");
 }
+
+/// A server that takes no input at all (its command never reads): our
+/// sends wait, stdin is held back, and SIGINT pressed three times still
+/// leaves the session, naming why. A blocking send never got to count.
+#[test]
+fn three_sigints_leave_a_session_whose_input_waits() {
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (port, server) = peer(move |ws| {
+        small_buffers(ws.get_ref().as_fd());
+        let _start = next(ws);
+        // Reads nothing more until the client is done.
+        let _ = released.recv();
+    });
+    let mut ws = connect(&api(port), &id()).unwrap();
+    small_buffers(ws.get_ref().as_fd());
+    let (mut writer, stdin) = UnixStream::pair().unwrap();
+    std::thread::spawn(move || while writer.write_all(&[b'y'; 65536]).is_ok() {});
+    let forward = Forward {
+        signals: true,
+        resize_from: None,
+    };
+    let inputs = Inputs::start(stdin, forward).unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let ended = run_session(&mut ws, start(&["sleep", "60"]), &inputs, &mut captured());
+        let _ = done.send(ended.map_err(|e| format!("{e:#}")));
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ended = loop {
+        assert!(Instant::now() < deadline, "the session did not end");
+        // SAFETY: raise sends a signal to this process only; signal-hook
+        // handles it (Inputs::start registered it). Signals not handled
+        // yet merge, so one each time the session has not ended.
+        assert_eq!(unsafe { libc::raise(libc::SIGINT) }, 0);
+        match finished.recv_timeout(Duration::from_millis(100)) {
+            Ok(ended) => break ended,
+            Err(_) => continue,
+        }
+    };
+    release.send(()).unwrap();
+    server.join().unwrap();
+    let err = ended.unwrap_err();
+    assert!(err.starts_with("got SIGINT 3 times"), "{err}");
+}

@@ -3,20 +3,27 @@
 //! checks), on one real VM (`minimal`, QEMU, TCG here). The link is the
 //! one persistent channel the controller keeps per VM, so the difference
 //! is what the API, the controller and JSON add. Goal: ratio at most 1.2.
+//! Then the same for interactive input: a line typed into `cat` and its
+//! echo, through the exec WebSocket against the link's own exec input.
 //!
 //! `cargo bench -p hearth-server --bench exec_latency` (RUNS, default 30).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hearth_control::agent_link::{ExecEvent, FileEvent, LinkHandle};
+use futures_util::{SinkExt, StreamExt};
+use hearth_control::agent_link::{ExecEvent, ExecSpec, FileEvent, LinkHandle};
 use hearth_control::controller::{Controller, ControllerConfig};
 use hearth_guestkit::image::ImageName;
 use hearth_guestkit::DataDir;
 use hearth_server::{mint_token, ServerConfig};
 use hearth_store::SqliteStore;
-use hearth_types::api::{ExecResult, Vm};
-use hearth_types::VmState;
+use hearth_types::api::{
+    ExecClientMessage, ExecEvent as ExecEventLine, ExecRequest, ExecResult, Vm,
+};
+use hearth_types::{VmId, VmState};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
 
 fn main() {
     let Some(agent) = hearth_testkit::static_agent() else {
@@ -148,6 +155,7 @@ async fn bench(runs: usize) {
         "agent echo without a process (read of the 1-line /etc/hostname), median of {runs}: {e:.2?}; exec through the API / echo: {:.2}",
         a.as_secs_f64() / e.as_secs_f64()
     );
+    keystrokes(&base, &token, &vm.id, &link, runs).await;
     ctl.destroy(
         &hearth_control::controller::Scope {
             tenant: "bench".parse().unwrap(),
@@ -157,6 +165,92 @@ async fn bench(runs: usize) {
     )
     .await
     .ok();
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A line typed into a running `cat` until its echo is back, alternating
+/// between the exec WebSocket (HTTP upgrade done once; the server, the
+/// controller, the link) and the open link's own exec input.
+async fn keystrokes(base: &str, token: &str, vm: &VmId, link: &LinkHandle, runs: usize) {
+    let url = format!("{base}/v1/vms/{vm}/exec/attach").replacen("http://", "ws://", 1);
+    let mut request = url.into_client_request().unwrap();
+    let auth = format!("Bearer {token}").parse().unwrap();
+    request.headers_mut().insert("authorization", auth);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+        .await
+        .expect("the exec WebSocket");
+    let start = ExecClientMessage::Start {
+        request: ExecRequest {
+            argv: vec!["cat".into()],
+            timeout_secs: Some(600),
+            env: vec![],
+        },
+        tty: false,
+        size: None,
+    };
+    send(&mut ws, &start).await;
+    let spec = ExecSpec {
+        argv: vec!["cat".into()],
+        stdin: true,
+        timeout: Some(Duration::from_secs(600)),
+        ..ExecSpec::default()
+    };
+    let mut bare = link.start_exec(spec).expect("the link takes the exec");
+    let (mut via_ws, mut via_link) = (Vec::new(), Vec::new());
+    for n in 0..runs {
+        let line = format!("key{n}\n");
+        let t = Instant::now();
+        let data = hearth_agent_proto::encode_data(line.as_bytes());
+        send(&mut ws, &ExecClientMessage::Stdin { data }).await;
+        ws_echo(&mut ws, &line).await;
+        via_ws.push(t.elapsed());
+        let t = Instant::now();
+        bare.input.send(line.clone().into_bytes()).unwrap();
+        link_echo(&mut bare.events, &line).await;
+        via_link.push(t.elapsed());
+    }
+    send(&mut ws, &ExecClientMessage::StdinEnd).await;
+    bare.input.end().unwrap();
+    let (w, l) = (median(via_ws), median(via_link));
+    println!(
+        "a line typed into cat and echoed, median of {runs} alternating: through the exec WebSocket {w:.2?}, on the open link {l:.2?}, ratio {:.2}",
+        w.as_secs_f64() / l.as_secs_f64()
+    );
+}
+
+async fn send(ws: &mut Ws, msg: &ExecClientMessage) {
+    let text = serde_json::to_string(msg).unwrap();
+    ws.send(Message::text(text))
+        .await
+        .expect("the frame is sent");
+}
+
+/// Output frames until `line` came back.
+async fn ws_echo(ws: &mut Ws, line: &str) {
+    let mut out = Vec::new();
+    while !String::from_utf8_lossy(&out).contains(line) {
+        let frame = ws.next().await.expect("a frame").expect("a good frame");
+        let Message::Text(text) = frame else { continue };
+        match serde_json::from_str(text.as_str()).unwrap() {
+            ExecEventLine::Output { data, .. } => {
+                out.extend(hearth_agent_proto::decode_data(&data).unwrap())
+            }
+            other => panic!("cat ended: {other:?}"),
+        }
+    }
+}
+
+/// Output events until `line` came back.
+async fn link_echo(events: &mut tokio::sync::mpsc::UnboundedReceiver<ExecEvent>, line: &str) {
+    let mut out = Vec::new();
+    while !String::from_utf8_lossy(&out).contains(line) {
+        match events.recv().await.expect("an event") {
+            ExecEvent::Output(_, bytes) => out.extend(bytes),
+            other => panic!("cat ended: {other:?}"),
+        }
+    }
 }
 
 /// A round trip the agent answers itself, starting no process: the

@@ -194,6 +194,7 @@ impl<O: Write, E: Write> Session<'_, O, E> {
                 }
             }
             let more = self.forward_queued(inputs)?;
+            self.leave_if_asked_while_held_back(inputs)?;
             let socket_events = match self.unflushed {
                 true => libc::POLLIN | libc::POLLOUT,
                 false => libc::POLLIN,
@@ -236,6 +237,24 @@ impl<O: Write, E: Write> Session<'_, O, E> {
             self.forward(input)?;
         }
         Ok(true)
+    }
+
+    /// A SIGTERM or SIGHUP to us while the socket takes no more input
+    /// waits behind input the server may never read (its command does not
+    /// read stdin): rather than ignore it, we leave, and the server hangs
+    /// the command up. `timeout hearth vm exec -i ...` ends on time.
+    fn leave_if_asked_while_held_back(&self, inputs: &Inputs) -> anyhow::Result<()> {
+        if !self.unflushed || self.end.is_some() {
+            return Ok(());
+        }
+        let Some(signal) = inputs.ending_signal() else {
+            return Ok(());
+        };
+        let name = serde_json::to_value(signal)?;
+        let name = name.as_str().unwrap_or("a signal");
+        anyhow::bail!(
+            "got SIG{name} while the server took no more input: left the session (the command is hung up)"
+        )
     }
 
     /// Sends one input.

@@ -177,6 +177,19 @@ impl Inputs {
         Some(input)
     }
 
+    /// A SIGTERM or SIGHUP queued and not yet sent: one that asks us to
+    /// end, which cannot wait behind input the server does not take.
+    pub fn ending_signal(&self) -> Option<ExecSignal> {
+        self.shared
+            .lock()
+            .items
+            .iter()
+            .find_map(|input| match input {
+                Input::Signal(s @ (ExecSignal::Term | ExecSignal::Hup)) => Some(*s),
+                _ => None,
+            })
+    }
+
     /// Why the user wants out (the same signal [`GIVE_UP_AFTER`] times).
     pub fn gave_up(&self) -> Option<String> {
         self.shared.lock().gave_up.clone()

@@ -450,11 +450,11 @@ fn a_large_stdin_echoed_by_a_peer_that_reads_in_bursts_never_deadlocks() {
     assert!(out == data, "the echo differs from the input");
 }
 
-/// A server that takes no input at all (its command never reads): our
-/// sends wait, stdin is held back, and SIGINT pressed three times still
-/// leaves the session, naming why. A blocking send never got to count.
-#[test]
-fn three_sigints_leave_a_session_whose_input_waits() {
+/// A session against a server that takes no input at all (its command
+/// never reads) while stdin never ends: our sends wait and stdin is held
+/// back. `signal` is raised (a real one, to this process) each 100 ms
+/// until the session ends, within a deadline: how it ended.
+fn held_back_session_signalled(signal: libc::c_int) -> Result<Ended, String> {
     let (release, released) = std::sync::mpsc::channel::<()>();
     let (port, server) = peer(move |ws| {
         small_buffers(ws.get_ref().as_fd());
@@ -482,7 +482,7 @@ fn three_sigints_leave_a_session_whose_input_waits() {
         // SAFETY: raise sends a signal to this process only; signal-hook
         // handles it (Inputs::start registered it). Signals not handled
         // yet merge, so one each time the session has not ended.
-        assert_eq!(unsafe { libc::raise(libc::SIGINT) }, 0);
+        assert_eq!(unsafe { libc::raise(signal) }, 0);
         match finished.recv_timeout(Duration::from_millis(100)) {
             Ok(ended) => break ended,
             Err(_) => continue,
@@ -490,6 +490,24 @@ fn three_sigints_leave_a_session_whose_input_waits() {
     };
     release.send(()).unwrap();
     server.join().unwrap();
-    let err = ended.unwrap_err();
+    ended
+}
+
+/// SIGINT three times still leaves a session whose input waits, naming
+/// why. A blocking send never got to count.
+#[test]
+fn three_sigints_leave_a_session_whose_input_waits() {
+    let err = held_back_session_signalled(libc::SIGINT).unwrap_err();
     assert!(err.starts_with("got SIGINT 3 times"), "{err}");
+}
+
+/// One SIGTERM (what `timeout` sends) cannot be forwarded behind input
+/// the server does not take: the session ends at once, saying so.
+#[test]
+fn one_sigterm_leaves_a_session_whose_input_waits() {
+    let err = held_back_session_signalled(libc::SIGTERM).unwrap_err();
+    assert!(
+        err.starts_with("got SIGTERM while the server took no more input"),
+        "{err}"
+    );
 }

@@ -38,6 +38,11 @@ pub(crate) const MAX_CLIENT_FRAME: usize = 1 << 20;
 const MAX_READ_FRAME: usize = 4 * MAX_CLIENT_FRAME;
 /// How long the server waits for the client's answer to its close frame.
 const CLOSE_WINDOW: Duration = Duration::from_secs(2);
+/// While no client frame is read (the program is behind on its input), a
+/// ping this often finds out whether the client is still there: a client
+/// that left is only noticed by a read or a failed write, and a silent
+/// program gives nothing to write.
+const PROBE_WHILE_HELD: Duration = Duration::from_secs(2);
 
 /// Runs a program in a ready VM interactively, over a WebSocket.
 ///
@@ -221,7 +226,8 @@ async fn first_frame(
 /// Output to the client and the client's frames to the program until
 /// either ends. `None`: the client left. While the program is behind on
 /// its input (the host holds a full limit of it), no client frame is
-/// read: TCP backpressure slows the client down, and output still flows.
+/// read: TCP backpressure slows the client down, and output still flows;
+/// pings then notice a client that left (its program is hung up).
 async fn relay(
     socket: &mut WebSocket,
     exec: &mut AttachedExec,
@@ -246,6 +252,11 @@ async fn relay(
                 }
             }
             () = input_room, if !room => {}
+            () = tokio::time::sleep(PROBE_WHILE_HELD), if !room => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return None;
+                }
+            }
             frame = socket.recv(), if room => match client_frame(frame) {
                 Frame::Message(msg) => {
                     if let Err(ending) = forward(exec, msg) {

@@ -526,6 +526,23 @@ async fn large_input_both_ways(api: &Api, alice: &str, id: &str) {
     let _ = writer.await;
 }
 
+/// Waits until the process in the guest's /tmp/attach.pid is gone.
+async fn wait_gone(api: &Api, alice: &str, id: &str, when: &str) {
+    let check = r#"{"argv":["sh","-c","kill -0 $(cat /tmp/attach.pid) 2>/dev/null && echo running || echo gone"]}"#;
+    let t = Instant::now();
+    loop {
+        let (status, text) = api.exec(alice, id, check).await;
+        if result(status, &text).stdout == "gone\n" {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "sleep still runs {when}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The exec WebSocket on the test's VM: input, terminal sizes, signals, a
 /// client that drops, and the refusals.
 async fn attach_checks(api: &Api, alice: &str, bob: &str, id: &str) {
@@ -629,19 +646,24 @@ async fn attach_checks(api: &Api, alice: &str, bob: &str, id: &str) {
     send(&mut ws, &start(&["sh", "-c", script], false, None)).await;
     output_until(&mut ws, "started").await;
     drop(ws);
-    let check = r#"{"argv":["sh","-c","kill -0 $(cat /tmp/attach.pid) 2>/dev/null && echo running || echo gone"]}"#;
-    let t = Instant::now();
-    loop {
-        let (status, text) = api.exec(alice, id, check).await;
-        if result(status, &text).stdout == "gone\n" {
-            break;
+    wait_gone(api, alice, id, "after its client left").await;
+
+    // Also when the server was holding its input back (the program reads
+    // none, so the server reads no more frames from the client): a
+    // client that drops then is found out by the server's pings.
+    let mut ws = attach(api, alice, id).await.unwrap();
+    send(&mut ws, &start(&["sh", "-c", script], false, None)).await;
+    output_until(&mut ws, "started").await;
+    let chunk = stdin(&vec![b'h'; 256 * 1024]);
+    for _ in 0..24 {
+        let text = Message::text(serde_json::to_string(&chunk).unwrap());
+        let sent = tokio::time::timeout(Duration::from_secs(2), ws.send(text)).await;
+        if sent.is_err() {
+            break; // the socket's buffers are full: held back for sure
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "sleep still runs after its client left"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    drop(ws);
+    wait_gone(api, alice, id, "after its held-back client left").await;
 
     // A first frame that is not `start`: an error frame, then 1008.
     let mut ws = attach(api, alice, id).await.unwrap();

@@ -11,8 +11,10 @@
 //! Nothing here logs a command's arguments, input or output or a file's
 //! content.
 
+mod greet;
 mod input;
 mod input_flow;
+mod pending;
 mod records;
 mod session;
 mod wire;

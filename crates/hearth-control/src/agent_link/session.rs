@@ -4,20 +4,17 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use hearth_agent_proto::{
-    decode_data, encode_data, negotiate, FrameError, GuestMessage, HostMessage, Record, PROTOCOL,
-};
-use hearth_store::AgentHello;
+use hearth_agent_proto::{encode_data, FrameError, GuestMessage, HostMessage, Record};
 use hearth_types::{error_chain, Timestamp};
 use sha2::{Digest, Sha256};
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 
+use super::greet::{greet, Connection, Greet};
 use super::input::{Input, INTERACTIVE_PROTOCOL};
 use super::input_flow::{InputFlow, Outgoing};
-use super::records::{to_row, Clock};
-use super::{wire, ExecEvent, ExecSpec, FileEvent, LinkError, LinkSpec, Notice, Request};
+use super::pending::{route, Pending, RunningExec};
+use super::records::to_row;
+use super::{wire, ExecEvent, ExecSpec, LinkError, LinkSpec, Notice, Request};
 
 /// The first pause before connecting again; doubled per failure.
 const RETRY: Duration = Duration::from_millis(100);
@@ -32,8 +29,6 @@ const HANGUP_GAP: Duration = Duration::from_millis(250);
 /// open connection; an image without one costs a connect per 10 s).
 const QUICK_SILENCES: u32 = 5;
 const HELLO_LONG: Duration = Duration::from_secs(10);
-/// How long one connect (Firecracker's vsock handshake included) may take.
-const CONNECT_TRY: Duration = Duration::from_secs(1);
 /// A write the agent does not take within this ends the connection.
 const WRITE_WINDOW: Duration = Duration::from_secs(30);
 /// Records stored (and acked) in one transaction, at most.
@@ -47,15 +42,6 @@ const HANG_UP: i32 = 1;
 enum End {
     Stopped,
     Dropped(String),
-}
-
-/// Why a connection never got past its handshake.
-enum Greet {
-    /// Nobody listens (QEMU not up yet, or gone).
-    Unreachable,
-    /// Connected, but no hello in time.
-    Silent,
-    Failed(String),
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -117,138 +103,6 @@ pub(super) async fn run(
         tokio::select! {
             _ = stopped(&mut stop) => return,
             _ = tokio::time::sleep(pause) => {}
-        }
-    }
-}
-
-/// A connection past its handshake.
-struct Connection {
-    writer: OwnedWriteHalf,
-    frames: mpsc::UnboundedReceiver<Result<GuestMessage, FrameError>>,
-    reader: JoinHandle<()>,
-    instance: String,
-    clock: Clock,
-    /// The version chosen in the handshake.
-    protocol: u32,
-}
-
-/// Connects, reads the hello, answers welcome (with the ack of the hello's
-/// instance) and sends the VM's configuration.
-async fn greet(spec: &LinkSpec, hello_window: Duration) -> Result<Connection, Greet> {
-    let stream = spec
-        .endpoint
-        .connect_async(CONNECT_TRY)
-        .await
-        .map_err(|_| Greet::Unreachable)?;
-    let (mut reader, mut writer) = stream.into_split();
-    let hello = match tokio::time::timeout(hello_window, wire::read_message(&mut reader)).await {
-        Err(_) | Ok(Ok(None)) => return Err(Greet::Silent),
-        Ok(Err(e)) => return Err(Greet::Failed(error_chain(&e))),
-        Ok(Ok(Some(msg))) => msg,
-    };
-    let GuestMessage::Hello {
-        protocol,
-        agent_version,
-        boot_id,
-        instance,
-        uptime_ms,
-    } = hello
-    else {
-        return Err(Greet::Failed(
-            "the agent's first message was not a hello".into(),
-        ));
-    };
-    let chosen = match negotiate(PROTOCOL, protocol) {
-        Ok(v) => v,
-        Err(e) => {
-            let reason = e.to_string();
-            let refused = HostMessage::Refused {
-                reason: reason.clone(),
-            };
-            let _ = wire::write_message(&mut writer, &refused).await;
-            return Err(Greet::Failed(format!(
-                "refused the agent: {reason}; rebuild the image with this hearth's agent (scripts/build-agent)"
-            )));
-        }
-    };
-    let now = Timestamp::now();
-    let record = AgentHello {
-        instance: instance.clone(),
-        agent_version,
-        boot_id,
-        connected_at: now,
-    };
-    let store_failed = |e: hearth_store::StoreError| Greet::Failed(error_chain(&e));
-    let acked = spec
-        .store
-        .agent_hello(&spec.vm, &record)
-        .await
-        .map_err(store_failed)?;
-    let config = spec
-        .store
-        .guest_config(&spec.vm)
-        .await
-        .map_err(store_failed)?;
-    let write_failed = |e: FrameError| Greet::Failed(error_chain(&e));
-    let welcome = HostMessage::Welcome {
-        protocol: chosen,
-        acked,
-    };
-    wire::write_message(&mut writer, &welcome)
-        .await
-        .map_err(write_failed)?;
-    wire::write_message(&mut writer, &HostMessage::Config { config })
-        .await
-        .map_err(write_failed)?;
-    let (tx, frames) = mpsc::unbounded_channel();
-    let vm = spec.vm.clone();
-    let reader = tokio::spawn(async move {
-        loop {
-            match wire::read_message(&mut reader).await {
-                Ok(Some(msg)) => {
-                    if tx.send(Ok(msg)).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                // The body was consumed whole: the stream is still in step.
-                Err(FrameError::Decode(e)) => {
-                    tracing::warn!(vm = %vm, error = %e, "ignoring a message from the agent that is not understood");
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            }
-        }
-    });
-    Ok(Connection {
-        writer,
-        frames,
-        reader,
-        instance,
-        clock: Clock::from_hello(now, uptime_ms),
-        protocol: chosen,
-    })
-}
-
-/// A request in flight, by id.
-enum Pending {
-    Exec(RunningExec),
-    File(mpsc::UnboundedSender<FileEvent>),
-}
-
-/// An exec the agent runs: where its events go, and its input's flow.
-struct RunningExec {
-    events: mpsc::UnboundedSender<ExecEvent>,
-    input: InputFlow,
-}
-
-impl Pending {
-    fn lost(self) {
-        match self {
-            Pending::Exec(exec) => drop(exec.events.send(ExecEvent::Lost)),
-            Pending::File(tx) => drop(tx.send(FileEvent::Lost)),
         }
     }
 }
@@ -523,68 +377,5 @@ impl Connection {
         }
         let sha256 = hex::encode(sha.finalize());
         self.send(&HostMessage::FileEnd { id, sha256 }).await
-    }
-}
-
-/// Hands an answer to the request it belongs to; heartbeats to the store.
-async fn route(spec: &LinkSpec, msg: GuestMessage, pending: &mut HashMap<u64, Pending>) {
-    match msg {
-        GuestMessage::Heartbeat { .. } => {
-            if let Err(e) = spec.store.agent_heartbeat(&spec.vm, Timestamp::now()).await {
-                tracing::warn!(vm = %spec.vm, error = %error_chain(&e), "a heartbeat was not recorded");
-            }
-        }
-        GuestMessage::ExecOutput { id, stream, data } => {
-            if let Some(Pending::Exec(exec)) = pending.get(&id) {
-                let event = match decode_data(&data) {
-                    Ok(bytes) => ExecEvent::Output(stream, bytes),
-                    Err(_) => ExecEvent::Error("the agent sent output that is not base64".into()),
-                };
-                let _ = exec.events.send(event);
-            }
-        }
-        GuestMessage::ExecExit {
-            id,
-            code,
-            signal,
-            timed_out,
-        } => {
-            if let Some(Pending::Exec(exec)) = pending.remove(&id) {
-                let _ = exec.events.send(ExecEvent::Exit {
-                    code,
-                    signal,
-                    timed_out,
-                });
-            }
-        }
-        GuestMessage::ExecError { id, message } => {
-            if let Some(Pending::Exec(exec)) = pending.remove(&id) {
-                let _ = exec.events.send(ExecEvent::Error(message));
-            }
-        }
-        GuestMessage::FileChunk { id, data } => {
-            if let Some(Pending::File(tx)) = pending.get(&id) {
-                let event = match decode_data(&data) {
-                    Ok(bytes) => FileEvent::Chunk(bytes),
-                    Err(_) => FileEvent::Error("the agent sent a chunk that is not base64".into()),
-                };
-                let _ = tx.send(event);
-            }
-        }
-        GuestMessage::FileDone { id, size, sha256 } => {
-            if let Some(Pending::File(tx)) = pending.remove(&id) {
-                let _ = tx.send(FileEvent::Done { size, sha256 });
-            }
-        }
-        GuestMessage::FileError { id, message } => {
-            if let Some(Pending::File(tx)) = pending.remove(&id) {
-                let _ = tx.send(FileEvent::Error(message));
-            }
-        }
-        // Taken in `take_messages`, which can send what it lets through.
-        GuestMessage::ExecInputWritten { .. } => {}
-        GuestMessage::Hello { .. } | GuestMessage::Record { .. } => {
-            tracing::warn!(vm = %spec.vm, "ignoring an unexpected hello from the agent");
-        }
     }
 }

@@ -1,0 +1,96 @@
+//! Requests in flight on one connection, by id, and the routing of the
+//! agent's answers to them (exec output and ends, file chunks and ends);
+//! heartbeats go to the store.
+
+use std::collections::HashMap;
+
+use hearth_agent_proto::{decode_data, GuestMessage};
+use hearth_types::{error_chain, Timestamp};
+use tokio::sync::mpsc;
+
+use super::input_flow::InputFlow;
+use super::{ExecEvent, FileEvent, LinkSpec};
+
+/// A request in flight, by id.
+pub(super) enum Pending {
+    Exec(RunningExec),
+    File(mpsc::UnboundedSender<FileEvent>),
+}
+
+/// An exec the agent runs: where its events go, and its input's flow.
+pub(super) struct RunningExec {
+    pub(super) events: mpsc::UnboundedSender<ExecEvent>,
+    pub(super) input: InputFlow,
+}
+
+impl Pending {
+    pub(super) fn lost(self) {
+        match self {
+            Pending::Exec(exec) => drop(exec.events.send(ExecEvent::Lost)),
+            Pending::File(tx) => drop(tx.send(FileEvent::Lost)),
+        }
+    }
+}
+
+/// Hands an answer to the request it belongs to; heartbeats to the store.
+pub(super) async fn route(spec: &LinkSpec, msg: GuestMessage, pending: &mut HashMap<u64, Pending>) {
+    match msg {
+        GuestMessage::Heartbeat { .. } => {
+            if let Err(e) = spec.store.agent_heartbeat(&spec.vm, Timestamp::now()).await {
+                tracing::warn!(vm = %spec.vm, error = %error_chain(&e), "a heartbeat was not recorded");
+            }
+        }
+        GuestMessage::ExecOutput { id, stream, data } => {
+            if let Some(Pending::Exec(exec)) = pending.get(&id) {
+                let event = match decode_data(&data) {
+                    Ok(bytes) => ExecEvent::Output(stream, bytes),
+                    Err(_) => ExecEvent::Error("the agent sent output that is not base64".into()),
+                };
+                let _ = exec.events.send(event);
+            }
+        }
+        GuestMessage::ExecExit {
+            id,
+            code,
+            signal,
+            timed_out,
+        } => {
+            if let Some(Pending::Exec(exec)) = pending.remove(&id) {
+                let _ = exec.events.send(ExecEvent::Exit {
+                    code,
+                    signal,
+                    timed_out,
+                });
+            }
+        }
+        GuestMessage::ExecError { id, message } => {
+            if let Some(Pending::Exec(exec)) = pending.remove(&id) {
+                let _ = exec.events.send(ExecEvent::Error(message));
+            }
+        }
+        GuestMessage::FileChunk { id, data } => {
+            if let Some(Pending::File(tx)) = pending.get(&id) {
+                let event = match decode_data(&data) {
+                    Ok(bytes) => FileEvent::Chunk(bytes),
+                    Err(_) => FileEvent::Error("the agent sent a chunk that is not base64".into()),
+                };
+                let _ = tx.send(event);
+            }
+        }
+        GuestMessage::FileDone { id, size, sha256 } => {
+            if let Some(Pending::File(tx)) = pending.remove(&id) {
+                let _ = tx.send(FileEvent::Done { size, sha256 });
+            }
+        }
+        GuestMessage::FileError { id, message } => {
+            if let Some(Pending::File(tx)) = pending.remove(&id) {
+                let _ = tx.send(FileEvent::Error(message));
+            }
+        }
+        // Taken in `take_messages`, which can send what it lets through.
+        GuestMessage::ExecInputWritten { .. } => {}
+        GuestMessage::Hello { .. } | GuestMessage::Record { .. } => {
+            tracing::warn!(vm = %spec.vm, "ignoring an unexpected hello from the agent");
+        }
+    }
+}

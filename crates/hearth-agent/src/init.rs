@@ -11,11 +11,12 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hearth_agent_proto::decode_data;
 use hearth_types::console::{EXIT_STATUS, POWER_OFF};
+use signal_hook::iterator::Signals;
 
 use crate::guest::Guest;
 use crate::reaper::reaper;
@@ -28,8 +29,7 @@ pub fn is_pid1() -> bool {
     unsafe { libc::getpid() == 1 }
 }
 
-/// Everything PID 1 does before any thread starts (the signal mask is
-/// inherited by every thread made later).
+/// Everything PID 1 does before any thread starts.
 pub fn prepare() {
     std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     std::env::set_var("HOME", "/root");
@@ -49,7 +49,7 @@ pub fn prepare() {
     // SAFETY: reboot(2) with RB_DISABLE_CAD only changes what Ctrl-Alt-Del
     // does: the kernel sends PID 1 SIGINT instead of rebooting.
     unsafe { libc::reboot(libc::RB_DISABLE_CAD) };
-    block_stop_signals();
+    catch_stop_signals();
 }
 
 /// The threads of PID 1: one waiting for SIGINT/SIGTERM, one running
@@ -131,31 +131,35 @@ fn console_stdio() {
     }
 }
 
-fn stop_signals() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise and fill a local set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        set
+/// SIGINT (Ctrl-Alt-Del) and SIGTERM, caught since [`prepare`].
+static STOP_SIGNALS: Mutex<Option<Signals>> = Mutex::new(None);
+
+/// Catches SIGINT and SIGTERM with handlers that queue them for
+/// [`wait_for_stop_signal`]. Not by blocking them for sigwait: a blocked
+/// mask is inherited by every thread and every child, and the standard
+/// library does not clear it at spawn, so no service or exec could be
+/// interrupted or stopped. Handlers are reset to the default at exec.
+fn catch_stop_signals() {
+    match Signals::new([libc::SIGINT, libc::SIGTERM]) {
+        Ok(signals) => *lock_stop_signals() = Some(signals),
+        Err(e) => eprintln!(
+            "hearth-agent: cannot catch SIGINT/SIGTERM ({e}): Ctrl-Alt-Del and kill -TERM 1 will not power off"
+        ),
     }
 }
 
-/// Blocks SIGINT and SIGTERM in this thread and every later one, so that
-/// one thread takes them with sigwait (children get a clean mask: the
-/// standard library resets it before exec).
-fn block_stop_signals() {
-    let set = stop_signals();
-    // SAFETY: `set` is initialised; the old mask is not wanted.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+fn lock_stop_signals() -> std::sync::MutexGuard<'static, Option<Signals>> {
+    STOP_SIGNALS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Waits for the first SIGINT or SIGTERM caught; forever when none can be.
 fn wait_for_stop_signal() {
-    let set = stop_signals();
-    let mut sig = 0;
-    // SAFETY: `set` is initialised and `sig` writable.
-    while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+    let Some(mut signals) = lock_stop_signals().take() else {
+        loop {
+            std::thread::park();
+        }
+    };
+    let sig = signals.forever().next().unwrap_or(0);
     eprintln!("hearth-agent: signal {sig}: powering off");
 }
 
@@ -273,6 +277,24 @@ mod tests {
     use hearth_agent_proto::encode_data;
 
     use super::*;
+
+    #[test]
+    #[allow(clippy::zombie_processes)] // the reaper waits, not `Child::wait`
+    fn stop_signals_are_caught_and_children_start_with_nothing_blocked() {
+        catch_stop_signals();
+        let mut cmd = Command::new("grep");
+        cmd.args(["SigBlk", "/proc/self/status"])
+            .stdout(std::process::Stdio::piped());
+        let mut child = reaper().spawn(&mut cmd).unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        reaper().wait(child.id(), None).unwrap();
+        assert_eq!(out.trim(), "SigBlk:\t0000000000000000");
+        // SAFETY: raise(3) on this thread; the handler just installed
+        // takes it (the default would end the test process).
+        unsafe { libc::raise(libc::SIGTERM) };
+        wait_for_stop_signal();
+    }
 
     #[test]
     fn the_command_comes_from_the_kernel_command_line() {

@@ -56,19 +56,6 @@ impl Reaper {
     /// Spawns `cmd`; its status must be claimed with [`Reaper::wait`], never
     /// with `Child::wait`.
     pub fn spawn(&self, cmd: &mut Command) -> io::Result<Child> {
-        // SAFETY: runs in the child between fork and exec, and
-        // pthread_sigmask is async-signal-safe. A signal mask survives exec
-        // (the standard library does not reset it), and the agent as init
-        // blocks SIGINT and SIGTERM for its sigwait: unblocked here, or an
-        // exec's Ctrl-C and a service's stop would never arrive.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(cmd, || {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-                Ok(())
-            });
-        }
         let child = {
             let _guard = self.spawning.read().unwrap_or_else(|p| p.into_inner());
             let child = cmd.spawn()?;
@@ -206,24 +193,19 @@ mod tests {
         assert_eq!(status.signal(), Some(libc::SIGKILL));
     }
 
+    /// A file that is no program is an exec format error at the spawn,
+    /// which the diagnosis names. (Spawning through fork and execvp, as
+    /// the standard library does once a `pre_exec` hook is set, would
+    /// run it with /bin/sh instead, and hide the error.)
     #[test]
-    fn children_start_with_no_signal_blocked() {
-        // SAFETY: initialises a local set and blocks SIGINT in this test's
-        // thread only, as the agent as init does in all of its threads.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        }
-        let mut cmd = Command::new("grep");
-        cmd.args(["SigBlk", "/proc/self/status"])
-            .stdout(Stdio::piped());
-        let mut child = reaper().spawn(&mut cmd).unwrap();
-        let mut out = String::new();
-        io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
-        reaper().wait(child.id(), None).unwrap();
-        assert_eq!(out.trim(), "SigBlk:\t0000000000000000");
+    fn a_file_that_is_no_program_is_an_exec_format_error() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-a-program");
+        std::fs::write(&path, b"\x00\x01 neither ELF nor #!\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = reaper().spawn(&mut Command::new(&path)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOEXEC), "{err}");
     }
 
     #[test]

@@ -6,7 +6,8 @@ use hearth_store::{AgentEntry, NewAgentRecord};
 use hearth_types::Timestamp;
 
 /// Host time = the hello's wall time - the hello's uptime + the record's
-/// uptime: the kernel's uptime is one clock for the whole boot, whichever
+/// uptime (corrected by heartbeats that arrive sooner after they were
+/// sent): the kernel's uptime is one clock for the whole boot, whichever
 /// agent process or connection the record came through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Clock {
@@ -20,6 +21,16 @@ impl Clock {
         Clock {
             boot_ms: now.as_millis().saturating_sub(uptime),
         }
+    }
+
+    /// A later message stamped `uptime_ms` arrived at `now`. Transit only
+    /// ever adds time, so the earliest boot it implies is the better one:
+    /// a hello that waited in the channel for the host to connect (a
+    /// virtio-serial port holds it) would otherwise put every later record
+    /// that much late.
+    pub(crate) fn observe(&mut self, now: Timestamp, uptime_ms: u64) {
+        let other = Clock::from_hello(now, uptime_ms);
+        self.boot_ms = self.boot_ms.min(other.boot_ms);
     }
 
     pub(crate) fn at(self, uptime_ms: u64) -> Timestamp {
@@ -112,6 +123,17 @@ mod tests {
         let clock = Clock::from_hello(Timestamp::from_millis(10_000), 4_000);
         assert_eq!(clock.at(4_500), Timestamp::from_millis(10_500));
         assert_eq!(clock.at(1_000), Timestamp::from_millis(7_000));
+    }
+
+    #[test]
+    fn a_hello_that_waited_is_corrected_by_a_quicker_heartbeat_never_the_other_way() {
+        // The hello (uptime 4 s) waited 3 s in the channel.
+        let mut clock = Clock::from_hello(Timestamp::from_millis(13_000), 4_000);
+        clock.observe(Timestamp::from_millis(12_010), 6_000);
+        assert_eq!(clock.at(6_000), Timestamp::from_millis(12_010));
+        // A slow heartbeat does not move it back.
+        clock.observe(Timestamp::from_millis(20_000), 7_000);
+        assert_eq!(clock.at(6_000), Timestamp::from_millis(12_010));
     }
 
     #[test]

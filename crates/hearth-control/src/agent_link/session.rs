@@ -158,6 +158,10 @@ impl Connection {
         while let Some(msg) = next.take() {
             match msg {
                 Ok(GuestMessage::Record { seq, record }) => batch.push((seq, record)),
+                Ok(beat @ GuestMessage::Heartbeat { uptime_ms }) => {
+                    self.clock.observe(Timestamp::now(), uptime_ms);
+                    route(spec, beat, pending).await;
+                }
                 Ok(GuestMessage::ExecInputWritten { id, bytes }) => {
                     if let Some(Pending::Exec(exec)) = pending.get_mut(&id) {
                         exec.input.written(bytes);

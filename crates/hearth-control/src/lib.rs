@@ -10,5 +10,8 @@ pub mod lifecycle;
 pub mod prepare;
 pub mod verdict;
 
+#[cfg(test)]
+mod test_support;
+
 pub use foreground::{run_foreground, RunReport, RunRequest};
 pub use verdict::{FailReason, Verdict};

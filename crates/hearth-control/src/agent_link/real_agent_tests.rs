@@ -7,10 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_store::{SqliteStore, Store, VmRecord};
-use hearth_types::api::CreateVm;
+use hearth_store::{SqliteStore, Store};
 use hearth_types::guest::{GuestConfig, RestartPolicy, ServiceSpec, Stream};
-use hearth_types::{Timestamp, VmId};
+use hearth_types::VmId;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
@@ -80,17 +79,7 @@ async fn real_agent(config: GuestConfig) -> Option<RealAgent> {
         .spawn()
         .unwrap();
 
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-    let vm: VmId = "vm-00000000000b".parse().unwrap();
-    let now = Timestamp::now();
-    let rec = VmRecord::requested(
-        vm.clone(),
-        "t".parse().unwrap(),
-        &CreateVm::default(),
-        now,
-        now,
-    );
-    store.insert_vm(&rec).await.unwrap();
+    let (store, vm) = crate::test_support::store_with_vm("vm-00000000000b").await;
     store.set_guest_config(&vm, &config).await.unwrap();
     let (tx, _notices) = mpsc::unbounded_channel();
     let link = spawn(LinkSpec {

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hearth_agent_proto::{encode_data, read_frame, write_frame, GuestMessage, HostMessage, Record};
-use hearth_store::{SqliteStore, Store, VmRecord};
-use hearth_types::api::CreateVm;
+use hearth_store::{SqliteStore, Store};
 use hearth_types::guest::{GuestConfig, Stream};
-use hearth_types::{Timestamp, VmId};
+use hearth_types::VmId;
 use sha2::{Digest, Sha256};
 
 use super::*;
@@ -27,17 +26,7 @@ async fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
     let listener = UnixListener::bind(&socket).unwrap();
-    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
-    let vm: VmId = "vm-00000000000a".parse().unwrap();
-    let now = Timestamp::now();
-    let rec = VmRecord::requested(
-        vm.clone(),
-        "t".parse().unwrap(),
-        &CreateVm::default(),
-        now,
-        now,
-    );
-    store.insert_vm(&rec).await.unwrap();
+    let (store, vm) = crate::test_support::store_with_vm("vm-00000000000a").await;
     let config = GuestConfig {
         hostname: Some("box".into()),
         ..Default::default()

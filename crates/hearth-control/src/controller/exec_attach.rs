@@ -168,8 +168,7 @@ mod tests {
     use std::time::Duration;
 
     use hearth_agent_proto::{read_frame, write_frame, GuestMessage, HostMessage};
-    use hearth_store::{SqliteStore, StateChange, Store, VmRecord};
-    use hearth_types::api::CreateVm;
+    use hearth_store::{StateChange, Store};
     use hearth_types::{Timestamp, VmState};
 
     use super::*;
@@ -188,21 +187,12 @@ mod tests {
 
     async fn rig(protocol: u32) -> Rig {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let (store, vm) = crate::test_support::store_with_vm("vm-00000000000c").await;
         let ctl = Controller::new(
             store.clone(),
             ControllerConfig::new(hearth_guestkit::DataDir::new(dir.path())),
         );
-        let vm: VmId = "vm-00000000000c".parse().unwrap();
         let now = Timestamp::now();
-        let rec = VmRecord::requested(
-            vm.clone(),
-            "t".parse().unwrap(),
-            &CreateVm::default(),
-            now,
-            now,
-        );
-        store.insert_vm(&rec).await.unwrap();
         for (from, to) in [
             (VmState::Requested, VmState::Booting),
             (VmState::Booting, VmState::Ready),

@@ -5,8 +5,8 @@
 mod common;
 
 use hearth_server::ServerConfig;
-use hearth_store::{AgentEntry, AgentHello, NewAgentRecord, StateChange, VmRecord};
-use hearth_types::api::{CreateVm, ServiceLogs, VmBootReport, VmHealth};
+use hearth_store::{AgentEntry, AgentHello, NewAgentRecord, StateChange};
+use hearth_types::api::{ServiceLogs, VmBootReport, VmHealth};
 use hearth_types::guest::{BootReport, ExitStatus, ServiceState, Stream};
 use hearth_types::{Timestamp, VmId, VmState};
 
@@ -40,16 +40,8 @@ fn line(seq: u64, text: &str) -> NewAgentRecord {
 /// A destroyed VM of `alice` whose agent reported a crash-looping service.
 async fn destroyed_vm(server: &common::Server) -> VmId {
     let store = server.controller.store();
-    let id: VmId = "vm-0a0a0a0a0a0a".parse().unwrap();
+    let id = server.stored_vm("alice").await;
     let now = Timestamp::now();
-    let rec = VmRecord::requested(
-        id.clone(),
-        "alice".parse().unwrap(),
-        &CreateVm::default(),
-        now,
-        now,
-    );
-    store.insert_vm(&rec).await.unwrap();
     let hello = AgentHello {
         instance: "i".into(),
         agent_version: "0.1.0".into(),

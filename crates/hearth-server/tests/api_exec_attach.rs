@@ -6,9 +6,7 @@
 mod common;
 
 use hearth_server::ServerConfig;
-use hearth_store::VmRecord;
-use hearth_types::api::{ApiError, CreateVm};
-use hearth_types::{Timestamp, VmId};
+use hearth_types::api::ApiError;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -41,18 +39,7 @@ async fn the_exec_websocket_refuses_before_the_upgrade() {
     let server = common::server(ServerConfig::default()).await;
     let alice = server.token("alice", false).await;
     let bob = server.token("bob", false).await;
-    let store = server.controller.store();
-    let id: VmId = "vm-0b0b0b0b0b0b".parse().unwrap();
-    let now = Timestamp::now();
-    let rec = VmRecord::requested(
-        id.clone(),
-        "alice".parse().unwrap(),
-        &CreateVm::default(),
-        now,
-        now,
-    );
-    store.insert_vm(&rec).await.unwrap();
-    let id = id.to_string();
+    let id = server.stored_vm("alice").await.to_string();
 
     let (status, e) = refused(&server, None, &id).await;
     assert_eq!((status, e.code.as_str()), (401, "unauthorized"));

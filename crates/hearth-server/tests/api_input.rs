@@ -8,24 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use hearth_server::{RateLimit, ServerConfig};
-use hearth_store::VmRecord;
-use hearth_types::api::CreateVm;
-use hearth_types::{Timestamp, VmId};
-
-/// A VM record of `tenant`, never booted.
-async fn stored_vm(server: &Server, tenant: &str) -> VmId {
-    let id = VmId::generate();
-    let now = Timestamp::now();
-    let record = VmRecord::requested(
-        id.clone(),
-        tenant.parse().unwrap(),
-        &CreateVm::default(),
-        now,
-        now.plus(Duration::from_secs(60)),
-    );
-    server.controller.store().insert_vm(&record).await.unwrap();
-    id
-}
+use hearth_types::VmId;
 
 #[tokio::test]
 async fn healthz_answers_without_a_token_and_everything_else_needs_one() {
@@ -148,7 +131,7 @@ async fn malformed_and_path_like_ids_are_refused_before_any_lookup() {
 async fn lines_must_be_a_plain_number_from_1_to_10000() {
     let server = server(ServerConfig::default()).await;
     let token = server.token("team-a", false).await;
-    let id = stored_vm(&server, "team-a").await;
+    let id = server.stored_vm("team-a").await;
     for lines in [
         "abc",
         "0",
@@ -198,7 +181,7 @@ async fn lines_must_be_a_plain_number_from_1_to_10000() {
 async fn another_tenants_vm_answers_exactly_like_an_unknown_one() {
     let server = server(ServerConfig::default()).await;
     let a = server.token("team-a", false).await;
-    let theirs = stored_vm(&server, "team-b").await;
+    let theirs = server.stored_vm("team-b").await;
     let unknown = VmId::generate();
     for suffix in ["", "/console", "/events", "/logs/hypervisor"] {
         let (status, e, text) =
@@ -240,7 +223,7 @@ async fn another_tenants_vm_answers_exactly_like_an_unknown_one() {
 async fn hold_release_and_a_held_vm_refuses_delete() {
     let server = server(ServerConfig::default()).await;
     let token = server.token("team-a", false).await;
-    let id = stored_vm(&server, "team-a").await;
+    let id = server.stored_vm("team-a").await;
     let vm: hearth_types::api::Vm =
         ok_json(server.post(&token, &format!("/v1/vms/{id}/hold"), "").await).await;
     assert!(vm.held);
@@ -343,7 +326,7 @@ async fn unknown_routes_and_methods_answer_in_json() {
 async fn metrics_name_every_series_and_count_requests_by_route_template() {
     let server = server(ServerConfig::default()).await;
     let token = server.token("team-a", false).await;
-    let id = stored_vm(&server, "team-a").await;
+    let id = server.stored_vm("team-a").await;
     ok_json::<hearth_types::api::Vm>(server.get(&token, &format!("/v1/vms/{id}")).await).await;
     let r = server.get(&token, "/metrics").await;
     assert_eq!(r.status(), 200);

@@ -14,9 +14,9 @@ use hearth_control::controller::{Controller, ControllerConfig};
 use hearth_guestkit::image::ImageName;
 use hearth_guestkit::DataDir;
 use hearth_server::{mint_token, ServerConfig, ServerError};
-use hearth_store::SqliteStore;
-use hearth_types::api::{ApiError, Vm};
-use hearth_types::{TenantId, VmState};
+use hearth_store::{SqliteStore, VmRecord};
+use hearth_types::api::{ApiError, CreateVm, Vm};
+use hearth_types::{TenantId, Timestamp, VmId, VmState};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -113,6 +113,25 @@ fn link_shared_assets(root: &Path) {
 }
 
 impl Server {
+    /// A VM record of `tenant`, requested and never booted.
+    pub async fn stored_vm(&self, tenant: &str) -> VmId {
+        let id = VmId::generate();
+        let now = Timestamp::now();
+        let record = VmRecord::requested(
+            id.clone(),
+            tenant.parse().expect("tenant"),
+            &CreateVm::default(),
+            now,
+            now.plus(Duration::from_secs(60)),
+        );
+        self.controller
+            .store()
+            .insert_vm(&record)
+            .await
+            .expect("VM stored");
+        id
+    }
+
     /// A token for `tenant`, stored; the secret.
     pub async fn token(&self, tenant: &str, admin: bool) -> String {
         let tenant: TenantId = tenant.parse().expect("tenant");

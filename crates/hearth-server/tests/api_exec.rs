@@ -100,6 +100,13 @@ impl Api {
         r.json().await.unwrap()
     }
 
+    /// The VM's events, as text.
+    async fn events(&self, token: &str, id: &str) -> String {
+        let url = format!("{}/v1/vms/{id}/events", self.base);
+        let r = self.http.get(url).bearer_auth(token).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
     async fn exec(&self, token: &str, id: &str, body: &str) -> (u16, String) {
         let r = self.post(token, &format!("/v1/vms/{id}/exec"), body).await;
         (r.status().as_u16(), r.text().await.unwrap())
@@ -195,16 +202,7 @@ async fn exec_runs_commands_in_a_served_vm_through_its_agent() {
     }
 
     // Events name the program, never its arguments.
-    let events = api
-        .http
-        .get(format!("{}/v1/vms/{id}/events", api.base))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let events = api.events(&alice, &id).await;
     assert!(events.contains("exec: sh exited 3"), "{events}");
     assert!(!events.contains("echo out"), "{events}");
 
@@ -689,16 +687,7 @@ async fn attach_checks(api: &Api, alice: &str, bob: &str, id: &str) {
     );
 
     // The events name the programs and their ends, never input.
-    let events = api
-        .http
-        .get(format!("{}/v1/vms/{id}/events", api.base))
-        .bearer_auth(alice)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let events = api.events(alice, id).await;
     assert!(events.contains("exec: cat exited 0"), "{events}");
     assert!(events.contains("exec: sh killed by signal 1"), "{events}");
     assert!(!events.contains("key1"), "{events}");

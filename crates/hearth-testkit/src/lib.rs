@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 pub mod private_dir;
+pub mod pty;
 pub mod static_agent;
 pub mod tiny_guest;
 

@@ -361,7 +361,7 @@ fn exec_on_a_local_terminal(host: &mut Host, id: &str) {
     let status = wait_exit(&mut child, Duration::from_secs(30));
     assert_eq!(status.code(), Some(7), "{}", screen.text());
     assert!(
-        pty::same(&pty.attr(), &before),
+        hearth_testkit::pty::same_settings(&pty.attr(), &before),
         "the terminal was left changed"
     );
 }
@@ -583,7 +583,7 @@ fn vm_a_minimal_vm_reaches_its_own_loopback_port_and_gets_ready() {
 mod pty {
     use std::fs::File;
     use std::io::{Read, Write};
-    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::{AsFd, OwnedFd};
     use std::process::Stdio;
     use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
     use std::time::{Duration, Instant};
@@ -596,61 +596,28 @@ mod pty {
     impl Pty {
         /// A new pair whose terminal is `rows` x `cols`.
         pub fn open(rows: u16, cols: u16) -> Pty {
-            let (mut master, mut slave) = (-1, -1);
-            // SAFETY: openpty writes two new fds; null name and settings
-            // pointers are allowed.
-            let rc = unsafe {
-                libc::openpty(
-                    &mut master,
-                    &mut slave,
-                    std::ptr::null_mut(),
-                    std::ptr::null(),
-                    std::ptr::null(),
-                )
-            };
-            assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-            // SAFETY: both fds were just opened and belong to nothing else.
-            let pty = unsafe {
-                Pty {
-                    master: File::from_raw_fd(master),
-                    slave: OwnedFd::from_raw_fd(slave),
-                }
+            let (master, slave) = hearth_testkit::pty::openpty();
+            let pty = Pty {
+                master: File::from(master),
+                slave,
             };
             pty.resize(rows, cols);
             pty
         }
 
         pub fn resize(&self, rows: u16, cols: u16) {
-            let ws = libc::winsize {
-                ws_row: rows,
-                ws_col: cols,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            };
-            // SAFETY: TIOCSWINSZ reads one winsize through the pointer.
-            let rc = unsafe { libc::ioctl(self.slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-            assert_eq!(rc, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+            hearth_testkit::pty::set_size(&self.slave, rows, cols);
         }
 
         /// The terminal's settings now.
         pub fn attr(&self) -> libc::termios {
-            // SAFETY: all zeroes is a valid termios, overwritten below.
-            let mut t: libc::termios = unsafe { std::mem::zeroed() };
-            // SAFETY: the slave fd is open; `t` is writable.
-            let rc = unsafe { libc::tcgetattr(self.slave.as_raw_fd(), &mut t) };
-            assert_eq!(rc, 0, "tcgetattr: {}", std::io::Error::last_os_error());
-            t
+            hearth_testkit::pty::settings(&self.slave)
         }
 
         /// The terminal as a child's stdin, stdout or stderr.
         pub fn slave_stdio(&self) -> Stdio {
             Stdio::from(self.slave.as_fd().try_clone_to_owned().unwrap())
         }
-    }
-
-    pub fn same(a: &libc::termios, b: &libc::termios) -> bool {
-        (a.c_iflag, a.c_oflag, a.c_cflag, a.c_lflag, a.c_cc)
-            == (b.c_iflag, b.c_oflag, b.c_cflag, b.c_lflag, b.c_cc)
     }
 
     /// What the terminal showed so far (read by a thread from the master

@@ -355,8 +355,8 @@ mod tests {
     /// SIGINT and SIGTERM become signal frames.
     #[test]
     fn signals_and_resizes_arrive_as_inputs() {
-        let (_master, slave) = terminal::tests::openpty();
-        terminal::tests::set_size(&slave, 30, 90);
+        let (_master, slave) = hearth_testkit::pty::openpty();
+        hearth_testkit::pty::set_size(&slave, 30, 90);
         let (stdin, _keep_open) = UnixStream::pair().unwrap();
         let forward = Forward {
             signals: true,
@@ -369,7 +369,7 @@ mod tests {
         assert_eq!(unsafe { libc::raise(SIGWINCH) }, 0);
         let size = TermSize { rows: 30, cols: 90 };
         assert_eq!(next(&inputs, &mut pending), Input::Resize(size));
-        terminal::tests::set_size(&slave, 50, 132);
+        hearth_testkit::pty::set_size(&slave, 50, 132);
         // SAFETY: as above.
         assert_eq!(unsafe { libc::raise(SIGWINCH) }, 0);
         let size = TermSize {

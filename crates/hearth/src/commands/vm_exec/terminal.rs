@@ -73,51 +73,12 @@ pub fn size(fd: BorrowedFd<'_>) -> Option<TermSize> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
-    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+mod tests {
+    use std::os::fd::AsFd;
+
+    use hearth_testkit::pty::{openpty, same_settings, set_size};
 
     use super::*;
-
-    /// Sets the terminal's window size (TIOCSWINSZ), as a terminal
-    /// emulator does when its window changes.
-    pub fn set_size(fd: &OwnedFd, rows: u16, cols: u16) {
-        let ws = libc::winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ reads one winsize through the pointer.
-        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-        assert_eq!(rc, 0, "TIOCSWINSZ: {}", io::Error::last_os_error());
-    }
-
-    /// A real pseudo-terminal pair: (master, slave).
-    pub fn openpty() -> (OwnedFd, OwnedFd) {
-        let (mut master, mut slave) = (-1, -1);
-        // SAFETY: openpty writes two new fds; the name and settings
-        // pointers may be null.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", io::Error::last_os_error());
-        // SAFETY: both fds were just opened and are owned by nobody else.
-        unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
-    }
-
-    fn same(a: &libc::termios, b: &libc::termios) -> bool {
-        a.c_iflag == b.c_iflag
-            && a.c_oflag == b.c_oflag
-            && a.c_cflag == b.c_cflag
-            && a.c_lflag == b.c_lflag
-            && a.c_cc == b.c_cc
-    }
 
     #[test]
     fn raw_mode_turns_off_echo_and_signals_and_is_undone_on_drop() {
@@ -129,7 +90,7 @@ pub(super) mod tests {
             let during = get_attr(slave.as_fd()).unwrap();
             assert_eq!(during.c_lflag & (libc::ECHO | libc::ICANON | libc::ISIG), 0);
         }
-        assert!(same(&get_attr(slave.as_fd()).unwrap(), &before));
+        assert!(same_settings(&get_attr(slave.as_fd()).unwrap(), &before));
     }
 
     #[test]
@@ -142,7 +103,7 @@ pub(super) mod tests {
             panic!("in the session");
         });
         assert!(unwound.is_err());
-        assert!(same(&get_attr(slave.as_fd()).unwrap(), &before));
+        assert!(same_settings(&get_attr(slave.as_fd()).unwrap(), &before));
     }
 
     #[test]

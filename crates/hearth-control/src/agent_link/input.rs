@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use hearth_types::guest::TermSize;
+use hearth_types::guest::{ExecSignal, TermSize};
 use tokio::sync::{mpsc, watch};
 
 use super::input_flow::Gauge;
@@ -136,7 +136,7 @@ impl ExecInput {
 
     /// The client went away: SIGHUP to the command, and its input closed.
     pub fn hang_up(&self) -> Result<(), LinkError> {
-        self.signal(1)?;
+        self.signal(ExecSignal::Hup.number())?;
         self.end()
     }
 

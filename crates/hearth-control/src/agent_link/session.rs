@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use hearth_agent_proto::{encode_data, FrameError, GuestMessage, HostMessage, Record};
+use hearth_types::guest::ExecSignal;
 use hearth_types::{error_chain, Timestamp};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
@@ -35,8 +36,6 @@ const WRITE_WINDOW: Duration = Duration::from_secs(30);
 const BATCH: usize = 512;
 /// Raw bytes per `file_chunk` (base64 keeps it far below a frame's limit).
 const CHUNK: usize = 256 * 1024;
-/// SIGHUP: the client of an exec is gone; its held input goes nowhere.
-const HANG_UP: i32 = 1;
 
 /// Why a connection ended.
 enum End {
@@ -327,7 +326,8 @@ impl Connection {
             Input::End => exec.input.end(),
             Input::Resize(size) => return self.send(&HostMessage::ExecResize { id, size }).await,
             Input::Signal(signal) => {
-                if signal == HANG_UP {
+                // The client is gone: its held input goes nowhere.
+                if signal == ExecSignal::Hup.number() {
                     exec.input.hang_up();
                 }
                 return self.send(&HostMessage::ExecSignal { id, signal }).await;

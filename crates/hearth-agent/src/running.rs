@@ -17,8 +17,6 @@ use crate::input::Input;
 use crate::pty;
 use crate::reaper::reaper;
 
-const SIGHUP: i32 = 1;
-
 /// One exec, as the session sees it. Made and registered by the session
 /// before it reads its next message, so input, resizes and signals sent
 /// right after the `exec` find it even while the command is still being
@@ -96,7 +94,7 @@ impl Control {
     /// Sends `signal` to the command's process group, unless the command
     /// was reaped already; a hang-up also closes its input.
     pub fn signal(&self, signal: i32) {
-        if signal == SIGHUP {
+        if signal == libc::SIGHUP {
             self.close_input();
         }
         let mut p = self.lock();
@@ -160,7 +158,7 @@ impl Running {
             .collect();
         for control in interactive {
             eprintln!("hearth-agent: exec {}: hung up (its host left)", control.id);
-            control.signal(SIGHUP);
+            control.signal(libc::SIGHUP);
         }
     }
 

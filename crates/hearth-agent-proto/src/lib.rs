@@ -13,7 +13,8 @@ mod message;
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
 pub use message::{
     decode_data, encode_data, negotiate, GuestMessage, HostMessage, Record, Stream, VersionError,
-    INPUT_WINDOW, MIN_PROTOCOL, PROTOCOL,
+    GUEST_STREAM_BIT, INPUT_WINDOW, MIN_PROTOCOL, PORTS_PROTOCOL, PORT_CHUNK, PORT_WINDOW,
+    PROTOCOL,
 };
 
 /// The vsock port the agent listens on under Firecracker (the first port

@@ -18,7 +18,24 @@ use serde::{Deserialize, Serialize};
 /// agent's `exec_input_written` (input flow control). A host
 /// sends none of those to an agent that chose version 2, so on the wire a
 /// version 2 exec is unchanged.
-pub const PROTOCOL: u32 = 3;
+/// Version 4 adds the host's clock (`time`) and TCP streams carried over
+/// the channel (`port_*`): host to guest port, and guest loopback
+/// listeners whose connections come to the host. A host sends neither to
+/// an agent that chose an older version.
+pub const PROTOCOL: u32 = 4;
+/// The first version with `time` and the `port_*` messages.
+pub const PORTS_PROTOCOL: u32 = 4;
+/// Bytes of one port stream, in each direction, that a side may have sent
+/// and not yet seen acknowledged (`port_ack`): the receiver takes them off
+/// the channel at once, so a stream whose reader is slow never stalls the
+/// others on the same channel.
+pub const PORT_WINDOW: u64 = 256 * 1024;
+/// Raw bytes per `port_data` message (its base64 stays far below a frame).
+pub const PORT_CHUNK: usize = 64 * 1024;
+/// Ids of port streams the guest opens (a connection to one of its
+/// loopback listeners) have this bit set; the host's never do, so the two
+/// sides never pick the same id.
+pub const GUEST_STREAM_BIT: u64 = 1 << 63;
 /// Bytes of one exec's input the host may have sent and not yet seen in
 /// an `exec_input_written` (version 3): flow control for input. The agent
 /// queues more than this, so a host that keeps to it never loses input.
@@ -81,6 +98,26 @@ pub enum GuestMessage {
     /// A transfer failed (no such file, too big, checksum mismatch, ...);
     /// a partly written file is removed.
     FileError { id: u64, message: String },
+    /// The host's `port_connect` reached a listener (version 4).
+    PortConnected { id: u64 },
+    /// The host's `port_connect` failed: nothing listens there, or the
+    /// connect failed otherwise (the system's words). The id is done.
+    PortRefused { id: u64, message: String },
+    /// A guest program connected to the loopback listener the host asked
+    /// for on `port`; the stream `id` (with [`GUEST_STREAM_BIT`]) is open.
+    PortAccepted { id: u64, port: u16 },
+    /// A `port_listen` could not be carried out (port in use, ...).
+    PortListenFailed { port: u16, message: String },
+    /// Bytes the guest end of stream `id` sent (base64).
+    PortData { id: u64, data: String },
+    /// The guest end sent everything it will: no more `port_data`.
+    PortEnd { id: u64 },
+    /// `bytes` more of the host's data for stream `id` were written to the
+    /// guest end: the host may send that many more.
+    PortAck { id: u64, bytes: u64 },
+    /// Stream `id` is over (both ends done, or `message` says what broke
+    /// it); nothing more is sent for it either way.
+    PortClosed { id: u64, message: Option<String> },
 }
 
 /// Messages the host sends to the guest agent.
@@ -148,6 +185,26 @@ pub enum HostMessage {
     FileChunk { id: u64, data: String },
     /// The end of a `file_write`: the SHA-256 (hex) of all chunks.
     FileEnd { id: u64, sha256: String },
+    /// The host's clock, Unix time in ms (version 4): sent right after the
+    /// welcome and again every little while. An agent that keeps the
+    /// guest's clock sets it from this.
+    Time { unix_ms: u64 },
+    /// Open stream `id` to TCP `port` on the guest's loopback (version 4);
+    /// answered by `port_connected` or `port_refused`.
+    PortConnect { id: u64, port: u16 },
+    /// Listen on the guest's loopback at `port`; each connection a guest
+    /// program makes there comes to the host as `port_accepted`. Asked
+    /// again after each welcome: listeners end with the connection.
+    PortListen { port: u16 },
+    /// Bytes for the guest end of stream `id` (base64).
+    PortData { id: u64, data: String },
+    /// No more data from the host for stream `id` (the guest end's write
+    /// side is shut down).
+    PortEnd { id: u64 },
+    /// The host took `bytes` more of stream `id`'s data off the channel.
+    PortAck { id: u64, bytes: u64 },
+    /// Abort stream `id`: both directions, at once.
+    PortClose { id: u64 },
 }
 
 /// What the agent records: service lifecycles and output, readiness and
@@ -325,6 +382,30 @@ mod tests {
             message: "not found".into(),
         });
         round_trip(GuestMessage::ExecInputWritten { id: 7, bytes: 4096 });
+        let guest_id = GUEST_STREAM_BIT | 1;
+        round_trip(GuestMessage::PortConnected { id: 9 });
+        round_trip(GuestMessage::PortRefused {
+            id: 9,
+            message: "Connection refused".into(),
+        });
+        round_trip(GuestMessage::PortAccepted {
+            id: guest_id,
+            port: 3128,
+        });
+        round_trip(GuestMessage::PortListenFailed {
+            port: 3128,
+            message: "in use".into(),
+        });
+        round_trip(GuestMessage::PortData {
+            id: guest_id,
+            data: encode_data(b"GET /"),
+        });
+        round_trip(GuestMessage::PortEnd { id: 9 });
+        round_trip(GuestMessage::PortAck { id: 9, bytes: 5 });
+        round_trip(GuestMessage::PortClosed {
+            id: 9,
+            message: None,
+        });
     }
 
     #[test]
@@ -383,6 +464,18 @@ mod tests {
             },
         });
         round_trip(HostMessage::ExecSignal { id: 3, signal: 2 });
+        round_trip(HostMessage::Time {
+            unix_ms: 1_796_000_000_000,
+        });
+        round_trip(HostMessage::PortConnect { id: 4, port: 5900 });
+        round_trip(HostMessage::PortListen { port: 3128 });
+        round_trip(HostMessage::PortData {
+            id: 4,
+            data: encode_data(b"RFB 003.008\n"),
+        });
+        round_trip(HostMessage::PortEnd { id: 4 });
+        round_trip(HostMessage::PortAck { id: 4, bytes: 12 });
+        round_trip(HostMessage::PortClose { id: 4 });
     }
 
     #[test]

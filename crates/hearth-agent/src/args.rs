@@ -62,6 +62,9 @@ pub fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
             other => return Err(format!("unknown argument {other:?}; {USAGE}")),
         }
     }
+    // `--connect` runs the agent on a host (tests, host-side code): that
+    // host's clock is not the agent's to set.
+    settings.keep_clock = !matches!(transport, Some(Transport::Unix(_)));
     Ok(Options {
         transport,
         settings,
@@ -98,6 +101,8 @@ mod tests {
         let o = parse_args(&["--connect", "unix:/tmp/a.sock", "--wait-config"]).unwrap();
         assert_eq!(o.transport, Some(Transport::Unix("/tmp/a.sock".into())));
         assert!(o.settings.wait_for_host);
+        assert!(!o.settings.keep_clock, "an agent on a host set its clock");
+        assert!(parse_args(&["--port", "p"]).unwrap().settings.keep_clock);
         assert_eq!(parse_args(&[]).unwrap().transport, None);
         assert!(parse_args(&["--port"]).is_err());
         assert!(parse_args(&["--port", ""]).is_err());

@@ -32,6 +32,7 @@ pub fn collect(agent_started_ms: u64) -> BootReport {
         memory_total_kib,
         memory_available_kib,
         disks: disks(),
+        clock: crate::clock::report(),
     }
 }
 

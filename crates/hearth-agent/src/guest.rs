@@ -36,6 +36,9 @@ pub struct Settings {
     pub console: PathBuf,
     /// Wait for the host's configuration before starting services.
     pub wait_for_host: bool,
+    /// Set the system's clock from the host's time (in a guest; an agent
+    /// run on a host for tests leaves the host's clock alone).
+    pub keep_clock: bool,
 }
 
 impl Default for Settings {
@@ -45,6 +48,7 @@ impl Default for Settings {
             run_dir: "/run/hearth".into(),
             console: "/dev/console".into(),
             wait_for_host: host_config_wanted(),
+            keep_clock: true,
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::exec;
 use crate::files::{self, Uploads};
 use crate::guest::Guest;
 use crate::outbox::Link;
+use crate::ports::Ports;
 use crate::running::{Control, Running};
 
 /// How often a connected agent says it is alive.
@@ -51,6 +52,8 @@ pub struct Session<R> {
     uploads: Uploads,
     /// This session's running execs.
     running: Running,
+    /// This session's port streams and loopback listeners.
+    ports: Ports,
 }
 
 impl<R> std::fmt::Debug for Session<R> {
@@ -68,6 +71,7 @@ impl<R: Read> Session<R> {
             link: None,
             uploads: Uploads::default(),
             running: Running::default(),
+            ports: Ports::default(),
         }
     }
 
@@ -114,6 +118,7 @@ impl<R: Read> Session<R> {
     /// drops the write half, the reader goes with `self`.
     pub fn close(self) {
         self.running.hang_up_interactive();
+        self.ports.close_all();
         if self.link.is_some() {
             self.guest.outbox.detach();
         }
@@ -170,6 +175,21 @@ impl<R: Read> Session<R> {
             HostMessage::FileEnd { id, sha256 } => {
                 reply(&link, Some(self.uploads.end(id, &sha256)))
             }
+            HostMessage::Time { unix_ms } => {
+                crate::clock::sync(unix_ms, self.guest.settings.keep_clock)
+            }
+            HostMessage::PortConnect { id, port } => self.ports.connect(id, port, link),
+            HostMessage::PortListen { port } => self.ports.listen(port, link),
+            HostMessage::PortData { id, data } => match decode_data(&data) {
+                Ok(bytes) => self.ports.data(id, bytes),
+                Err(_) => {
+                    eprintln!("hearth-agent: port stream {id}: data is not base64; closed");
+                    self.ports.close(id);
+                }
+            },
+            HostMessage::PortEnd { id } => self.ports.end(id),
+            HostMessage::PortAck { id, bytes } => self.ports.ack(id, bytes),
+            HostMessage::PortClose { id } => self.ports.close(id),
             other => eprintln!(
                 "hearth-agent: ignoring {} after the handshake",
                 kind(&other)
@@ -223,6 +243,13 @@ fn kind(msg: &HostMessage) -> &'static str {
         HostMessage::ExecInputEnd { .. } => "exec_input_end",
         HostMessage::ExecResize { .. } => "exec_resize",
         HostMessage::ExecSignal { .. } => "exec_signal",
+        HostMessage::Time { .. } => "time",
+        HostMessage::PortConnect { .. } => "port_connect",
+        HostMessage::PortListen { .. } => "port_listen",
+        HostMessage::PortData { .. } => "port_data",
+        HostMessage::PortEnd { .. } => "port_end",
+        HostMessage::PortAck { .. } => "port_ack",
+        HostMessage::PortClose { .. } => "port_close",
     }
 }
 

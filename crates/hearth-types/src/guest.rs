@@ -184,6 +184,29 @@ pub struct BootReport {
     pub memory_total_kib: u64,
     pub memory_available_kib: u64,
     pub disks: Vec<DiskUsage>,
+    /// How the guest's clock was set from the host's; `None` until the
+    /// host's time arrived (or with an agent that does not keep it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockReport>,
+}
+
+/// The guest clock's corrections from the host's time. An offset is the
+/// host's time minus the guest's when the correction was made, in ms: the
+/// first says how wrong the guest started (a guest without a clock device
+/// starts in 1970, or where the initramfs set it from the kernel command
+/// line), the last how far it drifted since.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClockReport {
+    /// The host's time was taken this many times.
+    pub syncs: u64,
+    pub first_offset_ms: i64,
+    pub last_offset_ms: i64,
+    /// Kernel uptime at the last sync, ms.
+    pub last_sync_uptime_ms: u64,
+    /// Why the clock could not be set, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 use std::os::unix::net::UnixStream;
 use std::thread::JoinHandle;
 
-use hearth_agent_proto::{decode_data, Stream};
+use hearth_agent_proto::{decode_data, encode_data, Stream};
 
 use super::*;
 
@@ -11,6 +11,7 @@ fn test_guest() -> Arc<Guest> {
         run_dir: std::env::temp_dir().join("hearth-agent-unit"),
         console: "/dev/null".into(),
         wait_for_host: false,
+        keep_clock: false,
     });
     guest.start();
     guest
@@ -32,7 +33,9 @@ fn agent() -> (UnixStream, JoinHandle<Result<(), SessionError>>) {
     let handle = std::thread::spawn(move || {
         let mut s = Session::new(guest.try_clone().unwrap(), guest, test_guest());
         s.handshake(hello())?;
-        s.serve()
+        let served = s.serve();
+        s.close();
+        served
     });
     (host, handle)
 }
@@ -145,7 +148,7 @@ fn input_sent_right_after_an_exec_reaches_it_and_a_signal_ends_it() {
     .unwrap();
     let input = HostMessage::ExecInput {
         id: 1,
-        data: hearth_agent_proto::encode_data(b"it\n"),
+        data: encode_data(b"it\n"),
     };
     write_frame(&mut host, &input).unwrap();
     let (out, _, end) = outcome(&mut host);
@@ -331,4 +334,123 @@ fn a_command_outlives_its_host_and_its_output_goes_nowhere() {
     drop(second);
     drop(guests);
     agent.join().unwrap().unwrap();
+}
+
+/// The next `port_*` message (port streams interleave with acks).
+fn recv_port(host: &mut UnixStream) -> GuestMessage {
+    loop {
+        match recv(host) {
+            GuestMessage::PortAck { .. } => {}
+            other => return other,
+        }
+    }
+}
+
+/// Collects `port_data` of stream `id` until its `port_end`.
+fn port_bytes_until_end(host: &mut UnixStream, id: u64) -> Vec<u8> {
+    let mut got = Vec::new();
+    loop {
+        match recv_port(host) {
+            GuestMessage::PortData { id: i, data } if i == id => {
+                got.extend(decode_data(&data).unwrap());
+                let bytes = decode_data(&data).unwrap().len() as u64;
+                write_frame(host, &HostMessage::PortAck { id, bytes }).unwrap();
+            }
+            GuestMessage::PortEnd { id: i } if i == id => return got,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_port_stream_carries_bytes_both_ways_and_closes_once_both_ended() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    // Reads everything, then answers with its reverse and closes.
+    let echo = std::thread::spawn(move || {
+        let (mut c, _) = server.accept().unwrap();
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut c, &mut all).unwrap();
+        all.reverse();
+        std::io::Write::write_all(&mut c, &all).unwrap();
+    });
+    let (mut host, _agent) = agent();
+    welcome(&mut host);
+    write_frame(&mut host, &HostMessage::PortConnect { id: 5, port }).unwrap();
+    // Sent before the answer: it waits in the stream's queue.
+    let sent: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+    for chunk in sent.chunks(60_000) {
+        let data = encode_data(chunk);
+        write_frame(&mut host, &HostMessage::PortData { id: 5, data }).unwrap();
+    }
+    write_frame(&mut host, &HostMessage::PortEnd { id: 5 }).unwrap();
+    assert_eq!(recv_port(&mut host), GuestMessage::PortConnected { id: 5 });
+    let got = port_bytes_until_end(&mut host, 5);
+    let mut want = sent;
+    want.reverse();
+    assert!(
+        got == want,
+        "{} bytes back, {} wanted",
+        got.len(),
+        want.len()
+    );
+    let closed = GuestMessage::PortClosed {
+        id: 5,
+        message: None,
+    };
+    assert_eq!(recv_port(&mut host), closed);
+    echo.join().unwrap();
+}
+
+#[test]
+fn a_guest_port_with_nothing_listening_is_refused_in_plain_words() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (mut host, _agent) = agent();
+    welcome(&mut host);
+    write_frame(&mut host, &HostMessage::PortConnect { id: 2, port }).unwrap();
+    match recv_port(&mut host) {
+        GuestMessage::PortRefused { id: 2, message } => {
+            assert!(message.contains("nothing listens"), "{message}");
+            assert!(message.contains(&port.to_string()), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_guest_program_connecting_to_a_listener_reaches_the_host() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (mut host, agent) = agent();
+    welcome(&mut host);
+    write_frame(&mut host, &HostMessage::PortListen { port }).unwrap();
+    let client = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => break c,
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let id = match recv_port(&mut host) {
+        GuestMessage::PortAccepted { id, port: p } if p == port => id,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_ne!(id & hearth_agent_proto::GUEST_STREAM_BIT, 0);
+    std::io::Write::write_all(&mut &client, b"ping").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(port_bytes_until_end(&mut host, id), b"ping");
+    let data = encode_data(b"pong");
+    write_frame(&mut host, &HostMessage::PortData { id, data }).unwrap();
+    write_frame(&mut host, &HostMessage::PortEnd { id }).unwrap();
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut &client, &mut answer).unwrap();
+    assert_eq!(answer, b"pong");
+    // The host leaves: the listener goes with the session.
+    drop(host);
+    agent.join().unwrap().unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }

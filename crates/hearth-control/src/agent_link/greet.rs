@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use hearth_agent_proto::{negotiate, FrameError, GuestMessage, HostMessage, PROTOCOL};
+use hearth_agent_proto::{
+    negotiate, FrameError, GuestMessage, HostMessage, PORTS_PROTOCOL, PROTOCOL,
+};
 use hearth_store::AgentHello;
 use hearth_types::{error_chain, Timestamp};
 use tokio::net::unix::OwnedWriteHalf;
@@ -103,6 +105,13 @@ pub(super) async fn greet(spec: &LinkSpec, hello_window: Duration) -> Result<Con
     wire::write_message(&mut writer, &welcome)
         .await
         .map_err(write_failed)?;
+    // The clock first: whatever the configuration starts gets the right
+    // time (after a boot, and after a restore from a snapshot alike).
+    if chosen >= PORTS_PROTOCOL {
+        wire::write_message(&mut writer, &time_now())
+            .await
+            .map_err(write_failed)?;
+    }
     wire::write_message(&mut writer, &HostMessage::Config { config })
         .await
         .map_err(write_failed)?;
@@ -136,4 +145,14 @@ pub(super) async fn greet(spec: &LinkSpec, hello_window: Duration) -> Result<Con
         clock: Clock::from_hello(now, uptime_ms),
         protocol: chosen,
     })
+}
+
+/// The host's clock, for the agent to set the guest's from.
+pub(super) fn time_now() -> HostMessage {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    HostMessage::Time {
+        unix_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
+    }
 }

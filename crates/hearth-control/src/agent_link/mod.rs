@@ -15,6 +15,7 @@ mod greet;
 mod input;
 mod input_flow;
 mod pending;
+mod ports;
 mod records;
 mod session;
 mod wire;
@@ -28,13 +29,17 @@ use hearth_store::Store;
 use hearth_types::guest::Stream;
 use hearth_types::VmId;
 use hearth_vmm::AgentEndpoint;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use self::input::Input;
 pub use self::input::{
     Exec, ExecInput, ExecSpec, LinkError, HELD_INPUT_LIMIT, INTERACTIVE_PROTOCOL,
 };
 use self::input_flow::Gauge;
+use self::ports::PortOp;
+pub use self::ports::{
+    splice, PortError, PortEvent, PortStream, PortWriter, HELD_PORT_LIMIT, PORTS_PROTOCOL,
+};
 
 /// What a link tells its owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +113,23 @@ pub(crate) enum Request {
         mode: u32,
         events: mpsc::UnboundedSender<FileEvent>,
     },
+    /// Open a stream to a guest loopback port.
+    PortConnect {
+        id: u64,
+        port: u16,
+        events: mpsc::UnboundedSender<PortEvent>,
+        /// Its data held on the host, shared with its `PortWriter`.
+        held: Gauge,
+        answer: oneshot::Sender<Result<(), PortError>>,
+    },
+    /// For the stream `id`, sent after it.
+    Port { id: u64, op: PortOp },
+    /// Keep a guest loopback listener on `port` (asked again after each
+    /// welcome); its connections arrive on `incoming`.
+    Listen {
+        port: u16,
+        incoming: mpsc::UnboundedSender<PortStream>,
+    },
 }
 
 impl Request {
@@ -120,7 +142,9 @@ impl Request {
             Request::ReadFile { events, .. } | Request::WriteFile { events, .. } => {
                 events.is_closed()
             }
-            Request::Input { .. } => false,
+            Request::PortConnect { answer, .. } => answer.is_closed(),
+            Request::Listen { incoming, .. } => incoming.is_closed(),
+            Request::Input { .. } | Request::Port { .. } => false,
         }
     }
 }
@@ -241,6 +265,44 @@ impl LinkHandle {
         self.requests.send(request).ok().map(|()| rx)
     }
 
+    /// Opens a stream to TCP `port` on the guest's loopback; answers once
+    /// the agent connected (or could not). Waits for a connection to the
+    /// agent if none is up: callers bound it with a timeout.
+    pub async fn open_port(&self, port: u16) -> Result<PortStream, PortError> {
+        if let Some(protocol) = self.protocol() {
+            if protocol < PORTS_PROTOCOL {
+                return Err(PortError::AgentTooOld { protocol });
+            }
+        }
+        let id = self.new_id();
+        let (events, rx) = mpsc::unbounded_channel();
+        let (writer, held) = PortWriter::new(id, self.requests.clone());
+        let (answer, answered) = oneshot::channel();
+        let request = Request::PortConnect {
+            id,
+            port,
+            events,
+            held,
+            answer,
+        };
+        self.requests.send(request).map_err(|_| PortError::Ended)?;
+        match answered.await {
+            Ok(Ok(())) => Ok(PortStream { events: rx, writer }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(PortError::Lost),
+        }
+    }
+
+    /// Has the agent listen on `port` of the guest's loopback for as long
+    /// as the receiver lives (again after every reconnect); each guest
+    /// connection there arrives as a stream.
+    pub fn listen(&self, port: u16) -> Result<mpsc::UnboundedReceiver<PortStream>, LinkError> {
+        let (incoming, rx) = mpsc::unbounded_channel();
+        let request = Request::Listen { port, incoming };
+        self.requests.send(request).map_err(|_| LinkError::Ended)?;
+        Ok(rx)
+    }
+
     fn stop(&self) {
         self.stop.send_replace(true);
     }
@@ -251,7 +313,13 @@ pub fn spawn(spec: LinkSpec) -> LinkHandle {
     let (requests, rx) = mpsc::unbounded_channel();
     let (stop, stop_rx) = watch::channel(false);
     let (connected_tx, connected) = watch::channel(None);
-    tokio::spawn(session::run(spec, rx, stop_rx, connected_tx));
+    tokio::spawn(session::run(
+        spec,
+        requests.clone(),
+        rx,
+        stop_rx,
+        connected_tx,
+    ));
     LinkHandle {
         requests,
         stop: Arc::new(stop),

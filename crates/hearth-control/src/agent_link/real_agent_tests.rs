@@ -338,3 +338,137 @@ async fn the_real_agent_gets_all_of_a_large_input_sent_at_once() {
     );
     assert!(wc.input.has_room(), "nothing is held once it ended");
 }
+
+/// A host TCP server (the real agent runs on the host, so its "guest
+/// loopback" is this one) that answers each connection with the SHA-256
+/// of all it read, then closes.
+async fn digest_server() -> u16 {
+    use sha2::{Digest, Sha256};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut c, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut sha = Sha256::new();
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    match c.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => sha.update(&buf[..n]),
+                    }
+                }
+                let _ = c.write_all(hex::encode(sha.finalize()).as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// Sends `data` through a new stream to `port` and returns the answer.
+async fn through_port(link: &LinkHandle, port: u16, data: Vec<u8>) -> Vec<u8> {
+    let stream = link.open_port(port).await.unwrap();
+    let (mut local, remote) = tokio::io::duplex(64 * 1024);
+    let spliced = tokio::spawn(splice(stream, remote));
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut rd, mut wr) = tokio::io::split(&mut local);
+    let send = async {
+        wr.write_all(&data).await.unwrap();
+        wr.shutdown().await.unwrap();
+    };
+    let mut answer = Vec::new();
+    let recv = rd.read_to_end(&mut answer);
+    let ((), got) = tokio::join!(send, recv);
+    got.unwrap();
+    spliced.await.unwrap().unwrap();
+    answer
+}
+
+#[tokio::test]
+async fn the_real_agent_carries_port_streams_many_at_once_and_whole() {
+    use sha2::{Digest, Sha256};
+    let Some(agent) = real_agent(GuestConfig::default()).await else {
+        return;
+    };
+    let link = &agent.link;
+    assert!(link.wait_connected(Duration::from_secs(20)).await);
+    let port = digest_server().await;
+
+    let big: Vec<u8> = (0..(8u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+    let want = hex::encode(Sha256::digest(&big));
+    assert_eq!(through_port(link, port, big).await, want.as_bytes());
+
+    let mut streams = tokio::task::JoinSet::new();
+    for i in 0..20u8 {
+        let link = link.clone();
+        let data = vec![i; 100_000 + usize::from(i)];
+        let want = hex::encode(Sha256::digest(&data));
+        streams.spawn(async move { (through_port(&link, port, data).await, want) });
+    }
+    let mut done = 0;
+    while let Some(joined) = streams.join_next().await {
+        let (got, want) = joined.unwrap();
+        assert_eq!(got, want.as_bytes());
+        done += 1;
+    }
+    assert_eq!(done, 20);
+
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    match link.open_port(closed).await {
+        Err(PortError::Refused(why)) => assert!(why.contains("nothing listens"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_guest_connection_to_a_listener_reaches_the_host_and_survives_a_reconnect() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(agent) = real_agent(GuestConfig::default()).await else {
+        return;
+    };
+    let link = &agent.link;
+    assert!(link.wait_connected(Duration::from_secs(20)).await);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut incoming = link.listen(port).unwrap();
+    // A handler on the host: answers with what it got, upper-cased.
+    tokio::spawn(async move {
+        while let Some(stream) = incoming.recv().await {
+            let (mut local, remote) = tokio::io::duplex(4096);
+            tokio::spawn(splice(stream, remote));
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let (mut rd, mut wr) = tokio::io::split(&mut local);
+                rd.read_to_end(&mut got).await.unwrap();
+                wr.write_all(&got.to_ascii_uppercase()).await.unwrap();
+                wr.shutdown().await.unwrap();
+            });
+        }
+    });
+    let ask = async |text: &str| {
+        let mut c = wait_until("the guest listener", async || {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+        })
+        .await;
+        c.write_all(text.as_bytes()).await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).await.unwrap();
+        answer
+    };
+    assert_eq!(ask("hello").await, "HELLO");
+    agent.cut.send_modify(|n| *n += 1);
+    wait_until("the link down", async || (!link.connected()).then_some(())).await;
+    assert!(link.wait_connected(Duration::from_secs(20)).await);
+    assert_eq!(ask("again").await, "AGAIN");
+}

@@ -10,12 +10,16 @@ use hearth_types::{error_chain, Timestamp};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
-use super::greet::{greet, Connection, Greet};
+use super::greet::{greet, time_now, Connection, Greet};
 use super::input::{Input, INTERACTIVE_PROTOCOL};
 use super::input_flow::{InputFlow, Outgoing};
-use super::pending::{route, Pending, RunningExec};
+use super::pending::{route, OpenPort, Pending, RunningExec};
+use super::ports::PortOp;
 use super::records::to_row;
-use super::{wire, ExecEvent, ExecSpec, LinkError, LinkSpec, Notice, Request};
+use super::{
+    wire, ExecEvent, ExecSpec, LinkError, LinkSpec, Notice, PortError, PortStream, PortWriter,
+    Request, PORTS_PROTOCOL,
+};
 
 /// The first pause before connecting again; doubled per failure.
 const RETRY: Duration = Duration::from_millis(100);
@@ -36,6 +40,16 @@ const WRITE_WINDOW: Duration = Duration::from_secs(30);
 const BATCH: usize = 512;
 /// Raw bytes per `file_chunk` (base64 keeps it far below a frame's limit).
 const CHUNK: usize = 256 * 1024;
+/// How often a connected agent gets the host's time again (protocol 4).
+const TIME_EVERY: Duration = Duration::from_secs(30);
+
+/// What outlives one connection: the guest loopback listeners asked for
+/// (sent again after each welcome), and the way back into the link for
+/// the writers of streams the guest opens.
+pub(super) struct Listeners {
+    by_port: HashMap<u16, mpsc::UnboundedSender<PortStream>>,
+    requests: mpsc::UnboundedSender<Request>,
+}
 
 /// Why a connection ended.
 enum End {
@@ -50,12 +64,17 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 pub(super) async fn run(
     spec: LinkSpec,
+    own_requests: mpsc::UnboundedSender<Request>,
     mut requests: mpsc::UnboundedReceiver<Request>,
     mut stop: watch::Receiver<bool>,
     connected: watch::Sender<Option<u32>>,
 ) {
     let mut backoff = RETRY;
     let mut silences = 0u32;
+    let mut listeners = Listeners {
+        by_port: HashMap::new(),
+        requests: own_requests,
+    };
     loop {
         let greeted = tokio::select! {
             _ = stopped(&mut stop) => return,
@@ -67,7 +86,9 @@ pub(super) async fn run(
                 silences = 0;
                 connected.send_replace(Some(conn.protocol));
                 tracing::info!(vm = %spec.vm, protocol = conn.protocol, "agent connected");
-                let end = conn.serve(&spec, &mut requests, &mut stop).await;
+                let end = conn
+                    .serve(&spec, &mut requests, &mut stop, &mut listeners)
+                    .await;
                 connected.send_replace(None);
                 if let Err(e) = spec
                     .store
@@ -112,8 +133,14 @@ impl Connection {
         spec: &LinkSpec,
         requests: &mut mpsc::UnboundedReceiver<Request>,
         stop: &mut watch::Receiver<bool>,
+        listeners: &mut Listeners,
     ) -> End {
         let mut pending = HashMap::new();
+        let mut clock =
+            tokio::time::interval_at(tokio::time::Instant::now() + TIME_EVERY, TIME_EVERY);
+        if let Err(e) = self.listen_again(listeners).await {
+            return End::Dropped(error_chain(&e));
+        }
         let end = loop {
             tokio::select! {
                 _ = stopped(stop) => break End::Stopped,
@@ -121,7 +148,7 @@ impl Connection {
                     let Some(first) = msg else {
                         break End::Dropped("the agent hung up".into());
                     };
-                    if let Err(why) = self.take_messages(spec, first, &mut pending).await {
+                    if let Err(why) = self.take_messages(spec, first, &mut pending, listeners).await {
                         break End::Dropped(why);
                     }
                 }
@@ -130,7 +157,12 @@ impl Connection {
                     if request.abandoned() {
                         continue;
                     }
-                    if let Err(e) = self.send_request(request, &mut pending).await {
+                    if let Err(e) = self.send_request(request, &mut pending, listeners).await {
+                        break End::Dropped(error_chain(&e));
+                    }
+                }
+                _ = clock.tick(), if self.protocol >= PORTS_PROTOCOL => {
+                    if let Err(e) = self.send(&time_now()).await {
                         break End::Dropped(error_chain(&e));
                     }
                 }
@@ -150,6 +182,7 @@ impl Connection {
         spec: &LinkSpec,
         first: Result<GuestMessage, FrameError>,
         pending: &mut HashMap<u64, Pending>,
+        listeners: &Listeners,
     ) -> Result<(), String> {
         let mut batch = Vec::new();
         let mut next = Some(first);
@@ -169,6 +202,18 @@ impl Connection {
                         .await
                         .map_err(|e| error_chain(&e))?;
                 }
+                Ok(GuestMessage::PortAck { id, bytes }) => {
+                    if let Some(Pending::Port(port)) = pending.get_mut(&id) {
+                        port.flow.written(bytes);
+                    }
+                    self.flush_input(id, pending)
+                        .await
+                        .map_err(|e| error_chain(&e))?;
+                }
+                Ok(GuestMessage::PortAccepted { id, port }) => self
+                    .accepted(id, port, pending, listeners)
+                    .await
+                    .map_err(|e| error_chain(&e))?,
                 Ok(other) => route(spec, other, pending).await,
                 Err(e) => {
                     broken = Some(error_chain(&e));
@@ -224,6 +269,7 @@ impl Connection {
         &mut self,
         request: Request,
         pending: &mut HashMap<u64, Pending>,
+        listeners: &mut Listeners,
     ) -> Result<(), FrameError> {
         match request {
             Request::Exec {
@@ -263,7 +309,99 @@ impl Connection {
                 pending.insert(id, Pending::File(events));
                 self.write_file(id, path, &data, mode).await
             }
+            Request::PortConnect {
+                id,
+                port,
+                events,
+                held,
+                answer,
+            } => {
+                if self.protocol < PORTS_PROTOCOL {
+                    let too_old = PortError::AgentTooOld {
+                        protocol: self.protocol,
+                    };
+                    let _ = answer.send(Err(too_old));
+                    return Ok(());
+                }
+                let open = OpenPort {
+                    events,
+                    flow: InputFlow::new(held),
+                    answer: Some(answer),
+                };
+                pending.insert(id, Pending::Port(open));
+                self.send(&HostMessage::PortConnect { id, port }).await
+            }
+            Request::Port { id, op } => self.port_op(id, op, pending).await,
+            Request::Listen { port, incoming } => {
+                listeners.by_port.insert(port, incoming);
+                if self.protocol < PORTS_PROTOCOL {
+                    return Ok(());
+                }
+                self.send(&HostMessage::PortListen { port }).await
+            }
         }
+    }
+
+    /// Asks the agent again for every listener whose owner is still there.
+    async fn listen_again(&mut self, listeners: &mut Listeners) -> Result<(), FrameError> {
+        listeners.by_port.retain(|_, tx| !tx.is_closed());
+        if self.protocol < PORTS_PROTOCOL {
+            return Ok(());
+        }
+        let ports: Vec<u16> = listeners.by_port.keys().copied().collect();
+        for port in ports {
+            self.send(&HostMessage::PortListen { port }).await?;
+        }
+        Ok(())
+    }
+
+    /// A guest program connected to the listener on `port`: its stream
+    /// goes to the listener's owner, or is closed when there is none.
+    async fn accepted(
+        &mut self,
+        id: u64,
+        port: u16,
+        pending: &mut HashMap<u64, Pending>,
+        listeners: &Listeners,
+    ) -> Result<(), FrameError> {
+        let Some(incoming) = listeners.by_port.get(&port) else {
+            return self.send(&HostMessage::PortClose { id }).await;
+        };
+        let (events, rx) = mpsc::unbounded_channel();
+        let (writer, held) = PortWriter::new(id, listeners.requests.clone());
+        if incoming.send(PortStream { events: rx, writer }).is_err() {
+            return self.send(&HostMessage::PortClose { id }).await;
+        }
+        let open = OpenPort {
+            events,
+            flow: InputFlow::new(held),
+            answer: None,
+        };
+        pending.insert(id, Pending::Port(open));
+        Ok(())
+    }
+
+    /// What the owner of stream `id` does to it. Data and its end go
+    /// through the stream's flow; for a stream gone, nothing is sent.
+    async fn port_op(
+        &mut self,
+        id: u64,
+        op: PortOp,
+        pending: &mut HashMap<u64, Pending>,
+    ) -> Result<(), FrameError> {
+        let Some(Pending::Port(port)) = pending.get_mut(&id) else {
+            return Ok(());
+        };
+        match op {
+            PortOp::Data(bytes) => port.flow.push(&bytes),
+            PortOp::End => port.flow.end(),
+            PortOp::Consumed(bytes) => return self.send(&HostMessage::PortAck { id, bytes }).await,
+            PortOp::Close => {
+                pending.remove(&id);
+                return self.send(&HostMessage::PortClose { id }).await;
+            }
+        }
+        self.flush_input(id, pending).await
     }
 
     /// Sends exec `id`, unless it is interactive and the agent too old:
@@ -336,23 +474,32 @@ impl Connection {
         self.flush_input(id, pending).await
     }
 
-    /// Sends what exec `id`'s window allows of its held input.
+    /// Sends what the window of exec or stream `id` allows of what is
+    /// held for it.
     async fn flush_input(
         &mut self,
         id: u64,
         pending: &mut HashMap<u64, Pending>,
     ) -> Result<(), FrameError> {
         loop {
-            let Some(Pending::Exec(exec)) = pending.get_mut(&id) else {
-                return Ok(());
-            };
-            let msg = match exec.input.next() {
-                Some(Outgoing::Data(chunk)) => HostMessage::ExecInput {
-                    id,
-                    data: encode_data(&chunk),
+            let msg = match pending.get_mut(&id) {
+                Some(Pending::Exec(exec)) => match exec.input.next() {
+                    Some(Outgoing::Data(chunk)) => HostMessage::ExecInput {
+                        id,
+                        data: encode_data(&chunk),
+                    },
+                    Some(Outgoing::End) => HostMessage::ExecInputEnd { id },
+                    None => return Ok(()),
                 },
-                Some(Outgoing::End) => HostMessage::ExecInputEnd { id },
-                None => return Ok(()),
+                Some(Pending::Port(port)) => match port.flow.next() {
+                    Some(Outgoing::Data(chunk)) => HostMessage::PortData {
+                        id,
+                        data: encode_data(&chunk),
+                    },
+                    Some(Outgoing::End) => HostMessage::PortEnd { id },
+                    None => return Ok(()),
+                },
+                _ => return Ok(()),
             };
             self.send(&msg).await?;
         }

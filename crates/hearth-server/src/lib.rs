@@ -22,6 +22,7 @@ mod metrics;
 mod observe;
 mod openapi;
 mod params;
+mod ports;
 mod rate;
 mod vms;
 
@@ -141,6 +142,7 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         .route("/v1/vms/{id}/diagnosis", get(diagnosis::diagnosis))
         .route("/v1/vms/{id}/exec", post(exec::exec))
         .route("/v1/vms/{id}/exec/attach", get(exec_attach::attach))
+        .route("/v1/vms/{id}/ports/{port}", get(ports::forward))
         .route("/v1/vms/{id}/health", get(agent::health))
         .route(
             "/v1/vms/{id}/services/{name}/logs",

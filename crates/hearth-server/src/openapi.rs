@@ -27,6 +27,7 @@ Every route but `/healthz` needs `Authorization: Bearer <token>` (`hearth token 
         crate::diagnosis::diagnosis,
         crate::exec::exec,
         crate::exec_attach::attach,
+        crate::ports::forward,
         crate::agent::health,
         crate::agent::service_logs,
         crate::agent::boot_report,

@@ -171,6 +171,20 @@ pub enum VmCommand {
     /// command's status (128+N when signal N killed it, 127 when it could
     /// not be started, 2 when the request failed).
     Exec(ExecArgs),
+    /// Forward local TCP ports to ports on a VM's loopback, through its
+    /// guest agent (no guest network needed), until interrupted.
+    #[command(name = "port-forward")]
+    PortForward {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The local address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: std::net::IpAddr,
+        id: VmId,
+        /// GUEST, LOCAL:GUEST, or :GUEST for a local port the system picks.
+        #[arg(required = true, num_args = 1.., value_name = "[LOCAL:]GUEST")]
+        ports: Vec<crate::commands::PortPair>,
+    },
     /// Keep a VM (never clean it up) until it is released.
     Hold {
         #[command(flatten)]

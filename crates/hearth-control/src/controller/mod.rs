@@ -18,6 +18,7 @@ mod exec;
 mod exec_attach;
 mod files;
 mod health;
+mod ports;
 mod reconcile;
 mod watch;
 
@@ -37,6 +38,7 @@ pub use self::exec::{ExecError, ExecStream};
 pub use self::exec_attach::{AttachedExec, ExecTarget};
 pub use self::files::FileError;
 pub use self::health::MAX_TAIL;
+pub use self::ports::PortForwardError;
 use crate::lifecycle::InvalidTransition;
 
 /// Tunables of `hearth serve`.
@@ -301,6 +303,16 @@ impl Controller {
     /// Checks VM `id` for an interactive exec (see [`ExecTarget::start`]).
     pub async fn exec_target(&self, scope: &Scope, id: &VmId) -> Result<ExecTarget, ExecError> {
         exec_attach::target(self, scope, id).await
+    }
+
+    /// A TCP stream to `port` on VM `id`'s loopback, through its agent.
+    pub async fn open_port(
+        &self,
+        scope: &Scope,
+        id: &VmId,
+        port: u16,
+    ) -> Result<crate::agent_link::PortStream, PortForwardError> {
+        ports::open(self, scope, id, port).await
     }
 
     /// What the VM's agent last said about itself and its services.

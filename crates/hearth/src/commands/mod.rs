@@ -9,11 +9,13 @@ mod token;
 mod vm_agent;
 mod vm_api;
 mod vm_exec;
+mod vm_port_forward;
 mod vm_run;
 
 use std::process::ExitCode;
 
 use hearth_guestkit::DataDir;
+pub use vm_port_forward::PortPair;
 
 use crate::cli::{Cli, Command, ImageCommand, KernelCommand, TokenCommand, VmCommand};
 
@@ -69,6 +71,12 @@ fn run_vm(data: &DataDir, command: VmCommand) -> anyhow::Result<ExitCode> {
         VmCommand::Cp { api, from, to } => vm_agent::cp(&api, &from, &to),
         VmCommand::Why { api, id, json } => vm_api::why(&api, &id, json),
         VmCommand::Exec(args) => vm_exec::exec(args),
+        VmCommand::PortForward {
+            api,
+            address,
+            id,
+            ports,
+        } => vm_port_forward::run(&api, &id, address, &ports),
         VmCommand::Hold { api, id } => vm_api::hold(&api, &id, true),
         VmCommand::Release { api, id } => vm_api::hold(&api, &id, false),
         VmCommand::Rm { api, id } => vm_api::remove(&api, &id),

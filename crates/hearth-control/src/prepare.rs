@@ -130,8 +130,14 @@ fn release_of(path: &Path) -> Result<String, PrepareError> {
 }
 
 /// The kernel command line for a VM that runs `command` (may be empty).
+/// It carries the host's time (`hearth.time=`, Unix seconds), which the
+/// initramfs sets before anything writes a file: the guest has no clock
+/// device. The agent sets it precisely once connected.
 pub fn cmdline(command: &[String]) -> Result<String, PrepareError> {
-    let mut line = BASE_CMDLINE.to_owned();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut line = format!("{BASE_CMDLINE} hearth.time={}", now.as_secs());
     if let Some(arg) = guest_command::cmdline_arg(command).map_err(PrepareError::Command)? {
         line.push(' ');
         line.push_str(&arg);

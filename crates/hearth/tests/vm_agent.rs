@@ -218,6 +218,8 @@ fn vm_exec_streams_and_cp_moves_files_both_ways_checked() {
         "{}",
         text(&out)
     );
+    the_clock_is_the_hosts(&mut host, &id);
+    port_forward_reaches_guest_servers(&mut host, &id);
     large_stdin_goes_through_whole(&mut host, &id);
     sigint_is_forwarded_without_a_terminal(&mut host, &id);
     exec_on_a_local_terminal(&mut host, &id);
@@ -402,6 +404,118 @@ fn sigint_is_forwarded_without_a_terminal(host: &mut Host, id: &str) {
     wait_shown("got-int\n");
     let status = wait_exit(&mut child, Duration::from_secs(30));
     assert_eq!(status.code(), Some(5));
+}
+
+/// The guest's clock is the host's (the minimal image has no clock device:
+/// without the host's time it would be 1970), and the boot report says
+/// how it was set.
+fn the_clock_is_the_hosts(host: &mut Host, id: &str) {
+    let error = common::guest_clock::guest_clock_error(host, id);
+    assert!(
+        error < Duration::from_secs(1),
+        "the guest's clock is {error:?} off"
+    );
+    let report: hearth_types::api::VmBootReport =
+        host.api()
+            .json("GET", &format!("/v1/vms/{id}/boot-report"), None, 200);
+    let clock = report
+        .report
+        .clock
+        .expect("the boot report shows the clock");
+    assert!(clock.syncs >= 1 && clock.error.is_none(), "{clock:?}");
+}
+
+/// `hearth vm port-forward` to busybox's httpd on the guest's loopback: a
+/// page, 64 MiB whole, 20 requests at once; a port with nothing behind it
+/// is named on stderr; another tenant finds no VM.
+fn port_forward_reaches_guest_servers(host: &mut Host, id: &str) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let setup = "mkdir -p /tmp/www && echo 'hello from the guest' > /tmp/www/index.html \
+        && dd if=/dev/urandom of=/tmp/www/big bs=1048576 count=64 2>/dev/null \
+        && sha256sum /tmp/www/big && httpd -p 127.0.0.1:8080 -h /tmp/www";
+    let out = host.vm_cli(&["exec", id, "--timeout", "300", "--", "sh", "-c", setup]);
+    assert!(out.status.success(), "{}", text(&out));
+    let guest_sha = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_owned();
+
+    let api = host.api();
+    let mut forward = host
+        .hearth(&["vm", "port-forward", id, ":8080", ":9"])
+        .env("HEARTH_URL", &api.url)
+        .env("HEARTH_TOKEN", &api.token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hearth runs");
+    let mut lines = BufReader::new(forward.stdout.take().unwrap()).lines();
+    let mut local = || -> u16 {
+        let line = lines.next().expect("a forwarding line").unwrap();
+        let addr = line.split_whitespace().nth(1).expect("an address");
+        addr.rsplit(':').next().unwrap().parse().unwrap()
+    };
+    let (web, nothing) = (local(), local());
+
+    let page = http_get(web, "/");
+    assert!(page.contains("hello from the guest"), "{page}");
+    let big = http_get_bytes(web, "/big");
+    assert_eq!(big.len(), 64 << 20);
+    assert_eq!(hex_sha256(&big), guest_sha);
+    let many: Vec<_> = (0..20)
+        .map(|_| std::thread::spawn(move || http_get(web, "/")))
+        .collect();
+    for page in many {
+        assert!(page.join().unwrap().contains("hello from the guest"));
+    }
+
+    // Nothing behind guest port 9: the local connection just ends, and
+    // the forwarder says why.
+    assert!(http_get_bytes(nothing, "/").is_empty());
+    interrupt(&forward);
+    let status = wait_exit(&mut forward, Duration::from_secs(10));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut forward.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(stderr.contains("nothing listens on port 9"), "{stderr}");
+
+    let bob = host.mint(&["--tenant", "bob"]);
+    let out = host.vm_cli_as(&bob, &["port-forward", id, ":8080"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no VM"), "{}", text(&out));
+}
+
+/// SIGINT to a child, as Ctrl-C would send it.
+fn interrupt(child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The body of `GET path` (HTTP/1.0, so the server closes after it). A
+/// reset (a forwarder dropping a connection it could not carry, with our
+/// request unread) ends it like a close.
+fn http_get_bytes(port: u16, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(c, "GET {path} HTTP/1.0\r\nHost: guest\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    if let Err(e) = c.read_to_end(&mut all) {
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    }
+    match all.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(at) => all.split_off(at + 4),
+        None => all,
+    }
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    String::from_utf8_lossy(&http_get_bytes(port, path)).into_owned()
 }
 
 /// The child's status, within `within` (polled: a child has no fd to wait on).

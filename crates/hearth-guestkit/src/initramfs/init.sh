@@ -16,6 +16,23 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 
+# The guest has no clock device: take the host's time from the command
+# line (seconds behind by the boot so far) before anything writes a file.
+# The agent sets it precisely once it reaches the host.
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        hearth.time=*)
+            t="${arg#hearth.time=}"
+            read -r up _ < /proc/uptime
+            up="${up%.*}"
+            case "$t$up" in
+                *[!0-9]*) ;;
+                *) date -u -s "@$((t + up))" >/dev/null 2>&1 ;;
+            esac
+            ;;
+    esac
+done
+
 while read -r name file; do
     insmod "/lib/modules/$file" || fail "hearth: missing module $name"
 done < /etc/hearth/modules

@@ -6,6 +6,8 @@
 
 /// The diagnosis `hearth vm run` prints, read back.
 pub mod findings;
+/// The guest's wall clock against the host's.
+pub mod guest_clock;
 /// A `hearth serve` on a private data directory (the `serve_*` tests).
 pub mod serve;
 

@@ -23,6 +23,7 @@ mod observe;
 mod openapi;
 mod params;
 mod rate;
+mod tokens;
 mod vms;
 
 use std::future::Future;
@@ -32,13 +33,13 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use hearth_control::controller::Controller;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use self::auth::mint_token;
+pub use self::auth::{mint_token, LAST_USE_EVERY};
 pub use self::openapi::{openapi, openapi_json};
 
 /// How `hearth serve` listens and what it accepts.
@@ -156,6 +157,8 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         )
         .route("/v1/vms/{id}/console", get(logs::console))
         .route("/v1/vms/{id}/logs/hypervisor", get(logs::hypervisor))
+        .route("/v1/tokens", get(tokens::list))
+        .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/metrics", get(metrics::metrics))
         .route_layer(from_fn_with_state(state.clone(), auth::authenticate));
     let router = Router::new()

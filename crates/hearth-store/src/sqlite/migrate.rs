@@ -31,6 +31,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0002_agent",
         sql: include_str!("../migrations/0002_agent.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_token_lifecycle",
+        sql: include_str!("../migrations/0003_token_lifecycle.sql"),
+    },
 ];
 
 /// The schema version this build writes: the last migration's number.

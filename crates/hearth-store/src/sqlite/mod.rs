@@ -212,6 +212,22 @@ impl Store for SqliteStore {
         self.run("looking up a token", |c| tokens::by_hash(c, hash))
     }
 
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.run("listing tokens", |c| tokens::list(c))
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.run(format_args!("revoking token {id}"), |c| {
+            tokens::revoke(c, id)
+        })
+    }
+
+    async fn token_used(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.run(format_args!("recording the use of token {id}"), |c| {
+            tokens::used(c, id, at)
+        })
+    }
+
     async fn enqueue_job(&self, job: &NewJob) -> Result<(), StoreError> {
         self.run(
             format_args!("enqueueing a {} job for VM {}", job.kind.as_str(), job.vm),

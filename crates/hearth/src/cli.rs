@@ -314,7 +314,7 @@ pub enum WaitFor {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address of the HTTP API.
-    #[arg(long, default_value = "127.0.0.1:7070")]
+    #[arg(long, default_value_t = hearth_server::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
     /// Seconds a stopped or failed VM is kept for inspection before cleanup.
     #[arg(long, value_name = "SECS", default_value_t = 900)]

@@ -13,9 +13,6 @@ use crate::error::Problem;
 use crate::extract::{Caller, VmPath};
 use crate::{params, AppState};
 
-/// Lines a logs request gets when it does not say.
-const DEFAULT_TAIL: usize = 100;
-
 /// The agent's connection, heartbeat, readiness and each service's state,
 /// restarts and last exit.
 #[utoipa::path(
@@ -49,12 +46,12 @@ pub(crate) async fn health(
     tag = "agent",
     params(
         ("id" = VmId, Path, description = "The VM's id"),
-        ("name" = String, Path, description = "The service's name"),
+        ("name" = String, Path, description = "The service's name: 1-64 letters, digits, '-', '_' and '.' (not '.' or '..'), as at VM create"),
         ("tail" = Option<u32>, Query, description = "How many of the last lines, 1 to 10000 (default 100)", minimum = 1, maximum = 10000),
     ),
     responses(
         (status = 200, description = "The lines, oldest first (none for an unknown service)", body = ServiceLogs),
-        (status = 400, description = "`invalid_id` or `invalid_request`", body = ApiError),
+        (status = 400, description = "`invalid_id`, `invalid_lines` (`tail`) or `invalid_request` (a service name that breaks the create rule, an unknown parameter)", body = ApiError),
         (status = 401, description = "`unauthorized`", body = ApiError),
         (status = 404, description = "`not_found`", body = ApiError),
         (status = 429, description = "`rate_limited`", body = ApiError),
@@ -77,14 +74,12 @@ pub(crate) async fn service_logs(
         )
     })?;
     let id = params::vm_id(&raw_id)?;
+    let service = params::service_name(&service)?;
     let q = params::query_pairs(query.as_deref(), &["tail"])?;
-    let tail = match q.get("tail") {
-        Some(v) => params::parse_lines(v)?,
-        None => DEFAULT_TAIL,
-    };
+    let tail = params::line_count(&q, "tail")?;
     let logs = state
         .controller
-        .service_logs(&scope, &id, &service, tail.min(MAX_TAIL))
+        .service_logs(&scope, &id, service, tail.min(MAX_TAIL))
         .await?;
     Ok(Json(logs))
 }

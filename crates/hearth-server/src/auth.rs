@@ -1,8 +1,12 @@
 //! API tokens: `hth_<8 hex id>_<64 hex secret>`. The secret is shown once,
 //! when the token is minted; the store keeps only the SHA-256 of the whole
 //! token, so a leaked database gives no usable token. A request's token is
-//! hashed and looked up, and becomes the caller's [`Scope`]. Tokens never
-//! appear in logs or error messages.
+//! hashed and looked up on every request (so a revoked or expired one is
+//! refused at once), and becomes the caller's [`Scope`]. Its last use is
+//! written back at most once a [`LAST_USE_EVERY`], not on every request.
+//! Tokens never appear in logs or error messages.
+
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
@@ -23,8 +27,14 @@ const SECRET_HEX: usize = 64;
 const MIN_SECRET_HEX: usize = 32;
 const MAX_SECRET_HEX: usize = 128;
 
-/// A new token for `tenant`: the secret to show once, and the record to
-/// store (its id and the SHA-256 of the secret).
+/// How stale a token's stored last use may get before a request writes it
+/// again: a token used constantly costs one write a minute, not one a
+/// request.
+pub const LAST_USE_EVERY: Duration = Duration::from_secs(60);
+
+/// A new token for `tenant`, never expiring (set `expires_at` on the record
+/// for one that does): the secret to show once, and the record to store
+/// (its id and the SHA-256 of the secret).
 pub fn mint_token(tenant: TenantId, admin: bool) -> (String, TokenRecord) {
     let id = format!(
         "{PREFIX}{}",
@@ -38,6 +48,8 @@ pub fn mint_token(tenant: TenantId, admin: bool) -> (String, TokenRecord) {
         tenant,
         admin,
         created_at: Timestamp::now(),
+        expires_at: None,
+        last_used_at: None,
     };
     (token, record)
 }
@@ -46,18 +58,25 @@ fn sha256_hex(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// Whether `id` is a token's id, `hth_` and 8 lowercase hex digits.
+pub(crate) fn is_token_id(id: &str) -> bool {
+    id.strip_prefix(PREFIX)
+        .is_some_and(|hex| hex.len() == ID_HEX && is_hex(hex))
+}
+
+fn is_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// The token's id (`hth_xxxxxxxx`) if `token` has the shape of one.
 fn token_id(token: &str) -> Option<&str> {
     let rest = token.strip_prefix(PREFIX)?;
     let (id, secret) = rest.split_once('_')?;
-    let hex = |s: &str| {
-        s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
     let ok = id.len() == ID_HEX
         && (MIN_SECRET_HEX..=MAX_SECRET_HEX).contains(&secret.len())
-        && hex(id)
-        && hex(secret);
+        && is_hex(id)
+        && is_hex(secret);
     ok.then(|| &token[..PREFIX.len() + ID_HEX])
 }
 
@@ -88,11 +107,33 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<(Scope, String)
         .map_err(|e| Problem::internal(&e))?
         .filter(|r| r.id == id)
         .ok_or_else(unknown)?;
+    let now = Timestamp::now();
+    if record.is_expired(now) {
+        return Err(Problem::unauthorized(
+            "the API token has expired: ask an operator for a new one",
+        ));
+    }
+    note_use(state, &record, now).await;
     let scope = Scope {
         tenant: record.tenant,
         admin: record.admin,
     };
     Ok((scope, record.id))
+}
+
+/// Writes the token's last use when the stored one is older than
+/// [`LAST_USE_EVERY`]. A failed write is logged, never the request's failure.
+async fn note_use(state: &AppState, record: &TokenRecord, now: Timestamp) {
+    let fresh = record
+        .last_used_at
+        .is_some_and(|at| now.since(at) < LAST_USE_EVERY);
+    if fresh {
+        return;
+    }
+    if let Err(e) = state.controller.store().token_used(&record.id, now).await {
+        let error = hearth_types::error_chain(&e);
+        tracing::warn!(token = %record.id, %error, "could not record the token's use");
+    }
 }
 
 /// Middleware: authenticates, applies the token's rate limit, and hands
@@ -152,6 +193,16 @@ mod tests {
             format!("hth_0123abcd_{secret}_"),
         ] {
             assert_eq!(token_id(&bad), None, "{bad:?}");
+        }
+        assert!(is_token_id("hth_0123abcd"));
+        for bad in [
+            "hth_0123abc",
+            "hth_0123ABCD",
+            "hth_0123abcd_",
+            "0123abcd",
+            "",
+        ] {
+            assert!(!is_token_id(bad), "{bad:?}");
         }
     }
 

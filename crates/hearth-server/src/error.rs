@@ -42,6 +42,11 @@ impl Problem {
         Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
+    /// A valid token that may not do this; `what` says which token may.
+    pub fn forbidden(what: impl Into<String>) -> Self {
+        Problem::new(StatusCode::FORBIDDEN, "forbidden", what)
+    }
+
     pub fn body_too_large(limit: usize) -> Self {
         let message = format!(
             "the request body is larger than {limit} bytes, the most this server accepts: \

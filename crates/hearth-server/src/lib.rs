@@ -24,6 +24,7 @@ mod openapi;
 mod params;
 mod ports;
 mod rate;
+mod tokens;
 mod vms;
 
 use std::future::Future;
@@ -33,14 +34,22 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use hearth_control::controller::Controller;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use self::auth::mint_token;
+pub use self::auth::{mint_token, LAST_USE_EVERY};
 pub use self::openapi::{openapi, openapi_json};
+
+/// Where `hearth serve` listens unless told: loopback, since the API speaks
+/// plain HTTP, so anything wider belongs behind a TLS proxy, chosen on
+/// purpose. The CLI's `--listen` default is this same value.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    7070,
+));
 
 /// How `hearth serve` listens and what it accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,9 +64,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            // Loopback: the API speaks plain HTTP, so anything wider belongs
-            // behind a TLS proxy, chosen on purpose.
-            listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            listen: DEFAULT_LISTEN,
             rate_limit: RateLimit::default(),
             max_body_bytes: 64 * 1024,
         }
@@ -158,6 +165,8 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         )
         .route("/v1/vms/{id}/console", get(logs::console))
         .route("/v1/vms/{id}/logs/hypervisor", get(logs::hypervisor))
+        .route("/v1/tokens", get(tokens::list))
+        .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/metrics", get(metrics::metrics))
         .route_layer(from_fn_with_state(state.clone(), auth::authenticate));
     let router = Router::new()
@@ -241,4 +250,23 @@ async fn healthz() -> Json<Health> {
 /// This API's OpenAPI document (the same as `openapi/hearth.json`).
 async fn openapi_document() -> Json<utoipa::openapi::OpenApi> {
     Json(openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The library's default, the CLI's (`DEFAULT_LISTEN` too) and what
+    /// docs/api.md tells people are one address.
+    #[test]
+    fn the_documented_default_address_is_the_real_one() {
+        assert_eq!(ServerConfig::default().listen, DEFAULT_LISTEN);
+        assert_eq!(DEFAULT_LISTEN.to_string(), "127.0.0.1:7070");
+        let doc = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md");
+        let doc = std::fs::read_to_string(doc).expect("docs/api.md");
+        assert!(
+            doc.contains(&format!("listens on `{DEFAULT_LISTEN}` by default")),
+            "docs/api.md does not give {DEFAULT_LISTEN} as the default address"
+        );
+    }
 }

@@ -1,7 +1,9 @@
 //! `GET /metrics` in the Prometheus text format (version 0.0.4): VMs by
 //! state, boot times, pending cleanup, VMs created and cleaned, and the
 //! API's own latency by route template and status class. The format is
-//! simple enough to write by hand.
+//! simple enough to write by hand. The series count every tenant's VMs, so
+//! only admin tokens may read them: a tenant's token would otherwise learn
+//! what other tenants run.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -161,7 +163,7 @@ async fn render(ctl: &Controller, requests: &RequestMetrics) -> Result<String, C
     Ok(out)
 }
 
-/// Metrics for Prometheus; any valid token may read them.
+/// Metrics for Prometheus, over every tenant: admin tokens only.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -169,14 +171,21 @@ async fn render(ctl: &Controller, requests: &RequestMetrics) -> Result<String, C
     responses(
         (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4"),
         (status = 401, description = "`unauthorized`", body = ApiError),
+        (status = 403, description = "`forbidden`: the token is not an admin token", body = ApiError),
         (status = 429, description = "`rate_limited`", body = ApiError),
     ),
     security(("token" = []))
 )]
 pub(crate) async fn metrics(
     State(state): State<AppState>,
-    Caller(_): Caller,
+    Caller(scope): Caller,
 ) -> Result<Response, Problem> {
+    if !scope.admin {
+        return Err(Problem::forbidden(
+            "the metrics count every tenant's VMs, so they need an admin token: \
+             scrape with one made by `hearth token create --admin`",
+        ));
+    }
     let text = render(&state.controller, &state.metrics).await?;
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
     Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())

@@ -36,6 +36,8 @@ Every route but `/healthz` needs `Authorization: Bearer <token>` (`hearth token 
         crate::logs::console,
         crate::logs::hypervisor,
         crate::metrics::metrics,
+        crate::tokens::list,
+        crate::tokens::revoke,
     ),
     // The exec WebSocket's client frames: no route takes them as a body.
     components(schemas(hearth_types::api::ExecClientMessage)),
@@ -45,6 +47,7 @@ Every route but `/healthz` needs `Authorization: Bearer <token>` (`hearth token 
         (name = "agent", description = "What a VM's guest agent reported (health, service output, boot report), and files in and out"),
         (name = "logs", description = "A VM's console and hypervisor output, live or archived"),
         (name = "server", description = "Health and metrics"),
+        (name = "tokens", description = "API tokens, listed and revoked (admin only)"),
     )
 )]
 struct ApiDoc;

@@ -4,7 +4,10 @@
 //! console-log endpoint put `lines` into a shell command; here it never
 //! becomes anything but a number.
 
+use std::collections::HashMap;
+
 use hearth_control::controller::MAX_LINES;
+use hearth_types::guest::{is_service_name, service_name_rule};
 use hearth_types::VmId;
 
 use crate::error::Problem;
@@ -20,26 +23,24 @@ pub(crate) struct LogQuery {
 }
 
 /// Parses `lines=N` and, when `can_follow`, `follow=BOOL` from the raw
-/// query string. Unknown and repeated parameters are refused.
+/// query string, with [`query_pairs`] like every other route.
 pub(crate) fn log_query(raw: Option<&str>, can_follow: bool) -> Result<LogQuery, Problem> {
-    let mut lines = None;
-    let mut follow = None;
-    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let slot = match key {
-            "lines" => lines.replace(parse_lines(value)?).is_some(),
-            "follow" if can_follow => follow.replace(parse_bool(key, value)?).is_some(),
-            _ => return Err(unknown_parameter(key, can_follow)),
-        };
-        if slot {
-            let message = format!("`{key}` is given twice: give it once");
-            return Err(Problem::bad_request("invalid_request", message));
-        }
-    }
+    let known: &[&str] = if can_follow {
+        &["lines", "follow"]
+    } else {
+        &["lines"]
+    };
+    let pairs = query_pairs(raw, known)?;
     Ok(LogQuery {
-        lines: lines.unwrap_or(DEFAULT_LINES),
-        follow: follow.unwrap_or(false),
+        lines: line_count(&pairs, "lines")?,
+        follow: flag(&pairs, "follow")?,
     })
+}
+
+/// The line count under `key` (`lines`, or `tail` for service logs);
+/// [`DEFAULT_LINES`] when absent.
+pub(crate) fn line_count(pairs: &Pairs, key: &str) -> Result<usize, Problem> {
+    pairs.get(key).map_or(Ok(DEFAULT_LINES), |v| parse_lines(v))
 }
 
 /// A whole number from 1 to [`MAX_LINES`], in plain decimal digits.
@@ -71,21 +72,6 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, Problem> {
             format!("{key} is {}; give `true` or `false`", shown(value)),
         )),
     }
-}
-
-fn unknown_parameter(key: &str, can_follow: bool) -> Problem {
-    let known = if can_follow {
-        "`lines` and `follow`"
-    } else {
-        "`lines`"
-    };
-    Problem::bad_request(
-        "invalid_request",
-        format!(
-            "unknown query parameter {}: this route takes {known}",
-            shown(key)
-        ),
-    )
 }
 
 /// A VM id from a path segment (already percent-decoded).
@@ -168,6 +154,25 @@ mod tests {
         }
         let p = log_query(Some("follow=true"), false).unwrap_err();
         assert!(p.message.contains("\"follow\"") && p.message.contains("takes `lines`"));
+        // Percent-decoded like every other route's query.
+        assert_eq!(log_query(Some("lines=%31%30"), false).unwrap().lines, 10);
+        assert_eq!(log_query(Some("%6Cines=7"), false).unwrap().lines, 7);
+        let q = query_pairs(Some("tail=%31%30"), &["tail"]).unwrap();
+        assert_eq!(line_count(&q, "tail"), Ok(10));
+        let q = query_pairs(Some("tail=%2B5"), &["tail"]).unwrap();
+        assert_eq!(line_count(&q, "tail").unwrap_err().code, "invalid_lines");
+    }
+
+    #[test]
+    fn service_names_in_paths_follow_the_create_rule() {
+        assert_eq!(service_name("web.1"), Ok("web.1"));
+        let long = "s".repeat(500);
+        for bad in ["../../etc/passwd", "a\0b", "a\nb", "..", "", long.as_str()] {
+            let p = service_name(bad).unwrap_err();
+            assert_eq!(p.code, "invalid_request", "{bad:?}");
+            assert!(p.message.contains("1-64 letters"), "{}", p.message);
+            assert!(p.message.len() < 300, "{}", p.message);
+        }
     }
 
     #[test]
@@ -181,30 +186,28 @@ mod tests {
     }
 }
 
-/// The pairs of a query whose keys are all in `known`, each given once;
-/// values percent-decoded.
-pub(crate) fn query_pairs(
-    raw: Option<&str>,
-    known: &[&str],
-) -> Result<std::collections::HashMap<String, String>, Problem> {
-    let mut pairs = std::collections::HashMap::new();
+/// A query's parameters by name, each percent-decoded.
+pub(crate) type Pairs = HashMap<String, String>;
+
+/// The one query parser of the API: the pairs of `raw` whose keys are all
+/// in `known`, each given once; keys and values percent-decoded (so
+/// `lines=%31%30` is `lines=10` on every route).
+pub(crate) fn query_pairs(raw: Option<&str>, known: &[&str]) -> Result<Pairs, Problem> {
+    let mut pairs = HashMap::new();
     for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if !known.contains(&key) {
+        let key = decoded("a parameter name", key)?;
+        if !known.contains(&key.as_str()) {
+            let takes: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
             let message = format!(
                 "unknown query parameter {}: this route takes {}",
-                shown(key),
-                known.join(", ")
+                shown(&key),
+                takes.join(", ")
             );
             return Err(Problem::bad_request("invalid_request", message));
         }
-        let value = percent_decode(value).ok_or_else(|| {
-            Problem::bad_request(
-                "invalid_request",
-                format!("`{key}` is not valid percent-encoded UTF-8: encode it with %XX escapes"),
-            )
-        })?;
-        if pairs.insert(key.to_owned(), value).is_some() {
+        let value = decoded(&format!("`{key}`"), value)?;
+        if pairs.insert(key.clone(), value).is_some() {
             let message = format!("`{key}` is given twice: give it once");
             return Err(Problem::bad_request("invalid_request", message));
         }
@@ -212,12 +215,34 @@ pub(crate) fn query_pairs(
     Ok(pairs)
 }
 
+fn decoded(what: &str, raw: &str) -> Result<String, Problem> {
+    percent_decode(raw).ok_or_else(|| {
+        Problem::bad_request(
+            "invalid_request",
+            format!("{what} is not valid percent-encoded UTF-8: encode it with %XX escapes"),
+        )
+    })
+}
+
 /// `true`/`false` of an optional flag; absent is false.
-pub(crate) fn flag(
-    pairs: &std::collections::HashMap<String, String>,
-    key: &str,
-) -> Result<bool, Problem> {
+pub(crate) fn flag(pairs: &Pairs, key: &str) -> Result<bool, Problem> {
     pairs.get(key).map_or(Ok(false), |v| parse_bool(key, v))
+}
+
+/// A service's name from a path segment (already percent-decoded), by the
+/// rule its name had at VM create.
+pub(crate) fn service_name(raw: &str) -> Result<&str, Problem> {
+    if is_service_name(raw) {
+        return Ok(raw);
+    }
+    Err(Problem::bad_request(
+        "invalid_request",
+        format!(
+            "service name {} is not valid: {}, as at VM create",
+            shown(raw),
+            service_name_rule()
+        ),
+    ))
 }
 
 /// `%XX` escapes and `+` (a space) decoded; `None` for a bad escape or
@@ -247,9 +272,7 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// A guest path for a file transfer: absolute, without `..` or NUL.
-pub(crate) fn guest_path(
-    pairs: &std::collections::HashMap<String, String>,
-) -> Result<String, Problem> {
+pub(crate) fn guest_path(pairs: &Pairs) -> Result<String, Problem> {
     let Some(path) = pairs.get("path") else {
         return Err(Problem::bad_request(
             "invalid_request",

@@ -191,6 +191,65 @@ async fn bad_agent_requests_are_refused_with_the_problem_named() {
 }
 
 #[tokio::test]
+async fn service_names_in_the_path_follow_the_create_rule() {
+    let server = common::server(ServerConfig::default()).await;
+    let alice = server.token("alice", false).await;
+    let id = destroyed_vm(&server).await;
+    let long = "s".repeat(500);
+    // (`..` itself never arrives: clients resolve it, as URLs say.)
+    for name in ["..%2F..%2Fetc%2Fpasswd", "a%00b", "a%0Ab", "a%20b", &long] {
+        let path = format!("/v1/vms/{id}/services/{name}/logs");
+        let (status, e, text) = common::api_error(server.get(&alice, &path).await).await;
+        assert_eq!(
+            (status, e.code.as_str()),
+            (400, "invalid_request"),
+            "{path}"
+        );
+        assert!(e.message.contains("1-64 letters"), "{}", e.message);
+        assert!(
+            !text.contains(&long) && !text.contains("etc/passwd\""),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn lines_and_tail_are_percent_decoded_alike() {
+    let server = common::server(ServerConfig::default()).await;
+    let alice = server.token("alice", false).await;
+    let id = destroyed_vm(&server).await;
+    let logs: ServiceLogs = common::ok_json(
+        server
+            .get(
+                &alice,
+                &format!("/v1/vms/{id}/services/web/logs?tail=%31%30"),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(logs.lines.len(), 1);
+    let never_booted = server.stored_vm("alice").await;
+    for log in ["console", "logs/hypervisor"] {
+        let path = format!("/v1/vms/{never_booted}/{log}?lines=%31%30");
+        let r = server.get(&alice, &path).await;
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "{path}: {}",
+            r.text().await.unwrap()
+        );
+    }
+    for query in ["tail=%2B5", "tail=%30"] {
+        let path = format!("/v1/vms/{id}/services/web/logs?{query}");
+        let (status, e, _) = common::api_error(server.get(&alice, &path).await).await;
+        assert_eq!((status, e.code.as_str()), (400, "invalid_lines"), "{path}");
+    }
+    let path = format!("/v1/vms/{id}/console?lines=%2B5");
+    let (status, e, _) = common::api_error(server.get(&alice, &path).await).await;
+    assert_eq!((status, e.code.as_str()), (400, "invalid_lines"), "{path}");
+}
+
+#[tokio::test]
 async fn a_config_that_the_agent_could_not_apply_is_refused_at_create() {
     let server = common::server(ServerConfig::default()).await;
     let alice = server.token("alice", false).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use hearth_server::{RateLimit, ServerConfig};
-use hearth_types::VmId;
+use hearth_types::{VmId, VmState};
 
 #[tokio::test]
 async fn healthz_answers_without_a_token_and_everything_else_needs_one() {
@@ -326,9 +326,10 @@ async fn unknown_routes_and_methods_answer_in_json() {
 async fn metrics_name_every_series_and_count_requests_by_route_template() {
     let server = server(ServerConfig::default()).await;
     let token = server.token("team-a", false).await;
+    let admin = server.token("ops", true).await;
     let id = server.stored_vm("team-a").await;
     ok_json::<hearth_types::api::Vm>(server.get(&token, &format!("/v1/vms/{id}")).await).await;
-    let r = server.get(&token, "/metrics").await;
+    let r = server.get(&admin, "/metrics").await;
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"]
         .to_str()
@@ -350,6 +351,36 @@ async fn metrics_name_every_series_and_count_requests_by_route_template() {
         assert!(text.contains(series), "{series} missing from:\n{text}");
     }
     assert!(!text.contains(id.as_str()), "a raw path became a label");
+}
+
+#[tokio::test]
+async fn metrics_need_an_admin_token_as_they_count_every_tenant() {
+    let server = server(ServerConfig::default()).await;
+    let other = server.stored_vm("team-b").await;
+    let now = hearth_types::Timestamp::now();
+    for to in [VmState::Preparing, VmState::Booting, VmState::Ready] {
+        let from = server.controller.store().vm(&other).await.unwrap().unwrap();
+        let change = hearth_store::StateChange::to(to, now, "test");
+        server
+            .controller
+            .store()
+            .transition(&other, from.vm.state, &change)
+            .await
+            .unwrap();
+    }
+    // A tenant with no VMs sees nothing of team-b's ready VM.
+    let lonely = server.token("team-a", false).await;
+    let r = server.get(&lonely, "/metrics").await;
+    let (status, e, text) = api_error(r).await;
+    assert_eq!((status, e.code.as_str()), (403, "forbidden"), "{text}");
+    assert!(e.message.contains("admin token"), "{}", e.message);
+    assert!(!text.contains("hearth_vms"), "{text}");
+    // An admin still sees every tenant's.
+    let admin = server.token("ops", true).await;
+    let r = server.get(&admin, "/metrics").await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("hearth_vms{state=\"ready\"} 1"), "{text}");
 }
 
 #[tokio::test]

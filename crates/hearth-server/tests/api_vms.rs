@@ -59,7 +59,8 @@ async fn a_vm_boots_is_destroyed_and_keeps_its_console_and_events() {
     .await;
     assert_eq!(last2.lines.len(), 2);
 
-    let metrics = server.get(&token, "/metrics").await.text().await.unwrap();
+    let admin = server.token("ops", true).await;
+    let metrics = server.get(&admin, "/metrics").await.text().await.unwrap();
     for series in [
         "hearth_vms_created_total 1",
         "hearth_vms{state=\"ready\"} 1",
@@ -121,7 +122,7 @@ async fn a_vm_boots_is_destroyed_and_keeps_its_console_and_events() {
     assert_eq!(text.matches("data: ").count(), 4, "{text}");
     assert!(text.contains("event: end"), "{text}");
 
-    let metrics = server.get(&token, "/metrics").await.text().await.unwrap();
+    let metrics = server.get(&admin, "/metrics").await.text().await.unwrap();
     assert!(metrics.contains("hearth_vms_cleaned_total 1"), "{metrics}");
     assert!(metrics.contains("hearth_vms{state=\"destroyed\"} 1"));
 }

@@ -62,6 +62,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     // Tokens
     async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Every token, oldest first.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Deletes token `id`, so it authenticates nothing from now on: the
+    /// record it had, or `None` when there is no such token.
+    async fn revoke_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Records that token `id` authenticated a request at `at` (a revoked
+    /// one is left revoked).
+    async fn token_used(&self, id: &str, at: Timestamp) -> Result<(), StoreError>;
 
     // Cleanup jobs
     /// Adds a job; when one of the same kind is already pending for the VM,

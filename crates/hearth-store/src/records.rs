@@ -101,6 +101,18 @@ pub struct TokenRecord {
     pub tenant: TenantId,
     pub admin: bool,
     pub created_at: Timestamp,
+    /// From then on the token is refused; `None`: never.
+    pub expires_at: Option<Timestamp>,
+    /// The last request it authenticated, to within a minute or so (the
+    /// server writes it at most that often); `None`: never used.
+    pub last_used_at: Option<Timestamp>,
+}
+
+impl TokenRecord {
+    /// Whether the token is past its expiry at `now`.
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
 /// What a cleanup job does.

@@ -522,7 +522,43 @@ fn token(token_id: &str, hash: &str) -> TokenRecord {
         tenant: tenant("team-a"),
         admin: true,
         created_at: t(77),
+        expires_at: None,
+        last_used_at: None,
     }
+}
+
+#[tokio::test]
+async fn tokens_are_listed_oldest_first_used_and_revoked() {
+    let (_dir, path, store) = store();
+    let old = token("hth_old", &"01".repeat(32));
+    let new = TokenRecord {
+        created_at: t(99),
+        expires_at: Some(t(1_000)),
+        ..token("hth_new", &"02".repeat(32))
+    };
+    store.insert_token(&new).await.unwrap();
+    store.insert_token(&old).await.unwrap();
+    assert!(new.is_expired(t(1_000)) && !new.is_expired(t(999)));
+    assert!(!old.is_expired(t(i64::MAX)));
+
+    store.token_used("hth_old", t(500)).await.unwrap();
+    let listed = store.list_tokens().await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["hth_old", "hth_new"]);
+    assert_eq!(listed[0].last_used_at, Some(t(500)));
+    assert_eq!(listed[1].expires_at, Some(t(1_000)));
+
+    assert_eq!(
+        store.revoke_token("hth_old").await.unwrap().map(|r| r.id),
+        Some("hth_old".to_owned())
+    );
+    assert_eq!(store.revoke_token("hth_old").await.unwrap(), None);
+    assert_eq!(store.token_by_hash(&old.secret_sha256).await.unwrap(), None);
+    // Using a revoked token does not bring it back.
+    store.token_used("hth_old", t(600)).await.unwrap();
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.list_tokens().await.unwrap(), [new]);
 }
 
 #[tokio::test]

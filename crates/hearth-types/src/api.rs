@@ -368,6 +368,24 @@ pub struct FileWritten {
     pub sha256: String,
 }
 
+/// An API token as `GET /v1/tokens` lists it: never its secret, nor the
+/// secret's hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TokenInfo {
+    /// `hth_` and 8 hex digits: the token's first part, not secret.
+    pub id: String,
+    pub tenant: TenantId,
+    /// Sees and manages every tenant's VMs, and the tokens.
+    pub admin: bool,
+    pub created_at: Timestamp,
+    /// From then on the token is refused; null: never.
+    pub expires_at: Option<Timestamp>,
+    /// The last request it authenticated, to within a minute; null: never used.
+    pub last_used_at: Option<Timestamp>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

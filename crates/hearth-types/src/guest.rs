@@ -381,18 +381,32 @@ impl GuestConfig {
     }
 }
 
+/// Whether `name` may name a service: 1 to [`MAX_SERVICE_NAME`] ASCII
+/// letters, digits, `-`, `_` and `.`, and not `.` or `..`. The one rule for
+/// a service's name at VM create and in a URL (`/services/{name}/logs`), so
+/// a name is never a path, a control character or unbounded.
+pub fn is_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_SERVICE_NAME
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// [`is_service_name`] in words, for messages: what to write instead.
+pub fn service_name_rule() -> String {
+    format!("use 1-{MAX_SERVICE_NAME} letters, digits, '-', '_' and '.' (not '.' or '..')")
+}
+
 impl ServiceSpec {
     pub fn check(&self) -> Result<(), String> {
-        let name_ok = !self.name.is_empty()
-            && self.name.len() <= MAX_SERVICE_NAME
-            && self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !name_ok {
+        if !is_service_name(&self.name) {
             return Err(format!(
-                "service name {:?} is not valid: use 1-{MAX_SERVICE_NAME} letters, digits, '-', '_' and '.'",
-                self.name
+                "service name {:?} is not valid: {}",
+                self.name,
+                service_name_rule()
             ));
         }
         if self.argv.first().is_none_or(|a| a.is_empty()) {
@@ -484,6 +498,29 @@ mod tests {
             value: "v".into(),
         }];
         assert!(c.check().unwrap_err().contains("1X"));
+    }
+
+    #[test]
+    fn service_names_are_short_plain_words() {
+        for good in ["web", "a", "api-v2.worker_1", &"x".repeat(MAX_SERVICE_NAME)] {
+            assert!(is_service_name(good), "{good:?}");
+        }
+        let long = "x".repeat(MAX_SERVICE_NAME + 1);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../../etc/passwd",
+            "a/b",
+            "a\0b",
+            "a\nb",
+            "a b",
+            "é",
+            &long,
+        ] {
+            assert!(!is_service_name(bad), "{bad:?}");
+        }
+        assert!(service_name_rule().contains("1-64 letters"));
     }
 
     #[test]

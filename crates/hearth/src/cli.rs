@@ -32,7 +32,8 @@ pub enum Command {
     Vm(VmCommand),
     /// Run the controller and its HTTP API until SIGTERM or SIGINT.
     Serve(ServeArgs),
-    /// Create API tokens (directly in the store; no server needed).
+    /// Create (directly in the store; no server needed), list and revoke
+    /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
     /// Check that this host can boot VMs, and say how to fix what is missing.
@@ -327,7 +328,7 @@ pub enum WaitFor {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address of the HTTP API.
-    #[arg(long, default_value = "127.0.0.1:7070")]
+    #[arg(long, default_value_t = hearth_server::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
     /// Seconds a stopped or failed VM is kept for inspection before cleanup.
     #[arg(long, value_name = "SECS", default_value_t = 900)]
@@ -372,11 +373,34 @@ pub enum TokenCommand {
         /// The tenant whose VMs the token may see and create.
         #[arg(long, default_value = "default")]
         tenant: TenantId,
-        /// May see and manage every tenant's VMs.
+        /// May see and manage every tenant's VMs, and the tokens.
         #[arg(long)]
         admin: bool,
+        /// Refuse the token this many seconds from now (default: never).
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_EXPIRES_IN))]
+        expires_in: Option<u64>,
+    },
+    /// List the tokens (id, tenant, admin, created, expiry, last use; never
+    /// a secret), through `hearth serve` with an admin token.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its id (`hth_` and 8 hex, as `list` shows it): its
+    /// next request is refused. Through `hearth serve` with an admin token.
+    Revoke {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The token's id, never the whole token.
+        id: String,
     },
 }
+
+/// The longest `--expires-in`: 100 years, far past any need and far from
+/// overflowing a timestamp.
+pub const MAX_EXPIRES_IN: u64 = 100 * 365 * 24 * 3600;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {

@@ -31,6 +31,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0002_agent",
         sql: include_str!("../migrations/0002_agent.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_token_lifecycle",
+        sql: include_str!("../migrations/0003_token_lifecycle.sql"),
+    },
 ];
 
 /// The schema version this build writes: the last migration's number.
@@ -58,12 +63,9 @@ pub(crate) fn migrate(
     location: &str,
     migrations: &[Migration],
 ) -> Result<(), StoreError> {
-    let found = conn
-        .execute_batch(BOOTSTRAP)
-        .and_then(|()| current_version(conn))
-        .map_err(|e| {
-            Fail::from(e).into_store(format_args!("reading the schema version of {location}"))
-        })?;
+    let found = bootstrap(conn).map_err(|e| {
+        Fail::from(e).into_store(format_args!("reading the schema version of {location}"))
+    })?;
     let known = migrations.last().map_or(0, |m| m.version);
     if found > known {
         return Err(StoreError::Corrupt(format!(
@@ -80,6 +82,18 @@ pub(crate) fn migrate(
         })?;
     }
     Ok(())
+}
+
+/// The migrations table, made if missing, and the version it records:
+/// under `BEGIN IMMEDIATE` like every migration, so a second process
+/// opening the store waits for the write lock (the busy timeout) rather
+/// than failing when it would have to upgrade a read.
+fn bootstrap(conn: &mut Connection) -> rusqlite::Result<u32> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(BOOTSTRAP)?;
+    let found = current_version(&tx)?;
+    tx.commit()?;
+    Ok(found)
 }
 
 /// Applies one migration unless it already was. `BEGIN IMMEDIATE`: two

@@ -112,11 +112,14 @@ impl SqliteStore {
     }
 }
 
+/// Set first thing on every connection, before migrations: the busy
+/// timeout, so that a second process (`hearth token create` while `hearth
+/// serve` starts) waits for the first's lock instead of failing.
 fn configure(conn: &Connection, wal: bool) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
     if wal {
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        let mode = wal_mode(conn)?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(
                 mode,
@@ -125,6 +128,26 @@ fn configure(conn: &Connection, wal: bool) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `PRAGMA journal_mode = WAL`, retried while another connection holds the
+/// file, up to [`BUSY_TIMEOUT`]: switching a new file to WAL needs an
+/// exclusive lock, and SQLite answers "database is locked" at once there
+/// rather than calling the busy handler.
+fn wal_mode(conn: &Connection) -> rusqlite::Result<String> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)) {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            answer => return answer,
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
 }
 
 #[async_trait]
@@ -187,6 +210,22 @@ impl Store for SqliteStore {
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
         self.run("looking up a token", |c| tokens::by_hash(c, hash))
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.run("listing tokens", |c| tokens::list(c))
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.run(format_args!("revoking token {id}"), |c| {
+            tokens::revoke(c, id)
+        })
+    }
+
+    async fn token_used(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.run(format_args!("recording the use of token {id}"), |c| {
+            tokens::used(c, id, at)
+        })
     }
 
     async fn enqueue_job(&self, job: &NewJob) -> Result<(), StoreError> {

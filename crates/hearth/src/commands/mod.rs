@@ -35,9 +35,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vm(vm) => run_vm(&data, vm),
         Command::Doctor => doctor::run(&data),
         Command::Serve(args) => serve::run(&data, args),
-        Command::Token(TokenCommand::Create { tenant, admin }) => {
-            token::create(&data, tenant, admin)
-        }
+        Command::Token(TokenCommand::Create {
+            tenant,
+            admin,
+            expires_in,
+        }) => token::create(&data, tenant, admin, expires_in),
+        Command::Token(TokenCommand::List { api, json }) => token::list(&api, json),
+        Command::Token(TokenCommand::Revoke { api, id }) => token::revoke(&api, &id),
     }
 }
 

@@ -7,6 +7,7 @@
 //! the diagnosis found in the logs: each finding's cause, the lines that
 //! show it and the fix.
 
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -37,14 +38,76 @@ pub fn run(data: &DataDir, args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
-        let mut out: Box<dyn std::io::Write + Send> = if args.quiet {
+        let stdout = std::io::stdout();
+        let mut out: Box<dyn Write + Send> = if args.quiet {
             Box::new(std::io::sink())
+        } else if stdout.is_terminal() {
+            Box::new(stdout)
         } else {
-            Box::new(std::io::stdout())
+            Box::new(LfLines::new(stdout))
         };
         run_foreground(data, hypervisor.as_ref(), &request, &mut out).await
     })?;
     Ok(summarize(&report))
+}
+
+/// The console for a pipe or a file: the serial console ends its lines
+/// with CR LF, and `hearth vm run -- echo hi | grep -x hi` would see the CR
+/// as part of the line. A terminal gets the bytes as they are.
+struct LfLines<W: Write> {
+    inner: W,
+    /// A CR that ended the last write: dropped if the next byte is LF.
+    held_cr: bool,
+}
+
+impl<W: Write> LfLines<W> {
+    fn new(inner: W) -> Self {
+        LfLines {
+            inner,
+            held_cr: false,
+        }
+    }
+}
+
+impl<W: Write> Write for LfLines<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let plain = strip_cr_before_lf(&mut self.held_cr, buf);
+        self.inner.write_all(&plain)?;
+        Ok(buf.len())
+    }
+
+    /// A held CR stays held: the next write says whether an LF follows.
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Drop for LfLines<W> {
+    /// The console's last byte was a lone CR: it is output after all.
+    fn drop(&mut self) {
+        if self.held_cr {
+            let _ = self.inner.write_all(b"\r");
+        }
+        let _ = self.inner.flush();
+    }
+}
+
+/// `input` with each CR directly before an LF removed, other CRs kept. A CR
+/// that ends `input` is held in `held_cr` for the next call, so a CR LF
+/// split across two writes is still found.
+fn strip_cr_before_lf(held_cr: &mut bool, input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() + 1);
+    for &b in input {
+        if std::mem::take(held_cr) && b != b'\n' {
+            out.push(b'\r');
+        }
+        if b == b'\r' {
+            *held_cr = true;
+        } else {
+            out.push(b);
+        }
+    }
+    out
 }
 
 fn hypervisor(data: &DataDir, args: &RunArgs) -> anyhow::Result<Box<dyn Hypervisor>> {
@@ -112,4 +175,48 @@ fn print_finding(f: &Finding) {
         eprintln!("hearth: evidence: {line}");
     }
     eprintln!("hearth: fix: {}", f.fix);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strip(chunks: &[&[u8]]) -> (Vec<u8>, bool) {
+        let mut held = false;
+        let out = chunks
+            .iter()
+            .flat_map(|c| strip_cr_before_lf(&mut held, c))
+            .collect();
+        (out, held)
+    }
+
+    #[test]
+    fn cr_lf_becomes_lf_and_other_crs_stay() {
+        assert_eq!(
+            strip(&[b"hi\r\nthere\r\n"]),
+            (b"hi\nthere\n".to_vec(), false)
+        );
+        assert_eq!(strip(&[b"a\rb\n"]), (b"a\rb\n".to_vec(), false));
+        assert_eq!(strip(&[b"a\r\r\n"]), (b"a\r\n".to_vec(), false));
+        assert_eq!(strip(&[b"plain\n"]), (b"plain\n".to_vec(), false));
+    }
+
+    #[test]
+    fn a_cr_lf_split_across_writes_is_still_found() {
+        assert_eq!(strip(&[b"hi\r", b"\nyo"]), (b"hi\nyo".to_vec(), false));
+        assert_eq!(strip(&[b"hi\r", b"x"]), (b"hi\rx".to_vec(), false));
+        assert_eq!(strip(&[b"end\r"]), (b"end".to_vec(), true));
+    }
+
+    #[test]
+    fn the_writer_passes_lines_through_and_keeps_a_final_lone_cr() {
+        let mut sink = Vec::new();
+        {
+            let mut w = LfLines::new(&mut sink);
+            w.write_all(b"echo hi\r\nhi\r").unwrap();
+            w.write_all(b"\nlast\r").unwrap();
+            w.flush().unwrap();
+        }
+        assert_eq!(sink, b"echo hi\nhi\nlast\r");
+    }
 }

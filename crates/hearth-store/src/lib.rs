@@ -71,6 +71,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// one is left revoked).
     async fn token_used(&self, id: &str, at: Timestamp) -> Result<(), StoreError>;
 
+    // Viewer links
+    async fn insert_viewer_link(&self, link: &ViewerLinkRecord) -> Result<(), StoreError>;
+    async fn viewer_link_by_hash(&self, hash: &str)
+        -> Result<Option<ViewerLinkRecord>, StoreError>;
+    /// VM `vm`'s links (revoked and expired ones too), oldest first.
+    async fn viewer_links(&self, vm: &VmId) -> Result<Vec<ViewerLinkRecord>, StoreError>;
+    /// Marks link `id` of VM `vm` revoked at `at` (the first time only);
+    /// the link as it is now, or `None` when the VM has no such link.
+    async fn revoke_viewer_link(
+        &self,
+        vm: &VmId,
+        id: &str,
+        at: Timestamp,
+    ) -> Result<Option<ViewerLinkRecord>, StoreError>;
+
     // Cleanup jobs
     /// Adds a job; when one of the same kind is already pending for the VM,
     /// only moves its due time earlier if this one is due sooner.

@@ -115,6 +115,27 @@ impl TokenRecord {
     }
 }
 
+/// A viewer link: lets whoever holds its secret watch and click one VM's
+/// screen until it expires or is revoked. The secret is never stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewerLinkRecord {
+    /// Shown to people (`hvl_3f9a1c2b`); not secret.
+    pub id: String,
+    pub secret_sha256: String,
+    pub vm: VmId,
+    pub tenant: TenantId,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+impl ViewerLinkRecord {
+    /// Whether it still opens its VM's screen at `now`.
+    pub fn is_valid(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at
+    }
+}
+
 /// What a cleanup job does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum JobKind {

@@ -815,3 +815,63 @@ async fn archives_are_listed_oldest_first_replaced_and_deleted() {
     assert_eq!(store.archive(&id("vm-b")).await.unwrap(), None);
     assert_eq!(order(store.archives().await.unwrap()), ["vm-c", "vm-a"]);
 }
+
+fn viewer_link(id: &str, vm: &str, hash: &str, expires_ms: i64) -> hearth_store::ViewerLinkRecord {
+    hearth_store::ViewerLinkRecord {
+        id: id.into(),
+        secret_sha256: hash.into(),
+        vm: self::id(vm),
+        tenant: tenant("a"),
+        created_at: t(10),
+        expires_at: t(expires_ms),
+        revoked_at: None,
+    }
+}
+
+#[tokio::test]
+async fn viewer_links_are_found_by_hash_listed_per_vm_and_revoked_once() {
+    let (_dir, _path, store) = store();
+    store.insert_vm(&record("vm-1", "a", 1)).await.unwrap();
+    store.insert_vm(&record("vm-2", "a", 1)).await.unwrap();
+    let link = viewer_link("hvl_00000001", "vm-1", "aa", 5_000);
+    store.insert_viewer_link(&link).await.unwrap();
+    store
+        .insert_viewer_link(&viewer_link("hvl_00000002", "vm-2", "bb", 5_000))
+        .await
+        .unwrap();
+    let dup = store
+        .insert_viewer_link(&viewer_link("hvl_00000003", "vm-1", "aa", 5_000))
+        .await
+        .unwrap_err();
+    assert!(dup.to_string().contains("same secret"), "{dup}");
+
+    assert_eq!(store.viewer_link_by_hash("aa").await.unwrap(), Some(link.clone()));
+    assert_eq!(store.viewer_link_by_hash("zz").await.unwrap(), None);
+    let of_vm1 = store.viewer_links(&id("vm-1")).await.unwrap();
+    assert_eq!(of_vm1, vec![link.clone()]);
+    assert!(link.is_valid(t(4_999)) && !link.is_valid(t(5_000)));
+
+    // Revoking through another VM finds nothing; through its own, once.
+    let other = store.revoke_viewer_link(&id("vm-2"), "hvl_00000001", t(20)).await;
+    assert_eq!(other.unwrap(), None);
+    let revoked = store
+        .revoke_viewer_link(&id("vm-1"), "hvl_00000001", t(20))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(t(20)));
+    assert!(!revoked.is_valid(t(30)));
+    let again = store
+        .revoke_viewer_link(&id("vm-1"), "hvl_00000001", t(40))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.revoked_at, Some(t(20)));
+}
+
+#[tokio::test]
+async fn a_viewer_link_for_no_vm_is_refused() {
+    let (_dir, _path, store) = store();
+    let link = viewer_link("hvl_00000009", "vm-9", "cc", 5_000);
+    assert!(store.insert_viewer_link(&link).await.is_err());
+}

@@ -36,6 +36,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0003_token_lifecycle",
         sql: include_str!("../migrations/0003_token_lifecycle.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_viewer_links",
+        sql: include_str!("../migrations/0004_viewer_links.sql"),
+    },
 ];
 
 /// The schema version this build writes: the last migration's number.

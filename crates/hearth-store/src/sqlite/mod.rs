@@ -14,6 +14,7 @@ mod error;
 mod jobs;
 mod migrate;
 mod tokens;
+mod viewer_links;
 mod vms;
 
 use std::fmt;
@@ -33,7 +34,7 @@ use hearth_types::guest::GuestConfig;
 
 use crate::{
     AgentHello, AgentRecord, AgentStatus, ArchiveRecord, Job, NewAgentRecord, NewJob, ProcessRef,
-    ServiceLine, StateChange, Store, StoreError, TokenRecord, VmFilter, VmRecord,
+    ServiceLine, StateChange, Store, StoreError, TokenRecord, ViewerLinkRecord, VmFilter, VmRecord,
 };
 
 /// How long a statement waits for another process's write lock before
@@ -219,6 +220,38 @@ impl Store for SqliteStore {
     async fn revoke_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
         self.run(format_args!("revoking token {id}"), |c| {
             tokens::revoke(c, id)
+        })
+    }
+
+    async fn insert_viewer_link(&self, link: &ViewerLinkRecord) -> Result<(), StoreError> {
+        self.run(format_args!("inserting viewer link {}", link.id), |c| {
+            viewer_links::insert(c, link)
+        })
+    }
+
+    async fn viewer_link_by_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<ViewerLinkRecord>, StoreError> {
+        self.run("looking up a viewer link", |c| {
+            viewer_links::by_hash(c, hash)
+        })
+    }
+
+    async fn viewer_links(&self, vm: &VmId) -> Result<Vec<ViewerLinkRecord>, StoreError> {
+        self.run(format_args!("listing the viewer links of VM {vm}"), |c| {
+            viewer_links::of_vm(c, vm)
+        })
+    }
+
+    async fn revoke_viewer_link(
+        &self,
+        vm: &VmId,
+        id: &str,
+        at: Timestamp,
+    ) -> Result<Option<ViewerLinkRecord>, StoreError> {
+        self.run(format_args!("revoking viewer link {id}"), |c| {
+            viewer_links::revoke(c, vm, id, at)
         })
     }
 

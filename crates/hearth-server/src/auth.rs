@@ -143,16 +143,26 @@ pub(crate) async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let (scope, token_id) = match caller(&state, request.headers()).await {
-        Ok(found) => found,
+    let scope = match token_scope(&state, request.headers()).await {
+        Ok(scope) => scope,
         Err(problem) => return problem.into_response(),
     };
-    if let Err(retry_after) = state.limiter.check(&token_id, std::time::Instant::now()) {
-        tracing::warn!(token = %token_id, "rate limited");
-        return Problem::rate_limited(retry_after).into_response();
-    }
     request.extensions_mut().insert(scope);
     next.run(request).await
+}
+
+/// The [`Scope`] of the request's API token, within its rate limit.
+pub(crate) async fn token_scope(state: &AppState, headers: &HeaderMap) -> Result<Scope, Problem> {
+    let (scope, token_id) = caller(state, headers).await?;
+    if let Err(retry_after) = state.limiter.check(&token_id, std::time::Instant::now()) {
+        tracing::warn!(token = %token_id, "rate limited");
+        return Err(Problem::rate_limited(retry_after));
+    }
+    Ok(scope)
+}
+
+pub(crate) fn sha256_of(secret: &str) -> String {
+    sha256_hex(secret)
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ mod params;
 mod ports;
 mod rate;
 mod tokens;
+mod viewer;
+mod viewer_links;
 mod vms;
 
 use std::future::Future;
@@ -42,6 +44,7 @@ use tokio::sync::watch;
 
 pub use self::auth::{mint_token, LAST_USE_EVERY};
 pub use self::openapi::{openapi, openapi_json};
+pub use self::viewer::{find_novnc, NOVNC_DIRS, VNC_PORT};
 
 /// Where `hearth serve` listens unless told: loopback, since the API speaks
 /// plain HTTP, so anything wider belongs behind a TLS proxy, chosen on
@@ -59,6 +62,12 @@ pub struct ServerConfig {
     pub rate_limit: RateLimit,
     /// Larger request bodies are refused with 413 `body_too_large`.
     pub max_body_bytes: usize,
+    /// Where noVNC is (its `core/rfb.js` inside); `None`: the first of
+    /// [`NOVNC_DIRS`] that has it.
+    pub novnc_dir: Option<std::path::PathBuf>,
+    /// The URL people reach this server at, for viewer links (behind a
+    /// proxy, say); `None`: the `Host` the request came to.
+    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +76,8 @@ impl Default for ServerConfig {
             listen: DEFAULT_LISTEN,
             rate_limit: RateLimit::default(),
             max_body_bytes: 64 * 1024,
+            novnc_dir: None,
+            public_url: None,
         }
     }
 }
@@ -116,6 +127,9 @@ struct Shared {
     /// Set to true when the server shuts down, so that console streams,
     /// which would otherwise run forever, end and let it finish.
     shutdown: watch::Sender<bool>,
+    /// noVNC's files, for the viewer; `None`: not installed.
+    novnc: Option<std::path::PathBuf>,
+    public_url: Option<String>,
 }
 
 impl std::ops::Deref for AppState {
@@ -139,6 +153,8 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         metrics: metrics::RequestMetrics::default(),
         max_body_bytes: config.max_body_bytes,
         shutdown: watch::Sender::new(false),
+        novnc: config.novnc_dir.clone().or_else(viewer::find_novnc),
+        public_url: config.public_url.clone(),
     }));
     let authenticated = Router::new()
         .route("/v1/vms", post(vms::create).get(vms::list))
@@ -165,6 +181,14 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         )
         .route("/v1/vms/{id}/console", get(logs::console))
         .route("/v1/vms/{id}/logs/hypervisor", get(logs::hypervisor))
+        .route(
+            "/v1/vms/{id}/viewer-links",
+            post(viewer_links::create).get(viewer_links::list),
+        )
+        .route(
+            "/v1/vms/{id}/viewer-links/{link}",
+            delete(viewer_links::revoke),
+        )
         .route("/v1/tokens", get(tokens::list))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/metrics", get(metrics::metrics))
@@ -172,6 +196,12 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
     let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi_document))
+        // A viewer link's key or an API token, checked by the handlers.
+        .route("/v1/vms/{id}/viewer", get(viewer::state_of))
+        .route("/v1/vms/{id}/vnc", get(viewer::vnc))
+        .route("/viewer", get(viewer::page))
+        .route("/viewer/viewer.js", get(viewer::script))
+        .route("/viewer/novnc/{*path}", get(viewer::novnc_file))
         .merge(authenticated)
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)

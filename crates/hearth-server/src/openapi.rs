@@ -3,7 +3,7 @@
 //! `openapi/hearth.json`; `tests/openapi_drift.rs` fails when the code and
 //! the file disagree.
 
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -28,6 +28,11 @@ Every route but `/healthz` needs `Authorization: Bearer <token>` (`hearth token 
         crate::exec::exec,
         crate::exec_attach::attach,
         crate::ports::forward,
+        crate::viewer_links::create,
+        crate::viewer_links::list,
+        crate::viewer_links::revoke,
+        crate::viewer::state_of,
+        crate::viewer::vnc,
         crate::agent::health,
         crate::agent::service_logs,
         crate::agent::boot_report,
@@ -48,6 +53,7 @@ Every route but `/healthz` needs `Authorization: Bearer <token>` (`hearth token 
         (name = "logs", description = "A VM's console and hypervisor output, live or archived"),
         (name = "server", description = "Health and metrics"),
         (name = "tokens", description = "API tokens, listed and revoked (admin only)"),
+        (name = "viewer", description = "A VM's screen in a browser: viewer links, the VNC WebSocket"),
     )
 )]
 struct ApiDoc;
@@ -62,6 +68,11 @@ impl Modify for BearerToken {
         scheme.bearer_format = Some("hth_<8 hex>_<64 hex>".to_owned());
         scheme.description = Some("An API token from `hearth token create`".to_owned());
         components.add_security_scheme("token", SecurityScheme::Http(scheme));
+        let key = ApiKeyValue::with_description(
+            "X-Hearth-Viewer-Key",
+            "A viewer link's key, `hvl_<8 hex>_<64 hex>` (the WebSocket takes it as the subprotocol `hearth.viewer.KEY`)",
+        );
+        components.add_security_scheme("viewer_key", SecurityScheme::ApiKey(ApiKey::Header(key)));
     }
 }
 

@@ -14,6 +14,7 @@
 //! convention, which VNC clients in browsers expect). Nothing of the bytes
 //! is logged.
 
+use std::future::Future;
 use std::time::Duration;
 
 use axum::extract::rejection::PathRejection;
@@ -80,12 +81,28 @@ pub(crate) async fn forward(
     })?;
     let stream = state.controller.open_port(&scope, &id, port).await?;
     tracing::debug!(vm = %id, port, "port stream opened");
-    let shutdown = state.shutdown.subscribe();
-    Ok(upgrade
+    let stop = shutting_down(state.shutdown.subscribe());
+    Ok(upgrade_to_stream(upgrade, stream, stop))
+}
+
+/// The upgrade that relays `stream` until both ends are done, or `stop`
+/// resolves with the close code and reason to end it with.
+pub(crate) fn upgrade_to_stream(
+    upgrade: WebSocketUpgrade,
+    stream: PortStream,
+    stop: impl Future<Output = (u16, String)> + Send + 'static,
+) -> Response {
+    upgrade
         .protocols(["binary"])
         .max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| serve(socket, stream, shutdown)))
+        .on_upgrade(move |socket| serve(socket, stream, stop))
+}
+
+/// Resolves when the server shuts down.
+pub(crate) async fn shutting_down(mut shutdown: watch::Receiver<bool>) -> (u16, String) {
+    let _ = shutdown.wait_for(|s| *s).await;
+    (close_code::AWAY, "the server is shutting down".into())
 }
 
 /// The VM id and port of the path.
@@ -149,9 +166,13 @@ type Ending = Option<(u16, String)>;
 
 /// Relays until both ends are done, then closes. A client that leaves
 /// aborts the stream.
-async fn serve(mut socket: WebSocket, stream: PortStream, mut shutdown: watch::Receiver<bool>) {
+async fn serve(
+    mut socket: WebSocket,
+    stream: PortStream,
+    stop: impl Future<Output = (u16, String)> + Send,
+) {
     let writer = stream.writer.clone();
-    let ending = relay(&mut socket, stream, &mut shutdown).await;
+    let ending = relay(&mut socket, stream, stop).await;
     let _ = writer.close();
     if let Some((code, reason)) = ending {
         let frame = CloseFrame {
@@ -168,16 +189,15 @@ async fn serve(mut socket: WebSocket, stream: PortStream, mut shutdown: watch::R
 async fn relay(
     socket: &mut WebSocket,
     stream: PortStream,
-    shutdown: &mut watch::Receiver<bool>,
+    stop: impl Future<Output = (u16, String)> + Send,
 ) -> Ending {
     let PortStream { mut events, writer } = stream;
     let mut reading = true;
+    let mut stop = std::pin::pin!(stop);
     loop {
         let room = writer.has_room();
         tokio::select! {
-            () = async { drop(shutdown.wait_for(|s| *s).await) } => {
-                return Some((close_code::AWAY, "the server is shutting down".into()));
-            }
+            ending = &mut stop => return Some(ending),
             () = writer.room(), if reading && !room => {}
             frame = socket.recv(), if reading && room => match frame {
                 Some(Ok(Message::Binary(bytes))) if bytes.is_empty() => {

@@ -845,14 +845,19 @@ async fn viewer_links_are_found_by_hash_listed_per_vm_and_revoked_once() {
         .unwrap_err();
     assert!(dup.to_string().contains("same secret"), "{dup}");
 
-    assert_eq!(store.viewer_link_by_hash("aa").await.unwrap(), Some(link.clone()));
+    assert_eq!(
+        store.viewer_link_by_hash("aa").await.unwrap(),
+        Some(link.clone())
+    );
     assert_eq!(store.viewer_link_by_hash("zz").await.unwrap(), None);
     let of_vm1 = store.viewer_links(&id("vm-1")).await.unwrap();
     assert_eq!(of_vm1, vec![link.clone()]);
     assert!(link.is_valid(t(4_999)) && !link.is_valid(t(5_000)));
 
     // Revoking through another VM finds nothing; through its own, once.
-    let other = store.revoke_viewer_link(&id("vm-2"), "hvl_00000001", t(20)).await;
+    let other = store
+        .revoke_viewer_link(&id("vm-2"), "hvl_00000001", t(20))
+        .await;
     assert_eq!(other.unwrap(), None);
     let revoked = store
         .revoke_viewer_link(&id("vm-1"), "hvl_00000001", t(20))

@@ -386,10 +386,88 @@ pub struct TokenInfo {
     pub last_used_at: Option<Timestamp>,
 }
 
+/// The body of `POST /v1/vms/{id}/viewer-links`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateViewerLink {
+    /// How long the link opens the VM's screen, in seconds: 1 to 86400
+    /// (a day); default 900 (15 minutes).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86400))]
+    pub ttl_secs: Option<u64>,
+}
+
+impl CreateViewerLink {
+    pub const DEFAULT_TTL_SECS: u64 = 900;
+    pub const MAX_TTL_SECS: u64 = 86_400;
+
+    /// The link's lifetime, or what is wrong with the one asked for.
+    pub fn ttl(&self) -> Result<std::time::Duration, String> {
+        match self.ttl_secs.unwrap_or(Self::DEFAULT_TTL_SECS) {
+            secs @ 1..=Self::MAX_TTL_SECS => Ok(std::time::Duration::from_secs(secs)),
+            secs => Err(format!(
+                "ttl_secs {secs} is out of range: give 1 to {} seconds (a day), or leave it out for {}",
+                Self::MAX_TTL_SECS,
+                Self::DEFAULT_TTL_SECS
+            )),
+        }
+    }
+}
+
+/// A viewer link: an unguessable URL that opens one VM's screen (viewing
+/// and input) for whoever holds it, until it expires or is revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ViewerLink {
+    /// `hvl_` and 8 hex digits: names the link for revoking; not secret.
+    pub id: String,
+    pub vm: VmId,
+    /// The URL to open, with its secret: only in the answer that made the
+    /// link (it is stored hashed and cannot be shown again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// Null while it is not revoked.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// What a viewer page may know of its VM (`GET /v1/vms/{id}/viewer`,
+/// with the link's key): whether there is a screen to show, and why not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ViewerState {
+    pub vm: VmId,
+    pub state: VmState,
+    /// The VM is ready: its screen can be opened.
+    pub ready: bool,
+    /// Why there is no screen, in words for the person watching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub expires_at: Timestamp,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::guest::{EnvVar, ExecSignal, TermSize};
+
+    #[test]
+    fn a_viewer_links_lifetime_is_a_second_to_a_day() {
+        let ttl = |s: Option<u64>| CreateViewerLink { ttl_secs: s }.ttl();
+        assert_eq!(ttl(None), Ok(std::time::Duration::from_secs(900)));
+        assert_eq!(
+            ttl(Some(86_400)),
+            Ok(std::time::Duration::from_secs(86_400))
+        );
+        for bad in [0, 86_401] {
+            let err = ttl(Some(bad)).unwrap_err();
+            assert!(err.contains("1 to 86400"), "{err}");
+        }
+    }
 
     #[test]
     fn exec_client_messages_have_their_documented_wire_form() {

@@ -241,6 +241,7 @@ fn vm_exec_streams_and_cp_moves_files_both_ways_checked() {
     let out = host.vm_cli(&["cp", &target, back.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(std::fs::read(&back).unwrap(), data);
+    a_dynamic_program_names_its_missing_loader(&mut host, &id);
 
     // Over the bound (1 MiB here), in either direction: refused, named.
     let big = work.path().join("big");
@@ -263,6 +264,25 @@ fn vm_exec_streams_and_cp_moves_files_both_ways_checked() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("1048576"), "{}", text(&out));
     destroy(&mut host, &id);
+}
+
+/// The host's glibc `/bin/true` in the busybox-only minimal image: there,
+/// yet "not found" to the kernel, because its loader is not; the agent
+/// names the loader.
+fn a_dynamic_program_names_its_missing_loader(host: &mut Host, id: &str) {
+    let out = host.vm_cli(&["cp", "/bin/true", &format!("{id}:/tmp/hello")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = host.vm_cli(&["exec", id, "--", "chmod", "+x", "/tmp/hello"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = host.vm_cli(&["exec", id, "--", "/tmp/hello"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "cannot start \"/tmp/hello\": its ELF interpreter /lib64/ld-linux-x86-64.so.2 is missing"
+        ),
+        "{}",
+        text(&out)
+    );
 }
 
 /// 4 MiB of random bytes piped through `cat` come back identical, and

@@ -25,6 +25,7 @@ mod initramfs;
 mod kernel_not_elf;
 mod kernel_panic;
 mod log;
+mod missing_interpreter;
 mod network_online;
 mod never_ready;
 mod out_of_memory;
@@ -89,6 +90,7 @@ const RULES: &[Rule] = &[
     out_of_memory::check,
     sigill::check,
     exec::check_format,
+    missing_interpreter::check,
     exec::check_library,
     kernel_panic::check,
     crash_loop::check,

@@ -136,15 +136,34 @@ fn a_vm_never_ready_fails_with_boot_timeout_and_is_kept_for_its_grace_or_while_h
     let grace = Duration::from_secs(6);
     let mut host = Host::new(&["--grace", "6"]);
     host.start();
-    let kept = host.create(&["--readiness-timeout", "2"]);
     let held = host.create(&["--readiness-timeout", "2"]);
     host.vm_ok(&["hold", &held]);
+    let out = host.vm_cli(&["create", "--wait", "ready", "--readiness-timeout", "2"]);
+    let kept = String::from_utf8_lossy(&out.stdout).trim().to_owned();
 
     let failed = host.wait_state(&kept, VmState::Failed, Duration::from_secs(30));
     assert_eq!(
         failure_code(&failed),
         Some(FailureCode::BootTimeout),
         "{failed:?}"
+    );
+    // `--wait` says why, as `hearth vm why` would first, and so does the
+    // server's log.
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("{kept} failed (boot_timeout)"))
+            && said.contains("hearth: cause: ")
+            && said.contains("hearth: fix: "),
+        "{said}"
+    );
+    let logged = host.serve_logs();
+    assert!(
+        logged.lines().any(|l| l.contains("VM failed")
+            && l.contains(&kept)
+            && l.contains("boot_timeout")
+            && l.contains("reason=")),
+        "{logged}"
     );
     let held_failed = host.wait_state(&held, VmState::Failed, Duration::from_secs(30));
     assert_eq!(failure_code(&held_failed), Some(FailureCode::BootTimeout));

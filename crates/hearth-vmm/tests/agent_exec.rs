@@ -452,7 +452,15 @@ async fn the_agent_runs_commands_for_the_host_over_virtio_serial() {
     let socket = vm.channels[0].socket.clone();
 
     let booted = Instant::now();
-    let mut running = Qemu::for_host(None).start(&vm).await.expect("QEMU starts");
+    // The process is reported the moment it is spawned (so `hearth serve`
+    // can record it before QEMU is set up), and it is the one that runs.
+    let (spawned_tx, spawned_rx) = std::sync::mpsc::channel();
+    let on_spawn = Box::new(move |p| spawned_tx.send(p).expect("once"));
+    let mut running = Qemu::for_host(None)
+        .start_reporting(&vm, on_spawn)
+        .await
+        .expect("QEMU starts");
+    assert_eq!(spawned_rx.try_recv(), Ok(running.process()));
     let talk = tokio::task::spawn_blocking(move || converse(&socket));
     let talked = tokio::time::timeout(Duration::from_secs(60), talk).await;
     println!("boot to last answer: {:?}", booted.elapsed());

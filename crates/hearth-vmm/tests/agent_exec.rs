@@ -19,7 +19,7 @@ use hearth_agent_proto::{
 };
 use hearth_control::prepare::{self, VmFiles};
 use hearth_guestkit::datadir::DataDir;
-use hearth_guestkit::image::{ensure_image, ImageName};
+use hearth_guestkit::image::{ensure_image, AgentChoice, ImageName};
 use hearth_types::guest::{GuestConfig, TermSize};
 use hearth_types::{VmDescription, VmId};
 use hearth_vmm::qemu::Qemu;
@@ -32,8 +32,14 @@ const PORT: &str = "hearth.agent";
 fn minimal_image_with_agent(data: &DataDir, agent: &Path) -> PathBuf {
     // The only test in this binary: nothing else reads the environment yet.
     std::env::set_var("HEARTH_AGENT", agent);
-    let info = ensure_image(data, ImageName::Minimal, false, &mut |l| eprintln!("{l}"))
-        .expect("the minimal image builds");
+    let info = ensure_image(
+        data,
+        ImageName::Minimal,
+        false,
+        AgentChoice::Find,
+        &mut |l| eprintln!("{l}"),
+    )
+    .expect("the minimal image builds");
     info.rootfs
 }
 

@@ -524,11 +524,20 @@ fn vm_a_vm_waiting_on_a_service_that_never_gets_ready_can_be_looked_into() {
     }
     let mut host = Host::new(&[]);
     host.start();
-    let config = serde_json::json!({"services": [{
-        "name": "never",
-        "argv": ["sleep", "600"],
-        "readiness": {"kind": "tcp", "port": 9999}
-    }]});
+    // And a script whose #! interpreter the minimal image lacks: there,
+    // yet ENOENT to the kernel; the agent and the diagnosis name it.
+    let config = serde_json::json!({
+        "files": [{"path": "/opt/app.py", "content": "#!/usr/bin/python3\nprint('hi')\n", "mode": 493}],
+        "services": [{
+            "name": "never",
+            "argv": ["sleep", "600"],
+            "readiness": {"kind": "tcp", "port": 9999}
+        }, {
+            "name": "script",
+            "argv": ["/opt/app.py"],
+            "restart": "never"
+        }]
+    });
     let file = host.data().join("never.json");
     std::fs::write(&file, config.to_string()).unwrap();
     let id = host.create(&[
@@ -562,6 +571,17 @@ fn vm_a_vm_waiting_on_a_service_that_never_gets_ready_can_be_looked_into() {
     let h = health(&mut host, &id);
     assert!(!h.ready && !h.services[0].ready, "{h:?}");
     assert_eq!(h.services[0].state, ServiceState::Starting, "{h:?}");
+    let path = format!("/v1/vms/{id}/diagnosis");
+    let body = wait_for(Duration::from_secs(30), "the script's finding", || {
+        let (status, body) = host.get(&path);
+        (status == 200 && body.contains("\"missing_interpreter\"")).then_some(body)
+    });
+    assert!(
+        body.contains(
+            r#"script: could not be started: cannot start \"/opt/app.py\": its interpreter /usr/bin/python3 (from its #! line) is missing"#
+        ),
+        "{body}"
+    );
     destroy(&mut host, &id);
 }
 

@@ -110,7 +110,6 @@ async fn boot(ctl: Arc<Controller>, record: VmRecord) {
         }
         Err(StepFailure { step, reason }) => {
             let message = format!("create step `{step}` failed: {reason}");
-            tracing::warn!(vm = %id, %message);
             super::cleanup::fail(&ctl, &id, FailureCode::StartFailed, message).await;
         }
     }

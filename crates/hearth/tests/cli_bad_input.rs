@@ -93,6 +93,22 @@ fn doctor_explains_the_acceleration_it_chose() {
 }
 
 #[test]
+fn doctor_warns_of_an_agent_image_builds_would_refuse() {
+    let out = hearth(&["doctor"])
+        .env("HEARTH_AGENT", "/bin/sh")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l.starts_with(
+            "warn image builds will fail: the agent /bin/sh is not a statically linked"
+        )),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn doctor_fails_on_an_empty_data_dir_and_says_what_to_run() {
     let empty = tempfile::tempdir().expect("tempdir");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))

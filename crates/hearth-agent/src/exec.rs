@@ -21,9 +21,9 @@ use hearth_types::guest::TermSize;
 
 use crate::input::{Input, Sink};
 use crate::outbox::{Gone, Link};
-use crate::pty;
 use crate::reaper::reaper;
 use crate::running::{Control, Running};
+use crate::{not_started, pty};
 
 /// Output is sent in chunks of at most this many bytes.
 const CHUNK: usize = 32 * 1024;
@@ -161,7 +161,7 @@ fn start(req: &Request) -> Result<Started, String> {
         .process_group(0);
     let mut child = reaper()
         .spawn(&mut cmd)
-        .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+        .map_err(|e| not_started::message(program, &req.env, &e))?;
     let sink = child.stdin.take().map(|s| Sink::Pipe(OwnedFd::from(s)));
     Ok(Started {
         child,
@@ -206,7 +206,7 @@ fn start_on_tty(req: &Request) -> Result<Started, String> {
     }
     let child = reaper()
         .spawn(&mut cmd)
-        .map_err(|e| format!("cannot start {program:?}: {e}"))?;
+        .map_err(|e| not_started::message(program, &req.env, &e))?;
     // The child has its copies; ours would keep the master from seeing the end.
     drop(cmd);
     drop(slave);

@@ -19,6 +19,7 @@ use hearth_types::console::{EXIT_STATUS, POWER_OFF};
 use signal_hook::iterator::Signals;
 
 use crate::guest::Guest;
+use crate::not_started;
 use crate::reaper::reaper;
 
 /// How long services get between SIGTERM and SIGKILL at power-off.
@@ -221,7 +222,7 @@ fn run_on_console(argv: &[String], env: &[(String, String)]) -> i32 {
     let child = match reaper().spawn(&mut cmd) {
         Ok(child) => child,
         Err(e) => {
-            println!("hearth: cannot start {program}: {e}");
+            println!("hearth: {}", not_started::message(program, env, &e));
             return if e.kind() == std::io::ErrorKind::NotFound {
                 127
             } else {

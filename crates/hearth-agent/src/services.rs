@@ -21,7 +21,7 @@ use crate::backoff::Backoff;
 use crate::lines::{read_line, MAX_LINE};
 use crate::outbox::Outbox;
 use crate::reaper::reaper;
-use crate::{readiness, uptime_ms, user};
+use crate::{not_started, readiness, uptime_ms, user};
 
 /// How often a readiness check is tried.
 const READY_POLL: Duration = Duration::from_millis(200);
@@ -315,7 +315,7 @@ impl Run {
         }
         reaper()
             .spawn(&mut cmd)
-            .map_err(|e| format!("cannot start {program:?}: {e}"))
+            .map_err(|e| not_started::message(program, &self.env, &e))
     }
 
     /// Polls the readiness check every `READY_POLL` until it passes or this

@@ -26,8 +26,14 @@ use hearth_vmm::qemu::Qemu;
 fn main() {
     let shared = DataDir::new(hearth_testkit::test_data_dir());
     hearth_guestkit::kernel::fetch_debian_cloud_kernel(&shared, &mut |_| {}).expect("kernel");
-    hearth_guestkit::image::ensure_image(&shared, ImageName::Minimal, false, &mut |_| {})
-        .expect("image");
+    hearth_guestkit::image::ensure_image(
+        &shared,
+        ImageName::Minimal,
+        false,
+        shared_agent(),
+        &mut |_| {},
+    )
+    .expect("image");
     let runs = env_or("RUNS", 5);
     let vms = env_or("VMS", 6);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -236,4 +242,20 @@ fn median_d(v: &mut [Duration]) -> Duration {
 fn median_f(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// The agent the shared minimal image is built with, the same one every
+/// test process names (as `scripts/test` does); without static glibc to
+/// build it, an image without the agent, said so.
+fn shared_agent() -> hearth_guestkit::image::AgentChoice {
+    use hearth_guestkit::image::AgentChoice;
+    match hearth_testkit::static_agent() {
+        Some(agent) => {
+            if std::env::var_os("HEARTH_AGENT").is_none() {
+                std::env::set_var("HEARTH_AGENT", agent);
+            }
+            AgentChoice::Find
+        }
+        None => AgentChoice::Without,
+    }
 }

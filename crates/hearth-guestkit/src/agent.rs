@@ -1,7 +1,11 @@
 //! Finding the static `hearth-agent` that images carry (see docs/agent.md).
 //! The agent must be statically linked: the minimal image has no C library.
-//! `$HEARTH_AGENT` names it; otherwise a `hearth-agent` next to the running
-//! executable is used when it is static. `scripts/build-agent` builds one.
+//! `$HEARTH_AGENT` names it; otherwise `scripts/build-agent`'s output (in
+//! the `target/agent-build` beside the `target/release` or `target/debug`
+//! that holds the running `hearth`, where no plain `cargo build` writes),
+//! then a `hearth-agent` next to the running executable. A dynamically
+//! linked agent is refused, never put in an image, and never skipped in
+//! silence: an image without the agent is asked for (`--no-agent`).
 
 use std::path::{Path, PathBuf};
 
@@ -11,11 +15,16 @@ use sha2::{Digest, Sha256};
 pub const AGENT_ENV: &str = "HEARTH_AGENT";
 /// The binary's file name next to `hearth`.
 pub const AGENT_FILE: &str = "hearth-agent";
+/// Where `scripts/build-agent` leaves the agent, from the target directory
+/// (the parent of the `release` or `debug` directory holding `hearth`).
+pub const AGENT_BUILD: &str = "agent-build/x86_64-unknown-linux-gnu/release/hearth-agent";
 /// The virtio-serial port name the agent is started with.
 pub const AGENT_PORT: &str = "hearth.agent";
 /// How to get an agent, for messages.
-pub const HOW_TO_BUILD: &str = "build one with `scripts/build-agent` and set HEARTH_AGENT to the \
-                                path it prints (or put it next to hearth as `hearth-agent`)";
+pub const HOW_TO_BUILD: &str = "build it with `scripts/build-agent` (a static build into \
+                                target/agent-build, which `hearth image build` finds) or set \
+                                HEARTH_AGENT to a static hearth-agent; or build the image \
+                                without the agent with `--no-agent`";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -26,10 +35,22 @@ pub enum AgentError {
         source: std::io::Error,
     },
     #[error(
-        "{path} (from ${AGENT_ENV}) is not a statically linked x86-64 ELF; the guest has no C \
-         library: {HOW_TO_BUILD}"
+        "the agent {path} is not a statically linked x86-64 ELF (it has an ELF interpreter, or \
+         is no x86-64 ELF at all; a plain `cargo build` writes a dynamically linked one), and \
+         a guest may have no C library: {HOW_TO_BUILD}"
     )]
     NotStatic { path: PathBuf },
+    #[error("no guest agent found (${AGENT_ENV} is unset, and none at {looked}): {HOW_TO_BUILD}")]
+    Missing { looked: String },
+}
+
+/// Whether an image gets the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentChoice {
+    /// Found by [`load_static_agent`]; none, or a dynamic one, is an error.
+    Find,
+    /// No agent: the user asked for an image without it (`--no-agent`).
+    Without,
 }
 
 /// A static agent found for an image: where it is, its bytes and digest.
@@ -40,38 +61,77 @@ pub struct StaticAgent {
     pub sha256: String,
 }
 
-/// `$HEARTH_AGENT` if set (an error when it is not a static ELF), else
-/// `hearth-agent` next to the current executable if it is static.
-pub fn find_static_agent() -> Result<Option<PathBuf>, AgentError> {
-    Ok(load_static_agent()?.map(|a| a.path))
-}
-
-/// Like [`find_static_agent`], with the binary read and hashed.
-pub fn load_static_agent() -> Result<Option<StaticAgent>, AgentError> {
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join(AGENT_FILE)));
-    locate(std::env::var_os(AGENT_ENV).map(PathBuf::from), beside)
-}
-
-fn locate(
-    from_env: Option<PathBuf>,
-    beside: Option<PathBuf>,
-) -> Result<Option<StaticAgent>, AgentError> {
-    if let Some(path) = from_env.filter(|p| !p.as_os_str().is_empty()) {
-        let bytes = std::fs::read(&path).map_err(|source| AgentError::Unreadable {
-            path: path.clone(),
-            source,
-        })?;
-        if !is_static_elf(&bytes) {
-            return Err(AgentError::NotStatic { path });
-        }
-        return Ok(Some(agent(path, bytes)));
+/// The agent an image built with `choice` gets: `None` only for
+/// [`AgentChoice::Without`].
+pub fn agent_for(choice: AgentChoice) -> Result<Option<StaticAgent>, AgentError> {
+    match choice {
+        AgentChoice::Find => load_static_agent().map(Some),
+        AgentChoice::Without => Ok(None),
     }
-    let Some(path) = beside else { return Ok(None) };
-    match std::fs::read(&path) {
-        Ok(bytes) if is_static_elf(&bytes) => Ok(Some(agent(path, bytes))),
-        _ => Ok(None),
+}
+
+/// The path of the agent [`load_static_agent`] finds.
+pub fn find_static_agent() -> Result<PathBuf, AgentError> {
+    Ok(load_static_agent()?.path)
+}
+
+/// `$HEARTH_AGENT` if set, else `scripts/build-agent`'s output near the
+/// running executable, else `hearth-agent` beside it; read and hashed. The
+/// first that exists must be a static ELF.
+pub fn load_static_agent() -> Result<StaticAgent, AgentError> {
+    let from_env = std::env::var_os(AGENT_ENV)
+        .map(PathBuf::from)
+        .filter(|p| !p.as_os_str().is_empty());
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_owned));
+    locate(from_env, &candidates(exe_dir.as_deref()))
+}
+
+/// Where to look without `$HEARTH_AGENT`, in order: the static build of
+/// `scripts/build-agent` (for a `hearth` in `target/release` or
+/// `target/debug`), then beside `hearth`.
+fn candidates(exe_dir: Option<&Path>) -> Vec<PathBuf> {
+    let Some(dir) = exe_dir else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let in_target = dir
+        .file_name()
+        .is_some_and(|n| n == "release" || n == "debug");
+    if let (true, Some(target)) = (in_target, dir.parent()) {
+        out.push(target.join(AGENT_BUILD));
+    }
+    out.push(dir.join(AGENT_FILE));
+    out
+}
+
+fn locate(from_env: Option<PathBuf>, candidates: &[PathBuf]) -> Result<StaticAgent, AgentError> {
+    let path = match from_env {
+        Some(path) => path,
+        None => candidates
+            .iter()
+            .find(|p| p.is_file())
+            .cloned()
+            .ok_or_else(|| AgentError::Missing {
+                looked: looked(candidates),
+            })?,
+    };
+    let bytes = std::fs::read(&path).map_err(|source| AgentError::Unreadable {
+        path: path.clone(),
+        source,
+    })?;
+    if !is_static_elf(&bytes) {
+        return Err(AgentError::NotStatic { path });
+    }
+    Ok(agent(path, bytes))
+}
+
+fn looked(candidates: &[PathBuf]) -> String {
+    let shown: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+    match shown.is_empty() {
+        true => "no place beside hearth".to_owned(),
+        false => shown.join(" or "),
     }
 }
 
@@ -131,23 +191,51 @@ mod tests {
 
     #[test]
     fn the_environment_wins_and_must_name_a_static_elf() {
-        let found = locate(Some(STATIC.into()), None).unwrap().unwrap();
+        let found = locate(Some(STATIC.into()), &[]).unwrap();
         assert_eq!(found.path, Path::new(STATIC));
         assert_eq!(found.sha256.len(), 64);
-        let err = locate(Some("/bin/sh".into()), Some(STATIC.into())).unwrap_err();
+        let err = locate(Some("/bin/sh".into()), &[STATIC.into()]).unwrap_err();
+        assert!(matches!(err, AgentError::NotStatic { .. }), "{err}");
         assert!(err.to_string().contains("scripts/build-agent"), "{err}");
         assert!(matches!(
-            locate(Some("/nonexistent/agent".into()), None),
+            locate(Some("/nonexistent/agent".into()), &[]),
             Err(AgentError::Unreadable { .. })
         ));
     }
 
     #[test]
-    fn beside_the_executable_only_a_static_one_counts() {
-        let found = locate(None, Some(STATIC.into())).unwrap().unwrap();
-        assert_eq!(found.path, Path::new(STATIC));
-        assert_eq!(locate(None, Some("/bin/sh".into())).unwrap(), None);
-        assert_eq!(locate(None, Some("/nonexistent".into())).unwrap(), None);
-        assert_eq!(locate(Some("".into()), None).unwrap(), None);
+    fn a_dynamic_agent_beside_hearth_is_refused_not_skipped() {
+        // What a plain `cargo build --release` leaves in target/release.
+        let err = locate(None, &["/nonexistent".into(), "/bin/sh".into()]).unwrap_err();
+        assert!(matches!(&err, AgentError::NotStatic { path } if path == Path::new("/bin/sh")));
+        assert!(err.to_string().contains("--no-agent"), "{err}");
+        let err = locate(None, &["/nonexistent/a".into(), "/nonexistent/b".into()]).unwrap_err();
+        assert!(
+            matches!(&err, AgentError::Missing { looked } if looked == "/nonexistent/a or /nonexistent/b"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_static_build_comes_before_what_a_cargo_build_puts_beside_hearth() {
+        let dir = tempfile::tempdir().unwrap();
+        let release = dir.path().join("target/release");
+        let built = dir.path().join("target").join(AGENT_BUILD);
+        std::fs::create_dir_all(&release).unwrap();
+        std::fs::create_dir_all(built.parent().unwrap()).unwrap();
+        std::fs::copy("/bin/sh", release.join(AGENT_FILE)).unwrap();
+        std::fs::copy(STATIC, &built).unwrap();
+        let found = locate(None, &candidates(Some(&release))).unwrap();
+        assert_eq!(found.path, built);
+        // Installed side by side (no target/agent-build): beside counts.
+        assert_eq!(
+            candidates(Some(Path::new("/usr/local/bin"))),
+            [PathBuf::from("/usr/local/bin/hearth-agent")]
+        );
+    }
+
+    #[test]
+    fn without_means_without() {
+        assert_eq!(agent_for(AgentChoice::Without).unwrap(), None);
     }
 }

@@ -7,14 +7,23 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hearth_guestkit::image::{
-    check_ext4, cmdline_arg, ensure_image, ext4_label, find_image, list_images, ImageName,
-    ROOT_LABEL, RUN_COMMAND_SCRIPT,
+    check_ext4, cmdline_arg, ensure_image, ext4_label, find_image, list_images, AgentChoice,
+    ImageName, ROOT_LABEL, RUN_COMMAND_SCRIPT,
 };
 use hearth_guestkit::layer::{
     create_layer, ensure_layer_template, DEFAULT_LAYER_SIZE, LAYER_LABEL,
 };
 use hearth_guestkit::DataDir;
 use hearth_testkit::test_data_dir;
+
+/// The agent these tests build with: the one `setup` named, or (with no
+/// static glibc to build one) none, asked for.
+fn with_agent() -> AgentChoice {
+    match std::env::var_os("HEARTH_AGENT") {
+        Some(_) => AgentChoice::Find,
+        None => AgentChoice::Without,
+    }
+}
 
 /// Every test starts here: with a static agent available, `HEARTH_AGENT`
 /// names it, as `scripts/test` and the CLI tests do, so every process that
@@ -69,10 +78,10 @@ fn mtime(path: &Path) -> std::time::SystemTime {
 #[test]
 fn minimal_image_builds_once_then_is_reused() {
     let data = shared();
-    let first = ensure_image(&data, ImageName::Minimal, false, &mut log).unwrap();
+    let first = ensure_image(&data, ImageName::Minimal, false, with_agent(), &mut log).unwrap();
     let before = mtime(&first.rootfs);
     let started = Instant::now();
-    let again = ensure_image(&data, ImageName::Minimal, false, &mut log).unwrap();
+    let again = ensure_image(&data, ImageName::Minimal, false, with_agent(), &mut log).unwrap();
     assert!(again.reused, "second ensure rebuilt the image");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(mtime(&again.rootfs), before);
@@ -88,7 +97,7 @@ fn minimal_image_builds_once_then_is_reused() {
 #[test]
 fn minimal_image_holds_the_init_the_runner_and_relative_applets() {
     let data = shared();
-    let info = ensure_image(&data, ImageName::Minimal, false, &mut log).unwrap();
+    let info = ensure_image(&data, ImageName::Minimal, false, with_agent(), &mut log).unwrap();
     // With the agent, /sbin/init is the agent (see the next test); without
     // it, the busybox script that hands over to run-command.
     if std::env::var_os("HEARTH_AGENT").is_none() {
@@ -112,7 +121,7 @@ fn minimal_image_carries_the_agent_it_was_given() {
         println!("skipped: no static agent to put in the image");
         return;
     };
-    let info = ensure_image(&data, ImageName::Minimal, false, &mut log).unwrap();
+    let info = ensure_image(&data, ImageName::Minimal, false, with_agent(), &mut log).unwrap();
     let stat = debugfs(&info.rootfs, "stat /bin/hearth-agent");
     assert!(
         stat.contains("Type: regular") && stat.contains("Mode:  0755"),
@@ -122,10 +131,7 @@ fn minimal_image_carries_the_agent_it_was_given() {
     assert!(stat.contains(&format!("Size: {size}")), "{stat}");
     let manifest = data.image("minimal").join("manifest.json");
     let manifest = std::fs::read_to_string(manifest).unwrap();
-    let digest = hearth_guestkit::agent::load_static_agent()
-        .unwrap()
-        .unwrap()
-        .sha256;
+    let digest = hearth_guestkit::agent::load_static_agent().unwrap().sha256;
     assert!(manifest.contains(&digest), "{manifest}");
     let init = debugfs(&info.rootfs, "stat /sbin/init");
     assert!(
@@ -138,10 +144,10 @@ fn minimal_image_carries_the_agent_it_was_given() {
 fn forced_build_replaces_the_image_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let data = private(dir.path());
-    let first = ensure_image(&data, ImageName::Minimal, false, &mut log).unwrap();
+    let first = ensure_image(&data, ImageName::Minimal, false, with_agent(), &mut log).unwrap();
     assert!(!first.reused);
     let inode = std::fs::metadata(&first.rootfs).unwrap().ino();
-    let forced = ensure_image(&data, ImageName::Minimal, true, &mut log).unwrap();
+    let forced = ensure_image(&data, ImageName::Minimal, true, with_agent(), &mut log).unwrap();
     assert!(!forced.reused);
     assert_eq!(forced.rootfs, first.rootfs);
     assert_ne!(std::fs::metadata(&forced.rootfs).unwrap().ino(), inode);
@@ -159,13 +165,13 @@ fn forced_build_replaces_the_image_in_place() {
 fn changed_inputs_cause_a_rebuild() {
     let dir = tempfile::tempdir().unwrap();
     let data = private(dir.path());
-    let first = ensure_image(&data, ImageName::Minimal, false, &mut log).unwrap();
+    let first = ensure_image(&data, ImageName::Minimal, false, with_agent(), &mut log).unwrap();
     let manifest = dir.path().join("images/minimal/manifest.json");
     let text = std::fs::read_to_string(&manifest).unwrap();
     let stale = with_recipe_version_zero(&text);
     assert_ne!(stale, text);
     std::fs::write(&manifest, stale).unwrap();
-    let rebuilt = ensure_image(&data, ImageName::Minimal, false, &mut log).unwrap();
+    let rebuilt = ensure_image(&data, ImageName::Minimal, false, with_agent(), &mut log).unwrap();
     assert!(!rebuilt.reused);
     assert_eq!(rebuilt.rootfs, first.rootfs);
 }
@@ -219,7 +225,7 @@ fn debian_image_has_hearth_ready_enabled_and_no_login_or_network_wait() {
         return;
     }
     let data = shared();
-    let info = ensure_image(&data, ImageName::Debian, false, &mut log).unwrap();
+    let info = ensure_image(&data, ImageName::Debian, false, with_agent(), &mut log).unwrap();
     check_ext4(&info.rootfs).unwrap();
     let link = "/etc/systemd/system/multi-user.target.wants/hearth-ready.service";
     let wanted = debugfs(&info.rootfs, &format!("stat {link}"));

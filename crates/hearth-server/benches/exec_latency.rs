@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use hearth_control::agent_link::{ExecEvent, ExecSpec, FileEvent, LinkHandle};
 use hearth_control::controller::{Controller, ControllerConfig};
-use hearth_guestkit::image::ImageName;
+use hearth_guestkit::image::{AgentChoice, ImageName};
 use hearth_guestkit::DataDir;
 use hearth_server::{mint_token, ServerConfig};
 use hearth_store::SqliteStore;
@@ -34,8 +34,14 @@ fn main() {
     }
     let shared = DataDir::new(hearth_testkit::test_data_dir());
     hearth_guestkit::kernel::fetch_debian_cloud_kernel(&shared, &mut |_| {}).expect("kernel");
-    hearth_guestkit::image::ensure_image(&shared, ImageName::Minimal, false, &mut |_| {})
-        .expect("image");
+    hearth_guestkit::image::ensure_image(
+        &shared,
+        ImageName::Minimal,
+        false,
+        AgentChoice::Find,
+        &mut |_| {},
+    )
+    .expect("image");
     let runs: usize = std::env::var("RUNS")
         .ok()
         .and_then(|v| v.parse().ok())

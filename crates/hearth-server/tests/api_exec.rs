@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use hearth_control::agent_link::ExecEvent;
 use hearth_control::controller::{Controller, ControllerConfig};
-use hearth_guestkit::image::ImageName;
+use hearth_guestkit::image::{AgentChoice, ImageName};
 use hearth_guestkit::DataDir;
 use hearth_server::{mint_token, ServerConfig};
 use hearth_store::SqliteStore;
@@ -35,8 +35,14 @@ fn data_dir_with_agent_image() -> Option<hearth_testkit::PrivateDir> {
     let shared = DataDir::new(hearth_testkit::test_data_dir());
     hearth_guestkit::kernel::fetch_debian_cloud_kernel(&shared, &mut |_| {})
         .expect("kernel fetch (see `hearth kernel fetch`)");
-    hearth_guestkit::image::ensure_image(&shared, ImageName::Minimal, false, &mut |_| {})
-        .expect("minimal image builds");
+    hearth_guestkit::image::ensure_image(
+        &shared,
+        ImageName::Minimal,
+        false,
+        AgentChoice::Find,
+        &mut |_| {},
+    )
+    .expect("minimal image builds");
     Some(hearth_testkit::private_data_dir())
 }
 

@@ -7,6 +7,12 @@ use hearth_types::{BackendKind, ProcessRef, VmDescription};
 
 use crate::RunningVm;
 
+/// Told the hypervisor's process the moment it is spawned, before it is
+/// configured and its guest started (which can take seconds): a caller
+/// that records it there can adopt a VM that was still starting when the
+/// caller died.
+pub type OnSpawn = Box<dyn FnOnce(ProcessRef) + Send>;
+
 /// Starts VMs on one kind of hypervisor.
 #[async_trait]
 pub trait Hypervisor: Send + Sync + std::fmt::Debug {
@@ -14,7 +20,17 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
 
     /// Spawns the hypervisor, configures it and starts the guest. Returns as
     /// soon as the guest's vCPUs run; the console is already being captured.
-    async fn start(&self, vm: &VmDescription) -> Result<RunningVm, VmmError>;
+    async fn start(&self, vm: &VmDescription) -> Result<RunningVm, VmmError> {
+        self.start_reporting(vm, Box::new(|_| {})).await
+    }
+
+    /// [`Hypervisor::start`], calling `on_spawn` with the process as soon
+    /// as it exists (not at all when spawning failed).
+    async fn start_reporting(
+        &self,
+        vm: &VmDescription,
+        on_spawn: OnSpawn,
+    ) -> Result<RunningVm, VmmError>;
 
     /// Takes over a hypervisor an earlier hearth started (detached) for
     /// `vm`; `VmmError::Gone` when that process no longer runs.

@@ -13,5 +13,5 @@ pub mod process;
 pub mod qemu;
 
 pub use firecracker::vsock::{AgentEndpoint, AGENT_VSOCK_PORT};
-pub use hypervisor::{Hypervisor, VmmError};
+pub use hypervisor::{Hypervisor, OnSpawn, VmmError};
 pub use process::{ExitInfo, RunningVm, VmControl};

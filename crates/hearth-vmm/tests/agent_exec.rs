@@ -19,7 +19,7 @@ use hearth_agent_proto::{
 };
 use hearth_control::prepare::{self, VmFiles};
 use hearth_guestkit::datadir::DataDir;
-use hearth_guestkit::image::{ensure_image, ImageName};
+use hearth_guestkit::image::{ensure_image, AgentChoice, ImageName};
 use hearth_types::guest::{GuestConfig, TermSize};
 use hearth_types::{VmDescription, VmId};
 use hearth_vmm::qemu::Qemu;
@@ -32,8 +32,14 @@ const PORT: &str = "hearth.agent";
 fn minimal_image_with_agent(data: &DataDir, agent: &Path) -> PathBuf {
     // The only test in this binary: nothing else reads the environment yet.
     std::env::set_var("HEARTH_AGENT", agent);
-    let info = ensure_image(data, ImageName::Minimal, false, &mut |l| eprintln!("{l}"))
-        .expect("the minimal image builds");
+    let info = ensure_image(
+        data,
+        ImageName::Minimal,
+        false,
+        AgentChoice::Find,
+        &mut |l| eprintln!("{l}"),
+    )
+    .expect("the minimal image builds");
     info.rootfs
 }
 
@@ -452,7 +458,15 @@ async fn the_agent_runs_commands_for_the_host_over_virtio_serial() {
     let socket = vm.channels[0].socket.clone();
 
     let booted = Instant::now();
-    let mut running = Qemu::for_host(None).start(&vm).await.expect("QEMU starts");
+    // The process is reported the moment it is spawned (so `hearth serve`
+    // can record it before QEMU is set up), and it is the one that runs.
+    let (spawned_tx, spawned_rx) = std::sync::mpsc::channel();
+    let on_spawn = Box::new(move |p| spawned_tx.send(p).expect("once"));
+    let mut running = Qemu::for_host(None)
+        .start_reporting(&vm, on_spawn)
+        .await
+        .expect("QEMU starts");
+    assert_eq!(spawned_rx.try_recv(), Ok(running.process()));
     let talk = tokio::task::spawn_blocking(move || converse(&socket));
     let talked = tokio::time::timeout(Duration::from_secs(60), talk).await;
     println!("boot to last answer: {:?}", booted.elapsed());

@@ -63,6 +63,11 @@ pub enum ImageCommand {
         /// Rebuild even when the inputs are unchanged.
         #[arg(long)]
         force: bool,
+        /// Build it without the guest agent (no exec, cp, services or agent
+        /// readiness in its VMs). Without this, a missing or dynamically
+        /// linked agent is an error.
+        #[arg(long)]
+        no_agent: bool,
     },
     /// List built images.
     List,

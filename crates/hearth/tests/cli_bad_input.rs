@@ -93,6 +93,22 @@ fn doctor_explains_the_acceleration_it_chose() {
 }
 
 #[test]
+fn doctor_warns_of_an_agent_image_builds_would_refuse() {
+    let out = hearth(&["doctor"])
+        .env("HEARTH_AGENT", "/bin/sh")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l.starts_with(
+            "warn image builds will fail: the agent /bin/sh is not a statically linked"
+        )),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn doctor_fails_on_an_empty_data_dir_and_says_what_to_run() {
     let empty = tempfile::tempdir().expect("tempdir");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
@@ -107,5 +123,50 @@ fn doctor_fails_on_an_empty_data_dir_and_says_what_to_run() {
         stdout.contains("hearth kernel fetch") && stdout.contains("hearth image build minimal"),
         "{}",
         text(&out)
+    );
+}
+
+#[test]
+fn a_dynamically_linked_agent_is_refused_and_no_image_is_built() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    // What `cargo build` makes of hearth-agent: linked against the host's libc.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .arg("--data-dir")
+        .arg(empty.path())
+        .args(["image", "build", "minimal"])
+        .env("HEARTH_AGENT", "/bin/sh")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/bin/sh")
+            && stderr.contains("not a statically linked")
+            && stderr.contains("scripts/build-agent")
+            && stderr.contains("--no-agent"),
+        "{}",
+        text(&out)
+    );
+    assert!(!empty.path().join("images/minimal").exists());
+
+    // An image without the agent is built only when asked for.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .arg("--data-dir")
+        .arg(empty.path())
+        .args(["image", "build", "minimal", "--no-agent"])
+        .env("HEARTH_AGENT", "/bin/sh")
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("without the guest agent, as asked"),
+        "{}",
+        text(&out)
+    );
+    let manifest = std::fs::read_to_string(empty.path().join("images/minimal/manifest.json"))
+        .expect("a manifest");
+    assert!(
+        manifest.contains("\"agent_sha256\": \"none\""),
+        "{manifest}"
     );
 }

@@ -95,8 +95,31 @@ fn kill_9_of_a_hypervisor_fails_its_vm_within_2_s_and_keeps_its_console() {
     host.assert_clean();
 }
 
+/// The VM's row as a controller killed right after spawning its hypervisor
+/// leaves it: still `preparing`, with the process recorded (the create
+/// step records it the moment it is spawned).
+fn as_if_killed_right_after_spawn(host: &Host, id: &str) {
+    use hearth_store::{SqliteStore, StateChange, Store};
+
+    let store = SqliteStore::open(&host.data().join("hearth.db")).expect("the store");
+    let id: hearth_types::VmId = id.parse().expect("a VM id");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let row = store.vm(&id).await.expect("read").expect("the VM");
+        assert!(row.process.is_some(), "the process is recorded: {row:?}");
+        let back = StateChange::to(VmState::Preparing, hearth_types::Timestamp::now(), "test");
+        store
+            .transition(&id, row.vm.state, &back)
+            .await
+            .expect("back to preparing");
+    });
+}
+
 #[test]
-fn a_controller_killed_while_a_vm_boots_adopts_or_fails_it_cleanly_after_a_restart() {
+fn a_controller_killed_right_after_spawning_a_hypervisor_adopts_the_vm_after_a_restart() {
     let mut host = Host::new(&["--grace", "120"]);
     host.start();
     let id = host.create(&[]);
@@ -105,18 +128,25 @@ fn a_controller_killed_while_a_vm_boots_adopts_or_fails_it_cleanly_after_a_resta
 
     host.kill_serve();
     assert!(is_running(pid), "the hypervisor died with its controller");
+    as_if_killed_right_after_spawn(&host, &id);
     host.start();
     let vm = host.wait_vm(&id, BOOT, |vm| {
         matches!(vm.state, VmState::Ready | VmState::Failed)
     });
-    eprintln!(
-        "after the restart the VM is {} (failure {:?})",
-        vm.state, vm.failure
+    assert_eq!(
+        vm.state,
+        VmState::Ready,
+        "adopted, not failed as lost: {:?}\n{}",
+        vm.failure,
+        host.serve_logs()
     );
-    if vm.state == VmState::Ready {
-        assert_eq!(host.hypervisor_of(&id), Some(pid), "adopted, not restarted");
-        assert!(console(&mut host, &id).contains("hearth: ready"));
-    }
+    assert_eq!(host.hypervisor_of(&id), Some(pid), "adopted, not restarted");
+    assert!(console(&mut host, &id).contains("hearth: ready"));
+    let events = host.vm_ok(&["events", &id]);
+    assert!(
+        events.contains("(adopted after a controller restart)"),
+        "{events}"
+    );
 
     remove(&mut host, &id);
     assert!(!is_running(pid), "QEMU {pid} outlived its destroyed VM");
@@ -136,15 +166,34 @@ fn a_vm_never_ready_fails_with_boot_timeout_and_is_kept_for_its_grace_or_while_h
     let grace = Duration::from_secs(6);
     let mut host = Host::new(&["--grace", "6"]);
     host.start();
-    let kept = host.create(&["--readiness-timeout", "2"]);
     let held = host.create(&["--readiness-timeout", "2"]);
     host.vm_ok(&["hold", &held]);
+    let out = host.vm_cli(&["create", "--wait", "ready", "--readiness-timeout", "2"]);
+    let kept = String::from_utf8_lossy(&out.stdout).trim().to_owned();
 
     let failed = host.wait_state(&kept, VmState::Failed, Duration::from_secs(30));
     assert_eq!(
         failure_code(&failed),
         Some(FailureCode::BootTimeout),
         "{failed:?}"
+    );
+    // `--wait` says why, as `hearth vm why` would first, and so does the
+    // server's log.
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("{kept} failed (boot_timeout)"))
+            && said.contains("hearth: cause: ")
+            && said.contains("hearth: fix: "),
+        "{said}"
+    );
+    let logged = host.serve_logs();
+    assert!(
+        logged.lines().any(|l| l.contains("VM failed")
+            && l.contains(&kept)
+            && l.contains("boot_timeout")
+            && l.contains("reason=")),
+        "{logged}"
     );
     let held_failed = host.wait_state(&held, VmState::Failed, Duration::from_secs(30));
     assert_eq!(failure_code(&held_failed), Some(FailureCode::BootTimeout));

@@ -243,6 +243,7 @@ fn vm_exec_streams_and_cp_moves_files_both_ways_checked() {
     let out = host.vm_cli(&["cp", &target, back.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(std::fs::read(&back).unwrap(), data);
+    a_dynamic_program_names_its_missing_loader(&mut host, &id);
 
     // Over the bound (1 MiB here), in either direction: refused, named.
     let big = work.path().join("big");
@@ -265,6 +266,25 @@ fn vm_exec_streams_and_cp_moves_files_both_ways_checked() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("1048576"), "{}", text(&out));
     destroy(&mut host, &id);
+}
+
+/// The host's glibc `/bin/true` in the busybox-only minimal image: there,
+/// yet "not found" to the kernel, because its loader is not; the agent
+/// names the loader.
+fn a_dynamic_program_names_its_missing_loader(host: &mut Host, id: &str) {
+    let out = host.vm_cli(&["cp", "/bin/true", &format!("{id}:/tmp/hello")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = host.vm_cli(&["exec", id, "--", "chmod", "+x", "/tmp/hello"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = host.vm_cli(&["exec", id, "--", "/tmp/hello"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "cannot start \"/tmp/hello\": its ELF interpreter /lib64/ld-linux-x86-64.so.2 is missing"
+        ),
+        "{}",
+        text(&out)
+    );
 }
 
 /// 4 MiB of random bytes piped through `cat` come back identical, and
@@ -618,11 +638,20 @@ fn vm_a_vm_waiting_on_a_service_that_never_gets_ready_can_be_looked_into() {
     }
     let mut host = Host::new(&[]);
     host.start();
-    let config = serde_json::json!({"services": [{
-        "name": "never",
-        "argv": ["sleep", "600"],
-        "readiness": {"kind": "tcp", "port": 9999}
-    }]});
+    // And a script whose #! interpreter the minimal image lacks: there,
+    // yet ENOENT to the kernel; the agent and the diagnosis name it.
+    let config = serde_json::json!({
+        "files": [{"path": "/opt/app.py", "content": "#!/usr/bin/python3\nprint('hi')\n", "mode": 493}],
+        "services": [{
+            "name": "never",
+            "argv": ["sleep", "600"],
+            "readiness": {"kind": "tcp", "port": 9999}
+        }, {
+            "name": "script",
+            "argv": ["/opt/app.py"],
+            "restart": "never"
+        }]
+    });
     let file = host.data().join("never.json");
     std::fs::write(&file, config.to_string()).unwrap();
     let id = host.create(&[
@@ -656,6 +685,17 @@ fn vm_a_vm_waiting_on_a_service_that_never_gets_ready_can_be_looked_into() {
     let h = health(&mut host, &id);
     assert!(!h.ready && !h.services[0].ready, "{h:?}");
     assert_eq!(h.services[0].state, ServiceState::Starting, "{h:?}");
+    let path = format!("/v1/vms/{id}/diagnosis");
+    let body = wait_for(Duration::from_secs(30), "the script's finding", || {
+        let (status, body) = host.get(&path);
+        (status == 200 && body.contains("\"missing_interpreter\"")).then_some(body)
+    });
+    assert!(
+        body.contains(
+            r#"script: could not be started: cannot start \"/opt/app.py\": its interpreter /usr/bin/python3 (from its #! line) is missing"#
+        ),
+        "{body}"
+    );
     destroy(&mut host, &id);
 }
 

@@ -24,7 +24,9 @@ const LEASE: Duration = Duration::from_secs(60);
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// Fails `id` (from whatever active state it is in) and schedules its
-/// cleanup after the grace period.
+/// cleanup after the grace period. Every failure (a create step, a lost
+/// or exited hypervisor, a boot timeout) comes through here, so this is
+/// where the server's log says so, once, by the one that won the race.
 pub(super) async fn fail(ctl: &Controller, id: &VmId, code: FailureCode, message: String) {
     let Ok(Some(record)) = ctl.store.vm(id).await else {
         return;
@@ -35,9 +37,13 @@ pub(super) async fn fail(ctl: &Controller, id: &VmId, code: FailureCode, message
     };
     let now = Timestamp::now();
     let mut change = StateChange::to(to, now, format!("failed ({code}): {message}"));
-    change.failure = Some(Failure { code, message });
+    change.failure = Some(Failure {
+        code,
+        message: message.clone(),
+    });
     change.cleanup_after = Some(now.plus(ctl.config.grace));
     if ctl.store.transition(id, state, &change).await.is_ok() {
+        tracing::warn!(vm = %id, code = %code, from = %state, reason = %message, "VM failed");
         schedule_destroy(ctl, id, now.plus(ctl.config.grace)).await;
     }
 }

@@ -7,13 +7,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_store::{StateChange, VmRecord};
+use hearth_store::{StateChange, StoreError, VmRecord};
 use hearth_types::api::{CreateVm, Vm};
 use hearth_types::error_chain;
 use hearth_types::{BackendKind, FailureCode, Timestamp, VmDescription, VmId, VmState};
 use hearth_vmm::firecracker::Firecracker;
 use hearth_vmm::qemu::Qemu;
-use hearth_vmm::{Hypervisor, RunningVm};
+use hearth_vmm::{Hypervisor, OnSpawn, RunningVm, VmmError};
 
 use super::{watch, ControlError, Controller, ControllerConfig, Scope};
 use crate::lifecycle::{next, Transition};
@@ -110,7 +110,6 @@ async fn boot(ctl: Arc<Controller>, record: VmRecord) {
         }
         Err(StepFailure { step, reason }) => {
             let message = format!("create step `{step}` failed: {reason}");
-            tracing::warn!(vm = %id, %message);
             super::cleanup::fail(&ctl, &id, FailureCode::StartFailed, message).await;
         }
     }
@@ -152,16 +151,14 @@ async fn steps(ctl: &Arc<Controller>, record: &VmRecord) -> Result<(RunningVm, b
         cmdline.push_str(super::agent::CONFIG_FROM_HOST);
     }
     let description = files.describe(id, &assets, record.vm.vcpus, record.vm.memory_mib, cmdline);
-    let backend = Arc::clone(&ctl.backends[&record.vm.backend]);
-    let mut running = match backend.start(&description).await {
-        Ok(running) => running,
-        Err(e) => {
+    let (mut running, recorded) = match start_recorded(ctl, record, &description).await {
+        (Ok(running), recorded) => (running, recorded),
+        (Err(e), _) => {
             files.release_runtime();
             return Err(step("hypervisor", &error_chain(&e)));
         }
     };
     let booted = format!("booting: {} pid {}", record.vm.backend, running.pid());
-    let recorded = ctl.store.set_process(id, Some(running.process())).await;
     // The event carries the moment the hypervisor process started; QEMU's
     // own start-up (until it answers QMP) comes after and is not ours.
     let moved = move_to_at(
@@ -179,6 +176,31 @@ async fn steps(ctl: &Arc<Controller>, record: &VmRecord) -> Result<(RunningVm, b
         return Err(failure);
     }
     Ok((running, agent_ready))
+}
+
+/// Starts the hypervisor and records its process (pid and start time) the
+/// moment it is spawned, while the hypervisor still sets the guest up: a
+/// controller that dies from then on leaves a row with the process, which
+/// the next one adopts (`reconcile::adopt_all`) instead of killing it as
+/// an orphan.
+async fn start_recorded(
+    ctl: &Controller,
+    record: &VmRecord,
+    description: &VmDescription,
+) -> (Result<RunningVm, VmmError>, Result<(), StoreError>) {
+    let backend = Arc::clone(&ctl.backends[&record.vm.backend]);
+    let (spawned_tx, spawned_rx) = tokio::sync::oneshot::channel();
+    let on_spawn: OnSpawn = Box::new(move |process| {
+        let _ = spawned_tx.send(process);
+    });
+    let record_it = async {
+        match spawned_rx.await {
+            Ok(process) => ctl.store.set_process(&record.vm.id, Some(process)).await,
+            // Never spawned: nothing to record.
+            Err(_) => Ok(()),
+        }
+    };
+    tokio::join!(backend.start_reporting(description, on_spawn), record_it)
 }
 
 fn step(step: &'static str, reason: &dyn std::fmt::Display) -> StepFailure {

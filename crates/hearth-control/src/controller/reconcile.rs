@@ -5,10 +5,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hearth_store::{VmFilter, VmRecord};
-use hearth_types::{FailureCode, Timestamp, VmDescription, VmId, VmState};
+use hearth_store::{StateChange, VmFilter, VmRecord};
+use hearth_types::{FailureCode, ProcessRef, Timestamp, VmDescription, VmId, VmState};
 
 use super::{cleanup, watch, Controller};
+use crate::lifecycle::{next, Transition};
 
 /// Retention and orphan sweeps run every this many ticks.
 const SLOW_EVERY: u64 = 20;
@@ -93,30 +94,16 @@ async fn lost_processes(ctl: &Arc<Controller>, active: &[VmRecord]) {
     }
 }
 
-/// At start: adopt the VMs whose hypervisors still run; fail the rest.
+/// At start: adopt the VMs whose hypervisors still run; fail the rest. A
+/// VM still `preparing` with a recorded process had its hypervisor spawned
+/// (the create step records it at once) but not its `booting` stored: it
+/// is adopted too, and moved on to `booting`.
 pub(super) async fn adopt_all(ctl: &Arc<Controller>) {
     for r in active(ctl).await {
         let id = r.vm.id.clone();
         match (r.vm.state, r.process) {
-            (state, Some(process)) if state.has_process() => {
-                let backend = Arc::clone(&ctl.backends[&r.vm.backend]);
-                match backend.adopt(&runtime_description(ctl, &r), process).await {
-                    Ok(running) => {
-                        tracing::info!(vm = %id, pid = process.pid, "adopted a running VM");
-                        super::agent::start_link(ctl, &id, r.vm.backend);
-                        let agent_ready = super::agent::ready_from_agent(ctl, &r.vm);
-                        watch::start(Arc::clone(ctl), id.clone(), running, agent_ready);
-                        if agent_ready && state == VmState::Booting {
-                            super::agent::ready_if_recorded(ctl, &id).await;
-                        }
-                    }
-                    Err(e) => {
-                        cleanup::kill_recorded(&r);
-                        super::prepare_files(ctl, &id).release_runtime();
-                        let message = format!("could not adopt it after a controller restart: {e}");
-                        cleanup::fail(ctl, &id, FailureCode::HypervisorExited, message).await;
-                    }
-                }
+            (state, Some(process)) if state.has_process() || state == VmState::Preparing => {
+                adopt(ctl, &r, process).await;
             }
             _ => {
                 cleanup::kill_recorded(&r);
@@ -127,6 +114,55 @@ pub(super) async fn adopt_all(ctl: &Arc<Controller>) {
         }
     }
     orphans(ctl, &active(ctl).await).await;
+}
+
+/// Takes over the hypervisor of `r`, or fails the VM when it cannot be.
+async fn adopt(ctl: &Arc<Controller>, r: &VmRecord, process: ProcessRef) {
+    let id = r.vm.id.clone();
+    let backend = Arc::clone(&ctl.backends[&r.vm.backend]);
+    let running = match backend.adopt(&runtime_description(ctl, r), process).await {
+        Ok(running) => running,
+        Err(e) => {
+            cleanup::kill_recorded(r);
+            super::prepare_files(ctl, &id).release_runtime();
+            let message = format!("could not adopt it after a controller restart: {e}");
+            cleanup::fail(ctl, &id, FailureCode::HypervisorExited, message).await;
+            return;
+        }
+    };
+    tracing::info!(vm = %id, pid = process.pid, state = %r.vm.state, "adopted a running VM");
+    let mut state = r.vm.state;
+    if state == VmState::Preparing {
+        let message = format!(
+            "booting: {} pid {} (adopted after a controller restart)",
+            r.vm.backend, process.pid
+        );
+        if to_booting(ctl, &id, &message).await {
+            state = VmState::Booting;
+        }
+    }
+    super::agent::start_link(ctl, &id, r.vm.backend);
+    let agent_ready = super::agent::ready_from_agent(ctl, &r.vm);
+    watch::start(Arc::clone(ctl), id.clone(), running, agent_ready);
+    if agent_ready && state == VmState::Booting {
+        super::agent::ready_if_recorded(ctl, &id).await;
+    }
+}
+
+/// `preparing` -> `booting` through the lifecycle and the store's
+/// compare-and-set; false when the VM moved meanwhile.
+async fn to_booting(ctl: &Controller, id: &VmId, message: &str) -> bool {
+    let Ok(to) = next(VmState::Preparing, Transition::Boot) else {
+        return false;
+    };
+    let change = StateChange::to(to, Timestamp::now(), message);
+    match ctl.store.transition(id, VmState::Preparing, &change).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(vm = %id, error = %e, "an adopted VM could not be marked booting");
+            false
+        }
+    }
 }
 
 /// Adoption needs only where the VM's files are.
@@ -150,9 +186,10 @@ fn runtime_description(ctl: &Controller, r: &VmRecord) -> VmDescription {
 async fn orphans(ctl: &Arc<Controller>, active: &[VmRecord]) {
     let vms_dir = ctl.config.data.vms();
     for (pid, id) in hypervisors_under(&vms_dir) {
-        // A VM still starting has spawned its hypervisor but may not have
-        // recorded the pid yet; after a controller restart such VMs are
-        // failed first (adopt_all), so their processes are orphans then.
+        // A VM still starting may have spawned its hypervisor a moment
+        // before recording its pid; after a controller restart a starting
+        // VM with a recorded process is adopted and the others are failed
+        // first (adopt_all), so an unrecorded process is an orphan then.
         let owned = active.iter().any(|r| {
             r.vm.id == id
                 && (r.process.is_some_and(|p| p.pid == pid)

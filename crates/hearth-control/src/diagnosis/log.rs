@@ -12,10 +12,20 @@ pub(super) struct Log {
 }
 
 impl Log {
+    /// Splits `text` into lines, and a line into the frames a carriage
+    /// return separates: systemd redraws its status spinner on one line
+    /// (`\r[ *** ] Job ...\r[  ***] Job ...`), and each frame is a line
+    /// of its own here, as on a terminal.
     pub fn new(text: &str) -> Self {
-        Log {
-            lines: text.lines().map(clean).collect(),
+        let mut lines = Vec::new();
+        for line in text.lines() {
+            let before = lines.len();
+            lines.extend(line.split('\r').map(clean).filter(|f| !f.is_empty()));
+            if lines.len() == before {
+                lines.push(String::new());
+            }
         }
+        Log { lines }
     }
 
     pub fn lines(&self) -> &[String] {
@@ -171,6 +181,24 @@ mod tests {
         assert_eq!(
             clean(raw),
             "[FAILED] Failed to start agent.service - OAuth agent."
+        );
+    }
+
+    #[test]
+    fn each_frame_of_a_redrawn_status_line_is_a_line() {
+        let raw = "first\n\r\u{1b}[K[ *** ] Job a.service/start running (1s / no limit)\
+                   \r\u{1b}[K[  ***] Job a.service/start running (2s / no limit)\r\n\
+                   \n\r\u{1b}[K[  OK  ] Started b.service.\r\n";
+        let log = Log::new(raw);
+        assert_eq!(
+            log.lines(),
+            [
+                "first",
+                "[ *** ] Job a.service/start running (1s / no limit)",
+                "[  ***] Job a.service/start running (2s / no limit)",
+                "",
+                "[  OK  ] Started b.service."
+            ]
         );
     }
 

@@ -25,6 +25,7 @@ mod initramfs;
 mod kernel_not_elf;
 mod kernel_panic;
 mod log;
+mod missing_interpreter;
 mod network_online;
 mod never_ready;
 mod out_of_memory;
@@ -89,6 +90,7 @@ const RULES: &[Rule] = &[
     out_of_memory::check,
     sigill::check,
     exec::check_format,
+    missing_interpreter::check,
     exec::check_library,
     kernel_panic::check,
     crash_loop::check,
@@ -127,17 +129,24 @@ impl<'a> Input<'a> {
 }
 
 /// A finding; evidence lines are capped in length so one runaway line
-/// cannot swamp a report.
+/// cannot swamp a report, and each is quoted once (in its first place):
+/// a service that ran three times printed the same words three times.
 fn finding(
     rule: &str,
     cause: impl Into<String>,
     evidence: Vec<String>,
     fix: impl Into<String>,
 ) -> Finding {
+    let mut lines: Vec<String> = Vec::with_capacity(evidence.len());
+    for line in evidence.iter().map(|l| log::cap(l)) {
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
     Finding {
         rule: rule.to_owned(),
         cause: cause.into(),
-        evidence: evidence.iter().map(|l| log::cap(l)).collect(),
+        evidence: lines,
         fix: fix.into(),
     }
 }

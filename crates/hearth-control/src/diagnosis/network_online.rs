@@ -10,14 +10,17 @@
 
 use hearth_types::api::Finding;
 
-use super::log::{message, Log};
+use super::log::{journal, message, Log};
 use super::units::is_unit_name;
 use super::{finding, Input};
 
 /// The unit behind network-online.target on systemd-networkd guests.
 pub(super) const WAIT_ONLINE: &str = "systemd-networkd-wait-online";
-/// How many lines are quoted.
+/// How many lines of systemd's signs are quoted.
 const MAX_LINES: usize = 6;
+/// How far after `Reached target network-online.target` the units that
+/// waited for it are looked for.
+const AFTER_ONLINE: usize = 20;
 
 pub(super) fn check(input: &Input) -> Vec<Finding> {
     let log = &input.console;
@@ -38,16 +41,10 @@ pub(super) fn check(input: &Input) -> Vec<Finding> {
     }
     let mut waiting = waiting_units(log);
     if !job_signs.is_empty() {
-        for (unit, line) in waiting_units(&jobs) {
-            if !waiting.iter().any(|(u, _)| *u == unit) {
-                waiting.push((unit, line));
-            }
-        }
+        add_new(&mut waiting, waiting_units(&jobs));
     }
-    // The first and the last of the repeated progress lines say how long.
-    let mut shown: Vec<usize> = signs.first().copied().into_iter().collect();
-    shown.extend(signs.iter().rev().take(MAX_LINES - 1));
-    let mut evidence = log.pick(&shown);
+    add_new(&mut waiting, started_once_online(log));
+    let mut evidence = log.pick(&shown_signs(log, &signs));
     evidence.extend(jobs.pick(&job_signs));
     evidence.extend(waiting.iter().map(|(_, line)| line.clone()));
     let units: Vec<&str> = waiting.iter().map(|(u, _)| u.as_str()).collect();
@@ -59,12 +56,13 @@ pub(super) fn check(input: &Input) -> Vec<Finding> {
             units.join(", ")
         )
     };
+    let job = wait_online_job(log);
     vec![finding(
         "waiting_on_network_online",
         format!(
             "systemd is holding {who} until the network is online, and this guest has no \
-             configured network: {WAIT_ONLINE} waits for one (up to 2 minutes by default) \
-             and those units wait with it"
+             configured network: network-online.target waits for the job {job}, which waits \
+             for a network (up to 2 minutes by default), and those units wait with it"
         ),
         evidence,
         "drop `After=network-online.target` and `Wants=network-online.target` from those \
@@ -72,6 +70,75 @@ pub(super) fn check(input: &Input) -> Vec<Finding> {
          at start), or give the VM a network interface and configure it; masking \
          systemd-networkd-wait-online.service also ends the wait",
     )]
+}
+
+/// The signs worth quoting: of systemd's repeated progress lines (one per
+/// spinner frame) the first and the last, which say how long; every other
+/// sign once.
+fn shown_signs(log: &Log, signs: &[usize]) -> Vec<usize> {
+    let (progress, others): (Vec<usize>, Vec<usize>) =
+        signs.iter().partition(|&&i| is_progress(&log.lines()[i]));
+    let mut shown = log.distinct(&others);
+    shown.truncate(MAX_LINES - 2);
+    shown.extend(progress.first());
+    shown.extend(progress.last());
+    shown
+}
+
+/// Adds the units of `more` not yet in `units`.
+fn add_new(units: &mut Vec<(String, String)>, more: Vec<(String, String)>) {
+    for (unit, line) in more {
+        if !units.iter().any(|(u, _)| *u == unit) {
+            units.push((unit, line));
+        }
+    }
+}
+
+/// The job network-online.target waits for, by its full name: the cut
+/// names of the spinner (`systemd-networkd-wait-online.se…start`) are
+/// only a prefix of it.
+fn wait_online_job(log: &Log) -> String {
+    let full = log.lines().iter().find_map(|l| {
+        let (_, rest) = l.split_once("Job ")?;
+        let job = rest.split_whitespace().next()?;
+        (job.starts_with(WAIT_ONLINE) && !job.contains('…')).then(|| job.to_owned())
+    });
+    full.unwrap_or_else(|| format!("{WAIT_ONLINE}.service/start"))
+}
+
+/// A frame of systemd's progress spinner: `[ *** ] Job UNIT/start running
+/// (7s / no limit)` or `A start job is running for ... (1min 5s / 2min 1s)`.
+fn is_progress(line: &str) -> bool {
+    let msg = message(line);
+    msg.contains("start job is running for") || (msg.contains("Job ") && msg.contains(" running ("))
+}
+
+/// The units systemd starts right after reaching network-online.target
+/// (`Reached target network-online.target`, then `Starting`/`Started
+/// UNIT - ...` until the next target): the ones that waited for it.
+fn started_once_online(log: &Log) -> Vec<(String, String)> {
+    let lines = log.lines();
+    let Some(at) = lines
+        .iter()
+        .position(|l| l.contains("Reached target network-online.target"))
+    else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in lines[at + 1..].iter().take(AFTER_ONLINE) {
+        let msg = journal(line).map_or_else(|| message(line), |j| j.text);
+        if msg.contains("Reached target ") {
+            break;
+        }
+        let unit = ["Starting ", "Started "]
+            .iter()
+            .find_map(|p| msg.strip_prefix(p))
+            .and_then(|rest| rest.split_whitespace().next());
+        if let Some(unit) = unit.filter(|u| is_unit_name(u) && !u.starts_with(WAIT_ONLINE)) {
+            add_new(&mut out, vec![(unit.to_owned(), line.clone())]);
+        }
+    }
+    out
 }
 
 fn is_sign(line: &str) -> bool {
@@ -139,6 +206,69 @@ mod tests {
             .iter()
             .any(|l| l.starts_with("104 agent.service")));
         assert!(f.fix.contains("After=network-online.target"));
+    }
+
+    /// systemd 252 on the serial console: the spinner redrawn on one line
+    /// (80 columns cut the job's name), then, after wait-online's 2
+    /// minutes, its failure and the unit that waited being started.
+    const SPINNER_THEN_TIMEOUT: &str = "[  OK  ] Reached target network.target - Network.\r\n\
+         Starting \u{1b}[0;1;39msystemd-networkd-wait-online.service\u{1b}[0m - Wait for Network to be Configured...\r\n\
+         \r\u{1b}[K[\u{1b}[0;31m*     \u{1b}[0m] Job systemd-networkd-wait-online.se…start running (7s / no limit)\
+         \r\u{1b}[K[\u{1b}[0;1;31m*\u{1b}[0m\u{1b}[0;31m*    \u{1b}[0m] Job systemd-networkd-wait-online.se…start running (8s / no limit)\
+         \r\u{1b}[K[\u{1b}[0;31m*\u{1b}[0;1;31m*\u{1b}[0m\u{1b}[0;31m*   \u{1b}[0m] Job systemd-networkd-wait-online.se…start running (9s / no limit)\r\n\
+         \r\u{1b}[K[\u{1b}[0;31m *\u{1b}[0;1;31m*\u{1b}[0m\u{1b}[0;31m*  \u{1b}[0m] Job systemd-networkd-wait-online.se…start running (1min 59s / no limit)\r\n\
+         [  121.3] systemd-networkd-wait-online[171]: Timeout occurred while waiting for network connectivity.\r\n\
+         [\u{1b}[0;1;31mFAILED\u{1b}[0m] Failed to start \u{1b}[0;1;39msystemd-networkd-wait-online.service\u{1b}[0m - Wait for Network to be Configured.\r\n\
+         [  OK  ] Reached target \u{1b}[0;1;39mnetwork-online.target\u{1b}[0m - Network is Online.\r\n\
+         Starting \u{1b}[0;1;39mwaiter.service\u{1b}[0m - Agent that waits for the network...\r\n\
+         [  OK  ] Started \u{1b}[0;1;39mwaiter.service\u{1b}[0m - Agent that waits for the network.\r\n\
+         [  OK  ] Reached target multi-user.target - Multi-User System.\r\n\
+         [  OK  ] Started late.service - Started after multi-user.\r\n";
+
+    #[test]
+    fn spinner_frames_are_quoted_first_and_last_and_the_waiting_unit_is_named() {
+        let f = found(SPINNER_THEN_TIMEOUT);
+        assert_eq!(f.len(), 1, "{f:?}");
+        let f = &f[0];
+        assert_eq!(f.rule, "waiting_on_network_online");
+        assert!(
+            f.cause
+                .contains("waiter.service (waiting behind network-online.target)"),
+            "{f:?}"
+        );
+        assert!(!f.cause.contains("late.service"), "{f:?}");
+        assert!(
+            f.cause
+                .contains("the job systemd-networkd-wait-online.service/start"),
+            "{f:?}"
+        );
+        let frames: Vec<&String> = f.evidence.iter().filter(|l| l.contains("Job ")).collect();
+        assert_eq!(frames.len(), 2, "{:#?}", f.evidence);
+        assert!(frames[0].ends_with("(7s / no limit)"), "{frames:?}");
+        assert!(frames[1].ends_with("(1min 59s / no limit)"), "{frames:?}");
+        assert!(f
+            .evidence
+            .iter()
+            .any(|l| l.contains("Timeout occurred while waiting for network connectivity")));
+        assert!(f
+            .evidence
+            .iter()
+            .any(|l| l.starts_with("Starting waiter.service")));
+        let mut unique = f.evidence.clone();
+        unique.dedup();
+        assert_eq!(unique, f.evidence, "each line once");
+    }
+
+    #[test]
+    fn the_jobs_full_name_comes_from_an_uncut_line() {
+        let f = found(
+            "[ *** ] Job systemd-networkd-wait-online.service/start running (7s / no limit)\n",
+        );
+        assert!(
+            f[0].cause
+                .contains("the job systemd-networkd-wait-online.service/start,"),
+            "{f:?}"
+        );
     }
 
     #[test]

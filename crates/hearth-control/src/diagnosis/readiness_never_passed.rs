@@ -37,7 +37,7 @@ fn never_passed(
     check: &Readiness,
     listening: Option<&[String]>,
 ) -> Finding {
-    let mut evidence = service_lines::last_output(service, LAST_LINES);
+    let mut evidence = service_lines::distinct_output(service, LAST_LINES, None);
     if evidence.is_empty() {
         evidence.push(format!("{}: (no output)", service.name));
     }
@@ -183,6 +183,34 @@ mod tests {
         assert!(f[0]
             .evidence
             .contains(&"web: exited with status 2".to_owned()));
+    }
+
+    #[test]
+    fn a_service_that_ran_three_times_is_quoted_once() {
+        let mut s = web(false);
+        s.last_lines = ["starting web 1.2", "listening on :8081", "shutting down"]
+            .repeat(3)
+            .into_iter()
+            .map(OutputLine::stderr)
+            .collect();
+        s.exits = vec![
+            ExitStatus {
+                code: Some(1),
+                signal: None,
+            };
+            3
+        ];
+        let f = rule(&failed(), &facts(vec![s]));
+        assert_eq!(
+            f[0].evidence,
+            [
+                "web: starting web 1.2",
+                "web: listening on :8081",
+                "web: shutting down",
+                "web: exited with status 1",
+                "listening in the guest: 0.0.0.0:8081"
+            ]
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::SystemTime;
 
+pub use crate::agent::AgentChoice;
 pub use ext4::{check_ext4, ext4_label};
 pub use guest_command::cmdline_arg;
 pub use manifest::{format_utc, BuildInputs, Manifest};
@@ -174,9 +175,10 @@ pub fn ensure_image(
     data: &DataDir,
     name: ImageName,
     force: bool,
+    with: AgentChoice,
     progress: &mut dyn FnMut(&str),
 ) -> Result<ImageInfo, ImageError> {
-    let agent = agent::load_static_agent()?;
+    let agent = agent::agent_for(with)?;
     let agent_sha256 = agent_digest(agent.as_ref());
     let inputs = match name {
         ImageName::Minimal => minimal::inputs(agent_sha256)?,
@@ -193,8 +195,8 @@ pub fn ensure_image(
     match &agent {
         Some(a) => progress(&format!("{name}: with the agent {}", a.path.display())),
         None => progress(&format!(
-            "{name}: this image will have no guest agent (no static hearth-agent found): {}",
-            agent::HOW_TO_BUILD
+            "{name}: without the guest agent, as asked (--no-agent): no exec, cp, services \
+             or agent readiness in its VMs"
         )),
     }
     build(data, name, inputs, agent.as_ref(), progress)

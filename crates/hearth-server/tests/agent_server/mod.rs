@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hearth_control::controller::{Controller, ControllerConfig};
-use hearth_guestkit::image::ImageName;
+use hearth_guestkit::image::{AgentChoice, ImageName};
 use hearth_guestkit::DataDir;
 use hearth_server::{mint_token, ServerConfig};
 use hearth_store::SqliteStore;
@@ -136,7 +136,7 @@ pub fn data_dir_with_agent_images(images: &[ImageName]) -> PrivateDir {
     let shared = DataDir::new(hearth_testkit::test_data_dir());
     hearth_guestkit::kernel::fetch_debian_cloud_kernel(&shared, &mut |_| {}).expect("kernel fetch");
     for &image in images {
-        hearth_guestkit::image::ensure_image(&shared, image, false, &mut |_| {})
+        hearth_guestkit::image::ensure_image(&shared, image, false, AgentChoice::Find, &mut |_| {})
             .unwrap_or_else(|e| panic!("the {image:?} image builds: {e}"));
     }
     hearth_testkit::private_data_dir()

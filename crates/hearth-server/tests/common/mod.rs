@@ -103,8 +103,14 @@ fn link_shared_assets(root: &Path) {
     let data = DataDir::new(&shared);
     hearth_guestkit::kernel::fetch_debian_cloud_kernel(&data, &mut |_| {})
         .expect("kernel fetch (see `hearth kernel fetch`)");
-    hearth_guestkit::image::ensure_image(&data, ImageName::Minimal, false, &mut |_| {})
-        .expect("minimal image builds (see `hearth image build minimal`)");
+    hearth_guestkit::image::ensure_image(
+        &data,
+        ImageName::Minimal,
+        false,
+        shared_agent(),
+        &mut |_| {},
+    )
+    .expect("minimal image builds (see `hearth image build minimal`)");
     for name in ["kernels", "images", "cache", "locks"] {
         let target = shared.join(name);
         std::fs::create_dir_all(&target).expect("shared dir");
@@ -280,4 +286,20 @@ pub async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = T>) 
 pub fn median_ms(mut samples: Vec<Duration>) -> f64 {
     samples.sort();
     samples[samples.len() / 2].as_secs_f64() * 1000.0
+}
+
+/// The agent the shared minimal image is built with, the same one every
+/// test process names (as `scripts/test` does); without static glibc to
+/// build it, an image without the agent, said so.
+fn shared_agent() -> hearth_guestkit::image::AgentChoice {
+    use hearth_guestkit::image::AgentChoice;
+    match hearth_testkit::static_agent() {
+        Some(agent) => {
+            if std::env::var_os("HEARTH_AGENT").is_none() {
+                std::env::set_var("HEARTH_AGENT", agent);
+            }
+            AgentChoice::Find
+        }
+        None => AgentChoice::Without,
+    }
 }

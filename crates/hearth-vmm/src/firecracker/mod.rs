@@ -35,7 +35,7 @@ use self::api::{
 };
 use self::client::{ApiClient, ApiError};
 use crate::process::{self, ExitInfo, ProcessLogs, RunningVm, VmControl};
-use crate::{Hypervisor, VmmError};
+use crate::{Hypervisor, OnSpawn, VmmError};
 
 /// The environment variable naming the firecracker binary to use.
 pub const BINARY_ENV: &str = "HEARTH_FIRECRACKER";
@@ -136,7 +136,11 @@ impl Hypervisor for Firecracker {
         BACKEND
     }
 
-    async fn start(&self, vm: &VmDescription) -> Result<RunningVm, VmmError> {
+    async fn start_reporting(
+        &self,
+        vm: &VmDescription,
+        on_spawn: OnSpawn,
+    ) -> Result<RunningVm, VmmError> {
         vm.validate()?;
         self.check_binary()?;
         let vsock = vsock_device(vm)?;
@@ -147,6 +151,7 @@ impl Hypervisor for Firecracker {
         }
         let spawned_at = Instant::now();
         let mut running = self.spawn(vm, &files)?;
+        on_spawn(running.process());
         let mut boot = Boot {
             api: ApiClient::new(files.socket.clone(), CALL_TIMEOUT),
             running: &mut running,

@@ -16,7 +16,7 @@ use self::cmdline::QemuHost;
 use self::qmp::Qmp;
 use crate::accel::HostProbe;
 use crate::process::{self, ProcessLogs};
-use crate::{Hypervisor, RunningVm, VmControl, VmmError};
+use crate::{Hypervisor, OnSpawn, RunningVm, VmControl, VmmError};
 
 /// Where Debian puts qboot.
 pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
@@ -94,7 +94,11 @@ impl Hypervisor for Qemu {
         BackendKind::Qemu
     }
 
-    async fn start(&self, vm: &VmDescription) -> Result<RunningVm, VmmError> {
+    async fn start_reporting(
+        &self,
+        vm: &VmDescription,
+        on_spawn: OnSpawn,
+    ) -> Result<RunningVm, VmmError> {
         vm.validate()?;
         self.check_files(vm)?;
         let mut cmd = tokio::process::Command::new(&self.binary);
@@ -105,6 +109,7 @@ impl Hypervisor for Qemu {
             detach: self.detach,
         };
         let mut spawned = process::spawn(cmd, &logs)?;
+        on_spawn(spawned.process);
         let qmp = match connect_qmp(vm).await {
             Ok(qmp) => qmp,
             Err(detail) => return Err(early_exit(&mut spawned, &logs, detail).await),

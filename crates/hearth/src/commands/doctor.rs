@@ -54,6 +54,7 @@ pub fn run(data: &DataDir) -> anyhow::Result<ExitCode> {
         guest_tools(),
         default_kernel(data),
         images(data),
+        guest_agent(),
         tun(),
         free_disk(data.root()),
         cgroups(),
@@ -171,6 +172,18 @@ fn images(data: &DataDir) -> Check {
         fail("no images built", "run `hearth image build minimal`")
     } else {
         ok(format!("images: {}", built.join(", ")))
+    }
+}
+
+/// The static agent `hearth image build` would put in images; a warning,
+/// not a failure: `--no-agent` builds images without it.
+fn guest_agent() -> Check {
+    match hearth_guestkit::agent::find_static_agent() {
+        Ok(path) => ok(format!("guest agent: {} (static)", path.display())),
+        Err(e) => warn(
+            format!("image builds will fail: {e}"),
+            "run scripts/build-agent, or build images with --no-agent",
+        ),
     }
 }
 

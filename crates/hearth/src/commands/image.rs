@@ -3,18 +3,27 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use hearth_guestkit::image::{self, format_utc, ImageInfo};
+use hearth_guestkit::image::{self, format_utc, AgentChoice, ImageInfo};
 use hearth_guestkit::DataDir;
 
 use crate::cli::ImageName;
 
-pub fn build(data: &DataDir, name: ImageName, force: bool) -> anyhow::Result<ExitCode> {
+pub fn build(
+    data: &DataDir,
+    name: ImageName,
+    force: bool,
+    no_agent: bool,
+) -> anyhow::Result<ExitCode> {
     let name = match name {
         ImageName::Minimal => image::ImageName::Minimal,
         ImageName::Debian => image::ImageName::Debian,
     };
+    let with = match no_agent {
+        true => AgentChoice::Without,
+        false => AgentChoice::Find,
+    };
     let started = Instant::now();
-    let info = image::ensure_image(data, name, force, &mut |line| eprintln!("  {line}"))?;
+    let info = image::ensure_image(data, name, force, with, &mut |line| eprintln!("  {line}"))?;
     let what = if info.reused {
         "reused (inputs unchanged; --force rebuilds)".to_owned()
     } else {

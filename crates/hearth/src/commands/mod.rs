@@ -30,7 +30,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Kernel(KernelCommand::Extract { bzimage, output }) => {
             kernel::extract(&bzimage, &output)
         }
-        Command::Image(ImageCommand::Build { name, force }) => image::build(&data, name, force),
+        Command::Image(ImageCommand::Build {
+            name,
+            force,
+            no_agent,
+        }) => image::build(&data, name, force, no_agent),
         Command::Image(ImageCommand::List) => image::list(&data),
         Command::Vm(vm) => run_vm(&data, vm),
         Command::Doctor => doctor::run(&data),

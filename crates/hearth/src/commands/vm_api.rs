@@ -57,7 +57,41 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         print_line(&serde_json::to_string_pretty(&vm)?)?;
     }
     eprintln!("hearth: {}", outcome.describe(&vm, started.elapsed()));
+    if outcome == Outcome::Failed {
+        eprint!("{}", first_finding(&client, &vm.id));
+    }
     Ok(outcome.exit_code())
+}
+
+/// Why a failed VM failed, as `hearth vm why` would say it first: the most
+/// likely cause and its fix, from the server's diagnosis. Best effort: a
+/// diagnosis that cannot be had is one line saying so, not an error.
+fn first_finding(client: &Client, id: &VmId) -> String {
+    match client.get::<Diagnosis>(&format!("{}/diagnosis", vm_path(id))) {
+        Ok(d) => describe_first_finding(&d),
+        Err(e) => format!("hearth: no diagnosis ({e}); try `hearth vm why {id}`\n"),
+    }
+}
+
+fn describe_first_finding(d: &Diagnosis) -> String {
+    let Some(f) = d.findings.first() else {
+        return format!(
+            "hearth: its logs show no cause; see `hearth vm console {}`\n",
+            d.vm
+        );
+    };
+    let mut out = format!(
+        "hearth: cause: {} [{}]\nhearth: fix: {}\n",
+        f.cause, f.rule, f.fix
+    );
+    if d.findings.len() > 1 {
+        out.push_str(&format!(
+            "hearth: and {} more: `hearth vm why {}`\n",
+            d.findings.len() - 1,
+            d.vm
+        ));
+    }
+    out
 }
 
 /// How `--wait` ended.
@@ -542,6 +576,32 @@ mod tests {
             "{table}"
         );
         assert!(rows[2].contains("failed (held)") && rows[2].ends_with("boot_timeout"));
+    }
+
+    #[test]
+    fn a_failed_wait_shows_the_first_cause_and_its_fix() {
+        let id: VmId = "vm-0123456789ab".parse().unwrap();
+        let finding = |rule: &str| Finding {
+            rule: rule.into(),
+            cause: format!("cause of {rule}"),
+            evidence: vec!["a line".into()],
+            fix: format!("fix of {rule}"),
+        };
+        let two = Diagnosis {
+            vm: id.clone(),
+            findings: vec![finding("out_of_memory"), finding("never_ready")],
+        };
+        assert_eq!(
+            describe_first_finding(&two),
+            "hearth: cause: cause of out_of_memory [out_of_memory]\n\
+             hearth: fix: fix of out_of_memory\n\
+             hearth: and 1 more: `hearth vm why vm-0123456789ab`\n"
+        );
+        let none = Diagnosis {
+            vm: id,
+            findings: Vec::new(),
+        };
+        assert!(describe_first_finding(&none).contains("hearth vm console vm-0123456789ab"));
     }
 
     #[test]

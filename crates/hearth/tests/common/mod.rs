@@ -33,7 +33,12 @@ pub fn run(args: &[&str]) -> Output {
 /// with the static guest agent in it when this host can build one.
 pub fn ensure_assets(image: &str) {
     let agent = hearth_testkit::static_agent();
-    for args in [&["kernel", "fetch"][..], &["image", "build", image][..]] {
+    // Without static glibc there is no agent to build: say so.
+    let build: &[&str] = match agent {
+        Some(_) => &["image", "build", image],
+        None => &["image", "build", image, "--no-agent"],
+    };
+    for args in [&["kernel", "fetch"][..], build] {
         let mut cmd = hearth(args);
         if let Some(agent) = &agent {
             cmd.env("HEARTH_AGENT", agent);

@@ -191,6 +191,26 @@ pub enum VmCommand {
         #[arg(required = true, num_args = 1.., value_name = "[LOCAL:]GUEST")]
         ports: Vec<crate::commands::PortPair>,
     },
+    /// Make a viewer link: a URL that opens the VM's screen in a browser
+    /// (watch and click) for whoever holds it, until it expires or is
+    /// revoked. Also lists and revokes a VM's links.
+    View {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: VmId,
+        /// How long the link works, in seconds (1 to 86400; default 900).
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400), conflicts_with_all = ["list", "revoke"])]
+        ttl: Option<u64>,
+        /// List the VM's links (never their keys) instead.
+        #[arg(long, conflicts_with = "revoke")]
+        list: bool,
+        /// Revoke the link with this id (`hvl_...`) instead.
+        #[arg(long, value_name = "LINK")]
+        revoke: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Keep a VM (never clean it up) until it is released.
     Hold {
         #[command(flatten)]
@@ -369,6 +389,14 @@ pub struct ServeArgs {
     /// The largest file `hearth vm cp` moves either way (default: 64 MiB).
     #[arg(long, value_name = "N")]
     pub max_file_bytes: Option<u64>,
+    /// Where noVNC is, for the viewer page (default: where
+    /// scripts/setup-host installs it, then Debian's novnc package).
+    #[arg(long, value_name = "DIR")]
+    pub novnc_dir: Option<PathBuf>,
+    /// The URL people reach this server at, for viewer links (default:
+    /// the address each request came to).
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,6 +11,7 @@ mod vm_api;
 mod vm_exec;
 mod vm_port_forward;
 mod vm_run;
+mod vm_view;
 
 use std::process::ExitCode;
 
@@ -79,6 +80,14 @@ fn run_vm(data: &DataDir, command: VmCommand) -> anyhow::Result<ExitCode> {
         VmCommand::Cp { api, from, to } => vm_agent::cp(&api, &from, &to),
         VmCommand::Why { api, id, json } => vm_api::why(&api, &id, json),
         VmCommand::Exec(args) => vm_exec::exec(args),
+        VmCommand::View {
+            api,
+            id,
+            ttl,
+            list,
+            revoke,
+            json,
+        } => vm_view::run(&api, &id, vm_view::Action::of(ttl, list, revoke), json),
         VmCommand::PortForward {
             api,
             address,

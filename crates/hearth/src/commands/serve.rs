@@ -118,6 +118,8 @@ fn controller_config(data: &DataDir, args: &ServeArgs) -> ControllerConfig {
 fn server_config(args: &ServeArgs) -> ServerConfig {
     let mut config = ServerConfig {
         listen: args.listen,
+        novnc_dir: args.novnc_dir.clone(),
+        public_url: args.public_url.clone(),
         ..ServerConfig::default()
     };
     if let (Some(requests), Some(secs)) = (args.rate_limit, args.rate_window) {

@@ -152,6 +152,9 @@ impl Guest {
         let mut st = self.lock();
         st.env = config::merge_env(&st.image.env, &host.env);
         let services = config::merge_services(&st.image.services, &host.services);
+        if let Err(message) = hearth_types::guest::check_order(&services) {
+            self.config_failed(&ConfigError::Invalid(message));
+        }
         self.configure(st, services);
     }
 

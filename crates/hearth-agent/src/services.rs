@@ -4,7 +4,7 @@
 //! the reaper, records how it ended and starts it again per its restart
 //! policy with backoff.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::BufReader;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
@@ -35,6 +35,45 @@ pub struct Supervisor {
     outbox: Arc<Outbox>,
     on_ready: OnReady,
     running: Mutex<HashMap<String, Running>>,
+    ready: Arc<ReadySet>,
+}
+
+/// The services whose readiness passed (once is enough), for those that
+/// start only `after` them.
+#[derive(Debug, Default)]
+struct ReadySet {
+    names: Mutex<HashSet<String>>,
+    changed: Condvar,
+}
+
+impl ReadySet {
+    fn mark(&self, name: &str) {
+        self.lock().insert(name.to_owned());
+        self.changed.notify_all();
+    }
+
+    /// Waits until every one of `names` is ready; false when `control`
+    /// was stopped first.
+    fn wait_for(&self, names: &[String], control: &Control) -> bool {
+        let mut ready = self.lock();
+        loop {
+            if control.stopping() {
+                return false;
+            }
+            if names.iter().all(|n| ready.contains(n)) {
+                return true;
+            }
+            ready = self
+                .changed
+                .wait_timeout(ready, READY_POLL)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.names.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -87,6 +126,7 @@ impl Supervisor {
             outbox,
             on_ready,
             running: Mutex::new(HashMap::new()),
+            ready: Arc::default(),
         }
     }
 
@@ -137,6 +177,7 @@ impl Supervisor {
         let run = Run {
             outbox: self.outbox.clone(),
             on_ready: self.on_ready.clone(),
+            ready: self.ready.clone(),
             control: control.clone(),
             env: merged_env(&env, &spec),
             spec: spec.clone(),
@@ -186,6 +227,7 @@ fn merged_env(env: &[(String, String)], spec: &ServiceSpec) -> Vec<(String, Stri
 struct Run {
     outbox: Arc<Outbox>,
     on_ready: OnReady,
+    ready: Arc<ReadySet>,
     control: Arc<Control>,
     spec: ServiceSpec,
     env: Vec<(String, String)>,
@@ -197,6 +239,10 @@ impl Run {
     }
 
     fn supervise(self) {
+        // Started only once what it comes `after` is ready.
+        if !self.ready.wait_for(&self.spec.after, &self.control) {
+            return;
+        }
         let mut backoff = Backoff::new(self.spec.crash_loop);
         let mut restarts = 0u32;
         while !self.control.stopping() {
@@ -323,6 +369,7 @@ impl Run {
     fn watch_readiness(&self, ended: Arc<AtomicBool>) {
         let (check, env) = (self.spec.readiness.clone(), self.env.clone());
         let (outbox, on_ready, name) = (self.outbox.clone(), self.on_ready.clone(), self.name());
+        let ready = self.ready.clone();
         std::thread::spawn(move || {
             if let Some(check) = check {
                 loop {
@@ -342,6 +389,7 @@ impl Run {
                 uptime_ms: uptime_ms(),
                 service: name.clone(),
             });
+            ready.mark(&name);
             on_ready(&name);
         });
     }

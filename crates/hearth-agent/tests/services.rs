@@ -264,3 +264,38 @@ fn a_service_runs_as_its_user_and_a_missing_program_is_a_spawn_failure() {
         "ghost never gets ready"
     );
 }
+
+#[test]
+fn a_service_starts_only_after_the_services_it_waits_for_are_ready() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let agent = Agent::start(&["--wait-config"]);
+    let mut host = agent.connect(0);
+    // `display` opens its port late; `vnc` waits for it, `browser` for both.
+    let opener = format!("sleep 1; while true; do busybox nc -l -p {port} </dev/null; done");
+    host.send(&HostMessage::Config {
+        config: config(json!({
+            "services": [
+                {"name": "browser", "argv": ["sleep", "1000"], "after": ["display", "vnc"]},
+                {"name": "vnc", "argv": ["sleep", "1000"], "after": ["display"]},
+                {"name": "display", "argv": ["sh", "-c", opener],
+                 "readiness": {"kind": "tcp", "port": port}}
+            ]
+        })),
+    });
+    let records = host.records_until(|r| matches!(r, Record::Ready { .. }));
+    let at = |what: &str, service: &str| {
+        records
+            .iter()
+            .position(|(_, r)| match r {
+                Record::ServiceStarted { service: s, .. } => what == "started" && s == service,
+                Record::ServiceReady { service: s, .. } => what == "ready" && s == service,
+                _ => false,
+            })
+            .unwrap_or_else(|| panic!("no {what} record of {service}: {records:?}"))
+    };
+    assert!(at("ready", "display") < at("started", "vnc"), "{records:?}");
+    assert!(at("ready", "vnc") < at("started", "browser"), "{records:?}");
+}

@@ -91,6 +91,11 @@ pub struct ServiceSpec {
     /// When restarts count as a crash loop; default 5 restarts in 30 s.
     #[serde(default)]
     pub crash_loop: CrashLoopRule,
+    /// Services whose readiness must pass before this one starts (a VNC
+    /// server after its display, a browser after both): services of the
+    /// same VM, image or host configuration alike.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -377,8 +382,51 @@ impl GuestConfig {
                 return Err(format!("service {:?} is declared twice", s.name));
             }
         }
-        Ok(())
+        check_order(&self.services)
     }
+}
+
+/// No service waits, through `after`, for itself.
+pub fn check_order(services: &[ServiceSpec]) -> Result<(), String> {
+    let by_name: std::collections::HashMap<&str, &ServiceSpec> =
+        services.iter().map(|s| (s.name.as_str(), s)).collect();
+    for start in services {
+        let mut path = vec![start.name.as_str()];
+        if let Some(cycle) = find_cycle(&by_name, start, &mut path) {
+            return Err(format!(
+                "services wait for each other in a circle ({}): drop one of these `after` entries",
+                cycle.join(" -> ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A path from `at` back to `path[0]` through `after`, if there is one.
+fn find_cycle<'a>(
+    by_name: &std::collections::HashMap<&'a str, &'a ServiceSpec>,
+    at: &'a ServiceSpec,
+    path: &mut Vec<&'a str>,
+) -> Option<Vec<&'a str>> {
+    for next in &at.after {
+        if next == path[0] {
+            let mut cycle = path.clone();
+            cycle.push(next);
+            return Some(cycle);
+        }
+        let Some(spec) = by_name.get(next.as_str()) else {
+            continue;
+        };
+        if path.len() > by_name.len() || path.contains(&next.as_str()) {
+            continue;
+        }
+        path.push(next);
+        if let Some(cycle) = find_cycle(by_name, spec, path) {
+            return Some(cycle);
+        }
+        path.pop();
+    }
+    None
 }
 
 /// Whether `name` may name a service: 1 to [`MAX_SERVICE_NAME`] ASCII
@@ -421,6 +469,14 @@ impl ServiceSpec {
                 self.name
             ));
         }
+        for a in &self.after {
+            if !is_service_name(a) || a == &self.name {
+                return Err(format!(
+                    "service {}: `after` names {a:?}, which is not another service's name",
+                    self.name
+                ));
+            }
+        }
         if let Some(Readiness::Command { argv }) = &self.readiness {
             if argv.first().is_none_or(|a| a.is_empty()) {
                 return Err(format!(
@@ -460,7 +516,42 @@ mod tests {
             restart: RestartPolicy::Always,
             readiness: Some(Readiness::Tcp { port: 8080 }),
             crash_loop: CrashLoopRule::default(),
+            after: vec![],
         }
+    }
+
+    #[test]
+    fn services_may_wait_for_others_but_not_in_a_circle() {
+        let with_after = |name: &str, after: &[&str]| ServiceSpec {
+            after: after.iter().map(|a| a.to_string()).collect(),
+            ..service(name)
+        };
+        let config = |services| GuestConfig {
+            services,
+            ..GuestConfig::default()
+        };
+        let ok = config(vec![
+            with_after("display", &[]),
+            with_after("vnc", &["display"]),
+            with_after("browser", &["display", "vnc"]),
+        ]);
+        assert_eq!(ok.check(), Ok(()));
+        let circle = config(vec![
+            with_after("a", &["b"]),
+            with_after("b", &["c"]),
+            with_after("c", &["a"]),
+        ]);
+        let err = circle.check().unwrap_err();
+        assert!(err.contains("a -> b -> c -> a"), "{err}");
+        let own = config(vec![with_after("a", &["a"])]);
+        assert!(own.check().unwrap_err().contains("not another service"));
+        let bad = config(vec![with_after("a", &["../x"])]);
+        assert!(bad.check().is_err());
+        // Waiting for a service of the image (not in this config) is fine.
+        assert_eq!(
+            config(vec![with_after("a", &["elsewhere"])]).check(),
+            Ok(())
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod findings;
 pub mod guest_clock;
 /// A `hearth serve` on a private data directory (the `serve_*` tests).
 pub mod serve;
+/// Headless Chromium over WebDriver.
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -631,7 +631,10 @@ fn vm_debian_is_ready_only_once_its_services_port_opens() {
     // systemd starts the clock at its own build date at the earliest: the
     // host's time must win.
     let error = common::guest_clock::guest_clock_error(&mut host, &id);
-    assert!(error < Duration::from_secs(1), "the guest's clock is {error:?} off");
+    assert!(
+        error < Duration::from_secs(1),
+        "the guest's clock is {error:?} off"
+    );
     destroy(&mut host, &id);
 }
 

@@ -112,6 +112,7 @@ async fn the_real_agent_runs_the_config_and_its_records_arrive_once_across_a_dro
         restart: RestartPolicy::Never,
         readiness: None,
         crash_loop: Default::default(),
+        after: vec![],
     };
     let config = GuestConfig {
         services: vec![service],

@@ -71,7 +71,22 @@ fn agent_speaking(listener: &UnixListener, instance: &str, protocol: u32) -> (Un
         panic!("no welcome")
     };
     assert_eq!(p, protocol.min(hearth_agent_proto::PROTOCOL));
-    let Some(HostMessage::Config { config }) = read_frame(&mut s).unwrap() else {
+    let mut next: Option<HostMessage> = read_frame(&mut s).unwrap();
+    // From protocol 4 the host's time comes first, before the config.
+    if p >= hearth_agent_proto::PORTS_PROTOCOL {
+        let Some(HostMessage::Time { unix_ms }) = next else {
+            panic!("no time after the welcome: {next:?}")
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        assert!(
+            u128::from(unix_ms).abs_diff(now.as_millis()) < 60_000,
+            "the host's time is {unix_ms}"
+        );
+        next = read_frame(&mut s).unwrap();
+    }
+    let Some(HostMessage::Config { config }) = next else {
         panic!("no config after the welcome")
     };
     assert_eq!(config.hostname.as_deref(), Some("box"));

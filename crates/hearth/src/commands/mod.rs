@@ -30,8 +30,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Kernel(KernelCommand::Extract { bzimage, output }) => {
             kernel::extract(&bzimage, &output)
         }
-        Command::Image(ImageCommand::Build { name, force }) => image::build(&data, name, force),
+        Command::Image(ImageCommand::Build { recipe, force }) => {
+            image::build(&data, &recipe, force)
+        }
         Command::Image(ImageCommand::List) => image::list(&data),
+        Command::Image(ImageCommand::Show { name, all_packages }) => {
+            image::show(&data, &name, all_packages)
+        }
+        Command::Image(ImageCommand::Rm { name }) => image::rm(&data, &name),
         Command::Vm(vm) => run_vm(&data, vm),
         Command::Doctor => doctor::run(&data),
         Command::Serve(args) => serve::run(&data, args),

@@ -28,11 +28,12 @@ const EVIDENCE_LINES: usize = 3;
 
 pub fn run(data: &DataDir, args: RunArgs) -> anyhow::Result<ExitCode> {
     let hypervisor = hypervisor(data, &args)?;
+    let (vcpus, memory_mib) = size(data, &args);
     let request = RunRequest {
         kernel: args.kernel.clone(),
         image: args.image.clone(),
-        vcpus: args.vcpus,
-        memory_mib: args.memory,
+        vcpus,
+        memory_mib,
         timeout: Duration::from_secs(args.timeout),
         command: args.command.clone(),
     };
@@ -49,6 +50,23 @@ pub fn run(data: &DataDir, args: RunArgs) -> anyhow::Result<ExitCode> {
         run_foreground(data, hypervisor.as_ref(), &request, &mut out).await
     })?;
     Ok(summarize(&report))
+}
+
+/// `--vcpus` and `--memory`, else the image recipe's `vm` size (a named
+/// image only; an ext4 file given by path has no recipe), else the API's
+/// defaults.
+fn size(data: &DataDir, args: &RunArgs) -> (u8, u32) {
+    let image = if args.image.contains('/') {
+        None
+    } else {
+        hearth_guestkit::image::image_vm_size(data, &args.image)
+    };
+    let vcpus = args.vcpus.or(image.map(|s| s.vcpus));
+    let memory = args.memory.or(image.map(|s| s.memory_mib));
+    (
+        vcpus.unwrap_or(hearth_types::api::DEFAULT_VCPUS),
+        memory.unwrap_or(hearth_types::api::DEFAULT_MEMORY_MIB),
+    )
 }
 
 /// The console for a pipe or a file: the serial console ends its lines

@@ -12,16 +12,17 @@ use crate::{BackendKind, TenantId, VmId};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateVm {
-    /// Image name, as built with `hearth image build`.
+    /// Image name, as built with `hearth image build` (a built-in recipe's
+    /// or a recipe file's `name`).
     #[serde(default = "default_image")]
     pub image: String,
     #[serde(default = "default_backend")]
     pub backend: BackendKind,
-    /// Default: the image recipe's `vm.vcpus`, else [`DEFAULT_VCPUS`].
+    /// Default: the image recipe's `vm.vcpus`, else 1.
     #[serde(default)]
     pub vcpus: Option<u8>,
-    /// Default: the image recipe's `vm.memory_mib`, else
-    /// [`DEFAULT_MEMORY_MIB`].
+    /// Guest memory in MiB. Default: the image recipe's `vm.memory_mib`,
+    /// else 256.
     #[serde(default)]
     pub memory_mib: Option<u32>,
     /// What the guest runs; empty: it stays up until stopped.

@@ -100,7 +100,10 @@ fn install_npm_packages(
         "npm: installing {} (takes a minute or more)",
         packages.join(" ")
     ));
-    let prefix = tree.join(NPM_PREFIX);
+    // Absolute: install scripts run in their package's folder.
+    let prefix = fs::canonicalize(tree)
+        .map_err(io_error("resolve", tree))?
+        .join(NPM_PREFIX);
     let path = format!(
         "{}:{}",
         prefix.join("bin").display(),

@@ -168,7 +168,19 @@ impl LoadedRecipe {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_text(&text, &path.display().to_string(), path.parent())
+        let origin = path.display().to_string();
+        let loaded = Self::from_text(&text, &origin, path.parent())?;
+        let name = loaded.recipe.name.as_str();
+        if BUILTIN.iter().any(|(n, _)| *n == name) {
+            return Err(RecipeError::Invalid {
+                origin,
+                message: format!(
+                    "name: {name} is a built-in recipe's name; give yours another one (copy \
+                     images/{name}.toml and rename it to change the built-in image)"
+                ),
+            });
+        }
+        Ok(loaded)
     }
 
     /// Parses and checks `text`; `dir` is where `source` files are found

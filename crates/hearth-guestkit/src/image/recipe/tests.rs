@@ -225,3 +225,12 @@ fn image_names_env_agent_and_size_are_checked() {
     let big = "name = \"x\"\nbase = \"minimal\"\n[vm]\nvcpus = 0\nmemory_mib = 256\n";
     assert!(err(big).contains("vm:"), "{}", err(big));
 }
+
+#[test]
+fn a_recipe_file_cannot_take_a_built_in_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.toml");
+    std::fs::write(&path, "name = \"minimal\"\nbase = \"minimal\"\n").unwrap();
+    let e = LoadedRecipe::from_file(&path).unwrap_err().to_string();
+    assert!(e.contains("built-in recipe's name"), "{e}");
+}

@@ -1,8 +1,9 @@
 //! `hearth image build FILE|show|rm` on recipes that go wrong: an unknown
 //! field is named with the file and the allowed fields before anything
-//! runs; a package the archive does not have fails the packages step with
-//! its name, and the build's log is kept where the error says; removing
-//! an image refuses while its build lock is held.
+//! runs; a package the archive (or the npm registry) does not have fails
+//! the packages (npm) step with its name, and the build's log is kept
+//! where the error says; removing an image refuses while its build lock
+//! is held.
 
 mod common;
 
@@ -65,6 +66,29 @@ fn a_package_that_does_not_exist_is_named_and_the_log_kept() {
         "{kept}"
     );
     assert!(!common::data_dir().join("images/test-nopkg").exists());
+}
+
+#[test]
+fn an_npm_package_that_does_not_exist_is_named_and_the_log_kept() {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: a Debian base needs root");
+        return;
+    }
+    let body = "base = { debian = \"bookworm\" }\n[npm]\nnode = \"22.23.5\"\n\
+                packages = [\"hearth-no-such-npm-package-zz\"]\n";
+    let path = recipe("test-nonpm", body);
+    let out = run(&["image", "build", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(err.contains("step `npm` failed"), "{err}");
+    assert!(
+        err.contains("npm package hearth-no-such-npm-package-zz"),
+        "{err}"
+    );
+    let log = common::data_dir().join("images/test-nonpm.failed.log");
+    let kept = std::fs::read_to_string(&log).unwrap();
+    assert!(kept.contains("404"), "{kept}");
 }
 
 #[test]

@@ -117,9 +117,28 @@ fn install_npm_packages(
         .arg(&prefix)
         .arg("--")
         .args(packages);
-    log.run_streaming(NPM, &mut cmd, &mut |_| false)
-        .map_err(|e| log.failed("npm", &packages.join(" "), e.into()))?;
+    if let Err(e) = log.run_streaming(NPM, &mut cmd, &mut |_| false) {
+        let what = npm_missing(&e.to_string(), packages);
+        return Err(log.failed("npm", &what, e.into()));
+    }
     Ok(())
+}
+
+/// The package npm could not find (`404 Not Found - GET URL/NAME`), else
+/// all of them.
+fn npm_missing(output: &str, packages: &[String]) -> String {
+    let named = output.lines().find_map(|l| {
+        let (_, url) = l.split_once("404 Not Found - GET ")?;
+        let name = url
+            .trim()
+            .rsplit_once("registry.npmjs.org/")
+            .map_or(url, |(_, n)| n);
+        Some(name.replace("%2f", "/").replace("%2F", "/"))
+    });
+    match named {
+        Some(name) => format!("npm package {name} (not found in the registry)"),
+        None => format!("the npm packages {}", packages.join(" ")),
+    }
 }
 
 /// A user: `/etc/passwd`, `/etc/group` (a group of its own), `/etc/shadow`
@@ -466,6 +485,16 @@ mod tests {
         let v = parse_dpkg_status(text);
         assert_eq!(v.len(), 1);
         assert_eq!(v["a"], "1.0");
+    }
+
+    #[test]
+    fn a_missing_npm_package_is_named() {
+        let out = "npm error code E404\nnpm error 404 Not Found - GET https://registry.npmjs.org/@a%2fnope\n";
+        assert_eq!(
+            npm_missing(out, &[]),
+            "npm package @a/nope (not found in the registry)"
+        );
+        assert!(npm_missing("npm error EACCES", &["x".into()]).contains("npm packages x"));
     }
 
     #[test]

@@ -22,6 +22,15 @@ pub struct LockError {
 impl BuildLock {
     /// Blocks until the lock at `path` is ours, creating the file if needed.
     pub fn acquire(path: &Path) -> Result<Self, LockError> {
+        Self::lock(path, libc::LOCK_EX).map(|l| l.expect("a blocking lock always ends held"))
+    }
+
+    /// Takes the lock only if no one holds it: `Ok(None)` when someone does.
+    pub fn try_acquire(path: &Path) -> Result<Option<Self>, LockError> {
+        Self::lock(path, libc::LOCK_EX | libc::LOCK_NB)
+    }
+
+    fn lock(path: &Path, op: libc::c_int) -> Result<Option<Self>, LockError> {
         let err = |source| LockError {
             path: path.to_owned(),
             source,
@@ -37,13 +46,15 @@ impl BuildLock {
             .map_err(err)?;
         loop {
             // SAFETY: flock(2) on a descriptor owned by `file`, alive for the call.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
             if rc == 0 {
-                return Ok(BuildLock { _file: file });
+                return Ok(Some(BuildLock { _file: file }));
             }
             let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(err(e));
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(err(e)),
             }
         }
     }

@@ -153,7 +153,7 @@ fn forced_build_replaces_the_image_in_place() {
     assert_ne!(std::fs::metadata(&forced.rootfs).unwrap().ino(), inode);
     let listed = list_images(&data).unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].name, ImageName::Minimal);
+    assert_eq!(listed[0].name, "minimal");
     let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("images"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -176,9 +176,9 @@ fn changed_inputs_cause_a_rebuild() {
     assert_eq!(rebuilt.rootfs, first.rootfs);
 }
 
-/// The manifest as an older recipe (version 0) would have written it.
+/// The manifest as an older base (version 0) would have written it.
 fn with_recipe_version_zero(manifest: &str) -> String {
-    let key = "\"version\": ";
+    let key = "\"base_version\": ";
     let start = manifest.find(key).expect("the manifest has a version") + key.len();
     let digits = manifest[start..]
         .find(|c: char| !c.is_ascii_digit())
@@ -212,8 +212,10 @@ fn check_ext4_names_the_file_it_rejects() {
 fn unknown_and_unbuilt_images_say_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let data = private(dir.path());
+    let err = find_image(&data, "Alpine/..").unwrap_err().to_string();
+    assert!(err.contains("not valid"), "{err}");
     let err = find_image(&data, "alpine").unwrap_err().to_string();
-    assert!(err.contains("minimal, debian"), "{err}");
+    assert!(err.contains("run `hearth image build alpine`"), "{err}");
     let err = find_image(&data, "debian").unwrap_err().to_string();
     assert!(err.contains("run `hearth image build debian`"), "{err}");
 }

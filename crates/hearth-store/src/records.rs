@@ -39,8 +39,10 @@ impl VmRecord {
                 held: false,
                 image: req.image.clone(),
                 backend: req.backend,
-                vcpus: req.vcpus,
-                memory_mib: req.memory_mib,
+                vcpus: req.vcpus.unwrap_or(hearth_types::api::DEFAULT_VCPUS),
+                memory_mib: req
+                    .memory_mib
+                    .unwrap_or(hearth_types::api::DEFAULT_MEMORY_MIB),
                 command: req.command.clone(),
                 created_at: now,
                 updated_at: now,

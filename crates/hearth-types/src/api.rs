@@ -12,15 +12,19 @@ use crate::{BackendKind, TenantId, VmId};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateVm {
-    /// Image name, as built with `hearth image build`.
+    /// Image name, as built with `hearth image build` (a built-in recipe's
+    /// or a recipe file's `name`).
     #[serde(default = "default_image")]
     pub image: String,
     #[serde(default = "default_backend")]
     pub backend: BackendKind,
-    #[serde(default = "default_vcpus")]
-    pub vcpus: u8,
-    #[serde(default = "default_memory")]
-    pub memory_mib: u32,
+    /// Default: the image recipe's `vm.vcpus`, else 1.
+    #[serde(default)]
+    pub vcpus: Option<u8>,
+    /// Guest memory in MiB. Default: the image recipe's `vm.memory_mib`,
+    /// else 256.
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
     /// What the guest runs; empty: it stays up until stopped.
     #[serde(default)]
     pub command: Vec<String>,
@@ -40,20 +44,18 @@ fn default_image() -> String {
 fn default_backend() -> BackendKind {
     BackendKind::Qemu
 }
-fn default_vcpus() -> u8 {
-    1
-}
-fn default_memory() -> u32 {
-    256
-}
+/// A VM's vCPUs when neither the request nor the image's recipe says.
+pub const DEFAULT_VCPUS: u8 = 1;
+/// A VM's memory (MiB) when neither the request nor the image's recipe says.
+pub const DEFAULT_MEMORY_MIB: u32 = 256;
 
 impl Default for CreateVm {
     fn default() -> Self {
         CreateVm {
             image: default_image(),
             backend: default_backend(),
-            vcpus: default_vcpus(),
-            memory_mib: default_memory(),
+            vcpus: None,
+            memory_mib: None,
             command: Vec::new(),
             readiness_timeout_secs: None,
             config: Default::default(),

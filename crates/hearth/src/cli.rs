@@ -24,7 +24,7 @@ pub enum Command {
     /// Fetch, inspect and extract guest kernels.
     #[command(subcommand)]
     Kernel(KernelCommand),
-    /// Build root filesystem images.
+    /// Build, list, show and remove root filesystem images (from recipes).
     #[command(subcommand)]
     Image(ImageCommand),
     /// Run and manage VMs.
@@ -56,10 +56,13 @@ pub enum KernelCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Build (or reuse, when its inputs are unchanged) the named image.
+    /// Build (or reuse, when its inputs are unchanged) an image from a
+    /// built-in recipe (minimal, debian, cli) or a recipe file.
     Build {
-        #[arg(value_enum)]
-        name: ImageName,
+        /// A built-in recipe's name, or a recipe file's path (it has a `/`
+        /// or ends in `.toml`); see docs/images.md.
+        #[arg(value_name = "NAME|FILE")]
+        recipe: String,
         /// Rebuild even when the inputs are unchanged.
         #[arg(long)]
         force: bool,
@@ -70,15 +73,18 @@ pub enum ImageCommand {
         no_agent: bool,
     },
     /// List built images.
+    #[command(alias = "ls")]
     List,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum ImageName {
-    /// busybox only: builds in seconds; for tests and demos.
-    Minimal,
-    /// Debian bookworm with systemd.
-    Debian,
+    /// Show a built image: its recipe, inputs, size and resolved packages.
+    Show {
+        name: String,
+        /// Every installed Debian package, not only the recipe's.
+        #[arg(long)]
+        all_packages: bool,
+    },
+    /// Remove a built image (refused while it is being built; VMs running
+    /// from it keep their open copy).
+    Rm { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -316,11 +322,12 @@ pub struct CreateArgs {
     pub image: String,
     #[arg(long, value_enum, default_value_t = Backend::Qemu)]
     pub backend: Backend,
-    #[arg(long, default_value_t = 1)]
-    pub vcpus: u8,
-    /// Guest memory in MiB.
-    #[arg(long, default_value_t = 256)]
-    pub memory: u32,
+    /// Default: the image recipe's `vm.vcpus`, else 1 (the server decides).
+    #[arg(long)]
+    pub vcpus: Option<u8>,
+    /// Guest memory in MiB. Default: the recipe's `vm.memory_mib`, else 256.
+    #[arg(long)]
+    pub memory: Option<u32>,
     /// Seconds the guest has to become ready (default: the server's).
     #[arg(long, value_name = "SECS")]
     pub readiness_timeout: Option<u64>,
@@ -445,11 +452,12 @@ pub struct RunArgs {
     /// Kernel file (ELF or bzImage). Default: the one `hearth kernel fetch` stored.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
-    #[arg(long, default_value_t = 1)]
-    pub vcpus: u8,
-    /// Guest memory in MiB.
-    #[arg(long, default_value_t = 256)]
-    pub memory: u32,
+    /// Default: the image recipe's `vm.vcpus`, else 1.
+    #[arg(long)]
+    pub vcpus: Option<u8>,
+    /// Guest memory in MiB. Default: the recipe's `vm.memory_mib`, else 256.
+    #[arg(long)]
+    pub memory: Option<u32>,
     /// Give up (and stop the VM) after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use hearth_guestkit::image::{BuildInputs, ImageName, Manifest};
+use hearth_guestkit::image;
 use hearth_types::{BackendKind, VmId};
 use hearth_vmm::AgentEndpoint;
 use tokio::sync::mpsc;
@@ -75,18 +75,10 @@ pub(super) fn ready_from_agent(ctl: &Controller, vm: &hearth_types::api::Vm) -> 
 /// Whether the image was built with the agent (its manifest names one).
 /// The minimal image's init starts it; the debian image runs it as a unit.
 pub(super) fn image_has_agent(ctl: &Controller, image: &str) -> bool {
-    let Ok(name) = image.parse::<ImageName>() else {
+    let Ok(Some(manifest)) = image::read_manifest(&ctl.config.data, image) else {
         return false;
     };
-    let dir = ctl.config.data.image(name.as_str());
-    let Ok(Some(manifest)) = Manifest::read(&dir.join("manifest.json")) else {
-        return false;
-    };
-    let agent = match &manifest.inputs {
-        BuildInputs::Minimal { agent_sha256, .. } | BuildInputs::Debian { agent_sha256, .. } => {
-            agent_sha256
-        }
-    };
+    let agent = &manifest.inputs.agent_sha256;
     !agent.is_empty() && agent != "none"
 }
 

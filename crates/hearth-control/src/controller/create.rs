@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_store::{StateChange, StoreError, VmRecord};
-use hearth_types::api::{CreateVm, Vm};
+use hearth_types::api::{CreateVm, Vm, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS};
 use hearth_types::error_chain;
 use hearth_types::{BackendKind, FailureCode, Timestamp, VmDescription, VmId, VmState};
 use hearth_vmm::firecracker::Firecracker;
@@ -45,6 +45,7 @@ pub(super) async fn create(
     scope: &Scope,
     req: CreateVm,
 ) -> Result<Vm, ControlError> {
+    let req = with_size(ctl, req);
     let timeout = check_request(ctl, &req)?;
     let now = Timestamp::now();
     let record = VmRecord::requested(
@@ -67,10 +68,26 @@ pub(super) async fn create(
     Ok(vm)
 }
 
+/// The request with its size filled in where it gave none: the image
+/// recipe's (`vm` in the recipe, kept in the image's manifest), else the
+/// API's defaults.
+fn with_size(ctl: &Controller, mut req: CreateVm) -> CreateVm {
+    let image = hearth_guestkit::image::image_vm_size(&ctl.config.data, &req.image);
+    let vcpus = req.vcpus.or(image.map(|s| s.vcpus));
+    let memory = req.memory_mib.or(image.map(|s| s.memory_mib));
+    req.vcpus = Some(vcpus.unwrap_or(DEFAULT_VCPUS));
+    req.memory_mib = Some(memory.unwrap_or(DEFAULT_MEMORY_MIB));
+    req
+}
+
 /// Everything about a request that can be refused before anything exists.
 fn check_request(ctl: &Controller, req: &CreateVm) -> Result<Duration, ControlError> {
     let invalid = |e: &dyn std::fmt::Display| ControlError::Invalid(e.to_string());
-    VmDescription::validate_resources(req.vcpus, req.memory_mib).map_err(|e| invalid(&e))?;
+    let (vcpus, memory) = (
+        req.vcpus.unwrap_or(DEFAULT_VCPUS),
+        req.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
+    );
+    VmDescription::validate_resources(vcpus, memory).map_err(|e| invalid(&e))?;
     prepare::cmdline(&req.command).map_err(|e| invalid(&error_chain(&e)))?;
     req.config
         .check()

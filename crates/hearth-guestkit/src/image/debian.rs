@@ -1,6 +1,7 @@
-//! The `debian` image: Debian bookworm with systemd, made by mmdebstrap in
-//! an unprivileged user namespace (no host mounts), unpacked with owners
-//! kept, adjusted for a short-lived, console-only VM, and written as ext4.
+//! The `debian` base: a Debian suite with systemd and the recipe's
+//! packages, made by mmdebstrap in an unprivileged user namespace (no host
+//! mounts), unpacked with owners kept, and adjusted for a short-lived,
+//! console-only VM. The recipe's own steps and the ext4 come after.
 //!
 //! The adjustments: no login prompts (a serial getty also silences
 //! systemd's status output), no periodic timers, a real fstab, and
@@ -13,17 +14,18 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 
 use super::apt_sources::{host_sources, mirror_lines};
-use super::ext4::make_ext4_from_dir;
-use super::manifest::{sha256_of_texts, BuildInputs};
+use super::build_log::BuildLog;
+use super::manifest::sha256_of_texts;
 use super::tool::{MMDEBSTRAP, TAR};
-use super::{io_error, ImageError, ROOTFS_FILE, ROOT_LABEL, RUN_COMMAND_PATH, RUN_COMMAND_SCRIPT};
+use super::{io_error, ImageError, RUN_COMMAND_PATH, RUN_COMMAND_SCRIPT};
 
-/// Bump when this recipe changes what it produces outside the scripts.
-const RECIPE_VERSION: u32 = 2;
+/// Bump when this base changes what it produces outside the scripts.
+/// 3: the packages beyond systemd come from the recipe.
+pub const BASE_VERSION: u32 = 3;
 
-pub const SUITE: &str = "bookworm";
-/// On top of the `minbase` variant (apt, dpkg, coreutils, ...).
-pub const PACKAGES: [&str; 5] = ["systemd", "systemd-sysv", "udev", "iproute2", "busybox"];
+/// On top of the `minbase` variant (apt, dpkg, coreutils, ...): what the
+/// base's own units need. Recipes add the rest.
+pub const BASE_PACKAGES: [&str; 3] = ["systemd", "systemd-sysv", "udev"];
 /// Documentation a VM never reads, except the copyright notices. dpkg's
 /// globs have no `{a,b}` alternatives, so one option per folder.
 const DPKG_OPTIONS: [&str; 5] = [
@@ -70,50 +72,94 @@ const MASKED_UNITS: [&str; 6] = [
 /// Where units are enabled; a masked unit's links there are removed.
 const WANTS_DIRS: [&str; 2] = ["getty.target.wants", "multi-user.target.wants"];
 
-pub fn inputs(agent_sha256: String) -> BuildInputs {
-    BuildInputs::Debian {
-        version: RECIPE_VERSION,
-        scripts_sha256: sha256_of_texts(&[
-            RUN_COMMAND_SCRIPT,
-            READY_SERVICE,
-            AGENT_SERVICE,
-            FSTAB,
-            HOSTNAME,
-            HOSTS,
-        ]),
-        suite: SUITE.to_owned(),
-        packages: PACKAGES.map(str::to_owned).to_vec(),
-        dpkg_options: DPKG_OPTIONS.map(str::to_owned).to_vec(),
-        agent_sha256,
-    }
+/// The base's embedded files, hashed for the manifest's inputs (the
+/// dpkg options are part of it: changing them rebuilds).
+pub fn scripts_sha256() -> String {
+    let mut texts = vec![
+        RUN_COMMAND_SCRIPT,
+        READY_SERVICE,
+        AGENT_SERVICE,
+        FSTAB,
+        HOSTNAME,
+        HOSTS,
+    ];
+    texts.extend(DPKG_OPTIONS);
+    sha256_of_texts(&texts)
 }
 
-/// Builds `work/rootfs.ext4`; returns its size and the apt sources used.
-pub fn build(
-    work: &Path,
-    agent: Option<&[u8]>,
-    progress: &mut dyn FnMut(&str),
-) -> Result<(u64, Vec<String>), ImageError> {
-    require_root()?;
-    let sources = mirror_lines(&host_sources(), SUITE);
-    let tarball = work.join("rootfs.tar");
-    progress("debian: running mmdebstrap (takes 20-60 s)");
-    let mut cmd = MMDEBSTRAP.command();
-    cmd.args(mmdebstrap_args(&tarball, &sources));
-    MMDEBSTRAP.run_streaming(&mut cmd, &mut |line| {
-        if line.starts_with("I: ") || line.starts_with("W: ") || line.starts_with("E: ") {
-            progress(&format!("mmdebstrap: {line}"));
+/// The base's packages then the recipe's, each once.
+pub fn packages(recipe: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = BASE_PACKAGES.map(str::to_owned).to_vec();
+    for p in recipe {
+        if !out.contains(p) {
+            out.push(p.clone());
         }
-    })?;
-    let tree = work.join("tree");
-    progress("debian: unpacking");
-    unpack(&tarball, &tree)?;
+    }
+    out
+}
+
+/// mmdebstrap into `work/rootfs.tar`, unpacked into `tree` and adjusted;
+/// returns the apt sources used.
+pub fn bootstrap(
+    work: &Path,
+    tree: &Path,
+    suite: &str,
+    packages: &[String],
+    agent: Option<&[u8]>,
+    log: &mut BuildLog,
+) -> Result<Vec<String>, ImageError> {
+    require_root()?;
+    let sources = mirror_lines(&host_sources(), suite);
+    let tarball = work.join("rootfs.tar");
+    log.say(&format!(
+        "debian: running mmdebstrap for {suite} with {} packages (takes 20-60 s)",
+        packages.len()
+    ));
+    let mut cmd = MMDEBSTRAP.command();
+    cmd.args(mmdebstrap_args(&tarball, suite, packages, &sources));
+    let show = &mut |line: &str| {
+        line.starts_with("I: ") || line.starts_with("W: ") || line.starts_with("E: ")
+    };
+    if let Err(e) = log.run_streaming(MMDEBSTRAP, &mut cmd, show) {
+        let what = missing_packages(&e.to_string(), packages);
+        return Err(log.failed("packages", &what, e.into()));
+    }
+    log.say("debian: unpacking");
+    unpack(&tarball, tree)?;
     fs::remove_file(&tarball).map_err(io_error("remove", &tarball))?;
-    customize(&tree, agent)?;
-    progress("debian: making the ext4");
-    let size = make_ext4_from_dir(&tree, &work.join(ROOTFS_FILE), ROOT_LABEL)?;
-    fs::remove_dir_all(&tree).map_err(io_error("remove", &tree))?;
-    Ok((size, sources))
+    customize(tree, agent)?;
+    Ok(sources)
+}
+
+/// The packages apt said it could not find, from mmdebstrap's output
+/// (`E: Unable to locate package X`, `Package 'X' has no installation
+/// candidate`); all of them when none is named.
+fn missing_packages(output: &str, packages: &[String]) -> String {
+    let mut named: Vec<&str> = Vec::new();
+    for line in output.lines() {
+        let found = line
+            .split_once("Unable to locate package ")
+            .map(|(_, p)| p)
+            .or_else(|| {
+                let (_, rest) = line.split_once("Package '")?;
+                let (p, tail) = rest.split_once('\'')?;
+                tail.contains("no installation candidate").then_some(p)
+            });
+        if let Some(p) = found.map(str::trim) {
+            if !named.contains(&p) {
+                named.push(p);
+            }
+        }
+    }
+    if named.is_empty() {
+        return format!("the packages {}", packages.join(", "));
+    }
+    let list = named.join(", ");
+    if named.len() == 1 {
+        format!("package {list} (not found in the Debian archive)")
+    } else {
+        format!("packages {list} (not found in the Debian archive)")
+    }
 }
 
 /// Only root can give files other owners; `tar` as anyone else would make
@@ -126,8 +172,14 @@ fn require_root() -> Result<(), ImageError> {
     Ok(())
 }
 
-/// The fixed mmdebstrap command line (no shell ever sees it).
-pub fn mmdebstrap_args(tarball: &Path, sources: &[String]) -> Vec<OsString> {
+/// The mmdebstrap command line: fixed options, then the packages (checked
+/// against Debian's name grammar) in one `--include`; no shell sees it.
+pub fn mmdebstrap_args(
+    tarball: &Path,
+    suite: &str,
+    packages: &[String],
+    sources: &[String],
+) -> Vec<OsString> {
     let mut args: Vec<OsString> = [
         "--mode=unshare",
         "--variant=minbase",
@@ -135,10 +187,10 @@ pub fn mmdebstrap_args(tarball: &Path, sources: &[String]) -> Vec<OsString> {
     ]
     .map(OsString::from)
     .to_vec();
-    args.push(format!("--include={}", PACKAGES.join(",")).into());
+    args.push(format!("--include={}", packages.join(",")).into());
     args.extend(DPKG_OPTIONS.map(|o| OsString::from(format!("--dpkgopt={o}"))));
     args.push("--".into());
-    args.push(SUITE.into());
+    args.push(suite.into());
     args.push(tarball.into());
     args.extend(sources.iter().map(OsString::from));
     args
@@ -259,7 +311,8 @@ mod tests {
     #[test]
     fn mmdebstrap_gets_fixed_options_then_suite_target_and_mirrors() {
         let sources = vec!["deb http://mirror.example/debian bookworm main".to_owned()];
-        let args = mmdebstrap_args(Path::new("/w/rootfs.tar"), &sources);
+        let pkgs = packages(&["iproute2".into(), "busybox".into(), "udev".into()]);
+        let args = mmdebstrap_args(Path::new("/w/rootfs.tar"), "bookworm", &pkgs, &sources);
         let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
         assert!(args.contains(&"--mode=unshare"));
         assert!(args.contains(&"--include=systemd,systemd-sysv,udev,iproute2,busybox"));
@@ -273,8 +326,21 @@ mod tests {
 
     #[test]
     fn no_host_mirror_leaves_mmdebstraps_default() {
-        let args = mmdebstrap_args(Path::new("/w/rootfs.tar"), &[]);
+        let args = mmdebstrap_args(Path::new("/w/rootfs.tar"), "bookworm", &packages(&[]), &[]);
         assert_eq!(args.last().unwrap(), "/w/rootfs.tar");
+    }
+
+    #[test]
+    fn a_missing_package_is_named_from_apts_words() {
+        let out = "I: x\nE: Unable to locate package hearth-nope\nE: apt-get failed";
+        let what = missing_packages(out, &["a".into()]);
+        assert_eq!(
+            what,
+            "package hearth-nope (not found in the Debian archive)"
+        );
+        let out = "E: Package 'ghost' has no installation candidate";
+        assert!(missing_packages(out, &[]).contains("ghost"));
+        assert!(missing_packages("E: other", &["a".into()]).contains("the packages a"));
     }
 
     fn fake_tree() -> tempfile::TempDir {

@@ -2,41 +2,51 @@
 //! is rebuilt exactly when one of those inputs changes, and when it was
 //! built, for `hearth image list`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::recipe::VmSize;
 use super::{io_error, ImageError};
 
 /// The file name inside an image's directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// Everything an image's content depends on. Two builds with equal inputs
-/// give equivalent images; any difference means a rebuild.
+/// give equivalent images; any difference means a rebuild. (Package
+/// versions are what a build *found*, in [`Resolved`]: an unchanged recipe
+/// is reused even when the archive moved on; `--force` takes the new ones.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "recipe", rename_all = "snake_case", deny_unknown_fields)]
-pub enum BuildInputs {
-    Minimal {
-        /// Bumped when the recipe's code changes what it produces.
-        version: u32,
-        scripts_sha256: String,
-        busybox_sha256: String,
-        /// The agent put in the image, or `none`; missing in manifests
-        /// written before images carried it (which then rebuild).
-        #[serde(default)]
-        agent_sha256: String,
-    },
-    Debian {
-        version: u32,
-        scripts_sha256: String,
-        suite: String,
-        packages: Vec<String>,
-        dpkg_options: Vec<String>,
-        #[serde(default)]
-        agent_sha256: String,
-    },
+#[serde(deny_unknown_fields)]
+pub struct BuildInputs {
+    /// The recipe as parsed, with the contents of its `source` files.
+    pub recipe_sha256: String,
+    /// `minimal` or `debian:SUITE`.
+    pub base: String,
+    /// Bumped when a base's code changes what it produces.
+    pub base_version: u32,
+    /// The scripts and fixed files the base embeds.
+    pub scripts_sha256: String,
+    /// The host's static busybox (minimal base only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busybox_sha256: Option<String>,
+    /// The agent put in the image, or `none`.
+    pub agent_sha256: String,
+}
+
+/// What a build found: the versions the image ended up with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolved {
+    /// Every installed Debian package and its version (dpkg's status).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub debian: BTreeMap<String, String>,
+    /// `node` and each npm package the recipe named, with its version.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub npm: BTreeMap<String, String>,
 }
 
 /// The whole manifest as written to disk.
@@ -44,31 +54,60 @@ pub enum BuildInputs {
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub name: String,
+    /// `NAME (built in)` or the recipe file's path.
+    pub origin: String,
     pub inputs: BuildInputs,
     /// Seconds since the Unix epoch.
     pub built_at: u64,
     /// The same instant, for people reading the file.
     pub built_at_utc: String,
     pub size_bytes: u64,
+    /// The VM size the recipe asks for by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmSize>,
+    /// The Debian packages the recipe named (the base's and its own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
+    #[serde(default)]
+    pub resolved: Resolved,
     /// The apt sources the packages came from (informative: a different
     /// mirror serving the same suite does not cause a rebuild).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<String>,
 }
 
+/// What a build produced, besides the ext4 itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildOutput {
+    pub size_bytes: u64,
+    pub packages: Vec<String>,
+    pub resolved: Resolved,
+    pub sources: Vec<String>,
+}
+
 impl Manifest {
-    pub fn new(name: &str, inputs: BuildInputs, size_bytes: u64, sources: Vec<String>) -> Self {
+    pub fn new(
+        name: &str,
+        origin: &str,
+        inputs: BuildInputs,
+        vm: Option<VmSize>,
+        out: BuildOutput,
+    ) -> Self {
         let built_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
         Manifest {
             name: name.to_owned(),
+            origin: origin.to_owned(),
             inputs,
             built_at,
             built_at_utc: format_utc(UNIX_EPOCH + Duration::from_secs(built_at)),
-            size_bytes,
-            sources,
+            size_bytes: out.size_bytes,
+            vm,
+            packages: out.packages,
+            resolved: out.resolved,
+            sources: out.sources,
         }
     }
 
@@ -160,13 +199,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(MANIFEST_FILE);
         assert_eq!(Manifest::read(&path).unwrap(), None);
-        let inputs = BuildInputs::Minimal {
-            version: 1,
+        let inputs = BuildInputs {
+            recipe_sha256: "cc".into(),
+            base: "minimal".into(),
+            base_version: 1,
             scripts_sha256: "aa".into(),
-            busybox_sha256: "bb".into(),
+            busybox_sha256: Some("bb".into()),
             agent_sha256: "none".into(),
         };
-        let m = Manifest::new("minimal", inputs, 42, vec![]);
+        let out = BuildOutput {
+            size_bytes: 42,
+            ..Default::default()
+        };
+        let m = Manifest::new("minimal", "minimal (built in)", inputs, None, out);
         m.write(&path).unwrap();
         assert_eq!(Manifest::read(&path).unwrap(), Some(m));
         std::fs::write(&path, r#"{"name":"x","surprise":1}"#).unwrap();

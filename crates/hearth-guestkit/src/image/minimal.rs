@@ -1,6 +1,7 @@
-//! The `minimal` image: Debian's static busybox, a shell-script init, and
-//! nothing else. Made as a plain folder (no root, no mounts) and turned into
-//! an ext4 in about a second, it is the image tests and demos boot.
+//! The `minimal` base: Debian's static busybox, the agent (or a
+//! shell-script init), and nothing else. Made as a plain folder (no root,
+//! no mounts) and turned into an ext4 in about a second, it is what the
+//! `minimal` image tests and demos boot is made of.
 
 use std::fs;
 use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
@@ -8,14 +9,13 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::ext4::make_ext4_from_dir;
-use super::manifest::{sha256_of_texts, BuildInputs};
+use super::manifest::sha256_of_texts;
 use super::tool::Tool;
-use super::{io_error, ImageError, ROOTFS_FILE, ROOT_LABEL, RUN_COMMAND_PATH, RUN_COMMAND_SCRIPT};
+use super::{io_error, ImageError, RUN_COMMAND_PATH, RUN_COMMAND_SCRIPT};
 
-/// Bump when this recipe changes what it produces outside the scripts.
+/// Bump when this base changes what it produces outside the scripts.
 /// 2: with the agent, /sbin/init is the agent.
-const RECIPE_VERSION: u32 = 2;
+pub const BASE_VERSION: u32 = 2;
 
 /// Where Debian's `busybox-static` package installs its binary.
 pub const BUSYBOX_PATH: &str = "/bin/busybox";
@@ -55,37 +55,15 @@ pub const AGENT_PATH: &str = "bin/hearth-agent";
 /// `/sbin/init` of an image with the agent: a link to it.
 const AGENT_INIT_TARGET: &str = "../bin/hearth-agent";
 
-/// The inputs the image depends on: the scripts, the busybox binary and
-/// the agent's digest (or `none`).
-pub fn inputs(agent_sha256: String) -> Result<BuildInputs, ImageError> {
-    let busybox = read_busybox(Path::new(BUSYBOX_PATH))?;
-    Ok(BuildInputs::Minimal {
-        version: RECIPE_VERSION,
-        scripts_sha256: sha256_of_texts(&[
-            INIT_SCRIPT,
-            RUN_COMMAND_SCRIPT,
-            PASSWD,
-            GROUP,
-            HOSTNAME,
-        ]),
-        busybox_sha256: hex::encode(Sha256::digest(&busybox)),
-        agent_sha256,
-    })
+/// The base's embedded files, hashed for the manifest's inputs.
+pub fn scripts_sha256() -> String {
+    sha256_of_texts(&[INIT_SCRIPT, RUN_COMMAND_SCRIPT, PASSWD, GROUP, HOSTNAME])
 }
 
-/// Builds `work/rootfs.ext4`; returns its size.
-pub fn build(
-    work: &Path,
-    agent: Option<&[u8]>,
-    progress: &mut dyn FnMut(&str),
-) -> Result<u64, ImageError> {
-    let tree = work.join("tree");
-    progress("minimal: staging busybox and the init script");
-    stage(&tree, agent)?;
-    progress("minimal: making the ext4");
-    let size = make_ext4_from_dir(&tree, &work.join(ROOTFS_FILE), ROOT_LABEL)?;
-    fs::remove_dir_all(&tree).map_err(io_error("remove", &tree))?;
-    Ok(size)
+/// The host's static busybox, which the image copies.
+pub fn busybox_sha256() -> Result<String, ImageError> {
+    let busybox = read_busybox(Path::new(BUSYBOX_PATH))?;
+    Ok(hex::encode(Sha256::digest(&busybox)))
 }
 
 /// Lays out the image's folder tree in `root` (which must not exist), with

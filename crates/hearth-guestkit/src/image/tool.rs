@@ -1,5 +1,5 @@
 //! Running the host tools images are made with (mkfs.ext4, mmdebstrap,
-//! tar), always with fixed argument vectors and never through a shell, and
+//! tar, npm), always with fixed argument vectors and never through a shell, and
 //! turning their failures into errors that say which package to install.
 
 use std::io::{BufRead, BufReader};
@@ -46,6 +46,11 @@ pub const TAR: Tool = Tool {
     program: "tar",
     package: "tar",
 };
+/// Fetches Node.js and installs npm packages into an image's tree.
+pub const NPM: Tool = Tool {
+    program: "npm",
+    package: "npm",
+};
 
 impl Tool {
     pub fn command(self) -> Command {
@@ -75,14 +80,16 @@ impl Tool {
     }
 
     /// Runs to completion, handing each line it prints on standard error to
-    /// `progress` as it comes (for steps that take many seconds).
-    pub fn run_streaming(
+    /// `progress` as it comes (for steps that take many seconds); standard
+    /// output goes to `stdout`.
+    pub fn run_streaming_to(
         self,
         cmd: &mut Command,
+        stdout: Stdio,
         progress: &mut dyn FnMut(&str),
     ) -> Result<(), ToolError> {
         let mut child = cmd
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| self.spawn_error(e))?;
@@ -149,7 +156,7 @@ mod tests {
         let mut cmd = tool.command();
         cmd.args(["-c", "echo one >&2; echo two >&2"]);
         let mut lines = Vec::new();
-        tool.run_streaming(&mut cmd, &mut |l| lines.push(l.to_owned()))
+        tool.run_streaming_to(&mut cmd, Stdio::null(), &mut |l| lines.push(l.to_owned()))
             .unwrap();
         assert_eq!(lines, ["one", "two"]);
     }

@@ -164,9 +164,10 @@ fn default_kernel(data: &DataDir) -> Check {
 }
 
 fn images(data: &DataDir) -> Check {
-    let built: Vec<&str> = ["minimal", "debian"]
+    let built: Vec<String> = image::list_images(data)
+        .unwrap_or_default()
         .into_iter()
-        .filter(|n| image::find_image(data, n).is_ok())
+        .map(|i| i.name)
         .collect();
     if built.is_empty() {
         fail("no images built", "run `hearth image build minimal`")

@@ -32,11 +32,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             kernel::extract(&bzimage, &output)
         }
         Command::Image(ImageCommand::Build {
-            name,
+            recipe,
             force,
             no_agent,
-        }) => image::build(&data, name, force, no_agent),
+        }) => image::build(&data, &recipe, force, no_agent),
         Command::Image(ImageCommand::List) => image::list(&data),
+        Command::Image(ImageCommand::Show { name, all_packages }) => {
+            image::show(&data, &name, all_packages)
+        }
+        Command::Image(ImageCommand::Rm { name }) => image::rm(&data, &name),
         Command::Vm(vm) => run_vm(&data, vm),
         Command::Doctor => doctor::run(&data),
         Command::Serve(args) => serve::run(&data, args),

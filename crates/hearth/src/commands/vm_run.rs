@@ -28,11 +28,12 @@ const EVIDENCE_LINES: usize = 3;
 
 pub fn run(data: &DataDir, args: RunArgs) -> anyhow::Result<ExitCode> {
     let hypervisor = hypervisor(data, &args)?;
+    let (vcpus, memory_mib) = size(data, &args);
     let request = RunRequest {
         kernel: args.kernel.clone(),
         image: args.image.clone(),
-        vcpus: args.vcpus,
-        memory_mib: args.memory,
+        vcpus,
+        memory_mib,
         timeout: Duration::from_secs(args.timeout),
         command: args.command.clone(),
     };
@@ -49,6 +50,23 @@ pub fn run(data: &DataDir, args: RunArgs) -> anyhow::Result<ExitCode> {
         run_foreground(data, hypervisor.as_ref(), &request, &mut out).await
     })?;
     Ok(summarize(&report))
+}
+
+/// `--vcpus` and `--memory`, else the image recipe's `vm` size (a named
+/// image only; an ext4 file given by path has no recipe), else the API's
+/// defaults.
+fn size(data: &DataDir, args: &RunArgs) -> (u8, u32) {
+    let image = if args.image.contains('/') {
+        None
+    } else {
+        hearth_guestkit::image::image_vm_size(data, &args.image)
+    };
+    let vcpus = args.vcpus.or(image.map(|s| s.vcpus));
+    let memory = args.memory.or(image.map(|s| s.memory_mib));
+    (
+        vcpus.unwrap_or(hearth_types::api::DEFAULT_VCPUS),
+        memory.unwrap_or(hearth_types::api::DEFAULT_MEMORY_MIB),
+    )
 }
 
 /// The console for a pipe or a file: the serial console ends its lines
@@ -179,7 +197,48 @@ fn print_finding(f: &Finding) {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+    use hearth_guestkit::image::{BuildInputs, BuildOutput, Manifest, VmSize};
+
     use super::*;
+    use crate::cli::{Cli, Command, VmCommand};
+
+    fn run_args(argv: &[&str]) -> RunArgs {
+        let mut full = vec!["hearth", "vm", "run"];
+        full.extend_from_slice(argv);
+        match Cli::parse_from(full).command {
+            Command::Vm(VmCommand::Run(args)) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_size_comes_from_flags_then_the_recipe_then_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        let inputs = BuildInputs {
+            recipe_sha256: "r".into(),
+            base: "minimal".into(),
+            base_version: 1,
+            scripts_sha256: "s".into(),
+            busybox_sha256: None,
+            agent_sha256: "none".into(),
+        };
+        let vm = Some(VmSize {
+            vcpus: 2,
+            memory_mib: 2048,
+        });
+        let image = data.image("big");
+        std::fs::create_dir_all(&image).unwrap();
+        Manifest::new("big", "test", inputs, vm, BuildOutput::default())
+            .write(&image.join("manifest.json"))
+            .unwrap();
+        assert_eq!(size(&data, &run_args(&["--image", "big"])), (2, 2048));
+        let args = run_args(&["--image", "big", "--memory", "512"]);
+        assert_eq!(size(&data, &args), (2, 512));
+        assert_eq!(size(&data, &run_args(&["--image", "minimal"])), (1, 256));
+        assert_eq!(size(&data, &run_args(&["--image", "./x/big"])), (1, 256));
+    }
 
     fn strip(chunks: &[&[u8]]) -> (Vec<u8>, bool) {
         let mut held = false;

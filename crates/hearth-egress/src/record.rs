@@ -49,6 +49,8 @@ pub struct ConnectionRecord {
     pub host: Option<String>,
     pub port: Option<u16>,
     /// The checked address connected to, or the address that was refused.
+    /// Through an upstream proxy: the first of the target's checked
+    /// addresses (the upstream proxy connects by name).
     pub address: Option<SocketAddr>,
     /// The upstream proxy the connection went through.
     pub upstream: Option<SocketAddr>,

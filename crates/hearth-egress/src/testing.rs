@@ -12,10 +12,12 @@ use async_trait::async_trait;
 use crate::net::{BoxIo, Connector, Resolver, TcpConnector};
 use crate::record::{ConnectionRecord, RecordSink};
 
-/// Resolves the names it was given, and no other.
-#[derive(Clone, Debug, Default)]
+/// Resolves the names it was given, and no other; remembers every name
+/// it was asked.
+#[derive(Debug, Default)]
 pub struct StaticResolver {
     names: HashMap<String, Vec<IpAddr>>,
+    lookups: Mutex<Vec<String>>,
 }
 
 impl StaticResolver {
@@ -27,11 +29,20 @@ impl StaticResolver {
         self.names.insert(name.to_owned(), addresses);
         self
     }
+
+    /// The names looked up so far, in order.
+    pub fn lookups(&self) -> Vec<String> {
+        self.lookups.lock().expect("not poisoned").clone()
+    }
 }
 
 #[async_trait]
 impl Resolver for StaticResolver {
     async fn resolve(&self, name: &str) -> io::Result<Vec<IpAddr>> {
+        self.lookups
+            .lock()
+            .expect("not poisoned")
+            .push(name.to_owned());
         self.names
             .get(name)
             .cloned()

@@ -7,15 +7,15 @@
 //! list any attempt, and it dials nothing but loopback anyway.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use hearth_egress::testing::{MemorySink, RecordingConnector, StaticResolver};
 use hearth_egress::{
-    AddressClass, BoxIo, ConnectionRecord, Connector, Denial, Egress, IpNet, Kind, Limits, Outcome,
-    Policy, Ports, ProxyCredentials, UpstreamProxy,
+    AddressClass, BoxIo, ConnectionRecord, Connector, Denial, Egress, IpNet, Kind, Limits,
+    NoRecords, Outcome, Policy, Ports, ProxyCredentials, Resolver, UpstreamProxy,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpListener;
@@ -26,6 +26,7 @@ const NAME: &str = "login.example.test";
 
 struct Proxy {
     egress: Egress,
+    resolver: Arc<StaticResolver>,
     connector: Arc<RecordingConnector>,
     sink: Arc<MemorySink>,
 }
@@ -34,9 +35,11 @@ impl Proxy {
     fn new(resolver: StaticResolver) -> Self {
         let connector = Arc::new(RecordingConnector::default());
         let sink = Arc::new(MemorySink::default());
-        let egress = Egress::new(Arc::new(resolver), connector.clone(), sink.clone());
+        let resolver = Arc::new(resolver);
+        let egress = Egress::new(resolver.clone(), connector.clone(), sink.clone());
         Self {
             egress,
+            resolver,
             connector,
             sink,
         }
@@ -166,13 +169,21 @@ async fn tunnel_to_an_allowed_name_relays_both_ways_and_is_recorded() {
     let policy = loopback_allowed(allow_name(Ports::Only(vec![echo.port()])));
     let (mut client, served) = proxy.open(&policy);
 
+    // Bytes right behind the head (an eager TLS ClientHello) are not lost.
     let request = format!(
         "CONNECT {NAME}:{} HTTP/1.1\r\nHost: {NAME}\r\n\r\n",
         echo.port()
     );
-    client.write_all(request.as_bytes()).await.unwrap();
+    let eager = b"eager hello";
+    client
+        .write_all(&[request.as_bytes(), eager].concat())
+        .await
+        .unwrap();
     let head = read_head(&mut client).await;
     assert_eq!(head, "HTTP/1.1 200 Connection established\r\n\r\n");
+    let mut echoed_eager = [0u8; 11];
+    client.read_exact(&mut echoed_eager).await.unwrap();
+    assert_eq!(&echoed_eager, eager);
     let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let (mut read, mut write) = tokio::io::split(client);
     let sent = payload.clone();
@@ -191,8 +202,11 @@ async fn tunnel_to_an_allowed_name_relays_both_ways_and_is_recorded() {
     assert_eq!(record.host.as_deref(), Some(NAME));
     assert_eq!(record.port, Some(echo.port()));
     assert_eq!(record.address, Some(echo));
-    assert_eq!(record.bytes_up, (request.len() + payload.len()) as u64);
-    assert_eq!(record.bytes_down, (head.len() + payload.len()) as u64);
+    let relayed = eager.len() + payload.len();
+    assert_eq!(record.bytes_up, (request.len() + relayed) as u64);
+    assert_eq!(record.bytes_down, (head.len() + relayed) as u64);
+    // Resolved once, by the proxy, and connected to the address checked.
+    assert_eq!(proxy.resolver.lookups(), vec![NAME.to_owned()]);
     assert_eq!(proxy.connector.attempts(), vec![echo]);
     assert_eq!(proxy.sink.records(), vec![record]);
     assert_eq!(proxy.egress.counters().allowed, 1);
@@ -265,6 +279,7 @@ async fn a_domain_outside_the_allow_list_is_refused_before_anything() {
     );
     assert_eq!(denial(&record).rule(), "domains");
     assert_eq!(record.address, None);
+    assert!(proxy.resolver.lookups().is_empty(), "not even resolved");
     assert!(proxy.connector.attempts().is_empty());
     assert_eq!(proxy.egress.counters().denied_domain, 1);
     assert_eq!(proxy.egress.counters().denied(), 1);
@@ -620,6 +635,17 @@ async fn a_slow_client_gets_408_and_a_client_that_leaves_is_recorded() {
     assert_eq!(record.bytes_up, 0);
 }
 
+/// A resolver that never answers.
+#[derive(Debug)]
+struct Silent;
+
+#[async_trait]
+impl Resolver for Silent {
+    async fn resolve(&self, _: &str) -> io::Result<Vec<IpAddr>> {
+        std::future::pending().await
+    }
+}
+
 /// A connector whose connects all time out.
 #[derive(Debug)]
 struct TimingOut;
@@ -674,4 +700,24 @@ async fn failed_connects_are_502_and_timeouts_504() {
         served.await.unwrap().outcome,
         Outcome::Failed { status: 504, .. }
     ));
+
+    let connector = Arc::new(RecordingConnector::default());
+    let egress =
+        Egress::new(Arc::new(Silent), connector.clone(), Arc::new(NoRecords)).with_limits(Limits {
+            resolve_timeout: Duration::from_millis(100),
+            ..Limits::default()
+        });
+    let policy = Policy::any_domain();
+    let (mut client, server) = tokio::io::duplex(4096);
+    let served = tokio::spawn(async move { egress.serve(server, &policy).await });
+    client
+        .write_all(b"CONNECT slow.example.test:443 HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 504 "), "{answer}");
+    assert!(answer.contains("resolving slow.example.test timed out"));
+    served.await.unwrap();
+    assert!(connector.attempts().is_empty());
 }

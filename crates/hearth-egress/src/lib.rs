@@ -34,7 +34,7 @@ pub use target::{Host, Target};
 pub use upstream::{ProxyCredentials, UpstreamProxy};
 
 use record::Counters;
-use relay::Counted;
+use relay::{Counted, Idle, Watched};
 use target::{parse_request, read_head, BadRequest, HeadError, Request};
 
 /// Bounds on what one client may make the proxy wait for or hold.
@@ -48,6 +48,10 @@ pub struct Limits {
     pub resolve_timeout: Duration,
     /// How long the upstream proxy may take to answer `CONNECT`.
     pub upstream_timeout: Duration,
+    /// How long a tunnel or a forwarded request may pass no byte either
+    /// way before the proxy closes it; `None`: as long as both ends keep
+    /// it.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -57,6 +61,7 @@ impl Default for Limits {
             head_timeout: Duration::from_secs(10),
             resolve_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(600)),
         }
     }
 }
@@ -184,12 +189,37 @@ impl Egress {
         policy.check_port(target.port).map_err(Refusal::denied)?;
         policy.check_host(&target.host).map_err(Refusal::denied)?;
         let addresses = self.resolve_checked(&target, policy, seen).await?;
-        let mut upstream = BufReader::new(self.connect(&target, &addresses, policy, seen).await?);
+        let connected = self.connect(&target, &addresses, policy, seen).await?;
+        let idle = Idle::new();
+        let mut upstream = BufReader::new(Watched::new(connected, idle.clone()));
+        let relayed = self.relay(client, &mut upstream, request, &target, policy);
+        tokio::select! {
+            relayed = relayed => relayed,
+            () = idle.expired(self.limits.idle_timeout) => {
+                tracing::debug!(host = %target.host, "closed after being idle");
+                Ok(())
+            }
+        }
+    }
+
+    /// Relays an allowed, connected request.
+    async fn relay<C, U>(
+        &self,
+        client: &mut BufReader<Counted<C>>,
+        upstream: &mut BufReader<U>,
+        request: Request,
+        target: &Target,
+        policy: &Policy,
+    ) -> Result<(), Refusal>
+    where
+        C: AsyncRead + AsyncWrite + Unpin + Send,
+        U: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         match request {
             Request::Connect(_) => {
                 if let Some(proxy) = policy.upstream() {
                     let opened =
-                        upstream::open_tunnel(&mut upstream, proxy, &target, self.limits.max_head);
+                        upstream::open_tunnel(upstream, proxy, target, self.limits.max_head);
                     tokio::time::timeout(self.limits.upstream_timeout, opened)
                         .await
                         .map_err(|_| {
@@ -210,7 +240,7 @@ impl Egress {
                     client.flush().await?;
                     tokio::io::copy_bidirectional_with_sizes(
                         client,
-                        &mut upstream,
+                        upstream,
                         TUNNEL_BUFFER,
                         TUNNEL_BUFFER,
                     )
@@ -222,7 +252,7 @@ impl Egress {
             }
             Request::Forward(forward) => {
                 let head = relay::forward_head(&forward, policy.upstream());
-                if let Err(e) = relay::forward(client, &mut upstream, &head, forward.body).await {
+                if let Err(e) = relay::forward(client, upstream, &head, forward.body).await {
                     tracing::debug!(error = %e, "forwarded request ended with an error");
                 }
             }

@@ -721,3 +721,35 @@ async fn failed_connects_are_502_and_timeouts_504() {
     served.await.unwrap();
     assert!(connector.attempts().is_empty());
 }
+
+#[tokio::test]
+async fn an_idle_tunnel_is_closed() {
+    let echo = echo_server().await;
+    let proxy = Proxy::resolving(&["127.0.0.1"]);
+    let egress = proxy.egress.clone().with_limits(Limits {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..Limits::default()
+    });
+    let policy = loopback_allowed(allow_name(Ports::Any));
+    let (mut client, server) = tokio::io::duplex(4096);
+    let served = tokio::spawn(async move { egress.serve(server, &policy).await });
+    let request = format!("CONNECT {NAME}:{} HTTP/1.1\r\n\r\n", echo.port());
+    client.write_all(request.as_bytes()).await.unwrap();
+    read_head(&mut client).await;
+    // Traffic keeps it open past the limit.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        client.write_all(b"ping").await.unwrap();
+        let mut pong = [0u8; 4];
+        client.read_exact(&mut pong).await.unwrap();
+    }
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest))
+        .await
+        .expect("closed after being idle")
+        .unwrap();
+    assert!(rest.is_empty());
+    let record = served.await.unwrap();
+    assert_eq!(record.outcome, Outcome::Allowed);
+    assert!(record.duration >= Duration::from_millis(900), "{record:?}");
+}

@@ -54,8 +54,8 @@ pub enum VaultError {
     },
     #[error(
         "{credential} was sealed under a different key than KEK version {kek_version} in {}: \
-         the key file was replaced; restore the one it was sealed with (from a backup), or \
-         {RECAPTURE}",
+         the key file was replaced (or the row's KEK version changed); restore the one it was \
+         sealed with (from a backup), or {RECAPTURE}",
         path.display()
     )]
     WrongKey {

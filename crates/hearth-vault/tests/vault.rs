@@ -225,6 +225,28 @@ async fn a_ciphertext_moved_to_another_row_does_not_open() {
     let err = f.vault.open_current(&alice).await.unwrap_err();
     assert!(matches!(err, VaultError::Tampered { .. }), "{err:?}");
     assert_clean(&err, "team-a/alice/claude version 2");
+
+    // A rotation will not rewrap it either: it stops, naming the row.
+    let err = f.vault.rotate().await.unwrap_err();
+    assert_clean(&err, "team-a/alice/claude version 2");
+}
+
+#[tokio::test]
+async fn a_row_relabelled_with_another_kek_version_does_not_open() {
+    let f = fixture();
+    let bob = owner("bob", "claude");
+    f.vault.seal(&bob, &files()).await.unwrap();
+    let under_v1 = f.record(&bob).await;
+    f.vault.rotate().await.unwrap();
+    let mut relabelled = under_v1.clone();
+    relabelled.meta.kek_version = 2;
+    f.replace(&relabelled).await;
+    let err = f.vault.open_current(&bob).await.unwrap_err();
+    assert!(
+        matches!(err, VaultError::WrongKey { kek_version: 2, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("KEK version changed"), "{err}");
 }
 
 #[tokio::test]

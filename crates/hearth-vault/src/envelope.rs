@@ -85,15 +85,17 @@ pub fn open(ring: &KeyRing, id: &CredentialId, sealed: &Sealed) -> Result<Secret
     Ok(Secret::from(plain))
 }
 
-/// `sealed`'s data key rewrapped under the ring's active KEK: the new
-/// wrapped key and its nonce. The ciphertext is left as it is.
+/// `sealed`'s data key, unwrapped with `from`, rewrapped under `to`'s
+/// active KEK (usually the same ring): the new wrapped key and its nonce.
+/// The ciphertext is left as it is.
 pub fn rewrap(
-    ring: &KeyRing,
+    from: &KeyRing,
+    to: &KeyRing,
     id: &CredentialId,
     sealed: &Sealed,
 ) -> Result<(Vec<u8>, Vec<u8>), VaultError> {
-    let data_key = unwrap(ring, id, sealed)?;
-    wrap(ring, id, &data_key)
+    let data_key = unwrap(from, id, sealed)?;
+    wrap(to, id, &data_key)
 }
 
 fn wrap(

@@ -116,6 +116,7 @@ impl Vault {
             match self.store.insert_credential(&record).await {
                 Ok(()) => {
                     tracing::info!(credential = %id, kek_version = ring.active(), "credential sealed");
+                    self.follow_rotation(&ring, &record).await?;
                     return Ok(record.meta);
                 }
                 // Another capture took this version first: seal the next.
@@ -235,6 +236,41 @@ impl Vault {
         Ok(())
     }
 
+    /// A rotation (and even a retirement of the version just used) may
+    /// have happened between reading the ring and storing `record`: then
+    /// its data key, unwrapped with the key still in memory, is rewrapped
+    /// under the version active now. Once the ring read here shows the
+    /// version used still active, any later rotation's scan sees the row.
+    async fn follow_rotation(
+        &self,
+        sealed_with: &KeyRing,
+        record: &CredentialRecord,
+    ) -> Result<(), VaultError> {
+        let now = self.keys.load()?;
+        if now.active() == sealed_with.active() {
+            return Ok(());
+        }
+        let id = CredentialId {
+            owner: record.meta.owner.clone(),
+            version: record.meta.version,
+        };
+        let (wrapped_key, key_nonce) =
+            envelope::rewrap(sealed_with, &now, &id, &sealed_of(record))?;
+        let rewrap = Rewrap {
+            owner: id.owner.clone(),
+            version: id.version,
+            from_kek_version: sealed_with.active(),
+            kek_version: now.active(),
+            wrapped_key,
+            key_nonce,
+        };
+        match self.store.rewrap_credentials(&[rewrap]).await {
+            // Changed: a rotation got to it first.
+            Ok(_) | Err(StoreError::Changed { .. }) => Ok(()),
+            Err(e) => Err(VaultError::store(format_args!("rewrapping {id}"))(e)),
+        }
+    }
+
     async fn rewrap_all(&self, ring: &KeyRing) -> Result<u64, VaultError> {
         let target = ring.active();
         for _ in 0..ATTEMPTS {
@@ -314,7 +350,7 @@ fn rewrap_one(ring: &KeyRing, record: &CredentialRecord) -> Result<Rewrap, Vault
         owner: record.meta.owner.clone(),
         version: record.meta.version,
     };
-    let (wrapped_key, key_nonce) = envelope::rewrap(ring, &id, &sealed_of(record))?;
+    let (wrapped_key, key_nonce) = envelope::rewrap(ring, ring, &id, &sealed_of(record))?;
     Ok(Rewrap {
         owner: id.owner,
         version: id.version,
@@ -362,5 +398,52 @@ fn record(id: &CredentialId, files: &CredentialFiles, sealed: Sealed) -> Credent
             nonce: sealed.nonce,
             ciphertext: sealed.ciphertext,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hearth_store::SqliteStore;
+
+    use super::*;
+
+    fn files() -> CredentialFiles {
+        CredentialFiles {
+            files: vec![CredentialFile {
+                path: ".codex/auth.json".to_owned(),
+                mode: 0o600,
+                contents: Secret::new(b"{\"k\":\"v\"}".to_vec()),
+            }],
+        }
+    }
+
+    /// A capture that read the ring before a rotation and the retirement
+    /// of the version it used, and stored its row after both: the row is
+    /// rewrapped under the active version with the key it still held, so
+    /// it is neither lost nor left under a destroyed key.
+    #[tokio::test]
+    async fn a_seal_that_raced_a_rotation_and_retirement_follows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let vault = Vault::new(KeyFile::in_data_dir(dir.path()), store.clone());
+        let owner = CredentialOwner {
+            tenant: "team-a".parse().unwrap(),
+            user: "alice".parse().unwrap(),
+            provider: "codex".parse().unwrap(),
+        };
+        let stale = vault.ring().await.unwrap();
+        vault.rotate().await.unwrap();
+        vault.retire(1).await.unwrap();
+        let id = CredentialId {
+            owner: owner.clone(),
+            version: 1,
+        };
+        let sealed = envelope::seal(&stale, &id, &files().encode()).unwrap();
+        let row = record(&id, &files(), sealed);
+        store.insert_credential(&row).await.unwrap();
+        vault.follow_rotation(&stale, &row).await.unwrap();
+        let opened = vault.open_current(&owner).await.unwrap().unwrap();
+        assert_eq!(opened.files, files());
+        assert_eq!(opened.meta.kek_version, 2);
     }
 }

@@ -11,6 +11,7 @@
 
 mod agent;
 mod auth;
+mod credentials;
 mod diagnosis;
 mod error;
 mod exec;
@@ -188,6 +189,11 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         .route(
             "/v1/vms/{id}/viewer-links/{link}",
             delete(viewer_links::revoke),
+        )
+        .route("/v1/users/{user}/credentials", get(credentials::list))
+        .route(
+            "/v1/users/{user}/credentials/{provider}",
+            delete(credentials::delete),
         )
         .route("/v1/tokens", get(tokens::list))
         .route("/v1/tokens/{id}", delete(tokens::revoke))

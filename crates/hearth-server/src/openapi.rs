@@ -43,6 +43,8 @@ Every route but `/healthz` needs `Authorization: Bearer <token>` (`hearth token 
         crate::metrics::metrics,
         crate::tokens::list,
         crate::tokens::revoke,
+        crate::credentials::list,
+        crate::credentials::delete,
     ),
     // The exec WebSocket's client frames: no route takes them as a body.
     components(schemas(hearth_types::api::ExecClientMessage)),
@@ -50,6 +52,7 @@ Every route but `/healthz` needs `Authorization: Bearer <token>` (`hearth token 
     tags(
         (name = "vms", description = "VMs and their lifecycle"),
         (name = "agent", description = "What a VM's guest agent reported (health, service output, boot report), and files in and out"),
+        (name = "credentials", description = "Users' sealed credentials: metadata only, and deletion"),
         (name = "logs", description = "A VM's console and hypervisor output, live or archived"),
         (name = "server", description = "Health and metrics"),
         (name = "tokens", description = "API tokens, listed and revoked (admin only)"),

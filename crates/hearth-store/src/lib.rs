@@ -4,6 +4,7 @@
 //! lifecycle. Nothing outside this crate writes SQL.
 
 pub mod agent;
+pub mod credentials;
 pub mod records;
 pub mod sqlite;
 
@@ -14,6 +15,10 @@ use hearth_types::{Timestamp, VmId, VmState};
 pub use agent::{
     AgentEntry, AgentHello, AgentRecord, AgentStatus, NewAgentRecord, ServiceLine,
     MAX_LINES_PER_SERVICE, MAX_RECORDS_PER_VM,
+};
+pub use credentials::{
+    CredentialMeta, CredentialOwner, CredentialRecord, CredentialStore, Rewrap, SealedParts,
+    KEEP_CREDENTIAL_VERSIONS,
 };
 pub use records::*;
 pub use sqlite::SqliteStore;
@@ -30,15 +35,20 @@ pub enum StoreError {
     },
     #[error("{what} already exists")]
     Duplicate { what: String },
+    /// A conditional write found its rows changed since they were read.
+    #[error("{what} changed while it was being updated: read it again and retry")]
+    Changed { what: String },
     #[error("the store's data is corrupt: {0}")]
     Corrupt(String),
     #[error("the store failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// All of hearth's persistent state.
+/// All of hearth's persistent state. The sealed credentials are behind
+/// their own narrow trait, so the vault is given only those (an
+/// `Arc<dyn Store>` upcasts to `&dyn CredentialStore`).
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store: CredentialStore + Send + Sync + std::fmt::Debug {
     // VMs
     async fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError>;
     async fn vm(&self, id: &VmId) -> Result<Option<VmRecord>, StoreError>;

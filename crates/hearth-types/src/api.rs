@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::{Failure, VmState};
 use crate::time::Timestamp;
-use crate::{BackendKind, TenantId, VmId};
+use crate::{BackendKind, ProviderId, TenantId, UserName, VmId};
 
 /// `POST /v1/vms`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -434,6 +434,37 @@ pub struct ViewerLink {
     pub expires_at: Timestamp,
     /// Null while it is not revoked.
     pub revoked_at: Option<Timestamp>,
+}
+
+/// One file of a sealed credential as `GET /v1/users/{user}/credentials`
+/// lists it: where it goes in the user's home and how big it is. Paths
+/// and modes are not secret; the contents are, and are never listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CredentialFileInfo {
+    pub path: String,
+    /// Unix permission bits, e.g. 384 (0600).
+    pub mode: u32,
+    pub size: u64,
+}
+
+/// A user's credential for one provider (its current version), as the
+/// vault keeps it sealed: metadata only, never a byte of the files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CredentialInfo {
+    pub user: UserName,
+    pub provider: ProviderId,
+    /// Counts up from 1 with every capture or refresh.
+    pub version: u64,
+    pub created_at: Timestamp,
+    /// The files' bytes in all.
+    pub size: u64,
+    pub files: Vec<CredentialFileInfo>,
+    /// The key-encryption key version its data key is wrapped under.
+    pub kek_version: u32,
 }
 
 /// What a viewer page may know of its VM (`GET /v1/vms/{id}/viewer`,

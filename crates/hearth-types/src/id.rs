@@ -167,3 +167,147 @@ mod tenant_tests {
         }
     }
 }
+
+/// A person within a tenant, whose credentials the vault keeps: 1 to 64
+/// of ASCII letters, digits, `.`, `_`, `@` and `-` (an email address fits).
+/// It ends up in SQL rows and in associated data, never in a path, but it
+/// is checked as strictly as a path segment all the same.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(try_from = "String", into = "String")]
+pub struct UserName(String);
+
+/// The rule a [`UserName`] follows, for error messages.
+pub const USER_NAME_RULE: &str =
+    "1 to 64 of ASCII letters, digits, `.`, `_`, `@` and `-` (e.g. alice@example.com)";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("user name {0:?} is malformed: use {USER_NAME_RULE}")]
+pub struct UserNameError(pub String);
+
+impl UserName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for UserName {
+    type Err = UserNameError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let byte_ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-');
+        if (1..=64).contains(&s.len()) && s.bytes().all(byte_ok) {
+            Ok(UserName(s.to_owned()))
+        } else {
+            Err(UserNameError(shortened(s)))
+        }
+    }
+}
+
+/// At most 80 characters of what was given, for a message.
+fn shortened(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+impl TryFrom<String> for UserName {
+    type Error = UserNameError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<UserName> for String {
+    fn from(u: UserName) -> String {
+        u.0
+    }
+}
+
+impl fmt::Display for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An AI CLI tool whose login the vault keeps (`claude`, `codex`,
+/// `gemini`): 1 to 32 lowercase letters, digits, `-` and `_`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(try_from = "String", into = "String")]
+pub struct ProviderId(String);
+
+/// The rule a [`ProviderId`] follows, for error messages.
+pub const PROVIDER_RULE: &str =
+    "1 to 32 lowercase letters, digits, `-` and `_` (e.g. claude, codex)";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("provider {0:?} is malformed: use {PROVIDER_RULE}")]
+pub struct ProviderError(pub String);
+
+impl ProviderId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ProviderId {
+    type Err = ProviderError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if (1..=32).contains(&s.len()) && s.bytes().all(|b| is_id_byte(b) || b == b'_') {
+            Ok(ProviderId(s.to_owned()))
+        } else {
+            Err(ProviderError(shortened(s)))
+        }
+    }
+}
+
+impl TryFrom<String> for ProviderId {
+    type Error = ProviderError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<ProviderId> for String {
+    fn from(p: ProviderId) -> String {
+        p.0
+    }
+}
+
+impl fmt::Display for ProviderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod user_tests {
+    use super::*;
+
+    #[test]
+    fn user_names_follow_their_rule() {
+        for good in [
+            "alice",
+            "a",
+            "alice@example.com",
+            "A.b_c-1",
+            &"u".repeat(64),
+        ] {
+            assert!(good.parse::<UserName>().is_ok(), "{good:?}");
+        }
+        for bad in ["", "a/b", "../x", "a b", "é", "a\0", &"u".repeat(65)] {
+            let err = bad.parse::<UserName>().unwrap_err().to_string();
+            assert!(err.contains("1 to 64"), "{err}");
+        }
+    }
+
+    #[test]
+    fn providers_follow_their_rule() {
+        assert!("claude".parse::<ProviderId>().is_ok());
+        for bad in ["", "Claude", "a/b", "x.y", &"p".repeat(33)] {
+            assert!(bad.parse::<ProviderId>().is_err(), "{bad:?}");
+        }
+    }
+}

@@ -13,7 +13,10 @@ pub mod report;
 pub mod time;
 pub mod vm;
 
-pub use id::{IdError, TenantError, TenantId, VmId};
+pub use id::{
+    IdError, ProviderError, ProviderId, TenantError, TenantId, UserName, UserNameError, VmId,
+    PROVIDER_RULE, USER_NAME_RULE,
+};
 pub use lifecycle::{Failure, FailureCode, VmState};
 pub use report::error_chain;
 pub use time::Timestamp;

@@ -36,6 +36,10 @@ pub enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The key ring that seals users' credentials: status, rotate, retire
+    /// (directly on the data directory; never shows a key).
+    #[command(subcommand)]
+    Vault(VaultCommand),
     /// Check that this host can boot VMs, and say how to fix what is missing.
     Doctor,
 }
@@ -436,6 +440,41 @@ pub enum TokenCommand {
         /// The token's id, never the whole token.
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// The key versions, which one is active, and how many sealed
+    /// credentials each wraps.
+    Status {
+        #[command(flatten)]
+        keys: KeyFileArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new key version, make it active and rewrap every
+    /// credential's data key under it (the credentials themselves are not
+    /// re-encrypted).
+    Rotate {
+        #[command(flatten)]
+        keys: KeyFileArgs,
+    },
+    /// Destroy an old key version; refused while any credential is still
+    /// wrapped under it (run `rotate` first) and for the active one.
+    Retire {
+        #[command(flatten)]
+        keys: KeyFileArgs,
+        /// The version, as `status` lists it.
+        version: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct KeyFileArgs {
+    /// The vault's key file, when the operator keeps it outside the data
+    /// directory (default: DATA/vault/keys.json, made at first use).
+    #[arg(long, value_name = "PATH", env = "HEARTH_VAULT_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// The longest `--expires-in`: 100 years, far past any need and far from

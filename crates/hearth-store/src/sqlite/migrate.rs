@@ -41,6 +41,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0004_viewer_links",
         sql: include_str!("../migrations/0004_viewer_links.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_credentials",
+        sql: include_str!("../migrations/0005_credentials.sql"),
+    },
 ];
 
 /// The schema version this build writes: the last migration's number.

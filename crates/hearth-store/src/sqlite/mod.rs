@@ -10,6 +10,7 @@
 mod agent;
 mod archives;
 mod cells;
+mod credentials;
 mod error;
 mod jobs;
 mod migrate;
@@ -17,6 +18,7 @@ mod tokens;
 mod viewer_links;
 mod vms;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -24,7 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hearth_types::api::VmEvent;
-use hearth_types::{Timestamp, VmId, VmState};
+use hearth_types::{TenantId, Timestamp, UserName, VmId, VmState};
 use rusqlite::Connection;
 
 use self::error::Fail;
@@ -36,6 +38,7 @@ use crate::{
     AgentHello, AgentRecord, AgentStatus, ArchiveRecord, Job, NewAgentRecord, NewJob, ProcessRef,
     ServiceLine, StateChange, Store, StoreError, TokenRecord, ViewerLinkRecord, VmFilter, VmRecord,
 };
+use crate::{CredentialMeta, CredentialOwner, CredentialRecord, CredentialStore, Rewrap};
 
 /// How long a statement waits for another process's write lock before
 /// failing with "database is locked".
@@ -406,5 +409,79 @@ impl Store for SqliteStore {
         self.run(format_args!("reading service output of VM {vm}"), |c| {
             agent::service_lines(c, vm, service, tail)
         })
+    }
+}
+
+#[async_trait]
+impl CredentialStore for SqliteStore {
+    async fn insert_credential(&self, record: &CredentialRecord) -> Result<(), StoreError> {
+        let m = &record.meta;
+        self.run(
+            format_args!("storing version {} of credential {}", m.version, m.owner),
+            |c| credentials::insert(c, record),
+        )
+    }
+
+    async fn current_credential(
+        &self,
+        owner: &CredentialOwner,
+    ) -> Result<Option<CredentialRecord>, StoreError> {
+        self.run(format_args!("reading credential {owner}"), |c| {
+            credentials::current(c, owner)
+        })
+    }
+
+    async fn credential_version(
+        &self,
+        owner: &CredentialOwner,
+        version: u64,
+    ) -> Result<Option<CredentialRecord>, StoreError> {
+        self.run(
+            format_args!("reading version {version} of credential {owner}"),
+            |c| credentials::version(c, owner, version),
+        )
+    }
+
+    async fn list_credentials(
+        &self,
+        tenant: &TenantId,
+        user: &UserName,
+    ) -> Result<Vec<CredentialMeta>, StoreError> {
+        self.run(
+            format_args!("listing the credentials of {tenant}/{user}"),
+            |c| credentials::list(c, tenant, user),
+        )
+    }
+
+    async fn credentials_not_under(
+        &self,
+        kek_version: u32,
+    ) -> Result<Vec<CredentialRecord>, StoreError> {
+        self.run(
+            format_args!("reading the credentials not under key version {kek_version}"),
+            |c| credentials::not_under(c, kek_version),
+        )
+    }
+
+    async fn credential_counts_by_kek(&self) -> Result<BTreeMap<u32, u64>, StoreError> {
+        self.run("counting credentials by key version", |c| {
+            credentials::counts_by_kek(c)
+        })
+    }
+
+    async fn delete_credentials(
+        &self,
+        owner: &CredentialOwner,
+    ) -> Result<Option<CredentialMeta>, StoreError> {
+        self.run(format_args!("deleting credential {owner}"), |c| {
+            credentials::delete(c, owner)
+        })
+    }
+
+    async fn rewrap_credentials(&self, rewraps: &[Rewrap]) -> Result<u64, StoreError> {
+        self.run(
+            format_args!("rewrapping {} credential data keys", rewraps.len()),
+            |c| credentials::rewrap(c, rewraps),
+        )
     }
 }

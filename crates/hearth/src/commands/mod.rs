@@ -6,6 +6,7 @@ mod image;
 mod kernel;
 mod serve;
 mod token;
+mod vault;
 mod vm_agent;
 mod vm_api;
 mod vm_exec;
@@ -18,7 +19,9 @@ use std::process::ExitCode;
 use hearth_guestkit::DataDir;
 pub use vm_port_forward::PortPair;
 
-use crate::cli::{Cli, Command, ImageCommand, KernelCommand, TokenCommand, VmCommand};
+use crate::cli::{
+    Cli, Command, ImageCommand, KernelCommand, TokenCommand, VaultCommand, VmCommand,
+};
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let data = cli
@@ -51,6 +54,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => token::create(&data, tenant, admin, expires_in),
         Command::Token(TokenCommand::List { api, json }) => token::list(&api, json),
         Command::Token(TokenCommand::Revoke { api, id }) => token::revoke(&api, &id),
+        Command::Vault(VaultCommand::Status { keys, json }) => vault::status(&data, keys, json),
+        Command::Vault(VaultCommand::Rotate { keys }) => vault::rotate(&data, keys),
+        Command::Vault(VaultCommand::Retire { keys, version }) => {
+            vault::retire(&data, keys, version)
+        }
     }
 }
 

@@ -369,6 +369,18 @@ pub struct ServeArgs {
     /// The largest file `hearth vm cp` moves either way (default: 64 MiB).
     #[arg(long, value_name = "N")]
     pub max_file_bytes: Option<u64>,
+    /// How stderr's log lines are written: `text` for people, `json` (one
+    /// object per line: timestamp, level, target, message and fields) for
+    /// log shippers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `hearth serve --log-format`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

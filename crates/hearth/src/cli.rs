@@ -429,6 +429,12 @@ pub struct RunArgs {
     /// Kernel file (ELF or bzImage). Default: the one `hearth kernel fetch` stored.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
+    /// Boot the kernel without hearth's initramfs: it mounts the image
+    /// itself (`root=/dev/vda ro`, with virtio-blk and ext4 built in) or
+    /// needs no root. Any kernel then works, without modules or a version
+    /// string; the guest completes when the hypervisor exits cleanly.
+    #[arg(long)]
+    pub no_initramfs: bool,
     #[arg(long, default_value_t = 1)]
     pub vcpus: u8,
     /// Guest memory in MiB.

@@ -44,7 +44,7 @@ fn main() {
     for (what, n) in left {
         assert_eq!(n, 0, "{n} {what} left after the soak");
     }
-    assert_eq!(after.cgroups, before.cgroups, "cgroups came or went");
+    assert_eq!(after.cgroups, 0, "cgroups of hearth or its VMs left");
     println!(
         "soak of {} cycles: {:.1} s ({:.2} cycles/s); serve fds {} -> {}, threads {} -> {}, RSS {} -> {} KiB; {} booted to ready ({} not in time), {} hypervisors started; nothing left",
         soak.cycles,

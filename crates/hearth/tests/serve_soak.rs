@@ -38,7 +38,7 @@ fn thirty_create_destroy_cycles_leave_nothing_behind() {
     assert_eq!(after.vm_entries, 0, "left under vms/: {:?}", host.vm_dirs());
     assert_eq!(after.layers, 0, "layers left: {:?}", host.layers());
     assert_eq!(after.active_rows, 0, "active VMs left");
-    assert_eq!(after.cgroups, before.cgroups, "cgroups came or went");
+    assert_eq!(after.cgroups, 0, "cgroups of hearth or its VMs left");
     assert!(
         after.fds <= before.fds + SLACK,
         "serve's descriptors grew from {} to {}",

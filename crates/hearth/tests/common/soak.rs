@@ -8,8 +8,8 @@
 //! hypervisor runs, the rest at once; `in_flight` loops run side by side.
 //! After the last VM is destroyed the server's descriptors, threads and
 //! memory, the hypervisor processes, the entries under `<data>/vms/`, the
-//! writable layers, the cgroups below the server's own and the active
-//! store rows are compared with the same counts after one warm-up cycle.
+//! writable layers, hearth's cgroups below the server's own and the active
+//! store rows are compared with the same counts after the warm-up cycles.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -56,7 +56,13 @@ pub struct Report {
     pub not_ready: Vec<String>,
     /// VMs whose hypervisor had started when they were destroyed.
     pub spawned: usize,
+    /// The server's RSS in KiB every [`SAMPLE_EVERY`] while the cycles
+    /// ran: a leak climbs all along, a cache that fills flattens out.
+    pub rss_samples: Vec<u64>,
 }
+
+/// How often [`Report::rss_samples`] are taken.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(15);
 
 impl Report {
     pub fn print(&self, soak: &Soak) {
@@ -72,6 +78,11 @@ impl Report {
         );
         eprintln!("soak: before {:?}", self.before);
         eprintln!("soak: after  {:?}", self.after);
+        eprintln!(
+            "soak: serve RSS every {} s (KiB): {:?}",
+            SAMPLE_EVERY.as_secs(),
+            self.rss_samples
+        );
     }
 }
 
@@ -105,6 +116,17 @@ pub fn run(host: &mut Host, soak: Soak) -> Report {
     let before = snapshot(host);
 
     let started = Instant::now();
+    let serve = host.serve_pid();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let sampler = std::thread::spawn(move || {
+        let mut samples = vec![rss_kib(serve)];
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            stopped.recv_timeout(SAMPLE_EVERY)
+        {
+            samples.push(rss_kib(serve));
+        }
+        samples
+    });
     let per_loop = soak.cycles / soak.in_flight;
     let workers: Vec<_> = (0..soak.in_flight)
         .map(|w| {
@@ -131,6 +153,8 @@ pub fn run(host: &mut Host, soak: Soak) -> Report {
     let ids: Vec<String> = done.iter().map(|(id, _)| id.clone()).collect();
     wait_all_destroyed(host, &ids, Duration::from_secs(120 + soak.cycles as u64));
     let elapsed = started.elapsed();
+    drop(stop);
+    let rss_samples = sampler.join().expect("the RSS sampler");
     std::thread::sleep(Duration::from_millis(500));
     let after = snapshot(host);
 
@@ -154,6 +178,7 @@ pub fn run(host: &mut Host, soak: Soak) -> Report {
         booted,
         not_ready,
         spawned,
+        rss_samples,
     }
 }
 
@@ -243,19 +268,34 @@ fn threads(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-/// Cgroups at or below the server's own (cgroup v2): hearth makes none,
-/// and neither must anything it starts.
+/// Cgroups below the server's own (cgroup v2, at `/sys/fs/cgroup` or, on a
+/// hybrid host, `/sys/fs/cgroup/unified`) whose name says hearth or a VM
+/// (`hearth`, `vm-`): hearth makes none, and neither must anything it
+/// starts (a `systemd-run` scope, say). Only those are counted: when the
+/// server sits in the root cgroup, everything else on the host is below it
+/// too, and other work there comes and goes.
 fn cgroups_below(pid: u32) -> usize {
     let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
     let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
         return 0;
     };
+    let root = Path::new("/sys/fs/cgroup");
+    let unified = if root.join("cgroup.controllers").exists() {
+        root.to_owned()
+    } else {
+        root.join("unified")
+    };
     let mut dirs = Vec::new();
-    walk_dirs(
-        &Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/')),
-        &mut dirs,
-    );
-    dirs.len()
+    walk_dirs(&unified.join(path.trim_start_matches('/')), &mut dirs);
+    dirs.iter()
+        .filter(|d| {
+            let name = d
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            name.contains("hearth") || name.contains("vm-")
+        })
+        .count()
 }
 
 fn walk_dirs(dir: &Path, out: &mut Vec<PathBuf>) {

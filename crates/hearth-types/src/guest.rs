@@ -41,11 +41,6 @@ pub struct EnvVar {
     pub value: String,
 }
 
-impl GuestFile {
-    /// The highest `mode`: permission bits with setuid, setgid and sticky.
-    pub const MAX_MODE: u32 = 0o7777;
-}
-
 impl EnvVar {
     /// What is wrong with the name or value, naming the fix.
     pub fn check(&self) -> Result<(), String> {
@@ -87,6 +82,11 @@ pub struct GuestFile {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(maximum = 4095))]
     pub mode: Option<u32>,
+}
+
+impl GuestFile {
+    /// The highest `mode`: permission bits with setuid, setgid and sticky.
+    pub const MAX_MODE: u32 = 0o7777;
 }
 
 /// A supervised service.

@@ -21,7 +21,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -29,11 +28,14 @@ use hearth_server::{RateLimit, ServerConfig};
 use hearth_store::{AgentEntry, AgentHello, NewAgentRecord, StateChange};
 use hearth_types::guest::{BootReport, Stream};
 use hearth_types::{Timestamp, VmId, VmState};
+use tokio::process::Command;
 
 /// Where `scripts/setup-host` installs it.
 const DEFAULT_SCHEMATHESIS: &str = "/opt/hearth-fuzz/bin/schemathesis";
-/// The whole run's bound; the test fails past it.
-const DEADLINE: Duration = Duration::from_secs(150);
+/// A bound on the whole run, far above its 30-70 s (alone, or beside a
+/// busy build): past it something ran away; schemathesis is killed and the
+/// test fails.
+const DEADLINE: Duration = Duration::from_secs(240);
 
 /// What the fuzzer checks of every answer (`schemathesis run --help`).
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
@@ -138,7 +140,8 @@ async fn the_api_answers_every_request_its_schema_allows_or_forbids_as_documente
     let toml = write_config(&work, &[live.to_string(), gone.to_string()]);
 
     let mut cmd = Command::new(&bin);
-    cmd.current_dir(&work)
+    cmd.kill_on_drop(true)
+        .current_dir(&work)
         .arg("--no-color")
         .arg("--config-file")
         .arg(&toml)
@@ -167,9 +170,10 @@ async fn the_api_answers_every_request_its_schema_allows_or_forbids_as_documente
         .env("SCHEMATHESIS_HOOKS", "")
         .env("NO_COLOR", "1");
     let started = Instant::now();
-    let output = tokio::task::spawn_blocking(move || cmd.output())
+    // Past the deadline the run is dropped, which kills schemathesis.
+    let output = tokio::time::timeout(DEADLINE, cmd.output())
         .await
-        .expect("fuzzer task")
+        .unwrap_or_else(|_| panic!("schemathesis still ran after {DEADLINE:?}"))
         .expect("schemathesis runs");
     let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -180,7 +184,6 @@ async fn the_api_answers_every_request_its_schema_allows_or_forbids_as_documente
         "schemathesis found problems ({}): see its report above",
         output.status
     );
-    assert!(took < DEADLINE, "the fuzzer took {took:?}");
     assert!(
         stdout.contains("passed"),
         "schemathesis ran no test: {stdout}"

@@ -169,6 +169,7 @@ async fn foreground_to_ready(shared: &DataDir) -> Duration {
         memory_mib: 256,
         timeout: Duration::from_secs(120),
         command: vec!["true".into()],
+        initramfs: Default::default(),
     };
     let mut clock = ReadyClock {
         start: Instant::now(),

@@ -15,7 +15,7 @@ use hearth_vmm::{ExitInfo, Hypervisor, RunningVm, VmmError};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::diagnosis::{diagnose, read_logs, Evidence};
-use crate::prepare::{self, PrepareError, VmFiles};
+use crate::prepare::{self, Initramfs, PrepareError, VmFiles};
 use crate::verdict::{decide, ConsoleFacts, FailReason, Verdict};
 
 /// What to boot.
@@ -27,6 +27,8 @@ pub struct RunRequest {
     pub memory_mib: u32,
     pub timeout: Duration,
     pub command: Vec<String>,
+    /// hearth's initramfs (the default), or the kernel booted straight.
+    pub initramfs: Initramfs,
 }
 
 /// How a run went.
@@ -63,8 +65,12 @@ pub async fn run_foreground(
     echo: &mut (dyn Write + Send),
 ) -> Result<RunReport, RunError> {
     VmDescription::validate_resources(req.vcpus, req.memory_mib).map_err(PrepareError::from)?;
-    let cmdline = prepare::cmdline(&req.command)?;
-    let assets = prepare::resolve_assets(data, req.kernel.as_deref(), &req.image)?;
+    let mut cmdline = prepare::cmdline(&req.command)?;
+    let assets =
+        prepare::resolve_assets_with(data, req.kernel.as_deref(), &req.image, req.initramfs)?;
+    if req.initramfs == Initramfs::None {
+        cmdline = format!("{cmdline} {}", prepare::NO_INITRAMFS_ROOT);
+    }
     let id = VmId::generate();
     let files = VmFiles::for_run(data, &id);
     let description = files.describe(&id, &assets, req.vcpus, req.memory_mib, cmdline);
@@ -85,12 +91,11 @@ pub async fn run_foreground(
     let hypervisor_log =
         std::fs::read_to_string(files.dir.join("hypervisor.log")).unwrap_or_default();
     let timed_out = watched.timed_out.then_some(req.timeout);
-    let verdict = decide(
-        &ConsoleFacts::from_log(&console),
-        watched.exit,
-        timed_out,
-        &hypervisor_log,
-    );
+    let facts = ConsoleFacts::from_log(&console);
+    let mut verdict = decide(&facts, watched.exit, timed_out, &hypervisor_log);
+    if req.initramfs == Initramfs::None {
+        verdict = without_initramfs(verdict, watched.exit);
+    }
     let evidence = Evidence {
         console,
         hypervisor_log: read_logs(&files.dir).map_or(hypervisor_log, |(_, logs)| logs),
@@ -109,6 +114,18 @@ pub async fn run_foreground(
         elapsed: started.elapsed(),
         findings: diagnose(&evidence),
     })
+}
+
+/// A kernel booted without hearth's initramfs has no one to print `hearth:
+/// power off`: a guest that reset or powered off by itself (the hypervisor
+/// exited cleanly) completed.
+fn without_initramfs(verdict: Verdict, exit: ExitInfo) -> Verdict {
+    match verdict {
+        Verdict::Failed(FailReason::GuestStopped { .. }) if exit.success() => {
+            Verdict::Completed { status: None }
+        }
+        other => other,
+    }
 }
 
 /// The failure a `hearth serve` VM would be recorded with for this verdict,
@@ -187,5 +204,38 @@ async fn watch(
         exit,
         timed_out,
         ready_after,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLEAN: ExitInfo = ExitInfo {
+        code: Some(0),
+        signal: None,
+    };
+
+    #[test]
+    fn without_the_initramfs_a_clean_exit_completes_and_a_crash_still_fails() {
+        let stopped = || {
+            Verdict::Failed(FailReason::GuestStopped {
+                last_line: "hearth-own-kernel-ok".into(),
+            })
+        };
+        assert_eq!(
+            without_initramfs(stopped(), CLEAN),
+            Verdict::Completed { status: None }
+        );
+        let killed = ExitInfo {
+            code: None,
+            signal: Some(9),
+        };
+        assert_eq!(without_initramfs(stopped(), killed), stopped());
+        let timeout = Verdict::Failed(FailReason::Timeout {
+            secs: 5,
+            reached_ready: false,
+        });
+        assert_eq!(without_initramfs(timeout.clone(), CLEAN), timeout);
     }
 }

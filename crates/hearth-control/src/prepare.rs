@@ -31,7 +31,7 @@ pub enum PrepareError {
     },
     #[error("no default kernel")]
     DefaultKernel(#[source] kernel::KernelError),
-    #[error("kernel {path} has no version string, so its modules cannot be found; use a kernel stored by `hearth kernel fetch`")]
+    #[error("kernel {path} has no version string, so its modules cannot be found; use a kernel stored by `hearth kernel fetch`, or boot it without hearth's initramfs (`--no-initramfs`) if it mounts its root itself")]
     KernelVersion { path: PathBuf },
     #[error("no modules for kernel {release} in {dir}: hearth's initramfs needs the kernel's own modules; run `hearth kernel fetch` for Debian's kernel")]
     NoModules { release: String, dir: PathBuf },
@@ -59,10 +59,31 @@ pub enum PrepareError {
 #[derive(Debug, Clone)]
 pub struct BootAssets {
     pub kernel: PathBuf,
-    pub kernel_release: String,
-    pub initramfs: PathBuf,
+    /// The kernel's release; `None` for a kernel booted without an
+    /// initramfs that carries no version string (a toy guest, say).
+    pub kernel_release: Option<String>,
+    /// hearth's initramfs for the kernel's release; `None` when the kernel
+    /// is booted straight ([`Initramfs::None`]).
+    pub initramfs: Option<PathBuf>,
     pub image: PathBuf,
 }
+
+/// How the kernel gets to the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Initramfs {
+    /// hearth's initramfs, with the kernel's own modules (which its release
+    /// names): it joins the image and the writable layer with overlayfs.
+    #[default]
+    Hearth,
+    /// None: the kernel mounts the image itself (`root=/dev/vda ro`, its
+    /// drivers built in) or needs no root at all. Any kernel file will do,
+    /// with or without a version string.
+    None,
+}
+
+/// What [`Initramfs::None`] adds to the kernel command line: the image,
+/// the first disk, as the root filesystem, read-only as it is shared.
+pub const NO_INITRAMFS_ROOT: &str = "root=/dev/vda ro rootfstype=ext4";
 
 /// Resolves and checks the kernel (given, or the default one), builds or
 /// reuses the initramfs for it, and finds the image.
@@ -71,6 +92,37 @@ pub fn resolve_assets(
     kernel_path: Option<&Path>,
     image_name: &str,
 ) -> Result<BootAssets, PrepareError> {
+    resolve_assets_with(data, kernel_path, image_name, Initramfs::Hearth)
+}
+
+/// [`resolve_assets`], with or without hearth's initramfs.
+pub fn resolve_assets_with(
+    data: &DataDir,
+    kernel_path: Option<&Path>,
+    image_name: &str,
+    initramfs: Initramfs,
+) -> Result<BootAssets, PrepareError> {
+    let image = image_path(data, image_name)
+        .and_then(|p| image::check_ext4(&p).map(|()| p))
+        .map_err(|source| PrepareError::Image {
+            name: image_name.to_owned(),
+            source,
+        })?;
+    if initramfs == Initramfs::None {
+        let (kernel, release) = match kernel_path {
+            Some(path) => (path.to_owned(), checked_kernel(path)?),
+            None => {
+                let k = kernel::default_kernel(data).map_err(PrepareError::DefaultKernel)?;
+                (k.vmlinuz, Some(k.version))
+            }
+        };
+        return Ok(BootAssets {
+            kernel,
+            kernel_release: release,
+            initramfs: None,
+            image,
+        });
+    }
     let (kernel, release) = match kernel_path {
         Some(path) => (path.to_owned(), release_of(path)?),
         None => {
@@ -78,12 +130,6 @@ pub fn resolve_assets(
             (k.vmlinuz, k.version)
         }
     };
-    let image = image_path(data, image_name)
-        .and_then(|p| image::check_ext4(&p).map(|()| p))
-        .map_err(|source| PrepareError::Image {
-            name: image_name.to_owned(),
-            source,
-        })?;
     let modules_root = data.kernel(&release).join("modules");
     if !modules_root
         .join("lib/modules")
@@ -99,8 +145,8 @@ pub fn resolve_assets(
     let initramfs = initramfs::ensure_initramfs(data, &release, &modules_root)?;
     Ok(BootAssets {
         kernel,
-        kernel_release: release,
-        initramfs,
+        kernel_release: Some(release),
+        initramfs: Some(initramfs),
         image,
     })
 }
@@ -116,17 +162,23 @@ fn image_path(data: &DataDir, name: &str) -> Result<PathBuf, image::ImageError> 
 
 /// The kernel release (`6.1.0-56-cloud-amd64`) of a kernel file.
 fn release_of(path: &Path) -> Result<String, PrepareError> {
+    checked_kernel(path)?.ok_or_else(|| PrepareError::KernelVersion {
+        path: path.to_owned(),
+    })
+}
+
+/// Checks that `path` is a kernel (ELF or bzImage); its release, if it
+/// says one.
+fn checked_kernel(path: &Path) -> Result<Option<String>, PrepareError> {
     let info = kernel::inspect(path).map_err(|source| PrepareError::Kernel {
         path: path.to_owned(),
         source,
     })?;
-    info.version
+    Ok(info
+        .version
         .as_deref()
         .and_then(|v| v.split_whitespace().next())
-        .map(str::to_owned)
-        .ok_or_else(|| PrepareError::KernelVersion {
-            path: path.to_owned(),
-        })
+        .map(str::to_owned))
 }
 
 /// The kernel command line for a VM that runs `command` (may be empty).
@@ -214,7 +266,7 @@ impl VmFiles {
         VmDescription {
             id: id.clone(),
             kernel: assets.kernel.clone(),
-            initramfs: Some(assets.initramfs.clone()),
+            initramfs: assets.initramfs.clone(),
             disks: vec![
                 Disk {
                     path: assets.image.clone(),

@@ -46,7 +46,8 @@ pub(crate) async fn health(
     tag = "agent",
     params(
         ("id" = VmId, Path, description = "The VM's id"),
-        ("name" = String, Path, description = "The service's name: 1-64 letters, digits, '-', '_' and '.' (not '.' or '..'), as at VM create"),
+        ("name" = String, Path, description = "The service's name: 1-64 letters, digits, '-', '_' and '.' (not '.' or '..'), as at VM create",
+            pattern = "^([A-Za-z0-9_-][A-Za-z0-9._-]{0,63}|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}|\\.\\.[A-Za-z0-9._-]{1,62})$"),
         ("tail" = Option<u32>, Query, description = "How many of the last lines, 1 to 10000 (default 100)", minimum = 1, maximum = 10000),
     ),
     responses(

@@ -28,7 +28,8 @@ pub const SHA256_HEADER: &str = "x-hearth-sha256";
     tag = "agent",
     params(
         ("id" = VmId, Path, description = "The VM's id"),
-        ("path" = String, Query, description = "Absolute path in the guest, percent-encoded"),
+        ("path" = String, Query, description = "Absolute path in the guest, percent-encoded: not `/` alone, no `..` component, no NUL, at most 4096 bytes",
+            pattern = "^(/([^/.\\x00][^/\\x00]*|\\.[^/.\\x00][^/\\x00]*|\\.\\.[^/\\x00]+|\\.)?)+$", min_length = 2, max_length = 4096),
     ),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
@@ -100,7 +101,8 @@ async fn read_bounded(body: Body, limit: u64) -> Result<Option<Vec<u8>>, Problem
     tag = "agent",
     params(
         ("id" = VmId, Path, description = "The VM's id"),
-        ("path" = String, Query, description = "Absolute path in the guest, percent-encoded"),
+        ("path" = String, Query, description = "Absolute path in the guest, percent-encoded: not `/` alone, no `..` component, no NUL, at most 4096 bytes",
+            pattern = "^(/([^/.\\x00][^/\\x00]*|\\.[^/.\\x00][^/\\x00]*|\\.\\.[^/\\x00]+|\\.)?)+$", min_length = 2, max_length = 4096),
     ),
     responses(
         (status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = Vec<u8>),

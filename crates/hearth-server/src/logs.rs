@@ -17,7 +17,7 @@ use axum::Json;
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
 use hearth_control::controller::{ConsoleFollow, LogName};
-use hearth_types::api::{ApiError, ConsoleTail};
+use hearth_types::api::{ApiError, ConsoleStreamEvent, ConsoleTail};
 use hearth_types::VmId;
 use hearth_vmm::console::LineSplitter;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -40,8 +40,8 @@ use crate::{params, AppState};
         ("follow" = Option<bool>, Query, description = "Stream the lines as they come, as Server-Sent Events"),
     ),
     responses(
-        (status = 200, description = "The last lines; with `follow=true` a `text/event-stream`: one event per line (data: the line as a JSON string), then `event: end`",
-            content((ConsoleTail = "application/json"), (String = "text/event-stream"))),
+        (status = 200, description = "The last lines; with `follow=true` a `text/event-stream`: one event per line (data: the line as a JSON string), then `event: end` (data: `{\"reason\": ...}`); the schema is one event's",
+            content((ConsoleTail = "application/json"), (ConsoleStreamEvent = "text/event-stream"))),
         (status = 400, description = "`invalid_id`, `invalid_lines` or `invalid_request`", body = ApiError),
         (status = 401, description = "`unauthorized`", body = ApiError),
         (status = 404, description = "`not_found`", body = ApiError),

@@ -4,6 +4,7 @@
 //! the file disagree.
 
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::Required;
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -48,7 +49,7 @@ Every route but `/healthz` needs `Authorization: Bearer <token>` (`hearth token 
     ),
     // The exec WebSocket's client frames: no route takes them as a body.
     components(schemas(hearth_types::api::ExecClientMessage)),
-    modifiers(&BearerToken),
+    modifiers(&BearerToken, &OptionalBodies),
     tags(
         (name = "vms", description = "VMs and their lifecycle"),
         (name = "agent", description = "What a VM's guest agent reported (health, service output, boot report), and files in and out"),
@@ -76,6 +77,30 @@ impl Modify for BearerToken {
             "A viewer link's key, `hvl_<8 hex>_<64 hex>` (the WebSocket takes it as the subprotocol `hearth.viewer.KEY`)",
         );
         components.add_security_scheme("viewer_key", SecurityScheme::ApiKey(ApiKey::Header(key)));
+    }
+}
+
+/// The routes whose empty body means `{}` (`JsonBody` reads it so): their
+/// body is not required, though a body that is sent must fit the schema.
+/// utoipa marks a body optional only by making its schema nullable, and
+/// `null` is refused, so this says it instead.
+struct OptionalBodies;
+
+/// The `POST` routes that take an empty body.
+const OPTIONAL_BODIES: [&str; 2] = ["/v1/vms", "/v1/vms/{id}/viewer-links"];
+
+impl Modify for OptionalBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for path in OPTIONAL_BODIES {
+            let post = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|i| i.post.as_mut());
+            if let Some(body) = post.and_then(|op| op.request_body.as_mut()) {
+                body.required = Some(Required::False);
+            }
+        }
     }
 }
 

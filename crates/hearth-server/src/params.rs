@@ -279,12 +279,7 @@ pub(crate) fn guest_path(pairs: &Pairs) -> Result<String, Problem> {
             "no `path`: give the file's absolute path in the guest, e.g. ?path=/etc/hostname",
         ));
     };
-    let ok = path.starts_with('/')
-        && path.len() > 1
-        && !path.contains('\0')
-        && !path.split('/').any(|c| c == "..")
-        && path.len() <= 4096;
-    if !ok {
+    if !hearth_types::limits::is_guest_path(path) {
         return Err(Problem::bad_request(
             "invalid_request",
             format!(

@@ -44,7 +44,7 @@ pub(crate) async fn list(
     path = "/v1/tokens/{id}",
     operation_id = "revoke_token",
     tag = "tokens",
-    params(("id" = String, Path, description = "The token's id, `hth_` and 8 hex digits (never the whole token)")),
+    params(("id" = String, Path, description = "The token's id, `hth_` and 8 hex digits (never the whole token)", pattern = "^hth_[0-9a-f]{8}$")),
     responses(
         (status = 200, description = "The token as it was; it is gone", body = TokenInfo),
         (status = 400, description = "`invalid_id`: not a token id", body = ApiError),

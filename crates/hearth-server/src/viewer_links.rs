@@ -41,7 +41,7 @@ pub(crate) const KEY_PROTOCOL: &str = "hearth.viewer.";
     operation_id = "create_viewer_link",
     tag = "viewer",
     params(("id" = VmId, Path, description = "The VM's id")),
-    request_body = CreateViewerLink,
+    request_body(content = CreateViewerLink, description = "Optional: an empty body is `{}`"),
     responses(
         (status = 201, description = "The link, with its URL", body = ViewerLink),
         (status = 400, description = "`invalid_id` or `invalid_request`", body = ApiError),
@@ -112,7 +112,7 @@ pub(crate) async fn list(
     tag = "viewer",
     params(
         ("id" = VmId, Path, description = "The VM's id"),
-        ("link" = String, Path, description = "The link's id, `hvl_` and 8 hex digits"),
+        ("link" = String, Path, description = "The link's id, `hvl_` and 8 hex digits", pattern = "^hvl_[0-9a-f]{8}$"),
     ),
     responses(
         (status = 200, description = "The link, revoked", body = ViewerLink),

@@ -20,7 +20,7 @@ use crate::AppState;
     path = "/v1/vms",
     operation_id = "create_vm",
     tag = "vms",
-    request_body = CreateVm,
+    request_body(content = CreateVm, description = "Optional: an empty body is `{}`, every field its default"),
     responses(
         (status = 201, description = "Recorded; booting in the background", body = Vm,
             headers(("Location" = String, description = "The VM's URL"))),

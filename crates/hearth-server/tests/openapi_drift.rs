@@ -70,3 +70,103 @@ fn every_route_is_documented_with_its_errors() {
         assert!(schemas.contains_key(name), "schema {name} missing");
     }
 }
+
+/// utoipa's attributes take literals, so the document repeats the bounds
+/// and patterns the validators use: here they must be the same constants.
+#[test]
+fn the_documents_bounds_and_patterns_are_the_validators() {
+    use hearth_types::api::{CreateVm, ExecRequest};
+    use hearth_types::guest::GuestFile;
+    use hearth_types::limits::*;
+    use hearth_types::VmDescription;
+
+    let doc: serde_json::Value = serde_json::from_str(&hearth_server::openapi_json()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let field = |schema: &str, name: &str| schemas[schema]["properties"][name].clone();
+    let bounds = |v: serde_json::Value| (v["minimum"].as_u64(), v["maximum"].as_u64());
+    let vcpus = u64::from(VmDescription::MAX_VCPUS);
+    assert_eq!(bounds(field("CreateVm", "vcpus")), (Some(1), Some(vcpus)));
+    let memory = (
+        Some(u64::from(VmDescription::MIN_MEMORY_MIB)),
+        Some(u64::from(VmDescription::MAX_MEMORY_MIB)),
+    );
+    assert_eq!(bounds(field("CreateVm", "memory_mib")), memory);
+    let readiness = (Some(1), Some(CreateVm::MAX_READINESS_TIMEOUT_SECS));
+    assert_eq!(
+        bounds(field("CreateVm", "readiness_timeout_secs")),
+        readiness
+    );
+    let exec = (Some(1), Some(ExecRequest::MAX_TIMEOUT_SECS));
+    assert_eq!(bounds(field("ExecRequest", "timeout_secs")), exec);
+    let mode = field("GuestFile", "mode")["maximum"].as_u64();
+    assert_eq!(mode, Some(u64::from(GuestFile::MAX_MODE)));
+    let lines = hearth_control::controller::MAX_LINES as u64;
+    let console = &doc["paths"]["/v1/vms/{id}/console"]["get"]["parameters"];
+    let lines_param = console
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "lines");
+    assert_eq!(
+        lines_param.unwrap()["schema"]["maximum"].as_u64(),
+        Some(lines)
+    );
+
+    let pattern = |v: &serde_json::Value| v["pattern"].as_str().map(str::to_owned);
+    let expect = |got: Option<String>, want: &str, what: &str| {
+        assert_eq!(got.as_deref(), Some(want), "the pattern of {what}");
+    };
+    expect(pattern(&schemas["VmId"]), VM_ID_PATTERN, "VmId");
+    expect(pattern(&schemas["TenantId"]), TENANT_PATTERN, "TenantId");
+    expect(
+        pattern(&field("GuestConfig", "hostname")),
+        HOSTNAME_PATTERN,
+        "hostname",
+    );
+    expect(
+        pattern(&field("EnvVar", "name")),
+        ENV_NAME_PATTERN,
+        "EnvVar.name",
+    );
+    expect(
+        pattern(&field("GuestFile", "path")),
+        GUEST_FILE_PATTERN,
+        "GuestFile.path",
+    );
+    expect(
+        pattern(&field("ServiceSpec", "name")),
+        SERVICE_NAME_PATTERN,
+        "ServiceSpec.name",
+    );
+    let param = |path: &str, method: &str, name: &str| {
+        let params = doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let p = params.into_iter().find(|p| p["name"] == name);
+        p.unwrap_or_else(|| panic!("{method} {path} has no {name}"))["schema"].clone()
+    };
+    let logs = "/v1/vms/{id}/services/{name}/logs";
+    expect(
+        pattern(&param(logs, "get", "name")),
+        SERVICE_NAME_PATTERN,
+        "a service in a URL",
+    );
+    expect(
+        pattern(&param("/v1/tokens/{id}", "delete", "id")),
+        TOKEN_ID_PATTERN,
+        "a token id",
+    );
+    let link = "/v1/vms/{id}/viewer-links/{link}";
+    expect(
+        pattern(&param(link, "delete", "link")),
+        VIEWER_LINK_ID_PATTERN,
+        "a link id",
+    );
+    for method in ["get", "put"] {
+        let path = param("/v1/vms/{id}/files", method, "path");
+        expect(pattern(&path), GUEST_PATH_PATTERN, "a transfer's path");
+        assert_eq!(path["minLength"].as_u64(), Some(GUEST_PATH_MIN_LEN as u64));
+        assert_eq!(path["maxLength"].as_u64(), Some(GUEST_PATH_MAX_LEN as u64));
+    }
+}

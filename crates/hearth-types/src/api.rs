@@ -18,18 +18,24 @@ pub struct CreateVm {
     pub image: String,
     #[serde(default = "default_backend")]
     pub backend: BackendKind,
-    /// Default: the image recipe's `vm.vcpus`, else 1.
+    /// 1 to 32 (`VmDescription::MAX_VCPUS`). Default: the image recipe's
+    /// `vm.vcpus`, else 1.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 32))]
     pub vcpus: Option<u8>,
-    /// Guest memory in MiB. Default: the image recipe's `vm.memory_mib`,
+    /// Guest memory in MiB, 32 to 262144 (`VmDescription::MIN_MEMORY_MIB`
+    /// to `MAX_MEMORY_MIB`). Default: the image recipe's `vm.memory_mib`,
     /// else 256.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 32, maximum = 262144))]
     pub memory_mib: Option<u32>,
     /// What the guest runs; empty: it stays up until stopped.
     #[serde(default)]
     pub command: Vec<String>,
-    /// Seconds the guest has to become ready; default: the server's (120).
+    /// Seconds the guest has to become ready, 1 to 3600; default: the
+    /// server's (120).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3600))]
     pub readiness_timeout_secs: Option<u64>,
     /// What the guest agent applies at boot: hostname, environment, files,
     /// services. With the agent, the VM is ready once every service's
@@ -48,6 +54,11 @@ fn default_backend() -> BackendKind {
 pub const DEFAULT_VCPUS: u8 = 1;
 /// A VM's memory (MiB) when neither the request nor the image's recipe says.
 pub const DEFAULT_MEMORY_MIB: u32 = 256;
+
+impl CreateVm {
+    /// The longest `readiness_timeout_secs` a create may ask for.
+    pub const MAX_READINESS_TIMEOUT_SECS: u64 = 3600;
+}
 
 impl Default for CreateVm {
     fn default() -> Self {
@@ -110,6 +121,34 @@ pub struct ConsoleTail {
     pub archived: bool,
 }
 
+/// One event of `GET /v1/vms/{id}/console?follow=true`, a
+/// `text/event-stream`, as a Server-Sent Events reader hands it over (the
+/// shape OpenAPI 3.2 gives such items): its `event` type and its `data`.
+/// Comments (`:` lines) are keep-alives and carry no event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConsoleStreamEvent {
+    pub event: ConsoleStreamEventKind,
+    /// `message`: one console line as a JSON string (`"[    0.000000] Linux
+    /// version ..."`); `end`: `{"reason": "..."}`, why the stream ended;
+    /// `lagged`: how much this reader missed, in words.
+    pub data: String,
+}
+
+/// The type of a [`ConsoleStreamEvent`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ConsoleStreamEventKind {
+    /// A console line (the stream's events carry no `event:` field, which
+    /// Server-Sent Events reads as `message`).
+    Message,
+    /// The last event: the VM's console closed or the server shuts down.
+    End,
+    /// The reader was too slow and missed some of the console.
+    Lagged,
+}
+
 /// Every error the API returns.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -154,11 +193,14 @@ pub struct Finding {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
-    /// The program and its arguments; not empty.
+    /// The program and its arguments; not empty, the program not an empty
+    /// string, no NUL in any.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub argv: Vec<String>,
     /// Seconds the program may run before it is killed (1..=3600; default
     /// 60).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3600))]
     pub timeout_secs: Option<u64>,
     /// Added to the agent's environment (and the VM's configured one) for
     /// this program only.

@@ -12,8 +12,13 @@ use serde::{Deserialize, Serialize};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GuestConfig {
-    /// The guest's hostname; default: the image's.
+    /// The guest's hostname: 1 to 63 letters, digits and `-`, not starting
+    /// with `-`; default: the image's.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+    )]
     pub hostname: Option<String>,
     /// Environment for every service and exec (session id, proxy, ...).
     #[serde(default)]
@@ -29,7 +34,10 @@ pub struct GuestConfig {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnvVar {
+    /// Letters, digits and `_`, not starting with a digit.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z_][A-Za-z0-9_]*$"))]
     pub name: String,
+    /// No NUL.
     pub value: String,
 }
 
@@ -60,13 +68,25 @@ impl EnvVar {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GuestFile {
-    /// Absolute path in the guest; parent directories are created.
+    /// Absolute path in the guest, without a `..` component; parent
+    /// directories are created.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^(/([^/.][^/]*|\\.[^/.][^/]*|\\.\\.[^/]+|\\.)?)+$")
+    )]
     pub path: String,
     /// The content, UTF-8.
     pub content: String,
-    /// Permission bits, e.g. 0o644 (420); default 0o644.
+    /// Permission bits, e.g. 0o644 (420), at most 0o7777 (4095); default
+    /// 0o644.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 4095))]
     pub mode: Option<u32>,
+}
+
+impl GuestFile {
+    /// The highest `mode`: permission bits with setuid, setgid and sticky.
+    pub const MAX_MODE: u32 = 0o7777;
 }
 
 /// A supervised service.
@@ -74,9 +94,17 @@ pub struct GuestFile {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
-    /// Letters, digits, `-`, `_` and `.`; at most 64 characters.
+    /// Letters, digits, `-`, `_` and `.`; at most 64 characters; not `.`
+    /// or `..`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^([A-Za-z0-9_-][A-Za-z0-9._-]{0,63}|\\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}|\\.\\.[A-Za-z0-9._-]{1,62})$"
+        )
+    )]
     pub name: String,
-    /// Program and arguments, run directly (no shell).
+    /// Program and arguments, run directly (no shell); not empty.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub argv: Vec<String>,
     #[serde(default)]
     pub env: Vec<EnvVar>,
@@ -119,9 +147,18 @@ pub enum Readiness {
     /// A TCP connect to 127.0.0.1:`port` succeeds.
     Tcp { port: u16 },
     /// `GET http://127.0.0.1:port/path` answers 2xx or 3xx.
-    Http { port: u16, path: String },
+    Http {
+        port: u16,
+        /// Starts with `/`.
+        #[cfg_attr(feature = "openapi", schema(pattern = "^/"))]
+        path: String,
+    },
     /// The command exits 0.
-    Command { argv: Vec<String> },
+    Command {
+        /// Not empty.
+        #[cfg_attr(feature = "openapi", schema(min_items = 1))]
+        argv: Vec<String>,
+    },
 }
 
 impl Readiness {
@@ -139,7 +176,9 @@ impl Readiness {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CrashLoopRule {
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub restarts: u32,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub window_secs: u32,
 }
 
@@ -272,7 +311,9 @@ impl ServiceState {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TermSize {
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub rows: u16,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub cols: u16,
 }
 
@@ -371,7 +412,7 @@ impl GuestConfig {
                     f.path
                 ));
             }
-            if f.mode.is_some_and(|m| m > 0o7777) {
+            if f.mode.is_some_and(|m| m > GuestFile::MAX_MODE) {
                 return Err(format!("the mode of {} is over 0o7777", f.path));
             }
         }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// at most 64 characters in all.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^vm-[a-z0-9-]{1,61}$"))]
 #[serde(try_from = "String", into = "String")]
 pub struct VmId(String);
 
@@ -109,6 +110,7 @@ mod tests {
 /// and `_`, 1 to 64 characters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[a-z0-9_-]{1,64}$"))]
 #[serde(try_from = "String", into = "String")]
 pub struct TenantId(String);
 

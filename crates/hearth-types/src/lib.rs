@@ -9,6 +9,7 @@ pub mod guest;
 pub mod histogram;
 pub mod id;
 pub mod lifecycle;
+pub mod limits;
 pub mod report;
 pub mod time;
 pub mod vm;

@@ -408,6 +408,18 @@ pub struct ServeArgs {
     /// the address each request came to).
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
+    /// How stderr's log lines are written: `text` for people, `json` (one
+    /// object per line: timestamp, level, target, message and fields) for
+    /// log shippers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `hearth serve --log-format`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -491,6 +503,12 @@ pub struct RunArgs {
     /// Kernel file (ELF or bzImage). Default: the one `hearth kernel fetch` stored.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
+    /// Boot the kernel without hearth's initramfs: it mounts the image
+    /// itself (`root=/dev/vda ro`, with virtio-blk and ext4 built in) or
+    /// needs no root. Any kernel then works, without modules or a version
+    /// string; the guest completes when the hypervisor exits cleanly.
+    #[arg(long)]
+    pub no_initramfs: bool,
     /// Default: the image recipe's `vm.vcpus`, else 1.
     #[arg(long)]
     pub vcpus: Option<u8>,

@@ -24,7 +24,7 @@ impl AssetCache {
         let key = fingerprint(data, image_name);
         let cached = self.lock().get(image_name).cloned();
         if let Some((assets, k)) = cached {
-            if key.is_some() && k == key && assets.initramfs.exists() {
+            if key.is_some() && k == key && assets.initramfs.as_ref().is_none_or(|p| p.exists()) {
                 return Ok(assets);
             }
         }

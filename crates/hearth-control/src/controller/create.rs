@@ -20,7 +20,7 @@ use crate::lifecycle::{next, Transition};
 use crate::prepare::{self, VmFiles};
 
 /// The longest readiness deadline a request may ask for.
-const MAX_READINESS_SECS: u64 = 3600;
+const MAX_READINESS_SECS: u64 = CreateVm::MAX_READINESS_TIMEOUT_SECS;
 
 /// The hypervisors this host offers; VMs they start outlive the controller.
 pub(super) fn backends(config: &ControllerConfig) -> HashMap<BackendKind, Arc<dyn Hypervisor>> {

@@ -24,7 +24,7 @@ use hearth_types::Accel;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::dispatcher::DefaultGuard;
 
-use crate::cli::{AccelArg, ServeArgs};
+use crate::cli::{AccelArg, LogFormat, ServeArgs};
 
 /// What is logged unless `HEARTH_LOG` says otherwise: hearth's own
 /// lifecycle lines, and only warnings from the libraries under it.
@@ -46,14 +46,34 @@ pub enum LockError {
 }
 
 pub fn run(data: &DataDir, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let logs = log_dispatch(args.log_format);
+    // The global logger too, for threads outside the runtime (`main` left
+    // it unset for `serve`); should one be set already, this thread's is.
+    let _main_logs = match tracing::dispatcher::set_global_default(logs.clone()) {
+        Ok(()) => None,
+        Err(_) => Some(tracing::dispatcher::set_default(&logs)),
+    };
+    match (serve_until_stopped(data, &args, logs), args.log_format) {
+        // A log shipper reads every line as JSON: the error is one too.
+        (Err(err), LogFormat::Json) => {
+            tracing::error!(error = format!("{err:#}"), "hearth serve failed");
+            Ok(ExitCode::from(2))
+        }
+        (result, _) => result,
+    }
+}
+
+fn serve_until_stopped(
+    data: &DataDir,
+    args: &ServeArgs,
+    logs: tracing::Dispatch,
+) -> anyhow::Result<ExitCode> {
     let _lock = ServeLock::acquire(data)?;
     let store_file = data.store_file();
     let store = SqliteStore::open(&store_file)
         .with_context(|| format!("could not open the store {}", store_file.display()))?;
-    let config = controller_config(data, &args);
-    let server = server_config(&args);
-    let logs = log_dispatch();
-    let _main_logs = tracing::dispatcher::set_default(&logs);
+    let config = controller_config(data, args);
+    let server = server_config(args);
     let runtime = runtime(logs)?;
     let result = runtime.block_on(serve(Arc::new(store), config, server));
     runtime.shutdown_timeout(SHUTDOWN_WAIT);
@@ -147,18 +167,24 @@ fn runtime(logs: tracing::Dispatch) -> std::io::Result<tokio::runtime::Runtime> 
         .build()
 }
 
-/// One line per event on stderr, `vm=<id>` among its fields. `hearth`'s
-/// global logger stays at warnings for the short commands; the server
+/// One line per event on stderr, `vm=<id>` among its fields: text, or
+/// with `json` one object per line whose `message` and fields sit beside
+/// `timestamp`, `level` and `target` (flattened, as shippers index them).
+/// `hearth`'s logger stays at warnings for the short commands; the server
 /// logs its lifecycle by default.
-fn log_dispatch() -> tracing::Dispatch {
+fn log_dispatch(format: LogFormat) -> tracing::Dispatch {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
-    let subscriber = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .finish();
-    tracing::Dispatch::new(subscriber)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let ansi = std::io::stderr().is_terminal();
+            tracing::Dispatch::new(builder.with_ansi(ansi).finish())
+        }
+        LogFormat::Json => tracing::Dispatch::new(builder.json().flatten_event(true).finish()),
+    }
 }
 
 /// Held while this process serves a data directory; the kernel releases

@@ -11,6 +11,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use hearth_control::prepare::Initramfs;
 use hearth_control::{run_foreground, RunReport, RunRequest, Verdict};
 use hearth_guestkit::DataDir;
 use hearth_types::api::Finding;
@@ -36,6 +37,11 @@ pub fn run(data: &DataDir, args: RunArgs) -> anyhow::Result<ExitCode> {
         memory_mib,
         timeout: Duration::from_secs(args.timeout),
         command: args.command.clone(),
+        initramfs: if args.no_initramfs {
+            Initramfs::None
+        } else {
+            Initramfs::Hearth
+        },
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {

@@ -10,6 +10,8 @@ pub mod findings;
 pub mod guest_clock;
 /// A `hearth serve` on a private data directory (the `serve_*` tests).
 pub mod serve;
+/// Create/destroy cycles and what they leave (`serve_soak`, `benches/soak`).
+pub mod soak;
 /// Headless Chromium over WebDriver.
 pub mod webdriver;
 

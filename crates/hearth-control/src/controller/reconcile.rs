@@ -233,6 +233,9 @@ fn older_than(path: &std::path::Path, age: Duration) -> bool {
 /// Detached processes (session leaders, as `hearth serve` starts them)
 /// whose command line names a VM directory under `vms_dir`.
 fn hypervisors_under(vms_dir: &std::path::Path) -> Vec<(u32, VmId)> {
+    // Absolute, so that another server's `.../data/vms/` never matches a
+    // relative `data/vms/` of ours.
+    let vms_dir = std::path::absolute(vms_dir).unwrap_or_else(|_| vms_dir.to_owned());
     let prefix = format!("{}/", vms_dir.display());
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -243,15 +246,49 @@ fn hypervisors_under(vms_dir: &std::path::Path) -> Vec<(u32, VmId)> {
         .filter(|pid| *pid != std::process::id() && is_session_leader(*pid))
         .filter_map(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let text = String::from_utf8_lossy(&cmdline);
-            let rest = &text[text.find(&prefix)? + prefix.len()..];
-            let id: String = rest
+            let id = vm_named_in(&String::from_utf8_lossy(&cmdline), &prefix)?;
+            Some((pid, id))
+        })
+        .collect()
+}
+
+/// The VM whose directory (`prefix` + id) a command line names, as an
+/// argument or an option's value (`path=...`, `unix:...`): the prefix must
+/// start a path there, not sit inside a longer one.
+fn vm_named_in(cmdline: &str, prefix: &str) -> Option<VmId> {
+    let mut from = 0;
+    while let Some(at) = cmdline[from..].find(prefix).map(|i| i + from) {
+        let starts_a_path = at == 0 || cmdline[..at].ends_with(['\0', '=', ':', ',']);
+        if starts_a_path {
+            let id: String = cmdline[at + prefix.len()..]
                 .chars()
                 .take_while(|c| *c != '/' && *c != '\0' && *c != ',')
                 .collect();
-            Some((pid, id.parse().ok()?))
-        })
-        .collect()
+            if let Ok(id) = id.parse() {
+                return Some(id);
+            }
+        }
+        from = at + prefix.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod named_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_path_starting_with_our_vms_dir_names_one_of_our_vms() {
+        let ours = "/srv/hearth/data/vms/";
+        let cmd = "qemu\0-qmp\0unix:/srv/hearth/data/vms/vm-0123456789ab/qmp.sock,server=on\0";
+        assert_eq!(vm_named_in(cmd, ours), "vm-0123456789ab".parse().ok());
+        let drive = "qemu\0-drive\0id=layer,file=/srv/hearth/data/vms/vm-0123456789ab/layer.ext4\0";
+        assert_eq!(vm_named_in(drive, ours), "vm-0123456789ab".parse().ok());
+        // Another server's data directory that merely ends the same way.
+        let other = "qemu\0-qmp\0unix:/tmp/test/srv/hearth/data/vms/vm-0123456789ab/qmp.sock\0";
+        assert_eq!(vm_named_in(other, ours), None);
+        assert_eq!(vm_named_in("qemu\0-m\0256\0", ours), None);
+    }
 }
 
 /// Field 6 of /proc/PID/stat is the session id.

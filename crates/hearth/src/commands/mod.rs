@@ -24,9 +24,11 @@ use crate::cli::{
 };
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Absolute: hypervisors' command lines name paths under it, and the
+    // orphan reconciler matches them.
     let data = cli
         .data_dir
-        .map(DataDir::new)
+        .map(|d| DataDir::new(std::path::absolute(&d).unwrap_or(d)))
         .unwrap_or_else(DataDir::from_env);
     match cli.command {
         Command::Kernel(KernelCommand::Fetch) => kernel::fetch(&data),

@@ -27,7 +27,7 @@ use tungstenite::Message;
 
 const PAGE: &str = "<!doctype html><html><head><title>keys</title></head>\
 <body style='margin:0;background:#fff'>\
-<input id=t autofocus style='position:absolute;left:20%;top:60%;width:60%;height:80px;font-size:40px'>\
+<input id=t autofocus style='position:absolute;left:20%;top:55%;width:60%;height:30%;font-size:40px'>\
 </body></html>";
 
 fn main() {

@@ -23,7 +23,7 @@ const PAGE: &str = r#"<!doctype html>
 <style>
 html, body { margin: 0; height: 100%; background: #12a05c; color: #fff; font: bold 72px sans-serif; }
 #words { position: absolute; top: 15%; width: 100%; text-align: center; }
-#typed { position: absolute; left: 20%; top: 60%; width: 60%; height: 80px; font-size: 40px; }
+#typed { position: absolute; left: 20%; top: 55%; width: 60%; height: 30%; font-size: 40px; }
 </style></head>
 <body><div id="words">HEARTH VIEWER TEST</div><input id="typed" autocomplete="off">
 <script>
@@ -86,7 +86,10 @@ fn vm_the_viewer_shows_the_guest_desktop_and_carries_clicks_and_keys() {
     let asked = Instant::now();
     let out = host.vm_cli(&["exec", &id, "--timeout", "240", "--", "sh", "-c", open]);
     assert!(out.status.success(), "{}", text(&out));
-    println!("xdg-open handed the page to the running browser in {:?}", asked.elapsed());
+    println!(
+        "xdg-open handed the page to the running browser in {:?}",
+        asked.elapsed()
+    );
 
     let url = viewer_link(&mut host, &id, &[]);
     let opened = Instant::now();

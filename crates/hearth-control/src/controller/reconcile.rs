@@ -273,6 +273,21 @@ fn vm_named_in(cmdline: &str, prefix: &str) -> Option<VmId> {
     None
 }
 
+/// Field 6 of /proc/PID/stat is the session id.
+fn is_session_leader(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(i) = stat.rfind(')') else {
+        return false;
+    };
+    stat[i + 2..]
+        .split_whitespace()
+        .nth(3)
+        .and_then(|s| s.parse::<u32>().ok())
+        == Some(pid)
+}
+
 #[cfg(test)]
 mod named_tests {
     use super::*;
@@ -287,21 +302,6 @@ mod named_tests {
         // Another server's data directory that merely ends the same way.
         let other = "qemu\0-qmp\0unix:/tmp/test/srv/hearth/data/vms/vm-0123456789ab/qmp.sock\0";
         assert_eq!(vm_named_in(other, ours), None);
-        assert_eq!(vm_named_in("qemu\0-m\0256\0", ours), None);
+        assert_eq!(vm_named_in("qemu\0-m\x00256\0", ours), None);
     }
-}
-
-/// Field 6 of /proc/PID/stat is the session id.
-fn is_session_leader(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some(i) = stat.rfind(')') else {
-        return false;
-    };
-    stat[i + 2..]
-        .split_whitespace()
-        .nth(3)
-        .and_then(|s| s.parse::<u32>().ok())
-        == Some(pid)
 }

@@ -444,3 +444,24 @@ fn runner_without_a_command_only_reports_ready() {
     assert_eq!(ran.stdout, "hearth: ready\n");
     assert!(!ran.rebooted && ran.stderr.is_empty(), "{ran:?}");
 }
+
+#[test]
+fn an_image_with_an_unreadable_manifest_does_not_hide_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = private(dir.path());
+    ensure_image(&data, ImageName::Minimal, false, with_agent(), &mut log).unwrap();
+    let old = data.image("old");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(
+        old.join("manifest.json"),
+        r#"{"name": "old", "inputs": {"recipe": "gone"}}"#,
+    )
+    .unwrap();
+    std::fs::write(old.join("rootfs.ext4"), b"").unwrap();
+    let names: Vec<String> = hearth_guestkit::image::list_images(&data)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, ["minimal"]);
+}

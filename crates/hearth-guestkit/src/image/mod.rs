@@ -535,7 +535,10 @@ pub fn list_images(data: &DataDir) -> Result<Vec<ImageInfo>, ImageError> {
     let mut out = Vec::new();
     for name in names {
         let rootfs = data.image(&name).join(ROOTFS_FILE);
-        if let Some(m) = read_manifest(data, &name)? {
+        // An image whose manifest cannot be read (written by an older
+        // hearth: it rebuilds at its next build) is left out, not an error
+        // that hides every other image.
+        if let Ok(Some(m)) = read_manifest(data, &name) {
             if rootfs.exists() {
                 out.push(info(&name, rootfs, &m, true));
             }

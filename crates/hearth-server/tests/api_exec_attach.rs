@@ -7,31 +7,10 @@ mod common;
 
 use hearth_server::ServerConfig;
 use hearth_types::api::ApiError;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
-use tokio_tungstenite::tungstenite::Error as WsError;
 
-/// Tries the WebSocket handshake; the HTTP status and error it was refused
-/// with.
+/// The exec WebSocket's refusal for VM `id`.
 async fn refused(server: &common::Server, token: Option<&str>, id: &str) -> (u16, ApiError) {
-    let url = server
-        .url(&format!("/v1/vms/{id}/exec/attach"))
-        .replacen("http://", "ws://", 1);
-    let mut request = url.into_client_request().unwrap();
-    if let Some(token) = token {
-        let value = format!("Bearer {token}").parse().unwrap();
-        request.headers_mut().insert(AUTHORIZATION, value);
-    }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok(_) => panic!("the upgrade to {id} was accepted"),
-        Err(WsError::Http(response)) => {
-            let body = response.body().clone().unwrap_or_default();
-            let error = serde_json::from_slice(&body)
-                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)));
-            (response.status().as_u16(), error)
-        }
-        Err(e) => panic!("{e}"),
-    }
+    common::websocket_refused(server, token, &format!("/v1/vms/{id}/exec/attach")).await
 }
 
 #[tokio::test]

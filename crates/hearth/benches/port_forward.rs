@@ -12,8 +12,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::Stdio;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::serve::Host;
@@ -35,28 +34,8 @@ fn main() {
     let out = host.vm_cli(&["exec", &id, "--timeout", "600", "--", "sh", "-c", &setup]);
     assert!(out.status.success(), "{}", common::text(&out));
 
-    let api = host.api();
-    let mut forward = host
-        .hearth(&["vm", "port-forward", &id, ":8080"])
-        .env("HEARTH_URL", &api.url)
-        .env("HEARTH_TOKEN", &api.token)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("hearth runs");
-    let line = BufReader::new(forward.stdout.take().unwrap())
-        .lines()
-        .next()
-        .expect("a forwarding line")
-        .unwrap();
-    let port: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (mut forward, ports) = host.port_forward(&id, &[":8080"]);
+    let port = ports[0];
 
     let work = tempfile::tempdir().unwrap();
     let local = work.path().join("big");

@@ -15,9 +15,8 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::serve::Host;
@@ -116,27 +115,8 @@ fn keystrokes(host: &mut Host, id: &str, keys: usize) {
         buf: Vec::new(),
     }));
 
-    let mut forward = host
-        .hearth(&["vm", "port-forward", id, ":5900"])
-        .env("HEARTH_URL", &api.url)
-        .env("HEARTH_TOKEN", &api.token)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("hearth runs");
-    let line = BufReader::new(forward.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    let port: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (mut forward, ports) = host.port_forward(id, &[":5900"]);
+    let port = ports[0];
     let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.set_nodelay(true).unwrap();
     let mut direct = Rfb::start(Box::new(TcpWire {

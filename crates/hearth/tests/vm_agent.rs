@@ -449,8 +449,6 @@ fn the_clock_is_the_hosts(host: &mut Host, id: &str) {
 /// page, 64 MiB whole, 20 requests at once; a port with nothing behind it
 /// is named on stderr; another tenant finds no VM.
 fn port_forward_reaches_guest_servers(host: &mut Host, id: &str) {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
     let setup = "mkdir -p /tmp/www && echo 'hello from the guest' > /tmp/www/index.html \
         && dd if=/dev/urandom of=/tmp/www/big bs=1048576 count=64 2>/dev/null \
         && sha256sum /tmp/www/big && httpd -p 127.0.0.1:8080 -h /tmp/www";
@@ -462,22 +460,8 @@ fn port_forward_reaches_guest_servers(host: &mut Host, id: &str) {
         .expect("a digest")
         .to_owned();
 
-    let api = host.api();
-    let mut forward = host
-        .hearth(&["vm", "port-forward", id, ":8080", ":9"])
-        .env("HEARTH_URL", &api.url)
-        .env("HEARTH_TOKEN", &api.token)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("hearth runs");
-    let mut lines = BufReader::new(forward.stdout.take().unwrap()).lines();
-    let mut local = || -> u16 {
-        let line = lines.next().expect("a forwarding line").unwrap();
-        let addr = line.split_whitespace().nth(1).expect("an address");
-        addr.rsplit(':').next().unwrap().parse().unwrap()
-    };
-    let (web, nothing) = (local(), local());
+    let (mut forward, ports) = host.port_forward(id, &[":8080", ":9"]);
+    let (web, nothing) = (ports[0], ports[1]);
 
     let page = http_get(web, "/");
     assert!(page.contains("hello from the guest"), "{page}");

@@ -303,3 +303,31 @@ fn shared_agent() -> hearth_guestkit::image::AgentChoice {
         None => AgentChoice::Without,
     }
 }
+
+/// Tries a WebSocket handshake on `path` (with `token`, if any), which the
+/// server must refuse: the HTTP status and the error it was refused with.
+pub async fn websocket_refused(
+    server: &Server,
+    token: Option<&str>,
+    path: &str,
+) -> (u16, ApiError) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let url = server.url(path).replacen("http://", "ws://", 1);
+    let mut request = url.into_client_request().unwrap();
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().unwrap();
+        request.headers_mut().insert(AUTHORIZATION, value);
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => panic!("the upgrade to {path} was accepted"),
+        Err(WsError::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            let error = serde_json::from_slice(&body)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)));
+            (response.status().as_u16(), error)
+        }
+        Err(e) => panic!("{e}"),
+    }
+}

@@ -298,6 +298,34 @@ impl Host {
     }
 
     /// The API over HTTP as admin; cheap to clone into threads.
+    /// `hearth vm port-forward ID PORTS...` running as admin, with its
+    /// stdout and stderr piped: the child and the local port of each pair,
+    /// from its `forwarding ADDR to ...` lines.
+    pub fn port_forward(&mut self, id: &str, pairs: &[&str]) -> (Child, Vec<u16>) {
+        use std::io::{BufRead, BufReader};
+        let api = self.api();
+        let mut args = vec!["vm", "port-forward", id];
+        args.extend_from_slice(pairs);
+        let mut child = self
+            .hearth(&args)
+            .env("HEARTH_URL", &api.url)
+            .env("HEARTH_TOKEN", &api.token)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("hearth runs");
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let ports = pairs
+            .iter()
+            .map(|_| {
+                let line = lines.next().expect("a forwarding line").expect("text");
+                let addr = line.split_whitespace().nth(1).expect("an address");
+                addr.rsplit(':').next().unwrap().parse().expect("a port")
+            })
+            .collect();
+        (child, ports)
+    }
+
     pub fn api(&mut self) -> Api {
         Api {
             url: self.serve().url.clone(),

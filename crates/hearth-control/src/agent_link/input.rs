@@ -10,7 +10,7 @@ use std::time::Duration;
 use hearth_types::guest::{ExecSignal, TermSize};
 use tokio::sync::{mpsc, watch};
 
-use super::input_flow::Gauge;
+use super::input_flow::{below, hold_while, wait_below, Gauge};
 use super::{ExecEvent, Request};
 
 /// The first protocol version that carries exec input, sizes and signals.
@@ -97,26 +97,18 @@ impl ExecInput {
     /// link holds what the command has not taken yet; a feeder that must
     /// bound that waits for [`ExecInput::room`] between sends.
     pub fn send(&self, bytes: Vec<u8>) -> Result<(), LinkError> {
-        let len = bytes.len();
-        self.held.send_modify(|held| *held += len);
-        let sent = self.push(Input::Data(bytes));
-        if sent.is_err() {
-            self.held
-                .send_modify(|held| *held = held.saturating_sub(len));
-        }
-        sent
+        hold_while(&self.held, bytes.len(), || self.push(Input::Data(bytes)))
     }
 
     /// Whether less than [`HELD_INPUT_LIMIT`] of its input is held.
     pub fn has_room(&self) -> bool {
-        *self.held.borrow() < HELD_INPUT_LIMIT
+        below(&self.held, HELD_INPUT_LIMIT)
     }
 
     /// Resolves once [`ExecInput::has_room`] (the command took input, or
     /// the exec ended and its input was dropped).
     pub async fn room(&self) {
-        let mut held = self.held.subscribe();
-        let _ = held.wait_for(|h| *h < HELD_INPUT_LIMIT).await;
+        wait_below(&self.held, HELD_INPUT_LIMIT).await
     }
 
     /// No more input: the pipe is closed; on a terminal, end-of-file typed.

@@ -18,6 +18,32 @@ use super::input::INPUT_CHUNK;
 /// yet passed on to the agent.
 pub type Gauge = Arc<watch::Sender<usize>>;
 
+/// Counts `len` more bytes held while `push` hands them to the link, and
+/// uncounts them when it could not.
+pub(super) fn hold_while<E>(
+    gauge: &Gauge,
+    len: usize,
+    push: impl FnOnce() -> Result<(), E>,
+) -> Result<(), E> {
+    gauge.send_modify(|held| *held += len);
+    let pushed = push();
+    if pushed.is_err() {
+        gauge.send_modify(|held| *held = held.saturating_sub(len));
+    }
+    pushed
+}
+
+/// Whether less than `limit` bytes are held.
+pub(super) fn below(gauge: &Gauge, limit: usize) -> bool {
+    *gauge.borrow() < limit
+}
+
+/// Resolves once less than `limit` bytes are held.
+pub(super) async fn wait_below(gauge: &Gauge, limit: usize) {
+    let mut held = gauge.subscribe();
+    let _ = held.wait_for(|h| *h < limit).await;
+}
+
 /// What goes to the agent next.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Outgoing {

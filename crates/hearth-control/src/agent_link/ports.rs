@@ -18,7 +18,7 @@ use hearth_agent_proto::PORT_CHUNK;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use super::input_flow::Gauge;
+use super::input_flow::{below, hold_while, wait_below, Gauge};
 use super::{LinkError, Request};
 
 /// The first protocol version that carries port streams.
@@ -110,25 +110,17 @@ impl PortWriter {
     /// Bytes for the guest end. Never waits; a feeder that must bound
     /// what is held waits for [`PortWriter::room`] between sends.
     pub fn send(&self, bytes: Vec<u8>) -> Result<(), LinkError> {
-        let len = bytes.len();
-        self.held.send_modify(|held| *held += len);
-        let sent = self.push(PortOp::Data(bytes));
-        if sent.is_err() {
-            self.held
-                .send_modify(|held| *held = held.saturating_sub(len));
-        }
-        sent
+        hold_while(&self.held, bytes.len(), || self.push(PortOp::Data(bytes)))
     }
 
     /// Whether less than [`HELD_PORT_LIMIT`] is held for the guest.
     pub fn has_room(&self) -> bool {
-        *self.held.borrow() < HELD_PORT_LIMIT
+        below(&self.held, HELD_PORT_LIMIT)
     }
 
     /// Resolves once [`PortWriter::has_room`].
     pub async fn room(&self) {
-        let mut held = self.held.subscribe();
-        let _ = held.wait_for(|h| *h < HELD_PORT_LIMIT).await;
+        wait_below(&self.held, HELD_PORT_LIMIT).await
     }
 
     /// No more data from the host: the guest end's write side shuts.

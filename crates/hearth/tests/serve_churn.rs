@@ -44,37 +44,6 @@ fn cycle(api: &common::serve::Api, spawned: bool) -> String {
     panic!("DELETE {path}: still conflicting after 5 tries");
 }
 
-/// Waits until every VM in `ids` is destroyed; panics after `within`. The
-/// grace is far longer than `within`, so a removal whose cleanup was left
-/// waiting for the grace (a removal racing a failing create step once did
-/// that) fails here.
-fn wait_all_destroyed(host: &mut Host, ids: &[String], within: Duration) {
-    let api = host.api();
-    let started = Instant::now();
-    loop {
-        let vms: Vec<Vm> = api.json("GET", "/v1/vms", None, 200);
-        let pending: Vec<&Vm> = vms
-            .iter()
-            .filter(|vm| ids.contains(&vm.id.to_string()) && vm.state != VmState::Destroyed)
-            .collect();
-        if pending.is_empty() {
-            return;
-        }
-        if started.elapsed() > within {
-            let states: Vec<String> = pending
-                .iter()
-                .map(|vm| format!("{} {} {:?}", vm.id, vm.state, vm.failure))
-                .collect();
-            panic!(
-                "{} VMs not destroyed after {within:?}: {states:#?}\n--- serve\n{}",
-                pending.len(),
-                host.serve_logs()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn a_hundred_create_and_remove_cycles_leak_nothing() {
     let mut host = Host::new(&["--grace", "300"]);
@@ -85,7 +54,7 @@ fn a_hundred_create_and_remove_cycles_leak_nothing() {
     // One cycle first, so what is opened once (the store's WAL, caches) is
     // in the baseline.
     let warm = vec![cycle(&api, true)];
-    wait_all_destroyed(&mut host, &warm, Duration::from_secs(60));
+    common::soak::wait_all_destroyed(&mut host, &warm, Duration::from_secs(60));
     let fds_before = open_fds(serve);
 
     let started = Instant::now();
@@ -104,7 +73,7 @@ fn a_hundred_create_and_remove_cycles_leak_nothing() {
         .flat_map(|w| w.join().expect("a cycle worker"))
         .collect();
     let requested = started.elapsed();
-    wait_all_destroyed(&mut host, &ids, Duration::from_secs(150));
+    common::soak::wait_all_destroyed(&mut host, &ids, Duration::from_secs(150));
     let elapsed = started.elapsed();
     let rate = CYCLES as f64 / elapsed.as_secs_f64();
     eprintln!(
@@ -177,7 +146,7 @@ fn serve_memory_grows_by_less_than_1_mib_per_running_vm() {
     for id in &ids {
         host.vm_ok(&["rm", id]);
     }
-    wait_all_destroyed(&mut host, &ids, Duration::from_secs(60));
+    common::soak::wait_all_destroyed(&mut host, &ids, Duration::from_secs(60));
     host.assert_clean();
     assert!(
         per_vm <= 1024.0,

@@ -11,6 +11,7 @@ pub mod id;
 pub mod lifecycle;
 pub mod limits;
 pub mod report;
+pub mod session;
 pub mod time;
 pub mod vm;
 
@@ -20,5 +21,6 @@ pub use id::{
 };
 pub use lifecycle::{Failure, FailureCode, VmState};
 pub use report::error_chain;
+pub use session::{SessionId, SessionState};
 pub use time::Timestamp;
 pub use vm::{Accel, BackendKind, Channel, Disk, ProcessRef, SpecError, VmDescription};

@@ -46,6 +46,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0005_credentials",
         sql: include_str!("../migrations/0005_credentials.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_sessions",
+        sql: include_str!("../migrations/0006_sessions.sql"),
+    },
 ];
 
 /// The schema version this build writes: the last migration's number.

@@ -14,6 +14,7 @@ mod credentials;
 mod error;
 mod jobs;
 mod migrate;
+mod sessions;
 mod tokens;
 mod viewer_links;
 mod vms;
@@ -39,6 +40,9 @@ use crate::{
     ServiceLine, StateChange, Store, StoreError, TokenRecord, ViewerLinkRecord, VmFilter, VmRecord,
 };
 use crate::{CredentialMeta, CredentialOwner, CredentialRecord, CredentialStore, Rewrap};
+use crate::{SessionChange, SessionFilter, SessionRecord, SessionStore};
+use hearth_types::session::{EgressConnection, SessionEvent};
+use hearth_types::{SessionId, SessionState};
 
 /// How long a statement waits for another process's write lock before
 /// failing with "database is locked".
@@ -482,6 +486,78 @@ impl CredentialStore for SqliteStore {
         self.run(
             format_args!("rewrapping {} credential data keys", rewraps.len()),
             |c| credentials::rewrap(c, rewraps),
+        )
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.run(format_args!("inserting session {}", session.id), |c| {
+            sessions::insert(c, session)
+        })
+    }
+
+    async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        self.run(format_args!("reading session {id}"), |c| {
+            sessions::get(c, id)
+        })
+    }
+
+    async fn list_sessions(
+        &self,
+        filter: &SessionFilter,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        self.run("listing sessions", |c| sessions::list(c, filter))
+    }
+
+    async fn change_session(
+        &self,
+        id: &SessionId,
+        expected: SessionState,
+        change: &SessionChange,
+    ) -> Result<SessionRecord, StoreError> {
+        self.run(
+            format_args!("moving session {id} from {expected} to {}", change.to),
+            |c| sessions::change(c, id, expected, change),
+        )
+    }
+
+    async fn add_session_event(
+        &self,
+        id: &SessionId,
+        at: Timestamp,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        self.run(format_args!("adding an event to session {id}"), |c| {
+            sessions::add_event(c, id, at, message)
+        })
+    }
+
+    async fn session_events(&self, id: &SessionId) -> Result<Vec<SessionEvent>, StoreError> {
+        self.run(format_args!("reading the events of session {id}"), |c| {
+            sessions::events(c, id)
+        })
+    }
+
+    async fn add_egress_connection(
+        &self,
+        id: &SessionId,
+        connection: &EgressConnection,
+    ) -> Result<(), StoreError> {
+        self.run(
+            format_args!("recording an egress connection of session {id}"),
+            |c| sessions::add_egress(c, id, connection),
+        )
+    }
+
+    async fn egress_connections(
+        &self,
+        id: &SessionId,
+    ) -> Result<Vec<EgressConnection>, StoreError> {
+        self.run(
+            format_args!("reading the egress connections of session {id}"),
+            |c| sessions::egress(c, id),
         )
     }
 }

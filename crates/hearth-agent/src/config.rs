@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use hearth_types::guest::{EnvVar, GuestConfig, ServiceSpec};
+use hearth_types::guest::{EnvVar, GuestConfig, GuestFile, ServiceSpec};
 
 /// Where images put their configuration.
 pub const IMAGE_CONFIG: &str = "/etc/hearth/agent.json";
@@ -69,15 +69,47 @@ pub fn apply_system(config: &GuestConfig) -> Vec<ConfigError> {
         }
     }
     for f in &config.files {
-        let mode = f.mode.unwrap_or(0o644);
-        if let Err(source) = write_atomically(Path::new(&f.path), f.content.as_bytes(), mode) {
-            errors.push(ConfigError::File {
-                path: f.path.clone(),
-                source,
-            });
+        if let Err(e) = write_config_file(f, Path::new(crate::user::PASSWD)) {
+            errors.push(e);
         }
     }
     errors
+}
+
+/// One of the configuration's files, owned by its `owner` (with the
+/// directories made for it) when it names one.
+fn write_config_file(f: &GuestFile, passwd: &Path) -> Result<(), ConfigError> {
+    let path = Path::new(&f.path);
+    let fail = |source| ConfigError::File {
+        path: f.path.clone(),
+        source,
+    };
+    let owner = match &f.owner {
+        Some(user) => Some(crate::user::lookup(user, passwd).map_err(|why| {
+            ConfigError::Invalid(format!("the owner of {}: {why}", f.path))
+        })?),
+        None => None,
+    };
+    let made = missing_ancestors(path);
+    write_atomically(path, f.content.as_bytes(), f.mode.unwrap_or(0o644)).map_err(fail)?;
+    if let Some(ids) = owner {
+        for p in made.iter().map(|d| d.as_path()).chain([path]) {
+            std::os::unix::fs::chown(p, Some(ids.uid), Some(ids.gid)).map_err(fail)?;
+        }
+    }
+    Ok(())
+}
+
+/// The directories above `path` that do not exist yet, outermost first.
+fn missing_ancestors(path: &Path) -> Vec<std::path::PathBuf> {
+    let mut missing: Vec<_> = path
+        .ancestors()
+        .skip(1)
+        .take_while(|dir| !dir.as_os_str().is_empty() && !dir.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    missing.reverse();
+    missing
 }
 
 /// `sethostname(2)` and `/etc/hostname`.
@@ -184,6 +216,46 @@ mod tests {
     }
 
     #[test]
+    fn an_owned_file_and_the_directories_made_for_it_belong_to_its_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        // As root, ids no file here has yet (so a missing chown shows);
+        // otherwise our own (chown to them needs no privilege).
+        let (uid, gid) = ids_to_give();
+        std::fs::write(&passwd, format!("tool:x:{uid}:{gid}::/home/tool:/bin/sh\n")).unwrap();
+        let file = dir.path().join("home/.tool/settings.json");
+        let f = GuestFile {
+            path: file.display().to_string(),
+            content: "{}".into(),
+            mode: Some(0o600),
+            owner: Some("tool".into()),
+        };
+        write_config_file(&f, &passwd).unwrap();
+        for p in [dir.path().join("home"), dir.path().join("home/.tool"), file.clone()] {
+            let meta = std::fs::metadata(&p).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (uid, gid), "{}", p.display());
+        }
+        let unknown = GuestFile {
+            owner: Some("nobody-here".into()),
+            ..f
+        };
+        let err = write_config_file(&unknown, &passwd).unwrap_err().to_string();
+        assert!(err.contains("nobody-here"), "{err}");
+    }
+
+    fn ids_to_give() -> (u32, u32) {
+        use std::os::unix::fs::MetadataExt;
+        let probe = tempfile::NamedTempFile::new().unwrap();
+        let own = probe.as_file().metadata().unwrap();
+        if own.uid() == 0 {
+            (4321, 4322)
+        } else {
+            (own.uid(), own.gid())
+        }
+    }
+
+    #[test]
     fn files_are_written_with_parents_and_mode_and_no_temp_is_left() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a/b/c.conf");
@@ -192,6 +264,7 @@ mod tests {
                 path: path.display().to_string(),
                 content: "x=1\n".into(),
                 mode: Some(0o600),
+                owner: None,
             }],
             ..Default::default()
         };
@@ -215,6 +288,7 @@ mod tests {
                 path: blocker.join("under-a-file").display().to_string(),
                 content: String::new(),
                 mode: None,
+                owner: None,
             }],
             ..Default::default()
         };

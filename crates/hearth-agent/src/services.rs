@@ -348,7 +348,7 @@ impl Run {
             .stderr(Stdio::piped())
             .process_group(0);
         if let Some(user) = &self.spec.user {
-            let ids = user::lookup(user, Path::new("/etc/passwd"))?;
+            let ids = user::lookup(user, Path::new(user::PASSWD))?;
             if let Some(home) = &ids.home {
                 cmd.env("HOME", home);
             }

@@ -3,6 +3,9 @@
 
 use std::path::Path;
 
+/// Where the guest's users are.
+pub const PASSWD: &str = "/etc/passwd";
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ids {
     pub uid: u32,

@@ -82,6 +82,11 @@ pub struct GuestFile {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(maximum = 4095))]
     pub mode: Option<u32>,
+    /// The user (a name the image has, or a numeric uid) who owns the file
+    /// and the directories made for it, e.g. a tool's settings in a user's
+    /// home; default: root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl GuestFile {
@@ -415,6 +420,17 @@ impl GuestConfig {
             if f.mode.is_some_and(|m| m > GuestFile::MAX_MODE) {
                 return Err(format!("the mode of {} is over 0o7777", f.path));
             }
+            let owner_ok = |o: &str| {
+                (1..=32).contains(&o.len())
+                    && o.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            };
+            if let Some(owner) = f.owner.as_deref().filter(|o| !owner_ok(o)) {
+                return Err(format!(
+                    "the owner {owner:?} of {} is not valid: give a user name of 1 to 32 letters, digits, '_', '-' and '.', or a numeric uid",
+                    f.path
+                ));
+            }
         }
         let mut names = std::collections::HashSet::new();
         for s in &self.services {
@@ -622,6 +638,7 @@ mod tests {
             path: "/etc/../shadow".into(),
             content: String::new(),
             mode: None,
+            owner: None,
         }];
         assert!(c.check().unwrap_err().contains(".."));
         c.files = vec![];

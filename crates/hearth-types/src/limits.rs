@@ -93,6 +93,7 @@ mod tests {
                 path: path.into(),
                 content: String::new(),
                 mode: None,
+                owner: None,
             }],
             ..Default::default()
         };

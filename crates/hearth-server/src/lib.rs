@@ -18,6 +18,7 @@ mod exec;
 mod exec_attach;
 mod extract;
 mod files;
+mod legacy;
 mod logs;
 mod metrics;
 mod observe;
@@ -25,6 +26,7 @@ mod openapi;
 mod params;
 mod ports;
 mod rate;
+mod sessions;
 mod tokens;
 mod viewer;
 mod viewer_links;
@@ -69,6 +71,8 @@ pub struct ServerConfig {
     /// The URL people reach this server at, for viewer links (behind a
     /// proxy, say); `None`: the `Host` the request came to.
     pub public_url: Option<String>,
+    /// Login sessions (`/v1/sessions`); `None`: those routes answer 503.
+    pub sessions: Option<hearth_sessions::Sessions>,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +83,7 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             novnc_dir: None,
             public_url: None,
+            sessions: None,
         }
     }
 }
@@ -131,6 +136,7 @@ struct Shared {
     /// noVNC's files, for the viewer; `None`: not installed.
     novnc: Option<std::path::PathBuf>,
     public_url: Option<String>,
+    sessions: Option<hearth_sessions::Sessions>,
 }
 
 impl std::ops::Deref for AppState {
@@ -156,6 +162,7 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         shutdown: watch::Sender::new(false),
         novnc: config.novnc_dir.clone().or_else(viewer::find_novnc),
         public_url: config.public_url.clone(),
+        sessions: config.sessions.clone(),
     }));
     let authenticated = Router::new()
         .route("/v1/vms", post(vms::create).get(vms::list))
@@ -195,12 +202,21 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
             "/v1/users/{user}/credentials/{provider}",
             delete(credentials::delete),
         )
+        .route("/v1/sessions", post(sessions::start).get(sessions::list))
+        .route("/v1/sessions/{id}", get(sessions::get))
+        .route("/v1/sessions/{id}/cancel", post(sessions::cancel))
+        .route("/v1/sessions/{id}/events", get(sessions::events))
+        .route("/v1/sessions/{id}/egress", get(sessions::egress))
+        .route("/v1/providers", get(sessions::providers))
+        .route("/api/auth/start", post(legacy::auth_start))
+        .route("/api/vm/{id}/console-log", get(legacy::console_log))
         .route("/v1/tokens", get(tokens::list))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/metrics", get(metrics::metrics))
         .route_layer(from_fn_with_state(state.clone(), auth::authenticate));
     let router = Router::new()
         .route("/healthz", get(healthz))
+        .route("/health", get(legacy::health))
         .route("/openapi.json", get(openapi_document))
         // A viewer link's key or an API token, checked by the handlers.
         .route("/v1/vms/{id}/viewer", get(viewer::state_of))

@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi};
         description = "The HTTP API of `hearth serve`: create Linux microVMs, follow them to ready, \
 read their console and events (also after they are destroyed), and destroy them. \
 Every error is an `ApiError` whose `code` is stable and whose `message` says what is wrong and how to fix it. \
-Every route but `/healthz` needs `Authorization: Bearer <token>` (`hearth token create`)."
+Every route but `/healthz` and `/health` needs `Authorization: Bearer <token>` (`hearth token create`)."
     ),
     paths(
         crate::healthz,
@@ -46,6 +46,16 @@ Every route but `/healthz` needs `Authorization: Bearer <token>` (`hearth token 
         crate::tokens::revoke,
         crate::credentials::list,
         crate::credentials::delete,
+        crate::sessions::start,
+        crate::sessions::list,
+        crate::sessions::get,
+        crate::sessions::cancel,
+        crate::sessions::events,
+        crate::sessions::egress,
+        crate::sessions::providers,
+        crate::legacy::health,
+        crate::legacy::auth_start,
+        crate::legacy::console_log,
     ),
     // The exec WebSocket's client frames: no route takes them as a body.
     components(schemas(hearth_types::api::ExecClientMessage)),
@@ -56,6 +66,8 @@ Every route but `/healthz` needs `Authorization: Bearer <token>` (`hearth token 
         (name = "credentials", description = "Users' sealed credentials: metadata only, and deletion"),
         (name = "logs", description = "A VM's console and hypervisor output, live or archived"),
         (name = "server", description = "Health and metrics"),
+        (name = "sessions", description = "Login sessions: a user logs in to an AI CLI tool in a browser VM, and the credential is sealed in the vault"),
+        (name = "legacy", description = "The routes of the controller hearth replaces, for drop-in use"),
         (name = "tokens", description = "API tokens, listed and revoked (admin only)"),
         (name = "viewer", description = "A VM's screen in a browser: viewer links, the VNC WebSocket"),
     )

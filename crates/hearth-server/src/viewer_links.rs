@@ -62,7 +62,20 @@ pub(crate) async fn create(
         .ttl()
         .map_err(|why| Problem::bad_request("invalid_request", why))?;
     let vm = state.controller.vm(&scope, &id).await?;
-    let (key, record) = mint(id.clone(), vm.tenant, Timestamp::now().plus(ttl));
+    let link = make(&state, &headers, id, vm.tenant, ttl).await?;
+    Ok((StatusCode::CREATED, Json(link)))
+}
+
+/// Makes and stores a link to VM `id` of `tenant` for `ttl`: the link with
+/// its URL (the only time the key is shown).
+pub(crate) async fn make(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: VmId,
+    tenant: hearth_types::TenantId,
+    ttl: std::time::Duration,
+) -> Result<ViewerLink, Problem> {
+    let (key, record) = mint(id.clone(), tenant, Timestamp::now().plus(ttl));
     let store = state.controller.store();
     store
         .insert_viewer_link(&record)
@@ -72,9 +85,9 @@ pub(crate) async fn create(
     let mut link = info(&record);
     link.url = Some(format!(
         "{}/viewer#vm={id}&key={key}",
-        base_url(&state, &headers)
+        base_url(state, headers)
     ));
-    Ok((StatusCode::CREATED, Json(link)))
+    Ok(link)
 }
 
 /// The VM's viewer links, oldest first: never their keys.

@@ -692,3 +692,4 @@ mod tests {
         assert_eq!(sig.to_string(), "killed by signal 4");
     }
 }
+

@@ -36,12 +36,80 @@ pub enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Login sessions: a user logs in to an AI CLI tool in a browser VM
+    /// (through its viewer link), and the credential is sealed in the vault.
+    #[command(subcommand)]
+    Session(SessionCommand),
     /// The key ring that seals users' credentials: status, rotate, retire
     /// (directly on the data directory; never shows a key).
     #[command(subcommand)]
     Vault(VaultCommand),
     /// Check that this host can boot VMs, and say how to fix what is missing.
     Doctor,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Start a session for USER with PROVIDER; prints the viewer link to
+    /// open (with `--wait`, then waits for the session to end).
+    Start {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Whose login: a name inside the token's tenant.
+        #[arg(long)]
+        user: String,
+        /// `claude`, `codex`, `gemini`, or one the server defines
+        /// (`hearth session providers`).
+        #[arg(long)]
+        provider: String,
+        /// Seconds until the session expires (60 to 3600; default: the
+        /// server's).
+        #[arg(long, value_name = "SECS")]
+        ttl: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One session: state, VM, what the login command printed, and the
+    /// events with --events.
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+        #[arg(long)]
+        events: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The sessions of the token's tenant, newest first.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a live session: its VM is destroyed.
+    Cancel {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+    },
+    /// Wait until the session ends; exits 0 when it completed, 1 when it
+    /// expired, was cancelled or failed (saying why).
+    Wait {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: String,
+        /// Give up after this many seconds (exit 3).
+        #[arg(long, value_name = "SECS", default_value_t = 3600)]
+        timeout: u64,
+    },
+    /// The providers the server offers.
+    Providers {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -408,6 +476,10 @@ pub struct ServeArgs {
     /// the address each request came to).
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
+    #[command(flatten)]
+    pub keys: KeyFileArgs,
+    #[command(flatten)]
+    pub sessions: SessionServeArgs,
     /// How stderr's log lines are written: `text` for people, `json` (one
     /// object per line: timestamp, level, target, message and fields) for
     /// log shippers.
@@ -487,6 +559,41 @@ pub struct KeyFileArgs {
     /// directory (default: DATA/vault/keys.json, made at first use).
     #[arg(long, value_name = "PATH", env = "HEARTH_VAULT_KEY_FILE")]
     pub key_file: Option<PathBuf>,
+}
+
+/// `hearth serve`'s settings of login sessions and their egress proxy.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SessionServeArgs {
+    /// More provider entries (`*.toml`, the form of providers/*.toml; one
+    /// with a built-in's name replaces it).
+    #[arg(long, value_name = "DIR")]
+    pub providers: Option<PathBuf>,
+    /// How long a session lives unless it asks otherwise (default 600).
+    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(60..=3600))]
+    pub session_ttl: u64,
+    /// How long a session's browser VM may take to be ready (default 300).
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub session_readiness_timeout: u64,
+    /// A domain every session may reach besides its provider's (`name` or
+    /// `*.name`); repeat for more.
+    #[arg(long = "egress-allow", value_name = "DOMAIN")]
+    pub egress_allow: Vec<String>,
+    /// A port sessions may reach besides 80 and 443; repeat for more.
+    #[arg(long = "egress-port", value_name = "PORT")]
+    pub egress_ports: Vec<u16>,
+    /// A network the egress proxy would refuse (private, loopback) that it
+    /// may reach after all, as CIDR; repeat for more.
+    #[arg(long = "egress-allow-network", value_name = "CIDR")]
+    pub egress_networks: Vec<String>,
+    /// A name the egress proxy resolves to a fixed address (`NAME=IP`),
+    /// before asking the host's resolver; repeat for more.
+    #[arg(long = "egress-host", value_name = "NAME=IP")]
+    pub egress_hosts: Vec<String>,
+    /// An HTTP proxy all egress goes through (`HOST:PORT`); its
+    /// credentials, if any, come from HEARTH_EGRESS_UPSTREAM_AUTH
+    /// (`user:password`), never from the command line.
+    #[arg(long = "egress-upstream", value_name = "HOST:PORT")]
+    pub egress_upstream: Option<String>,
 }
 
 /// The longest `--expires-in`: 100 years, far past any need and far from

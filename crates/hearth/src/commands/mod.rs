@@ -5,6 +5,8 @@ mod doctor;
 mod image;
 mod kernel;
 mod serve;
+mod serve_sessions;
+mod session;
 mod token;
 mod vault;
 mod vm_agent;
@@ -20,7 +22,8 @@ use hearth_guestkit::DataDir;
 pub use vm_port_forward::PortPair;
 
 use crate::cli::{
-    Cli, Command, ImageCommand, KernelCommand, TokenCommand, VaultCommand, VmCommand,
+    Cli, Command, ImageCommand, KernelCommand, SessionCommand, TokenCommand, VaultCommand,
+    VmCommand,
 };
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -56,11 +59,34 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => token::create(&data, tenant, admin, expires_in),
         Command::Token(TokenCommand::List { api, json }) => token::list(&api, json),
         Command::Token(TokenCommand::Revoke { api, id }) => token::revoke(&api, &id),
+        Command::Session(command) => run_session(command),
         Command::Vault(VaultCommand::Status { keys, json }) => vault::status(&data, keys, json),
         Command::Vault(VaultCommand::Rotate { keys }) => vault::rotate(&data, keys),
         Command::Vault(VaultCommand::Retire { keys, version }) => {
             vault::retire(&data, keys, version)
         }
+    }
+}
+
+fn run_session(command: SessionCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SessionCommand::Start {
+            api,
+            user,
+            provider,
+            ttl,
+            json,
+        } => session::start(&api, &user, &provider, ttl, json),
+        SessionCommand::Show {
+            api,
+            id,
+            events,
+            json,
+        } => session::show(&api, &id, events, json),
+        SessionCommand::List { api, json } => session::list(&api, json),
+        SessionCommand::Cancel { api, id } => session::cancel(&api, &id),
+        SessionCommand::Wait { api, id, timeout } => session::wait(&api, &id, timeout),
+        SessionCommand::Providers { api, json } => session::providers(&api, json),
     }
 }
 

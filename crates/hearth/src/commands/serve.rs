@@ -24,6 +24,7 @@ use hearth_types::Accel;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::dispatcher::DefaultGuard;
 
+use super::serve_sessions::SessionParts;
 use crate::cli::{AccelArg, LogFormat, ServeArgs};
 
 /// What is logged unless `HEARTH_LOG` says otherwise: hearth's own
@@ -72,10 +73,12 @@ fn serve_until_stopped(
     let store_file = data.store_file();
     let store = SqliteStore::open(&store_file)
         .with_context(|| format!("could not open the store {}", store_file.display()))?;
+    let store = Arc::new(store);
     let config = controller_config(data, args);
     let server = server_config(args);
+    let sessions = SessionParts::from_args(data, &args.keys, &args.sessions, store.clone())?;
     let runtime = runtime(logs)?;
-    let result = runtime.block_on(serve(Arc::new(store), config, server));
+    let result = runtime.block_on(serve(store, config, server, sessions));
     runtime.shutdown_timeout(SHUTDOWN_WAIT);
     result?;
     tracing::info!("stopped; running VMs were left running for the next `hearth serve` to adopt");
@@ -85,15 +88,20 @@ fn serve_until_stopped(
 async fn serve(
     store: Arc<SqliteStore>,
     config: ControllerConfig,
-    server: ServerConfig,
+    mut server: ServerConfig,
+    sessions: SessionParts,
 ) -> anyhow::Result<()> {
     // Before anything else: a SIGTERM during adoption must stop us cleanly.
     let shutdown = shutdown_signal()?;
     let data = config.data.root().display().to_string();
     let controller = Controller::new(store, config);
     let reconcilers = controller.start().await;
+    let sessions = sessions.sessions(Arc::clone(&controller));
+    let session_reconciler = tokio::spawn(sessions.clone().run());
+    server.sessions = Some(sessions);
     tracing::info!(listen = %server.listen, data = %data, "serving");
     let served = hearth_server::serve(Arc::clone(&controller), server, shutdown).await;
+    session_reconciler.abort();
     reconcilers.abort();
     served.context("the HTTP API stopped")?;
     Ok(())

@@ -14,8 +14,6 @@ pub const PROXY_PORT: u16 = 3128;
 /// The login command's service name (its output is the session's
 /// `login_output`).
 pub const LOGIN_SERVICE: &str = "login";
-/// The browser image's browser service: the login starts after it.
-const BROWSER_SERVICE: &str = "browser";
 /// The browser image's browser, for `$BROWSER`.
 const BROWSER: &str = "/usr/local/bin/hearth-browser";
 
@@ -99,7 +97,7 @@ fn login_service(provider: &Provider) -> ServiceSpec {
         restart: RestartPolicy::Never,
         readiness: None,
         crash_loop: Default::default(),
-        after: vec![BROWSER_SERVICE.to_owned()],
+        after: provider.login_after.clone(),
     }
 }
 

@@ -73,6 +73,10 @@ fn default_image() -> String {
     "login".to_owned()
 }
 
+fn default_login_after() -> Vec<String> {
+    vec!["browser".to_owned()]
+}
+
 fn default_user() -> String {
     "hearth".to_owned()
 }
@@ -101,6 +105,9 @@ pub struct Provider {
     pub unset_env: Vec<String>,
     #[serde(default)]
     pub setup_files: Vec<SetupFile>,
+    /// The image's services the login waits for (default: its browser).
+    #[serde(default = "default_login_after")]
+    pub login_after: Vec<String>,
     /// The domains the login may reach through the egress proxy
     /// (`name` or `*.name`); a tenant's settings may add more.
     pub domains: Vec<String>,

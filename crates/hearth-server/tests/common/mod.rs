@@ -35,16 +35,22 @@ pub struct Server {
 
 /// A server without kernels or images, for requests that boot nothing.
 pub async fn server(config: ServerConfig) -> Server {
-    start(config, false).await
+    start(config, false, false).await
+}
+
+/// A server without kernels or images but with login sessions: the
+/// built-in providers, a vault in its data directory.
+pub async fn session_server() -> Server {
+    start(ServerConfig::default(), false, true).await
 }
 
 /// A server whose data directory has the shared kernel and minimal image,
 /// with its reconcilers running.
 pub async fn vm_server() -> Server {
-    start(ServerConfig::default(), true).await
+    start(ServerConfig::default(), true, false).await
 }
 
-async fn start(config: ServerConfig, vms: bool) -> Server {
+async fn start(mut config: ServerConfig, vms: bool, sessions: bool) -> Server {
     init_logs();
     let dir = hearth_testkit::PrivateDir::new("hearth-server-");
     if vms {
@@ -58,7 +64,19 @@ async fn start(config: ServerConfig, vms: bool) -> Server {
     let mut cc = ControllerConfig::new(data);
     cc.tick = Duration::from_millis(200);
     cc.grace = Duration::from_secs(5);
-    let controller = Controller::new(Arc::new(store), cc);
+    let store = Arc::new(store);
+    let controller = Controller::new(store.clone(), cc);
+    if sessions {
+        let keys = hearth_vault::KeyFile::in_data_dir(dir.path());
+        let vault = Arc::new(hearth_vault::Vault::new(keys, store));
+        let settings = hearth_sessions::EgressSettings::system();
+        config.sessions = Some(hearth_sessions::Sessions::new(
+            controller.clone(),
+            vault,
+            hearth_sessions::Catalogue::builtin(),
+            hearth_sessions::SessionsConfig::new(settings),
+        ));
+    }
     let reconcilers = if vms {
         Some(controller.start().await)
     } else {

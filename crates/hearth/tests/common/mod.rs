@@ -8,6 +8,8 @@
 pub mod findings;
 /// The guest's wall clock against the host's.
 pub mod guest_clock;
+/// A login session's rig: the fake provider, a server, the steps.
+pub mod login;
 /// A `hearth serve` on a private data directory (the `serve_*` tests).
 pub mod serve;
 /// Create/destroy cycles and what they leave (`serve_soak`, `benches/soak`).

@@ -9,6 +9,7 @@
 //! proxy), relays, and records the connection. It knows nothing of VMs:
 //! the caller gives it a policy and a stream. See `docs/egress.md`.
 
+mod hosts;
 mod net;
 mod policy;
 mod record;
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
+pub use hosts::StaticHosts;
 pub use net::{BoxIo, Connector, Io, Resolver, SystemResolver, TcpConnector};
 pub use policy::{
     classify, AddressClass, Denial, DomainPattern, Domains, IpNet, Policy, PolicyError, Ports,

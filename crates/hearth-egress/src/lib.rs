@@ -9,6 +9,7 @@
 //! proxy), relays, and records the connection. It knows nothing of VMs:
 //! the caller gives it a policy and a stream. See `docs/egress.md`.
 
+mod hosts;
 mod net;
 mod policy;
 mod record;
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
+pub use hosts::StaticHosts;
 pub use net::{BoxIo, Connector, Io, Resolver, SystemResolver, TcpConnector};
 pub use policy::{
     classify, AddressClass, Denial, DomainPattern, Domains, IpNet, Policy, PolicyError, Ports,
@@ -359,11 +361,12 @@ struct Seen {
     upstream: Option<SocketAddr>,
 }
 
-/// The buffer of each direction of a tunnel: with tokio's default (8 KiB)
-/// a tunnelled download on loopback ran at 0.29 of a direct one, with
-/// 64 KiB at 0.36-0.44, with 256 KiB (the agent's port window) at
-/// 0.49-0.59 (docs/benchmarks.md). Half a MiB per open tunnel.
-const TUNNEL_BUFFER: usize = 256 * 1024;
+/// The buffer of each direction of a tunnel, and of a forwarded request's
+/// response: with tokio's default (8 KiB) a tunnelled download on loopback
+/// ran at 0.29 of a direct one, with 64 KiB at 0.36-0.44, with 256 KiB
+/// (the agent's port window) at 0.49-0.59 (docs/benchmarks.md). Half a
+/// MiB per open tunnel, a quarter per forwarded request.
+pub(crate) const TUNNEL_BUFFER: usize = 256 * 1024;
 
 type Status = (u16, &'static str);
 const BAD_REQUEST: Status = (400, "Bad Request");

@@ -21,6 +21,8 @@ pub enum PolicyError {
     BadDomain(String),
     #[error("`{0}` is not a network in CIDR notation (e.g. 127.0.0.0/8)")]
     BadNetwork(String),
+    #[error("`{0}` was given no address: give it at least one")]
+    NoAddress(String),
 }
 
 /// One entry of a domain allow-list: an exact name (or IP literal), or

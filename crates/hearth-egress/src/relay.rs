@@ -229,7 +229,7 @@ where
 {
     upstream.write_all(head).await?;
     let (client_read, mut client_write) = tokio::io::split(client);
-    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+    let (upstream_read, mut upstream_write) = tokio::io::split(upstream);
     let mut client_read = BufReader::new(client_read);
     let send_body = async {
         match body {
@@ -240,7 +240,10 @@ where
         upstream_write.flush().await
     };
     let response = async {
-        tokio::io::copy(&mut upstream_read, &mut client_write).await?;
+        // Reads as large as a tunnel's: with tokio's 8 KiB a forwarded
+        // download ran at 0.36 of a straight one (docs/benchmarks.md).
+        let mut upstream_read = BufReader::with_capacity(crate::TUNNEL_BUFFER, upstream_read);
+        tokio::io::copy_buf(&mut upstream_read, &mut client_write).await?;
         client_write.flush().await
     };
     tokio::pin!(send_body, response);

@@ -753,3 +753,61 @@ async fn an_idle_tunnel_is_closed() {
     assert_eq!(record.outcome, Outcome::Allowed);
     assert!(record.duration >= Duration::from_millis(900), "{record:?}");
 }
+
+#[tokio::test]
+async fn static_hosts_answer_the_name_and_the_policy_still_checks_the_address() {
+    use hearth_egress::StaticHosts;
+    const FAKE: &str = "auth.fake-provider.test";
+    let (origin, mut heads) = http_server().await;
+    let inner = Arc::new(StaticResolver::default());
+    let hosts = StaticHosts::new(inner.clone())
+        .with(FAKE, &["127.0.0.1".parse().unwrap()])
+        .unwrap();
+    let connector = Arc::new(RecordingConnector::default());
+    let egress = Egress::new(Arc::new(hosts), connector.clone(), Arc::new(NoRecords));
+    let request = format!(
+        "GET http://{FAKE}:{}/length HTTP/1.1\r\nHost: {FAKE}\r\n\r\n",
+        origin.port()
+    );
+    let ports = Ports::Only(vec![origin.port()]);
+    let exchange = |policy: Policy| {
+        let egress = egress.clone();
+        let request = request.clone();
+        async move {
+            let (mut client, server) = tokio::io::duplex(1 << 16);
+            let served = tokio::spawn(async move { egress.serve(server, &policy).await });
+            client.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            client.read_to_end(&mut answer).await.unwrap();
+            (String::from_utf8(answer).unwrap(), served.await.unwrap())
+        }
+    };
+
+    // The table's 127.0.0.1 is a loopback address like any other: refused
+    // without the network, and never dialled.
+    let strict = Policy::allow_list([FAKE])
+        .unwrap()
+        .with_ports(ports.clone());
+    let (answer, record) = exchange(strict).await;
+    assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{answer}");
+    assert_eq!(denial(&record).rule(), "address:loopback");
+    assert!(connector.attempts().is_empty());
+
+    let allowed = loopback_allowed(Policy::allow_list([FAKE]).unwrap().with_ports(ports));
+    let (answer, record) = exchange(allowed).await;
+    assert!(answer.ends_with("hello world"), "{answer}");
+    assert_eq!(record.outcome, Outcome::Allowed);
+    assert_eq!(
+        connector.attempts(),
+        [SocketAddr::new([127, 0, 0, 1].into(), origin.port())]
+    );
+    let head = heads.recv().await.unwrap();
+    assert!(
+        head.contains(&format!("Host: {FAKE}:{}", origin.port())),
+        "{head}"
+    );
+    assert!(
+        inner.lookups().is_empty(),
+        "the table answered, not the inner resolver"
+    );
+}

@@ -1,10 +1,12 @@
 //! Test support shared by the crates' integration tests: one data directory
 //! for kernels and images that every test process reuses (builds inside it
 //! are serialised by hearth's own build locks), and the tiny Firecracker
-//! test guest, and the static guest agent.
+//! test guest, the static guest agent, and a fake OAuth provider for
+//! offline login tests ([`fake_oauth`]).
 
 use std::path::PathBuf;
 
+pub mod fake_oauth;
 pub mod private_dir;
 pub mod pty;
 pub mod static_agent;

@@ -119,3 +119,40 @@ fn rm_removes_an_image_but_never_one_being_built() {
         text(&out)
     );
 }
+
+#[test]
+fn the_login_test_recipe_is_the_browser_image_with_python_and_fake_codex() {
+    use hearth_guestkit::image::recipe::Base;
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let path = fixtures.join("login-test.toml");
+    let loaded = hearth_guestkit::image::load_recipe(path.to_str().unwrap()).unwrap();
+    let browser = hearth_guestkit::image::ImageName::Browser.recipe();
+    let (r, b) = (&loaded.recipe, &browser.recipe);
+    assert_eq!(r.name, "login-test");
+    assert_eq!(r.base, Base::Debian("bookworm".into()));
+    assert_eq!(loaded.bases[0].origin, "browser (built in)");
+    // The browser's packages, then python3.
+    assert_eq!(r.packages[..b.packages.len()], b.packages[..]);
+    assert_eq!(r.packages[b.packages.len()..], ["python3"]);
+    assert_eq!(
+        (&r.users, &r.env, &r.agent, r.vm),
+        (&b.users, &b.env, &b.agent, b.vm)
+    );
+    let tool = r
+        .files
+        .iter()
+        .find(|f| f.path == "/usr/local/bin/fake-codex")
+        .unwrap();
+    assert_eq!(tool.mode, Some(0o755));
+    let script = std::fs::read(fixtures.join("fake-codex")).unwrap();
+    assert_eq!(loaded.contents["/usr/local/bin/fake-codex"], script);
+    for f in &b.files {
+        assert_eq!(
+            loaded.contents[&f.path], browser.contents[&f.path],
+            "{}",
+            f.path
+        );
+    }
+    assert_eq!(r.files.len(), b.files.len() + 1);
+    assert_ne!(loaded.digest(), browser.digest());
+}

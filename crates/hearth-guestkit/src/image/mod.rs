@@ -33,7 +33,7 @@ pub use crate::agent::AgentChoice;
 pub use ext4::{check_ext4, ext4_label};
 pub use guest_command::cmdline_arg;
 pub use manifest::{format_utc, BuildInputs, BuildOutput, Manifest, Resolved};
-pub use recipe::{LoadedRecipe, Recipe, RecipeError, VmSize};
+pub use recipe::{BaseRecipe, LoadedRecipe, Recipe, RecipeError, VmSize};
 pub use steps::AGENT_CONFIG_PATH;
 pub use tool::ToolError;
 pub(crate) use tool::MKFS_EXT4;
@@ -197,6 +197,11 @@ pub enum ImageError {
     Recipe(#[from] RecipeError),
     #[error("{message}")]
     Step { message: String },
+    #[error(
+        "the recipe {name} still names its base recipe {reference:?}: load recipes with \
+         `load_recipe` or `LoadedRecipe`, which lay a recipe over its base"
+    )]
+    UnresolvedBase { name: String, reference: String },
     #[error("image {image}: step `{step}` failed for {what}; the build log is kept at {}", log.display())]
     StepFailed {
         image: String,
@@ -308,7 +313,17 @@ fn inputs(loaded: &LoadedRecipe, agent_sha256: String) -> Result<BuildInputs, Im
             busybox_sha256: None,
             agent_sha256,
         },
+        Base::Recipe(reference) => return Err(unresolved(loaded, reference)),
     })
+}
+
+/// A recipe built without being laid over its base (a caller that made a
+/// `LoadedRecipe` by hand): refused, never built half.
+fn unresolved(loaded: &LoadedRecipe, reference: &str) -> ImageError {
+    ImageError::UnresolvedBase {
+        name: loaded.recipe.name.clone(),
+        reference: reference.to_owned(),
+    }
 }
 
 /// The manifest's record of the agent: its sha256, or `none`.
@@ -375,6 +390,12 @@ fn build(
     let kept_at = failed_log(data, name);
     let mut log = BuildLog::create(&log_path, name, kept_at.clone(), progress)?;
     log.note(&format!("recipe {}:\n{}", loaded.origin, loaded.text));
+    for base in &loaded.bases {
+        log.note(&format!(
+            "laid over the recipe {} (sha256 {})",
+            base.origin, base.sha256
+        ));
+    }
     let out = match build_in(data, &work.0, loaded, agent, &mut log) {
         Ok(out) => out,
         Err(e) => {
@@ -420,6 +441,7 @@ fn build_in(
             out.packages = debian::packages(&recipe.packages);
             out.sources = debian::bootstrap(work, &tree, suite, &out.packages, agent, log)?;
         }
+        Base::Recipe(reference) => return Err(unresolved(loaded, reference)),
     }
     steps::apply(data, &tree, loaded, log)?;
     out.resolved = Resolved {

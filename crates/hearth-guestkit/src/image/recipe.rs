@@ -8,6 +8,12 @@
 //! user name) matches a strict grammar, and goes there as one argument of
 //! its own, never through a shell. The steps that carry a recipe out live
 //! in `steps.rs` and the bases in `minimal.rs` and `debian.rs`.
+//!
+//! A recipe may extend another (`base = { recipe = "browser" }`, a
+//! built-in or a file next to it): loading finds the base, loads it the
+//! same way (to [`MAX_BASE_DEPTH`] deep, refusing cycles), lays the
+//! recipe over it (`recipe/merge.rs`) and checks the result, so a
+//! [`LoadedRecipe`] always holds a recipe on `minimal` or `debian`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -31,6 +37,10 @@ pub const SUITES: [&str; 1] = ["bookworm"];
 
 /// Where the recipe format is described, for error messages.
 const FORMAT_DOC: &str = "docs/images.md#recipes";
+
+/// How many recipes a chain of `base = { recipe = ... }` may hold below
+/// the one being loaded.
+pub const MAX_BASE_DEPTH: usize = 8;
 
 /// One image recipe, as written in its file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +85,11 @@ pub enum Base {
     Minimal,
     /// A Debian suite with systemd (`base = { debian = "bookworm" }`).
     Debian(String),
+    /// Another recipe, extended (`base = { recipe = "browser" }`): a
+    /// built-in's name, or a recipe file's path relative to this recipe's
+    /// folder (with a `/` or ending in `.toml`). Resolved when loading: a
+    /// [`LoadedRecipe`]'s recipe never has this base.
+    Recipe(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +156,13 @@ pub enum RecipeError {
     Parse { origin: String, message: String },
     #[error("recipe {origin}: {message}")]
     Invalid { origin: String, message: String },
+    #[error("recipe {origin}: its base {reference:?} cannot be used")]
+    Base {
+        origin: String,
+        reference: String,
+        #[source]
+        source: Box<RecipeError>,
+    },
 }
 
 /// A recipe with what it was read from, and the contents of the files it
@@ -154,23 +176,40 @@ pub struct LoadedRecipe {
     pub origin: String,
     /// File path in the image -> content, for every file entry.
     pub contents: BTreeMap<String, Vec<u8>>,
+    /// The recipes it extends, nearest first (empty for a recipe on
+    /// `minimal` or `debian`).
+    pub bases: Vec<BaseRecipe>,
+}
+
+/// A recipe another one extends, as loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseRecipe {
+    /// `NAME (built in)` or the file's path.
+    pub origin: String,
+    /// SHA-256 of the base recipe as written (parsed, before it was laid
+    /// over its own base): any change to it changes the digest of every
+    /// recipe extending it.
+    pub sha256: String,
 }
 
 impl LoadedRecipe {
     /// A built-in recipe by name, if there is one.
     pub fn builtin(name: &str) -> Option<Result<LoadedRecipe, RecipeError>> {
         let (_, text) = BUILTIN.iter().find(|(n, _)| *n == name)?;
-        Some(Self::from_text(text, &format!("{name} (built in)"), None))
+        let origin = format!("{name} (built in)");
+        Some(load(text, &origin, None, &mut vec![origin.clone()]).map(|(r, _)| r))
     }
 
-    /// A recipe file; `source` paths are relative to its folder.
+    /// A recipe file; `source` paths (and a base recipe's path) are
+    /// relative to its folder.
     pub fn from_file(path: &Path) -> Result<LoadedRecipe, RecipeError> {
         let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Read {
             path: path.to_owned(),
             source,
         })?;
         let origin = path.display().to_string();
-        let loaded = Self::from_text(&text, &origin, path.parent())?;
+        let mut chain = vec![identity(path)];
+        let (loaded, _) = load(&text, &origin, path.parent(), &mut chain)?;
         let name = loaded.recipe.name.as_str();
         if BUILTIN.iter().any(|(n, _)| *n == name) {
             return Err(RecipeError::Invalid {
@@ -184,33 +223,20 @@ impl LoadedRecipe {
         Ok(loaded)
     }
 
-    /// Parses and checks `text`; `dir` is where `source` files are found
-    /// (none: `source` is refused).
+    /// Parses and checks `text`; `dir` is where `source` files and a base
+    /// recipe file are found (none: `source` is refused, and the base can
+    /// only be a built-in).
     pub fn from_text(
         text: &str,
         origin: &str,
         dir: Option<&Path>,
     ) -> Result<LoadedRecipe, RecipeError> {
-        let recipe: Recipe = toml::from_str(text).map_err(|e| RecipeError::Parse {
-            origin: origin.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        let invalid = |message: String| RecipeError::Invalid {
-            origin: origin.to_owned(),
-            message,
-        };
-        recipe.check().map_err(invalid)?;
-        let contents = read_contents(&recipe, dir).map_err(invalid)?;
-        Ok(LoadedRecipe {
-            recipe,
-            text: text.to_owned(),
-            origin: origin.to_owned(),
-            contents,
-        })
+        load(text, origin, dir, &mut vec![origin.to_owned()]).map(|(r, _)| r)
     }
 
-    /// SHA-256 over the recipe as parsed (so comments and layout do not
-    /// count) and the contents of its `source` files.
+    /// SHA-256 over the recipe as parsed and laid over its bases (so
+    /// comments and layout do not count), the contents of its `source`
+    /// files, and each base recipe as written.
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
         let canonical = serde_json::to_vec(&self.recipe).expect("plain data serialises");
@@ -222,8 +248,183 @@ impl LoadedRecipe {
             h.update((content.len() as u64).to_le_bytes());
             h.update(content);
         }
+        for base in &self.bases {
+            h.update(base.sha256.as_bytes());
+        }
         hex::encode(h.finalize())
     }
+}
+
+/// What a recipe file is known by in a chain of bases: its canonical path.
+fn identity(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .display()
+        .to_string()
+}
+
+/// SHA-256 of a recipe as written (parsed, before any merge).
+fn written_sha256(recipe: &Recipe) -> String {
+    let canonical = serde_json::to_vec(recipe).expect("plain data serialises");
+    hex::encode(Sha256::digest(canonical))
+}
+
+/// Parses, checks and reads the sources of one recipe, and lays it over
+/// its base when it has one. `chain` holds the identities of the recipes
+/// being loaded, this one last. Returns the recipe and the digest of it
+/// as written.
+fn load(
+    text: &str,
+    origin: &str,
+    dir: Option<&Path>,
+    chain: &mut Vec<String>,
+) -> Result<(LoadedRecipe, String), RecipeError> {
+    let recipe: Recipe = toml::from_str(text).map_err(|e| RecipeError::Parse {
+        origin: origin.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    let invalid = |message: String| RecipeError::Invalid {
+        origin: origin.to_owned(),
+        message,
+    };
+    recipe.check().map_err(invalid)?;
+    let contents = read_contents(&recipe, dir).map_err(invalid)?;
+    let written = written_sha256(&recipe);
+    let mut loaded = LoadedRecipe {
+        recipe,
+        text: text.to_owned(),
+        origin: origin.to_owned(),
+        contents,
+        bases: Vec::new(),
+    };
+    if let Base::Recipe(reference) = loaded.recipe.base.clone() {
+        let (base, base_written) = load_base(&reference, origin, dir, chain)?;
+        extend_loaded(&mut loaded, base, base_written).map_err(invalid)?;
+    }
+    Ok((loaded, written))
+}
+
+/// The recipe `reference` names, loaded, for the recipe at `origin`.
+fn load_base(
+    reference: &str,
+    origin: &str,
+    dir: Option<&Path>,
+    chain: &mut Vec<String>,
+) -> Result<(LoadedRecipe, String), RecipeError> {
+    let invalid = |message: String| RecipeError::Invalid {
+        origin: origin.to_owned(),
+        message,
+    };
+    let found = locate_base(reference, dir).map_err(invalid)?;
+    if let Some(at) = chain.iter().position(|id| *id == found.identity) {
+        let mut circle: Vec<&str> = chain[at..].iter().map(String::as_str).collect();
+        circle.push(&found.identity);
+        return Err(invalid(format!(
+            "base: the recipes extend each other in a circle ({}): one of them must \
+             start from `minimal` or `debian`",
+            circle.join(" -> ")
+        )));
+    }
+    if chain.len() > MAX_BASE_DEPTH {
+        return Err(invalid(format!(
+            "base: more than {MAX_BASE_DEPTH} recipes deep ({} -> {}): extend a recipe \
+             nearer to `minimal` or `debian`",
+            chain.join(" -> "),
+            found.identity
+        )));
+    }
+    let text = match found.text {
+        Some(text) => Ok(text),
+        None => std::fs::read_to_string(&found.origin).map_err(|source| RecipeError::Read {
+            path: PathBuf::from(&found.origin),
+            source,
+        }),
+    };
+    chain.push(found.identity);
+    let loaded = text.and_then(|text| load(&text, &found.origin, found.dir.as_deref(), chain));
+    chain.pop();
+    loaded.map_err(|source| RecipeError::Base {
+        origin: origin.to_owned(),
+        reference: reference.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+/// `own` laid over `base`, checked as a whole; `own` keeps its text and
+/// origin.
+fn extend_loaded(
+    own: &mut LoadedRecipe,
+    base: LoadedRecipe,
+    written: String,
+) -> Result<(), String> {
+    own.recipe = merge::extend(base.recipe, own.recipe.clone());
+    own.recipe
+        .check()
+        .map_err(|e| format!("laid over its base {}: {e}", base.origin))?;
+    let mut contents = base.contents;
+    contents.append(&mut own.contents);
+    own.contents = contents;
+    own.bases = std::iter::once(BaseRecipe {
+        origin: base.origin,
+        sha256: written,
+    })
+    .chain(base.bases)
+    .collect();
+    Ok(())
+}
+
+/// Where a base recipe is: a built-in's text, or a file.
+struct FoundBase {
+    identity: String,
+    origin: String,
+    /// The built-in's text; `None`: read the file at `origin`.
+    text: Option<String>,
+    dir: Option<PathBuf>,
+}
+
+fn locate_base(reference: &str, dir: Option<&Path>) -> Result<FoundBase, String> {
+    if !is_recipe_path(reference) {
+        let (name, text) = BUILTIN
+            .iter()
+            .find(|(n, _)| *n == reference)
+            .ok_or_else(|| {
+                format!(
+                    "base: there is no built-in recipe {reference:?}: name one of {}, or a recipe \
+                 file next to this one (a path with a '/' or ending in .toml)",
+                    builtin_names()
+                )
+            })?;
+        let origin = format!("{name} (built in)");
+        return Ok(FoundBase {
+            identity: origin.clone(),
+            origin,
+            text: Some((*text).to_owned()),
+            dir: None,
+        });
+    }
+    let Some(dir) = dir else {
+        return Err(format!(
+            "base: {reference:?} is a file, but this recipe is not read from a file: it can \
+             only extend a built-in recipe ({})",
+            builtin_names()
+        ));
+    };
+    let path = dir.join(reference);
+    Ok(FoundBase {
+        identity: identity(&path),
+        origin: path.display().to_string(),
+        text: None,
+        dir: path.parent().map(Path::to_owned),
+    })
+}
+
+/// `hearth image build`'s rule: a `/` or a `.toml` ending makes a path.
+fn is_recipe_path(reference: &str) -> bool {
+    reference.contains('/') || reference.ends_with(".toml")
+}
+
+fn builtin_names() -> String {
+    BUILTIN.map(|(n, _)| n).join(", ")
 }
 
 fn read_contents(recipe: &Recipe, dir: Option<&Path>) -> Result<BTreeMap<String, Vec<u8>>, String> {
@@ -342,6 +543,8 @@ impl Recipe {
                     ));
                 }
             }
+            // What it may hold is checked once it is laid over its base.
+            Base::Recipe(reference) => check_base_reference(reference)?,
         }
         Ok(())
     }
@@ -409,6 +612,30 @@ impl Recipe {
         }
         Ok(())
     }
+}
+
+/// A base recipe's reference: a built-in's name, or a relative path inside
+/// the recipe's folder (no `..`), like a file's `source`.
+fn check_base_reference(reference: &str) -> Result<(), String> {
+    if !is_recipe_path(reference) {
+        return check_image_name(reference).map_err(|_| {
+            format!(
+                "base: {reference:?} is neither a built-in recipe ({}) nor a recipe file's path \
+                 (with a '/' or ending in .toml)",
+                builtin_names()
+            )
+        });
+    }
+    let p = Path::new(reference);
+    let outside = p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir));
+    if outside || reference.contains('\0') {
+        return Err(format!(
+            "base: {reference:?} must be a relative path inside the recipe's folder (no '..')"
+        ));
+    }
+    Ok(())
 }
 
 /// Image names: 1-32 of `a-z 0-9 -`, starting with a letter or digit.
@@ -563,5 +790,6 @@ fn check_owner(owner: &str) -> Result<(), String> {
     Ok(())
 }
 
+mod merge;
 #[cfg(test)]
 mod tests;

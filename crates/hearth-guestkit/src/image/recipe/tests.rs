@@ -1,3 +1,5 @@
+use std::path::{Path, PathBuf};
+
 use super::*;
 
 fn parse(text: &str) -> Result<LoadedRecipe, RecipeError> {
@@ -233,4 +235,274 @@ fn a_recipe_file_cannot_take_a_built_in_name() {
     std::fs::write(&path, "name = \"minimal\"\nbase = \"minimal\"\n").unwrap();
     let e = LoadedRecipe::from_file(&path).unwrap_err().to_string();
     assert!(e.contains("built-in recipe's name"), "{e}");
+}
+
+/// A recipe file `name` in `dir` with `body` after its name.
+fn write_recipe(dir: &Path, file: &str, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(file);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, format!("name = \"{name}\"\n{body}")).unwrap();
+    path
+}
+
+const ON_BROWSER: &str = r##"
+description = "the browser and a tool"
+base = { recipe = "browser" }
+packages = ["python3", "chromium", "xvfb=2:21.1.7-3+deb12u10"]
+
+[[users]]
+name = "tester"
+
+[[files]]
+path = "/etc/xdg/mimeapps.list"
+content = "[Default Applications]\n"
+
+[[files]]
+path = "/usr/local/bin/tool"
+content = "#!/bin/sh\n"
+mode = 0o755
+
+[env]
+LANG = "en_GB.UTF-8"
+TOOL = "1"
+
+[[agent.services]]
+name = "browser"
+argv = ["/usr/local/bin/tool"]
+
+[[agent.services]]
+name = "tool"
+argv = ["/usr/local/bin/tool"]
+after = ["display"]
+"##;
+
+#[test]
+fn a_recipe_on_a_built_in_inherits_it_and_wins_where_both_say() {
+    let own = parse(&format!("name = \"on-browser\"\n{ON_BROWSER}")).unwrap();
+    let browser = LoadedRecipe::builtin("browser").unwrap().unwrap();
+    let (r, b) = (&own.recipe, &browser.recipe);
+    assert_eq!(
+        (r.name.as_str(), r.description.as_str()),
+        ("on-browser", "the browser and a tool")
+    );
+    assert_eq!(r.base, Base::Debian("bookworm".into()));
+    // Packages: the base's, in order, then the new one; a pin replaces.
+    let xvfb = b.packages.iter().position(|p| p == "xvfb").unwrap();
+    assert_eq!(r.packages.len(), b.packages.len() + 1);
+    assert_eq!(r.packages[xvfb], "xvfb=2:21.1.7-3+deb12u10");
+    assert_eq!(r.packages.last().unwrap(), "python3");
+    assert_eq!(r.packages.iter().filter(|p| *p == "chromium").count(), 1);
+    let users: Vec<&str> = r.users.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(users, ["hearth", "tester"]);
+    // Files: the same path is the extending recipe's, the rest inherited.
+    assert_eq!(r.files.len(), b.files.len() + 1);
+    assert_eq!(
+        own.contents["/etc/xdg/mimeapps.list"],
+        b"[Default Applications]\n"
+    );
+    assert_eq!(
+        own.contents["/usr/local/bin/hearth-browser"],
+        browser.contents["/usr/local/bin/hearth-browser"]
+    );
+    assert_eq!(r.env["LANG"], "en_GB.UTF-8");
+    assert_eq!(
+        (r.env["DISPLAY"].as_str(), r.env["TOOL"].as_str()),
+        (":0", "1")
+    );
+    let services: Vec<&str> = r
+        .agent
+        .as_ref()
+        .unwrap()
+        .services
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(
+        services,
+        ["display", "window-manager", "vnc", "browser", "tool"]
+    );
+    let replaced = &r.agent.as_ref().unwrap().services[3];
+    assert_eq!(replaced.argv, ["/usr/local/bin/tool"]);
+    assert_eq!(r.vm, b.vm);
+    assert_eq!(own.bases.len(), 1);
+    assert_eq!(own.bases[0].origin, "browser (built in)");
+    assert_ne!(own.digest(), browser.digest());
+    // The text kept is the recipe's own, as written.
+    assert!(own.text.contains("base = { recipe = \"browser\" }"));
+}
+
+#[test]
+fn a_recipe_file_extends_a_file_next_to_it_and_its_digest_follows_the_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let common = r#"base = { debian = "bookworm" }
+packages = ["busybox"]
+[[files]]
+path = "/etc/motd"
+source = "motd"
+[vm]
+vcpus = 1
+memory_mib = 512
+"#;
+    let base = write_recipe(dir.path(), "common/base.toml", "common", common);
+    std::fs::write(dir.path().join("common/motd"), "from the base's folder").unwrap();
+    let own = "base = { recipe = \"common/base.toml\" }\npackages = [\"curl\"]\n[vm]\nvcpus = 2\nmemory_mib = 1024\n";
+    let top = write_recipe(dir.path(), "top.toml", "top", own);
+    let first = LoadedRecipe::from_file(&top).unwrap();
+    assert_eq!(first.recipe.packages, ["busybox", "curl"]);
+    assert_eq!(first.contents["/etc/motd"], b"from the base's folder");
+    assert_eq!(
+        first.recipe.vm,
+        Some(VmSize {
+            vcpus: 2,
+            memory_mib: 1024
+        })
+    );
+    assert_eq!(first.bases[0].origin, base.display().to_string());
+
+    // Any change to the base changes the digest, even one that does not
+    // change the merged recipe (its description), but not a comment.
+    let digests = |body: &str| {
+        write_recipe(dir.path(), "common/base.toml", "common", body);
+        LoadedRecipe::from_file(&top).unwrap().digest()
+    };
+    let d0 = digests(common);
+    assert_eq!(d0, first.digest());
+    assert_eq!(digests(&format!("# a comment\n{common}")), d0);
+    let d1 = digests(&format!("description = \"changed\"\n{common}"));
+    let d2 = digests(&common.replace("busybox", "busybox-static"));
+    assert!(d0 != d1 && d1 != d2 && d0 != d2);
+    std::fs::write(dir.path().join("common/motd"), "changed").unwrap();
+    assert_ne!(digests(common), d0);
+}
+
+#[test]
+fn cycles_and_chains_too_deep_are_refused_naming_the_recipes() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_recipe(
+        dir.path(),
+        "a.toml",
+        "a",
+        "base = { recipe = \"b.toml\" }\n",
+    );
+    write_recipe(
+        dir.path(),
+        "b.toml",
+        "b",
+        "base = { recipe = \"./a.toml\" }\n",
+    );
+    let e = format!(
+        "{:#}",
+        anyhow_chain(&LoadedRecipe::from_file(&a).unwrap_err())
+    );
+    assert!(
+        e.contains("in a circle") && e.contains("a.toml -> ") && e.contains("b.toml"),
+        "{e}"
+    );
+    let own = write_recipe(
+        dir.path(),
+        "own.toml",
+        "own",
+        "base = { recipe = \"own.toml\" }\n",
+    );
+    let e = anyhow_chain(&LoadedRecipe::from_file(&own).unwrap_err());
+    assert!(e.contains("in a circle"), "{e}");
+
+    for i in 0..=MAX_BASE_DEPTH + 1 {
+        let body = match i {
+            0 => "base = \"minimal\"\n".to_owned(),
+            _ => format!("base = {{ recipe = \"r{}.toml\" }}\n", i - 1),
+        };
+        write_recipe(dir.path(), &format!("r{i}.toml"), &format!("r{i}"), &body);
+    }
+    let deepest_ok = dir.path().join(format!("r{MAX_BASE_DEPTH}.toml"));
+    let loaded = LoadedRecipe::from_file(&deepest_ok).unwrap();
+    assert_eq!(loaded.bases.len(), MAX_BASE_DEPTH);
+    let too_deep = dir.path().join(format!("r{}.toml", MAX_BASE_DEPTH + 1));
+    let e = anyhow_chain(&LoadedRecipe::from_file(&too_deep).unwrap_err());
+    assert!(
+        e.contains(&format!("more than {MAX_BASE_DEPTH} recipes deep")),
+        "{e}"
+    );
+}
+
+/// The error and its sources, `: `-separated, as the CLI prints them.
+fn anyhow_chain(e: &RecipeError) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+#[test]
+fn bad_base_references_say_what_to_write() {
+    let e = err("name = \"x\"\nbase = { recipe = \"browsr\" }\n");
+    assert!(
+        e.contains("browsr") && e.contains("minimal, debian, cli, browser"),
+        "{e}"
+    );
+    let e = err("name = \"x\"\nbase = { recipe = \"Not A Name\" }\n");
+    assert!(e.contains("neither a built-in recipe"), "{e}");
+    for outside in ["../x.toml", "/etc/x.toml", "a/../../x.toml"] {
+        let e = err(&format!(
+            "name = \"x\"\nbase = {{ recipe = {outside:?} }}\n"
+        ));
+        assert!(e.contains("inside the recipe's folder"), "{outside}: {e}");
+    }
+    // Text with no folder can only extend a built-in.
+    let e = err("name = \"x\"\nbase = { recipe = \"x.toml\" }\n");
+    assert!(e.contains("only extend a built-in"), "{e}");
+    // A missing base file is named.
+    let dir = tempfile::tempdir().unwrap();
+    let top = write_recipe(
+        dir.path(),
+        "top.toml",
+        "top",
+        "base = { recipe = \"gone.toml\" }\n",
+    );
+    let e = anyhow_chain(&LoadedRecipe::from_file(&top).unwrap_err());
+    assert!(
+        e.contains("gone.toml") && e.contains("could not read"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_bad_base_is_named_and_the_merged_recipe_is_checked_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    write_recipe(
+        dir.path(),
+        "typo.toml",
+        "typo",
+        "base = \"minimal\"\npakages = []\n",
+    );
+    let top = write_recipe(
+        dir.path(),
+        "top.toml",
+        "top",
+        "base = { recipe = \"typo.toml\" }\n",
+    );
+    let e = anyhow_chain(&LoadedRecipe::from_file(&top).unwrap_err());
+    assert!(
+        e.contains("top.toml: its base \"typo.toml\" cannot be used"),
+        "{e}"
+    );
+    assert!(
+        e.contains("typo.toml is not valid") && e.contains("pakages"),
+        "{e}"
+    );
+    // Packages need a Debian base, also when it comes from the base recipe.
+    let e = err("name = \"x\"\nbase = { recipe = \"minimal\" }\npackages = [\"curl\"]\n");
+    assert!(
+        e.contains("laid over its base minimal (built in)") && e.contains("Debian base"),
+        "{e}"
+    );
+    // A variable in `env` of one and `agent.env` of the other.
+    let e = err(
+        "name = \"x\"\nbase = { recipe = \"browser\" }\n[agent]\nenv = [{ name = \"DISPLAY\", value = \":1\" }]\n",
+    );
+    assert!(e.contains("DISPLAY") && e.contains("keep one"), "{e}");
 }

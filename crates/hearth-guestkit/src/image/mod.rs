@@ -69,14 +69,17 @@ pub enum ImageName {
     Cli,
     /// A desktop with Chromium, watched and clicked through the viewer.
     Browser,
+    /// The desktop and the AI command-line tools: login sessions' VMs.
+    Login,
 }
 
 impl ImageName {
-    pub const ALL: [ImageName; 4] = [
+    pub const ALL: [ImageName; 5] = [
         ImageName::Minimal,
         ImageName::Debian,
         ImageName::Cli,
         ImageName::Browser,
+        ImageName::Login,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +88,7 @@ impl ImageName {
             ImageName::Debian => "debian",
             ImageName::Cli => "cli",
             ImageName::Browser => "browser",
+            ImageName::Login => "login",
         }
     }
 

@@ -24,11 +24,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The recipes shipped with hearth: name and TOML text.
-pub const BUILTIN: [(&str, &str); 4] = [
+pub const BUILTIN: [(&str, &str); 5] = [
     ("minimal", include_str!("../../../../images/minimal.toml")),
     ("debian", include_str!("../../../../images/debian.toml")),
     ("cli", include_str!("../../../../images/cli.toml")),
     ("browser", include_str!("../../../../images/browser.toml")),
+    ("login", include_str!("../../../../images/login.toml")),
 ];
 
 /// The Debian suites a `debian` base can use (the apt source lookup and

@@ -212,12 +212,11 @@ fn bad_page(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Html(pages::bad_request(&message))).into_response()
 }
 
-/// The authorization request's parameters, or the 400 page naming the
-/// one that is wrong.
-fn authorize_request(text: &[u8]) -> Result<AuthorizeRequest, Response> {
-    let params = Params::parse(text).map_err(bad_page)?;
-    AuthorizeRequest::parse(&params)
-        .map_err(|e| (StatusCode::BAD_REQUEST, Html(pages::bad_param(&e))).into_response())
+/// The authorization request's parameters, or what the 400 page says
+/// (naming the parameter that is wrong).
+fn authorize_request(text: &[u8]) -> Result<AuthorizeRequest, String> {
+    let params = Params::parse(text)?;
+    AuthorizeRequest::parse(&params).map_err(|e| e.to_string())
 }
 
 async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
@@ -227,14 +226,14 @@ async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery)
             shared.pages_served.fetch_add(1, Ordering::SeqCst);
             Html(pages::authorize(&request)).into_response()
         }
-        Err(page) => page,
+        Err(message) => bad_page(message),
     }
 }
 
 async fn approve(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let request = match authorize_request(&body) {
         Ok(r) => r,
-        Err(page) => return page,
+        Err(message) => return bad_page(message),
     };
     let code = random_token("code", 24);
     let location = request.redirect_with(&code);

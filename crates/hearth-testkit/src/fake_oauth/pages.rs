@@ -4,7 +4,7 @@
 //! Plain HTML and CSS, no script: it works in any browser, and a test can
 //! submit it with curl just as well.
 
-use super::checks::{AuthorizeRequest, ParamError};
+use super::checks::AuthorizeRequest;
 
 /// The `<title>` of the consent page, for tests that wait for it.
 pub const AUTHORIZE_TITLE: &str = "Fake provider: authorize";
@@ -50,11 +50,6 @@ pub fn bad_request(message: &str) -> String {
          request</title></head>\n<body><h1>Bad request</h1><p>{}</p></body></html>\n",
         escape(message)
     )
-}
-
-/// The page for a [`ParamError`].
-pub fn bad_param(e: &ParamError) -> String {
-    bad_request(&e.to_string())
 }
 
 /// Text safe inside an HTML attribute or element.

@@ -163,6 +163,9 @@ impl Provider {
         for f in &self.setup_files {
             relative(&f.path).map_err(|e| format!("`setup_files`: {e}"))?;
         }
+        for f in &self.capture.files {
+            relative(&f.path).map_err(|e| format!("`capture.files`: {e}"))?;
+        }
         self.capture_spec().check().map_err(|e| format!("`capture`: {e}"))?;
         Ok(())
     }

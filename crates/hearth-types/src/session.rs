@@ -126,13 +126,13 @@ impl SessionState {
     /// Whether a session may go from `self` to `to`.
     pub fn may_become(self, to: SessionState) -> bool {
         use SessionState::*;
-        match (self, to) {
-            (Starting, WaitingForUser) => true,
-            (Starting | WaitingForUser, Captured) => true,
-            (Captured, Completed | Failed) => true,
-            (Starting | WaitingForUser, Expired | Cancelled | Failed) => true,
-            _ => false,
-        }
+        matches!(
+            (self, to),
+            (Starting, WaitingForUser)
+                | (Starting | WaitingForUser, Captured)
+                | (Captured, Completed | Failed)
+                | (Starting | WaitingForUser, Expired | Cancelled | Failed)
+        )
     }
 }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use common::login::{Rig, PROVIDER_HOST, USER};
 use common::serve::{Api, Host};
 use common::webdriver::Browser;
-use hearth_types::session::{EgressConnection, Session, SessionEvent};
+use hearth_types::session::{EgressConnection, SessionEvent};
 use hearth_types::{SessionState, VmState};
 
 #[test]

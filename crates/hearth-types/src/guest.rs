@@ -5,6 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod capture;
+
+pub use capture::{CaptureFile, CaptureSpec};
+
 /// Per-VM configuration the host sends the agent after the handshake. The
 /// image may declare services of its own (`/etc/hearth/agent.json`, the
 /// same shape); a VM's service with the same name replaces the image's.

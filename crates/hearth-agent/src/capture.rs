@@ -214,22 +214,23 @@ fn look(watch: &Watch, tracker: &mut Tracker) {
     {
         eprintln!("hearth-agent: capture {id}: waiting: {why}");
     }
+    // What a connection that is gone did not take is said again once the
+    // next one asks for the watch again (`resend`).
     match step {
-        // Not queued (the host left): said again once it asks again.
-        Step::Send if !send(id, reading, &link) => tracker.forget_said(),
+        Step::Send => send(id, reading, &link),
         Step::Fail(message) => {
             eprintln!("hearth-agent: capture {id}: failed: {message}");
             let _ = link.send(GuestMessage::CaptureFailed { id, message });
         }
-        Step::Send | Step::Wait => {}
+        Step::Wait => {}
     }
 }
 
 /// One `captured` message of the complete set read; the buffers are
-/// wiped as they go. Whether it was queued for the host.
-fn send(id: u64, reading: Reading, link: &Link) -> bool {
+/// wiped as they go.
+fn send(id: u64, reading: Reading, link: &Link) {
     let Reading::Complete { files, .. } = reading else {
-        return true;
+        return;
     };
     let files: Vec<CapturedFile> = files
         .into_iter()
@@ -240,11 +241,9 @@ fn send(id: u64, reading: Reading, link: &Link) -> bool {
         })
         .collect();
     let n = files.len();
-    if link.send(GuestMessage::Captured { id, files }).is_err() {
-        return false;
+    if link.send(GuestMessage::Captured { id, files }).is_ok() {
+        eprintln!("hearth-agent: capture {id}: sent {n} files");
     }
-    eprintln!("hearth-agent: capture {id}: sent {n} files");
-    true
 }
 
 #[cfg(test)]

@@ -42,8 +42,8 @@ impl Tracker {
     }
 
     /// The host may not have what was said (it asked again after a
-    /// reconnect, or the send failed): the current complete set, or the
-    /// current failure, goes out again.
+    /// reconnect): the current complete set, or the current failure, goes
+    /// out again.
     pub fn forget_said(&mut self) {
         self.sent = None;
         self.failed = None;

@@ -321,7 +321,8 @@ impl LinkHandle {
     /// [`CaptureEvent::Captured`]; a spec that does not pass its check is
     /// one [`CaptureEvent::Failed`] at once, and nothing goes to the agent.
     /// `AgentTooOld` when the connected agent speaks protocol < 5 (an agent
-    /// too old met after a reconnect is a `Failed` event).
+    /// too old met after a reconnect is a `Failed` event). The receiver
+    /// ends (`None`) when the link does (the VM stopped).
     pub fn watch_capture(
         &self,
         spec: CaptureSpec,

@@ -394,7 +394,8 @@ impl Connection {
 
     /// A new capture watch: kept (for the reconnects to come) and sent,
     /// unless the agent is too old for it: then its owner hears why. A
-    /// task waits for the owner to leave and has the watch stopped.
+    /// task waits for the owner to leave and has the watch stopped, or
+    /// for the link to end (so the owner's receiver ends with it).
     async fn watch_capture(
         &mut self,
         id: u64,
@@ -412,8 +413,10 @@ impl Connection {
         let requests = standing.requests.clone();
         let owner = events.clone();
         tokio::spawn(async move {
-            owner.closed().await;
-            let _ = requests.send(Request::CaptureStop { id });
+            tokio::select! {
+                () = owner.closed() => drop(requests.send(Request::CaptureStop { id })),
+                () = requests.closed() => {}
+            }
         });
         standing.watches.add(id, spec.clone(), events);
         self.send(&HostMessage::CaptureWatch { id, spec }).await

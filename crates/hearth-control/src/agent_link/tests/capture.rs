@@ -186,3 +186,21 @@ async fn a_bad_spec_fails_at_once_and_bad_data_fails_without_content() {
         Some(CaptureEvent::Failed("too big".into()))
     );
 }
+
+#[tokio::test]
+async fn the_owner_hears_the_end_when_the_link_stops() {
+    let rig = rig().await;
+    let listener = rig.listener.try_clone().unwrap();
+    let mut events = rig.link.watch_capture(auth_spec()).unwrap();
+    let _s = script(move || {
+        let (mut s, _) = agent_accepts(&listener, "i");
+        let HostMessage::CaptureWatch { .. } = next(&mut s) else {
+            panic!("not a capture_watch")
+        };
+        s
+    })
+    .await;
+    rig.link.stop();
+    let end = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
+    assert_eq!(end, Ok(None), "the receiver ends with the link");
+}

@@ -696,4 +696,3 @@ mod tests {
         assert_eq!(sig.to_string(), "killed by signal 4");
     }
 }
-

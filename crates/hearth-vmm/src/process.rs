@@ -24,6 +24,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::process::Command;
 use tokio::sync::{broadcast, watch};
 
+use crate::isolation::IsolationReport;
 use crate::VmmError;
 
 /// Console chunks a slow live follower may fall behind by before it skips
@@ -340,6 +341,7 @@ pub struct RunningVm {
     console: broadcast::Receiver<Bytes>,
     exit: watch::Receiver<Option<ExitInfo>>,
     control: Box<dyn VmControl>,
+    isolation: Option<IsolationReport>,
 }
 
 impl RunningVm {
@@ -350,7 +352,20 @@ impl RunningVm {
             console: spawned.console,
             exit: spawned.exit,
             control,
+            isolation: None,
         }
+    }
+
+    /// The VM with what isolation its hypervisor got.
+    pub fn with_isolation(mut self, report: Option<IsolationReport>) -> Self {
+        self.isolation = report;
+        self
+    }
+
+    /// What isolation the hypervisor got (its user, cgroup and limits,
+    /// sandbox, and what was off), when the backend knows.
+    pub fn isolation(&self) -> Option<&IsolationReport> {
+        self.isolation.as_ref()
     }
 
     pub fn pid(&self) -> u32 {

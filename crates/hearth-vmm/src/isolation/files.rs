@@ -56,6 +56,12 @@ pub fn grant_file(path: &Path, uid: u32, gid: u32) -> Result<(), FileError> {
         .map_err(grant(path))
 }
 
+/// Gives `path` to `uid`:`gid` with `mode`, where no path check applies
+/// (inside a jail, which the jailer gives to the VM's user).
+pub fn own(path: &Path, uid: u32, gid: u32, mode: u32) -> std::io::Result<()> {
+    chown(path, uid, gid).and_then(|()| chmod(path, mode))
+}
+
 /// `path` if everyone can read it, else a copy in `run_dir` named `name`
 /// that the VM's group can read.
 pub fn readable_copy(

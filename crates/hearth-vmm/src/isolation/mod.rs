@@ -23,12 +23,14 @@ mod spawn;
 pub mod user;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use hearth_types::{VmDescription, VmId};
 
 pub use self::cgroup::{CgroupHost, Controller, Counters, Limits, VmCgroup};
 pub use self::report::{CgroupReport, IsolationReport, REPORT_FILE};
 pub use self::user::{UidRange, VmUser};
+use crate::process::ExitHook;
 use crate::VmmError;
 
 /// Where QEMU and Firecracker open KVM.
@@ -204,6 +206,14 @@ impl Isolation {
         report.and_then(|r| r.exit).or(counters)
     }
 
+    /// [`Isolation::release`] for `vm`, to run when its hypervisor ends.
+    pub fn exit_hook(self: &Arc<Self>, vm: &VmDescription) -> ExitHook {
+        let (me, id, dir) = (Arc::clone(self), vm.id.clone(), vm.run_dir.clone());
+        Box::new(move || {
+            me.release(&id, &dir);
+        })
+    }
+
     /// Removes the cgroup of VM `id` if no process is left in it (destroy,
     /// and the orphan sweep). Safe to repeat.
     pub fn remove_cgroup(&self, id: &VmId) -> std::io::Result<()> {
@@ -283,8 +293,9 @@ impl Confinement {
         Ok(vm)
     }
 
-    /// Makes the child of `cmd` join the cgroup and become the VM's user.
-    pub fn apply(&self, cmd: &mut tokio::process::Command) -> Result<(), VmmError> {
+    /// Makes the child of `cmd` join the cgroup and, with `as_user`, become
+    /// the VM's user (a jailer, which drops to it itself, stays root).
+    pub fn apply(&self, cmd: &mut tokio::process::Command, as_user: bool) -> Result<(), VmmError> {
         let procs = match &self.cgroup {
             Some(c) => c.procs_files().map_err(|source| VmmError::Isolation {
                 step: "open the cgroup's process list",
@@ -292,7 +303,7 @@ impl Confinement {
             })?,
             None => Vec::new(),
         };
-        spawn::confine(cmd, procs, self.user().cloned());
+        spawn::confine(cmd, procs, self.user().filter(|_| as_user).cloned());
         Ok(())
     }
 

@@ -104,6 +104,7 @@ pub async fn run_foreground(
         failure: failure_of(&verdict),
         events: Vec::new(),
         memory_mib: Some(req.memory_mib),
+        isolation: crate::diagnosis::read_isolation(&files.dir),
     };
     Ok(RunReport {
         id,

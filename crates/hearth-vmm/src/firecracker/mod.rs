@@ -106,6 +106,11 @@ impl Firecracker {
         self.jailer.as_deref()
     }
 
+    /// The jailer `$HEARTH_JAILER` names, if set (it must be executable).
+    pub fn jailer_from_env() -> Result<Option<PathBuf>, VmmError> {
+        jailer_from_env(std::env::var_os(JAILER_ENV))
+    }
+
     /// VMs started from now on outlive hearth and can be adopted.
     pub fn detached(mut self) -> Self {
         self.detach = true;

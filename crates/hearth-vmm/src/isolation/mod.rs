@@ -294,8 +294,16 @@ impl Confinement {
     }
 
     /// Makes the child of `cmd` join the cgroup and, with `as_user`, become
-    /// the VM's user (a jailer, which drops to it itself, stays root).
+    /// the VM's user (a jailer, which drops to it itself, stays root). The
+    /// report is written now, while nothing runs as the VM's user who could
+    /// have planted a link where it goes.
     pub fn apply(&self, cmd: &mut tokio::process::Command, as_user: bool) -> Result<(), VmmError> {
+        self.report
+            .write(&self.run_dir)
+            .map_err(|source| VmmError::Isolation {
+                step: "write the isolation report",
+                source,
+            })?;
         let procs = match &self.cgroup {
             Some(c) => c.procs_files().map_err(|source| VmmError::Isolation {
                 step: "open the cgroup's process list",
@@ -307,11 +315,8 @@ impl Confinement {
         Ok(())
     }
 
-    /// The hypervisor runs: the report is written and the uid's lock let go.
+    /// The hypervisor runs as its user: the uid's lock is let go.
     pub fn started(self) -> IsolationReport {
-        if let Err(e) = self.report.write(&self.run_dir) {
-            tracing::warn!(dir = %self.run_dir.display(), error = %e, "could not write the isolation report");
-        }
         self.report
     }
 

@@ -46,13 +46,19 @@ impl IsolationReport {
         serde_json::from_str(&text).ok()
     }
 
-    /// Writes it to `dir` (replacing an earlier one).
+    /// Writes it to `dir` (replacing an earlier one). Only while no process
+    /// of the VM's user runs: the temporary file's name is removed first,
+    /// but a running hypervisor could make it again.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         let path = dir.join(REPORT_FILE);
         let tmp = dir.join(format!(".{REPORT_FILE}.tmp"));
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         let _ = std::fs::remove_file(&tmp);
-        std::fs::write(&tmp, text)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        std::io::Write::write_all(&mut file, text.as_bytes())?;
         std::fs::rename(&tmp, &path)
     }
 

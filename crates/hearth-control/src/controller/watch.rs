@@ -165,10 +165,11 @@ async fn on_exit(ctl: &Arc<Controller>, id: &VmId, facts: &ConsoleFacts, exit: E
 fn memory_limit_kill(ctl: &Controller, id: &VmId) -> Option<String> {
     let report = hearth_vmm::isolation::IsolationReport::read(&ctl.config.data.vm(id))?;
     let cgroup = report.cgroup.as_ref().filter(|_| report.oom_killed())?;
-    Some(format!(
-        "{} MiB, by its cgroup's OOM killer",
-        cgroup.limits.memory_bytes >> 20
-    ))
+    let limit = report
+        .exit
+        .and_then(|c| c.memory_limit_bytes)
+        .unwrap_or(cgroup.limits.memory_bytes);
+    Some(format!("{} MiB, by its cgroup's OOM killer", limit >> 20))
 }
 
 fn failure_of(reason: &FailReason) -> (FailureCode, String) {

@@ -22,26 +22,44 @@ pub(super) fn check(input: &Input) -> Vec<Finding> {
     if counters.oom_kills == 0 {
         return Vec::new();
     }
-    let limit = cgroup.limits.memory_bytes >> 20;
+    let set = cgroup.limits.memory_bytes >> 20;
     let overhead = u64::from(cgroup.overhead_mib);
-    let guest = limit.saturating_sub(overhead);
+    let guest = limit_parts(set, overhead);
     let mut evidence = counter_lines(cgroup, &counters);
     evidence.extend(input.hypervisor.tail(LOG_LINES));
     evidence.extend(input.console.tail(LOG_LINES));
-    vec![finding(
-        "memory_limit",
-        format!(
-            "the VM's hypervisor went over the VM's memory limit of {limit} MiB ({guest} MiB of \
-             guest memory and {overhead} MiB for the hypervisor itself) and its cgroup's OOM \
-             killer killed it: the guest stopped at once"
+    let (cause, fix) = match counters.memory_limit_bytes.map(|b| b >> 20) {
+        Some(actual) if actual < set => (
+            format!(
+                "the VM's hypervisor went over its cgroup's memory limit of {actual} MiB and the \
+                 cgroup's OOM killer killed it: the guest stopped at once. hearth had set the \
+                 limit at {set} MiB ({guest}); it was lowered since"
+            ),
+            "the limit was lowered outside hearth: leave the VMs' cgroups (`hearth/<vm-id>`) \
+             to hearth, which sets them from the VM's memory"
+                .to_owned(),
         ),
-        evidence,
-        format!(
-            "a guest cannot use more than its own memory, so the hypervisor's own use grew past \
-             its {overhead} MiB (under TCG mostly its translation cache): give the VM more memory \
-             (--memory, or memory_mib in the API), which raises the limit with it"
+        _ => (
+            format!(
+                "the VM's hypervisor went over the VM's memory limit of {set} MiB ({guest}) and \
+                 its cgroup's OOM killer killed it: the guest stopped at once"
+            ),
+            format!(
+                "a guest cannot use more than its own memory, so the hypervisor's own use grew \
+                 past its {overhead} MiB (under TCG mostly its translation cache): give the VM \
+                 more memory (--memory, or memory_mib in the API), which raises the limit with it"
+            ),
         ),
-    )]
+    };
+    vec![finding("memory_limit", cause, evidence, fix)]
+}
+
+/// `256 MiB of guest memory and 1280 MiB for the hypervisor itself`.
+fn limit_parts(limit_mib: u64, overhead_mib: u64) -> String {
+    format!(
+        "{} MiB of guest memory and {overhead_mib} MiB for the hypervisor itself",
+        limit_mib.saturating_sub(overhead_mib)
+    )
 }
 
 /// What the cgroup counted, as lines of evidence.
@@ -55,6 +73,9 @@ fn counter_lines(cgroup: &CgroupReport, c: &Counters) -> Vec<String> {
         "cgroup v{} {path}: oom_kill {}, memory limit reached {} times",
         cgroup.version, c.oom_kills, c.memory_limit_hits
     )];
+    if let Some(limit) = c.memory_limit_bytes {
+        lines.push(format!("memory limit at the end {} MiB", limit >> 20));
+    }
     if let Some(peak) = c.memory_peak_bytes {
         lines.push(format!("peak memory use {} MiB", peak >> 20));
     }
@@ -100,6 +121,7 @@ mod tests {
                     oom_kills,
                     memory_limit_hits: 12,
                     memory_peak_bytes: Some(1536 << 20),
+                    memory_limit_bytes: Some(1536 << 20),
                     pids_limit_hits: 0,
                 }),
                 ..IsolationReport::default()
@@ -119,8 +141,22 @@ mod tests {
             "{f:?}"
         );
         assert!(f.evidence[0].contains("oom_kill 1"), "{f:?}");
-        assert!(f.evidence[1].contains("peak memory use 1536 MiB"), "{f:?}");
+        assert!(f.evidence[2].contains("peak memory use 1536 MiB"), "{f:?}");
         assert!(f.fix.contains("--memory"), "{f:?}");
+    }
+
+    #[test]
+    fn a_limit_lowered_behind_hearths_back_is_named_as_such() {
+        let mut ev = killed_at_the_limit(1);
+        let report = ev.isolation.as_mut().unwrap();
+        report.exit.as_mut().unwrap().memory_limit_bytes = Some(241 << 20);
+        let f = &diagnose(&ev)[0];
+        assert_eq!(f.rule, "memory_limit");
+        assert!(
+            f.cause.contains("limit of 241 MiB") && f.cause.contains("lowered since"),
+            "{f:?}"
+        );
+        assert!(f.fix.contains("outside hearth"), "{f:?}");
     }
 
     #[test]

@@ -86,6 +86,10 @@ pub struct Counters {
     pub memory_limit_hits: u64,
     /// The highest memory use, where the kernel keeps it.
     pub memory_peak_bytes: Option<u64>,
+    /// The memory limit in force at the end (someone may have changed the
+    /// one hearth set); none when unlimited or unknown.
+    #[serde(default)]
+    pub memory_limit_bytes: Option<u64>,
     /// Times a new task was refused at the pids limit.
     pub pids_limit_hits: u64,
 }

@@ -45,6 +45,7 @@ pub(super) fn counters(dirs: &[(Controller, PathBuf)]) -> Counters {
             .and_then(|d| read_number(&d.join("memory.failcnt")))
             .unwrap_or(0),
         memory_peak_bytes: memory.and_then(|d| read_number(&d.join("memory.max_usage_in_bytes"))),
+        memory_limit_bytes: memory.and_then(|d| read_number(&d.join("memory.limit_in_bytes"))),
         pids_limit_hits: keyed(&read(dir(Controller::Pids), "pids.events"), "max").unwrap_or(0),
     }
 }
@@ -111,6 +112,7 @@ mod tests {
         .unwrap();
         std::fs::write(mem.join("memory.failcnt"), "42\n").unwrap();
         std::fs::write(mem.join("memory.max_usage_in_bytes"), "268435456\n").unwrap();
+        std::fs::write(mem.join("memory.limit_in_bytes"), "402653184\n").unwrap();
         let pids = fake_cgroup(&t.path().join("pids"), &[]);
         std::fs::write(pids.join("pids.events"), "max 3\n").unwrap();
         let c = counters(&[(Controller::Memory, mem), (Controller::Pids, pids)]);
@@ -120,6 +122,7 @@ mod tests {
                 oom_kills: 1,
                 memory_limit_hits: 42,
                 memory_peak_bytes: Some(256 << 20),
+                memory_limit_bytes: Some(384 << 20),
                 pids_limit_hits: 3,
             }
         );

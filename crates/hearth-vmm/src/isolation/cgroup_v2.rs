@@ -78,6 +78,8 @@ pub(super) fn counters(dir: &Path) -> Counters {
         oom_kills: keyed(&memory, "oom_kill").unwrap_or(0),
         memory_limit_hits: keyed(&memory, "max").unwrap_or(0),
         memory_peak_bytes: read_number(&dir.join("memory.peak")),
+        // `max` (no limit) does not parse: none.
+        memory_limit_bytes: read_number(&dir.join("memory.max")),
         pids_limit_hits: keyed(&read("pids.events"), "max").unwrap_or(0),
     }
 }
@@ -167,6 +169,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join("memory.peak"), "402653184\n").unwrap();
+        std::fs::write(dir.path().join("memory.max"), "max\n").unwrap();
         std::fs::write(dir.path().join("pids.events"), "max 0\n").unwrap();
         let c = counters(dir.path());
         assert_eq!(
@@ -175,6 +178,7 @@ mod tests {
                 oom_kills: 1,
                 memory_limit_hits: 17,
                 memory_peak_bytes: Some(384 << 20),
+                memory_limit_bytes: None,
                 pids_limit_hits: 0,
             }
         );

@@ -93,6 +93,21 @@ pub fn check_shared_disk(path: &Path) -> Result<(), FileError> {
     }
 }
 
+/// Whether the VM's user (group `gid`, which its run directory gets) will
+/// reach its files: the run directory and writable disks through
+/// directories others may search, shared disks readable by others.
+pub fn check_reachable(vm: &hearth_types::VmDescription, gid: u32) -> Result<(), FileError> {
+    reachable(&vm.run_dir, gid)?;
+    for disk in &vm.disks {
+        if disk.read_only {
+            check_shared_disk(&disk.path)?;
+        } else if disk.path.parent() != Some(vm.run_dir.as_path()) {
+            reachable(&disk.path, gid)?;
+        }
+    }
+    Ok(())
+}
+
 /// Gives everything in the run directory back to root (without following
 /// links) and closes the directory to everyone else.
 pub fn reclaim(dir: &Path) -> std::io::Result<()> {

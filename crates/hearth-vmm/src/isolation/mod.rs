@@ -113,6 +113,14 @@ impl Isolation {
                 return Ok(None);
             }
         };
+        // Any uid of the range stands for the VM's here: only "others"
+        // and the VM's own group count, which no other uid has.
+        if let Err(why) = files::check_reachable(vm, range.first) {
+            report
+                .off
+                .push(format!("user: {}", hearth_types::error_chain(&why)));
+            return Ok(None);
+        }
         let groups = if request.opens_kvm {
             match user::kvm_group(Path::new(KVM_DEVICE)) {
                 Ok(group) => group.into_iter().collect(),

@@ -208,7 +208,7 @@ impl Hypervisor for Qemu {
 /// and a device that does not exist, and must refuse the device (so it
 /// accepted the sandbox) rather than the sandbox. About 0.2 s.
 pub fn sandbox_support(binary: &Path) -> Result<(), String> {
-    const PROBE_DEVICE: &str = "hearth-sandbox-probe";
+    const PROBE_DEVICE: &str = "hearth-probe-device";
     let out = std::process::Command::new(binary)
         .args(["-sandbox", cmdline::SANDBOX, "-M", "none", "-nodefaults"])
         .args(["-display", "none", "-device", PROBE_DEVICE])
@@ -287,5 +287,22 @@ impl VmControl for QemuControl {
                 call: "system_powerdown".into(),
                 detail: e.to_string(),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_hosts_qemu_has_the_sandbox_and_a_missing_binary_is_named() {
+        if let Err(why) = sandbox_support(Path::new(QEMU)) {
+            assert!(
+                why.contains("cannot run") || why.contains("no seccomp sandbox"),
+                "{why}"
+            );
+        }
+        let err = sandbox_support(Path::new("/no/qemu")).unwrap_err();
+        assert!(err.contains("cannot run /no/qemu"), "{err}");
     }
 }

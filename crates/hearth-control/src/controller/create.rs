@@ -23,24 +23,6 @@ use crate::prepare::{self, VmFiles};
 /// The longest readiness deadline a request may ask for.
 const MAX_READINESS_SECS: u64 = CreateVm::MAX_READINESS_TIMEOUT_SECS;
 
-/// The isolation this host gives hypervisors. With VM users, the data
-/// directory is opened for them to reach their own directories (and
-/// closed where they must not look).
-pub(super) fn isolation(config: &ControllerConfig) -> Arc<Isolation> {
-    let isolation = Isolation::for_host();
-    if isolation.users().is_ok() {
-        if let Err(e) = super::isolation::open_data_dir(&config.data) {
-            tracing::warn!(error = %e, "could not set the data directory's permissions for VM users");
-        }
-    }
-    tracing::info!(
-        users = ?isolation.users().map(|r| format!("{}-{}", r.first, r.last())),
-        cgroups = ?isolation.cgroups().map(|c| format!("v{}", c.version())),
-        "hypervisor isolation"
-    );
-    Arc::new(isolation)
-}
-
 /// The hypervisors this host offers; VMs they start outlive the controller.
 pub(super) fn backends(
     config: &ControllerConfig,

@@ -11,6 +11,7 @@
 mod agent;
 mod assets;
 mod cleanup;
+mod confinement;
 mod console;
 mod create;
 mod diagnose;
@@ -18,7 +19,6 @@ mod exec;
 mod exec_attach;
 mod files;
 mod health;
-mod isolation;
 mod ports;
 mod reconcile;
 mod watch;
@@ -174,7 +174,7 @@ pub struct Controller {
 impl Controller {
     /// A controller over `store`, with the backends this host offers.
     pub fn new(store: Arc<dyn Store>, config: ControllerConfig) -> Arc<Self> {
-        let isolation = create::isolation(&config);
+        let isolation = crate::isolation::for_host(&config.data);
         let backends = create::backends(&config, &isolation);
         let (notice_tx, notices) = agent::notice_channel();
         Arc::new(Controller {

@@ -89,7 +89,7 @@ async fn lost_processes(ctl: &Arc<Controller>, active: &[VmRecord]) {
             && !hearth_vmm::process::is_alive(process)
         {
             let message = format!("the hypervisor (pid {}) is gone", process.pid);
-            super::isolation::release(ctl, &r.vm.id);
+            super::confinement::release(ctl, &r.vm.id);
             cleanup::fail(ctl, &r.vm.id, FailureCode::HypervisorExited, message).await;
         }
     }
@@ -108,7 +108,7 @@ pub(super) async fn adopt_all(ctl: &Arc<Controller>) {
             }
             _ => {
                 cleanup::kill_recorded(&r);
-                super::isolation::release(ctl, &id);
+                super::confinement::release(ctl, &id);
                 super::prepare_files(ctl, &id).release_runtime();
                 let message = format!("the controller stopped while the VM was {}", r.vm.state);
                 cleanup::fail(ctl, &id, FailureCode::Lost, message).await;
@@ -126,7 +126,7 @@ async fn adopt(ctl: &Arc<Controller>, r: &VmRecord, process: ProcessRef) {
         Ok(running) => running,
         Err(e) => {
             cleanup::kill_recorded(r);
-            super::isolation::release(ctl, &id);
+            super::confinement::release(ctl, &id);
             super::prepare_files(ctl, &id).release_runtime();
             let message = format!("could not adopt it after a controller restart: {e}");
             cleanup::fail(ctl, &id, FailureCode::HypervisorExited, message).await;
@@ -188,7 +188,7 @@ fn runtime_description(ctl: &Controller, r: &VmRecord) -> VmDescription {
 /// Hypervisors, VM directories and cgroups no active record accounts for.
 async fn orphans(ctl: &Arc<Controller>, active: &[VmRecord]) {
     orphan_hypervisors_and_dirs(ctl, active).await;
-    super::isolation::sweep_cgroups(ctl, active).await;
+    super::confinement::sweep_cgroups(ctl, active).await;
 }
 
 async fn orphan_hypervisors_and_dirs(ctl: &Arc<Controller>, active: &[VmRecord]) {

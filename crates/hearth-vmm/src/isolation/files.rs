@@ -132,6 +132,13 @@ pub fn readable_by_others(path: &Path) -> bool {
     readable && real.parent().is_none_or(|p| blocker(p, None).is_none())
 }
 
+/// The outermost of `dir` and the directories above it that others
+/// cannot search, if any: what keeps VM users from reaching what is in it.
+pub fn unsearchable(dir: &Path) -> Option<PathBuf> {
+    let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    blocker(&real, None)
+}
+
 /// Fails unless the VM's group can search every directory above `path`.
 fn reachable(path: &Path, gid: u32) -> Result<(), FileError> {
     let above = path.parent().unwrap_or(Path::new("/"));

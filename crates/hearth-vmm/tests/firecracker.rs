@@ -3,20 +3,26 @@
 //! `HEARTH_FIRECRACKER` to a firecracker binary; without it these tests say
 //! so in one line and pass.
 //!
+//! The jailer test needs `HEARTH_JAILER` (Firecracker's jailer) and root
+//! too.
+//!
 //! The agent's vsock channel is tested with a second hand-made guest
 //! (`vsock_guest` below) that drives Firecracker's real vsock device just
 //! far enough to refuse or accept one host connection.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hearth_guestkit::kernel::{wrap_elf_as_bzimage, Compression};
 use hearth_testkit::{tiny_guest_elf, tiny_guest_elf_ending, GuestEnd};
 use hearth_types::{Channel, Disk, VmDescription, VmId};
 use hearth_vmm::firecracker::client::ApiClient;
+use hearth_vmm::firecracker::jail::{Jail, JAILER_ENV, JAIL_DIR};
 use hearth_vmm::firecracker::vsock::{self, AGENT_VSOCK_PORT};
 use hearth_vmm::firecracker::{Firecracker, BINARY_ENV};
+use hearth_vmm::isolation::Isolation;
 use hearth_vmm::{Hypervisor, RunningVm, VmmError};
 
 /// Every test fails instead of hanging past this.
@@ -817,4 +823,59 @@ mod vsock_guest {
         p.extend(0x1000u64.to_le_bytes()); // p_align
         p
     }
+}
+
+/// Firecracker through its jailer (`HEARTH_JAILER`, with root): the guest
+/// runs as the VM's uid, chrooted in its jail, in its cgroup; the jail
+/// and the cgroup are gone when it ends.
+#[tokio::test]
+async fn a_jailed_firecracker_runs_the_guest_as_its_own_user_in_its_jail_and_cgroup() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fc) = firecracker(&dir.path().join("cache")) else {
+        return;
+    };
+    let Some(jailer) = std::env::var_os(JAILER_ENV).filter(|v| !v.is_empty()) else {
+        eprintln!("skipped: HEARTH_JAILER is not set (path to Firecracker's jailer); the jailer test needs it");
+        return;
+    };
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the jailer needs root");
+        return;
+    }
+    let isolation = Arc::new(Isolation::for_host());
+    let fc = fc
+        .with_jailer(Some(jailer.into()))
+        .isolated(Arc::clone(&isolation));
+    let marker = "hearth-jailed-guest";
+    let elf = tiny_guest_elf_ending(marker, GuestEnd::HaltForever);
+    let vm = description(dir.path(), write_kernel(dir.path(), "halt.elf", &elf));
+    bounded(async {
+        let mut running = fc.start(&vm).await.expect("the jailer starts firecracker");
+        wait_for_marker(&mut running, marker).await;
+        let report = running.isolation().expect("a report").clone();
+        assert!(report.jailer, "{report:?}");
+        let uid = report.uid.expect("a uid of its own");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", running.pid())).unwrap();
+        assert!(
+            status.contains(&format!("Uid:\t{uid}\t{uid}\t{uid}\t{uid}")),
+            "{status}"
+        );
+        let root = std::fs::read_link(format!("/proc/{}/root", running.pid())).unwrap();
+        assert_eq!(
+            root,
+            Jail::of(&vm, fc.binary()).root,
+            "chrooted in its jail"
+        );
+        let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", running.pid())).unwrap();
+        assert!(cgroup.contains(&format!("/hearth/{}", vm.id)), "{cgroup}");
+        running.kill().await;
+    })
+    .await;
+    assert!(!vm.run_dir.join(JAIL_DIR).exists(), "the jail is removed");
+    let paths = isolation
+        .cgroups()
+        .map(|c| c.vm(&vm.id).paths())
+        .unwrap_or_default();
+    assert!(paths.iter().all(|p| !p.exists()), "the cgroup is removed");
 }

@@ -163,6 +163,7 @@ impl Firecracker {
         let request = Request {
             overhead_mib: OVERHEAD_MIB,
             opens_kvm: self.jailer.is_none(),
+            host_paths: self.jailer.is_none(),
         };
         let mut confinement = self.isolation.confine(vm, request)?;
         let launched = self

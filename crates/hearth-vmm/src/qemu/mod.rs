@@ -97,6 +97,7 @@ impl Qemu {
         let request = Request {
             overhead_mib: self.overhead_mib(),
             opens_kvm: self.host.accel == Accel::Kvm,
+            host_paths: true,
         };
         let mut confinement = self.isolation.confine(vm, request)?;
         match &self.sandbox {

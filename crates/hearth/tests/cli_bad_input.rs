@@ -132,16 +132,19 @@ fn doctor_says_which_isolation_this_host_gives_hypervisors() {
     );
     // SAFETY: geteuid(2) cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
-    let cgroups = hearth_vmm::isolation::CgroupHost::detect();
-    if root && cgroups.is_ok() {
-        assert!(
-            isolation[0].starts_with("ok   isolation: each hypervisor runs as a uid"),
-            "{}",
-            text(&out)
-        );
-        let version = format!("isolation: cgroup v{}", cgroups.unwrap().version());
-        assert!(isolation[1].contains(&version), "{}", text(&out));
-    } else if !root {
+    match hearth_vmm::isolation::CgroupHost::detect() {
+        Ok(cgroups) if root => {
+            assert!(
+                isolation[0].starts_with("ok   isolation: each hypervisor runs as a uid"),
+                "{}",
+                text(&out)
+            );
+            let version = format!("isolation: cgroup v{}", cgroups.version());
+            assert!(isolation[1].contains(&version), "{}", text(&out));
+        }
+        _ => {}
+    }
+    if !root {
         assert!(isolation[0].contains("not root"), "{}", text(&out));
     }
     let jailer = hearth(&["doctor"])

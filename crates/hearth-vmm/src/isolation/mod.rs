@@ -76,7 +76,7 @@ impl Isolation {
         }
         Isolation {
             users: UidRange::from_env(),
-            cgroups: CgroupHost::detect().and_then(|host| writable(host)),
+            cgroups: CgroupHost::detect().and_then(writable),
         }
     }
 

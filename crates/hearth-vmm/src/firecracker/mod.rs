@@ -211,6 +211,7 @@ impl Firecracker {
         if let (Some(jailer), Some(user)) = (&self.jailer, &user) {
             let jail = Jail::of(vm, &self.binary);
             let inside = jail.populate(vm, kernel, &host, user)?;
+            confinement.close_run_dir()?;
             confinement.report.jailer = true;
             let mut cmd = Command::new(jailer);
             let fc_args = firecracker_args(&inside, None);

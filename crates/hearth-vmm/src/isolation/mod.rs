@@ -100,6 +100,7 @@ impl Isolation {
             lease,
             cgroup,
             run_dir: vm.run_dir.clone(),
+            users_on_host: self.users.is_ok(),
         })
     }
 
@@ -269,6 +270,9 @@ pub struct Confinement {
     lease: Option<user::UidLease>,
     cgroup: Option<VmCgroup>,
     run_dir: PathBuf,
+    /// The host gives VMs users (so hearth opened its data directory),
+    /// even if this VM has none.
+    users_on_host: bool,
 }
 
 impl Confinement {
@@ -282,9 +286,14 @@ impl Confinement {
 
     /// Gives the VM's user its run directory and writable disks, and makes
     /// sure it can read the rest; returns the description with any copies
-    /// (a kernel or initramfs others cannot read).
+    /// (a kernel or initramfs others cannot read). A VM without a user of
+    /// its own on a host whose data directory is open to VM users gets a
+    /// run directory only root may enter.
     pub fn grant(&self, vm: &VmDescription) -> Result<VmDescription, VmmError> {
         let Some(user) = self.user() else {
+            if self.users_on_host {
+                self.close_run_dir()?;
+            }
             return Ok(vm.clone());
         };
         let mut vm = vm.clone();
@@ -306,6 +315,15 @@ impl Confinement {
             }
         }
         Ok(vm)
+    }
+
+    /// Makes the run directory root's alone (a jailed hypervisor never sees
+    /// it; one without a user of its own runs as root).
+    pub fn close_run_dir(&self) -> Result<(), VmmError> {
+        files::own(&self.run_dir, 0, 0, files::RECLAIMED_MODE).map_err(|source| VmmError::Io {
+            path: self.run_dir.clone(),
+            source,
+        })
     }
 
     /// Makes the child of `cmd` join the cgroup and, with `as_user`, become
@@ -343,5 +361,125 @@ impl Confinement {
         if self.lease.is_some() {
             let _ = files::reclaim(&self.run_dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use hearth_types::Disk;
+
+    use super::*;
+
+    fn users_only() -> Isolation {
+        Isolation {
+            users: Ok(UidRange::parse("2000100000-2000100009").unwrap()),
+            cgroups: Err("not in this test".into()),
+        }
+    }
+
+    fn vm_in(dir: &Path) -> VmDescription {
+        let run_dir = dir.join("vms/vm-1");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        for (path, mode) in [
+            (dir.join("image.ext4"), 0o644),
+            (run_dir.join("layer.ext4"), 0o644),
+        ] {
+            std::fs::write(&path, "").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let kernel = dir.join("vmlinuz");
+        std::fs::write(&kernel, "k").unwrap();
+        VmDescription {
+            id: "vm-1".parse().unwrap(),
+            kernel,
+            initramfs: None,
+            disks: vec![
+                Disk {
+                    path: dir.join("image.ext4"),
+                    read_only: true,
+                },
+                Disk {
+                    path: run_dir.join("layer.ext4"),
+                    read_only: false,
+                },
+            ],
+            vcpus: 1,
+            memory_mib: 64,
+            cmdline: String::new(),
+            console_log: run_dir.join("console.log"),
+            run_dir,
+            channels: Vec::new(),
+        }
+    }
+
+    const REQUEST: Request = Request {
+        overhead_mib: 0,
+        opens_kvm: false,
+        host_paths: true,
+    };
+
+    fn set_mode(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_vm_gets_a_user_its_directory_and_layer_and_gives_them_back() {
+        // SAFETY: geteuid(2) cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("skipped: giving files to another user needs root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        set_mode(t.path(), 0o711);
+        let vm = vm_in(t.path());
+        set_mode(&t.path().join("vms"), 0o711);
+        let confinement = users_only().confine(&vm, REQUEST).unwrap();
+        let uid = confinement.user().unwrap().uid;
+        assert_eq!(confinement.report.uid, Some(uid));
+        assert!(confinement.report.off[0].starts_with("cgroup: not in this test"));
+        let granted = confinement.grant(&vm).unwrap();
+        assert_eq!(
+            granted.kernel, vm.kernel,
+            "a kernel others can read is used in place"
+        );
+        let dir = std::fs::metadata(&vm.run_dir).unwrap();
+        assert_eq!(
+            (dir.uid(), dir.gid(), dir.mode() & 0o7777),
+            (0, uid, 0o1770)
+        );
+        assert_eq!(std::fs::metadata(&vm.disks[1].path).unwrap().uid(), uid);
+        let report = confinement.started();
+        report.write(&vm.run_dir).unwrap();
+        users_only().release(&vm.id, &vm.run_dir);
+        let dir = std::fs::metadata(&vm.run_dir).unwrap();
+        assert_eq!((dir.uid(), dir.gid(), dir.mode() & 0o7777), (0, 0, 0o700));
+        assert_eq!(std::fs::metadata(&vm.disks[1].path).unwrap().uid(), 0);
+    }
+
+    #[test]
+    fn a_vm_its_user_could_not_reach_runs_without_one_and_says_why() {
+        // SAFETY: geteuid(2) cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("skipped: the run directory is closed with chown, which needs root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        set_mode(t.path(), 0o700);
+        let vm = vm_in(t.path());
+        let confinement = users_only().confine(&vm, REQUEST).unwrap();
+        assert_eq!(confinement.user(), None);
+        let why = &confinement.report.off[0];
+        assert!(
+            why.starts_with("user: the VM's user cannot reach") && why.contains("o+x"),
+            "{why}"
+        );
+        confinement.grant(&vm).unwrap();
+        let mode = std::fs::metadata(&vm.run_dir).unwrap().mode() & 0o7777;
+        assert_eq!(
+            mode, 0o700,
+            "a VM running as root keeps its directory to root"
+        );
     }
 }

@@ -207,8 +207,21 @@ impl Hypervisor for Qemu {
 
 /// Whether `binary` has QEMU's seccomp sandbox: it is given the sandbox
 /// and a device that does not exist, and must refuse the device (so it
-/// accepted the sandbox) rather than the sandbox. About 0.2 s.
+/// accepted the sandbox) rather than the sandbox. About 0.2 s the first
+/// time for a binary; the answer is kept for the process's life.
 pub fn sandbox_support(binary: &Path) -> Result<(), String> {
+    static PROBED: std::sync::Mutex<Vec<(PathBuf, Result<(), String>)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut probed = PROBED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, known)) = probed.iter().find(|(b, _)| b == binary) {
+        return known.clone();
+    }
+    let answer = probe_sandbox(binary);
+    probed.push((binary.to_owned(), answer.clone()));
+    answer
+}
+
+fn probe_sandbox(binary: &Path) -> Result<(), String> {
     const PROBE_DEVICE: &str = "hearth-probe-device";
     let out = std::process::Command::new(binary)
         .args(["-sandbox", cmdline::SANDBOX, "-M", "none", "-nodefaults"])

@@ -11,6 +11,7 @@
 //! far enough to refuse or accept one host connection.
 
 use std::future::Future;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -861,18 +862,84 @@ async fn a_jailed_firecracker_runs_the_guest_as_its_own_user_in_its_jail_and_cgr
             status.contains(&format!("Uid:\t{uid}\t{uid}\t{uid}\t{uid}")),
             "{status}"
         );
-        let root = std::fs::read_link(format!("/proc/{}/root", running.pid())).unwrap();
-        assert_eq!(
-            root,
-            Jail::of(&vm, fc.binary()).root,
-            "chrooted in its jail"
-        );
+        // Its root, seen through its mount namespace, is the jail's directory.
+        let id = |p: &Path| {
+            let m = std::fs::metadata(p).unwrap();
+            (m.dev(), m.ino())
+        };
+        let root = PathBuf::from(format!("/proc/{}/root/", running.pid()));
+        let jail = Jail::of(&vm, fc.binary()).root;
+        assert_eq!(id(&root), id(&jail), "chrooted in its jail");
+        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+        let own_ns = ns(&running.pid().to_string());
+        assert_ne!(own_ns, ns("self"), "a mount namespace of its own");
         let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", running.pid())).unwrap();
         assert!(cgroup.contains(&format!("/hearth/{}", vm.id)), "{cgroup}");
         running.kill().await;
     })
     .await;
     assert!(!vm.run_dir.join(JAIL_DIR).exists(), "the jail is removed");
+    let paths = isolation
+        .cgroups()
+        .map(|c| c.vm(&vm.id).paths())
+        .unwrap_or_default();
+    assert!(paths.iter().all(|p| !p.exists()), "the cgroup is removed");
+}
+
+/// Firecracker confined without a jailer: as the VM's user where that user
+/// may open /dev/kvm; where only root may (as on these machines), it runs
+/// as hearth and the report says why. Its cgroup either way.
+#[tokio::test]
+async fn an_unjailed_isolated_firecracker_runs_as_the_vms_user_where_kvm_lets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fc) = firecracker(&dir.path().join("cache")) else {
+        return;
+    };
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: hypervisors get users and cgroups of their own only from root");
+        return;
+    }
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o711);
+    std::fs::set_permissions(dir.path(), mode).unwrap();
+    let isolation = Arc::new(Isolation::for_host());
+    let fc = fc.with_jailer(None).isolated(Arc::clone(&isolation));
+    let marker = "hearth-unjailed-guest";
+    let elf = tiny_guest_elf_ending(marker, GuestEnd::HaltForever);
+    let vm = description(dir.path(), write_kernel(dir.path(), "halt.elf", &elf));
+    let kvm = hearth_vmm::isolation::user::kvm_group(Path::new("/dev/kvm"));
+    bounded(async {
+        let mut running = fc.start(&vm).await.expect("firecracker starts");
+        wait_for_marker(&mut running, marker).await;
+        let report = running.isolation().expect("a report").clone();
+        assert!(!report.jailer);
+        assert!(
+            report
+                .off
+                .iter()
+                .any(|o| o.contains("HEARTH_JAILER is not set")),
+            "{report:?}"
+        );
+        let status = std::fs::read_to_string(format!("/proc/{}/status", running.pid())).unwrap();
+        match (&kvm, report.uid) {
+            (Ok(_), Some(uid)) => assert!(status.contains(&format!("Uid:\t{uid}\t")), "{status}"),
+            (Err(_), None) => {
+                assert!(
+                    report.off.iter().any(|o| o.contains("/dev/kvm")),
+                    "{report:?}"
+                );
+                assert!(status.contains("Uid:\t0\t"), "{status}");
+            }
+            other => panic!("KVM access {other:?} and the report disagree: {report:?}"),
+        }
+        if isolation.cgroups().is_ok() {
+            let cgroup =
+                std::fs::read_to_string(format!("/proc/{}/cgroup", running.pid())).unwrap();
+            assert!(cgroup.contains(&format!("/hearth/{}", vm.id)), "{cgroup}");
+        }
+        running.kill().await;
+    })
+    .await;
     let paths = isolation
         .cgroups()
         .map(|c| c.vm(&vm.id).paths())

@@ -139,6 +139,24 @@ impl Jail {
     }
 }
 
+/// The jail holds no libraries: the firecracker binary the jailer copies
+/// in must be statically linked (as Firecracker's releases are), or its
+/// exec fails with a bare "No such file or directory".
+pub fn check_static(firecracker: &Path) -> Result<(), VmmError> {
+    if hearth_guestkit::agent::is_static_elf_file(firecracker) {
+        return Ok(());
+    }
+    Err(VmmError::Isolation {
+        step: "run Firecracker in its jail",
+        source: std::io::Error::other(format!(
+            "{} is not a statically linked ELF, and the jail has no libraries for it: give \
+             HEARTH_FIRECRACKER a static firecracker (a release build, or one linked with \
+             musl or static glibc), or unset HEARTH_JAILER",
+            firecracker.display()
+        )),
+    })
+}
+
 /// The jailer's command line (after the program): the VM's id, the
 /// firecracker binary, the user, the chroot base, then Firecracker's own
 /// arguments after `--` (the jailer adds `--id` itself).
@@ -214,6 +232,22 @@ mod tests {
             gid: 2_000_000_042,
             groups: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_dynamically_linked_firecracker_is_refused_for_the_jail() {
+        // This test binary is dynamically linked, as a plain firecracker
+        // build is.
+        let me = std::env::current_exe().unwrap();
+        if hearth_guestkit::agent::is_static_elf_file(&me) {
+            return;
+        }
+        let err = check_static(&me).unwrap_err();
+        let chain = hearth_types::error_chain(&err);
+        assert!(
+            chain.contains("not a statically linked") && chain.contains("HEARTH_JAILER"),
+            "{chain}"
+        );
     }
 
     #[test]

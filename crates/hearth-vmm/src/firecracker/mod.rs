@@ -209,6 +209,7 @@ impl Firecracker {
         let host = files.paths(vm, kernel, vsock);
         let user = confinement.user().cloned();
         if let (Some(jailer), Some(user)) = (&self.jailer, &user) {
+            jail::check_static(&self.binary)?;
             let jail = Jail::of(vm, &self.binary);
             let inside = jail.populate(vm, kernel, &host, user)?;
             confinement.close_run_dir()?;

@@ -128,13 +128,26 @@ pub(super) fn seccomp() -> Check {
     }
 }
 
+/// The firecracker binary hearth would jail, if there is one, must be
+/// static.
+fn firecracker_for_jail() -> Result<(), String> {
+    let Ok(fc) = Firecracker::from_env(PathBuf::new()) else {
+        return Ok(());
+    };
+    hearth_vmm::firecracker::jail::check_static(fc.binary())
+        .map_err(|e| hearth_types::error_chain(&e))
+}
+
 /// Firecracker's jailer, where Firecracker is used.
 pub(super) fn jailer() -> Check {
     match Firecracker::jailer_from_env() {
-        Ok(Some(jailer)) => ok(format!(
-            "isolation: Firecracker runs through its jailer ({}): chroot, the VM's uid and gid",
-            jailer.display()
-        )),
+        Ok(Some(jailer)) => match firecracker_for_jail() {
+            Err(why) => fail(format!("isolation: {why}"), "Firecracker VMs would not start"),
+            Ok(()) => ok(format!(
+                "isolation: Firecracker runs through its jailer ({}): chroot, the VM's uid and gid",
+                jailer.display()
+            )),
+        },
         Ok(None) => warn(
             format!("isolation: {JAILER_ENV} is not set, so Firecracker VMs run without the jailer (as their own users, without a chroot)"),
             format!("set {JAILER_ENV} to the jailer binary built with your Firecracker"),

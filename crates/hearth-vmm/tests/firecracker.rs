@@ -20,7 +20,7 @@ use hearth_guestkit::kernel::{wrap_elf_as_bzimage, Compression};
 use hearth_testkit::{tiny_guest_elf, tiny_guest_elf_ending, GuestEnd};
 use hearth_types::{Channel, Disk, VmDescription, VmId};
 use hearth_vmm::firecracker::client::ApiClient;
-use hearth_vmm::firecracker::jail::{Jail, JAILER_ENV, JAIL_DIR};
+use hearth_vmm::firecracker::jail::{jailed_vm, Jail, JAILER_ENV, JAIL_DIR};
 use hearth_vmm::firecracker::vsock::{self, AGENT_VSOCK_PORT};
 use hearth_vmm::firecracker::{Firecracker, BINARY_ENV};
 use hearth_vmm::isolation::Isolation;
@@ -850,7 +850,9 @@ async fn a_jailed_firecracker_runs_the_guest_as_its_own_user_in_its_jail_and_cgr
         .isolated(Arc::clone(&isolation));
     let marker = "hearth-jailed-guest";
     let elf = tiny_guest_elf_ending(marker, GuestEnd::HaltForever);
-    let vm = description(dir.path(), write_kernel(dir.path(), "halt.elf", &elf));
+    let mut vm = description(dir.path(), write_kernel(dir.path(), "halt.elf", &elf));
+    // As `hearth serve` lays VMs out: `<vms>/<id>/`.
+    vm.run_dir = dir.path().join(vm.id.as_str());
     bounded(async {
         let mut running = fc.start(&vm).await.expect("the jailer starts firecracker");
         wait_for_marker(&mut running, marker).await;
@@ -873,6 +875,10 @@ async fn a_jailed_firecracker_runs_the_guest_as_its_own_user_in_its_jail_and_cgr
         let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
         let own_ns = ns(&running.pid().to_string());
         assert_ne!(own_ns, ns("self"), "a mount namespace of its own");
+        // Its command line names no host path; the orphan sweep knows it
+        // by its id and its root.
+        assert_eq!(jailed_vm(running.pid(), dir.path()), Some(vm.id.clone()));
+        assert_eq!(jailed_vm(std::process::id(), dir.path()), None);
         let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", running.pid())).unwrap();
         assert!(cgroup.contains(&format!("/hearth/{}", vm.id)), "{cgroup}");
         running.kill().await;
@@ -945,4 +951,51 @@ async fn an_unjailed_isolated_firecracker_runs_as_the_vms_user_where_kvm_lets_it
         .map(|c| c.vm(&vm.id).paths())
         .unwrap_or_default();
     assert!(paths.iter().all(|p| !p.exists()), "the cgroup is removed");
+}
+
+/// The agent's channel of a jailed Firecracker: its vsock socket is in the
+/// jail, and the channel's socket path links to it, so the host connects
+/// as to an unjailed one; stopping goes through the linked API socket.
+#[tokio::test]
+async fn an_accepted_connect_reaches_a_jailed_firecrackers_guest_through_the_linked_socket() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fc) = firecracker(&dir.path().join("cache")) else {
+        return;
+    };
+    let Some(jailer) = std::env::var_os(JAILER_ENV).filter(|v| !v.is_empty()) else {
+        eprintln!("skipped: HEARTH_JAILER is not set (path to Firecracker's jailer); the jailer test needs it");
+        return;
+    };
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the jailer needs root");
+        return;
+    }
+    let fc = fc
+        .with_jailer(Some(jailer.into()))
+        .isolated(Arc::new(Isolation::for_host()));
+    bounded(async {
+        let (mut running, uds) =
+            boot_vsock_guest(&fc, dir.path(), vsock_guest::Reply::Accept).await;
+        assert!(running.isolation().is_some_and(|r| r.jailer));
+        assert!(std::fs::symlink_metadata(&uds)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        let mut stream = connect_blocking(&uds, AGENT_VSOCK_PORT).await.unwrap();
+        let greeting = tokio::task::spawn_blocking(move || {
+            let mut greeting = vec![0u8; vsock_guest::GREETING.len()];
+            stream.read_exact(&mut greeting).unwrap();
+            stream.write_all(b"ping").unwrap();
+            (greeting, stream)
+        });
+        let (greeting, _stream) = greeting.await.unwrap();
+        assert_eq!(greeting, vsock_guest::GREETING);
+        wait_for_marker(&mut running, "vsock-guest: got ping").await;
+        let pid = running.pid();
+        running.stop(Duration::from_millis(200)).await;
+        assert!(!is_alive(pid), "firecracker left running");
+    })
+    .await;
 }

@@ -239,7 +239,8 @@ fn older_than(path: &std::path::Path, age: Duration) -> bool {
 }
 
 /// Detached processes (session leaders, as `hearth serve` starts them)
-/// whose command line names a VM directory under `vms_dir`.
+/// whose command line names a VM directory under `vms_dir`, or that run in
+/// the jail of one (a jailed Firecracker names only paths in its jail).
 fn hypervisors_under(vms_dir: &std::path::Path) -> Vec<(u32, VmId)> {
     // Absolute, so that another server's `.../data/vms/` never matches a
     // relative `data/vms/` of ours.
@@ -254,7 +255,8 @@ fn hypervisors_under(vms_dir: &std::path::Path) -> Vec<(u32, VmId)> {
         .filter(|pid| *pid != std::process::id() && is_session_leader(*pid))
         .filter_map(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let id = vm_named_in(&String::from_utf8_lossy(&cmdline), &prefix)?;
+            let id = vm_named_in(&String::from_utf8_lossy(&cmdline), &prefix)
+                .or_else(|| hearth_vmm::firecracker::jail::jailed_vm(pid, &vms_dir))?;
             Some((pid, id))
         })
         .collect()

@@ -157,6 +157,25 @@ pub fn check_static(firecracker: &Path) -> Result<(), VmmError> {
     })
 }
 
+/// The VM whose jail under `vms_dir` process `pid` runs in: a jailed
+/// Firecracker's command line names only paths inside its jail, so it is
+/// known by its `--id` and by its root being that VM's jail directory.
+pub fn jailed_vm(pid: u32, vms_dir: &Path) -> Option<hearth_types::VmId> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut args = cmdline.split(|b| *b == 0);
+    args.find(|a| *a == b"--id")?;
+    let id: hearth_types::VmId = std::str::from_utf8(args.next()?).ok()?.parse().ok()?;
+    let root = std::fs::metadata(format!("/proc/{pid}/root/")).ok()?;
+    let jails = std::fs::read_dir(vms_dir.join(id.as_str()).join(JAIL_DIR)).ok()?;
+    let same = |p: PathBuf| {
+        std::fs::metadata(p).is_ok_and(|m| (m.dev(), m.ino()) == (root.dev(), root.ino()))
+    };
+    jails
+        .flatten()
+        .any(|binary| same(binary.path().join(id.as_str()).join("root")))
+        .then_some(id)
+}
+
 /// The jailer's command line (after the program): the VM's id, the
 /// firecracker binary, the user, the chroot base, then Firecracker's own
 /// arguments after `--` (the jailer adds `--id` itself).

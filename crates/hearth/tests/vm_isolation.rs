@@ -294,3 +294,63 @@ fn vm_a_hypervisor_over_its_memory_limit_is_killed_and_the_vm_fails_diagnosed_as
     );
     host.assert_clean();
 }
+
+/// A cgroup no VM of the store accounts for is removed at start once it is
+/// empty and older than the orphan grace (and a minute, whatever the
+/// grace); one with a process stays, and so does a young one.
+#[test]
+fn orphaned_vm_cgroups_are_swept_when_empty_and_kept_while_busy() {
+    let Some(cgroups) = isolating_host() else {
+        return;
+    };
+    let orphan: VmId = "vm-0rphan0swept".parse().unwrap();
+    let busy: VmId = "vm-0rphan0busy0".parse().unwrap();
+    let young: VmId = "vm-0rphan0young".parse().unwrap();
+    let limits = hearth_vmm::isolation::Limits::for_guest(64, 1, 0);
+    for id in [&orphan, &busy, &young] {
+        cgroups.vm(id).create(&limits).expect("a cgroup");
+    }
+    for id in [&orphan, &busy] {
+        for path in cgroups.vm(id).paths() {
+            let aged = Command::new("touch")
+                .arg("-d")
+                .arg("2 minutes ago")
+                .arg(&path)
+                .status();
+            assert!(aged.unwrap().success(), "{}", path.display());
+        }
+    }
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    for path in cgroups.vm(&busy).paths() {
+        std::fs::write(path.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+    }
+    let mut host = Host::new(&["--orphan-grace", "0"]);
+    host.start();
+    let exists = |id: &VmId| {
+        cgroups
+            .vm(id)
+            .paths()
+            .iter()
+            .map(|p| p.exists())
+            .collect::<Vec<_>>()
+    };
+    let (orphan_left, busy_left, young_left) = (exists(&orphan), exists(&busy), exists(&young));
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    for id in [&orphan, &young, &busy] {
+        cgroups.vm(id).remove().expect("an empty cgroup is removed");
+    }
+    assert!(
+        orphan_left.iter().all(|e| !e),
+        "an empty orphaned cgroup stays:\n{}",
+        host.serve_logs()
+    );
+    assert!(
+        busy_left.iter().all(|e| *e),
+        "a cgroup with a process in it was removed"
+    );
+    assert!(
+        young_left.iter().all(|e| *e),
+        "a cgroup younger than a minute was removed"
+    );
+}

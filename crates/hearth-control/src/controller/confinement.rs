@@ -17,16 +17,22 @@ pub(super) fn release(ctl: &Controller, id: &VmId) {
     ctl.isolation.release(id, &dir);
 }
 
+/// However short the orphan grace, a cgroup younger than this is left: it
+/// may belong to a VM (of any hearth on this host) between its cgroup's
+/// creation and its hypervisor joining it.
+const MIN_CGROUP_AGE: Duration = Duration::from_secs(60);
+
 /// Removes the cgroups of VMs no active record accounts for, once they
 /// are older than the orphan grace and empty (a cgroup with processes, or
 /// a young one, may be another hearth's VM starting on this host).
 pub(super) async fn sweep_cgroups(ctl: &Controller, active: &[VmRecord]) {
+    let age = ctl.config.orphan_grace.max(MIN_CGROUP_AGE);
     for id in ctl.isolation.cgroup_vm_ids() {
         if active.iter().any(|r| r.vm.id == id) {
             continue;
         }
         let ours = matches!(ctl.store.vm(&id).await, Ok(Some(r)) if r.vm.state.is_active());
-        if ours || !cgroup_older_than(ctl, &id, ctl.config.orphan_grace) {
+        if ours || !cgroup_older_than(ctl, &id, age) {
             continue;
         }
         match ctl.isolation.remove_cgroup(&id) {

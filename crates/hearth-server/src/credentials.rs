@@ -108,7 +108,7 @@ pub(crate) async fn delete(
     Ok(Json(info(&deleted)))
 }
 
-fn user_name(raw: &str) -> Result<UserName, Problem> {
+pub(crate) fn user_name(raw: &str) -> Result<UserName, Problem> {
     raw.parse().map_err(|e: hearth_types::UserNameError| {
         Problem::bad_request("invalid_user", e.to_string())
     })

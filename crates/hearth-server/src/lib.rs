@@ -13,6 +13,7 @@ mod agent;
 mod auth;
 mod credentials;
 mod diagnosis;
+mod egress_settings;
 mod error;
 mod exec;
 mod exec_attach;
@@ -208,6 +209,18 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         .route("/v1/sessions/{id}/events", get(sessions::events))
         .route("/v1/sessions/{id}/egress", get(sessions::egress))
         .route("/v1/providers", get(sessions::providers))
+        .route(
+            "/v1/tenants/{tenant}/egress",
+            put(egress_settings::put_tenant)
+                .get(egress_settings::get_tenant)
+                .delete(egress_settings::delete_tenant),
+        )
+        .route(
+            "/v1/users/{user}/egress",
+            put(egress_settings::put_user)
+                .get(egress_settings::get_user)
+                .delete(egress_settings::delete_user),
+        )
         .route("/api/auth/start", post(legacy::auth_start))
         .route("/api/vm/{id}/console-log", get(legacy::console_log))
         .route("/v1/tokens", get(tokens::list))

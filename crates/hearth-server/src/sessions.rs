@@ -233,7 +233,7 @@ pub(crate) async fn providers(
     Ok(Json(catalogue.list().map(|p| p.info()).collect()))
 }
 
-fn enabled(state: &AppState) -> Result<&Sessions, Problem> {
+pub(crate) fn enabled(state: &AppState) -> Result<&Sessions, Problem> {
     state.sessions.as_ref().ok_or_else(|| {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,

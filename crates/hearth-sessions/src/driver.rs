@@ -36,10 +36,9 @@ pub(crate) async fn drive(inner: Arc<Inner>, record: SessionRecord, provider: Pr
         inner.fail(&id, record.state, why, None).await;
         return;
     };
-    let policy = match inner.config.egress.policy(&provider) {
+    let policy = match session_policy(&inner, &record, &provider).await {
         Ok(policy) => policy,
-        Err(e) => {
-            let why = format!("its egress policy is not valid: {e}");
+        Err(why) => {
             inner.fail(&id, record.state, why, None).await;
             return;
         }
@@ -65,6 +64,21 @@ pub(crate) async fn drive(inner: Arc<Inner>, record: SessionRecord, provider: Pr
     if let Some(captured) = outcome {
         seal(&inner, &id, &vm, &provider, captured).await;
     }
+}
+
+/// The provider's, the server's and the tenant's domains; the user's or
+/// the tenant's upstream proxy, else the server's.
+async fn session_policy(
+    inner: &Inner,
+    record: &SessionRecord,
+    provider: &Provider,
+) -> Result<Policy, String> {
+    let (domains, upstream) = inner.session_egress(&record.tenant, &record.user).await?;
+    inner
+        .config
+        .egress
+        .policy(provider, &domains, upstream)
+        .map_err(|e| format!("its egress policy is not valid: {e}"))
 }
 
 /// The link appears once the hypervisor runs; a VM that fails first is

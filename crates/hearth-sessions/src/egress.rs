@@ -46,12 +46,20 @@ impl EgressSettings {
         }
     }
 
-    /// What a session with `provider` may reach.
-    pub fn policy(&self, provider: &Provider) -> Result<Policy, PolicyError> {
+    /// What a session with `provider` may reach: its domains, the
+    /// server's and `tenant_domains`; through `upstream` when given, else
+    /// the server's upstream proxy.
+    pub fn policy(
+        &self,
+        provider: &Provider,
+        tenant_domains: &[String],
+        upstream: Option<UpstreamProxy>,
+    ) -> Result<Policy, PolicyError> {
         let patterns = provider
             .domains
             .iter()
             .chain(&self.extra_domains)
+            .chain(tenant_domains)
             .map(|d| hearth_egress::DomainPattern::parse(d))
             .collect::<Result<Vec<_>, _>>()?;
         let mut policy = Policy::with_domains(Domains::Only(patterns))
@@ -60,8 +68,8 @@ impl EgressSettings {
         for net in &self.allowed_networks {
             policy = policy.allow_network(*net);
         }
-        if let Some(upstream) = &self.upstream {
-            policy = policy.with_upstream(upstream.clone());
+        if let Some(upstream) = upstream.or_else(|| self.upstream.clone()) {
+            policy = policy.with_upstream(upstream);
         }
         Ok(policy)
     }

@@ -11,6 +11,7 @@
 
 mod driver;
 pub mod egress;
+mod egress_settings;
 mod error;
 pub mod guest;
 pub mod providers;
@@ -197,6 +198,33 @@ impl Sessions {
         let why = "cancelled by its caller".to_owned();
         let ended = self.inner.end(record, SessionState::Cancelled, why).await?;
         Ok(self.inner.view(ended).await)
+    }
+
+    /// Replaces the egress settings of `tenant` (`user: None`; an admin's
+    /// call) or of one of its users (an upstream proxy only).
+    pub async fn put_egress(
+        &self,
+        tenant: &TenantId,
+        user: Option<&hearth_types::UserName>,
+        body: &hearth_types::session::PutEgress,
+    ) -> Result<hearth_types::session::EgressSettingsInfo, SessionError> {
+        self.inner.put_egress(tenant, user, body).await
+    }
+
+    pub async fn egress_settings(
+        &self,
+        tenant: &TenantId,
+        user: Option<&hearth_types::UserName>,
+    ) -> Result<Option<hearth_types::session::EgressSettingsInfo>, SessionError> {
+        self.inner.egress_of(tenant, user).await
+    }
+
+    pub async fn delete_egress(
+        &self,
+        tenant: &TenantId,
+        user: Option<&hearth_types::UserName>,
+    ) -> Result<Option<hearth_types::session::EgressSettingsInfo>, SessionError> {
+        self.inner.delete_egress(tenant, user).await
     }
 
     /// Resumes the drivers of live sessions (after a restart), then expires

@@ -279,6 +279,72 @@ pub struct ProviderInfo {
     pub source: String,
 }
 
+/// `PUT /v1/tenants/{tenant}/egress` (admin: what a tenant's sessions may
+/// reach besides their provider's domains, and its upstream proxy) and
+/// `PUT /v1/users/{user}/egress` (a user's own upstream proxy, the old
+/// controller's per-user proxy; no domains).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PutEgress {
+    /// More allowed domains (`name` or `*.name`), for a tenant only.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub upstream: Option<UpstreamSetting>,
+}
+
+/// An upstream HTTP proxy; its password is sealed in the vault, never
+/// shown again and never given to a VM.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSetting {
+    /// `IP:PORT`.
+    pub address: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// No password in any `Debug`.
+impl fmt::Debug for PutEgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PutEgress")
+            .field("domains", &self.domains)
+            .field("upstream", &self.upstream)
+            .finish()
+    }
+}
+
+impl fmt::Debug for UpstreamSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamSetting")
+            .field("address", &self.address)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Egress settings as the API shows them: never a password.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EgressSettingsInfo {
+    pub tenant: TenantId,
+    /// Null: the tenant's own settings.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub user: Option<UserName>,
+    pub domains: Vec<String>,
+    /// The upstream proxy's `IP:PORT`.
+    pub upstream: Option<String>,
+    /// Whether the upstream proxy has credentials (sealed in the vault).
+    pub upstream_credentials: bool,
+    pub updated_at: Timestamp,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,6 +47,8 @@ fn host() -> Host {
         "rebind.test",
         "--egress-allow",
         "private.test",
+        "--egress-host",
+        "login.waiter.test=198.51.100.7",
     ]);
     host.start();
     host
@@ -308,4 +310,61 @@ fn vm_the_old_controllers_routes_start_a_session_and_read_the_console() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("provider"), "{body}");
     let _: Session = a.json("POST", &format!("/v1/sessions/{id}/cancel"), None, 200);
+}
+
+#[test]
+fn vm_a_users_upstream_proxy_carries_its_sessions_with_credentials_from_the_vault() {
+    let (upstream, heads) = fake_upstream();
+    let mut host = host();
+    let a = tenant_api(&mut host, "team-a");
+    let password = "pw-for-erin-upstream-91c4";
+    let body = format!(
+        r#"{{"upstream": {{"address": "{upstream}", "username": "erin-proxy", "password": "{password}"}}}}"#
+    );
+    let (status, text) = a.call("PUT", "/v1/users/erin/egress", Some(&body));
+    assert_eq!(status, 200, "{text}");
+    assert!(!text.contains(password), "{text}");
+    let s = start(&a, "erin", "");
+    let id = s.id.to_string();
+    let vm = s.vm.clone().unwrap().to_string();
+    wait_session(&a, &id, Duration::from_secs(240), |s| s.state == SessionState::WaitingForUser);
+    let out = host.vm_cli_as(&a.token, &["exec", &vm, "--", "busybox", "wget", "-q", "-O", "-", "http://login.waiter.test/hello"]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok");
+    let seen = heads.lock().unwrap().join("\n---\n");
+    assert!(seen.contains("GET http://login.waiter.test/hello"), "{seen}");
+    // Basic base64("erin-proxy:" + password), added on the host.
+    let expected = base64_basic("erin-proxy", password);
+    assert!(seen.contains(&format!("Proxy-Authorization: Basic {expected}")), "{seen}");
+    // The VM never had the password: not in its environment or files.
+    let out = host.vm_cli_as(&a.token, &["exec", &vm, "--", "sh", "-c", "env; cat /etc/hearth/*.json 2>/dev/null"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(password));
+    assert!(!host.serve_logs().contains(password));
+    let _: Session = a.json("POST", &format!("/v1/sessions/{id}/cancel"), None, 200);
+}
+
+type Heads = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// An upstream HTTP proxy on the host's loopback that records each request
+/// head and answers `ok`.
+fn fake_upstream() -> (std::net::SocketAddr, Heads) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads: Heads = Default::default();
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 8192];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            seen.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (addr, heads)
+}
+
+fn base64_basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
 }

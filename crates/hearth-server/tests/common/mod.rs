@@ -192,6 +192,17 @@ impl Server {
             .expect("POST")
     }
 
+    pub async fn put(&self, token: &str, path: &str, body: &str) -> reqwest::Response {
+        self.http
+            .put(self.url(path))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("PUT")
+    }
+
     pub async fn delete(&self, token: &str, path: &str) -> reqwest::Response {
         self.http
             .delete(self.url(path))

@@ -51,6 +51,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0006_sessions",
         sql: include_str!("../migrations/0006_sessions.sql"),
     },
+    Migration {
+        version: 8,
+        name: "0008_egress_settings",
+        sql: include_str!("../migrations/0008_egress_settings.sql"),
+    },
 ];
 
 /// The schema version this build writes: the last migration's number.

@@ -11,6 +11,7 @@ mod agent;
 mod archives;
 mod cells;
 mod credentials;
+mod egress_settings;
 mod error;
 mod jobs;
 mod migrate;
@@ -40,6 +41,7 @@ use crate::{
     ServiceLine, StateChange, Store, StoreError, TokenRecord, ViewerLinkRecord, VmFilter, VmRecord,
 };
 use crate::{CredentialMeta, CredentialOwner, CredentialRecord, CredentialStore, Rewrap};
+use crate::{EgressSettingsRecord, EgressSettingsStore};
 use crate::{SessionChange, SessionFilter, SessionRecord, SessionStore};
 use hearth_types::session::{EgressConnection, SessionEvent};
 use hearth_types::{SessionId, SessionState};
@@ -559,5 +561,35 @@ impl SessionStore for SqliteStore {
             format_args!("reading the egress connections of session {id}"),
             |c| sessions::egress(c, id),
         )
+    }
+}
+
+#[async_trait]
+impl EgressSettingsStore for SqliteStore {
+    async fn put_egress_settings(&self, record: &EgressSettingsRecord) -> Result<(), StoreError> {
+        self.run(
+            format_args!("storing the egress settings of {}", record.tenant),
+            |c| egress_settings::put(c, record),
+        )
+    }
+
+    async fn egress_settings(
+        &self,
+        tenant: &TenantId,
+        user: Option<&UserName>,
+    ) -> Result<Option<EgressSettingsRecord>, StoreError> {
+        self.run(format_args!("reading the egress settings of {tenant}"), |c| {
+            egress_settings::get(c, tenant, user)
+        })
+    }
+
+    async fn delete_egress_settings(
+        &self,
+        tenant: &TenantId,
+        user: Option<&UserName>,
+    ) -> Result<Option<EgressSettingsRecord>, StoreError> {
+        self.run(format_args!("deleting the egress settings of {tenant}"), |c| {
+            egress_settings::delete(c, tenant, user)
+        })
     }
 }

@@ -55,6 +55,10 @@ impl Api {
                     None => req.send_empty(),
                 }
             }
+            "PUT" => {
+                let req = self.agent.put(&url).header("authorization", auth);
+                req.content_type("application/json").send(json.unwrap_or("{}"))
+            }
             "DELETE" => self.agent.delete(&url).header("authorization", auth).call(),
             other => panic!("no method {other}"),
         };

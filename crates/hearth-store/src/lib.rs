@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod credentials;
+pub mod net_slots;
 pub mod records;
 pub mod sessions;
 pub mod sqlite;
@@ -21,6 +22,7 @@ pub use credentials::{
     CredentialMeta, CredentialOwner, CredentialRecord, CredentialStore, Rewrap, SealedParts,
     KEEP_CREDENTIAL_VERSIONS,
 };
+pub use net_slots::{NetSlot, NetSlotStore, SlotClaim};
 pub use records::*;
 pub use sessions::{SessionChange, SessionFilter, SessionRecord, SessionStore};
 pub use sqlite::SqliteStore;
@@ -50,7 +52,7 @@ pub enum StoreError {
 /// their own narrow trait, so the vault is given only those (an
 /// `Arc<dyn Store>` upcasts to `&dyn CredentialStore`).
 #[async_trait]
-pub trait Store: CredentialStore + SessionStore + Send + Sync + std::fmt::Debug {
+pub trait Store: CredentialStore + SessionStore + NetSlotStore + Send + Sync + std::fmt::Debug {
     // VMs
     async fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError>;
     async fn vm(&self, id: &VmId) -> Result<Option<VmRecord>, StoreError>;

@@ -51,6 +51,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0006_sessions",
         sql: include_str!("../migrations/0006_sessions.sql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_net_slots",
+        sql: include_str!("../migrations/0007_net_slots.sql"),
+    },
 ];
 
 /// The schema version this build writes: the last migration's number.

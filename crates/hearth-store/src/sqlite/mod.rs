@@ -14,6 +14,7 @@ mod credentials;
 mod error;
 mod jobs;
 mod migrate;
+mod net_slots;
 mod sessions;
 mod tokens;
 mod viewer_links;

@@ -141,6 +141,9 @@ mod tests {
         assert!(pool.overlaps(Ipv4Addr::new(10, 0, 0, 0), 8));
         assert!(pool.overlaps(Ipv4Addr::new(10, 231, 7, 0), 24));
         assert!(!pool.overlaps(Ipv4Addr::new(10, 232, 0, 0), 16));
-        assert!(pool.overlaps(Ipv4Addr::new(0, 0, 0, 0), 0), "a default route covers all");
+        assert!(
+            pool.overlaps(Ipv4Addr::new(0, 0, 0, 0), 0),
+            "a default route covers all"
+        );
     }
 }

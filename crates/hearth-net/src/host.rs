@@ -175,7 +175,8 @@ impl SlotPlan {
             source,
         })?;
         let index = ns.up(TAP_NAME).await?;
-        ns.add_address(index, GUEST_GATEWAY, GUEST_PREFIX_LEN).await?;
+        ns.add_address(index, GUEST_GATEWAY, GUEST_PREFIX_LEN)
+            .await?;
         Ok(tap)
     }
 }

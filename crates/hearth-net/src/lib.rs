@@ -14,6 +14,7 @@ mod names;
 pub mod netns;
 mod network;
 mod nft;
+pub mod preflight;
 mod reconcile;
 mod tap;
 mod thread;

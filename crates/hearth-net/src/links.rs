@@ -24,12 +24,11 @@ impl Netlink {
     /// Opens a socket in the calling thread's namespace; its connection runs
     /// on the current runtime.
     pub(crate) fn open(place: &str) -> Result<Netlink, NetError> {
-        let (connection, handle, _) = rtnetlink::new_connection().map_err(|source| {
-            NetError::Netlink {
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(|source| NetError::Netlink {
                 doing: format!("opening a netlink socket in {place}"),
                 source,
-            }
-        })?;
+            })?;
         tokio::spawn(connection);
         Ok(Netlink {
             handle,
@@ -46,7 +45,12 @@ impl Netlink {
 
     /// The index of link `name`, `None` when there is none.
     pub(crate) async fn index(&self, name: &str) -> Result<Option<u32>, NetError> {
-        let mut found = self.handle.link().get().match_name(name.to_owned()).execute();
+        let mut found = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
         match found.try_next().await {
             Ok(link) => Ok(link.map(|l| l.header.index)),
             Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
@@ -123,7 +127,9 @@ impl Netlink {
     }
 
     pub(crate) async fn default_route(&self, gateway: Ipv4Addr) -> Result<(), NetError> {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).build();
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gateway)
+            .build();
         self.handle
             .route()
             .add(route)

@@ -115,13 +115,23 @@ mod tests {
         assert_eq!(prefix.slot_name(slot), "hearth-s17");
         assert_eq!(prefix.parse_slot("hearth-s17"), Some(slot));
         let longest = "abcdefgh".parse::<Prefix>().unwrap();
-        assert_eq!(longest.slot_name(Slot::new(MAX_SLOTS - 1).unwrap()).len(), 15);
+        assert_eq!(
+            longest.slot_name(Slot::new(MAX_SLOTS - 1).unwrap()).len(),
+            15
+        );
     }
 
     #[test]
     fn other_names_are_not_ours() {
         let prefix: Prefix = "hearth".parse().unwrap();
-        for name in ["hearth-s", "hearth-s017", "hearth-sx", "hearthx-s1", "eth0", "hearth-s99999"] {
+        for name in [
+            "hearth-s",
+            "hearth-s017",
+            "hearth-sx",
+            "hearthx-s1",
+            "eth0",
+            "hearth-s99999",
+        ] {
             assert_eq!(prefix.parse_slot(name), None, "{name}");
         }
     }

@@ -113,12 +113,15 @@ pub(crate) fn delete(name: &str) -> Result<bool, NetError> {
         step: "removing it",
         source,
     };
-    let target = CString::new(path.as_os_str().as_bytes()).map_err(|e| fail(io::Error::other(e)))?;
+    let target =
+        CString::new(path.as_os_str().as_bytes()).map_err(|e| fail(io::Error::other(e)))?;
     // SAFETY: target is NUL-terminated and outlives the call.
     let rc = unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
     let unmount = (rc != 0).then(io::Error::last_os_error);
     // EINVAL: a file that was never bound (a create that died half-way).
-    if let Some(e) = unmount.filter(|e| !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT))) {
+    if let Some(e) =
+        unmount.filter(|e| !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)))
+    {
         return Err(fail(e));
     }
     match fs::remove_file(&path) {

@@ -92,8 +92,7 @@ pub fn nft_binary() -> Option<PathBuf> {
 
 /// Applies `ruleset` in the calling thread's namespace, in one transaction.
 pub(crate) fn apply(ruleset: &str, place: &str) -> Result<(), NetError> {
-    let out = run_nft(&["-f", "-"], Some(ruleset), place)?;
-    Ok(drop(out))
+    run_nft(&["-f", "-"], Some(ruleset), place).map(drop)
 }
 
 /// `nft list tables` in the calling thread's namespace: `ip hearth`, ...

@@ -68,7 +68,8 @@ impl<S: NetSlotStore + ?Sized> Network<S> {
             self.remove(&slot.vm, number).await?;
             report.released.push((slot.vm, number));
         }
-        self.remove_orphans(&kernel, &owned, orphans, &mut report).await?;
+        self.remove_orphans(&kernel, &owned, orphans, &mut report)
+            .await?;
         Ok(report)
     }
 
@@ -80,7 +81,9 @@ impl<S: NetSlotStore + ?Sized> Network<S> {
         report: &mut ReconcileReport,
     ) -> Result<(), NetError> {
         let now = Instant::now();
-        orphans.first_seen.retain(|slot, _| kernel.contains(slot) && !owned.contains(slot));
+        orphans
+            .first_seen
+            .retain(|slot, _| kernel.contains(slot) && !owned.contains(slot));
         let released: BTreeSet<Slot> = report.released.iter().map(|(_, s)| *s).collect();
         for &slot in kernel.difference(owned).filter(|s| !released.contains(s)) {
             let seen = *orphans.first_seen.entry(slot).or_insert(now);

@@ -19,7 +19,10 @@ pub(crate) fn open(name: &str) -> io::Result<OwnedFd> {
     let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
     let bytes = name.as_bytes();
     if bytes.len() >= request.ifr_name.len() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "TAP name too long"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "TAP name too long",
+        ));
     }
     for (slot, &b) in request.ifr_name.iter_mut().zip(bytes) {
         *slot = b as libc::c_char;

@@ -27,11 +27,22 @@ async fn a_vm_network_reaches_the_internet_through_nat_and_not_the_host() {
     assert_eq!(nic.name, format!("{}-s0", lab.prefix));
     assert_eq!(nic.guest.mac_text(), "02:68:74:00:00:02");
     let seen = lab.ask_from(&nic.name, INTERNET_ADDR).unwrap();
-    assert_eq!(seen, HOST_ADDR.to_string(), "the internet sees the host's address");
+    assert_eq!(
+        seen,
+        HOST_ADDR.to_string(),
+        "the internet sees the host's address"
+    );
     let host_itself = lab.ask_from(&lab.host_ns, HOST_ADDR).unwrap();
-    assert_eq!(host_itself, HOST_ADDR.to_string(), "the host's server answers the host");
+    assert_eq!(
+        host_itself,
+        HOST_ADDR.to_string(),
+        "the host's server answers the host"
+    );
     let to_host = lab.ask_from(&nic.name, HOST_ADDR);
-    assert!(to_host.is_err(), "a VM's namespace reached the host: {to_host:?}");
+    assert!(
+        to_host.is_err(),
+        "a VM's namespace reached the host: {to_host:?}"
+    );
     drop(nic);
     assert!(lab.network.detach(&vm(1)).await.unwrap());
 }
@@ -52,12 +63,18 @@ async fn attach_then_detach_leaves_nothing() {
     drop((first, second));
     assert!(lab.network.detach(&vm(1)).await.unwrap());
     assert!(lab.network.detach(&vm(2)).await.unwrap());
-    assert!(!lab.network.detach(&vm(2)).await.unwrap(), "a second detach finds nothing");
+    assert!(
+        !lab.network.detach(&vm(2)).await.unwrap(),
+        "a second detach finds nothing"
+    );
     lab.network.host().unprepare().await.unwrap();
     assert_eq!(lab.namespaces(), Vec::<String>::new());
     assert_eq!(lab.host_links(), links_before);
     assert_eq!(lab.network.held().await.unwrap(), vec![]);
-    assert_eq!(lab.network.host().host_tables().await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        lab.network.host().host_tables().await.unwrap(),
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]
@@ -93,7 +110,11 @@ async fn the_reconciler_releases_the_slots_of_vms_that_are_gone() {
     let nic = lab.network.attach(&vm(1)).await.unwrap();
     drop(nic);
     let mut orphans = Orphans::new(Duration::ZERO);
-    let report = lab.network.reconcile(&mut orphans, |_| false).await.unwrap();
+    let report = lab
+        .network
+        .reconcile(&mut orphans, |_| false)
+        .await
+        .unwrap();
     assert_eq!(report.released, vec![(vm(1), Slot::new(0).unwrap())]);
     assert_eq!(lab.namespaces(), Vec::<String>::new());
     assert_eq!(lab.network.held().await.unwrap(), vec![]);

@@ -52,7 +52,9 @@ pub enum StoreError {
 /// their own narrow trait, so the vault is given only those (an
 /// `Arc<dyn Store>` upcasts to `&dyn CredentialStore`).
 #[async_trait]
-pub trait Store: CredentialStore + SessionStore + NetSlotStore + Send + Sync + std::fmt::Debug {
+pub trait Store:
+    CredentialStore + SessionStore + NetSlotStore + Send + Sync + std::fmt::Debug
+{
     // VMs
     async fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError>;
     async fn vm(&self, id: &VmId) -> Result<Option<VmRecord>, StoreError>;

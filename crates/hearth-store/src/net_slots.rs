@@ -35,8 +35,7 @@ pub trait NetSlotStore: Send + Sync + fmt::Debug {
     /// VM `vm`'s slot: the one it holds, or else the lowest free one,
     /// claimed in one transaction. `None` when all of the pool is held or
     /// still in its grace period.
-    async fn claim_net_slot(&self, vm: &VmId, claim: SlotClaim)
-        -> Result<Option<u32>, StoreError>;
+    async fn claim_net_slot(&self, vm: &VmId, claim: SlotClaim) -> Result<Option<u32>, StoreError>;
     /// Releases VM `vm`'s slot; the slot it held, `None` when it held none.
     async fn release_net_slot(&self, vm: &VmId, at: Timestamp) -> Result<Option<u32>, StoreError>;
     /// Every held slot, by number.

@@ -60,7 +60,12 @@ async fn a_released_slot_is_reused_only_after_its_grace() {
     assert_eq!(early.unwrap(), Some(1), "slot 0 is still in its grace");
     let late = store.claim_net_slot(&vm(3), claim_at(2_100, 100, 8)).await;
     assert_eq!(late.unwrap(), Some(0), "slot 0's grace is over");
-    assert!(store.net_slots().await.unwrap().iter().all(|s| s.vm != vm(1)));
+    assert!(store
+        .net_slots()
+        .await
+        .unwrap()
+        .iter()
+        .all(|s| s.vm != vm(1)));
 }
 
 #[tokio::test]

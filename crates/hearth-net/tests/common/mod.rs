@@ -72,10 +72,39 @@ impl Lab {
         let internet_ns = format!("{prefix}i");
         ip(&["netns", "add", &host_ns]);
         ip(&["netns", "add", &internet_ns]);
-        ip(&["-n", &host_ns, "link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns", &internet_ns]);
-        ip(&["-n", &host_ns, "addr", "add", "203.0.113.1/24", "dev", "up0"]);
+        ip(&[
+            "-n",
+            &host_ns,
+            "link",
+            "add",
+            "up0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up1",
+            "netns",
+            &internet_ns,
+        ]);
+        ip(&[
+            "-n",
+            &host_ns,
+            "addr",
+            "add",
+            "203.0.113.1/24",
+            "dev",
+            "up0",
+        ]);
         ip(&["-n", &host_ns, "link", "set", "up0", "up"]);
-        ip(&["-n", &internet_ns, "addr", "add", "203.0.113.2/24", "dev", "up1"]);
+        ip(&[
+            "-n",
+            &internet_ns,
+            "addr",
+            "add",
+            "203.0.113.2/24",
+            "dev",
+            "up1",
+        ]);
         ip(&["-n", &internet_ns, "link", "set", "up1", "up"]);
         ip(&["-n", &internet_ns, "link", "set", "lo", "up"]);
         ip(&["-n", &host_ns, "link", "set", "lo", "up"]);
@@ -96,7 +125,11 @@ impl Lab {
     /// The server's answer to a connection made from inside namespace
     /// `ns`: the address it saw the connection come from.
     pub fn ask_from(&self, ns: &str, to: Ipv4Addr) -> std::io::Result<String> {
-        let port = if to == HOST_ADDR { self.host_port } else { self.server_port };
+        let port = if to == HOST_ADDR {
+            self.host_port
+        } else {
+            self.server_port
+        };
         let target = SocketAddr::from((to, port));
         in_ns(ns, move || {
             let mut stream = TcpStream::connect_timeout(&target, Duration::from_millis(500))?;

@@ -11,11 +11,7 @@ use crate::{NetSlot, NetSlotStore, SlotClaim, StoreError};
 
 #[async_trait]
 impl NetSlotStore for SqliteStore {
-    async fn claim_net_slot(
-        &self,
-        vm: &VmId,
-        claim: SlotClaim,
-    ) -> Result<Option<u32>, StoreError> {
+    async fn claim_net_slot(&self, vm: &VmId, claim: SlotClaim) -> Result<Option<u32>, StoreError> {
         self.run(format_args!("claiming a network slot for VM {vm}"), |c| {
             claim_slot(c, vm, claim)
         })
@@ -61,7 +57,10 @@ fn claim_slot(conn: &mut Connection, vm: &VmId, claim: SlotClaim) -> Result<Opti
 fn free_slot(conn: &Connection, claim: SlotClaim) -> Result<Option<u32>, Fail> {
     let reusable: Option<i64> = conn.query_row(
         "SELECT MIN(slot) FROM net_slots WHERE vm_id IS NULL AND released_at <= ?1 AND slot < ?2",
-        (claim.released_before.as_millis(), i64::from(claim.pool_size)),
+        (
+            claim.released_before.as_millis(),
+            i64::from(claim.pool_size),
+        ),
         |r| r.get(0),
     )?;
     // The lowest number with no row: 0 when 0 is unused, else one past a

@@ -47,7 +47,7 @@ fn fail(what: impl Into<String>, fix: impl Into<String>) -> Check {
 }
 
 pub fn run(data: &DataDir) -> anyhow::Result<ExitCode> {
-    let checks = [
+    let mut checks = vec![
         acceleration(),
         qemu(),
         firecracker(),
@@ -59,6 +59,7 @@ pub fn run(data: &DataDir) -> anyhow::Result<ExitCode> {
         free_disk(data.root()),
         cgroups(),
     ];
+    checks.extend(networking());
     for c in &checks {
         let tag = match c.level {
             Level::Ok => "ok  ",
@@ -236,4 +237,18 @@ fn cgroups() -> Check {
             "boot the host with cgroup v2 (systemd.unified_cgroup_hierarchy=1)",
         )
     }
+}
+
+/// What VM networks need (hearth-net's checks); warnings, since a VM
+/// without a NIC needs none of it.
+fn networking() -> Vec<Check> {
+    let prefix = hearth_net::Prefix::default();
+    let pool = hearth_net::TransitPool::default();
+    hearth_net::preflight::checks(&prefix, &pool)
+        .into_iter()
+        .map(|f| match f.fix {
+            None => ok(f.what),
+            Some(fix) => warn(f.what, fix),
+        })
+        .collect()
 }

@@ -67,6 +67,11 @@ fn unique_prefix() -> Prefix {
 
 impl Lab {
     pub fn new() -> Lab {
+        Lab::with_store(Arc::new(SqliteStore::open_in_memory().unwrap()))
+    }
+
+    /// A lab whose slots are kept in `store`.
+    pub fn with_store(store: Arc<SqliteStore>) -> Lab {
         let prefix = unique_prefix();
         let host_ns = format!("{prefix}h");
         let internet_ns = format!("{prefix}i");
@@ -111,7 +116,6 @@ impl Lab {
         let server_port = serve_in(&internet_ns, INTERNET_ADDR);
         let host_port = serve_in(&host_ns, HOST_ADDR);
         let host = NetHost::new(prefix.clone(), TransitPool::default(), open_ns(&host_ns));
-        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
         Lab {
             prefix,
             host_ns,

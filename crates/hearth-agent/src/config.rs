@@ -30,6 +30,8 @@ pub enum ConfigError {
     Invalid(String),
     #[error("setting the hostname failed")]
     Hostname(#[source] io::Error),
+    #[error("configuring the guest's network failed")]
+    Network(#[source] crate::network::NetworkError),
     #[error("writing {path} failed")]
     File {
         path: String,
@@ -59,10 +61,16 @@ pub fn load(path: &Path) -> Result<Option<GuestConfig>, ConfigError> {
     Ok(Some(config))
 }
 
-/// Sets the hostname and writes the files; every failure is returned, the
-/// rest is still applied.
+/// Sets the hostname, configures the NIC and writes the files; every
+/// failure is returned, the rest is still applied.
 pub fn apply_system(config: &GuestConfig) -> Vec<ConfigError> {
     let mut errors = Vec::new();
+    if let Some(net) = &config.network {
+        let resolv = Path::new(crate::network::RESOLV_CONF);
+        if let Err(e) = crate::network::apply(net, resolv) {
+            errors.push(ConfigError::Network(e));
+        }
+    }
     if let Some(name) = &config.hostname {
         if let Err(e) = set_hostname(name) {
             errors.push(e);
@@ -85,9 +93,10 @@ fn write_config_file(f: &GuestFile, passwd: &Path) -> Result<(), ConfigError> {
         source,
     };
     let owner = match &f.owner {
-        Some(user) => Some(crate::user::lookup(user, passwd).map_err(|why| {
-            ConfigError::Invalid(format!("the owner of {}: {why}", f.path))
-        })?),
+        Some(user) => Some(
+            crate::user::lookup(user, passwd)
+                .map_err(|why| ConfigError::Invalid(format!("the owner of {}: {why}", f.path)))?,
+        ),
         None => None,
     };
     let made = missing_ancestors(path);
@@ -232,7 +241,11 @@ mod tests {
             owner: Some("tool".into()),
         };
         write_config_file(&f, &passwd).unwrap();
-        for p in [dir.path().join("home"), dir.path().join("home/.tool"), file.clone()] {
+        for p in [
+            dir.path().join("home"),
+            dir.path().join("home/.tool"),
+            file.clone(),
+        ] {
             let meta = std::fs::metadata(&p).unwrap();
             assert_eq!((meta.uid(), meta.gid()), (uid, gid), "{}", p.display());
         }
@@ -240,7 +253,9 @@ mod tests {
             owner: Some("nobody-here".into()),
             ..f
         };
-        let err = write_config_file(&unknown, &passwd).unwrap_err().to_string();
+        let err = write_config_file(&unknown, &passwd)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("nobody-here"), "{err}");
     }
 

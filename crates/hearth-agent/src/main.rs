@@ -35,6 +35,7 @@ mod io;
 mod journal;
 mod lines;
 mod loopback;
+mod network;
 mod not_started;
 mod outbox;
 mod port;

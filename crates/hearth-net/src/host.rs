@@ -96,6 +96,18 @@ impl NetHost {
         .await
     }
 
+    /// How many of the guest's packets `slot`'s namespace refused for their
+    /// destination (private, loopback, link-local, ... networks).
+    pub async fn refused_packets(&self, slot: Slot) -> Result<u64, NetError> {
+        let name = self.prefix.slot_name(slot);
+        thread::run(move || async move {
+            let ns = netns::open(&name)?;
+            enter(&ns, &name)?;
+            nft::refused_packets(&name)
+        })
+        .await
+    }
+
     /// Every slot the kernel has a namespace or a host link for.
     pub async fn kernel_slots(&self) -> Result<BTreeSet<Slot>, NetError> {
         let prefix = self.prefix.clone();

@@ -16,14 +16,20 @@ use crate::NetError;
 const REFUSED: &str = "0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, \
                        172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/3";
 
+/// The named counter, in each namespace, of the guest's packets refused
+/// for their destination.
+pub(crate) const REFUSED_COUNTER: &str = "refused";
+
 /// Inside a VM's namespace: the guest's traffic leaves by the veth with the
-/// namespace's transit address (source NAT); nothing reaches the guest
-/// unasked, and nothing reaches the namespace itself.
+/// namespace's transit address (source NAT), but never for a refused
+/// network (counted per VM); nothing reaches the guest unasked, and nothing
+/// reaches the namespace itself.
 pub(crate) fn namespace_ruleset() -> String {
     format!(
         "table ip {NS_TABLE} {{}}
 flush table ip {NS_TABLE}
 table ip {NS_TABLE} {{
+  counter {REFUSED_COUNTER} {{}}
   chain input {{
     type filter hook input priority filter; policy drop;
     iifname \"lo\" accept
@@ -31,6 +37,7 @@ table ip {NS_TABLE} {{
   }}
   chain forward {{
     type filter hook forward priority filter; policy drop;
+    iifname \"{TAP_NAME}\" ip daddr {{ {REFUSED} }} counter name \"{REFUSED_COUNTER}\" drop
     iifname \"{TAP_NAME}\" oifname \"{NS_LINK_NAME}\" accept
     iifname \"{NS_LINK_NAME}\" oifname \"{TAP_NAME}\" ct state established,related accept
   }}
@@ -95,6 +102,26 @@ pub(crate) fn apply(ruleset: &str, place: &str) -> Result<(), NetError> {
     run_nft(&["-f", "-"], Some(ruleset), place).map(drop)
 }
 
+/// The packets counted by the namespace's refused counter, in the calling
+/// thread's namespace.
+pub(crate) fn refused_packets(place: &str) -> Result<u64, NetError> {
+    let out = run_nft(
+        &["list", "counter", "ip", NS_TABLE, REFUSED_COUNTER],
+        None,
+        place,
+    )?;
+    parse_packets(&out).ok_or_else(|| NetError::NftRefused {
+        place: place.to_owned(),
+        stderr: format!("no packet count in `nft list counter`: {out}"),
+    })
+}
+
+fn parse_packets(listing: &str) -> Option<u64> {
+    let mut words = listing.split_whitespace();
+    words.find(|w| *w == "packets")?;
+    words.next()?.parse().ok()
+}
+
 /// `nft list tables` in the calling thread's namespace: `ip hearth`, ...
 pub(crate) fn tables(place: &str) -> Result<Vec<String>, NetError> {
     let out = run_nft(&["list", "tables"], None, place)?;
@@ -135,6 +162,13 @@ fn run_nft(args: &[&str], stdin: Option<&str>, place: &str) -> Result<String, Ne
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packet_counts_are_read_from_a_counter_listing() {
+        let listing = "table ip hearth {\n\tcounter refused {\n\t\tpackets 3 bytes 180\n\t}\n}\n";
+        assert_eq!(parse_packets(listing), Some(3));
+        assert_eq!(parse_packets("table ip hearth {}"), None);
+    }
 
     #[test]
     fn the_host_ruleset_names_only_our_links_and_pool() {

@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::{can_run, Lab, HOST_ADDR, INTERNET_ADDR};
@@ -118,4 +119,56 @@ async fn the_reconciler_releases_the_slots_of_vms_that_are_gone() {
     assert_eq!(report.released, vec![(vm(1), Slot::new(0).unwrap())]);
     assert_eq!(lab.namespaces(), Vec::<String>::new());
     assert_eq!(lab.network.held().await.unwrap(), vec![]);
+}
+
+/// The guest's path, with a namespace standing in for the guest behind
+/// the TAP: it reaches the internet through both NATs; it reaches neither
+/// the host's own address, nor another VM's namespace, nor a private
+/// network, and those refusals are counted for its VM.
+#[tokio::test]
+async fn a_guest_reaches_the_internet_but_not_the_host_other_vms_or_private_networks() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.network.host().prepare().await.unwrap();
+    let nic = lab.network.attach(&vm(1)).await.unwrap();
+    let other = lab.network.attach(&vm(2)).await.unwrap();
+    let slot = nic.slot;
+    let guest = lab.fake_guest(nic);
+    let seen = lab.ask_from(&guest, INTERNET_ADDR).unwrap();
+    assert_eq!(
+        seen,
+        HOST_ADDR.to_string(),
+        "the internet sees the host's address"
+    );
+    assert_eq!(lab.network.host().refused_packets(slot).await.unwrap(), 0);
+
+    let to_host = lab.ask_from(&guest, HOST_ADDR);
+    assert!(to_host.is_err(), "the guest reached the host: {to_host:?}");
+    let other_ns = lab.network.host().pool().namespace_address(other.slot);
+    let to_other = lab.ask_from(&guest, other_ns);
+    assert!(
+        to_other.is_err(),
+        "the guest reached another VM: {to_other:?}"
+    );
+    let private = lab.ask_from(&guest, Ipv4Addr::new(192, 168, 7, 7));
+    assert!(
+        private.is_err(),
+        "the guest reached a private network: {private:?}"
+    );
+    let refused = lab.network.host().refused_packets(slot).await.unwrap();
+    assert!(refused >= 2, "refusals counted for the VM: {refused}");
+    assert_eq!(
+        lab.network
+            .host()
+            .refused_packets(other.slot)
+            .await
+            .unwrap(),
+        0
+    );
+
+    drop(other);
+    assert!(lab.network.detach(&vm(1)).await.unwrap());
+    assert!(lab.network.detach(&vm(2)).await.unwrap());
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_net::{netns, NetHost, Network, Prefix, TransitPool};
+use hearth_net::{netns, NetHost, Network, Prefix, TransitPool, VmNic};
 use hearth_store::SqliteStore;
 
 pub const HOST_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
@@ -47,6 +47,8 @@ pub struct Lab {
     /// A server of the same kind on the host's own address.
     pub host_port: u16,
     pub network: Network<SqliteStore>,
+    /// Namespaces made by [`Lab::fake_guest`].
+    guests: std::sync::Mutex<Vec<String>>,
 }
 
 fn ip(args: &[&str]) {
@@ -123,6 +125,7 @@ impl Lab {
             server_port,
             host_port,
             network: Network::new(host, store).with_slot_grace(Duration::ZERO),
+            guests: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -142,6 +145,40 @@ impl Lab {
             stream.read_to_string(&mut seen)?;
             Ok(seen)
         })
+    }
+
+    /// Stands a namespace in for the guest behind `nic`: its TAP is closed
+    /// (so it vanishes) and a veth pair takes its place, named `tap0` in
+    /// the VM's namespace with the gateway address, `eth0` in the guest's
+    /// with the guest's address and default route. Answers the guest's
+    /// namespace. At layer 3 this is the path a guest's packets take.
+    pub fn fake_guest(&self, nic: VmNic) -> String {
+        let guest = format!("{}g{}", self.prefix, nic.slot.get());
+        let (vm_ns, addressing) = (nic.name.clone(), nic.guest.clone());
+        drop(nic);
+        ip(&["netns", "add", &guest]);
+        self.guests.lock().unwrap().push(guest.clone());
+        ip(&[
+            "-n", &vm_ns, "link", "add", "tap0", "type", "veth", "peer", "name", "eth0", "netns",
+            &guest,
+        ]);
+        let gateway = format!("{}/{}", addressing.gateway, addressing.prefix_len);
+        ip(&["-n", &vm_ns, "addr", "add", &gateway, "dev", "tap0"]);
+        ip(&["-n", &vm_ns, "link", "set", "tap0", "up"]);
+        let address = format!("{}/{}", addressing.address, addressing.prefix_len);
+        ip(&["-n", &guest, "addr", "add", &address, "dev", "eth0"]);
+        ip(&["-n", &guest, "link", "set", "eth0", "up"]);
+        ip(&["-n", &guest, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n",
+            &guest,
+            "route",
+            "add",
+            "default",
+            "via",
+            &addressing.gateway.to_string(),
+        ]);
+        guest
     }
 
     /// Our names in /run/netns.
@@ -177,7 +214,8 @@ impl Drop for Lab {
         for name in self.namespaces() {
             let _ = Command::new("ip").args(["netns", "del", &name]).status();
         }
-        for name in [&self.host_ns, &self.internet_ns] {
+        let guests = std::mem::take(&mut *self.guests.lock().unwrap());
+        for name in guests.iter().chain([&self.host_ns, &self.internet_ns]) {
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }

@@ -44,11 +44,19 @@ impl<S: NetSlotStore + ?Sized> Network<S> {
     }
 
     /// Gives VM `vm` its network: claims its slot (the one it holds, if
-    /// any), then makes the slot's objects. A failure removes what was made
-    /// and releases the slot.
+    /// any), removes whatever the kernel still has of that slot (an orphan
+    /// the reconciler has not reached yet: the slot is this VM's now), then
+    /// makes the slot's objects. A failure removes what was made and
+    /// releases the slot. For a VM being created: a running VM's network
+    /// (adopted after a restart) is left as it is, its TAP held by its
+    /// hypervisor.
     pub async fn attach(&self, vm: &VmId) -> Result<VmNic, NetError> {
         let slot = self.claim(vm).await?;
-        match self.host.create(slot).await {
+        let made = match self.host.destroy(slot).await {
+            Ok(_) => self.host.create(slot).await,
+            Err(e) => Err(e),
+        };
+        match made {
             Ok(nic) => Ok(nic),
             Err(e) => {
                 if let Err(undo) = self.remove(vm, slot).await {

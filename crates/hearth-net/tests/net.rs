@@ -172,3 +172,24 @@ async fn a_guest_reaches_the_internet_but_not_the_host_other_vms_or_private_netw
     assert!(lab.network.detach(&vm(1)).await.unwrap());
     assert!(lab.network.detach(&vm(2)).await.unwrap());
 }
+
+#[tokio::test]
+async fn attach_takes_over_a_slot_whose_orphan_the_reconciler_has_not_reached() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let leftover = lab
+        .network
+        .host()
+        .create(Slot::new(0).unwrap())
+        .await
+        .unwrap();
+    drop(leftover);
+    let nic = lab.network.attach(&vm(1)).await.unwrap();
+    assert_eq!(nic.slot, Slot::new(0).unwrap());
+    assert_eq!(lab.namespaces(), vec![nic.name.clone()]);
+    drop(nic);
+    assert!(lab.network.detach(&vm(1)).await.unwrap());
+    assert_eq!(lab.namespaces(), Vec::<String>::new());
+}

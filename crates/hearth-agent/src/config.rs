@@ -30,6 +30,8 @@ pub enum ConfigError {
     Invalid(String),
     #[error("setting the hostname failed")]
     Hostname(#[source] io::Error),
+    #[error("configuring the guest's network failed")]
+    Network(#[source] crate::network::NetworkError),
     #[error("writing {path} failed")]
     File {
         path: String,
@@ -59,10 +61,16 @@ pub fn load(path: &Path) -> Result<Option<GuestConfig>, ConfigError> {
     Ok(Some(config))
 }
 
-/// Sets the hostname and writes the files; every failure is returned, the
-/// rest is still applied.
+/// Sets the hostname, configures the NIC and writes the files; every
+/// failure is returned, the rest is still applied.
 pub fn apply_system(config: &GuestConfig) -> Vec<ConfigError> {
     let mut errors = Vec::new();
+    if let Some(net) = &config.network {
+        let resolv = Path::new(crate::network::RESOLV_CONF);
+        if let Err(e) = crate::network::apply(net, resolv) {
+            errors.push(ConfigError::Network(e));
+        }
+    }
     if let Some(name) = &config.hostname {
         if let Err(e) = set_hostname(name) {
             errors.push(e);

@@ -36,6 +36,7 @@ mod io;
 mod journal;
 mod lines;
 mod loopback;
+mod network;
 mod not_started;
 mod outbox;
 mod port;

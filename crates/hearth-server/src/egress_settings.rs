@@ -43,9 +43,9 @@ fn tenant_owner(
         ));
     }
     let raw = path.map(|Path(t)| t).unwrap_or_default();
-    let tenant = raw
-        .parse()
-        .map_err(|e: hearth_types::TenantError| Problem::bad_request("invalid_tenant", e.to_string()))?;
+    let tenant = raw.parse().map_err(|e: hearth_types::TenantError| {
+        Problem::bad_request("invalid_tenant", e.to_string())
+    })?;
     Ok(Owner::Tenant(tenant))
 }
 
@@ -57,22 +57,35 @@ fn user_owner(
     Ok(Owner::User(scope.tenant.clone(), user_name(&raw)?))
 }
 
-async fn put(state: &AppState, owner: Owner, body: &PutEgress) -> Result<Json<EgressSettingsInfo>, Problem> {
+async fn put(
+    state: &AppState,
+    owner: Owner,
+    body: &PutEgress,
+) -> Result<Json<EgressSettingsInfo>, Problem> {
     let (tenant, user) = owner.parts();
-    let info = enabled(state)?.put_egress(tenant, user, body).await.map_err(problem)?;
+    let info = enabled(state)?
+        .put_egress(tenant, user, body)
+        .await
+        .map_err(problem)?;
     tracing::info!(%tenant, user = user.map(|u| u.as_str()), "egress settings replaced");
     Ok(Json(info))
 }
 
 async fn get(state: &AppState, owner: Owner) -> Result<Json<EgressSettingsInfo>, Problem> {
     let (tenant, user) = owner.parts();
-    let info = enabled(state)?.egress_settings(tenant, user).await.map_err(problem)?;
+    let info = enabled(state)?
+        .egress_settings(tenant, user)
+        .await
+        .map_err(problem)?;
     info.map(Json).ok_or_else(|| none_set(tenant, user))
 }
 
 async fn delete(state: &AppState, owner: Owner) -> Result<Json<EgressSettingsInfo>, Problem> {
     let (tenant, user) = owner.parts();
-    let info = enabled(state)?.delete_egress(tenant, user).await.map_err(problem)?;
+    let info = enabled(state)?
+        .delete_egress(tenant, user)
+        .await
+        .map_err(problem)?;
     info.map(Json).ok_or_else(|| none_set(tenant, user))
 }
 
@@ -81,7 +94,11 @@ fn none_set(tenant: &TenantId, user: Option<&UserName>) -> Problem {
         Some(u) => format!("user {u} of tenant {tenant}"),
         None => format!("tenant {tenant}"),
     };
-    Problem::new(StatusCode::NOT_FOUND, "not_found", format!("{whose} has no egress settings: the server's apply"))
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("{whose} has no egress settings: the server's apply"),
+    )
 }
 
 /// Replaces a tenant's egress settings.
@@ -114,8 +131,12 @@ pub(crate) async fn put_tenant(
     params(("tenant" = String, Path, description = "The tenant")),
     responses(
         (status = 200, description = "The settings", body = EgressSettingsInfo),
+        (status = 400, description = "`invalid_tenant`", body = ApiError),
         (status = 403, description = "`forbidden`: not an admin token", body = ApiError),
         (status = 404, description = "`not_found`: none set", body = ApiError),
+        (status = 401, description = "`unauthorized`", body = ApiError),
+        (status = 429, description = "`rate_limited`", body = ApiError),
+        (status = 503, description = "`sessions_disabled`", body = ApiError),
     ),
     security(("token" = []))
 )]
@@ -133,8 +154,12 @@ pub(crate) async fn get_tenant(
     params(("tenant" = String, Path, description = "The tenant")),
     responses(
         (status = 200, description = "The settings removed", body = EgressSettingsInfo),
+        (status = 400, description = "`invalid_tenant`", body = ApiError),
         (status = 403, description = "`forbidden`: not an admin token", body = ApiError),
         (status = 404, description = "`not_found`: none set", body = ApiError),
+        (status = 401, description = "`unauthorized`", body = ApiError),
+        (status = 429, description = "`rate_limited`", body = ApiError),
+        (status = 503, description = "`sessions_disabled`", body = ApiError),
     ),
     security(("token" = []))
 )]
@@ -175,7 +200,11 @@ pub(crate) async fn put_user(
     params(("user" = String, Path, description = "The user")),
     responses(
         (status = 200, description = "The settings", body = EgressSettingsInfo),
+        (status = 400, description = "`invalid_user`", body = ApiError),
         (status = 404, description = "`not_found`: none set", body = ApiError),
+        (status = 401, description = "`unauthorized`", body = ApiError),
+        (status = 429, description = "`rate_limited`", body = ApiError),
+        (status = 503, description = "`sessions_disabled`", body = ApiError),
     ),
     security(("token" = []))
 )]
@@ -193,7 +222,11 @@ pub(crate) async fn get_user(
     params(("user" = String, Path, description = "The user")),
     responses(
         (status = 200, description = "The settings removed", body = EgressSettingsInfo),
+        (status = 400, description = "`invalid_user`", body = ApiError),
         (status = 404, description = "`not_found`: none set", body = ApiError),
+        (status = 401, description = "`unauthorized`", body = ApiError),
+        (status = 429, description = "`rate_limited`", body = ApiError),
+        (status = 503, description = "`sessions_disabled`", body = ApiError),
     ),
     security(("token" = []))
 )]

@@ -106,19 +106,26 @@ struct OptionalBodies;
 
 /// The `POST` routes that take an empty body.
 const OPTIONAL_BODIES: [&str; 2] = ["/v1/vms", "/v1/vms/{id}/viewer-links"];
+/// The `PUT` routes that take an empty body (settings cleared to none).
+const OPTIONAL_PUT_BODIES: [&str; 2] = ["/v1/tenants/{tenant}/egress", "/v1/users/{user}/egress"];
 
 impl Modify for OptionalBodies {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let paths = &mut openapi.paths.paths;
         for path in OPTIONAL_BODIES {
-            let post = openapi
-                .paths
-                .paths
-                .get_mut(path)
-                .and_then(|i| i.post.as_mut());
-            if let Some(body) = post.and_then(|op| op.request_body.as_mut()) {
-                body.required = Some(Required::False);
-            }
+            let op = paths.get_mut(path).and_then(|i| i.post.as_mut());
+            optional(op);
         }
+        for path in OPTIONAL_PUT_BODIES {
+            let op = paths.get_mut(path).and_then(|i| i.put.as_mut());
+            optional(op);
+        }
+    }
+}
+
+fn optional(op: Option<&mut utoipa::openapi::path::Operation>) {
+    if let Some(body) = op.and_then(|op| op.request_body.as_mut()) {
+        body.required = Some(Required::False);
     }
 }
 

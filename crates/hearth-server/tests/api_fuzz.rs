@@ -131,7 +131,7 @@ async fn the_api_answers_every_request_its_schema_allows_or_forbids_as_documente
         },
         ..ServerConfig::default()
     };
-    let server = server(config).await;
+    let server = session_server_with(config).await;
     let token = server.token("fuzz", true).await;
     let live = server.stored_vm("fuzz").await;
     let gone = destroyed_vm_with_a_report(&server).await;

@@ -116,7 +116,8 @@ async fn session_ids_are_checked_and_a_server_without_sessions_says_so() {
 }
 
 #[tokio::test]
-async fn egress_settings_are_per_tenant_for_admins_and_per_user_for_tenants_and_never_show_a_password() {
+async fn egress_settings_are_per_tenant_for_admins_and_per_user_for_tenants_and_never_show_a_password(
+) {
     let server = common::session_server().await;
     let admin = server.token("ops", true).await;
     let tenant = server.token("team-a", false).await;
@@ -125,30 +126,53 @@ async fn egress_settings_are_per_tenant_for_admins_and_per_user_for_tenants_and_
         r#"{{"domains": ["*.corp.example"], "upstream": {{"address": "10.0.0.5:3128", "username": "svc", "password": "{password}"}}}}"#
     );
     // A tenant's settings widen what its VMs reach: admins only.
-    let (status, err, _) =
-        common::api_error(server.put(&tenant, "/v1/tenants/team-a/egress", &body).await).await;
+    let (status, err, _) = common::api_error(
+        server
+            .put(&tenant, "/v1/tenants/team-a/egress", &body)
+            .await,
+    )
+    .await;
     assert_eq!((status, err.code.as_str()), (403, "forbidden"));
     let r = server.put(&admin, "/v1/tenants/team-a/egress", &body).await;
     let text = r.text().await.unwrap();
     assert!(text.contains("\"upstream_credentials\":true"), "{text}");
     assert!(!text.contains(password), "the password came back: {text}");
-    let shown = server.get(&admin, "/v1/tenants/team-a/egress").await.text().await.unwrap();
-    assert!(shown.contains("*.corp.example") && !shown.contains(password), "{shown}");
+    let shown = server
+        .get(&admin, "/v1/tenants/team-a/egress")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        shown.contains("*.corp.example") && !shown.contains(password),
+        "{shown}"
+    );
 
     // A user's: an upstream proxy, no domains, in the caller's tenant.
     let (status, err, _) = common::api_error(
         server
-            .put(&tenant, "/v1/users/alice/egress", r#"{"domains": ["evil.test"]}"#)
+            .put(
+                &tenant,
+                "/v1/users/alice/egress",
+                r#"{"domains": ["evil.test"]}"#,
+            )
             .await,
     )
     .await;
     assert_eq!(status, 400);
     assert!(err.message.contains("per tenant"), "{}", err.message);
     for (bad, field) in [
-        (r#"{"upstream": {"address": "proxy.example:3128"}}"#, "upstream.address"),
-        (r#"{"upstream": {"address": "10.0.0.5:3128", "username": "svc"}}"#, "together"),
+        (
+            r#"{"upstream": {"address": "proxy.example:3128"}}"#,
+            "upstream.address",
+        ),
+        (
+            r#"{"upstream": {"address": "10.0.0.5:3128", "username": "svc"}}"#,
+            "together",
+        ),
     ] {
-        let (status, err, _) = common::api_error(server.put(&tenant, "/v1/users/alice/egress", bad).await).await;
+        let (status, err, _) =
+            common::api_error(server.put(&tenant, "/v1/users/alice/egress", bad).await).await;
         assert_eq!(status, 400, "{bad}");
         assert!(err.message.contains(field), "{}", err.message);
     }
@@ -156,21 +180,25 @@ async fn egress_settings_are_per_tenant_for_admins_and_per_user_for_tenants_and_
     let r = server.put(&tenant, "/v1/users/alice/egress", ok).await;
     assert_eq!(r.status().as_u16(), 200);
     let other = server.token("team-b", false).await;
-    let (status, _, _) = common::api_error(server.get(&other, "/v1/users/alice/egress").await).await;
+    let (status, _, _) =
+        common::api_error(server.get(&other, "/v1/users/alice/egress").await).await;
     assert_eq!(status, 404, "another tenant's alice is another user");
 
     // The password is sealed: nowhere in the data directory in the clear.
     for entry in walk(server.dir.path()) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
         assert!(
-            !bytes.windows(password.len()).any(|w| w == password.as_bytes()),
+            !bytes
+                .windows(password.len())
+                .any(|w| w == password.as_bytes()),
             "the proxy password is in {}",
             entry.display()
         );
     }
     let deleted = server.delete(&admin, "/v1/tenants/team-a/egress").await;
     assert_eq!(deleted.status().as_u16(), 200);
-    let (status, _, _) = common::api_error(server.get(&admin, "/v1/tenants/team-a/egress").await).await;
+    let (status, _, _) =
+        common::api_error(server.get(&admin, "/v1/tenants/team-a/egress").await).await;
     assert_eq!(status, 404);
 }
 

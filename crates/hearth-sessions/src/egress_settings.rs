@@ -40,10 +40,11 @@ impl Inner {
                         contents: Secret::new(secret.as_bytes().to_vec()),
                     }],
                 };
-                self.vault
-                    .seal(&owner, &files)
-                    .await
-                    .map_err(|e| SessionError::Invalid(format!("the proxy's credentials could not be sealed: {e}")))?;
+                self.vault.seal(&owner, &files).await.map_err(|e| {
+                    SessionError::Invalid(format!(
+                        "the proxy's credentials could not be sealed: {e}"
+                    ))
+                })?;
             }
             None => {
                 self.store.delete_credentials(&owner).await?;
@@ -74,8 +75,14 @@ impl Inner {
         tenant: &TenantId,
         user: Option<&UserName>,
     ) -> Result<Option<EgressSettingsInfo>, SessionError> {
-        self.store.delete_credentials(&proxy_owner(tenant, user)).await?;
-        Ok(self.store.delete_egress_settings(tenant, user).await?.map(info))
+        self.store
+            .delete_credentials(&proxy_owner(tenant, user))
+            .await?;
+        Ok(self
+            .store
+            .delete_egress_settings(tenant, user)
+            .await?
+            .map(info))
     }
 
     /// The tenant's extra domains, and the upstream proxy a session of
@@ -86,10 +93,22 @@ impl Inner {
         tenant: &TenantId,
         user: &UserName,
     ) -> Result<(Vec<String>, Option<UpstreamProxy>), String> {
-        let read = |e: hearth_store::StoreError| format!("the egress settings could not be read: {e}");
-        let of_tenant = self.store.egress_settings(tenant, None).await.map_err(read)?;
-        let of_user = self.store.egress_settings(tenant, Some(user)).await.map_err(read)?;
-        let domains = of_tenant.as_ref().map(|t| t.domains.clone()).unwrap_or_default();
+        let read =
+            |e: hearth_store::StoreError| format!("the egress settings could not be read: {e}");
+        let of_tenant = self
+            .store
+            .egress_settings(tenant, None)
+            .await
+            .map_err(read)?;
+        let of_user = self
+            .store
+            .egress_settings(tenant, Some(user))
+            .await
+            .map_err(read)?;
+        let domains = of_tenant
+            .as_ref()
+            .map(|t| t.domains.clone())
+            .unwrap_or_default();
         let chosen = [of_user, of_tenant]
             .into_iter()
             .flatten()
@@ -102,16 +121,17 @@ impl Inner {
 
     async fn upstream(&self, record: &EgressSettingsRecord) -> Result<UpstreamProxy, String> {
         let address = record.upstream.as_deref().unwrap_or_default();
-        let parsed = address
-            .parse()
-            .map_err(|_| format!("the stored upstream proxy {address:?} is not IP:PORT: set it again"))?;
+        let parsed = address.parse().map_err(|_| {
+            format!("the stored upstream proxy {address:?} is not IP:PORT: set it again")
+        })?;
         let mut proxy = UpstreamProxy::new(parsed);
         if record.upstream_credentials {
             let owner = proxy_owner(&record.tenant, record.user.as_ref());
             let opened = self.vault.open_current(&owner).await.map_err(|e| {
                 format!("the upstream proxy's credentials could not be opened: {e}")
             })?;
-            let opened = opened.ok_or("the upstream proxy's credentials are gone: set them again")?;
+            let opened =
+                opened.ok_or("the upstream proxy's credentials are gone: set them again")?;
             let text = Zeroizing::new(
                 String::from_utf8_lossy(opened.files.files[0].contents.expose()).into_owned(),
             );
@@ -132,15 +152,22 @@ fn check(user: Option<&UserName>, body: &PutEgress) -> Result<(), String> {
     let Some(up) = &body.upstream else {
         return Ok(());
     };
-    up.address
-        .parse::<std::net::SocketAddr>()
-        .map_err(|_| format!("`upstream.address` {:?} is not IP:PORT (e.g. 10.0.0.5:3128)", up.address))?;
+    up.address.parse::<std::net::SocketAddr>().map_err(|_| {
+        format!(
+            "`upstream.address` {:?} is not IP:PORT (e.g. 10.0.0.5:3128)",
+            up.address
+        )
+    })?;
     match (&up.username, &up.password) {
         (Some(name), Some(_)) if name.is_empty() || name.contains(':') || name.contains('\n') => {
             Err("`upstream.username` must be non-empty, without `:` or a newline".into())
         }
-        (Some(_), Some(p)) if p.contains('\n') => Err("`upstream.password` must not hold a newline".into()),
-        (Some(_), None) | (None, Some(_)) => Err("give `upstream.username` and `upstream.password` together, or neither".into()),
+        (Some(_), Some(p)) if p.contains('\n') => {
+            Err("`upstream.password` must not hold a newline".into())
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            Err("give `upstream.username` and `upstream.password` together, or neither".into())
+        }
         _ => Ok(()),
     }
 }
@@ -158,7 +185,9 @@ fn proxy_owner(tenant: &TenantId, user: Option<&UserName>) -> CredentialOwner {
         user: user
             .cloned()
             .unwrap_or_else(|| TENANT_USER.parse().expect("a valid user name")),
-        provider: PROXY_PROVIDER.parse::<ProviderId>().expect("a valid provider id"),
+        provider: PROXY_PROVIDER
+            .parse::<ProviderId>()
+            .expect("a valid provider id"),
     }
 }
 

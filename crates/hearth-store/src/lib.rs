@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod credentials;
 pub mod egress_settings;
+pub mod net_slots;
 pub mod records;
 pub mod sessions;
 pub mod sqlite;
@@ -23,6 +24,7 @@ pub use credentials::{
     KEEP_CREDENTIAL_VERSIONS,
 };
 pub use egress_settings::{EgressSettingsRecord, EgressSettingsStore};
+pub use net_slots::{NetSlot, NetSlotStore, SlotClaim};
 pub use records::*;
 pub use sessions::{SessionChange, SessionFilter, SessionRecord, SessionStore};
 pub use sqlite::SqliteStore;
@@ -52,7 +54,9 @@ pub enum StoreError {
 /// their own narrow trait, so the vault is given only those (an
 /// `Arc<dyn Store>` upcasts to `&dyn CredentialStore`).
 #[async_trait]
-pub trait Store: CredentialStore + SessionStore + EgressSettingsStore + Send + Sync + std::fmt::Debug {
+pub trait Store:
+    CredentialStore + SessionStore + EgressSettingsStore + NetSlotStore + Send + Sync + std::fmt::Debug
+{
     // VMs
     async fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError>;
     async fn vm(&self, id: &VmId) -> Result<Option<VmRecord>, StoreError>;

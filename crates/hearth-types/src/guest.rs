@@ -32,6 +32,63 @@ pub struct GuestConfig {
     pub files: Vec<GuestFile>,
     #[serde(default)]
     pub services: Vec<ServiceSpec>,
+    /// The guest's NIC as the host made it (`hearth-net`), applied before
+    /// any service starts. Set by the controller, never by the caller, so it
+    /// is not part of the API's schema; absent when the VM has no NIC (and
+    /// then not serialized, so agents that predate it still parse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub network: Option<GuestNetwork>,
+}
+
+/// What the agent configures on the guest's NIC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestNetwork {
+    /// The NIC is the interface with this MAC (`02:68:74:00:00:02`), so no
+    /// guess about interface names is needed.
+    pub mac: String,
+    pub address: std::net::Ipv4Addr,
+    /// 1 to 30.
+    pub prefix_len: u8,
+    /// On the interface's network; the default route goes through it.
+    pub gateway: std::net::Ipv4Addr,
+    /// Written to `/etc/resolv.conf` as `nameserver` lines; none: left alone.
+    #[serde(default)]
+    pub dns: Vec<std::net::Ipv4Addr>,
+}
+
+impl GuestNetwork {
+    /// What is wrong with it, naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=30).contains(&self.prefix_len) {
+            return Err(format!(
+                "network prefix_len {} is not valid: give 1 to 30",
+                self.prefix_len
+            ));
+        }
+        let mask = u32::MAX << (32 - self.prefix_len);
+        let (addr, gw) = (u32::from(self.address), u32::from(self.gateway));
+        if addr & mask != gw & mask || addr == gw {
+            return Err(format!(
+                "network gateway {} is not another address on {}/{}",
+                self.gateway, self.address, self.prefix_len
+            ));
+        }
+        let mac_ok = self.mac.len() == 17
+            && self.mac.split(':').count() == 6
+            && self
+                .mac
+                .split(':')
+                .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !mac_ok {
+            return Err(format!(
+                "network mac {:?} is not valid: give six hex pairs joined by ':'",
+                self.mac
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -443,6 +500,9 @@ impl GuestConfig {
                 return Err(format!("service {:?} is declared twice", s.name));
             }
         }
+        if let Some(network) = &self.network {
+            network.check()?;
+        }
         check_order(&self.services)
     }
 }
@@ -694,5 +754,43 @@ mod tests {
         };
         assert_eq!(code.to_string(), "exited with status 3");
         assert_eq!(sig.to_string(), "killed by signal 4");
+    }
+}
+
+#[cfg(test)]
+mod network_tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    fn net() -> GuestNetwork {
+        GuestNetwork {
+            mac: "02:68:74:00:00:02".into(),
+            address: Ipv4Addr::new(172, 31, 0, 2),
+            prefix_len: 30,
+            gateway: Ipv4Addr::new(172, 31, 0, 1),
+            dns: vec![],
+        }
+    }
+
+    #[test]
+    fn a_gateway_off_the_network_or_a_bad_mac_is_refused() {
+        assert_eq!(net().check(), Ok(()));
+        let far = GuestNetwork {
+            gateway: Ipv4Addr::new(10, 0, 0, 1),
+            ..net()
+        };
+        assert!(far.check().unwrap_err().contains("gateway"));
+        let bad_mac = GuestNetwork {
+            mac: "02:68:74".into(),
+            ..net()
+        };
+        assert!(bad_mac.check().unwrap_err().contains("mac"));
+    }
+
+    #[test]
+    fn a_config_without_a_network_serializes_without_the_field() {
+        let text = serde_json::to_string(&GuestConfig::default()).unwrap();
+        assert!(!text.contains("network"), "{text}");
     }
 }

@@ -327,17 +327,48 @@ fn vm_a_users_upstream_proxy_carries_its_sessions_with_credentials_from_the_vaul
     let s = start(&a, "erin", "");
     let id = s.id.to_string();
     let vm = s.vm.clone().unwrap().to_string();
-    wait_session(&a, &id, Duration::from_secs(240), |s| s.state == SessionState::WaitingForUser);
-    let out = host.vm_cli_as(&a.token, &["exec", &vm, "--", "busybox", "wget", "-q", "-O", "-", "http://login.waiter.test/hello"]);
+    wait_session(&a, &id, Duration::from_secs(240), |s| {
+        s.state == SessionState::WaitingForUser
+    });
+    let out = host.vm_cli_as(
+        &a.token,
+        &[
+            "exec",
+            &vm,
+            "--",
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "http://login.waiter.test/hello",
+        ],
+    );
     assert!(out.status.success(), "{}", common::text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok");
     let seen = heads.lock().unwrap().join("\n---\n");
-    assert!(seen.contains("GET http://login.waiter.test/hello"), "{seen}");
+    assert!(
+        seen.contains("GET http://login.waiter.test/hello"),
+        "{seen}"
+    );
     // Basic base64("erin-proxy:" + password), added on the host.
     let expected = base64_basic("erin-proxy", password);
-    assert!(seen.contains(&format!("Proxy-Authorization: Basic {expected}")), "{seen}");
+    assert!(
+        seen.contains(&format!("Proxy-Authorization: Basic {expected}")),
+        "{seen}"
+    );
     // The VM never had the password: not in its environment or files.
-    let out = host.vm_cli_as(&a.token, &["exec", &vm, "--", "sh", "-c", "env; cat /etc/hearth/*.json 2>/dev/null"]);
+    let out = host.vm_cli_as(
+        &a.token,
+        &[
+            "exec",
+            &vm,
+            "--",
+            "sh",
+            "-c",
+            "env; cat /etc/hearth/*.json 2>/dev/null",
+        ],
+    );
     assert!(!String::from_utf8_lossy(&out.stdout).contains(password));
     assert!(!host.serve_logs().contains(password));
     let _: Session = a.json("POST", &format!("/v1/sessions/{id}/cancel"), None, 200);
@@ -357,8 +388,11 @@ fn fake_upstream() -> (std::net::SocketAddr, Heads) {
         for mut stream in listener.incoming().flatten() {
             let mut buf = [0u8; 8192];
             let n = stream.read(&mut buf).unwrap_or(0);
-            seen.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            seen.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
         }
     });
     (addr, heads)

@@ -41,7 +41,12 @@ pub async fn server(config: ServerConfig) -> Server {
 /// A server without kernels or images but with login sessions: the
 /// built-in providers, a vault in its data directory.
 pub async fn session_server() -> Server {
-    start(ServerConfig::default(), false, true).await
+    session_server_with(ServerConfig::default()).await
+}
+
+/// [`session_server`] with `config`.
+pub async fn session_server_with(config: ServerConfig) -> Server {
+    start(config, false, true).await
 }
 
 /// A server whose data directory has the shared kernel and minimal image,

@@ -269,7 +269,10 @@ mod tests {
         )
         .unwrap();
         migrate(&mut conn, "test", MIGRATIONS).unwrap();
-        assert_eq!(super::super::migrate::current_version(&conn).unwrap(), 5);
+        assert_eq!(
+            super::super::migrate::current_version(&conn).unwrap(),
+            super::super::SCHEMA_VERSION
+        );
         let kept: i64 = conn
             .query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))
             .unwrap();

@@ -17,7 +17,9 @@ pub(super) fn put(conn: &Connection, r: &EgressSettingsRecord) -> Result<(), Fai
     let domains = serde_json::to_string(&r.domains)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     conn.execute(
-        &format!("INSERT OR REPLACE INTO egress_settings ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+        &format!(
+            "INSERT OR REPLACE INTO egress_settings ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+        ),
         params![
             r.tenant.as_str(),
             user_key(r.user.as_ref()),

@@ -52,6 +52,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0006_sessions.sql"),
     },
     Migration {
+        version: 7,
+        name: "0007_net_slots",
+        sql: include_str!("../migrations/0007_net_slots.sql"),
+    },
+    Migration {
         version: 8,
         name: "0008_egress_settings",
         sql: include_str!("../migrations/0008_egress_settings.sql"),

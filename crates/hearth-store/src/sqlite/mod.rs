@@ -15,6 +15,7 @@ mod egress_settings;
 mod error;
 mod jobs;
 mod migrate;
+mod net_slots;
 mod sessions;
 mod tokens;
 mod viewer_links;
@@ -578,9 +579,10 @@ impl EgressSettingsStore for SqliteStore {
         tenant: &TenantId,
         user: Option<&UserName>,
     ) -> Result<Option<EgressSettingsRecord>, StoreError> {
-        self.run(format_args!("reading the egress settings of {tenant}"), |c| {
-            egress_settings::get(c, tenant, user)
-        })
+        self.run(
+            format_args!("reading the egress settings of {tenant}"),
+            |c| egress_settings::get(c, tenant, user),
+        )
     }
 
     async fn delete_egress_settings(
@@ -588,8 +590,9 @@ impl EgressSettingsStore for SqliteStore {
         tenant: &TenantId,
         user: Option<&UserName>,
     ) -> Result<Option<EgressSettingsRecord>, StoreError> {
-        self.run(format_args!("deleting the egress settings of {tenant}"), |c| {
-            egress_settings::delete(c, tenant, user)
-        })
+        self.run(
+            format_args!("deleting the egress settings of {tenant}"),
+            |c| egress_settings::delete(c, tenant, user),
+        )
     }
 }

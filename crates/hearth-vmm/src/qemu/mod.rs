@@ -3,6 +3,7 @@
 //! a Unix socket confirms the start and asks the guest to power down.
 
 pub mod cmdline;
+pub mod nic;
 pub mod qmp;
 
 use std::path::{Path, PathBuf};

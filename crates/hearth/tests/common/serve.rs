@@ -57,7 +57,8 @@ impl Api {
             }
             "PUT" => {
                 let req = self.agent.put(&url).header("authorization", auth);
-                req.content_type("application/json").send(json.unwrap_or("{}"))
+                req.content_type("application/json")
+                    .send(json.unwrap_or("{}"))
             }
             "DELETE" => self.agent.delete(&url).header("authorization", auth).call(),
             other => panic!("no method {other}"),

@@ -75,6 +75,7 @@ fn merge_agent(base: Option<GuestConfig>, own: Option<GuestConfig>) -> Option<Gu
             env: overlay(base.env, own.env, |v| v.name.clone()),
             files: overlay(base.files, own.files, |f| f.path.clone()),
             services: overlay(base.services, own.services, |s| s.name.clone()),
+            network: own.network.or(base.network),
         }),
         (base, own) => own.or(base),
     }

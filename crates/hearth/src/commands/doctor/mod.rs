@@ -51,7 +51,7 @@ fn fail(what: impl Into<String>, fix: impl Into<String>) -> Check {
 }
 
 pub fn run(data: &DataDir) -> anyhow::Result<ExitCode> {
-    let checks = [
+    let mut checks = vec![
         acceleration(),
         qemu(),
         firecracker(),
@@ -66,6 +66,7 @@ pub fn run(data: &DataDir) -> anyhow::Result<ExitCode> {
         isolation::seccomp(),
         isolation::jailer(),
     ];
+    checks.extend(networking());
     for c in &checks {
         let tag = match c.level {
             Level::Ok => "ok  ",
@@ -232,4 +233,18 @@ fn free_bytes(path: &Path) -> Option<u64> {
         let mut s: libc::statvfs = std::mem::zeroed();
         (libc::statvfs(c.as_ptr(), &mut s) == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
     }
+}
+
+/// What VM networks need (hearth-net's checks); warnings, since a VM
+/// without a NIC needs none of it.
+fn networking() -> Vec<Check> {
+    let prefix = hearth_net::Prefix::default();
+    let pool = hearth_net::TransitPool::default();
+    hearth_net::preflight::checks(&prefix, &pool)
+        .into_iter()
+        .map(|f| match f.fix {
+            None => ok(f.what),
+            Some(fix) => warn(f.what, fix),
+        })
+        .collect()
 }

@@ -1,0 +1,181 @@
+//! Firewall and NAT as nftables rulesets hearth generates from its own
+//! typed values (never from user text), each applied in one transaction by
+//! `nft -f -` in the calling thread's namespace: a ruleset is in place
+//! whole or not at all.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::addressing::TransitPool;
+use crate::names::{Prefix, NS_LINK_NAME, NS_TABLE, TAP_NAME};
+use crate::NetError;
+
+/// Networks a VM never reaches through the host: private, loopback,
+/// link-local, carrier-grade NAT, multicast and reserved.
+const REFUSED: &str = "0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, \
+                       172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/3";
+
+/// The named counter, in each namespace, of the guest's packets refused
+/// for their destination.
+pub(crate) const REFUSED_COUNTER: &str = "refused";
+
+/// Inside a VM's namespace: the guest's traffic leaves by the veth with the
+/// namespace's transit address (source NAT), but never for a refused
+/// network (counted per VM); nothing reaches the guest unasked, and nothing
+/// reaches the namespace itself.
+pub(crate) fn namespace_ruleset() -> String {
+    format!(
+        "table ip {NS_TABLE} {{}}
+flush table ip {NS_TABLE}
+table ip {NS_TABLE} {{
+  counter {REFUSED_COUNTER} {{}}
+  chain input {{
+    type filter hook input priority filter; policy drop;
+    iifname \"lo\" accept
+    ct state established,related accept
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy drop;
+    iifname \"{TAP_NAME}\" ip daddr {{ {REFUSED} }} counter name \"{REFUSED_COUNTER}\" drop
+    iifname \"{TAP_NAME}\" oifname \"{NS_LINK_NAME}\" accept
+    iifname \"{NS_LINK_NAME}\" oifname \"{TAP_NAME}\" ct state established,related accept
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname \"{NS_LINK_NAME}\" masquerade
+  }}
+}}
+"
+    )
+}
+
+/// On the host, one table for all VMs: no VM reaches another or the host
+/// itself, nor a refused network; what leaves for anywhere else is
+/// masqueraded behind the host's address.
+pub(crate) fn host_ruleset(prefix: &Prefix, pool: &TransitPool) -> String {
+    let links = prefix.link_pattern();
+    let pool = format!("{}/{}", pool.network(), pool.prefix_len());
+    format!(
+        "table ip {prefix} {{}}
+flush table ip {prefix}
+table ip {prefix} {{
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    iifname \"{links}\" ct state established,related accept
+    iifname \"{links}\" counter drop
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    iifname \"{links}\" oifname \"{links}\" counter drop
+    iifname \"{links}\" ip daddr {{ {REFUSED} }} counter drop
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr {pool} oifname != \"{links}\" masquerade
+  }}
+}}
+"
+    )
+}
+
+/// Removes the host's table, whether it exists or not.
+pub(crate) fn host_removal(prefix: &Prefix) -> String {
+    format!("table ip {prefix} {{}}\ndelete table ip {prefix}\n")
+}
+
+/// The nft binary: the usual places first (`hearth serve` may run with a
+/// PATH without `/usr/sbin`), then PATH.
+pub fn nft_binary() -> Option<PathBuf> {
+    let usual = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"];
+    if let Some(found) = usual.iter().map(Path::new).find(|p| p.exists()) {
+        return Some(found.to_owned());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("nft"))
+        .find(|p| p.exists())
+}
+
+/// Applies `ruleset` in the calling thread's namespace, in one transaction.
+pub(crate) fn apply(ruleset: &str, place: &str) -> Result<(), NetError> {
+    run_nft(&["-f", "-"], Some(ruleset), place).map(drop)
+}
+
+/// The packets counted by the namespace's refused counter, in the calling
+/// thread's namespace.
+pub(crate) fn refused_packets(place: &str) -> Result<u64, NetError> {
+    let out = run_nft(
+        &["list", "counter", "ip", NS_TABLE, REFUSED_COUNTER],
+        None,
+        place,
+    )?;
+    parse_packets(&out).ok_or_else(|| NetError::NftRefused {
+        place: place.to_owned(),
+        stderr: format!("no packet count in `nft list counter`: {out}"),
+    })
+}
+
+fn parse_packets(listing: &str) -> Option<u64> {
+    let mut words = listing.split_whitespace();
+    words.find(|w| *w == "packets")?;
+    words.next()?.parse().ok()
+}
+
+/// `nft list tables` in the calling thread's namespace: `ip hearth`, ...
+pub(crate) fn tables(place: &str) -> Result<Vec<String>, NetError> {
+    let out = run_nft(&["list", "tables"], None, place)?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.strip_prefix("table "))
+        .map(str::to_owned)
+        .collect())
+}
+
+fn run_nft(args: &[&str], stdin: Option<&str>, place: &str) -> Result<String, NetError> {
+    let nft = nft_binary().ok_or(NetError::NoNft)?;
+    let fail = |source| NetError::Nft {
+        place: place.to_owned(),
+        source,
+    };
+    let mut child = Command::new(nft)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(fail)?;
+    if let Some(mut pipe) = child.stdin.take() {
+        pipe.write_all(stdin.unwrap_or_default().as_bytes())
+            .map_err(fail)?;
+    }
+    let out = child.wait_with_output().map_err(fail)?;
+    if !out.status.success() {
+        return Err(NetError::NftRefused {
+            place: place.to_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packet_counts_are_read_from_a_counter_listing() {
+        let listing = "table ip hearth {\n\tcounter refused {\n\t\tpackets 3 bytes 180\n\t}\n}\n";
+        assert_eq!(parse_packets(listing), Some(3));
+        assert_eq!(parse_packets("table ip hearth {}"), None);
+    }
+
+    #[test]
+    fn the_host_ruleset_names_only_our_links_and_pool() {
+        let prefix: Prefix = "ht1".parse().unwrap();
+        let text = host_ruleset(&prefix, &TransitPool::default());
+        assert!(text.starts_with("table ip ht1 {}\nflush table ip ht1\n"));
+        assert!(text.contains("ip saddr 10.231.0.0/16 oifname != \"ht1-s*\" masquerade"));
+        assert!(text.contains("iifname \"ht1-s*\" oifname \"ht1-s*\" counter drop"));
+    }
+}

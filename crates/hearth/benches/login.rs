@@ -115,23 +115,13 @@ fn main() {
 /// From the login service's "Successfully logged in" line (host time of
 /// its arrival) to the session's "sealed" event.
 fn capture_latency(rig: &Rig, id: &str, vm: &str) -> Duration {
-    let logs: serde_json::Value = rig.api.json(
-        "GET",
-        &format!("/v1/vms/{vm}/services/login/logs?tail=50"),
-        None,
-        200,
-    );
-    let written = logs["lines"]
-        .as_array()
-        .and_then(|l| {
-            l.iter().find(|l| {
-                l["line"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("Successfully logged in")
-            })
-        })
-        .and_then(|l| l["at"].as_i64())
+    let path = format!("/v1/vms/{vm}/services/login/logs?tail=50");
+    let logs: hearth_types::api::ServiceLogs = rig.api.json("GET", &path, None, 200);
+    let written = logs
+        .lines
+        .iter()
+        .find(|l| l.line.contains("Successfully logged in"))
+        .map(|l| l.at.as_millis())
         .expect("the tool's success line");
     let events: Vec<SessionEvent> =
         rig.api

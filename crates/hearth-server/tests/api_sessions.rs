@@ -66,7 +66,7 @@ async fn a_session_whose_vm_cannot_be_made_fails_saying_why_and_frees_the_user()
     // No kernel or image in this data directory.
     let (status, err, text) =
         common::api_error(server.post(&token, "/v1/sessions", body).await).await;
-    assert!(status == 400 || status == 500, "{text}");
+    assert_eq!(status, 400, "{text}");
     assert!(err.message.contains("browser VM"), "{}", err.message);
     let listed: Vec<Session> = common::ok_json(server.get(&token, "/v1/sessions").await).await;
     assert_eq!(listed.len(), 1, "{listed:?}");

@@ -282,9 +282,9 @@ fn credential_files(provider: &Provider, set: CapturedSet) -> CredentialFiles {
 
 /// Destroys the captured session's VM and completes it once it is gone.
 async fn finish(inner: &Inner, id: &SessionId, vm: &VmId) {
-    let gone = destroy_and_wait(inner, id, vm).await;
-    let event = if gone {
-        format!("VM {vm} destroyed, its logs archived")
+    request_destroy(&inner.controller, vm).await;
+    let event = if wait_destroyed(&inner.controller, vm).await {
+        destroyed_event(vm)
     } else {
         format!("VM {vm} is being destroyed (its cleanup goes on)")
     };
@@ -301,14 +301,12 @@ async fn finish(inner: &Inner, id: &SessionId, vm: &VmId) {
 /// For a session that ended otherwise (expired, cancelled): the VM goes,
 /// and an event says when it is gone.
 pub(crate) async fn destroy_vm(inner: &Inner, id: &SessionId, vm: &VmId) {
-    if let Err(e) = inner.controller.destroy(&admin(), vm).await {
-        tracing::debug!(%vm, error = %e, "the session's VM was not destroyed now");
-    }
+    request_destroy(&inner.controller, vm).await;
     let (store, controller) = (inner.store.clone(), inner.controller.clone());
     let (id, vm) = (id.clone(), vm.clone());
     tokio::spawn(async move {
         if wait_destroyed(&controller, &vm).await {
-            let message = format!("VM {vm} destroyed, its logs archived");
+            let message = destroyed_event(&vm);
             let _ = store
                 .add_session_event(&id, Timestamp::now(), &message)
                 .await;
@@ -316,11 +314,16 @@ pub(crate) async fn destroy_vm(inner: &Inner, id: &SessionId, vm: &VmId) {
     });
 }
 
-async fn destroy_and_wait(inner: &Inner, id: &SessionId, vm: &VmId) -> bool {
-    if let Err(e) = inner.controller.destroy(&admin(), vm).await {
-        tracing::debug!(session = %id, %vm, error = %e, "destroy after capture");
+/// The one deletion path (logs archived first); a VM already going or
+/// gone is not an error here.
+async fn request_destroy(controller: &Arc<hearth_control::controller::Controller>, vm: &VmId) {
+    if let Err(e) = controller.destroy(&admin(), vm).await {
+        tracing::debug!(%vm, error = %e, "the session's VM was not destroyed now");
     }
-    wait_destroyed(&inner.controller, vm).await
+}
+
+fn destroyed_event(vm: &VmId) -> String {
+    format!("VM {vm} destroyed, its logs archived")
 }
 
 async fn wait_destroyed(controller: &hearth_control::controller::Controller, vm: &VmId) -> bool {

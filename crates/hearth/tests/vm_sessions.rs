@@ -34,9 +34,11 @@ required_keys = ["/token"]
 "#;
 
 fn host() -> Host {
-    let providers = tempfile::tempdir().unwrap().keep();
+    let mut host = Host::new(&[]);
+    let providers = host.data().join("providers");
+    std::fs::create_dir_all(&providers).unwrap();
     std::fs::write(providers.join("waiter.toml"), WAITER).unwrap();
-    let mut host = Host::new(&[
+    host.add_serve_args(&[
         "--providers",
         providers.to_str().unwrap(),
         "--egress-host",

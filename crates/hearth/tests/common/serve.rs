@@ -131,6 +131,12 @@ impl Host {
         self.work.path().join("data")
     }
 
+    /// More arguments for the servers started from now on (for ones that
+    /// name files in the data directory).
+    pub fn add_serve_args(&mut self, args: &[&str]) {
+        self.serve_args.extend(args.iter().map(|s| s.to_string()));
+    }
+
     /// `<data>/vms/`: every hypervisor of this host names it.
     pub fn vms_dir(&self) -> PathBuf {
         self.data().join("vms")

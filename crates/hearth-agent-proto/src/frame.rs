@@ -1,9 +1,13 @@
 //! Framing: a `u32` little-endian length, then a JSON body of that length.
+//! A body may carry a secret (a captured credential, a file written), so
+//! the buffers are wiped once used, and decode errors are shown without
+//! the values they quote.
 
 use std::io::{self, Read, Write};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use zeroize::Zeroizing;
 
 /// The largest body a frame may carry: 1 MiB. Exec output is sent in chunks
 /// far below this, so only a broken or hostile peer reaches it.
@@ -25,12 +29,12 @@ pub enum FrameError {
 
 /// Writes one message as one frame and flushes.
 pub fn write_frame<W: Write, M: Serialize>(w: &mut W, msg: &M) -> Result<(), FrameError> {
-    let body = serde_json::to_vec(msg).map_err(FrameError::Encode)?;
+    let body = to_wiped_json(msg).map_err(FrameError::Encode)?;
     if body.len() > MAX_FRAME {
         return Err(FrameError::TooLarge { len: body.len() });
     }
     let len = (body.len() as u32).to_le_bytes();
-    let mut buf = Vec::with_capacity(4 + body.len());
+    let mut buf = Zeroizing::new(Vec::with_capacity(4 + body.len()));
     buf.extend_from_slice(&len);
     buf.extend_from_slice(&body);
     w.write_all(&buf).map_err(FrameError::Io)?;
@@ -50,7 +54,7 @@ pub fn read_frame<R: Read, M: DeserializeOwned>(r: &mut R) -> Result<Option<M>, 
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge { len });
     }
-    let mut body = vec![0u8; len];
+    let mut body = Zeroizing::new(vec![0u8; len]);
     let got = read_full(r, &mut body)?;
     if got < len {
         return Err(FrameError::Truncated { expected: len, got });
@@ -58,6 +62,64 @@ pub fn read_frame<R: Read, M: DeserializeOwned>(r: &mut R) -> Result<Option<M>, 
     serde_json::from_slice(&body)
         .map(Some)
         .map_err(FrameError::Decode)
+}
+
+/// `msg` as JSON, in a buffer wiped when dropped; each buffer outgrown
+/// while writing it is wiped too, so no copy of the body is left behind.
+pub fn to_wiped_json<M: Serialize>(msg: &M) -> Result<Zeroizing<Vec<u8>>, serde_json::Error> {
+    let mut out = WipingVec(Zeroizing::new(Vec::with_capacity(256)));
+    serde_json::to_writer(&mut out, msg)?;
+    Ok(out.0)
+}
+
+/// A byte buffer that wipes what it outgrows.
+struct WipingVec(Zeroizing<Vec<u8>>);
+
+impl Write for WipingVec {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let need = self.0.len() + bytes.len();
+        if need > self.0.capacity() {
+            let mut bigger = Zeroizing::new(Vec::with_capacity(need.max(2 * self.0.capacity())));
+            bigger.extend_from_slice(&self.0);
+            // The old buffer is wiped as it is dropped here.
+            self.0 = bigger;
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `e` in words, with every quoted value it cites (serde quotes the
+/// strings it could not take) replaced by `"…"`: for logs, where a
+/// message's values must not go.
+pub fn redacted(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let mut out = String::with_capacity(text.len());
+    let mut quoted = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if quoted {
+            match (escaped, c) {
+                (false, '\\') => escaped = true,
+                (false, '"') => {
+                    quoted = false;
+                    out.push_str("…\"");
+                }
+                _ => escaped = false,
+            }
+        } else {
+            quoted = c == '"';
+            out.push(c);
+        }
+    }
+    if quoted {
+        out.push_str("…\"");
+    }
+    out
 }
 
 /// Reads until `buf` is full or the stream ends; returns the bytes read.
@@ -137,6 +199,28 @@ mod tests {
     fn garbage_json_is_a_decode_error() {
         let err = read_host(&framed(b"{not json")).unwrap_err();
         assert!(matches!(err, FrameError::Decode(_)));
+    }
+
+    #[test]
+    fn wiped_json_is_the_same_json() {
+        let msg = HostMessage::Refused {
+            reason: "x".repeat(100_000),
+        };
+        let wiped = to_wiped_json(&msg).unwrap();
+        assert_eq!(&wiped[..], &serde_json::to_vec(&msg).unwrap()[..]);
+    }
+
+    #[test]
+    fn a_redacted_decode_error_cites_no_value() {
+        let body = br#"{"type":"ack","seq":"tok\"en-123"}"#;
+        let err = serde_json::from_slice::<HostMessage>(body).unwrap_err();
+        assert!(err.to_string().contains("en-123"), "serde cites it: {err}");
+        let shown = redacted(&err);
+        assert!(
+            !shown.contains("tok") && !shown.contains("en-123"),
+            "{shown}"
+        );
+        assert!(shown.contains("invalid type: string \"…\""), "{shown}");
     }
 
     #[test]

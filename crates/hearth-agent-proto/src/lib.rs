@@ -7,14 +7,15 @@
 //! fields are errors, not silently dropped. The I/O is blocking and works on
 //! any `Read`/`Write`, which is what a virtio-serial port in the guest is.
 
+mod captured;
 mod frame;
 mod message;
 
-pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};
+pub use frame::{read_frame, redacted, to_wiped_json, write_frame, FrameError, MAX_FRAME};
 pub use message::{
-    decode_data, encode_data, negotiate, GuestMessage, HostMessage, Record, Stream, VersionError,
-    GUEST_STREAM_BIT, INPUT_WINDOW, MIN_PROTOCOL, PORTS_PROTOCOL, PORT_CHUNK, PORT_WINDOW,
-    PROTOCOL,
+    decode_data, encode_data, negotiate, CapturedFile, GuestMessage, HostMessage, Record, Stream,
+    VersionError, CAPTURE_PROTOCOL, GUEST_STREAM_BIT, INPUT_WINDOW, MIN_PROTOCOL, PORTS_PROTOCOL,
+    PORT_CHUNK, PORT_WINDOW, PROTOCOL,
 };
 
 /// The vsock port the agent listens on under Firecracker (the first port

@@ -8,8 +8,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 pub use hearth_types::guest::Stream;
 pub use hearth_types::guest::TermSize;
-use hearth_types::guest::{BootReport, ExitStatus, GuestConfig, ServiceSpec};
+use hearth_types::guest::{BootReport, CaptureSpec, ExitStatus, GuestConfig, ServiceSpec};
 use serde::{Deserialize, Serialize};
+
+pub use crate::captured::CapturedFile;
 
 /// The protocol version this build speaks. Version 2 keeps one connection
 /// per VM: records with sequence numbers and acks, configuration, files.
@@ -22,9 +24,14 @@ use serde::{Deserialize, Serialize};
 /// the channel (`port_*`): host to guest port, and guest loopback
 /// listeners whose connections come to the host. A host sends neither to
 /// an agent that chose an older version.
-pub const PROTOCOL: u32 = 4;
+/// Version 5 adds credential capture: `capture_watch` and `capture_stop`
+/// from the host, `captured` and `capture_failed` from the agent. A host
+/// sends neither to an agent that chose an older version.
+pub const PROTOCOL: u32 = 5;
 /// The first version with `time` and the `port_*` messages.
 pub const PORTS_PROTOCOL: u32 = 4;
+/// The first version with the `capture_*` messages.
+pub const CAPTURE_PROTOCOL: u32 = 5;
 /// Bytes of one port stream, in each direction, that a side may have sent
 /// and not yet seen acknowledged (`port_ack`): the receiver takes them off
 /// the channel at once, so a stream whose reader is slow never stalls the
@@ -118,6 +125,14 @@ pub enum GuestMessage {
     /// Stream `id` is over (both ends done, or `message` says what broke
     /// it); nothing more is sent for it either way.
     PortClosed { id: u64, message: Option<String> },
+    /// The files of watch `id`, complete and unchanged for its
+    /// `stable_ms` (version 5). Live, never a record: not journaled, never
+    /// sent again after a reconnect unless the host asks again. Its
+    /// `Debug` shows no content.
+    Captured { id: u64, files: Vec<CapturedFile> },
+    /// Watch `id` cannot deliver (a bad spec, a file over the limit, ...);
+    /// the agent's words, never a file's content (version 5).
+    CaptureFailed { id: u64, message: String },
 }
 
 /// Messages the host sends to the guest agent.
@@ -205,6 +220,14 @@ pub enum HostMessage {
     PortAck { id: u64, bytes: u64 },
     /// Abort stream `id`: both directions, at once.
     PortClose { id: u64 },
+    /// Watch the files of `spec` and send them as one `captured` once
+    /// complete and stable, and again whenever they become a different
+    /// complete set (version 5). Sent again after each welcome while its
+    /// owner lives: a watch already running keeps running, and its current
+    /// complete set, if it has one, is sent again.
+    CaptureWatch { id: u64, spec: CaptureSpec },
+    /// Stop watch `id` (version 5).
+    CaptureStop { id: u64 },
 }
 
 /// What the agent records: service lifecycles and output, readiness and
@@ -406,6 +429,18 @@ mod tests {
             id: 9,
             message: None,
         });
+        round_trip(GuestMessage::Captured {
+            id: 11,
+            files: vec![CapturedFile {
+                path: "/home/u/.codex/auth.json".into(),
+                mode: 0o600,
+                data: encode_data(br#"{"tokens":{}}"#),
+            }],
+        });
+        round_trip(GuestMessage::CaptureFailed {
+            id: 11,
+            message: "too big".into(),
+        });
     }
 
     #[test]
@@ -476,6 +511,38 @@ mod tests {
         round_trip(HostMessage::PortEnd { id: 4 });
         round_trip(HostMessage::PortAck { id: 4, bytes: 12 });
         round_trip(HostMessage::PortClose { id: 4 });
+        round_trip(HostMessage::CaptureWatch {
+            id: 11,
+            spec: CaptureSpec {
+                files: vec![hearth_types::guest::CaptureFile {
+                    path: "/home/u/.codex/auth.json".into(),
+                    required_keys: vec!["/tokens/access_token".into()],
+                }],
+                stable_ms: 1000,
+            },
+        });
+        round_trip(HostMessage::CaptureStop { id: 11 });
+    }
+
+    #[test]
+    fn the_capture_wire_form() {
+        let v = serde_json::to_value(GuestMessage::Captured {
+            id: 2,
+            files: vec![CapturedFile {
+                path: "/a".into(),
+                mode: 384,
+                data: encode_data(b"x"),
+            }],
+        })
+        .unwrap();
+        let want = serde_json::json!({"type": "captured", "id": 2, "files": [{"path": "/a", "mode": 384, "data": "eA=="}]});
+        assert_eq!(v, want);
+        let watch =
+            r#"{"type":"capture_watch","id":1,"spec":{"files":[{"path":"/a"}],"stable_ms":0}}"#;
+        let HostMessage::CaptureWatch { spec, .. } = serde_json::from_str(watch).unwrap() else {
+            panic!("not a capture_watch");
+        };
+        assert!(spec.files[0].required_keys.is_empty());
     }
 
     #[test]

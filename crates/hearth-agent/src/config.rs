@@ -93,9 +93,10 @@ fn write_config_file(f: &GuestFile, passwd: &Path) -> Result<(), ConfigError> {
         source,
     };
     let owner = match &f.owner {
-        Some(user) => Some(crate::user::lookup(user, passwd).map_err(|why| {
-            ConfigError::Invalid(format!("the owner of {}: {why}", f.path))
-        })?),
+        Some(user) => Some(
+            crate::user::lookup(user, passwd)
+                .map_err(|why| ConfigError::Invalid(format!("the owner of {}: {why}", f.path)))?,
+        ),
         None => None,
     };
     let made = missing_ancestors(path);
@@ -240,7 +241,11 @@ mod tests {
             owner: Some("tool".into()),
         };
         write_config_file(&f, &passwd).unwrap();
-        for p in [dir.path().join("home"), dir.path().join("home/.tool"), file.clone()] {
+        for p in [
+            dir.path().join("home"),
+            dir.path().join("home/.tool"),
+            file.clone(),
+        ] {
             let meta = std::fs::metadata(&p).unwrap();
             assert_eq!((meta.uid(), meta.gid()), (uid, gid), "{}", p.display());
         }
@@ -248,7 +253,9 @@ mod tests {
             owner: Some("nobody-here".into()),
             ..f
         };
-        let err = write_config_file(&unknown, &passwd).unwrap_err().to_string();
+        let err = write_config_file(&unknown, &passwd)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("nobody-here"), "{err}");
     }
 

@@ -1,5 +1,6 @@
 //! What lives as long as the agent, across hosts: the outbox (records
-//! waiting for acks), the configuration, the services and readiness.
+//! waiting for acks), the configuration, the services and readiness, the
+//! credential capture watches.
 //!
 //! The image's configuration is applied at start. The host's `config`
 //! comes after each welcome; the first is applied, later ones ignored (the
@@ -18,6 +19,7 @@ use hearth_types::console::READY;
 use hearth_types::guest::{EnvVar, GuestConfig, ServiceSpec};
 
 use crate::bootreport::{self, Settle};
+use crate::capture::Captures;
 use crate::config::{self, ConfigError};
 use crate::journal::Limits;
 use crate::outbox::Outbox;
@@ -79,6 +81,7 @@ pub struct Guest {
     pub outbox: Arc<Outbox>,
     pub settings: Settings,
     pub supervisor: Supervisor,
+    pub captures: Captures,
     /// Kernel uptime when the agent started, ms.
     started_ms: u64,
     state: Mutex<State>,
@@ -99,6 +102,7 @@ impl Guest {
             Guest {
                 supervisor: Supervisor::new(outbox.clone(), on_ready),
                 outbox,
+                captures: Captures::default(),
                 settings,
                 started_ms: uptime_ms(),
                 state: Mutex::new(State::default()),

@@ -23,6 +23,7 @@ use crate::guest::Guest;
 mod args;
 mod backoff;
 mod bootreport;
+mod capture;
 mod clock;
 mod config;
 mod elf;

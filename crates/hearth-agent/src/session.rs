@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_agent_proto::{
-    decode_data, read_frame, write_frame, FrameError, GuestMessage, HostMessage, MIN_PROTOCOL,
-    PROTOCOL,
+    decode_data, read_frame, redacted, write_frame, FrameError, GuestMessage, HostMessage,
+    MIN_PROTOCOL, PROTOCOL,
 };
 
 use crate::exec;
@@ -37,8 +37,9 @@ pub enum SessionError {
     Refused(String),
     #[error("the host chose protocol {0}; this agent speaks {MIN_PROTOCOL} to {PROTOCOL}")]
     Version(u32),
-    #[error("the host answered hello with {0:?} instead of a welcome")]
-    Unexpected(Box<HostMessage>),
+    /// The message's type only: its fields may be secret.
+    #[error("the host answered hello with {0} instead of a welcome")]
+    Unexpected(&'static str),
     #[error("reading a request from the host failed")]
     Read(#[source] FrameError),
 }
@@ -86,12 +87,13 @@ impl<R: Read> Session<R> {
             Some(HostMessage::Welcome { protocol, acked }) => {
                 let protocol = check_version(protocol)?;
                 let link = self.guest.outbox.attach(writer, acked);
+                self.guest.captures.connected();
                 start_heartbeat(link.clone());
                 self.link = Some(link);
                 Ok(protocol)
             }
             Some(HostMessage::Refused { reason }) => Err(SessionError::Refused(reason)),
-            Some(other) => Err(SessionError::Unexpected(Box::new(other))),
+            Some(other) => Err(SessionError::Unexpected(kind(&other))),
             None => Err(SessionError::ClosedEarly),
         }
     }
@@ -108,7 +110,9 @@ impl<R: Read> Session<R> {
                     return Ok(())
                 }
                 // The whole body was consumed, so the next frame is intact.
-                Err(FrameError::Decode(e)) => eprintln!("hearth-agent: bad request: {e}"),
+                Err(FrameError::Decode(e)) => {
+                    eprintln!("hearth-agent: bad request: {}", redacted(&e))
+                }
                 Err(e) => return Err(SessionError::Read(e)),
             }
         }
@@ -190,6 +194,8 @@ impl<R: Read> Session<R> {
             HostMessage::PortEnd { id } => self.ports.end(id),
             HostMessage::PortAck { id, bytes } => self.ports.ack(id, bytes),
             HostMessage::PortClose { id } => self.ports.close(id),
+            HostMessage::CaptureWatch { id, spec } => self.guest.captures.watch(id, spec, link),
+            HostMessage::CaptureStop { id } => self.guest.captures.stop(id),
             other => eprintln!(
                 "hearth-agent: ignoring {} after the handshake",
                 kind(&other)
@@ -250,6 +256,8 @@ fn kind(msg: &HostMessage) -> &'static str {
         HostMessage::PortEnd { .. } => "port_end",
         HostMessage::PortAck { .. } => "port_ack",
         HostMessage::PortClose { .. } => "port_close",
+        HostMessage::CaptureWatch { .. } => "capture_watch",
+        HostMessage::CaptureStop { .. } => "capture_stop",
     }
 }
 

@@ -84,7 +84,8 @@ pub async fn run_foreground(
             return Err(err.into());
         }
     };
-    tracing::info!(vm = %id, pid = vm.pid(), "hypervisor started");
+    let isolation = vm.isolation().map(|r| r.summary()).unwrap_or_default();
+    tracing::info!(vm = %id, pid = vm.pid(), isolation, "hypervisor started");
     let watched = watch(&mut vm, req.timeout, echo, started).await;
     files.release_runtime();
     let console = std::fs::read_to_string(&files.console_log).unwrap_or_default();
@@ -104,6 +105,7 @@ pub async fn run_foreground(
         failure: failure_of(&verdict),
         events: Vec::new(),
         memory_mib: Some(req.memory_mib),
+        isolation: crate::diagnosis::read_isolation(&files.dir),
     };
     Ok(RunReport {
         id,

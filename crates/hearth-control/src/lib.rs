@@ -6,6 +6,7 @@ pub mod agent_link;
 pub mod controller;
 pub mod diagnosis;
 pub mod foreground;
+pub mod isolation;
 pub mod lifecycle;
 pub mod prepare;
 pub mod verdict;

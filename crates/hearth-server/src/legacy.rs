@@ -99,7 +99,9 @@ pub(crate) async fn auth_start(
     let started = AuthStarted {
         session_url: format!("/v1/sessions/{}", session.id),
         session_id: session.id,
-        vm_id: session.vm.unwrap_or_else(|| "vm-unknown".parse().expect("a valid id")),
+        vm_id: session
+            .vm
+            .unwrap_or_else(|| "vm-unknown".parse().expect("a valid id")),
         status: session.state,
         viewer_url,
     };

@@ -56,9 +56,10 @@ pub(crate) async fn start_with_viewer(
 ) -> Result<Session, Problem> {
     let sessions = enabled(state)?;
     let record = sessions.start(&scope.tenant, body).await.map_err(problem)?;
-    let vm = record.vm.clone().ok_or_else(|| {
-        Problem::internal(&std::io::Error::other("a started session has no VM"))
-    })?;
+    let vm = record
+        .vm
+        .clone()
+        .ok_or_else(|| Problem::internal(&std::io::Error::other("a started session has no VM")))?;
     let ttl = record.expires_at.since(hearth_types::Timestamp::now());
     let ttl = ttl.max(std::time::Duration::from_secs(1));
     let link = viewer_links::make(state, headers, vm, record.tenant.clone(), ttl).await?;
@@ -141,7 +142,10 @@ pub(crate) async fn cancel(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Session>, Problem> {
     let id = session_id(path)?;
-    let session = enabled(&state)?.cancel(&scope, &id).await.map_err(problem)?;
+    let session = enabled(&state)?
+        .cancel(&scope, &id)
+        .await
+        .map_err(problem)?;
     tracing::info!(session = %id, "session cancelled");
     Ok(Json(session))
 }
@@ -169,7 +173,10 @@ pub(crate) async fn events(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Vec<SessionEvent>>, Problem> {
     let id = session_id(path)?;
-    let events = enabled(&state)?.events(&scope, &id).await.map_err(problem)?;
+    let events = enabled(&state)?
+        .events(&scope, &id)
+        .await
+        .map_err(problem)?;
     Ok(Json(events))
 }
 
@@ -197,7 +204,10 @@ pub(crate) async fn egress(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Vec<EgressConnection>>, Problem> {
     let id = session_id(path)?;
-    let connections = enabled(&state)?.egress(&scope, &id).await.map_err(problem)?;
+    let connections = enabled(&state)?
+        .egress(&scope, &id)
+        .await
+        .map_err(problem)?;
     Ok(Json(connections))
 }
 
@@ -237,11 +247,16 @@ fn session_id(path: Result<Path<String>, PathRejection>) -> Result<SessionId, Pr
     let Path(raw) = path.map_err(|e| {
         Problem::bad_request(
             "invalid_id",
-            format!("the session id in the path is unreadable ({})", e.body_text()),
+            format!(
+                "the session id in the path is unreadable ({})",
+                e.body_text()
+            ),
         )
     })?;
     raw.parse()
-        .map_err(|e: hearth_types::session::SessionIdError| Problem::bad_request("invalid_id", e.to_string()))
+        .map_err(|e: hearth_types::session::SessionIdError| {
+            Problem::bad_request("invalid_id", e.to_string())
+        })
 }
 
 pub(crate) fn problem(e: SessionError) -> Problem {
@@ -254,11 +269,16 @@ pub(crate) fn problem(e: SessionError) -> Problem {
         ),
         SessionError::UnknownProvider { .. } => Problem::bad_request("unknown_provider", message),
         SessionError::Invalid(_) => Problem::bad_request("invalid_request", message),
-        SessionError::AlreadyLive { .. } => Problem::new(StatusCode::CONFLICT, "session_live", message),
+        SessionError::AlreadyLive { .. } => {
+            Problem::new(StatusCode::CONFLICT, "session_live", message)
+        }
         SessionError::Ended { .. } => Problem::new(StatusCode::CONFLICT, "session_ended", message),
         SessionError::Vm(e) => {
             let mut p = Problem::from(e);
-            p.message = format!("the session's browser VM could not be created: {}", p.message);
+            p.message = format!(
+                "the session's browser VM could not be created: {}",
+                p.message
+            );
             p
         }
         SessionError::Store(e) => Problem::internal(&e),

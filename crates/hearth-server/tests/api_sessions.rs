@@ -19,25 +19,41 @@ async fn bad_bodies_name_the_field_and_unknown_providers_name_the_known_ones() {
         (r#"{"user": "alice"}"#, "`provider`"),
         (r#"{"user": "a b", "provider": "codex"}"#, "user name"),
         (r#"{"user": "alice", "provider": "Codex!"}"#, "provider"),
-        (r#"{"user": "alice", "provider": "codex", "ttl_secs": 5}"#, "ttl_secs 5"),
-        (r#"{"user": "alice", "provider": "codex", "colour": "red"}"#, "colour"),
+        (
+            r#"{"user": "alice", "provider": "codex", "ttl_secs": 5}"#,
+            "ttl_secs 5",
+        ),
+        (
+            r#"{"user": "alice", "provider": "codex", "colour": "red"}"#,
+            "colour",
+        ),
         ("[1, 2]", "invalid"),
         ("{", "JSON"),
     ] {
-        let (status, err, text) = common::api_error(server.post(&token, "/v1/sessions", body).await).await;
+        let (status, err, text) =
+            common::api_error(server.post(&token, "/v1/sessions", body).await).await;
         assert_eq!(status, 400, "{body}: {text}");
         assert!(err.message.contains(want), "{body}: {}", err.message);
     }
     let (status, err, _) = common::api_error(
         server
-            .post(&token, "/v1/sessions", r#"{"user": "alice", "provider": "netscape"}"#)
+            .post(
+                &token,
+                "/v1/sessions",
+                r#"{"user": "alice", "provider": "netscape"}"#,
+            )
             .await,
     )
     .await;
     assert_eq!((status, err.code.as_str()), (400, "unknown_provider"));
-    assert!(err.message.contains("claude, codex, gemini"), "{}", err.message);
+    assert!(
+        err.message.contains("claude, codex, gemini"),
+        "{}",
+        err.message
+    );
 
-    let providers: Vec<ProviderInfo> = common::ok_json(server.get(&token, "/v1/providers").await).await;
+    let providers: Vec<ProviderInfo> =
+        common::ok_json(server.get(&token, "/v1/providers").await).await;
     let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["claude", "codex", "gemini"]);
 }
@@ -48,7 +64,8 @@ async fn a_session_whose_vm_cannot_be_made_fails_saying_why_and_frees_the_user()
     let token = server.token("team-a", false).await;
     let body = r#"{"user": "alice", "provider": "codex"}"#;
     // No kernel or image in this data directory.
-    let (status, err, text) = common::api_error(server.post(&token, "/v1/sessions", body).await).await;
+    let (status, err, text) =
+        common::api_error(server.post(&token, "/v1/sessions", body).await).await;
     assert!(status == 400 || status == 500, "{text}");
     assert!(err.message.contains("browser VM"), "{}", err.message);
     let listed: Vec<Session> = common::ok_json(server.get(&token, "/v1/sessions").await).await;
@@ -64,7 +81,8 @@ async fn a_session_whose_vm_cannot_be_made_fails_saying_why_and_frees_the_user()
     let theirs: Vec<Session> = common::ok_json(server.get(&other, "/v1/sessions").await).await;
     assert!(theirs.is_empty());
     let id = listed[0].id.to_string();
-    let (status, _, _) = common::api_error(server.get(&other, &format!("/v1/sessions/{id}")).await).await;
+    let (status, _, _) =
+        common::api_error(server.get(&other, &format!("/v1/sessions/{id}")).await).await;
     assert_eq!(status, 404);
 }
 
@@ -72,9 +90,17 @@ async fn a_session_whose_vm_cannot_be_made_fails_saying_why_and_frees_the_user()
 async fn session_ids_are_checked_and_a_server_without_sessions_says_so() {
     let server = common::session_server().await;
     let token = server.token("team-a", false).await;
-    for path in ["/v1/sessions/ses-nothex00000", "/v1/sessions/vm-0123456789ab/events", "/v1/sessions/..%2f..%2fetc"] {
+    for path in [
+        "/v1/sessions/ses-nothex00000",
+        "/v1/sessions/vm-0123456789ab/events",
+        "/v1/sessions/..%2f..%2fetc",
+    ] {
         let (status, err, text) = common::api_error(server.get(&token, path).await).await;
-        assert_eq!((status, err.code.as_str()), (400, "invalid_id"), "{path}: {text}");
+        assert_eq!(
+            (status, err.code.as_str()),
+            (400, "invalid_id"),
+            "{path}: {text}"
+        );
     }
     let (status, err, _) =
         common::api_error(server.get(&token, "/v1/sessions/ses-0123456789ab").await).await;

@@ -88,7 +88,11 @@ async fn wait_for_link(inner: &Inner, id: &SessionId, vm: &VmId) -> Option<LinkH
 
 /// Each guest connection to the proxy port, served by the egress proxy
 /// under the session's policy.
-async fn serve_proxy(mut incoming: mpsc::UnboundedReceiver<PortStream>, proxy: Egress, policy: Policy) {
+async fn serve_proxy(
+    mut incoming: mpsc::UnboundedReceiver<PortStream>,
+    proxy: Egress,
+    policy: Policy,
+) {
     let policy = Arc::new(policy);
     while let Some(stream) = incoming.recv().await {
         let (proxy, policy) = (proxy.clone(), policy.clone());
@@ -178,7 +182,10 @@ async fn follow_vm(
                 .and_then(|d| d.findings.first())
                 .map(|f| format!(": {}", f.cause))
                 .unwrap_or_default();
-            Some((format!("its browser VM {vm} is {state}{summary}"), diagnosis))
+            Some((
+                format!("its browser VM {vm} is {state}{summary}"),
+                diagnosis,
+            ))
         }
         _ => None,
     }
@@ -211,11 +218,17 @@ async fn seal(inner: &Inner, id: &SessionId, vm: &VmId, provider: &Provider, set
         provider: session.provider.clone(),
     };
     let started = std::time::Instant::now();
-    let sealed = inner.vault.seal(&owner, &credential_files(provider, set)).await;
+    let sealed = inner
+        .vault
+        .seal(&owner, &credential_files(provider, set))
+        .await;
     let meta = match sealed {
         Ok(meta) => meta,
         Err(e) => {
-            let why = format!("the credential could not be sealed: {}", hearth_types::error_chain(&e));
+            let why = format!(
+                "the credential could not be sealed: {}",
+                hearth_types::error_chain(&e)
+            );
             inner.fail(id, session.state, why, None).await;
             return;
         }
@@ -262,7 +275,11 @@ async fn finish(inner: &Inner, id: &SessionId, vm: &VmId) {
         format!("VM {vm} is being destroyed (its cleanup goes on)")
     };
     let change = SessionChange::to(SessionState::Completed, Timestamp::now(), event);
-    if let Err(e) = inner.store.change_session(id, SessionState::Captured, &change).await {
+    if let Err(e) = inner
+        .store
+        .change_session(id, SessionState::Captured, &change)
+        .await
+    {
         tracing::debug!(session = %id, error = %e, "completion lost a race");
     }
 }
@@ -278,7 +295,9 @@ pub(crate) async fn destroy_vm(inner: &Inner, id: &SessionId, vm: &VmId) {
     tokio::spawn(async move {
         if wait_destroyed(&controller, &vm).await {
             let message = format!("VM {vm} destroyed, its logs archived");
-            let _ = store.add_session_event(&id, Timestamp::now(), &message).await;
+            let _ = store
+                .add_session_event(&id, Timestamp::now(), &message)
+                .await;
         }
     });
 }

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use hearth_egress::{
-    Connector, ConnectionRecord, Domains, Egress, IpNet, Kind, Outcome, Policy, PolicyError,
-    Ports, RecordSink, Resolver, UpstreamProxy,
+    ConnectionRecord, Connector, Domains, Egress, IpNet, Kind, Outcome, Policy, PolicyError, Ports,
+    RecordSink, Resolver, UpstreamProxy,
 };
 use hearth_store::Store;
 use hearth_types::session::EgressConnection;

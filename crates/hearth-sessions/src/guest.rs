@@ -125,7 +125,11 @@ mod tests {
         assert_eq!(login.user.as_deref(), Some("hearth"));
         assert_eq!(&login.argv[..3], ["env", "-u", "CI"]);
         assert!(login.argv.contains(&"--".to_owned()));
-        assert!(vm.config.env.iter().any(|v| v.name == "HTTPS_PROXY" && v.value == "http://127.0.0.1:3128"));
+        assert!(vm
+            .config
+            .env
+            .iter()
+            .any(|v| v.name == "HTTPS_PROXY" && v.value == "http://127.0.0.1:3128"));
         let settings = &vm.config.files[0];
         assert_eq!(settings.path, "/home/hearth/.gemini/settings.json");
         assert_eq!(settings.owner.as_deref(), Some("hearth"));
@@ -134,6 +138,9 @@ mod tests {
         let codex = catalogue.get(&"codex".parse().unwrap()).unwrap();
         let login = &browser_vm(codex, 300).config.services[0];
         assert_eq!(login.argv, ["codex", "login"]);
-        assert!(login.env.iter().any(|v| v.name == "BROWSER" && v.value == BROWSER));
+        assert!(login
+            .env
+            .iter()
+            .any(|v| v.name == "BROWSER" && v.value == BROWSER));
     }
 }

@@ -133,7 +133,9 @@ impl Sessions {
             Ok(vm) => vm,
             Err(e) => {
                 let why = format!("the browser VM could not be created: {e}");
-                inner.fail(&record.id, SessionState::Starting, why, None).await;
+                inner
+                    .fail(&record.id, SessionState::Starting, why, None)
+                    .await;
                 return Err(SessionError::Vm(e));
             }
         };
@@ -193,10 +195,7 @@ impl Sessions {
     pub async fn cancel(&self, scope: &Scope, id: &SessionId) -> Result<Session, SessionError> {
         let record = self.inner.visible(scope, id).await?;
         let why = "cancelled by its caller".to_owned();
-        let ended = self
-            .inner
-            .end(record, SessionState::Cancelled, why)
-            .await?;
+        let ended = self.inner.end(record, SessionState::Cancelled, why).await?;
         Ok(self.inner.view(ended).await)
     }
 
@@ -287,10 +286,15 @@ impl Inner {
             tenant: Some(wanted.tenant.clone()),
             live_only: true,
         };
-        let existing = self.store.list_sessions(&filter).await.ok().and_then(|live| {
-            live.into_iter()
-                .find(|s| s.user == wanted.user && s.provider == wanted.provider)
-        });
+        let existing = self
+            .store
+            .list_sessions(&filter)
+            .await
+            .ok()
+            .and_then(|live| {
+                live.into_iter()
+                    .find(|s| s.user == wanted.user && s.provider == wanted.provider)
+            });
         match existing {
             Some(s) => SessionError::AlreadyLive {
                 user: wanted.user.clone(),

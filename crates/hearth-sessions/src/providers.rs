@@ -15,9 +15,15 @@ use serde::Deserialize;
 
 /// The entries hearth carries: (file name, text).
 const BUILTIN: &[(&str, &str)] = &[
-    ("claude.toml", include_str!("../../../providers/claude.toml")),
+    (
+        "claude.toml",
+        include_str!("../../../providers/claude.toml"),
+    ),
     ("codex.toml", include_str!("../../../providers/codex.toml")),
-    ("gemini.toml", include_str!("../../../providers/gemini.toml")),
+    (
+        "gemini.toml",
+        include_str!("../../../providers/gemini.toml"),
+    ),
 ];
 
 /// How a tool opens a browser, so the VM's own one comes up.
@@ -166,7 +172,9 @@ impl Provider {
         for f in &self.capture.files {
             relative(&f.path).map_err(|e| format!("`capture.files`: {e}"))?;
         }
-        self.capture_spec().check().map_err(|e| format!("`capture`: {e}"))?;
+        self.capture_spec()
+            .check()
+            .map_err(|e| format!("`capture`: {e}"))?;
         Ok(())
     }
 
@@ -213,7 +221,9 @@ fn relative(path: &str) -> Result<(), String> {
     let ok = !path.is_empty()
         && !path.starts_with('/')
         && !path.contains('\0')
-        && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
     if ok {
         Ok(())
     } else {
@@ -256,10 +266,11 @@ impl Catalogue {
         files.sort();
         let mut catalogue = Catalogue::builtin();
         for path in files {
-            let text = std::fs::read_to_string(&path).map_err(|source| ProviderFileError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| ProviderFileError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
             catalogue.add(Provider::parse(&text, &path.display().to_string())?);
         }
         Ok(catalogue)
@@ -291,7 +302,10 @@ mod tests {
         let catalogue = Catalogue::builtin();
         assert_eq!(catalogue.names(), ["claude", "codex", "gemini"]);
         let codex = catalogue.get(&"codex".parse().unwrap()).unwrap();
-        assert_eq!(codex.capture_spec().files[0].path, "/home/hearth/.codex/auth.json");
+        assert_eq!(
+            codex.capture_spec().files[0].path,
+            "/home/hearth/.codex/auth.json"
+        );
         assert_eq!(codex.opens_browser_with, BrowserOpener::BrowserEnv);
         // A tool may need more than its token file to count as logged in.
         let claude = catalogue.get(&"claude".parse().unwrap()).unwrap();
@@ -304,13 +318,30 @@ mod tests {
     fn bad_entries_name_the_field_and_the_file() {
         let good = include_str!("../../../providers/codex.toml");
         for (bad, field) in [
-            (good.replace(r#"login = ["codex", "login"]"#, "login = []"), "`login`"),
-            (good.replace(r#"path = ".codex/auth.json""#, r#"path = "../etc/shadow""#), "relative"),
-            (good.replace(r#""auth.openai.com""#, r#""auth openai""#), "`domains`"),
-            (good.replace("opens_browser_with = \"browser-env\"", "opens_browser_with = \"carrier-pigeon\""), "opens_browser_with"),
+            (
+                good.replace(r#"login = ["codex", "login"]"#, "login = []"),
+                "`login`",
+            ),
+            (
+                good.replace(r#"path = ".codex/auth.json""#, r#"path = "../etc/shadow""#),
+                "relative",
+            ),
+            (
+                good.replace(r#""auth.openai.com""#, r#""auth openai""#),
+                "`domains`",
+            ),
+            (
+                good.replace(
+                    "opens_browser_with = \"browser-env\"",
+                    "opens_browser_with = \"carrier-pigeon\"",
+                ),
+                "opens_browser_with",
+            ),
             (format!("{good}\nsurprise = 1\n"), "surprise"),
         ] {
-            let err = Provider::parse(&bad, "/etc/hearth/providers/x.toml").unwrap_err().to_string();
+            let err = Provider::parse(&bad, "/etc/hearth/providers/x.toml")
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(field), "{err}");
             assert!(err.contains("/etc/hearth/providers/x.toml"), "{err}");
         }

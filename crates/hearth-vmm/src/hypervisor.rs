@@ -80,4 +80,12 @@ pub enum VmmError {
     Gone { pid: u32 },
     #[error("timed out after {secs} s waiting for {what}")]
     Timeout { what: String, secs: u64 },
+    #[error("could not confine the hypervisor: {step}")]
+    Isolation {
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not confine the hypervisor")]
+    IsolationFiles(#[from] crate::isolation::files::FileError),
 }

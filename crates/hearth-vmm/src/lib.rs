@@ -1,7 +1,8 @@
 //! Hypervisor backends behind one trait. A backend turns a
 //! [`VmDescription`](hearth_types::VmDescription) into a running hypervisor
 //! process; everything after that (console capture, noticing the exit,
-//! stopping with a deadline) is shared in [`process`].
+//! stopping with a deadline) is shared in [`process`]; confining the
+//! hypervisor (its own user, cgroup and limits) in [`isolation`].
 //!
 //! Nothing outside this crate knows a hypervisor's command line or API.
 
@@ -9,6 +10,7 @@ pub mod accel;
 pub mod console;
 pub mod firecracker;
 pub mod hypervisor;
+pub mod isolation;
 pub mod process;
 pub mod qemu;
 

@@ -24,6 +24,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::process::Command;
 use tokio::sync::{broadcast, watch};
 
+use crate::isolation::IsolationReport;
 use crate::VmmError;
 
 /// Console chunks a slow live follower may fall behind by before it skips
@@ -95,9 +96,24 @@ pub struct Spawned {
 
 type ExitFuture = Pin<Box<dyn Future<Output = ExitInfo> + Send>>;
 
+/// Work to do when the process has ended, before its exit is published
+/// (so a waiter sees its effects): the isolation's release (cgroup
+/// counters, cgroup removal, files back to root). It runs on a blocking
+/// thread.
+pub type ExitHook = Box<dyn FnOnce() + Send>;
+
 /// Spawns `cmd` with stdout appended to the console log and stderr to the
 /// hypervisor log.
-pub fn spawn(mut cmd: Command, logs: &ProcessLogs) -> Result<Spawned, VmmError> {
+pub fn spawn(cmd: Command, logs: &ProcessLogs) -> Result<Spawned, VmmError> {
+    spawn_watched(cmd, logs, None)
+}
+
+/// [`spawn`], running `on_exit` once the process has ended.
+pub fn spawn_watched(
+    mut cmd: Command,
+    logs: &ProcessLogs,
+    on_exit: Option<ExitHook>,
+) -> Result<Spawned, VmmError> {
     let program = PathBuf::from(cmd.as_std().get_program());
     let console = open_append(&logs.console_log)?;
     let offset = console.metadata().map(|m| m.len()).unwrap_or(0);
@@ -128,12 +144,27 @@ pub fn spawn(mut cmd: Command, logs: &ProcessLogs) -> Result<Spawned, VmmError> 
             Err(_) => ExitInfo::UNKNOWN,
         }
     });
-    Ok(watch_process(process, exit, &logs.console_log, offset))
+    Ok(watch_process(
+        process,
+        exit,
+        &logs.console_log,
+        offset,
+        on_exit,
+    ))
 }
 
 /// Watches a hypervisor that an earlier hearth started. Fails when that
 /// process is gone (or its pid now belongs to another process).
 pub fn adopt(process: ProcessRef, console_log: &Path) -> Result<Spawned, VmmError> {
+    adopt_watched(process, console_log, None)
+}
+
+/// [`adopt`], running `on_exit` once the process has ended.
+pub fn adopt_watched(
+    process: ProcessRef,
+    console_log: &Path,
+    on_exit: Option<ExitHook>,
+) -> Result<Spawned, VmmError> {
     let gone = || VmmError::Gone { pid: process.pid };
     if start_ticks(process.pid) != Some(process.start_ticks) {
         return Err(gone());
@@ -148,7 +179,7 @@ pub fn adopt(process: ProcessRef, console_log: &Path) -> Result<Spawned, VmmErro
         }
         ExitInfo::UNKNOWN
     });
-    Ok(watch_process(process, exit, console_log, offset))
+    Ok(watch_process(process, exit, console_log, offset, on_exit))
 }
 
 fn watch_process(
@@ -156,11 +187,12 @@ fn watch_process(
     exit: ExitFuture,
     console_log: &Path,
     offset: u64,
+    on_exit: Option<ExitHook>,
 ) -> Spawned {
     let (tx, console) = broadcast::channel(CONSOLE_CHUNKS);
     let (exit_tx, exit_rx) = watch::channel(None);
     let follower = open_at(console_log, offset);
-    tokio::spawn(follow(exit, follower, tx, exit_tx));
+    tokio::spawn(follow(exit, follower, tx, exit_tx, on_exit));
     Spawned {
         process,
         started_at: Timestamp::now(),
@@ -170,13 +202,14 @@ fn watch_process(
 }
 
 /// Tails the console log into the stream until the process ends, then
-/// reads the rest and only then publishes the exit, so a waiter always has
-/// the guest's last words.
+/// reads the rest (and runs the exit hook) and only then publishes the
+/// exit, so a waiter always has the guest's last words.
 async fn follow(
     exit: ExitFuture,
     mut file: Option<File>,
     tx: broadcast::Sender<Bytes>,
     exit_tx: watch::Sender<Option<ExitInfo>>,
+    on_exit: Option<ExitHook>,
 ) {
     tokio::pin!(exit);
     let mut buf = vec![0u8; 16 * 1024];
@@ -184,6 +217,9 @@ async fn follow(
         tokio::select! {
             info = &mut exit => {
                 drain(&mut file, &tx, &mut buf);
+                if let Some(hook) = on_exit {
+                    let _ = tokio::task::spawn_blocking(hook).await;
+                }
                 let _ = exit_tx.send(Some(info));
                 return;
             }
@@ -305,6 +341,7 @@ pub struct RunningVm {
     console: broadcast::Receiver<Bytes>,
     exit: watch::Receiver<Option<ExitInfo>>,
     control: Box<dyn VmControl>,
+    isolation: Option<IsolationReport>,
 }
 
 impl RunningVm {
@@ -315,7 +352,20 @@ impl RunningVm {
             console: spawned.console,
             exit: spawned.exit,
             control,
+            isolation: None,
         }
+    }
+
+    /// The VM with what isolation its hypervisor got.
+    pub fn with_isolation(mut self, report: Option<IsolationReport>) -> Self {
+        self.isolation = report;
+        self
+    }
+
+    /// What isolation the hypervisor got (its user, cgroup and limits,
+    /// sandbox, and what was off), when the backend knows.
+    pub fn isolation(&self) -> Option<&IsolationReport> {
+        self.isolation.as_ref()
     }
 
     pub fn pid(&self) -> u32 {

@@ -3,20 +3,27 @@
 //! `HEARTH_FIRECRACKER` to a firecracker binary; without it these tests say
 //! so in one line and pass.
 //!
+//! The jailer test needs `HEARTH_JAILER` (Firecracker's jailer) and root
+//! too.
+//!
 //! The agent's vsock channel is tested with a second hand-made guest
 //! (`vsock_guest` below) that drives Firecracker's real vsock device just
 //! far enough to refuse or accept one host connection.
 
 use std::future::Future;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hearth_guestkit::kernel::{wrap_elf_as_bzimage, Compression};
 use hearth_testkit::{tiny_guest_elf, tiny_guest_elf_ending, GuestEnd};
 use hearth_types::{Channel, Disk, VmDescription, VmId};
 use hearth_vmm::firecracker::client::ApiClient;
+use hearth_vmm::firecracker::jail::{jailed_vm, Jail, JAILER_ENV, JAIL_DIR};
 use hearth_vmm::firecracker::vsock::{self, AGENT_VSOCK_PORT};
 use hearth_vmm::firecracker::{Firecracker, BINARY_ENV};
+use hearth_vmm::isolation::Isolation;
 use hearth_vmm::{Hypervisor, RunningVm, VmmError};
 
 /// Every test fails instead of hanging past this.
@@ -817,4 +824,178 @@ mod vsock_guest {
         p.extend(0x1000u64.to_le_bytes()); // p_align
         p
     }
+}
+
+/// Firecracker through its jailer (`HEARTH_JAILER`, with root): the guest
+/// runs as the VM's uid, chrooted in its jail, in its cgroup; the jail
+/// and the cgroup are gone when it ends.
+#[tokio::test]
+async fn a_jailed_firecracker_runs_the_guest_as_its_own_user_in_its_jail_and_cgroup() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fc) = firecracker(&dir.path().join("cache")) else {
+        return;
+    };
+    let Some(jailer) = std::env::var_os(JAILER_ENV).filter(|v| !v.is_empty()) else {
+        eprintln!("skipped: HEARTH_JAILER is not set (path to Firecracker's jailer); the jailer test needs it");
+        return;
+    };
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the jailer needs root");
+        return;
+    }
+    let isolation = Arc::new(Isolation::for_host());
+    let fc = fc
+        .with_jailer(Some(jailer.into()))
+        .isolated(Arc::clone(&isolation));
+    let marker = "hearth-jailed-guest";
+    let elf = tiny_guest_elf_ending(marker, GuestEnd::HaltForever);
+    let mut vm = description(dir.path(), write_kernel(dir.path(), "halt.elf", &elf));
+    // As `hearth serve` lays VMs out: `<vms>/<id>/`.
+    vm.run_dir = dir.path().join(vm.id.as_str());
+    bounded(async {
+        let mut running = fc.start(&vm).await.expect("the jailer starts firecracker");
+        wait_for_marker(&mut running, marker).await;
+        let report = running.isolation().expect("a report").clone();
+        assert!(report.jailer, "{report:?}");
+        let uid = report.uid.expect("a uid of its own");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", running.pid())).unwrap();
+        assert!(
+            status.contains(&format!("Uid:\t{uid}\t{uid}\t{uid}\t{uid}")),
+            "{status}"
+        );
+        // Its root, seen through its mount namespace, is the jail's directory.
+        let id = |p: &Path| {
+            let m = std::fs::metadata(p).unwrap();
+            (m.dev(), m.ino())
+        };
+        let root = PathBuf::from(format!("/proc/{}/root/", running.pid()));
+        let jail = Jail::of(&vm, fc.binary()).root;
+        assert_eq!(id(&root), id(&jail), "chrooted in its jail");
+        let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+        let own_ns = ns(&running.pid().to_string());
+        assert_ne!(own_ns, ns("self"), "a mount namespace of its own");
+        // Its command line names no host path; the orphan sweep knows it
+        // by its id and its root.
+        assert_eq!(jailed_vm(running.pid(), dir.path()), Some(vm.id.clone()));
+        assert_eq!(jailed_vm(std::process::id(), dir.path()), None);
+        let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", running.pid())).unwrap();
+        assert!(cgroup.contains(&format!("/hearth/{}", vm.id)), "{cgroup}");
+        running.kill().await;
+    })
+    .await;
+    assert!(!vm.run_dir.join(JAIL_DIR).exists(), "the jail is removed");
+    let paths = isolation
+        .cgroups()
+        .map(|c| c.vm(&vm.id).paths())
+        .unwrap_or_default();
+    assert!(paths.iter().all(|p| !p.exists()), "the cgroup is removed");
+}
+
+/// Firecracker confined without a jailer: as the VM's user where that user
+/// may open /dev/kvm; where only root may (as on these machines), it runs
+/// as hearth and the report says why. Its cgroup either way.
+#[tokio::test]
+async fn an_unjailed_isolated_firecracker_runs_as_the_vms_user_where_kvm_lets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fc) = firecracker(&dir.path().join("cache")) else {
+        return;
+    };
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: hypervisors get users and cgroups of their own only from root");
+        return;
+    }
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o711);
+    std::fs::set_permissions(dir.path(), mode).unwrap();
+    let isolation = Arc::new(Isolation::for_host());
+    let fc = fc.with_jailer(None).isolated(Arc::clone(&isolation));
+    let marker = "hearth-unjailed-guest";
+    let elf = tiny_guest_elf_ending(marker, GuestEnd::HaltForever);
+    let vm = description(dir.path(), write_kernel(dir.path(), "halt.elf", &elf));
+    let kvm = hearth_vmm::isolation::user::kvm_group(Path::new("/dev/kvm"));
+    bounded(async {
+        let mut running = fc.start(&vm).await.expect("firecracker starts");
+        wait_for_marker(&mut running, marker).await;
+        let report = running.isolation().expect("a report").clone();
+        assert!(!report.jailer);
+        assert!(
+            report
+                .off
+                .iter()
+                .any(|o| o.contains("HEARTH_JAILER is not set")),
+            "{report:?}"
+        );
+        let status = std::fs::read_to_string(format!("/proc/{}/status", running.pid())).unwrap();
+        match (&kvm, report.uid) {
+            (Ok(_), Some(uid)) => assert!(status.contains(&format!("Uid:\t{uid}\t")), "{status}"),
+            (Err(_), None) => {
+                assert!(
+                    report.off.iter().any(|o| o.contains("/dev/kvm")),
+                    "{report:?}"
+                );
+                assert!(status.contains("Uid:\t0\t"), "{status}");
+            }
+            other => panic!("KVM access {other:?} and the report disagree: {report:?}"),
+        }
+        if isolation.cgroups().is_ok() {
+            let cgroup =
+                std::fs::read_to_string(format!("/proc/{}/cgroup", running.pid())).unwrap();
+            assert!(cgroup.contains(&format!("/hearth/{}", vm.id)), "{cgroup}");
+        }
+        running.kill().await;
+    })
+    .await;
+    let paths = isolation
+        .cgroups()
+        .map(|c| c.vm(&vm.id).paths())
+        .unwrap_or_default();
+    assert!(paths.iter().all(|p| !p.exists()), "the cgroup is removed");
+}
+
+/// The agent's channel of a jailed Firecracker: its vsock socket is in the
+/// jail, and the channel's socket path links to it, so the host connects
+/// as to an unjailed one; stopping goes through the linked API socket.
+#[tokio::test]
+async fn an_accepted_connect_reaches_a_jailed_firecrackers_guest_through_the_linked_socket() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fc) = firecracker(&dir.path().join("cache")) else {
+        return;
+    };
+    let Some(jailer) = std::env::var_os(JAILER_ENV).filter(|v| !v.is_empty()) else {
+        eprintln!("skipped: HEARTH_JAILER is not set (path to Firecracker's jailer); the jailer test needs it");
+        return;
+    };
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the jailer needs root");
+        return;
+    }
+    let fc = fc
+        .with_jailer(Some(jailer.into()))
+        .isolated(Arc::new(Isolation::for_host()));
+    bounded(async {
+        let (mut running, uds) =
+            boot_vsock_guest(&fc, dir.path(), vsock_guest::Reply::Accept).await;
+        assert!(running.isolation().is_some_and(|r| r.jailer));
+        assert!(std::fs::symlink_metadata(&uds)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        let mut stream = connect_blocking(&uds, AGENT_VSOCK_PORT).await.unwrap();
+        let greeting = tokio::task::spawn_blocking(move || {
+            let mut greeting = vec![0u8; vsock_guest::GREETING.len()];
+            stream.read_exact(&mut greeting).unwrap();
+            stream.write_all(b"ping").unwrap();
+            (greeting, stream)
+        });
+        let (greeting, _stream) = greeting.await.unwrap();
+        assert_eq!(greeting, vsock_guest::GREETING);
+        wait_for_marker(&mut running, "vsock-guest: got ping").await;
+        let pid = running.pid();
+        running.stop(Duration::from_millis(200)).await;
+        assert!(!is_alive(pid), "firecracker left running");
+    })
+    .await;
 }

@@ -75,6 +75,8 @@ fn bare_command(data: &DataDir, id: &VmId) -> (Command, VmFiles) {
         accel: hearth_vmm::accel::HostProbe::default().detect().accel,
         bios: PathBuf::from(QBOOT),
         tsc_khz: cmdline::host_tsc_khz(),
+        // Bare QEMU: no isolation, as a baseline.
+        sandbox: false,
     };
     let mut cmd = Command::new(QEMU);
     cmd.args(cmdline::args(&vm, &host));

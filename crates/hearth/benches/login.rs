@@ -42,7 +42,10 @@ print(n, dt, " ".join("%.2f" % x for x in lat))
 "#;
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
@@ -71,10 +74,15 @@ fn main() {
         let id = session.id.to_string();
         let vm = session.vm.clone().unwrap().to_string();
         let link = session.viewer.and_then(|v| v.url).unwrap();
-        rig.wait(&id, Duration::from_secs(600), |s| s.state == SessionState::WaitingForUser);
+        rig.wait(&id, Duration::from_secs(600), |s| {
+            s.state == SessionState::WaitingForUser
+        });
         let canvas = rig.open_consent_page(&browser, &link, Duration::from_secs(300));
         to_page.push(started.elapsed());
-        println!("round {round}: session start to the login page on the viewer: {:.1} s", started.elapsed().as_secs_f64());
+        println!(
+            "round {round}: session start to the login page on the viewer: {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         if round == 0 {
             egress_figures(&rig, &vm, bulk, bulk_mib);
         }
@@ -82,7 +90,10 @@ fn main() {
         let done = rig.wait(&id, Duration::from_secs(300), |s| !s.state.is_live());
         assert_eq!(done.state, SessionState::Completed, "{done:?}");
         let latency = capture_latency(&rig, &id, &vm);
-        println!("round {round}: file complete to sealed: {} ms", latency.as_millis());
+        println!(
+            "round {round}: file complete to sealed: {} ms",
+            latency.as_millis()
+        );
         capture.push(latency);
     }
     to_page.sort();
@@ -104,15 +115,27 @@ fn main() {
 /// From the login service's "Successfully logged in" line (host time of
 /// its arrival) to the session's "sealed" event.
 fn capture_latency(rig: &Rig, id: &str, vm: &str) -> Duration {
-    let logs: serde_json::Value = rig
-        .api
-        .json("GET", &format!("/v1/vms/{vm}/services/login/logs?tail=50"), None, 200);
+    let logs: serde_json::Value = rig.api.json(
+        "GET",
+        &format!("/v1/vms/{vm}/services/login/logs?tail=50"),
+        None,
+        200,
+    );
     let written = logs["lines"]
         .as_array()
-        .and_then(|l| l.iter().find(|l| l["line"].as_str().unwrap_or("").contains("Successfully logged in")))
+        .and_then(|l| {
+            l.iter().find(|l| {
+                l["line"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("Successfully logged in")
+            })
+        })
         .and_then(|l| l["at"].as_i64())
         .expect("the tool's success line");
-    let events: Vec<SessionEvent> = rig.api.json("GET", &format!("/v1/sessions/{id}/events"), None, 200);
+    let events: Vec<SessionEvent> =
+        rig.api
+            .json("GET", &format!("/v1/sessions/{id}/events"), None, 200);
     let sealed = events
         .iter()
         .find(|e| e.message.contains("sealed"))
@@ -127,9 +150,21 @@ fn capture_latency(rig: &Rig, id: &str, vm: &str) -> Duration {
 fn egress_figures(rig: &Rig, vm: &str, port: u16, mib: usize) {
     let url = format!("http://bulk.test:{port}/bulk");
     let small = format!("http://bulk.test:{port}/small");
-    let out = rig
-        .host
-        .vm_cli_as(&rig.api.token, &["exec", vm, "--timeout", "600", "--", "python3", "-c", FETCH, &url, &small]);
+    let out = rig.host.vm_cli_as(
+        &rig.api.token,
+        &[
+            "exec",
+            vm,
+            "--timeout",
+            "600",
+            "--",
+            "python3",
+            "-c",
+            FETCH,
+            &url,
+            &small,
+        ],
+    );
     assert!(out.status.success(), "{}", common::text(&out));
     let through = parse(&String::from_utf8_lossy(&out.stdout));
     let direct_url = format!("http://127.0.0.1:{port}/bulk");
@@ -184,7 +219,10 @@ fn answer(mut stream: std::net::TcpStream, bytes: usize) {
     let n = stream.read(&mut head).unwrap_or(0);
     let bulk = String::from_utf8_lossy(&head[..n]).contains("/bulk");
     let len = if bulk { bytes } else { 2 };
-    let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    );
     let chunk = vec![0u8; 64 * 1024];
     let mut left = len;
     while left > 0 {

@@ -31,7 +31,7 @@ pub enum Command {
     #[command(subcommand)]
     Vm(VmCommand),
     /// Run the controller and its HTTP API until SIGTERM or SIGINT.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create (directly in the store; no server needed), list and revoke
     /// API tokens.
     #[command(subcommand)]

@@ -109,6 +109,58 @@ fn doctor_warns_of_an_agent_image_builds_would_refuse() {
 }
 
 #[test]
+fn doctor_says_which_isolation_this_host_gives_hypervisors() {
+    let out = hearth(&["doctor"])
+        .env_remove("HEARTH_JAILER")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let isolation: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("isolation:"))
+        .collect();
+    assert_eq!(
+        isolation.len(),
+        4,
+        "user, cgroup, seccomp, jailer:\n{}",
+        text(&out)
+    );
+    assert!(
+        isolation[3].contains("HEARTH_JAILER is not set"),
+        "{}",
+        text(&out)
+    );
+    // SAFETY: geteuid(2) cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    match hearth_vmm::isolation::CgroupHost::detect() {
+        Ok(cgroups) if root => {
+            assert!(
+                isolation[0].starts_with("ok   isolation: each hypervisor runs as a uid"),
+                "{}",
+                text(&out)
+            );
+            let version = format!("isolation: cgroup v{}", cgroups.version());
+            assert!(isolation[1].contains(&version), "{}", text(&out));
+        }
+        _ => {}
+    }
+    if !root {
+        assert!(isolation[0].contains("not root"), "{}", text(&out));
+    }
+    let jailer = hearth(&["doctor"])
+        .env("HEARTH_JAILER", "/no/such/jailer")
+        .output()
+        .expect("runs");
+    assert_eq!(jailer.status.code(), Some(1), "{}", text(&jailer));
+    assert!(
+        String::from_utf8_lossy(&jailer.stdout)
+            .contains("FAIL isolation: jailer binary not found at /no/such/jailer"),
+        "{}",
+        text(&jailer)
+    );
+}
+
+#[test]
 fn doctor_fails_on_an_empty_data_dir_and_says_what_to_run() {
     let empty = tempfile::tempdir().expect("tempdir");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))

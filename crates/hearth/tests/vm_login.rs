@@ -40,8 +40,15 @@ fn vm_a_person_logs_in_through_the_viewer_and_the_credential_is_sealed() {
     let vm = session.vm.clone().expect("a VM").to_string();
     let link = session.viewer.and_then(|v| v.url).expect("a viewer link");
 
-    let waiting = rig.wait(&id, Duration::from_secs(600), |s| s.state != SessionState::Starting);
-    assert_eq!(waiting.state, SessionState::WaitingForUser, "{waiting:?}\n{}", rig.host.serve_logs());
+    let waiting = rig.wait(&id, Duration::from_secs(600), |s| {
+        s.state != SessionState::Starting
+    });
+    assert_eq!(
+        waiting.state,
+        SessionState::WaitingForUser,
+        "{waiting:?}\n{}",
+        rig.host.serve_logs()
+    );
     println!("session waiting for the user after {:?}", started.elapsed());
     let canvas = rig.open_consent_page(&browser, &link, Duration::from_secs(300));
     println!("consent page on the viewer after {:?}", started.elapsed());
@@ -53,16 +60,34 @@ fn vm_a_person_logs_in_through_the_viewer_and_the_credential_is_sealed() {
 
     browser.click(&canvas, 0, 0);
     let done = rig.wait(&id, Duration::from_secs(300), |s| !s.state.is_live());
-    assert_eq!(done.state, SessionState::Completed, "{done:?}\n{}", rig.host.serve_logs());
+    assert_eq!(
+        done.state,
+        SessionState::Completed,
+        "{done:?}\n{}",
+        rig.host.serve_logs()
+    );
     println!("session completed after {:?}", started.elapsed());
     assert_eq!(rig.fake.approvals(), 1);
-    assert_eq!(rig.fake.token_grants(), 1, "the tool exchanged its code once");
+    assert_eq!(
+        rig.fake.token_grants(),
+        1,
+        "the tool exchanged its code once"
+    );
     let hosts = rig.fake.hosts_seen();
-    assert!(hosts.iter().all(|h| h.starts_with(PROVIDER_HOST)), "{hosts:?}");
+    assert!(
+        hosts.iter().all(|h| h.starts_with(PROVIDER_HOST)),
+        "{hosts:?}"
+    );
 
-    rig.host.wait_state(&vm, VmState::Destroyed, Duration::from_secs(120));
-    let console: serde_json::Value = rig.api.json("GET", &format!("/v1/vms/{vm}/console?lines=50"), None, 200);
-    assert_eq!(console["archived"], true, "the VM's logs were not archived: {console}");
+    rig.host
+        .wait_state(&vm, VmState::Destroyed, Duration::from_secs(120));
+    let console: serde_json::Value =
+        rig.api
+            .json("GET", &format!("/v1/vms/{vm}/console?lines=50"), None, 200);
+    assert_eq!(
+        console["archived"], true,
+        "the VM's logs were not archived: {console}"
+    );
 
     let issued = rig.fake.issued();
     assert_eq!(issued.len(), 1);
@@ -83,7 +108,14 @@ fn vm_a_person_logs_in_through_the_viewer_and_the_credential_is_sealed() {
 /// No secret in any file of the data directory (the store's file
 /// included: only ciphertext), the server's logs, the session's events
 /// and egress records, the VM's events and console, or the login output.
-fn search_everywhere(host: &Host, api: &Api, id: &str, vm: &str, secrets: &[&str], login: &[String]) {
+fn search_everywhere(
+    host: &Host,
+    api: &Api,
+    id: &str,
+    vm: &str,
+    secrets: &[&str],
+    login: &[String],
+) {
     let mut places: Vec<(String, Vec<u8>)> = Vec::new();
     collect_files(&host.data(), &mut places);
     places.push(("serve logs".into(), host.serve_logs().into_bytes()));
@@ -100,7 +132,11 @@ fn search_everywhere(host: &Host, api: &Api, id: &str, vm: &str, secrets: &[&str
         places.push((path, body.into_bytes()));
     }
     places.push(("login output".into(), login.join("\n").into_bytes()));
-    assert!(places.len() > 10, "too few places searched: {}", places.len());
+    assert!(
+        places.len() > 10,
+        "too few places searched: {}",
+        places.len()
+    );
     for (place, bytes) in &places {
         for secret in secrets {
             assert!(
@@ -109,11 +145,20 @@ fn search_everywhere(host: &Host, api: &Api, id: &str, vm: &str, secrets: &[&str
             );
         }
     }
-    let events: Vec<SessionEvent> = api.json("GET", &format!("/v1/sessions/{id}/events"), None, 200);
-    assert!(events.iter().any(|e| e.message.contains("sealed as version 1")), "{events:?}");
-    let egress: Vec<EgressConnection> = api.json("GET", &format!("/v1/sessions/{id}/egress"), None, 200);
+    let events: Vec<SessionEvent> =
+        api.json("GET", &format!("/v1/sessions/{id}/events"), None, 200);
     assert!(
-        egress.iter().any(|c| c.host.as_deref() == Some(PROVIDER_HOST) && c.outcome == "allowed"),
+        events
+            .iter()
+            .any(|e| e.message.contains("sealed as version 1")),
+        "{events:?}"
+    );
+    let egress: Vec<EgressConnection> =
+        api.json("GET", &format!("/v1/sessions/{id}/egress"), None, 200);
+    assert!(
+        egress
+            .iter()
+            .any(|c| c.host.as_deref() == Some(PROVIDER_HOST) && c.outcome == "allowed"),
         "{egress:?}"
     );
 }
@@ -126,7 +171,9 @@ fn collect_files(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(kind) = entry.file_type() else { continue };
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         if kind.is_dir() {
             collect_files(&path, out);
         } else if kind.is_file() {
@@ -146,11 +193,18 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn rotate_and_retire(host: &Host, before: &[u8]) {
     let out = host.hearth(&["vault", "rotate"]).output().unwrap();
     assert!(out.status.success(), "{}", common::text(&out));
-    assert!(common::text(&out).contains("1 credential versions rewrapped"), "{}", common::text(&out));
+    assert!(
+        common::text(&out).contains("1 credential versions rewrapped"),
+        "{}",
+        common::text(&out)
+    );
     let out = host.hearth(&["vault", "retire", "1"]).output().unwrap();
     assert!(out.status.success(), "{}", common::text(&out));
     assert_eq!(common::login::open_credential(&host.data()).2, before);
-    let out = host.hearth(&["vault", "status", "--json"]).output().unwrap();
+    let out = host
+        .hearth(&["vault", "status", "--json"])
+        .output()
+        .unwrap();
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
     let old = status["versions"]
         .as_array()

@@ -70,7 +70,10 @@ fn wait_session(api: &Api, id: &str, within: Duration, done: impl Fn(&Session) -
         if done(&s) {
             return s;
         }
-        assert!(Instant::now() < deadline, "session {id} never got there: {s:?}");
+        assert!(
+            Instant::now() < deadline,
+            "session {id} never got there: {s:?}"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -86,14 +89,25 @@ fn vm_a_session_is_one_per_user_hidden_from_other_tenants_and_cancel_destroys_it
     let b = tenant_api(&mut host, "team-b");
     let s = start(&a, "alice", "");
     assert_eq!(s.state, SessionState::Starting);
-    let link = s.viewer.as_ref().and_then(|v| v.url.clone()).expect("a viewer link");
+    let link = s
+        .viewer
+        .as_ref()
+        .and_then(|v| v.url.clone())
+        .expect("a viewer link");
     assert!(link.contains("/viewer#vm="), "{link}");
     let vm = s.vm.clone().expect("a VM").to_string();
 
     // A second one for the same user and provider is refused while it lives.
-    let (status, body) = a.call("POST", "/v1/sessions", Some(r#"{"user": "alice", "provider": "waiter"}"#));
+    let (status, body) = a.call(
+        "POST",
+        "/v1/sessions",
+        Some(r#"{"user": "alice", "provider": "waiter"}"#),
+    );
     assert_eq!(status, 409, "{body}");
-    assert!(body.contains("session_live") && body.contains(s.id.as_str()), "{body}");
+    assert!(
+        body.contains("session_live") && body.contains(s.id.as_str()),
+        "{body}"
+    );
 
     // Another tenant sees nothing of it: not the session, its VM, its
     // viewer or its credentials; the same user name there is another user.
@@ -114,23 +128,40 @@ fn vm_a_session_is_one_per_user_hidden_from_other_tenants_and_cancel_destroys_it
     let listed: Vec<Session> = b.json("GET", "/v1/sessions", None, 200);
     assert!(listed.is_empty(), "{listed:?}");
 
-    let s = wait_session(&a, &id, Duration::from_secs(240), |s| s.state != SessionState::Starting);
+    let s = wait_session(&a, &id, Duration::from_secs(240), |s| {
+        s.state != SessionState::Starting
+    });
     assert_eq!(s.state, SessionState::WaitingForUser, "{s:?}");
 
     let cancelled: Session = a.json("POST", &format!("/v1/sessions/{id}/cancel"), None, 200);
     assert_eq!(cancelled.state, SessionState::Cancelled);
-    assert_eq!(cancelled.message.as_deref(), Some("cancelled by its caller"));
-    host.wait_state(&vm, hearth_types::VmState::Destroyed, Duration::from_secs(120));
+    assert_eq!(
+        cancelled.message.as_deref(),
+        Some("cancelled by its caller")
+    );
+    host.wait_state(
+        &vm,
+        hearth_types::VmState::Destroyed,
+        Duration::from_secs(120),
+    );
     // ... and says so; the user may start again.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !events(&a, &id).iter().any(|e| e.message.contains("destroyed")) {
+    while !events(&a, &id)
+        .iter()
+        .any(|e| e.message.contains("destroyed"))
+    {
         assert!(Instant::now() < deadline, "{:?}", events(&a, &id));
         std::thread::sleep(Duration::from_millis(300));
     }
     let (status, body) = a.call("POST", &format!("/v1/sessions/{id}/cancel"), None);
     assert_eq!(status, 409, "{body}");
     let again = start(&a, "alice", "");
-    let cancelled: Session = a.json("POST", &format!("/v1/sessions/{}/cancel", again.id), None, 200);
+    let cancelled: Session = a.json(
+        "POST",
+        &format!("/v1/sessions/{}/cancel", again.id),
+        None,
+        200,
+    );
     assert_eq!(cancelled.state, SessionState::Cancelled);
 }
 
@@ -145,7 +176,11 @@ fn vm_an_expired_session_destroys_its_vm_and_says_why() {
     assert_eq!(s.state, SessionState::Expired, "{s:?}");
     let why = s.message.unwrap_or_default();
     assert!(why.contains("within 60 s"), "{why}");
-    host.wait_state(&vm, hearth_types::VmState::Destroyed, Duration::from_secs(120));
+    host.wait_state(
+        &vm,
+        hearth_types::VmState::Destroyed,
+        Duration::from_secs(120),
+    );
     let states: Vec<SessionState> = events(&a, &id).iter().map(|e| e.state).collect();
     assert_eq!(states.first(), Some(&SessionState::Starting), "{states:?}");
     assert!(states.contains(&SessionState::Expired), "{states:?}");
@@ -158,15 +193,29 @@ fn vm_the_egress_proxy_refuses_what_the_policy_does_not_allow_and_records_it() {
     let s = start(&a, "carol", "");
     let id = s.id.to_string();
     let vm = s.vm.clone().unwrap().to_string();
-    wait_session(&a, &id, Duration::from_secs(240), |s| s.state == SessionState::WaitingForUser);
+    wait_session(&a, &id, Duration::from_secs(240), |s| {
+        s.state == SessionState::WaitingForUser
+    });
     // busybox wget honours http_proxy, which the session's VM has.
-    for url in ["http://evil.test/", "http://rebind.test/", "http://private.test/"] {
-        let out = host.vm_cli_as(&a.token, &["exec", &vm, "--", "busybox", "wget", "-q", "-O", "-", url]);
-        assert!(!out.status.success(), "{url} was fetched: {}", common::text(&out));
+    for url in [
+        "http://evil.test/",
+        "http://rebind.test/",
+        "http://private.test/",
+    ] {
+        let out = host.vm_cli_as(
+            &a.token,
+            &["exec", &vm, "--", "busybox", "wget", "-q", "-O", "-", url],
+        );
+        assert!(
+            !out.status.success(),
+            "{url} was fetched: {}",
+            common::text(&out)
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     let records = loop {
-        let records: Vec<EgressConnection> = a.json("GET", &format!("/v1/sessions/{id}/egress"), None, 200);
+        let records: Vec<EgressConnection> =
+            a.json("GET", &format!("/v1/sessions/{id}/egress"), None, 200);
         if records.len() >= 3 || Instant::now() > deadline {
             break records;
         }
@@ -180,7 +229,13 @@ fn vm_the_egress_proxy_refuses_what_the_policy_does_not_allow_and_records_it() {
     };
     let evil = find("evil.test");
     assert_eq!(evil.outcome, "denied");
-    assert!(evil.reason.as_deref().unwrap_or("").contains("allowed domains"), "{evil:?}");
+    assert!(
+        evil.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("allowed domains"),
+        "{evil:?}"
+    );
     // Allowed by name, refused by what the name resolves to.
     for (name, class) in [("rebind.test", "loopback"), ("private.test", "private")] {
         let r = find(name);
@@ -204,17 +259,46 @@ fn vm_the_old_controllers_routes_start_a_session_and_read_the_console() {
     );
     let id = started["sessionId"].as_str().expect("sessionId").to_owned();
     let vm = started["vmId"].as_str().expect("vmId").to_owned();
-    assert!(started["viewerUrl"].as_str().unwrap_or("").contains("/viewer#vm="), "{started}");
-    let s = wait_session(&a, &id, Duration::from_secs(240), |s| s.state == SessionState::WaitingForUser);
+    assert!(
+        started["viewerUrl"]
+            .as_str()
+            .unwrap_or("")
+            .contains("/viewer#vm="),
+        "{started}"
+    );
+    let s = wait_session(&a, &id, Duration::from_secs(240), |s| {
+        s.state == SessionState::WaitingForUser
+    });
     assert_eq!(s.user.as_str(), "dave");
 
-    let log: serde_json::Value = a.json("GET", &format!("/api/vm/{vm}/console-log?lines=10"), None, 200);
+    let log: serde_json::Value = a.json(
+        "GET",
+        &format!("/api/vm/{vm}/console-log?lines=10"),
+        None,
+        200,
+    );
     let lines = log["lines"].as_array().expect("lines");
     assert!(!lines.is_empty() && lines.len() <= 10, "{log}");
-    for hostile in ["10;id", "10%3Bid", "-1", "0", "1e3", "$(id)", "10%20", "99999999999"] {
-        let (status, body) = a.call("GET", &format!("/api/vm/{vm}/console-log?lines={hostile}"), None);
+    for hostile in [
+        "10;id",
+        "10%3Bid",
+        "-1",
+        "0",
+        "1e3",
+        "$(id)",
+        "10%20",
+        "99999999999",
+    ] {
+        let (status, body) = a.call(
+            "GET",
+            &format!("/api/vm/{vm}/console-log?lines={hostile}"),
+            None,
+        );
         assert_eq!(status, 400, "lines={hostile}: {body}");
-        assert!(body.contains("invalid_lines") || body.contains("invalid_request"), "{body}");
+        assert!(
+            body.contains("invalid_lines") || body.contains("invalid_request"),
+            "{body}"
+        );
     }
     // The same tenant rules as /v1.
     let b = tenant_api(&mut host, "team-b");

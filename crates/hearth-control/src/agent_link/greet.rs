@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use hearth_agent_proto::{
-    negotiate, FrameError, GuestMessage, HostMessage, PORTS_PROTOCOL, PROTOCOL,
+    negotiate, redacted, FrameError, GuestMessage, HostMessage, PORTS_PROTOCOL, PROTOCOL,
 };
 use hearth_store::AgentHello;
 use hearth_types::{error_chain, Timestamp};
@@ -127,8 +127,9 @@ pub(super) async fn greet(spec: &LinkSpec, hello_window: Duration) -> Result<Con
                 }
                 Ok(None) => return,
                 // The body was consumed whole: the stream is still in step.
+                // Its values unquoted: the message may carry a secret.
                 Err(FrameError::Decode(e)) => {
-                    tracing::warn!(vm = %vm, error = %e, "ignoring a message from the agent that is not understood");
+                    tracing::warn!(vm = %vm, error = %redacted(&e), "ignoring a message from the agent that is not understood");
                 }
                 Err(e) => {
                     let _ = tx.send(Err(e));

@@ -11,6 +11,7 @@ use hearth_types::guest::{ExecSignal, TermSize};
 use tokio::sync::{mpsc, watch};
 
 use super::input_flow::{below, hold_while, wait_below, Gauge};
+use super::PORTS_PROTOCOL;
 use super::{ExecEvent, Request};
 
 /// The first protocol version that carries exec input, sizes and signals.
@@ -48,13 +49,27 @@ impl ExecSpec {
     }
 }
 
-/// Why an exec could not be started or fed.
+/// Why a request could not be sent: an exec started or fed, a capture
+/// watched.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {
-    #[error("the VM's agent speaks protocol {protocol}, too old for interactive exec (stdin, terminal size, signals need protocol {INTERACTIVE_PROTOCOL}): rebuild the image with the current agent (`scripts/build-agent`, then `hearth image build --force`) and create the VM again")]
+    /// The request needs a newer protocol; the message names what this
+    /// agent's protocol lacks.
+    #[error("the VM's agent speaks protocol {protocol}, too old for {}: rebuild the image with the current agent (`scripts/build-agent`, then `hearth image build --force`) and create the VM again", lacking(*protocol))]
     AgentTooOld { protocol: u32 },
     #[error("the VM's agent link has ended (the VM stopped)")]
     Ended,
+}
+
+/// What an agent of `protocol` cannot do, with the version each needs.
+fn lacking(protocol: u32) -> &'static str {
+    if protocol < INTERACTIVE_PROTOCOL {
+        "interactive exec (stdin, terminal size and signals need protocol 3), port streams (4) and credential capture (5)"
+    } else if protocol < PORTS_PROTOCOL {
+        "port streams (they need protocol 4) and credential capture (5)"
+    } else {
+        "credential capture (it needs protocol 5)"
+    }
 }
 
 /// What the host sends to a running exec.

@@ -4,13 +4,14 @@
 //! `hearth.agent` port, reads `hello`, answers `welcome` with the highest
 //! record it stored for that agent process, sends the VM's configuration,
 //! then for the VM's whole life stores every record (acking after it is
-//! stored), keeps the heartbeat and carries execs and file transfers, whose
-//! answers it routes by id. When the channel drops it connects again after
+//! stored), keeps the heartbeat and carries execs, file transfers, port
+//! streams and credential captures, whose answers it routes by id. When the channel drops it connects again after
 //! a short backoff; it ends when the VM stops ([`Links::stop`]).
 //!
-//! Nothing here logs a command's arguments, input or output or a file's
-//! content.
+//! Nothing here logs a command's arguments, input or output, a file's
+//! content or a captured credential.
 
+mod capture;
 mod greet;
 mod input;
 mod input_flow;
@@ -26,11 +27,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hearth_store::Store;
-use hearth_types::guest::Stream;
+use hearth_types::guest::{CaptureSpec, Stream};
 use hearth_types::VmId;
 use hearth_vmm::AgentEndpoint;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use self::capture::{CaptureEvent, CapturedCredentialFile, CapturedSet, CAPTURE_PROTOCOL};
 use self::input::Input;
 pub use self::input::{
     Exec, ExecInput, ExecSpec, LinkError, HELD_INPUT_LIMIT, INTERACTIVE_PROTOCOL,
@@ -130,6 +132,15 @@ pub(crate) enum Request {
         port: u16,
         incoming: mpsc::UnboundedSender<PortStream>,
     },
+    /// Keep a capture watch (asked again after each welcome); what it
+    /// captures arrives on `events`.
+    CaptureWatch {
+        id: u64,
+        spec: CaptureSpec,
+        events: mpsc::UnboundedSender<CaptureEvent>,
+    },
+    /// The owner of watch `id` dropped its receiver.
+    CaptureStop { id: u64 },
 }
 
 impl Request {
@@ -144,7 +155,8 @@ impl Request {
             }
             Request::PortConnect { answer, .. } => answer.is_closed(),
             Request::Listen { incoming, .. } => incoming.is_closed(),
-            Request::Input { .. } | Request::Port { .. } => false,
+            Request::CaptureWatch { events, .. } => events.is_closed(),
+            Request::Input { .. } | Request::Port { .. } | Request::CaptureStop { .. } => false,
         }
     }
 }
@@ -299,6 +311,39 @@ impl LinkHandle {
     pub fn listen(&self, port: u16) -> Result<mpsc::UnboundedReceiver<PortStream>, LinkError> {
         let (incoming, rx) = mpsc::unbounded_channel();
         let request = Request::Listen { port, incoming };
+        self.requests.send(request).map_err(|_| LinkError::Ended)?;
+        Ok(rx)
+    }
+
+    /// Has the agent watch the credential files of `spec` for as long as
+    /// the receiver lives (asked again after every reconnect; stopped when
+    /// it is dropped). Each complete, stable set arrives as
+    /// [`CaptureEvent::Captured`]; a spec that does not pass its check is
+    /// one [`CaptureEvent::Failed`] at once, and nothing goes to the agent.
+    /// `AgentTooOld` when the connected agent speaks protocol < 5 (an agent
+    /// too old met after a reconnect is a `Failed` event). The receiver
+    /// ends (`None`) when the link does (the VM stopped).
+    pub fn watch_capture(
+        &self,
+        spec: CaptureSpec,
+    ) -> Result<mpsc::UnboundedReceiver<CaptureEvent>, LinkError> {
+        if let Some(protocol) = self.protocol() {
+            if protocol < CAPTURE_PROTOCOL {
+                return Err(LinkError::AgentTooOld { protocol });
+            }
+        }
+        let (events, rx) = mpsc::unbounded_channel();
+        if let Err(why) = spec.check() {
+            let _ = events.send(CaptureEvent::Failed(format!(
+                "the capture spec is not valid: {why}"
+            )));
+            return Ok(rx);
+        }
+        let request = Request::CaptureWatch {
+            id: self.new_id(),
+            spec,
+            events,
+        };
         self.requests.send(request).map_err(|_| LinkError::Ended)?;
         Ok(rx)
     }

@@ -141,7 +141,9 @@ pub(super) async fn route(spec: &LinkSpec, msg: GuestMessage, pending: &mut Hash
         // Taken in `take_messages`, which can send what it lets through.
         GuestMessage::ExecInputWritten { .. }
         | GuestMessage::PortAck { .. }
-        | GuestMessage::PortAccepted { .. } => {}
+        | GuestMessage::PortAccepted { .. }
+        | GuestMessage::Captured { .. }
+        | GuestMessage::CaptureFailed { .. } => {}
         GuestMessage::Hello { .. } | GuestMessage::Record { .. } => {
             tracing::warn!(vm = %spec.vm, "ignoring an unexpected hello from the agent");
         }

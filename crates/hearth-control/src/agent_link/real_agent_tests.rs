@@ -2,6 +2,7 @@
 //! (`--connect unix:PATH`), through a relay that plays QEMU's part: both
 //! ends connect to it, and a host that hangs up makes the agent start
 //! over. The agent runs a real service; the link stores what it prints.
+//! The agent's stderr goes to `agent.log` in the test's directory.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -75,7 +76,7 @@ async fn real_agent(config: GuestConfig) -> Option<RealAgent> {
         .arg("--console")
         .arg(dir.path().join("console"))
         .kill_on_drop(true)
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
         .spawn()
         .unwrap();
 
@@ -472,4 +473,111 @@ async fn a_guest_connection_to_a_listener_reaches_the_host_and_survives_a_reconn
     wait_until("the link down", async || (!link.connected()).then_some(())).await;
     assert!(link.wait_connected(Duration::from_secs(20)).await);
     assert_eq!(ask("again").await, "AGAIN");
+}
+
+/// Everything the host logs (every level), for a search.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// Logs on this thread (a current-thread test runtime's tasks too).
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let logs = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || logs.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+async fn next_set(events: &mut mpsc::UnboundedReceiver<CaptureEvent>) -> CapturedSet {
+    let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
+        .await
+        .expect("a capture within 30 s");
+    match event {
+        Some(CaptureEvent::Captured(set)) => set,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_real_agent_captures_a_complete_file_with_its_bytes_and_again_after_a_reconnect() {
+    use hearth_types::guest::{CaptureFile, CaptureSpec};
+    use std::os::unix::fs::PermissionsExt;
+    let logs = Logs::default();
+    let _logging = logs.capture();
+    let Some(agent) = real_agent(GuestConfig::default()).await else {
+        return;
+    };
+    let link = &agent.link;
+    assert!(link.wait_connected(Duration::from_secs(20)).await);
+    let home = agent.dir.path().join("home/.codex");
+    std::fs::create_dir_all(&home).unwrap();
+    let path = home.join("auth.json");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let secret = format!("sk-capture-{nanos:x}");
+    let spec = CaptureSpec {
+        files: vec![CaptureFile {
+            path: path.to_str().unwrap().into(),
+            required_keys: vec!["/tokens/access_token".into()],
+        }],
+        stable_ms: 300,
+    };
+    let mut events = link.watch_capture(spec).unwrap();
+
+    // The login has not got its token yet: nothing comes.
+    std::fs::write(&path, r#"{"tokens":{"access_token":null}}"#).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(events.try_recv().is_err(), "nothing before the token");
+
+    let body = format!("{{\"tokens\":{{\"access_token\":\"{secret}\"}}}}\n");
+    std::fs::write(&path, &body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let set = next_set(&mut events).await;
+    assert_eq!(set.files.len(), 1);
+    assert_eq!(set.files[0].path, path.to_str().unwrap());
+    assert_eq!(set.files[0].mode, 0o600);
+    assert_eq!(&set.files[0].contents[..], body.as_bytes());
+    assert!(events.try_recv().is_err(), "sent once");
+
+    // The channel drops: the link asks again and the agent sends it again.
+    agent.cut.send_modify(|n| *n += 1);
+    wait_until("the link down", async || (!link.connected()).then_some(())).await;
+    assert!(link.wait_connected(Duration::from_secs(20)).await);
+    let again = next_set(&mut events).await;
+    assert_eq!(&again.files[0].contents[..], body.as_bytes());
+
+    // The secret is in no record, no agent log line, no host log line.
+    drop(events);
+    let records = agent.store.agent_records(&agent.vm).await.unwrap();
+    assert!(!records.is_empty());
+    assert!(records.iter().all(|r| !r.body.contains(&secret)));
+    let agent_log = wait_until("the agent's capture lines", async || {
+        let log = std::fs::read_to_string(agent.dir.path().join("agent.log")).unwrap();
+        log.contains("stopped").then_some(log)
+    })
+    .await;
+    assert!(agent_log.contains(": sent 1 files"), "{agent_log}");
+    assert!(!agent_log.contains(&secret), "the agent logged the secret");
+    let host_log = logs.text();
+    assert!(host_log.contains("agent connected"), "{host_log}");
+    assert!(!host_log.contains(&secret), "the host logged the secret");
 }

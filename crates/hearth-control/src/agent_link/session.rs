@@ -1,15 +1,17 @@
 //! One link's life: connect, greet, serve until the channel drops, and
-//! again, until the VM stops.
+//! again, until the VM stops. What outlives a connection (listeners,
+//! capture watches) is asked for again after each welcome.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use hearth_agent_proto::{encode_data, FrameError, GuestMessage, HostMessage, Record};
-use hearth_types::guest::ExecSignal;
+use hearth_types::guest::{CaptureSpec, ExecSignal};
 use hearth_types::{error_chain, Timestamp};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 
+use super::capture::{self, Watches, CAPTURE_PROTOCOL};
 use super::greet::{greet, time_now, Connection, Greet};
 use super::input::{Input, INTERACTIVE_PROTOCOL};
 use super::input_flow::{InputFlow, Outgoing};
@@ -17,8 +19,8 @@ use super::pending::{route, OpenPort, Pending, RunningExec};
 use super::ports::PortOp;
 use super::records::to_row;
 use super::{
-    wire, ExecEvent, ExecSpec, LinkError, LinkSpec, Notice, PortError, PortStream, PortWriter,
-    Request, PORTS_PROTOCOL,
+    wire, CaptureEvent, ExecEvent, ExecSpec, LinkError, LinkSpec, Notice, PortError, PortStream,
+    PortWriter, Request, PORTS_PROTOCOL,
 };
 
 /// The first pause before connecting again; doubled per failure.
@@ -46,11 +48,13 @@ const CHUNK: usize = 256 * 1024;
 /// out as often as the agent's heartbeat comes in: a 60-byte frame.
 const TIME_EVERY: Duration = Duration::from_secs(2);
 
-/// What outlives one connection: the guest loopback listeners asked for
-/// (sent again after each welcome), and the way back into the link for
-/// the writers of streams the guest opens.
-pub(super) struct Listeners {
+/// What outlives one connection: the guest loopback listeners and the
+/// capture watches asked for (sent again after each welcome), and the way
+/// back into the link for the writers of streams the guest opens and for
+/// the stops of watches whose owner left.
+pub(super) struct Standing {
     by_port: HashMap<u16, mpsc::UnboundedSender<PortStream>>,
+    watches: Watches,
     requests: mpsc::UnboundedSender<Request>,
 }
 
@@ -74,8 +78,9 @@ pub(super) async fn run(
 ) {
     let mut backoff = RETRY;
     let mut silences = 0u32;
-    let mut listeners = Listeners {
+    let mut standing = Standing {
         by_port: HashMap::new(),
+        watches: Watches::default(),
         requests: own_requests,
     };
     loop {
@@ -90,7 +95,7 @@ pub(super) async fn run(
                 connected.send_replace(Some(conn.protocol));
                 tracing::info!(vm = %spec.vm, protocol = conn.protocol, "agent connected");
                 let end = conn
-                    .serve(&spec, &mut requests, &mut stop, &mut listeners)
+                    .serve(&spec, &mut requests, &mut stop, &mut standing)
                     .await;
                 connected.send_replace(None);
                 if let Err(e) = spec
@@ -136,12 +141,12 @@ impl Connection {
         spec: &LinkSpec,
         requests: &mut mpsc::UnboundedReceiver<Request>,
         stop: &mut watch::Receiver<bool>,
-        listeners: &mut Listeners,
+        standing: &mut Standing,
     ) -> End {
         let mut pending = HashMap::new();
         let mut clock =
             tokio::time::interval_at(tokio::time::Instant::now() + TIME_EVERY, TIME_EVERY);
-        if let Err(e) = self.listen_again(listeners).await {
+        if let Err(e) = self.ask_again(standing).await {
             return End::Dropped(error_chain(&e));
         }
         let end = loop {
@@ -151,7 +156,7 @@ impl Connection {
                     let Some(first) = msg else {
                         break End::Dropped("the agent hung up".into());
                     };
-                    if let Err(why) = self.take_messages(spec, first, &mut pending, listeners).await {
+                    if let Err(why) = self.take_messages(spec, first, &mut pending, standing).await {
                         break End::Dropped(why);
                     }
                 }
@@ -160,7 +165,7 @@ impl Connection {
                     if request.abandoned() {
                         continue;
                     }
-                    if let Err(e) = self.send_request(request, &mut pending, listeners).await {
+                    if let Err(e) = self.send_request(request, &mut pending, standing).await {
                         break End::Dropped(error_chain(&e));
                     }
                 }
@@ -185,7 +190,7 @@ impl Connection {
         spec: &LinkSpec,
         first: Result<GuestMessage, FrameError>,
         pending: &mut HashMap<u64, Pending>,
-        listeners: &Listeners,
+        standing: &mut Standing,
     ) -> Result<(), String> {
         let mut batch = Vec::new();
         let mut next = Some(first);
@@ -214,7 +219,15 @@ impl Connection {
                         .map_err(|e| error_chain(&e))?;
                 }
                 Ok(GuestMessage::PortAccepted { id, port }) => self
-                    .accepted(id, port, pending, listeners)
+                    .accepted(id, port, pending, standing)
+                    .await
+                    .map_err(|e| error_chain(&e))?,
+                Ok(GuestMessage::Captured { id, files }) => self
+                    .deliver_capture(id, capture::decode(files), standing)
+                    .await
+                    .map_err(|e| error_chain(&e))?,
+                Ok(GuestMessage::CaptureFailed { id, message }) => self
+                    .deliver_capture(id, CaptureEvent::Failed(message), standing)
                     .await
                     .map_err(|e| error_chain(&e))?,
                 Ok(other) => route(spec, other, pending).await,
@@ -272,7 +285,7 @@ impl Connection {
         &mut self,
         request: Request,
         pending: &mut HashMap<u64, Pending>,
-        listeners: &mut Listeners,
+        standing: &mut Standing,
     ) -> Result<(), FrameError> {
         match request {
             Request::Exec {
@@ -336,26 +349,91 @@ impl Connection {
             }
             Request::Port { id, op } => self.port_op(id, op, pending).await,
             Request::Listen { port, incoming } => {
-                listeners.by_port.insert(port, incoming);
+                standing.by_port.insert(port, incoming);
                 if self.protocol < PORTS_PROTOCOL {
                     return Ok(());
                 }
                 self.send(&HostMessage::PortListen { port }).await
             }
+            Request::CaptureWatch { id, spec, events } => {
+                self.watch_capture(id, spec, events, standing).await
+            }
+            Request::CaptureStop { id } => {
+                if standing.watches.remove(id) && self.protocol >= CAPTURE_PROTOCOL {
+                    return self.send(&HostMessage::CaptureStop { id }).await;
+                }
+                Ok(())
+            }
         }
     }
 
-    /// Asks the agent again for every listener whose owner is still there.
-    async fn listen_again(&mut self, listeners: &mut Listeners) -> Result<(), FrameError> {
-        listeners.by_port.retain(|_, tx| !tx.is_closed());
+    /// Asks the agent again for every listener and capture watch whose
+    /// owner is still there; the watches of owners that left while the
+    /// agent was away are stopped.
+    async fn ask_again(&mut self, standing: &mut Standing) -> Result<(), FrameError> {
+        standing.by_port.retain(|_, tx| !tx.is_closed());
         if self.protocol < PORTS_PROTOCOL {
             return Ok(());
         }
-        let ports: Vec<u16> = listeners.by_port.keys().copied().collect();
+        let ports: Vec<u16> = standing.by_port.keys().copied().collect();
         for port in ports {
             self.send(&HostMessage::PortListen { port }).await?;
         }
+        let (live, gone) = standing.watches.sweep();
+        if self.protocol < CAPTURE_PROTOCOL {
+            return Ok(());
+        }
+        for id in gone {
+            self.send(&HostMessage::CaptureStop { id }).await?;
+        }
+        for (id, spec) in live {
+            self.send(&HostMessage::CaptureWatch { id, spec }).await?;
+        }
         Ok(())
+    }
+
+    /// A new capture watch: kept (for the reconnects to come) and sent,
+    /// unless the agent is too old for it: then its owner hears why. A
+    /// task waits for the owner to leave and has the watch stopped, or
+    /// for the link to end (so the owner's receiver ends with it).
+    async fn watch_capture(
+        &mut self,
+        id: u64,
+        spec: CaptureSpec,
+        events: mpsc::UnboundedSender<CaptureEvent>,
+        standing: &mut Standing,
+    ) -> Result<(), FrameError> {
+        if self.protocol < CAPTURE_PROTOCOL {
+            let why = LinkError::AgentTooOld {
+                protocol: self.protocol,
+            };
+            let _ = events.send(CaptureEvent::Failed(why.to_string()));
+            return Ok(());
+        }
+        let requests = standing.requests.clone();
+        let owner = events.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = owner.closed() => drop(requests.send(Request::CaptureStop { id })),
+                () = requests.closed() => {}
+            }
+        });
+        standing.watches.add(id, spec.clone(), events);
+        self.send(&HostMessage::CaptureWatch { id, spec }).await
+    }
+
+    /// What watch `id` reported goes to its owner; a watch nobody owns
+    /// (any more) is stopped.
+    async fn deliver_capture(
+        &mut self,
+        id: u64,
+        event: CaptureEvent,
+        standing: &mut Standing,
+    ) -> Result<(), FrameError> {
+        if standing.watches.deliver(id, event) {
+            return Ok(());
+        }
+        self.send(&HostMessage::CaptureStop { id }).await
     }
 
     /// A guest program connected to the listener on `port`: its stream
@@ -365,13 +443,13 @@ impl Connection {
         id: u64,
         port: u16,
         pending: &mut HashMap<u64, Pending>,
-        listeners: &Listeners,
+        standing: &Standing,
     ) -> Result<(), FrameError> {
-        let Some(incoming) = listeners.by_port.get(&port) else {
+        let Some(incoming) = standing.by_port.get(&port) else {
             return self.send(&HostMessage::PortClose { id }).await;
         };
         let (events, rx) = mpsc::unbounded_channel();
-        let (writer, held) = PortWriter::new(id, listeners.requests.clone());
+        let (writer, held) = PortWriter::new(id, standing.requests.clone());
         if incoming.send(PortStream { events: rx, writer }).is_err() {
             return self.send(&HostMessage::PortClose { id }).await;
         }

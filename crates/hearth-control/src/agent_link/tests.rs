@@ -506,3 +506,5 @@ async fn a_protocol_2_agent_runs_plain_execs_but_no_interactive_ones() {
     let _file = rig.link.read_file("/x".into(), 1).unwrap();
     let _s = agent.await.unwrap();
 }
+
+mod capture;

@@ -1,9 +1,11 @@
 //! The agent protocol's frames (`u32` little-endian length, JSON body) on
 //! tokio streams: the same format as `hearth_agent_proto::read_frame`, for
-//! a link that waits on several things at once.
+//! a link that waits on several things at once. Bodies may carry secrets
+//! (captured credentials, files written): their buffers are wiped.
 
-use hearth_agent_proto::{FrameError, GuestMessage, HostMessage, MAX_FRAME};
+use hearth_agent_proto::{to_wiped_json, FrameError, GuestMessage, HostMessage, MAX_FRAME};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroizing;
 
 /// Reads one message; `Ok(None)` when the stream ended between frames.
 /// Not cancel-safe: one task owns the reading half and calls it in a loop.
@@ -21,7 +23,7 @@ pub(super) async fn read_message<R: AsyncRead + Unpin>(
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge { len });
     }
-    let mut body = vec![0u8; len];
+    let mut body = Zeroizing::new(vec![0u8; len]);
     let got = read_full(r, &mut body).await?;
     if got < len {
         return Err(FrameError::Truncated { expected: len, got });
@@ -49,11 +51,11 @@ pub(super) async fn write_message<W: AsyncWrite + Unpin>(
     w: &mut W,
     msg: &HostMessage,
 ) -> Result<(), FrameError> {
-    let body = serde_json::to_vec(msg).map_err(FrameError::Encode)?;
+    let body = to_wiped_json(msg).map_err(FrameError::Encode)?;
     if body.len() > MAX_FRAME {
         return Err(FrameError::TooLarge { len: body.len() });
     }
-    let mut buf = Vec::with_capacity(4 + body.len());
+    let mut buf = Zeroizing::new(Vec::with_capacity(4 + body.len()));
     buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
     buf.extend_from_slice(&body);
     w.write_all(&buf).await.map_err(FrameError::Io)?;

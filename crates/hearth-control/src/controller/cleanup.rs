@@ -16,8 +16,14 @@ use hearth_types::{Failure, FailureCode, Timestamp, VmId, VmState};
 use super::{watch, ControlError, Controller};
 use crate::lifecycle::{next, Transition};
 
-/// The logs a VM leaves, archived before its directory goes.
-const LOG_FILES: &[&str] = &["console.log", "hypervisor.log", "firecracker.log"];
+/// The logs a VM leaves, archived before its directory goes (with the
+/// record of its isolation, which the diagnosis reads).
+const LOG_FILES: &[&str] = &[
+    "console.log",
+    "hypervisor.log",
+    "firecracker.log",
+    hearth_vmm::isolation::REPORT_FILE,
+];
 /// How long a job is leased to one runner.
 const LEASE: Duration = Duration::from_secs(60);
 /// When a job that could not finish is tried again.
@@ -191,6 +197,9 @@ async fn destroy(ctl: &Controller, id: &VmId) -> Result<Option<Vm>, ControlError
             source,
         })?;
     }
+    if let Err(e) = ctl.isolation.remove_cgroup(id) {
+        tracing::warn!(vm = %id, error = %e, "the VM's cgroup stays; the orphan sweep tries again");
+    }
     let change = StateChange::to(
         VmState::Destroyed,
         Timestamp::now(),
@@ -214,9 +223,7 @@ async fn archive(ctl: &Controller, record: &VmRecord) -> Result<(), ControlError
     let mut bytes = 0;
     for name in LOG_FILES {
         let src = from.join(name);
-        if src.exists() {
-            bytes += std::fs::copy(&src, to.join(name)).map_err(io(&src))?;
-        }
+        bytes += copy_regular(&src, &to.join(name)).map_err(io(&src))?;
     }
     let archive = ArchiveRecord {
         vm: id.clone(),
@@ -227,6 +234,30 @@ async fn archive(ctl: &Controller, record: &VmRecord) -> Result<(), ControlError
     };
     ctl.store.insert_archive(&archive).await?;
     Ok(())
+}
+
+/// Copies `src` if it is a regular file, never following a link: a VM's
+/// directory was writable by its hypervisor's user, which may have put a
+/// link to a file of the host's where a log was expected. 0 bytes when
+/// there is no such file.
+fn copy_regular(src: &Path, dest: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut from = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(src)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        // A link (ELOOP) or a socket (ENXIO): not a log.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENXIO)) => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    if !from.metadata()?.is_file() {
+        return Ok(0);
+    }
+    let mut to = std::fs::File::create(dest)?;
+    std::io::copy(&mut from, &mut to)
 }
 
 /// Prunes archives past the retention age, then the oldest while the total

@@ -12,6 +12,7 @@ use hearth_types::api::{CreateVm, Vm, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS};
 use hearth_types::error_chain;
 use hearth_types::{BackendKind, FailureCode, Timestamp, VmDescription, VmId, VmState};
 use hearth_vmm::firecracker::Firecracker;
+use hearth_vmm::isolation::Isolation;
 use hearth_vmm::qemu::Qemu;
 use hearth_vmm::{Hypervisor, OnSpawn, RunningVm, VmmError};
 
@@ -23,19 +24,30 @@ use crate::prepare::{self, VmFiles};
 const MAX_READINESS_SECS: u64 = CreateVm::MAX_READINESS_TIMEOUT_SECS;
 
 /// The hypervisors this host offers; VMs they start outlive the controller.
-pub(super) fn backends(config: &ControllerConfig) -> HashMap<BackendKind, Arc<dyn Hypervisor>> {
+pub(super) fn backends(
+    config: &ControllerConfig,
+    isolation: &Arc<Isolation>,
+) -> HashMap<BackendKind, Arc<dyn Hypervisor>> {
     let mut map: HashMap<BackendKind, Arc<dyn Hypervisor>> = HashMap::new();
-    map.insert(
-        BackendKind::Qemu,
-        Arc::new(Qemu::for_host(config.accel).detached()),
-    );
+    let qemu = Qemu::for_host(config.accel)
+        .detached()
+        .isolated(Arc::clone(isolation));
+    map.insert(BackendKind::Qemu, Arc::new(qemu));
     let cache = config.data.cache();
     let fc = match &config.firecracker {
-        Some(binary) => Ok(Firecracker::new(binary.clone(), cache)),
+        Some(binary) => Firecracker::jailer_from_env()
+            .map(|jailer| Firecracker::new(binary.clone(), cache).with_jailer(jailer)),
         None => Firecracker::from_env(cache),
     };
-    if let Ok(fc) = fc {
-        map.insert(BackendKind::Firecracker, Arc::new(fc.detached()));
+    match fc {
+        Ok(fc) => {
+            let fc = fc.detached().isolated(Arc::clone(isolation));
+            map.insert(BackendKind::Firecracker, Arc::new(fc));
+        }
+        Err(e) if config.firecracker.is_some() => {
+            tracing::warn!(error = %hearth_types::error_chain(&e), "the Firecracker backend is off");
+        }
+        Err(_) => {}
     }
     map
 }
@@ -175,7 +187,10 @@ async fn steps(ctl: &Arc<Controller>, record: &VmRecord) -> Result<(RunningVm, b
             return Err(step("hypervisor", &error_chain(&e)));
         }
     };
-    let booted = format!("booting: {} pid {}", record.vm.backend, running.pid());
+    let mut booted = format!("booting: {} pid {}", record.vm.backend, running.pid());
+    if let Some(report) = running.isolation() {
+        booted.push_str(&format!("; {}", report.summary()));
+    }
     // The event carries the moment the hypervisor process started; QEMU's
     // own start-up (until it answers QMP) comes after and is not ours.
     let moved = move_to_at(

@@ -8,7 +8,7 @@ use hearth_types::VmState;
 use super::health::RecordView;
 use super::{ControlError, Controller};
 use crate::diagnosis::{
-    diagnose_with_agent, read_logs, AgentFacts, Evidence, OutputLine, ServiceFacts,
+    diagnose_with_agent, read_isolation, read_logs, AgentFacts, Evidence, OutputLine, ServiceFacts,
     MAX_SERVICE_LINES,
 };
 
@@ -34,9 +34,11 @@ async fn gather(ctl: &Controller, record: &VmRecord) -> Result<Evidence, Control
     };
     let read = {
         let dir = dir.clone();
-        tokio::task::spawn_blocking(move || read_logs(&dir))
+        tokio::task::spawn_blocking(move || {
+            read_logs(&dir).map(|(console, logs)| (console, logs, read_isolation(&dir)))
+        })
     };
-    let (console, hypervisor_log) = read
+    let (console, hypervisor_log, isolation) = read
         .await
         .map_err(|e| ControlError::Io {
             what: dir.display().to_string(),
@@ -55,6 +57,7 @@ async fn gather(ctl: &Controller, record: &VmRecord) -> Result<Evidence, Control
         failure: record.vm.failure.clone(),
         events: events.into_iter().map(|e| e.message).collect(),
         memory_mib: Some(record.vm.memory_mib),
+        isolation,
     })
 }
 

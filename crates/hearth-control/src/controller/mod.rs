@@ -11,6 +11,7 @@
 mod agent;
 mod assets;
 mod cleanup;
+mod confinement;
 mod console;
 mod create;
 mod diagnose;
@@ -31,6 +32,7 @@ use hearth_store::{Store, StoreError, VmFilter, VmRecord};
 use hearth_types::api::{ConsoleTail, CreateVm, Diagnosis, ExecRequest, ExecResult, Vm, VmEvent};
 use hearth_types::histogram::Histogram;
 use hearth_types::{Accel, BackendKind, TenantId, VmId};
+use hearth_vmm::isolation::Isolation;
 use hearth_vmm::Hypervisor;
 
 pub use self::console::{ConsoleFollow, LogName, MAX_LINES};
@@ -153,6 +155,8 @@ pub struct Controller {
     store: Arc<dyn Store>,
     config: ControllerConfig,
     backends: HashMap<BackendKind, Arc<dyn Hypervisor>>,
+    /// How hypervisors are confined here (their users and cgroups).
+    isolation: Arc<Isolation>,
     /// Per running VM: the console stream of its watcher.
     live: Mutex<HashMap<VmId, watch::LiveVm>>,
     counters: Counters,
@@ -170,12 +174,14 @@ pub struct Controller {
 impl Controller {
     /// A controller over `store`, with the backends this host offers.
     pub fn new(store: Arc<dyn Store>, config: ControllerConfig) -> Arc<Self> {
-        let backends = create::backends(&config);
+        let isolation = crate::isolation::for_host(&config.data);
+        let backends = create::backends(&config, &isolation);
         let (notice_tx, notices) = agent::notice_channel();
         Arc::new(Controller {
             store,
             config,
             backends,
+            isolation,
             live: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             assets: Default::default(),
@@ -188,6 +194,11 @@ impl Controller {
 
     pub fn config(&self) -> &ControllerConfig {
         &self.config
+    }
+
+    /// What isolation this host gives the VMs' hypervisors.
+    pub fn isolation(&self) -> &Isolation {
+        &self.isolation
     }
 
     pub fn counters(&self) -> &Counters {

@@ -89,6 +89,7 @@ async fn lost_processes(ctl: &Arc<Controller>, active: &[VmRecord]) {
             && !hearth_vmm::process::is_alive(process)
         {
             let message = format!("the hypervisor (pid {}) is gone", process.pid);
+            super::confinement::release(ctl, &r.vm.id);
             cleanup::fail(ctl, &r.vm.id, FailureCode::HypervisorExited, message).await;
         }
     }
@@ -107,6 +108,7 @@ pub(super) async fn adopt_all(ctl: &Arc<Controller>) {
             }
             _ => {
                 cleanup::kill_recorded(&r);
+                super::confinement::release(ctl, &id);
                 super::prepare_files(ctl, &id).release_runtime();
                 let message = format!("the controller stopped while the VM was {}", r.vm.state);
                 cleanup::fail(ctl, &id, FailureCode::Lost, message).await;
@@ -124,6 +126,7 @@ async fn adopt(ctl: &Arc<Controller>, r: &VmRecord, process: ProcessRef) {
         Ok(running) => running,
         Err(e) => {
             cleanup::kill_recorded(r);
+            super::confinement::release(ctl, &id);
             super::prepare_files(ctl, &id).release_runtime();
             let message = format!("could not adopt it after a controller restart: {e}");
             cleanup::fail(ctl, &id, FailureCode::HypervisorExited, message).await;
@@ -182,8 +185,13 @@ fn runtime_description(ctl: &Controller, r: &VmRecord) -> VmDescription {
     }
 }
 
-/// Hypervisors and VM directories no active record accounts for.
+/// Hypervisors, VM directories and cgroups no active record accounts for.
 async fn orphans(ctl: &Arc<Controller>, active: &[VmRecord]) {
+    orphan_hypervisors_and_dirs(ctl, active).await;
+    super::confinement::sweep_cgroups(ctl, active).await;
+}
+
+async fn orphan_hypervisors_and_dirs(ctl: &Arc<Controller>, active: &[VmRecord]) {
     let vms_dir = ctl.config.data.vms();
     for (pid, id) in hypervisors_under(&vms_dir) {
         // A VM still starting may have spawned its hypervisor a moment
@@ -231,7 +239,8 @@ fn older_than(path: &std::path::Path, age: Duration) -> bool {
 }
 
 /// Detached processes (session leaders, as `hearth serve` starts them)
-/// whose command line names a VM directory under `vms_dir`.
+/// whose command line names a VM directory under `vms_dir`, or that run in
+/// the jail of one (a jailed Firecracker names only paths in its jail).
 fn hypervisors_under(vms_dir: &std::path::Path) -> Vec<(u32, VmId)> {
     // Absolute, so that another server's `.../data/vms/` never matches a
     // relative `data/vms/` of ours.
@@ -246,7 +255,8 @@ fn hypervisors_under(vms_dir: &std::path::Path) -> Vec<(u32, VmId)> {
         .filter(|pid| *pid != std::process::id() && is_session_leader(*pid))
         .filter_map(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let id = vm_named_in(&String::from_utf8_lossy(&cmdline), &prefix)?;
+            let id = vm_named_in(&String::from_utf8_lossy(&cmdline), &prefix)
+                .or_else(|| hearth_vmm::firecracker::jail::jailed_vm(pid, &vms_dir))?;
             Some((pid, id))
         })
         .collect()

@@ -148,12 +148,28 @@ async fn on_exit(ctl: &Arc<Controller>, id: &VmId, facts: &ConsoleFacts, exit: E
         return;
     }
     if next(state, Transition::Fail(FailureCode::HypervisorExited)).is_ok() {
+        let how = match memory_limit_kill(ctl, id) {
+            Some(limit) => format!("was killed at the VM's memory limit ({limit})"),
+            None => format!("ended ({exit})"),
+        };
         let message = format!(
-            "the hypervisor ended ({exit}) while the VM was {state}; last console line: {:?}",
+            "the hypervisor {how} while the VM was {state}; last console line: {:?}",
             facts.last_line
         );
         super::cleanup::fail(ctl, id, FailureCode::HypervisorExited, message).await;
     }
+}
+
+/// The memory limit the VM's cgroup killed its hypervisor at, if it did
+/// (the counters were recorded when the hypervisor ended).
+fn memory_limit_kill(ctl: &Controller, id: &VmId) -> Option<String> {
+    let report = hearth_vmm::isolation::IsolationReport::read(&ctl.config.data.vm(id))?;
+    let cgroup = report.cgroup.as_ref().filter(|_| report.oom_killed())?;
+    let limit = report
+        .exit
+        .and_then(|c| c.memory_limit_bytes)
+        .unwrap_or(cgroup.limits.memory_bytes);
+    Some(format!("{} MiB, by its cgroup's OOM killer", limit >> 20))
 }
 
 fn failure_of(reason: &FailReason) -> (FailureCode, String) {

@@ -6,6 +6,8 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+use hearth_vmm::isolation::IsolationReport;
+
 /// The guest's serial console.
 pub const CONSOLE_LOG: &str = "console.log";
 /// The hypervisor's stderr, and Firecracker's own log.
@@ -31,12 +33,32 @@ pub fn read_logs(dir: &Path) -> std::io::Result<(String, String)> {
     Ok((console, hypervisor))
 }
 
+/// What isolation the VM of directory `dir` had (its `isolation.json`).
+pub fn read_isolation(dir: &Path) -> Option<IsolationReport> {
+    IsolationReport::read(dir)
+}
+
+/// A log file, never through a link and only if it is a regular file: the
+/// VM's directory was writable by its hypervisor's user, which could have
+/// put a link to one of the host's files where a log was expected.
 fn read_capped(path: &Path) -> std::io::Result<String> {
-    let mut file = match std::fs::File::open(path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let mut file = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        // A link (ELOOP) or a socket (ENXIO): not a log.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENXIO)) => {
+            return Ok(String::new())
+        }
         Err(e) => return Err(e),
     };
+    if !file.metadata()?.is_file() {
+        return Ok(String::new());
+    }
     let len = file.metadata()?.len();
     let mut bytes = Vec::new();
     if len <= WHOLE {
@@ -67,6 +89,17 @@ mod tests {
         let (console, hypervisor) = read_logs(dir.path()).unwrap();
         assert_eq!(console, "hearth: ready\n");
         assert_eq!(hypervisor, "stderr line\nlog line\n");
+    }
+
+    #[test]
+    fn a_link_where_a_log_should_be_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("host-secret");
+        std::fs::write(&secret, "not for the tenant").unwrap();
+        std::os::unix::fs::symlink(&secret, dir.path().join("firecracker.log")).unwrap();
+        std::os::unix::net::UnixListener::bind(dir.path().join("hypervisor.log")).unwrap();
+        let (_, hypervisor) = read_logs(dir.path()).unwrap();
+        assert_eq!(hypervisor, "");
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub(super) fn check(input: &Input) -> Vec<Finding> {
     if !crashed && input.failure_code() != Some(FailureCode::HypervisorExited) {
         return Vec::new();
     }
+    // Killed at its memory limit: `memory_limit` says so.
+    if ev.isolation.as_ref().is_some_and(|r| r.oom_killed()) {
+        return Vec::new();
+    }
     let stage = Stage::of(&input.console);
     let how = match ev.exit {
         Some(e) if e.success() => {

@@ -25,6 +25,7 @@ mod initramfs;
 mod kernel_not_elf;
 mod kernel_panic;
 mod log;
+mod memory_limit;
 mod missing_interpreter;
 mod network_online;
 mod never_ready;
@@ -38,10 +39,11 @@ mod units;
 
 use hearth_types::api::Finding;
 use hearth_types::{Failure, FailureCode};
+use hearth_vmm::isolation::IsolationReport;
 use hearth_vmm::ExitInfo;
 
 pub use self::agent_facts::{AgentFacts, OutputLine, ServiceFacts, MAX_SERVICE_LINES};
-pub use self::files::{read_logs, CONSOLE_LOG, HYPERVISOR_LOGS};
+pub use self::files::{read_isolation, read_logs, CONSOLE_LOG, HYPERVISOR_LOGS};
 use self::log::Log;
 
 /// Everything the rules read about one VM. Missing pieces are empty: a VM
@@ -63,6 +65,9 @@ pub struct Evidence {
     pub events: Vec<String>,
     /// The guest's memory, when known.
     pub memory_mib: Option<u32>,
+    /// What isolation the hypervisor had and what its cgroup counted when
+    /// it ended (the VM directory's `isolation.json`), when known.
+    pub isolation: Option<IsolationReport>,
 }
 
 /// The findings of every rule from the logs alone (no agent facts), most
@@ -85,6 +90,7 @@ type Rule = fn(&Input) -> Vec<Finding>;
 /// process comes before the panics, failed units, timeouts and exits it
 /// leads to.
 const RULES: &[Rule] = &[
+    memory_limit::check,
     kernel_not_elf::check,
     initramfs::check,
     out_of_memory::check,

@@ -158,7 +158,10 @@ mod tests {
     #[test]
     fn a_good_spec_passes() {
         let s = spec(
-            &["/home/u/.codex/auth.json", "/home/u/.claude/.credentials.json"],
+            &[
+                "/home/u/.codex/auth.json",
+                "/home/u/.claude/.credentials.json",
+            ],
             &["/tokens/access_token", "/a~1b/~0c"],
             1500,
         );

@@ -17,16 +17,18 @@
 
 pub mod api;
 pub mod client;
+pub mod jail;
 pub mod vsock;
 
 use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use hearth_types::{error_chain, BackendKind, ProcessRef, VmDescription};
+use hearth_types::{error_chain, BackendKind, ProcessRef, VmDescription, VmId};
 use tokio::process::Command;
 
 use self::api::{
@@ -34,7 +36,9 @@ use self::api::{
     Metrics, Vsock,
 };
 use self::client::{ApiClient, ApiError};
-use crate::process::{self, ExitInfo, ProcessLogs, RunningVm, VmControl};
+use self::jail::{FcPaths, Jail, JAILER_ENV, JAIL_DIR};
+use crate::isolation::{files, Confinement, Isolation, IsolationReport, Request};
+use crate::process::{self, ExitHook, ExitInfo, ProcessLogs, RunningVm, VmControl};
 use crate::{Hypervisor, OnSpawn, VmmError};
 
 /// The environment variable naming the firecracker binary to use.
@@ -55,6 +59,12 @@ const FIX_ENV: &str = "HEARTH_FIRECRACKER must name an executable firecracker bi
 const FIX_PATH: &str =
     "install Firecracker on PATH or set HEARTH_FIRECRACKER to a firecracker binary";
 const FIX_NEW: &str = "pass the path of an executable firecracker binary";
+const FIX_JAILER: &str = "HEARTH_JAILER must name an executable jailer binary (built with Firecracker, of the same version), or be unset";
+
+/// Firecracker's own memory beyond the guest's, for the VM's cgroup
+/// limit: Firecracker's docs put its overhead under 5 MiB; the rest is
+/// room for its I/O buffers and the disks' page cache it is charged for.
+pub const OVERHEAD_MIB: u32 = 64;
 
 /// Starts VMs with one firecracker binary.
 #[derive(Debug, Clone)]
@@ -62,6 +72,9 @@ pub struct Firecracker {
     binary: PathBuf,
     cache_dir: PathBuf,
     detach: bool,
+    /// Firecracker's jailer, when one is configured.
+    jailer: Option<PathBuf>,
+    isolation: Arc<Isolation>,
 }
 
 impl Firecracker {
@@ -71,7 +84,31 @@ impl Firecracker {
             binary,
             cache_dir,
             detach: false,
+            jailer: None,
+            isolation: Arc::new(Isolation::off("not asked for")),
         }
+    }
+
+    /// Starts Firecracker through `jailer` (when the VM has a user of its
+    /// own; see [`jail`]).
+    pub fn with_jailer(mut self, jailer: Option<PathBuf>) -> Self {
+        self.jailer = jailer;
+        self
+    }
+
+    /// Hypervisors started from now on are confined as `isolation` allows.
+    pub fn isolated(mut self, isolation: Arc<Isolation>) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    pub fn jailer(&self) -> Option<&Path> {
+        self.jailer.as_deref()
+    }
+
+    /// The jailer `$HEARTH_JAILER` names, if set (it must be executable).
+    pub fn jailer_from_env() -> Result<Option<PathBuf>, VmmError> {
+        jailer_from_env(std::env::var_os(JAILER_ENV))
     }
 
     /// VMs started from now on outlive hearth and can be adopted.
@@ -80,10 +117,12 @@ impl Firecracker {
         self
     }
 
-    /// The binary `$HEARTH_FIRECRACKER` names, else `firecracker` on PATH.
+    /// The binary `$HEARTH_FIRECRACKER` names, else `firecracker` on PATH,
+    /// through the jailer `$HEARTH_JAILER` names, if set.
     pub fn from_env(cache_dir: PathBuf) -> Result<Self, VmmError> {
         let binary = locate_binary(std::env::var_os(BINARY_ENV), std::env::var_os("PATH"))?;
-        Ok(Firecracker::new(binary, cache_dir))
+        let jailer = jailer_from_env(std::env::var_os(JAILER_ENV))?;
+        Ok(Firecracker::new(binary, cache_dir).with_jailer(jailer))
     }
 
     pub fn binary(&self) -> &Path {
@@ -112,22 +151,123 @@ impl Firecracker {
         })
     }
 
-    fn spawn(&self, vm: &VmDescription, files: &RunFiles) -> Result<RunningVm, VmmError> {
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("--api-sock").arg(&files.socket);
-        cmd.arg("--id").arg(vm.id.as_str());
-        cmd.args(logger(files).cli_args());
-        let logs = ProcessLogs {
-            console_log: vm.console_log.clone(),
-            stderr_log: files.stderr.clone(),
-            detach: self.detach,
+    /// Spawns Firecracker (or its jailer) for `vm` inside its confinement;
+    /// the running VM and the paths Firecracker sees.
+    fn spawn(
+        &self,
+        vm: &VmDescription,
+        kernel: &Path,
+        files: &RunFiles,
+        vsock: Option<&Vsock>,
+    ) -> Result<(RunningVm, FcPaths), VmmError> {
+        let request = Request {
+            overhead_mib: OVERHEAD_MIB,
+            opens_kvm: self.jailer.is_none(),
+            host_paths: self.jailer.is_none(),
         };
-        let spawned = process::spawn(cmd, &logs)?;
+        let mut confinement = self.isolation.confine(vm, request)?;
+        let launched = self
+            .command(vm, kernel, files, vsock, &mut confinement)
+            .and_then(|(mut cmd, paths, as_user)| {
+                confinement.apply(&mut cmd, as_user)?;
+                let logs = ProcessLogs {
+                    console_log: vm.console_log.clone(),
+                    stderr_log: files.stderr.clone(),
+                    detach: self.detach,
+                };
+                Ok((
+                    process::spawn_watched(cmd, &logs, Some(self.exit_hook(vm)))?,
+                    paths,
+                ))
+            });
+        let (spawned, paths) = match launched {
+            Ok(launched) => launched,
+            Err(e) => {
+                confinement.abandon();
+                return Err(e);
+            }
+        };
+        let report = confinement.started();
         let control = Control {
             api: ApiClient::new(files.socket.clone(), SHUTDOWN_CALL_TIMEOUT),
         };
-        Ok(RunningVm::new(spawned, Box::new(control)))
+        let running = RunningVm::new(spawned, Box::new(control)).with_isolation(Some(report));
+        Ok((running, paths))
     }
+
+    /// The command to spawn, the paths Firecracker will see, and whether
+    /// the child drops to the VM's user itself (the jailer does it for a
+    /// jailed Firecracker, after setting up the jail as root).
+    fn command(
+        &self,
+        vm: &VmDescription,
+        kernel: &Path,
+        files: &RunFiles,
+        vsock: Option<&Vsock>,
+        confinement: &mut Confinement,
+    ) -> Result<(Command, FcPaths, bool), VmmError> {
+        let host = files.paths(vm, kernel, vsock);
+        let user = confinement.user().cloned();
+        if let (Some(jailer), Some(user)) = (&self.jailer, &user) {
+            jail::check_static(&self.binary)?;
+            let jail = Jail::of(vm, &self.binary);
+            let inside = jail.populate(vm, kernel, &host, user)?;
+            confinement.close_run_dir()?;
+            confinement.report.jailer = true;
+            let mut cmd = Command::new(jailer);
+            let fc_args = firecracker_args(&inside, None);
+            cmd.args(jail::jailer_args(vm, &self.binary, user, &jail, fc_args));
+            return Ok((cmd, inside, false));
+        }
+        confinement.report.off.push(match &self.jailer {
+            Some(_) => {
+                "jailer: the VM has no user of its own, so the jailer is not used".to_owned()
+            }
+            None => format!("jailer: {JAILER_ENV} is not set"),
+        });
+        let with_elf = VmDescription {
+            kernel: kernel.to_owned(),
+            ..vm.clone()
+        };
+        let granted = confinement.grant(&with_elf)?;
+        if let Some(user) = &user {
+            files::grant_file(&files.log, user.uid, user.gid)?;
+            files::grant_file(&files.metrics, user.uid, user.gid)?;
+        }
+        let paths = FcPaths {
+            kernel: granted.kernel,
+            initrd: granted.initramfs,
+            ..host
+        };
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(firecracker_args(&paths, Some(&vm.id)));
+        Ok((cmd, paths, true))
+    }
+
+    /// When Firecracker ends: the isolation's release, and the jail goes
+    /// (its hard links would keep a removed layer's blocks).
+    fn exit_hook(&self, vm: &VmDescription) -> ExitHook {
+        let release = self.isolation.exit_hook(vm);
+        let jail = vm.run_dir.join(JAIL_DIR);
+        Box::new(move || {
+            release();
+            if jail.exists() {
+                let _ = std::fs::remove_dir_all(&jail);
+            }
+        })
+    }
+}
+
+/// Firecracker's own arguments: its API socket, its id (the jailer passes
+/// it for a jailed one), its logger.
+fn firecracker_args(paths: &FcPaths, id: Option<&VmId>) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["--api-sock".into(), paths.api_socket.clone().into()];
+    if let Some(id) = id {
+        a.push("--id".into());
+        a.push(id.as_str().into());
+    }
+    a.extend(logger(&paths.log).cli_args());
+    a
 }
 
 #[async_trait]
@@ -150,14 +290,14 @@ impl Hypervisor for Firecracker {
             remove_stale_socket(&vsock.uds_path)?;
         }
         let spawned_at = Instant::now();
-        let mut running = self.spawn(vm, &files)?;
+        let (mut running, paths) = self.spawn(vm, &kernel, &files, vsock.as_ref())?;
         on_spawn(running.process());
         let mut boot = Boot {
             api: ApiClient::new(files.socket.clone(), CALL_TIMEOUT),
             running: &mut running,
             files: &files,
         };
-        if let Err(err) = boot.run(vm, &kernel, vsock.as_ref()).await {
+        if let Err(err) = boot.run(vm, &paths).await {
             running.kill().await;
             return Err(err);
         }
@@ -167,12 +307,13 @@ impl Hypervisor for Firecracker {
     }
 
     async fn adopt(&self, vm: &VmDescription, process: ProcessRef) -> Result<RunningVm, VmmError> {
-        let spawned = process::adopt(process, &vm.console_log)?;
+        let spawned = process::adopt_watched(process, &vm.console_log, Some(self.exit_hook(vm)))?;
         let socket = RunFiles::socket_of(&vm.run_dir);
         let control = Control {
             api: ApiClient::new(socket, SHUTDOWN_CALL_TIMEOUT),
         };
-        Ok(RunningVm::new(spawned, Box::new(control)))
+        let report = IsolationReport::read(&vm.run_dir);
+        Ok(RunningVm::new(spawned, Box::new(control)).with_isolation(report))
     }
 }
 
@@ -203,24 +344,24 @@ struct Boot<'a> {
 }
 
 impl Boot<'_> {
-    async fn run(
-        &mut self,
-        vm: &VmDescription,
-        kernel: &Path,
-        vsock: Option<&Vsock>,
-    ) -> Result<(), VmmError> {
+    /// Configures the guest with the paths Firecracker sees, and starts it.
+    async fn run(&mut self, vm: &VmDescription, paths: &FcPaths) -> Result<(), VmmError> {
         let spawned_at = Instant::now();
         self.wait_for_socket().await?;
         let since_spawn_ms = spawned_at.elapsed().as_secs_f64() * 1000.0;
         tracing::debug!(since_spawn_ms, "firecracker API socket accepts");
-        self.put(&metrics(self.files)).await?;
-        self.put(&boot_source(vm, kernel)).await?;
-        for drive in drives(vm) {
+        self.put(&metrics(paths)).await?;
+        self.put(&boot_source(vm, paths)).await?;
+        for drive in drives(vm, paths) {
             self.put(&drive).await?;
         }
         self.put(&machine_config(vm)).await?;
-        if let Some(vsock) = vsock {
-            self.put(vsock).await?;
+        if let Some(uds_path) = &paths.vsock {
+            let device = Vsock {
+                guest_cid: vsock::GUEST_CID,
+                uds_path: uds_path.clone(),
+            };
+            self.put(&device).await?;
         }
         self.instance_start().await
     }
@@ -306,6 +447,20 @@ impl RunFiles {
         run_dir.join("firecracker.sock")
     }
 
+    /// The paths of an unjailed Firecracker: these files, `kernel`, and
+    /// the description's.
+    fn paths(&self, vm: &VmDescription, kernel: &Path, vsock: Option<&Vsock>) -> FcPaths {
+        FcPaths {
+            api_socket: self.socket.clone(),
+            log: self.log.clone(),
+            metrics: self.metrics.clone(),
+            kernel: kernel.to_owned(),
+            initrd: vm.initramfs.clone(),
+            disks: vm.disks.iter().map(|d| d.path.clone()).collect(),
+            vsock: vsock.map(|v| v.uds_path.clone()),
+        }
+    }
+
     /// Creates the run directory, removes a stale socket and empties the
     /// log and metrics files (Firecracker writes them from offset 0 without
     /// truncating, so old text would survive past the new).
@@ -343,41 +498,47 @@ fn remove_if_present(path: &Path) -> Result<(), VmmError> {
     }
 }
 
-fn logger(files: &RunFiles) -> Logger {
+fn logger(log: &Path) -> Logger {
     Logger {
-        log_path: files.log.clone(),
+        log_path: log.to_owned(),
         level: LogLevel::Info,
         show_level: true,
         show_log_origin: true,
     }
 }
 
-fn metrics(files: &RunFiles) -> Metrics {
+fn metrics(paths: &FcPaths) -> Metrics {
     Metrics {
-        metrics_path: files.metrics.clone(),
+        metrics_path: paths.metrics.clone(),
     }
 }
 
 /// Guests power off by resetting; Firecracker exits when the guest resets
 /// through its emulated i8042, which `reboot=k` selects.
-fn boot_source(vm: &VmDescription, kernel: &Path) -> BootSource {
+fn boot_source(vm: &VmDescription, paths: &FcPaths) -> BootSource {
     BootSource {
-        kernel_image_path: kernel.to_owned(),
-        initrd_path: vm.initramfs.clone(),
+        kernel_image_path: paths.kernel.clone(),
+        initrd_path: paths.initrd.clone(),
         boot_args: format!("{} reboot=k", vm.cmdline),
     }
 }
 
-/// `disk0`, `disk1`, ... in the description's order; none is the root
-/// device because hearth's initramfs mounts the root itself.
-fn drives(vm: &VmDescription) -> Vec<Drive> {
-    let drive = |(i, disk): (usize, &hearth_types::Disk)| Drive {
+/// `disk0`, `disk1`, ... in the description's order, at the paths
+/// Firecracker sees; none is the root device because hearth's initramfs
+/// mounts the root itself.
+fn drives(vm: &VmDescription, paths: &FcPaths) -> Vec<Drive> {
+    let drive = |(i, (disk, path)): (usize, (&hearth_types::Disk, &PathBuf))| Drive {
         drive_id: format!("disk{i}"),
-        path_on_host: disk.path.clone(),
+        path_on_host: path.clone(),
         is_root_device: false,
         is_read_only: disk.read_only,
     };
-    vm.disks.iter().enumerate().map(drive).collect()
+    vm.disks
+        .iter()
+        .zip(&paths.disks)
+        .enumerate()
+        .map(drive)
+        .collect()
 }
 
 fn machine_config(vm: &VmDescription) -> MachineConfig {
@@ -474,6 +635,18 @@ fn locate_binary(env: Option<OsString>, path: Option<OsString>) -> Result<PathBu
         .ok_or_else(|| not_found(PathBuf::from("$PATH"), FIX_PATH))
 }
 
+/// `$HEARTH_JAILER`, when set: it must be executable.
+fn jailer_from_env(env: Option<OsString>) -> Result<Option<PathBuf>, VmmError> {
+    match env.filter(|v| !v.is_empty()).map(PathBuf::from) {
+        Some(jailer) if !is_executable(&jailer) => Err(VmmError::NotFound {
+            what: "jailer binary",
+            path: jailer,
+            fix: FIX_JAILER,
+        }),
+        jailer => Ok(jailer),
+    }
+}
+
 fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
@@ -525,10 +698,21 @@ mod tests {
         }
     }
 
+    fn host_paths(vm: &VmDescription) -> FcPaths {
+        let files = RunFiles {
+            socket: vm.run_dir.join("firecracker.sock"),
+            log: vm.run_dir.join("firecracker.log"),
+            metrics: vm.run_dir.join("firecracker-metrics.json"),
+            stderr: vm.run_dir.join("hypervisor.log"),
+            stderr_start: 0,
+        };
+        files.paths(vm, Path::new("/cache/vmlinux.elf"), None)
+    }
+
     #[test]
     fn disks_become_numbered_non_root_drives_in_order() {
         let vm = description(Path::new("/d"));
-        let drives = drives(&vm);
+        let drives = drives(&vm, &host_paths(&vm));
         assert_eq!(drives.len(), 2);
         assert_eq!(drives[0].drive_id, "disk0");
         assert_eq!(drives[0].path_on_host, Path::new("/d/root.ext4"));
@@ -540,7 +724,7 @@ mod tests {
     #[test]
     fn boot_source_and_machine_come_from_the_description() {
         let vm = description(Path::new("/d"));
-        let boot = boot_source(&vm, Path::new("/cache/vmlinux.elf"));
+        let boot = boot_source(&vm, &host_paths(&vm));
         assert_eq!(boot.kernel_image_path, Path::new("/cache/vmlinux.elf"));
         assert_eq!(boot.initrd_path.as_deref(), Some(Path::new("/d/initrd")));
         assert_eq!(boot.boot_args, "console=ttyS0 quiet reboot=k");
@@ -599,6 +783,40 @@ mod tests {
         );
         let err = locate_binary(None, Some("/nonexistent".into())).unwrap_err();
         assert!(err.to_string().contains("HEARTH_FIRECRACKER"), "{err}");
+    }
+
+    #[test]
+    fn a_jailed_firecracker_is_given_the_jails_paths_and_no_id() {
+        let vm = description(Path::new("/d"));
+        let inside = Jail::inside(&vm);
+        assert_eq!(drives(&vm, &inside)[1].path_on_host, Path::new("/disk1"));
+        let boot = boot_source(&vm, &inside);
+        assert_eq!(boot.kernel_image_path, Path::new("/vmlinux"));
+        assert_eq!(boot.initrd_path.as_deref(), Some(Path::new("/initrd")));
+        let args: Vec<String> = firecracker_args(&inside, None)
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args.join(" "),
+            "--api-sock /firecracker.sock --log-path /firecracker.log --level Info --show-level \
+             --show-log-origin"
+        );
+        let unjailed = firecracker_args(&host_paths(&vm), Some(&vm.id));
+        assert_eq!(unjailed[2..4], ["--id".into(), OsString::from("vm-test")]);
+    }
+
+    #[test]
+    fn a_jailer_that_is_set_must_be_executable() {
+        assert_eq!(jailer_from_env(None).unwrap(), None);
+        assert_eq!(jailer_from_env(Some("".into())).unwrap(), None);
+        let err = jailer_from_env(Some("/no/jailer".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/no/jailer") && err.contains("HEARTH_JAILER"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -15,7 +15,14 @@ pub struct QemuHost {
     /// The host TSC frequency; under TCG the guest kernel is told it, or
     /// about one boot in ten hangs calibrating it.
     pub tsc_khz: Option<u64>,
+    /// QEMU's seccomp sandbox ([`SANDBOX`]) is on.
+    pub sandbox: bool,
 }
+
+/// QEMU's seccomp sandbox, everything denied that a running microvm never
+/// needs: obsolete system calls, changing user or group, starting
+/// programs, and changing scheduling or CPU affinity.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
 /// The QMP socket of a VM.
 pub fn qmp_socket(vm: &VmDescription) -> PathBuf {
@@ -45,6 +52,9 @@ pub fn kernel_cmdline(vm: &VmDescription, host: &QemuHost) -> String {
 pub fn args(vm: &VmDescription, host: &QemuHost) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+    if host.sandbox {
+        push(&["-sandbox", SANDBOX]);
+    }
     push(&["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off"]);
     match host.accel {
         Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
@@ -169,6 +179,7 @@ mod tests {
             accel,
             bios: "/q/qboot.rom".into(),
             tsc_khz: Some(2_596_148),
+            sandbox: false,
         }
     }
 
@@ -215,6 +226,22 @@ mod tests {
         );
         assert_eq!(drives[1], "id=disk1,format=raw,if=none,file=/vm/layer.ext4");
         assert!(joined(a).contains("-qmp unix:/vm/qmp.sock,server=on,wait=off"));
+    }
+
+    #[test]
+    fn the_sandbox_comes_first_when_on() {
+        assert!(!joined(args(&vm(), &host(Accel::Tcg))).contains("-sandbox"));
+        let sandboxed = QemuHost {
+            sandbox: true,
+            ..host(Accel::Tcg)
+        };
+        let line = joined(args(&vm(), &sandboxed));
+        assert!(
+            line.starts_with(
+                "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny -M "
+            ),
+            "{line}"
+        );
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Image(ImageCommand::Rm { name }) => image::rm(&data, &name),
         Command::Vm(vm) => run_vm(&data, vm),
         Command::Doctor => doctor::run(&data),
-        Command::Serve(args) => serve::run(&data, args),
+        Command::Serve(args) => serve::run(&data, *args),
         Command::Token(TokenCommand::Create {
             tenant,
             admin,

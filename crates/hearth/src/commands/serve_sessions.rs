@@ -69,8 +69,9 @@ fn egress(args: &SessionServeArgs) -> anyhow::Result<EgressSettings> {
         settings.ports = Ports::Only(ports);
     }
     for net in &args.egress_networks {
-        let parsed = IpNet::parse(net)
-            .with_context(|| format!("--egress-allow-network {net:?}: give a CIDR such as 10.1.0.0/16"))?;
+        let parsed = IpNet::parse(net).with_context(|| {
+            format!("--egress-allow-network {net:?}: give a CIDR such as 10.1.0.0/16")
+        })?;
         settings.allowed_networks.push(parsed);
     }
     settings.resolver = Arc::new(static_hosts(&args.egress_hosts)?);
@@ -83,7 +84,8 @@ fn egress(args: &SessionServeArgs) -> anyhow::Result<EgressSettings> {
 fn static_hosts(entries: &[String]) -> anyhow::Result<StaticHosts> {
     let mut hosts = StaticHosts::system();
     for entry in entries {
-        let bad = || format!("--egress-host {entry:?}: give NAME=IP, e.g. auth.example.test=127.0.0.1");
+        let bad =
+            || format!("--egress-host {entry:?}: give NAME=IP, e.g. auth.example.test=127.0.0.1");
         let (name, ip) = entry.split_once('=').with_context(bad)?;
         let ip: IpAddr = ip.parse().with_context(bad)?;
         hosts = hosts.with(name, &[ip]).with_context(bad)?;
@@ -92,9 +94,9 @@ fn static_hosts(entries: &[String]) -> anyhow::Result<StaticHosts> {
 }
 
 fn upstream(addr: &str) -> anyhow::Result<UpstreamProxy> {
-    let parsed = addr
-        .parse()
-        .with_context(|| format!("--egress-upstream {addr:?}: give HOST:PORT with an IP address, e.g. 10.0.0.5:3128"))?;
+    let parsed = addr.parse().with_context(|| {
+        format!("--egress-upstream {addr:?}: give HOST:PORT with an IP address, e.g. 10.0.0.5:3128")
+    })?;
     let mut proxy = UpstreamProxy::new(parsed);
     if let Ok(auth) = std::env::var(UPSTREAM_AUTH_ENV) {
         let (user, password) = auth

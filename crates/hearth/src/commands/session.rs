@@ -39,7 +39,11 @@ pub fn start(
 }
 
 fn started(s: &Session) -> String {
-    let url = s.viewer.as_ref().and_then(|v| v.url.as_deref()).unwrap_or("");
+    let url = s
+        .viewer
+        .as_ref()
+        .and_then(|v| v.url.as_deref())
+        .unwrap_or("");
     format!(
         "session {} ({} for {}) is {}; it expires at {}.\n\
          Open this link to log in (it is shown only now):\n{url}\n\
@@ -58,7 +62,9 @@ pub fn show(api: &ApiArgs, id: &str, events: bool, json: bool) -> anyhow::Result
     };
     let text = match json {
         true if events.is_empty() => serde_json::to_string_pretty(&session)?,
-        true => serde_json::to_string_pretty(&serde_json::json!({"session": session, "events": events}))?,
+        true => serde_json::to_string_pretty(
+            &serde_json::json!({"session": session, "events": events}),
+        )?,
         false => describe(&session, &events),
     };
     println!("{text}");
@@ -82,7 +88,10 @@ fn describe(s: &Session, events: &[SessionEvent]) -> String {
         out.push_str(&format!("\n  sealed    version {v}"));
     }
     for f in s.diagnosis.iter().flat_map(|d| &d.findings) {
-        out.push_str(&format!("\n  finding   {}: {} (fix: {})", f.rule, f.cause, f.fix));
+        out.push_str(&format!(
+            "\n  finding   {}: {} (fix: {})",
+            f.rule, f.cause, f.fix
+        ));
     }
     if !s.login_output.is_empty() {
         out.push_str("\n  login output:");
@@ -91,7 +100,12 @@ fn describe(s: &Session, events: &[SessionEvent]) -> String {
         }
     }
     for e in events {
-        out.push_str(&format!("\n  {}  {:<16}  {}", e.at, e.state.as_str(), e.message));
+        out.push_str(&format!(
+            "\n  {}  {:<16}  {}",
+            e.at,
+            e.state.as_str(),
+            e.message
+        ));
     }
     out
 }
@@ -127,7 +141,8 @@ fn table(sessions: &[Session]) -> String {
 
 pub fn cancel(api: &ApiArgs, id: &str) -> anyhow::Result<ExitCode> {
     let id: SessionId = id.parse()?;
-    let session: Session = Client::new(api)?.post(&format!("/v1/sessions/{id}/cancel"), None::<&()>)?;
+    let session: Session =
+        Client::new(api)?.post(&format!("/v1/sessions/{id}/cancel"), None::<&()>)?;
     println!("session {} is {}", session.id, session.state);
     Ok(ExitCode::SUCCESS)
 }
@@ -147,7 +162,10 @@ pub fn wait(api: &ApiArgs, id: &str, timeout: u64) -> anyhow::Result<ExitCode> {
             return Ok(ended(&s));
         }
         if Instant::now() >= deadline {
-            eprintln!("gave up after {timeout} s: session {id} is still {}", s.state);
+            eprintln!(
+                "gave up after {timeout} s: session {id} is still {}",
+                s.state
+            );
             return Ok(ExitCode::from(3));
         }
         std::thread::sleep(POLL);
@@ -157,8 +175,14 @@ pub fn wait(api: &ApiArgs, id: &str, timeout: u64) -> anyhow::Result<ExitCode> {
 fn ended(s: &Session) -> ExitCode {
     let mut out = std::io::stdout().lock();
     if s.state == SessionState::Completed {
-        let version = s.credential_version.map_or("?".to_owned(), |v| v.to_string());
-        let _ = writeln!(out, "completed: the {} credential of {} is sealed (version {version})", s.provider, s.user);
+        let version = s
+            .credential_version
+            .map_or("?".to_owned(), |v| v.to_string());
+        let _ = writeln!(
+            out,
+            "completed: the {} credential of {} is sealed (version {version})",
+            s.provider, s.user
+        );
         return ExitCode::SUCCESS;
     }
     let why = s.message.as_deref().unwrap_or("no reason recorded");
@@ -173,7 +197,13 @@ pub fn providers(api: &ApiArgs, json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for p in &providers {
-        println!("{:<10}  {}  (image {}, files {})", p.name.as_str(), p.description, p.image, p.files.join(", "));
+        println!(
+            "{:<10}  {}  (image {}, files {})",
+            p.name.as_str(),
+            p.description,
+            p.image,
+            p.files.join(", ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

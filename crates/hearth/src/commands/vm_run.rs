@@ -134,21 +134,26 @@ fn strip_cr_before_lf(held_cr: &mut bool, input: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The backend, confining its hypervisor as this host allows (see
+/// docs/isolation.md).
 fn hypervisor(data: &DataDir, args: &RunArgs) -> anyhow::Result<Box<dyn Hypervisor>> {
+    let isolation = hearth_control::isolation::for_host(data);
     Ok(match args.backend {
         Backend::Qemu => {
             let accel = args.accel.map(|a| match a {
                 AccelArg::Kvm => Accel::Kvm,
                 AccelArg::Tcg => Accel::Tcg,
             });
-            Box::new(Qemu::for_host(accel))
+            Box::new(Qemu::for_host(accel).isolated(isolation))
         }
         Backend::Firecracker => {
             let cache = data.cache();
-            match &args.firecracker {
-                Some(binary) => Box::new(Firecracker::new(binary.clone(), cache)),
-                None => Box::new(Firecracker::from_env(cache)?),
-            }
+            let fc = match &args.firecracker {
+                Some(binary) => Firecracker::new(binary.clone(), cache)
+                    .with_jailer(Firecracker::jailer_from_env()?),
+                None => Firecracker::from_env(cache)?,
+            };
+            Box::new(fc.isolated(isolation))
         }
     })
 }

@@ -104,18 +104,28 @@ impl Rig {
     pub fn wait(&self, id: &str, within: Duration, done: impl Fn(&Session) -> bool) -> Session {
         let deadline = Instant::now() + within;
         loop {
-            let s: Session = self.api.json("GET", &format!("/v1/sessions/{id}"), None, 200);
+            let s: Session = self
+                .api
+                .json("GET", &format!("/v1/sessions/{id}"), None, 200);
             if done(&s) {
                 return s;
             }
-            assert!(Instant::now() < deadline, "session {id} never got there: {s:?}");
+            assert!(
+                Instant::now() < deadline,
+                "session {id} never got there: {s:?}"
+            );
             std::thread::sleep(Duration::from_millis(250));
         }
     }
 
     /// Opens the viewer link and waits for the consent page on it; the
     /// canvas to click.
-    pub fn open_consent_page(&self, browser: &Browser, link: &str, within: Duration) -> serde_json::Value {
+    pub fn open_consent_page(
+        &self,
+        browser: &Browser,
+        link: &str,
+        within: Duration,
+    ) -> serde_json::Value {
         browser.open(link);
         browser.wait_for(
             Duration::from_secs(60),
@@ -167,12 +177,18 @@ pub fn open_credential(data: &Path) -> (String, u32, Vec<u8>) {
         user: USER.parse().unwrap(),
         provider: "fake-codex".parse().unwrap(),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let opened = runtime
         .block_on(vault.open_current(&owner))
         .expect("the credential opens")
         .expect("there is a credential");
     assert_eq!(opened.files.files.len(), 1);
     let file = &opened.files.files[0];
-    (file.path.clone(), file.mode, file.contents.expose().to_vec())
+    (
+        file.path.clone(),
+        file.mode,
+        file.contents.expose().to_vec(),
+    )
 }

@@ -1,5 +1,9 @@
 //! `hearth doctor`: checks the host and says, in plain words, what is wrong
-//! and how to fix it. Exits 0 only when hearth can boot a VM here.
+//! and how to fix it. Exits 0 only when hearth can boot a VM here; what
+//! isolation the host gives hypervisors is in [`isolation`] (warnings: VMs
+//! run without it).
+
+mod isolation;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -57,7 +61,10 @@ pub fn run(data: &DataDir) -> anyhow::Result<ExitCode> {
         guest_agent(),
         tun(),
         free_disk(data.root()),
-        cgroups(),
+        isolation::users(data),
+        isolation::cgroups(),
+        isolation::seccomp(),
+        isolation::jailer(),
     ];
     checks.extend(networking());
     for c in &checks {
@@ -225,17 +232,6 @@ fn free_bytes(path: &Path) -> Option<u64> {
     unsafe {
         let mut s: libc::statvfs = std::mem::zeroed();
         (libc::statvfs(c.as_ptr(), &mut s) == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
-    }
-}
-
-fn cgroups() -> Check {
-    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        ok("cgroup v2")
-    } else {
-        warn(
-            "cgroup v1 or none: per-VM resource limits will not be available",
-            "boot the host with cgroup v2 (systemd.unified_cgroup_hierarchy=1)",
-        )
     }
 }
 

@@ -27,6 +27,7 @@ pub fn browser_vm(provider: &Provider, readiness_timeout_secs: u64) -> CreateVm 
             env: proxy_env(),
             files: setup_files(provider),
             services: vec![login_service(provider)],
+            network: None,
         },
         ..CreateVm::default()
     }

@@ -200,6 +200,7 @@ async fn destroy(ctl: &Controller, id: &VmId) -> Result<Option<Vm>, ControlError
     if let Err(e) = ctl.isolation.remove_cgroup(id) {
         tracing::warn!(vm = %id, error = %e, "the VM's cgroup stays; the orphan sweep tries again");
     }
+    ctl.networks.detach(id).await?;
     let change = StateChange::to(
         VmState::Destroyed,
         Timestamp::now(),

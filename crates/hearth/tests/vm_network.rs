@@ -110,9 +110,18 @@ impl Lab {
 }
 
 impl Drop for Lab {
+    /// Also the VM namespaces a failed run left behind (its server, killed
+    /// first by the host's drop, could not remove them).
     fn drop(&mut self) {
-        for ns in [&self.host_ns, &self.internet_ns] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        let vm_namespaces = self
+            .leftovers()
+            .into_iter()
+            .filter_map(|l| l.strip_prefix("namespace ").map(str::to_owned));
+        let all: Vec<String> = vm_namespaces
+            .chain([self.host_ns.clone(), self.internet_ns.clone()])
+            .collect();
+        for ns in all {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         }
     }
 }

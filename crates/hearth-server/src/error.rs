@@ -99,7 +99,9 @@ impl From<ControlError> for Problem {
                 "conflict",
                 "the VM changed while this request ran: read it again and retry",
             ),
-            ControlError::Store(_) | ControlError::Io { .. } => Problem::internal(&e),
+            ControlError::Store(_) | ControlError::Io { .. } | ControlError::Network(_) => {
+                Problem::internal(&e)
+            }
         }
     }
 }

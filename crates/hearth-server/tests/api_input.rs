@@ -83,6 +83,18 @@ async fn create_refuses_unknown_fields_malformed_json_and_bad_values() {
         (r#"{"backend":"xen"}"#, "invalid_request", "xen"),
         // This data dir has no images.
         (r#"{"image":"nope"}"#, "invalid_request", "nope"),
+        (r#"{"network":"bridge"}"#, "invalid_request", "bridge"),
+        (
+            r#"{"network":"nat","backend":"firecracker"}"#,
+            "invalid_request",
+            "cannot give a VM a NIC",
+        ),
+        (r#"{"network":"nat"}"#, "invalid_request", "has none"),
+        (
+            r#"{"network":"nat","config":{"network":{"mac":"02:68:74:00:00:02","address":"172.31.0.2","prefix_len":30,"gateway":"172.31.0.1"}}}"#,
+            "invalid_request",
+            "config.network is set by the server",
+        ),
     ];
     for (body, code, mentions) in cases {
         let (status, e, _) = api_error(server.post(&token, "/v1/vms", body).await).await;

@@ -42,6 +42,20 @@ pub struct CreateVm {
     /// readiness check passed.
     #[serde(default)]
     pub config: crate::guest::GuestConfig,
+    /// A NIC for the guest (docs/networking.md); absent: none, and the
+    /// guest reaches out only through its agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkMode>,
+}
+
+/// The kind of network a VM's NIC is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    /// Its own namespace and address, source NAT to the outside; private,
+    /// loopback, link-local and the host's own addresses refused.
+    Nat,
 }
 
 fn default_image() -> String {
@@ -70,6 +84,7 @@ impl Default for CreateVm {
             command: Vec::new(),
             readiness_timeout_secs: None,
             config: Default::default(),
+            network: None,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use hearth_types::{BackendKind, ProcessRef, VmDescription};
 
-use crate::RunningVm;
+use crate::{Nic, RunningVm};
 
 /// Told the hypervisor's process the moment it is spawned, before it is
 /// configured and its guest started (which can take seconds): a caller
@@ -31,6 +31,18 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
         vm: &VmDescription,
         on_spawn: OnSpawn,
     ) -> Result<RunningVm, VmmError>;
+
+    /// [`Hypervisor::start_reporting`] with a NIC on `nic`'s TAP. Backends
+    /// that cannot take one refuse.
+    async fn start_with_nic(
+        &self,
+        vm: &VmDescription,
+        on_spawn: OnSpawn,
+        nic: Nic,
+    ) -> Result<RunningVm, VmmError> {
+        let _ = (vm, on_spawn, nic);
+        Err(VmmError::NoNic(self.kind()))
+    }
 
     /// Takes over a hypervisor an earlier hearth started (detached) for
     /// `vm`; `VmmError::Gone` when that process no longer runs.
@@ -76,6 +88,8 @@ pub enum VmmError {
         backend: BackendKind,
         detail: String,
     },
+    #[error("the {0} backend cannot give a VM a NIC yet: create it with the qemu backend")]
+    NoNic(BackendKind),
     #[error("hypervisor process {pid} is gone")]
     Gone { pid: u32 },
     #[error("timed out after {secs} s waiting for {what}")]

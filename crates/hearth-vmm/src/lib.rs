@@ -11,9 +11,11 @@ pub mod console;
 pub mod firecracker;
 pub mod hypervisor;
 pub mod isolation;
+pub mod nic;
 pub mod process;
 pub mod qemu;
 
 pub use firecracker::vsock::{AgentEndpoint, AGENT_VSOCK_PORT};
 pub use hypervisor::{Hypervisor, OnSpawn, VmmError};
+pub use nic::Nic;
 pub use process::{ExitInfo, RunningVm, VmControl};

@@ -407,6 +407,10 @@ pub struct CreateArgs {
     /// files, services); see docs/api.md.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Give the VM a NIC: `nat`, its own address behind the host's (see
+    /// docs/networking.md). Without it the VM has none.
+    #[arg(long, value_enum)]
+    pub network: Option<NetworkArg>,
     /// Wait until the VM is ready (or has stopped), and say how it went.
     #[arg(long, value_enum)]
     pub wait: Option<WaitFor>,
@@ -419,6 +423,21 @@ pub struct CreateArgs {
     /// What the guest runs; without one it stays up until removed.
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+/// `--network-pool`: `NETWORK/PREFIX_LEN`.
+fn parse_pool(text: &str) -> Result<hearth_net::TransitPool, String> {
+    let bad = || format!("{text:?} is not a network: give it as 10.231.0.0/16");
+    let (network, len) = text.split_once('/').ok_or_else(bad)?;
+    let network = network.parse().map_err(|_| bad())?;
+    let len = len.parse().map_err(|_| bad())?;
+    hearth_net::TransitPool::new(network, len).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum NetworkArg {
+    /// Its own namespace, source NAT to the outside.
+    Nat,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -468,6 +487,21 @@ pub struct ServeArgs {
     /// The largest file `hearth vm cp` moves either way (default: 64 MiB).
     #[arg(long, value_name = "N")]
     pub max_file_bytes: Option<u64>,
+    /// The prefix of VM networks' namespace and link names
+    /// (`PREFIX-sN`): 1 to 8 lowercase letters and digits; two servers on
+    /// one host need different ones.
+    #[arg(long, value_name = "PREFIX", default_value = "hearth")]
+    pub network_prefix: hearth_net::Prefix,
+    /// Make VM networks hang off this named network namespace
+    /// (`/run/netns/NAME`) instead of the server's own, which then sees
+    /// none of their traffic.
+    #[arg(long, value_name = "NAME")]
+    pub network_namespace: Option<String>,
+    /// The transit pool VM networks take a /30 each from: an aligned IPv4
+    /// network between /14 and /28 that no host route overlaps (`hearth
+    /// doctor` checks the default).
+    #[arg(long, value_name = "CIDR", default_value = "10.231.0.0/16", value_parser = parse_pool)]
+    pub network_pool: hearth_net::TransitPool,
     /// Where noVNC is, for the viewer page (default: where
     /// scripts/setup-host installs it, then Debian's novnc package).
     #[arg(long, value_name = "DIR")]

@@ -178,8 +178,9 @@ async fn destroy_job(
     Ok(None)
 }
 
-/// Archives the logs, removes the VM's files, marks it destroyed. Safe to
-/// repeat: each part checks what is already done.
+/// Removes the VM's network, archives the logs, removes the VM's files,
+/// marks it destroyed. Safe to repeat: each part checks what is already
+/// done.
 async fn destroy(ctl: &Controller, id: &VmId) -> Result<Option<Vm>, ControlError> {
     let Some(record) = ctl.store.vm(id).await? else {
         return Ok(None);
@@ -189,6 +190,8 @@ async fn destroy(ctl: &Controller, id: &VmId) -> Result<Option<Vm>, ControlError
         return Ok(Some(record.vm));
     }
     next(state, Transition::Destroy)?;
+    // First, so that a failure here retries the whole job cleanly.
+    ctl.networks.detach(id).await?;
     archive(ctl, &record).await?;
     let dir = ctl.config.data.vm(id);
     if dir.exists() {

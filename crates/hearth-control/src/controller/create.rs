@@ -1,6 +1,6 @@
 //! Creating a VM: a record first, then steps (assets, files and layer,
-//! hypervisor), each undone when a later one fails; the failed step and its
-//! reason end up in the VM's failure.
+//! network, hypervisor), each undone when a later one fails; the failed
+//! step and its reason end up in the VM's failure.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_store::{StateChange, StoreError, VmRecord};
-use hearth_types::api::{CreateVm, Vm, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS};
+use hearth_types::api::{CreateVm, NetworkMode, Vm, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS};
 use hearth_types::error_chain;
 use hearth_types::{BackendKind, FailureCode, Timestamp, VmDescription, VmId, VmState};
 use hearth_vmm::firecracker::Firecracker;
 use hearth_vmm::isolation::Isolation;
 use hearth_vmm::qemu::Qemu;
-use hearth_vmm::{Hypervisor, OnSpawn, RunningVm, VmmError};
+use hearth_vmm::{Hypervisor, Nic, OnSpawn, RunningVm, VmmError};
 
 use super::{watch, ControlError, Controller, ControllerConfig, Scope};
 use crate::lifecycle::{next, Transition};
@@ -76,7 +76,7 @@ pub(super) async fn create(
     ctl.counters.created.fetch_add(1, Ordering::Relaxed);
     tracing::info!(vm = %record.vm.id, tenant = %scope.tenant, image = %req.image, "VM requested");
     let vm = record.vm.clone();
-    tokio::spawn(boot(Arc::clone(ctl), record));
+    tokio::spawn(boot(Arc::clone(ctl), record, req.network));
     Ok(vm)
 }
 
@@ -104,6 +104,7 @@ fn check_request(ctl: &Controller, req: &CreateVm) -> Result<Duration, ControlEr
     req.config
         .check()
         .map_err(|e| ControlError::Invalid(format!("config: {e}")))?;
+    check_network(ctl, req)?;
     if !ctl.backends.contains_key(&req.backend) {
         let why = "set HEARTH_FIRECRACKER to a firecracker binary before `hearth serve`";
         return Err(ControlError::Backend(req.backend, why.into()));
@@ -120,15 +121,47 @@ fn check_request(ctl: &Controller, req: &CreateVm) -> Result<Duration, ControlEr
     Ok(Duration::from_secs(secs))
 }
 
+/// A NIC only where one can be given; the guest's network only as the
+/// server made it.
+fn check_network(ctl: &Controller, req: &CreateVm) -> Result<(), ControlError> {
+    if req.config.network.is_some() {
+        return Err(ControlError::Invalid(
+            "config.network is set by the server: ask for a NIC with `network` (\"nat\") instead"
+                .into(),
+        ));
+    }
+    if req.network.is_none() {
+        return Ok(());
+    }
+    if req.backend != BackendKind::Qemu {
+        return Err(ControlError::Invalid(format!(
+            "network: the {} backend cannot give a VM a NIC yet; use the qemu backend",
+            req.backend
+        )));
+    }
+    if !(ctl.config.agent_readiness && super::agent::image_has_agent(ctl, &req.image)) {
+        return Err(ControlError::Invalid(format!(
+            "network: the guest agent configures the NIC, and image {:?} has none (or this server \
+             runs without agent readiness); build the image with the agent",
+            req.image
+        )));
+    }
+    ctl.networks.check_available()
+}
+
 /// A create step that failed.
 struct StepFailure {
     step: &'static str,
     reason: String,
 }
 
-async fn boot(ctl: Arc<Controller>, record: VmRecord) {
+async fn boot(ctl: Arc<Controller>, record: VmRecord, network: Option<NetworkMode>) {
     let id = record.vm.id.clone();
-    match steps(&ctl, &record).await {
+    let result = steps(&ctl, &record, network).await;
+    if result.is_err() && network.is_some() {
+        super::network::undo(&ctl, &id).await;
+    }
+    match result {
         Ok((running, agent_ready)) => {
             super::agent::start_link(&ctl, &id, record.vm.backend);
             watch::start(ctl, id, running, agent_ready)
@@ -151,7 +184,11 @@ async fn stopping(ctl: &Controller, id: &VmId) -> bool {
 }
 
 /// The steps; the VM runs, and whether its agent says when it is ready.
-async fn steps(ctl: &Arc<Controller>, record: &VmRecord) -> Result<(RunningVm, bool), StepFailure> {
+async fn steps(
+    ctl: &Arc<Controller>,
+    record: &VmRecord,
+    network: Option<NetworkMode>,
+) -> Result<(RunningVm, bool), StepFailure> {
     let id = &record.vm.id;
     let data = ctl.config.data.clone();
     move_to(
@@ -180,7 +217,8 @@ async fn steps(ctl: &Arc<Controller>, record: &VmRecord) -> Result<(RunningVm, b
         cmdline.push_str(super::agent::CONFIG_FROM_HOST);
     }
     let description = files.describe(id, &assets, record.vm.vcpus, record.vm.memory_mib, cmdline);
-    let (mut running, recorded) = match start_recorded(ctl, record, &description).await {
+    let nic = network_step(ctl, id, network, &files).await?;
+    let (mut running, recorded) = match start_recorded(ctl, record, &description, nic).await {
         (Ok(running), recorded) => (running, recorded),
         (Err(e), _) => {
             files.release_runtime();
@@ -210,6 +248,25 @@ async fn steps(ctl: &Arc<Controller>, record: &VmRecord) -> Result<(RunningVm, b
     Ok((running, agent_ready))
 }
 
+/// The VM's NIC when it asked for one (see `network::attach`).
+async fn network_step(
+    ctl: &Controller,
+    id: &VmId,
+    network: Option<NetworkMode>,
+    files: &VmFiles,
+) -> Result<Option<Nic>, StepFailure> {
+    let Some(NetworkMode::Nat) = network else {
+        return Ok(None);
+    };
+    match super::network::attach(ctl, id).await {
+        Ok(nic) => Ok(Some(nic)),
+        Err(why) => {
+            files.release_runtime();
+            Err(step("network", &why))
+        }
+    }
+}
+
 /// Starts the hypervisor and records its process (pid and start time) the
 /// moment it is spawned, while the hypervisor still sets the guest up: a
 /// controller that dies from then on leaves a row with the process, which
@@ -219,6 +276,7 @@ async fn start_recorded(
     ctl: &Controller,
     record: &VmRecord,
     description: &VmDescription,
+    nic: Option<Nic>,
 ) -> (Result<RunningVm, VmmError>, Result<(), StoreError>) {
     let backend = Arc::clone(&ctl.backends[&record.vm.backend]);
     let (spawned_tx, spawned_rx) = tokio::sync::oneshot::channel();
@@ -232,7 +290,13 @@ async fn start_recorded(
             Err(_) => Ok(()),
         }
     };
-    tokio::join!(backend.start_reporting(description, on_spawn), record_it)
+    let start = async {
+        match nic {
+            Some(nic) => backend.start_with_nic(description, on_spawn, nic).await,
+            None => backend.start_reporting(description, on_spawn).await,
+        }
+    };
+    tokio::join!(start, record_it)
 }
 
 fn step(step: &'static str, reason: &dyn std::fmt::Display) -> StepFailure {

@@ -19,6 +19,7 @@ mod exec;
 mod exec_attach;
 mod files;
 mod health;
+mod network;
 mod ports;
 mod reconcile;
 mod watch;
@@ -40,6 +41,7 @@ pub use self::exec::{ExecError, ExecStream};
 pub use self::exec_attach::{AttachedExec, ExecTarget};
 pub use self::files::FileError;
 pub use self::health::MAX_TAIL;
+pub use self::network::NetworkConfig;
 pub use self::ports::PortForwardError;
 use crate::lifecycle::InvalidTransition;
 
@@ -67,6 +69,8 @@ pub struct ControllerConfig {
     /// configuration (`hearth.config=host` on the kernel command line) and
     /// the VM is ready when the agent says so, not at the console marker.
     pub agent_readiness: bool,
+    /// Where the NICs of VMs that ask for one are made.
+    pub network: NetworkConfig,
 }
 
 impl ControllerConfig {
@@ -83,6 +87,7 @@ impl ControllerConfig {
             firecracker: None,
             max_file_bytes: 64 << 20,
             agent_readiness: AGENT_READINESS,
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -118,6 +123,8 @@ pub enum ControlError {
     Backend(BackendKind, String),
     #[error("the store failed")]
     Store(#[from] StoreError),
+    #[error("the VM's network could not be removed")]
+    Network(#[source] hearth_net::NetError),
     #[error("could not read {what}")]
     Io {
         what: String,
@@ -169,6 +176,8 @@ pub struct Controller {
     notice_tx: tokio::sync::mpsc::UnboundedSender<crate::agent_link::Notice>,
     /// Taken by [`Controller::start`].
     notices: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::agent_link::Notice>>>,
+    /// The NICs of VMs that ask for one.
+    networks: network::Networks,
 }
 
 impl Controller {
@@ -177,6 +186,7 @@ impl Controller {
         let isolation = crate::isolation::for_host(&config.data);
         let backends = create::backends(&config, &isolation);
         let (notice_tx, notices) = agent::notice_channel();
+        let networks = network::Networks::new(&config.network, Arc::clone(&store));
         Arc::new(Controller {
             store,
             config,
@@ -189,6 +199,7 @@ impl Controller {
             links: Default::default(),
             notice_tx,
             notices,
+            networks,
         })
     }
 

@@ -31,6 +31,7 @@ pub(super) async fn once(ctl: &Arc<Controller>) {
             tracing::error!(error = %e, "log retention failed");
         }
         orphans(ctl, &active).await;
+        super::network::reconcile(ctl).await;
     }
 }
 
@@ -116,6 +117,7 @@ pub(super) async fn adopt_all(ctl: &Arc<Controller>) {
         }
     }
     orphans(ctl, &active(ctl).await).await;
+    super::network::reconcile(ctl).await;
 }
 
 /// Takes over the hypervisor of `r`, or fails the VM when it cannot be.

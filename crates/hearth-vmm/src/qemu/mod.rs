@@ -6,6 +6,7 @@ pub mod cmdline;
 pub mod nic;
 pub mod qmp;
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use self::qmp::Qmp;
 use crate::accel::HostProbe;
 use crate::isolation::{Confinement, Isolation, IsolationReport, Request};
 use crate::process::{self, ProcessLogs};
-use crate::{Hypervisor, OnSpawn, RunningVm, VmControl, VmmError};
+use crate::{Hypervisor, Nic, OnSpawn, RunningVm, VmControl, VmmError};
 
 /// Where Debian puts qboot.
 pub const QBOOT: &str = "/usr/share/qemu/qboot.rom";
@@ -115,14 +116,31 @@ impl Qemu {
     }
 
     /// Spawns QEMU for `vm` (already granted) inside its confinement.
+    /// With `nic`, QEMU inherits its TAP (a copy above the standard
+    /// descriptors, closed here once QEMU has its own).
     fn spawn(
         &self,
         vm: &VmDescription,
         confinement: Confinement,
         logs: &ProcessLogs,
+        nic: Option<&Nic>,
     ) -> Result<(process::Spawned, IsolationReport), VmmError> {
         let mut cmd = tokio::process::Command::new(&self.binary);
         cmd.args(cmdline::args(vm, &self.host));
+        let tap = match nic.map(|n| crate::nic::above_stdio(&n.tap)).transpose() {
+            Ok(tap) => tap,
+            Err(source) => {
+                confinement.abandon();
+                return Err(VmmError::Isolation {
+                    step: "passing the TAP to QEMU",
+                    source,
+                });
+            }
+        };
+        if let (Some(tap), Some(nic)) = (&tap, nic) {
+            cmd.args(nic::nic_args(tap.as_raw_fd(), &nic.mac));
+            crate::nic::inherit(&mut cmd, tap.as_raw_fd());
+        }
         let hook = Some(self.isolation.exit_hook(vm));
         match confinement
             .apply(&mut cmd, true)
@@ -177,21 +195,16 @@ impl Hypervisor for Qemu {
         vm: &VmDescription,
         on_spawn: OnSpawn,
     ) -> Result<RunningVm, VmmError> {
-        vm.validate()?;
-        self.check_files(vm)?;
-        let logs = ProcessLogs {
-            console_log: vm.console_log.clone(),
-            stderr_log: vm.run_dir.join("hypervisor.log"),
-            detach: self.detach,
-        };
-        let (confinement, vm) = self.confine(vm)?;
-        let (mut spawned, report) = self.spawn(&vm, confinement, &logs)?;
-        on_spawn(spawned.process);
-        let qmp = match connect_qmp(&vm).await {
-            Ok(qmp) => qmp,
-            Err(detail) => return Err(early_exit(&mut spawned, &logs, detail).await),
-        };
-        Ok(running(spawned, qmp, Some(report)))
+        self.start_qemu(vm, on_spawn, None).await
+    }
+
+    async fn start_with_nic(
+        &self,
+        vm: &VmDescription,
+        on_spawn: OnSpawn,
+        nic: Nic,
+    ) -> Result<RunningVm, VmmError> {
+        self.start_qemu(vm, on_spawn, Some(nic)).await
     }
 
     async fn adopt(&self, vm: &VmDescription, process: ProcessRef) -> Result<RunningVm, VmmError> {
@@ -203,6 +216,34 @@ impl Hypervisor for Qemu {
             detail,
         })?;
         Ok(running(spawned, qmp, IsolationReport::read(&vm.run_dir)))
+    }
+}
+
+impl Qemu {
+    /// Spawns, records, and waits for QMP to say the guest runs. The NIC's
+    /// TAP is closed here once QEMU holds it, so it goes with QEMU.
+    async fn start_qemu(
+        &self,
+        vm: &VmDescription,
+        on_spawn: OnSpawn,
+        nic: Option<Nic>,
+    ) -> Result<RunningVm, VmmError> {
+        vm.validate()?;
+        self.check_files(vm)?;
+        let logs = ProcessLogs {
+            console_log: vm.console_log.clone(),
+            stderr_log: vm.run_dir.join("hypervisor.log"),
+            detach: self.detach,
+        };
+        let (confinement, vm) = self.confine(vm)?;
+        let (mut spawned, report) = self.spawn(&vm, confinement, &logs, nic.as_ref())?;
+        drop(nic);
+        on_spawn(spawned.process);
+        let qmp = match connect_qmp(&vm).await {
+            Ok(qmp) => qmp,
+            Err(detail) => return Err(early_exit(&mut spawned, &logs, detail).await),
+        };
+        Ok(running(spawned, qmp, Some(report)))
     }
 }
 

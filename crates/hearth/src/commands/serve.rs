@@ -140,6 +140,9 @@ fn controller_config(data: &DataDir, args: &ServeArgs) -> ControllerConfig {
     if let Some(bytes) = args.max_file_bytes {
         config.max_file_bytes = bytes;
     }
+    config.network.prefix = args.network_prefix.clone();
+    config.network.host_namespace = args.network_namespace.clone();
+    config.network.pool = args.network_pool;
     config
 }
 

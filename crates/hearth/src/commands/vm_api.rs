@@ -9,11 +9,11 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use hearth_types::api::{ConsoleTail, CreateVm, Diagnosis, Finding, Vm, VmEvent};
+use hearth_types::api::{ConsoleTail, CreateVm, Diagnosis, Finding, NetworkMode, Vm, VmEvent};
 use hearth_types::{BackendKind, Timestamp, VmId, VmState};
 
 use super::client::{Client, ClientError};
-use crate::cli::{ApiArgs, Backend, CreateArgs, WaitFor};
+use crate::cli::{ApiArgs, Backend, CreateArgs, NetworkArg, WaitFor};
 
 /// The VM failed (or stopped before it was ready) while `--wait` watched.
 const VM_FAILED: u8 = 3;
@@ -40,6 +40,9 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         command: args.command.clone(),
         readiness_timeout_secs: args.readiness_timeout,
         config: read_config(args.config.as_deref())?,
+        network: args.network.map(|n| match n {
+            NetworkArg::Nat => NetworkMode::Nat,
+        }),
     };
     let started = Instant::now();
     let vm: Vm = client.post("/v1/vms", Some(&req))?;

@@ -1,0 +1,160 @@
+//! VM networks as the controller uses them (`hearth-net`): a create step
+//! that gives the VM its NIC (slot recorded before the kernel is touched)
+//! and tells the agent its address; the detach of the one deletion path;
+//! the reconciler pass. The host's ruleset is installed at the first
+//! networked VM, so a host that never asks for a NIC is never changed.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use hearth_net::{NetHost, Network, Orphans, Prefix, TransitPool, VmNic};
+use hearth_store::{Store, VmFilter};
+use hearth_types::guest::GuestNetwork;
+use hearth_types::{error_chain, VmId, VmState};
+use tokio::sync::{Mutex, OnceCell};
+
+use super::{ControlError, Controller};
+
+/// Where VM networks are made.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkConfig {
+    /// Names of every namespace and link (`{prefix}-s{slot}`).
+    pub prefix: Prefix,
+    pub pool: TransitPool,
+    /// A named namespace (`/run/netns/NAME`) the VM networks hang off
+    /// instead of the controller's own (a test's, or a host that keeps VM
+    /// traffic apart).
+    pub host_namespace: Option<String>,
+}
+
+/// The controller's VM networks, or why this host has none.
+#[derive(Debug)]
+pub(super) struct Networks {
+    network: Result<Network<dyn Store>, String>,
+    /// The host's ruleset and forwarding, set up at the first NIC (tried
+    /// again at the next one if it failed).
+    prepared: OnceCell<()>,
+    orphans: Mutex<Orphans>,
+}
+
+impl Networks {
+    pub(super) fn new(config: &NetworkConfig, store: Arc<dyn Store>) -> Networks {
+        let host_ns = match &config.host_namespace {
+            Some(name) => hearth_net::netns::open(name).map_err(|e| error_chain(&e)),
+            None => hearth_net::netns::current()
+                .map_err(|e| format!("opening this process's network namespace: {e}")),
+        };
+        let network = host_ns.map(|ns| {
+            let host = NetHost::new(config.prefix.clone(), config.pool, ns);
+            Network::new(host, store)
+        });
+        Networks {
+            network,
+            prepared: OnceCell::new(),
+            orphans: Mutex::new(Orphans::new(hearth_net::SLOT_GRACE)),
+        }
+    }
+
+    /// Refuses a request for a NIC this host cannot give.
+    pub(super) fn check_available(&self) -> Result<(), ControlError> {
+        match &self.network {
+            Ok(_) => Ok(()),
+            Err(why) => Err(ControlError::Invalid(format!(
+                "this server cannot give VMs a network: {why}"
+            ))),
+        }
+    }
+
+    /// The VM's NIC, its slot claimed first; the host prepared before the
+    /// first one.
+    async fn attach(&self, vm: &VmId) -> Result<VmNic, String> {
+        let network = self.network.as_ref().map_err(Clone::clone)?;
+        let prepare = || async { network.host().prepare().await };
+        let prepared = self.prepared.get_or_try_init(prepare).await;
+        prepared.map_err(|e| format!("preparing the host: {}", error_chain(&e)))?;
+        network.attach(vm).await.map_err(|e| error_chain(&e))
+    }
+
+    /// Removes the VM's network if it has one (idempotent).
+    pub(super) async fn detach(&self, vm: &VmId) -> Result<bool, hearth_net::NetError> {
+        match &self.network {
+            Ok(network) => network.detach(vm).await,
+            Err(_) => Ok(false),
+        }
+    }
+}
+
+/// The create step: attaches VM `id`'s network and adds it to the guest
+/// configuration the agent reads, so the address is in place before any
+/// service starts. A failure after the attach removes the network again.
+pub(super) async fn attach(ctl: &Controller, id: &VmId) -> Result<hearth_vmm::Nic, String> {
+    let nic = ctl.networks.attach(id).await?;
+    let mac = nic.guest.mac_text();
+    let told = tell_guest(ctl, id, &nic).await;
+    if let Err(why) = told {
+        undo(ctl, id).await;
+        return Err(why);
+    }
+    Ok(hearth_vmm::Nic { tap: nic.tap, mac })
+}
+
+async fn tell_guest(ctl: &Controller, id: &VmId, nic: &VmNic) -> Result<(), String> {
+    let mut config = ctl
+        .store
+        .guest_config(id)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    config.network = Some(GuestNetwork {
+        mac: nic.guest.mac_text(),
+        address: nic.guest.address,
+        prefix_len: nic.guest.prefix_len,
+        gateway: nic.guest.gateway,
+        dns: Vec::new(),
+    });
+    let stored = ctl.store.set_guest_config(id, &config).await;
+    stored.map_err(|e| error_chain(&e))
+}
+
+/// Undoes the create step of a VM whose creation failed.
+pub(super) async fn undo(ctl: &Controller, id: &VmId) {
+    if let Err(e) = ctl.networks.detach(id).await {
+        tracing::warn!(vm = %id, error = %error_chain(&e), "removing a failed VM's network; the reconciler will retry");
+    }
+}
+
+/// One reconciler pass: networks of VMs that are gone are removed, and
+/// kernel objects no slot accounts for once past their grace.
+pub(super) async fn reconcile(ctl: &Controller) {
+    let Ok(network) = &ctl.networks.network else {
+        return;
+    };
+    let live = match ctl.store.list_vms(&VmFilter::default()).await {
+        Ok(records) => records
+            .into_iter()
+            .filter(|r| r.vm.state != VmState::Destroyed)
+            .map(|r| r.vm.id)
+            .collect::<HashSet<VmId>>(),
+        Err(e) => return tracing::error!(error = %e, "network reconciler: listing VMs"),
+    };
+    let mut orphans = ctl.networks.orphans.lock().await;
+    match network
+        .reconcile(&mut orphans, |vm| live.contains(vm))
+        .await
+    {
+        Ok(report) => {
+            for slot in &report.removed_orphans {
+                tracing::warn!(%slot, "removed an orphaned VM network");
+            }
+            for (vm, slot) in &report.released {
+                tracing::info!(%vm, %slot, "released the network of a VM that is gone");
+            }
+        }
+        Err(e) => tracing::error!(error = %error_chain(&e), "network reconciler"),
+    }
+}
+
+impl From<hearth_net::NetError> for ControlError {
+    fn from(e: hearth_net::NetError) -> ControlError {
+        ControlError::Network(e)
+    }
+}

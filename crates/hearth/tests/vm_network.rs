@@ -1,0 +1,221 @@
+//! A VM with a NIC end to end: a real `hearth serve` whose VM networks
+//! hang off a namespace this test made (`--network-namespace`), joined to
+//! an "internet" namespace with an HTTP server that answers with the
+//! address it saw; a VM on the `minimal` image created with
+//! `--network nat` whose agent service fetches from that server the moment
+//! it starts. No packet leaves the namespaces the test made.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::serve::Host;
+use hearth_store::{NetSlotStore, SqliteStore};
+use hearth_types::VmState;
+
+/// The test host namespace's address toward the internet namespace: what
+/// the server sees after both NATs.
+const HOST_ADDR: &str = "203.0.113.1";
+const INTERNET_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+
+/// False, after one printed line, when this machine cannot run the test.
+fn can_run() -> bool {
+    // SAFETY: geteuid(2) has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let why = if !root {
+        "not root"
+    } else if !Path::new("/dev/net/tun").exists() {
+        "no /dev/net/tun"
+    } else if hearth_net::nft_binary().is_none() {
+        "no nft binary (scripts/setup-host installs nftables)"
+    } else if hearth_testkit::static_agent().is_none() {
+        "no static guest agent"
+    } else {
+        return true;
+    };
+    println!("skipped: VM networks need root, /dev/net/tun, nft and the agent: {why}");
+    false
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("running ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ip_out(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("running ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The test's namespaces: "host" (where VM networks hang off) and
+/// "internet", joined by a veth pair; removed on drop.
+struct Lab {
+    prefix: String,
+    host_ns: String,
+    internet_ns: String,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let prefix = format!("v{:x}", std::process::id() % 0xf_ffff);
+        let lab = Lab {
+            host_ns: format!("{prefix}h"),
+            internet_ns: format!("{prefix}i"),
+            prefix,
+        };
+        let (h, i) = (lab.host_ns.as_str(), lab.internet_ns.as_str());
+        ip(&["netns", "add", h]);
+        ip(&["netns", "add", i]);
+        ip(&[
+            "-n", h, "link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns", i,
+        ]);
+        ip(&["-n", h, "addr", "add", "203.0.113.1/24", "dev", "up0"]);
+        ip(&["-n", i, "addr", "add", "203.0.113.2/24", "dev", "up1"]);
+        for (ns, link) in [(h, "up0"), (i, "up1"), (h, "lo"), (i, "lo")] {
+            ip(&["-n", ns, "link", "set", link, "up"]);
+        }
+        lab
+    }
+
+    /// VM namespaces (`/run/netns/{prefix}-s*`) and host links of ours.
+    fn leftovers(&self) -> Vec<String> {
+        let ours = format!("{}-s", self.prefix);
+        let namespaces = ip_out(&["netns", "list"]);
+        let links = ip_out(&["-n", &self.host_ns, "-o", "link", "show"]);
+        let mut left: Vec<String> = namespaces
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&ours))
+            .map(|n| format!("namespace {n}"))
+            .collect();
+        left.extend(
+            links
+                .lines()
+                .filter_map(|l| l.split(": ").nth(1))
+                .map(|n| n.split('@').next().unwrap_or(n))
+                .filter(|n| n.starts_with(&ours))
+                .map(|n| format!("link {n}")),
+        );
+        left
+    }
+}
+
+impl Drop for Lab {
+    /// Also the VM namespaces a failed run left behind (its server, killed
+    /// first by the host's drop, could not remove them).
+    fn drop(&mut self) {
+        let vm_namespaces = self
+            .leftovers()
+            .into_iter()
+            .filter_map(|l| l.strip_prefix("namespace ").map(str::to_owned));
+        let all: Vec<String> = vm_namespaces
+            .chain([self.host_ns.clone(), self.internet_ns.clone()])
+            .collect();
+        for ns in all {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        }
+    }
+}
+
+/// An HTTP server on the internet namespace's address answering every
+/// request with the peer's address; its port.
+fn serve_in(ns: &str) -> u16 {
+    let path = format!("/run/netns/{ns}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("the namespace");
+        // SAFETY: setns(2) on an open namespace file; it moves only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let listener = TcpListener::bind((INTERNET_ADDR, 0)).expect("bind");
+        tx.send(listener.local_addr().unwrap().port()).unwrap();
+        for stream in listener.incoming().flatten() {
+            let _ = answer(stream);
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the server")
+}
+
+fn answer(mut stream: TcpStream) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 512];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let body = format!("{}\n", stream.peer_addr()?.ip());
+    let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())
+}
+
+fn held_slots(host: &Host) -> usize {
+    let store = SqliteStore::open(&host.data().join("hearth.db")).expect("the store");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(store.net_slots()).expect("slots").len()
+}
+
+#[test]
+fn vm_with_a_nat_network_reaches_the_internet_before_its_first_service() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let port = serve_in(&lab.internet_ns);
+    let mut host = Host::new(&[
+        "--network-prefix",
+        &lab.prefix,
+        "--network-namespace",
+        &lab.host_ns,
+    ]);
+    host.start();
+    // Once, the moment the service starts: an address not yet in place
+    // fails it at once, and the file says so (nc's status last).
+    let fetch = format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc {INTERNET_ADDR} {port} > /tmp/seen.part; \
+         echo \"nc: $?\" >> /tmp/seen.part; mv /tmp/seen.part /tmp/seen; exec sleep 100000"
+    );
+    let config = serde_json::json!({"services": [{
+        "name": "fetch",
+        "argv": ["sh", "-c", fetch],
+        "readiness": {"kind": "command", "argv": ["test", "-s", "/tmp/seen"]}
+    }]});
+    let file = host.data().join("network-config.json");
+    std::fs::write(&file, config.to_string()).unwrap();
+    let id = host.create(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--network",
+        "nat",
+        "--wait",
+        "ready",
+    ]);
+    assert_eq!(lab.leftovers().len(), 2, "its namespace and host link");
+    assert_eq!(held_slots(&host), 1);
+    let seen = host.vm_ok(&["exec", &id, "--", "cat", "/tmp/seen"]);
+    let answer = format!("\r\n\r\n{HOST_ADDR}\nnc: 0\n");
+    assert!(
+        seen.ends_with(&answer),
+        "the service's connection reached the server, which saw the host's address: {seen:?}"
+    );
+
+    host.vm_ok(&["rm", &id]);
+    host.wait_state(&id, VmState::Destroyed, Duration::from_secs(60));
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
+    assert_eq!(held_slots(&host), 0, "the slot is released");
+    host.assert_clean();
+}

@@ -170,6 +170,7 @@ async fn foreground_to_ready(shared: &DataDir) -> Duration {
         timeout: Duration::from_secs(120),
         command: vec!["true".into()],
         initramfs: Default::default(),
+        modules: None,
     };
     let mut clock = ReadyClock {
         start: Instant::now(),

@@ -29,6 +29,9 @@ pub struct RunRequest {
     pub command: Vec<String>,
     /// hearth's initramfs (the default), or the kernel booted straight.
     pub initramfs: Initramfs,
+    /// The kernel's modules for hearth's initramfs; `None`: those stored
+    /// for its release.
+    pub modules: Option<hearth_guestkit::kernel::KernelModules>,
 }
 
 /// How a run went.
@@ -66,8 +69,13 @@ pub async fn run_foreground(
 ) -> Result<RunReport, RunError> {
     VmDescription::validate_resources(req.vcpus, req.memory_mib).map_err(PrepareError::from)?;
     let mut cmdline = prepare::cmdline(&req.command)?;
-    let assets =
-        prepare::resolve_assets_with(data, req.kernel.as_deref(), &req.image, req.initramfs)?;
+    let assets = prepare::resolve_assets_with(
+        data,
+        req.kernel.as_deref(),
+        &req.image,
+        req.initramfs,
+        req.modules.as_ref(),
+    )?;
     if req.initramfs == Initramfs::None {
         cmdline = format!("{cmdline} {}", prepare::NO_INITRAMFS_ROOT);
     }

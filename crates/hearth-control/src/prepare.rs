@@ -31,10 +31,16 @@ pub enum PrepareError {
     },
     #[error("no default kernel")]
     DefaultKernel(#[source] kernel::KernelError),
-    #[error("kernel {path} has no version string, so its modules cannot be found; use a kernel stored by `hearth kernel fetch`, or boot it without hearth's initramfs (`--no-initramfs`) if it mounts its root itself")]
+    #[error("kernel {path} has no version string, so its modules cannot be found; use a kernel stored by `hearth kernel fetch` or `hearth kernel import`, or boot it without hearth's initramfs (`--no-initramfs`) if it mounts its root itself")]
     KernelVersion { path: PathBuf },
-    #[error("no modules for kernel {release} in {dir}: hearth's initramfs needs the kernel's own modules; run `hearth kernel fetch` for Debian's kernel")]
+    #[error("no modules for kernel {release} in {dir}: hearth's initramfs loads the kernel's own virtio, vsock and overlay modules; name them with `--modules DIR` (or store them with `hearth kernel import FILE --modules DIR`), or say `--no-modules` if the kernel builds those drivers in")]
     NoModules { release: String, dir: PathBuf },
+    #[error("the modules given for kernel {release} cannot be used")]
+    Modules {
+        release: String,
+        #[source]
+        source: kernel::ImportError,
+    },
     #[error("image {name:?} cannot be used")]
     Image {
         name: String,
@@ -92,16 +98,21 @@ pub fn resolve_assets(
     kernel_path: Option<&Path>,
     image_name: &str,
 ) -> Result<BootAssets, PrepareError> {
-    resolve_assets_with(data, kernel_path, image_name, Initramfs::Hearth)
+    resolve_assets_with(data, kernel_path, image_name, Initramfs::Hearth, None)
 }
 
-/// [`resolve_assets`], with or without hearth's initramfs.
+/// [`resolve_assets`], with or without hearth's initramfs, and with the
+/// kernel's modules named (`None`: the ones stored for its release).
+/// `kernel_path` is a file, or the release of a stored kernel.
 pub fn resolve_assets_with(
     data: &DataDir,
     kernel_path: Option<&Path>,
     image_name: &str,
     initramfs: Initramfs,
+    modules: Option<&kernel::KernelModules>,
 ) -> Result<BootAssets, PrepareError> {
+    let kernel_path = kernel_path.map(|p| stored_or_file(data, p));
+    let kernel_path = kernel_path.as_deref();
     let image = image_path(data, image_name)
         .and_then(|p| image::check_ext4(&p).map(|()| p))
         .map_err(|source| PrepareError::Image {
@@ -123,32 +134,59 @@ pub fn resolve_assets_with(
             image,
         });
     }
-    let (kernel, release) = match kernel_path {
-        Some(path) => (path.to_owned(), release_of(path)?),
+    let (kernel, release, modules) = match kernel_path {
+        Some(path) => {
+            let release = release_of(path)?;
+            let modules = modules_for(data, &release, modules)?;
+            (path.to_owned(), release, modules)
+        }
         None => {
             let k = kernel::default_kernel(data).map_err(PrepareError::DefaultKernel)?;
-            (k.vmlinuz, k.version)
+            let modules = kernel::KernelModules::Dir(k.modules_dir());
+            (k.vmlinuz, k.version, modules)
         }
     };
-    let modules_root = data.kernel(&release).join("modules");
-    if !modules_root
-        .join("lib/modules")
-        .join(&release)
-        .join("modules.dep")
-        .exists()
-    {
-        return Err(PrepareError::NoModules {
-            release,
-            dir: modules_root,
-        });
-    }
-    let initramfs = initramfs::ensure_initramfs(data, &release, &modules_root)?;
+    let initramfs = initramfs::ensure_initramfs_with(data, &release, &modules)?;
     Ok(BootAssets {
         kernel,
         kernel_release: Some(release),
         initramfs: Some(initramfs),
         image,
     })
+}
+
+/// A `--kernel` that names no file but a stored kernel's release
+/// (`hearth kernel import` or `fetch` stored it) is that kernel's file.
+fn stored_or_file(data: &DataDir, given: &Path) -> PathBuf {
+    if given.exists() {
+        return given.to_owned();
+    }
+    given
+        .to_str()
+        .and_then(|release| kernel::stored_kernel(data, release))
+        .unwrap_or_else(|| given.to_owned())
+}
+
+/// The modules of a kernel the user named: those given, else those stored
+/// for its release, else a refusal saying how to give them.
+fn modules_for(
+    data: &DataDir,
+    release: &str,
+    given: Option<&kernel::KernelModules>,
+) -> Result<kernel::KernelModules, PrepareError> {
+    match given {
+        Some(kernel::KernelModules::Dir(dir)) => kernel::modules_release_dir(dir, release)
+            .map(kernel::KernelModules::Dir)
+            .map_err(|source| PrepareError::Modules {
+                release: release.to_owned(),
+                source,
+            }),
+        Some(kernel::KernelModules::BuiltIn) => Ok(kernel::KernelModules::BuiltIn),
+        None => kernel::stored_modules(data, release).ok_or_else(|| PrepareError::NoModules {
+            release: release.to_owned(),
+            dir: data.kernel(release).join("modules"),
+        }),
+    }
 }
 
 /// An image is named (`minimal`) or, when the argument has a `/`, a path.
@@ -170,15 +208,10 @@ fn release_of(path: &Path) -> Result<String, PrepareError> {
 /// Checks that `path` is a kernel (ELF or bzImage); its release, if it
 /// says one.
 fn checked_kernel(path: &Path) -> Result<Option<String>, PrepareError> {
-    let info = kernel::inspect(path).map_err(|source| PrepareError::Kernel {
+    kernel::release_of(path).map_err(|source| PrepareError::Kernel {
         path: path.to_owned(),
         source,
-    })?;
-    Ok(info
-        .version
-        .as_deref()
-        .and_then(|v| v.split_whitespace().next())
-        .map(str::to_owned))
+    })
 }
 
 /// The kernel command line for a VM that runs `command` (may be empty).

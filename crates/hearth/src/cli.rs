@@ -118,6 +118,18 @@ pub enum KernelCommand {
     Fetch,
     /// Say what a kernel file is: ELF or bzImage, payload compression, version.
     Inspect { path: PathBuf },
+    /// Store a kernel of your own, with its modules or with none (its
+    /// drivers built in), so `vm run --kernel RELEASE` boots it.
+    Import {
+        path: PathBuf,
+        /// The directory `make modules_install INSTALL_MOD_PATH=DIR` wrote,
+        /// or its `lib/modules/<release>`.
+        #[arg(long, value_name = "DIR", required_unless_present = "no_modules")]
+        modules: Option<PathBuf>,
+        /// The kernel builds in virtio, vsock and overlayfs: no modules.
+        #[arg(long, conflicts_with = "modules")]
+        no_modules: bool,
+    },
     /// Write the ELF vmlinux contained in a bzImage.
     Extract {
         bzimage: PathBuf,
@@ -641,9 +653,19 @@ pub struct RunArgs {
     /// Image name (built with `hearth image build`), or a path to an ext4 file.
     #[arg(long, default_value = "minimal")]
     pub image: String,
-    /// Kernel file (ELF or bzImage). Default: the one `hearth kernel fetch` stored.
+    /// Kernel file (ELF or bzImage), or the release of one `hearth kernel
+    /// import` stored. Default: the one `hearth kernel fetch` stored.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
+    /// The kernel's modules for hearth's initramfs: the directory `make
+    /// modules_install INSTALL_MOD_PATH=DIR` wrote, or its
+    /// `lib/modules/<release>`. Default: those stored for its release.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["no_modules", "no_initramfs"])]
+    pub modules: Option<PathBuf>,
+    /// The kernel builds in the drivers a guest needs (virtio, vsock,
+    /// overlayfs): hearth's initramfs loads no module.
+    #[arg(long, conflicts_with = "no_initramfs")]
+    pub no_modules: bool,
     /// Boot the kernel without hearth's initramfs: it mounts the image
     /// itself (`root=/dev/vda ro`, with virtio-blk and ext4 built in) or
     /// needs no root. Any kernel then works, without modules or a version

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use self::cpio::CpioWriter;
 use self::modules::{ModuleError, ModuleIndex, GUEST_MODULES};
+use crate::kernel::KernelModules;
 use crate::{BuildLock, DataDir};
 
 /// The early init, a busybox shell script.
@@ -62,18 +63,38 @@ pub fn ensure_initramfs(
     version: &str,
     modules_root: &Path,
 ) -> Result<PathBuf, InitramfsError> {
+    let dir = modules_root.join("lib/modules").join(version);
+    ensure_initramfs_with(data, version, &KernelModules::Dir(dir))
+}
+
+/// [`ensure_initramfs`] for modules from anywhere (`lib/modules/<version>/`
+/// of the kernel), or none when the kernel builds its drivers in.
+pub fn ensure_initramfs_with(
+    data: &DataDir,
+    version: &str,
+    modules: &KernelModules,
+) -> Result<PathBuf, InitramfsError> {
     let _lock = BuildLock::acquire(&data.build_lock(&format!("initramfs-{version}")))?;
     let busybox = read_static_busybox(Path::new(BUSYBOX))?;
-    let index = ModuleIndex::load(modules_root, version)?;
-    let order = index.load_order(GUEST_MODULES)?;
-    let key = input_key(version, &busybox, &order);
+    let chosen = match modules {
+        KernelModules::Dir(dir) => {
+            let index = ModuleIndex::load_dir(dir, version)?;
+            let order = index.load_order(GUEST_MODULES)?;
+            order
+                .iter()
+                .map(|m| Ok((m.name.clone(), index.read_module(m)?)))
+                .collect::<Result<Vec<_>, ModuleError>>()?
+        }
+        KernelModules::BuiltIn => Vec::new(),
+    };
+    let key = input_key(version, &busybox, &chosen);
     let path = data
         .kernel(version)
         .join(format!("initramfs-{key}.cpio.gz"));
     if path.exists() {
         return Ok(path);
     }
-    let archive = build_archive(&index, &order, &busybox)?;
+    let archive = build_archive(&chosen, &busybox);
     write_atomically(&path, &gzip(&archive))?;
     Ok(path)
 }
@@ -95,23 +116,23 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// A short hash of everything that goes into the archive.
-fn input_key(version: &str, busybox: &[u8], order: &[modules::ModuleFile]) -> String {
+/// A short hash of everything that goes into the archive: a module of
+/// the same name from another build makes another initramfs.
+fn input_key(version: &str, busybox: &[u8], modules: &[(String, Vec<u8>)]) -> String {
     let mut h = Sha256::new();
     h.update(version);
     h.update(INIT_SCRIPT);
     h.update(Sha256::digest(busybox));
-    for m in order {
-        h.update(&m.rel_path);
+    for (name, bytes) in modules {
+        h.update(name);
+        h.update(Sha256::digest(bytes));
     }
     hex::encode(&h.finalize()[..8])
 }
 
-fn build_archive(
-    index: &ModuleIndex,
-    order: &[modules::ModuleFile],
-    busybox: &[u8],
-) -> Result<Vec<u8>, InitramfsError> {
+/// The archive: busybox and its applets, the init, and `modules` (name,
+/// decompressed bytes) in load order.
+fn build_archive(modules: &[(String, Vec<u8>)], busybox: &[u8]) -> Vec<u8> {
     let mut w = CpioWriter::new();
     for dir in [
         "bin",
@@ -135,17 +156,13 @@ fn build_archive(
     }
     w.file("init", 0o755, INIT_SCRIPT.as_bytes());
     let mut list = String::new();
-    for m in order {
-        let file = format!("{}.ko", m.name);
-        w.file(
-            &format!("lib/modules/{file}"),
-            0o644,
-            &index.read_module(m)?,
-        );
-        list.push_str(&format!("{} {file}\n", m.name));
+    for (name, bytes) in modules {
+        let file = format!("{name}.ko");
+        w.file(&format!("lib/modules/{file}"), 0o644, bytes);
+        list.push_str(&format!("{name} {file}\n"));
     }
     w.file("etc/hearth/modules", 0o644, list.as_bytes());
-    Ok(w.finish())
+    w.finish()
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

@@ -63,7 +63,12 @@ pub fn module_name(rel_path: &str) -> String {
 impl ModuleIndex {
     /// Reads the index of `<modules_root>/lib/modules/<version>`.
     pub fn load(modules_root: &Path, version: &str) -> Result<Self, ModuleError> {
-        let dir = modules_root.join("lib/modules").join(version);
+        Self::load_dir(&modules_root.join("lib/modules").join(version), version)
+    }
+
+    /// Reads the index of `dir`, a kernel's `lib/modules/<version>/`.
+    pub fn load_dir(dir: &Path, version: &str) -> Result<Self, ModuleError> {
+        let dir = dir.to_owned();
         let read = |name: &str| {
             let path = dir.join(name);
             std::fs::read_to_string(&path).map_err(|source| ModuleError::Read { path, source })

@@ -206,7 +206,7 @@ fn parse_depends(output: &str) -> Option<String> {
 }
 
 /// A version that is safe as one path component.
-fn is_plain_version(version: &str) -> bool {
+pub(crate) fn is_plain_version(version: &str) -> bool {
     !version.is_empty()
         && !version.starts_with('.')
         && version

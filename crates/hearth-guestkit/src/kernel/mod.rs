@@ -11,6 +11,7 @@ mod compress;
 mod decompress;
 mod extract;
 mod fetch;
+mod import;
 mod inspect;
 mod lz4_legacy;
 
@@ -24,6 +25,10 @@ pub use compress::compress;
 pub use decompress::MAX_DECOMPRESSED;
 pub use extract::{ensure_elf, extract_to, extract_vmlinux, extract_vmlinux_bytes};
 pub use fetch::{default_kernel, fetch_debian_cloud_kernel, FetchError, KernelAssets};
+pub use import::{
+    import, modules_release_dir, release_of, stored_kernel, stored_modules, ImportError,
+    ImportedKernel, KernelModules, BUILT_IN_MARKER,
+};
 pub use inspect::{inspect, inspect_bytes, KernelFormat, KernelInfo};
 
 /// How a bzImage's payload (the compressed vmlinux) is compressed.

@@ -1,7 +1,7 @@
-//! `hearth kernel fetch|inspect|extract`.
+//! `hearth kernel fetch|inspect|import|extract`.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use hearth_guestkit::{kernel, DataDir};
@@ -25,6 +25,21 @@ pub fn inspect(path: &Path) -> anyhow::Result<ExitCode> {
     let info = kernel::inspect(path)?;
     println!("file:    {}", path.display());
     println!("{info}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stores a kernel of the user's own with its modules (`None`: its
+/// drivers are built in) and says how to boot it.
+pub fn import(data: &DataDir, path: &Path, modules: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let modules = modules.map_or(kernel::KernelModules::BuiltIn, kernel::KernelModules::Dir);
+    let stored = kernel::import(data, path, &modules)?;
+    println!("kernel:  {}", stored.vmlinuz.display());
+    match &stored.modules {
+        kernel::KernelModules::Dir(dir) => println!("modules: {}", dir.display()),
+        kernel::KernelModules::BuiltIn => println!("modules: none (drivers built in)"),
+    }
+    println!("release: {}", stored.release);
+    println!("boot it: hearth vm run --kernel {}", stored.release);
     Ok(ExitCode::SUCCESS)
 }
 

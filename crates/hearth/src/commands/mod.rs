@@ -36,6 +36,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Kernel(KernelCommand::Fetch) => kernel::fetch(&data),
         Command::Kernel(KernelCommand::Inspect { path }) => kernel::inspect(&path),
+        Command::Kernel(KernelCommand::Import {
+            path,
+            modules,
+            no_modules: _,
+        }) => kernel::import(&data, &path, modules),
         Command::Kernel(KernelCommand::Extract { bzimage, output }) => {
             kernel::extract(&bzimage, &output)
         }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use hearth_control::prepare::Initramfs;
 use hearth_control::{run_foreground, RunReport, RunRequest, Verdict};
+use hearth_guestkit::kernel::KernelModules;
 use hearth_guestkit::DataDir;
 use hearth_types::api::Finding;
 use hearth_types::Accel;
@@ -41,6 +42,11 @@ pub fn run(data: &DataDir, args: RunArgs) -> anyhow::Result<ExitCode> {
             Initramfs::None
         } else {
             Initramfs::Hearth
+        },
+        modules: match (&args.modules, args.no_modules) {
+            (Some(dir), _) => Some(KernelModules::Dir(dir.clone())),
+            (None, true) => Some(KernelModules::BuiltIn),
+            (None, false) => None,
         },
     };
     let runtime = tokio::runtime::Runtime::new()?;

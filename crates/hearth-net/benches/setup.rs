@@ -10,6 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{can_run, Lab};
+use hearth_net::NicPolicy;
 use hearth_types::VmId;
 
 const SAMPLES: u32 = 20;
@@ -29,7 +30,12 @@ async fn main() {
     for size in [1u32, 100, 1000] {
         while present.len() + 1 < size as usize {
             let n = present.len() as u32;
-            present.push(lab.network.attach(&vm(100_000 + n)).await.unwrap());
+            present.push(
+                lab.network
+                    .attach(&vm(100_000 + n), &NicPolicy::default())
+                    .await
+                    .unwrap(),
+            );
         }
         let (setup, teardown) = sample(&lab).await;
         println!(
@@ -48,7 +54,11 @@ async fn sample(lab: &Lab) -> (Duration, Duration) {
     let (mut setup, mut teardown) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..SAMPLES {
         let started = Instant::now();
-        let nic = lab.network.attach(&vm(1)).await.unwrap();
+        let nic = lab
+            .network
+            .attach(&vm(1), &NicPolicy::default())
+            .await
+            .unwrap();
         setup += started.elapsed();
         drop(nic);
         let started = Instant::now();

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::addressing::{GuestAddressing, TransitPool, GUEST_GATEWAY, GUEST_PREFIX_LEN};
 use crate::links::Netlink;
 use crate::names::{Prefix, Slot, NS_LINK_NAME, TAP_NAME};
+use crate::policy::NicPolicy;
 use crate::{netns, nft, tap, thread, NetError};
 
 /// Where VM networks are made: the names' prefix, the transit pool, and
@@ -77,8 +78,8 @@ impl NetHost {
 
     /// Makes `slot`'s network. On failure part of it may exist: call
     /// [`NetHost::destroy`], which removes whatever there is.
-    pub async fn create(&self, slot: Slot) -> Result<VmNic, NetError> {
-        let plan = SlotPlan::new(self, slot);
+    pub async fn create(&self, slot: Slot, policy: &NicPolicy) -> Result<VmNic, NetError> {
+        let plan = SlotPlan::new(self, slot, policy);
         let host_ns = Arc::clone(&self.host_ns);
         thread::run(move || async move { plan.make(&host_ns).await }).await
     }
@@ -141,11 +142,13 @@ struct SlotPlan {
     name: String,
     host_address: std::net::Ipv4Addr,
     ns_address: std::net::Ipv4Addr,
+    ruleset: String,
 }
 
 impl SlotPlan {
-    fn new(host: &NetHost, slot: Slot) -> SlotPlan {
+    fn new(host: &NetHost, slot: Slot, policy: &NicPolicy) -> SlotPlan {
         SlotPlan {
+            ruleset: nft::namespace_ruleset(policy),
             slot,
             name: host.prefix.slot_name(slot),
             host_address: host.pool.host_address(slot),
@@ -170,7 +173,7 @@ impl SlotPlan {
         ns.add_address(inside, self.ns_address, 30).await?;
         ns.default_route(self.host_address).await?;
         enable_forwarding(&self.name)?;
-        nft::apply(&nft::namespace_ruleset(), &self.name)?;
+        nft::apply(&self.ruleset, &self.name)?;
         let outside = host.up(&self.name).await?;
         host.add_address(outside, self.host_address, 30).await?;
         Ok(VmNic {

@@ -11,6 +11,7 @@ use hearth_types::{Timestamp, VmId};
 
 use crate::host::{NetHost, VmNic};
 use crate::names::Slot;
+use crate::policy::NicPolicy;
 use crate::NetError;
 
 /// How long a released slot waits before another VM may take it.
@@ -50,10 +51,10 @@ impl<S: NetSlotStore + ?Sized> Network<S> {
     /// releases the slot. For a VM being created: a running VM's network
     /// (adopted after a restart) is left as it is, its TAP held by its
     /// hypervisor.
-    pub async fn attach(&self, vm: &VmId) -> Result<VmNic, NetError> {
+    pub async fn attach(&self, vm: &VmId, policy: &NicPolicy) -> Result<VmNic, NetError> {
         let slot = self.claim(vm).await?;
         let made = match self.host.destroy(slot).await {
-            Ok(_) => self.host.create(slot).await,
+            Ok(_) => self.host.create(slot, policy).await,
             Err(e) => Err(e),
         };
         match made {
@@ -65,6 +66,17 @@ impl<S: NetSlotStore + ?Sized> Network<S> {
                 Err(e)
             }
         }
+    }
+
+    /// How many of VM `vm`'s packets its namespace refused; `None` when it
+    /// has no network.
+    pub async fn refused_packets(&self, vm: &VmId) -> Result<Option<u64>, NetError> {
+        let held = self.store.net_slots().await.map_err(NetError::Store)?;
+        let Some(mine) = held.into_iter().find(|s| &s.vm == vm) else {
+            return Ok(None);
+        };
+        let slot = to_slot(mine.slot)?;
+        self.host.refused_packets(slot).await.map(Some)
     }
 
     /// Removes VM `vm`'s network and releases its slot; `false` when it had

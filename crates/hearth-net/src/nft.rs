@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 
 use crate::addressing::TransitPool;
 use crate::names::{Prefix, NS_LINK_NAME, NS_TABLE, TAP_NAME};
+use crate::policy::{Ipv4Net, NicPolicy};
 use crate::NetError;
 
 /// Networks a VM never reaches through the host: private, loopback,
@@ -22,9 +23,43 @@ pub(crate) const REFUSED_COUNTER: &str = "refused";
 
 /// Inside a VM's namespace: the guest's traffic leaves by the veth with the
 /// namespace's transit address (source NAT), but never for a refused
-/// network (counted per VM); nothing reaches the guest unasked, and nothing
-/// reaches the namespace itself.
-pub(crate) fn namespace_ruleset() -> String {
+/// network or one its policy denies or leaves out (counted per VM), and
+/// at most at its rate each way; nothing reaches the guest unasked, and
+/// nothing reaches the namespace itself.
+pub(crate) fn namespace_ruleset(policy: &NicPolicy) -> String {
+    let from_guest = format!("iifname \"{TAP_NAME}\"");
+    let refuse = format!("counter name \"{REFUSED_COUNTER}\" drop");
+    let mut out_rules = Vec::new();
+    let mut in_rules = Vec::new();
+    if let Some((rate, burst)) = policy.rate_and_burst() {
+        let limit = format!("limit rate over {rate} bytes/second burst {burst} bytes drop");
+        out_rules.push(format!("{from_guest} {limit}"));
+        in_rules.push(format!(
+            "iifname \"{NS_LINK_NAME}\" oifname \"{TAP_NAME}\" {limit}"
+        ));
+    }
+    if !policy.deny.is_empty() {
+        out_rules.push(format!(
+            "{from_guest} ip daddr {{ {} }} {refuse}",
+            set(&policy.deny)
+        ));
+    }
+    out_rules.push(format!("{from_guest} ip daddr {{ {REFUSED} }} {refuse}"));
+    if !policy.allow.is_empty() {
+        out_rules.push(format!(
+            "{from_guest} ip daddr != {{ {} }} {refuse}",
+            set(&policy.allow)
+        ));
+    }
+    out_rules.push(format!("{from_guest} oifname \"{NS_LINK_NAME}\" accept"));
+    in_rules.push(format!(
+        "iifname \"{NS_LINK_NAME}\" oifname \"{TAP_NAME}\" ct state established,related accept"
+    ));
+    let forward: String = out_rules
+        .iter()
+        .chain(&in_rules)
+        .map(|rule| format!("    {rule}\n"))
+        .collect();
     format!(
         "table ip {NS_TABLE} {{}}
 flush table ip {NS_TABLE}
@@ -37,10 +72,7 @@ table ip {NS_TABLE} {{
   }}
   chain forward {{
     type filter hook forward priority filter; policy drop;
-    iifname \"{TAP_NAME}\" ip daddr {{ {REFUSED} }} counter name \"{REFUSED_COUNTER}\" drop
-    iifname \"{TAP_NAME}\" oifname \"{NS_LINK_NAME}\" accept
-    iifname \"{NS_LINK_NAME}\" oifname \"{TAP_NAME}\" ct state established,related accept
-  }}
+{forward}  }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
     oifname \"{NS_LINK_NAME}\" masquerade
@@ -48,6 +80,12 @@ table ip {NS_TABLE} {{
 }}
 "
     )
+}
+
+/// `a/24, b/32` for an nftables set.
+fn set(networks: &[Ipv4Net]) -> String {
+    let items: Vec<String> = networks.iter().map(Ipv4Net::to_string).collect();
+    items.join(", ")
 }
 
 /// On the host, one table for all VMs: no VM reaches another or the host
@@ -168,6 +206,29 @@ mod tests {
         let listing = "table ip hearth {\n\tcounter refused {\n\t\tpackets 3 bytes 180\n\t}\n}\n";
         assert_eq!(parse_packets(listing), Some(3));
         assert_eq!(parse_packets("table ip hearth {}"), None);
+    }
+
+    #[test]
+    fn a_policy_adds_its_denials_its_allow_list_and_its_rate_each_way() {
+        let plain = namespace_ruleset(&NicPolicy::default());
+        assert!(!plain.contains("limit rate"), "{plain}");
+        assert!(!plain.contains("!="), "{plain}");
+        let policy = NicPolicy {
+            deny: vec![Ipv4Net::parse("203.0.113.9").unwrap()],
+            allow: vec![Ipv4Net::parse("203.0.113.0/24").unwrap()],
+            bandwidth_kbit: Some(8000),
+        };
+        let text = namespace_ruleset(&policy);
+        let deny = text.find("ip daddr { 203.0.113.9/32 } counter").unwrap();
+        let allow = text.find("ip daddr != { 203.0.113.0/24 } counter").unwrap();
+        let accept = text.find("oifname \"veth0\" accept").unwrap();
+        assert!(deny < allow, "denials come first: {text}");
+        assert!(allow < accept, "{text}");
+        assert_eq!(
+            text.matches("limit rate over 1000000 bytes/second").count(),
+            2,
+            "{text}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use common::{can_run, Lab, HOST_ADDR, INTERNET_ADDR};
-use hearth_net::{Orphans, Slot};
+use hearth_net::{NicPolicy, Orphans, Slot};
 use hearth_types::VmId;
 
 fn vm(n: u32) -> VmId {
@@ -24,7 +24,11 @@ async fn a_vm_network_reaches_the_internet_through_nat_and_not_the_host() {
     }
     let lab = Lab::new();
     lab.network.host().prepare().await.unwrap();
-    let nic = lab.network.attach(&vm(1)).await.unwrap();
+    let nic = lab
+        .network
+        .attach(&vm(1), &NicPolicy::default())
+        .await
+        .unwrap();
     assert_eq!(nic.name, format!("{}-s0", lab.prefix));
     assert_eq!(nic.guest.mac_text(), "02:68:74:00:00:02");
     let seen = lab.ask_from(&nic.name, INTERNET_ADDR).unwrap();
@@ -56,8 +60,16 @@ async fn attach_then_detach_leaves_nothing() {
     let lab = Lab::new();
     let links_before = lab.host_links();
     lab.network.host().prepare().await.unwrap();
-    let first = lab.network.attach(&vm(1)).await.unwrap();
-    let second = lab.network.attach(&vm(2)).await.unwrap();
+    let first = lab
+        .network
+        .attach(&vm(1), &NicPolicy::default())
+        .await
+        .unwrap();
+    let second = lab
+        .network
+        .attach(&vm(2), &NicPolicy::default())
+        .await
+        .unwrap();
     assert_eq!(lab.namespaces().len(), 2);
     assert!(lab.host_links().contains(&second.name));
     assert_eq!(lab.network.held().await.unwrap().len(), 2);
@@ -84,12 +96,22 @@ async fn the_reconciler_removes_orphans_after_their_grace_and_keeps_owned_slots(
         return;
     }
     let lab = Lab::new();
-    let kept = lab.network.attach(&vm(1)).await.unwrap();
+    let kept = lab
+        .network
+        .attach(&vm(1), &NicPolicy::default())
+        .await
+        .unwrap();
     // A creation that died between the kernel and the store cannot happen
     // (the claim comes first), but leftovers of a lost store or a failed
     // teardown look like this: kernel objects with no slot row.
     let orphan = Slot::new(7).unwrap();
-    drop(lab.network.host().create(orphan).await.unwrap());
+    drop(
+        lab.network
+            .host()
+            .create(orphan, &NicPolicy::default())
+            .await
+            .unwrap(),
+    );
     let mut orphans = Orphans::new(Duration::from_millis(300));
     let first = lab.network.reconcile(&mut orphans, |_| true).await.unwrap();
     assert_eq!(first.waiting, vec![orphan], "an orphan waits out its grace");
@@ -108,7 +130,11 @@ async fn the_reconciler_releases_the_slots_of_vms_that_are_gone() {
         return;
     }
     let lab = Lab::new();
-    let nic = lab.network.attach(&vm(1)).await.unwrap();
+    let nic = lab
+        .network
+        .attach(&vm(1), &NicPolicy::default())
+        .await
+        .unwrap();
     drop(nic);
     let mut orphans = Orphans::new(Duration::ZERO);
     let report = lab
@@ -132,8 +158,16 @@ async fn a_guest_reaches_the_internet_but_not_the_host_other_vms_or_private_netw
     }
     let lab = Lab::new();
     lab.network.host().prepare().await.unwrap();
-    let nic = lab.network.attach(&vm(1)).await.unwrap();
-    let other = lab.network.attach(&vm(2)).await.unwrap();
+    let nic = lab
+        .network
+        .attach(&vm(1), &NicPolicy::default())
+        .await
+        .unwrap();
+    let other = lab
+        .network
+        .attach(&vm(2), &NicPolicy::default())
+        .await
+        .unwrap();
     let slot = nic.slot;
     let guest = lab.fake_guest(nic);
     let seen = lab.ask_from(&guest, INTERNET_ADDR).unwrap();
@@ -182,11 +216,15 @@ async fn attach_takes_over_a_slot_whose_orphan_the_reconciler_has_not_reached() 
     let leftover = lab
         .network
         .host()
-        .create(Slot::new(0).unwrap())
+        .create(Slot::new(0).unwrap(), &NicPolicy::default())
         .await
         .unwrap();
     drop(leftover);
-    let nic = lab.network.attach(&vm(1)).await.unwrap();
+    let nic = lab
+        .network
+        .attach(&vm(1), &NicPolicy::default())
+        .await
+        .unwrap();
     assert_eq!(nic.slot, Slot::new(0).unwrap());
     assert_eq!(lab.namespaces(), vec![nic.name.clone()]);
     drop(nic);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{can_run, Lab};
-use hearth_net::{netns, NetHost, Network, Orphans, TransitPool};
+use hearth_net::{netns, NetHost, Network, NicPolicy, Orphans, TransitPool};
 use hearth_store::SqliteStore;
 use hearth_types::VmId;
 
@@ -85,6 +85,6 @@ async fn attach_forever() {
     let mut nics = Vec::new();
     for n in 0.. {
         let vm: VmId = format!("vm-{n:012}").parse().unwrap();
-        nics.push(network.attach(&vm).await.unwrap());
+        nics.push(network.attach(&vm, &NicPolicy::default()).await.unwrap());
     }
 }

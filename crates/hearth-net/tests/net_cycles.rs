@@ -8,6 +8,7 @@ mod common;
 use std::time::Instant;
 
 use common::{can_run, open_fds, Lab};
+use hearth_net::NicPolicy;
 use hearth_types::VmId;
 
 const CYCLES: u32 = 200;
@@ -39,7 +40,11 @@ async fn two_hundred_cycles_leave_nothing_behind() {
 
 async fn cycle(lab: &Lab, n: u32) {
     let vm: VmId = format!("vm-{n:012}").parse().unwrap();
-    let nic = lab.network.attach(&vm).await.unwrap();
+    let nic = lab
+        .network
+        .attach(&vm, &NicPolicy::default())
+        .await
+        .unwrap();
     drop(nic);
     assert!(lab.network.detach(&vm).await.unwrap());
 }

@@ -22,6 +22,7 @@ mod files;
 mod legacy;
 mod logs;
 mod metrics;
+mod network;
 mod observe;
 mod openapi;
 mod params;
@@ -181,6 +182,7 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
             get(agent::service_logs),
         )
         .route("/v1/vms/{id}/boot-report", get(agent::boot_report))
+        .route("/v1/vms/{id}/network", get(network::network))
         .route(
             "/v1/vms/{id}/files",
             // The body is read by the handler, up to the file bound.

@@ -37,6 +37,7 @@ Every route but `/healthz` and `/health` needs `Authorization: Bearer <token>` (
         crate::agent::health,
         crate::agent::service_logs,
         crate::agent::boot_report,
+        crate::network::network,
         crate::files::put,
         crate::files::get,
         crate::logs::console,

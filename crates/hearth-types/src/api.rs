@@ -46,6 +46,45 @@ pub struct CreateVm {
     /// guest reaches out only through its agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkMode>,
+    /// What the NIC may reach beyond what every VM is refused; needs
+    /// `network`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicy>,
+}
+
+/// A VM NIC's egress policy, on top of the networks every VM is refused
+/// (private, loopback, link-local, carrier-grade NAT, multicast, the
+/// host's own addresses). Refused connections are counted per VM
+/// (`GET /v1/vms/{id}/network`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NetworkPolicy {
+    /// IPv4 networks (`203.0.113.0/24`, or an address) the guest may
+    /// reach; empty: any that is not refused. At most 256.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// IPv4 networks the guest may not reach, checked first. At most 256.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Each direction's rate limit in kbit/s, 64 to 10000000; absent: none.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 64, maximum = 10000000))]
+    pub bandwidth_kbit: Option<u32>,
+}
+
+/// A VM's NIC as it is now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VmNetworkInfo {
+    pub mode: NetworkMode,
+    /// The guest's address with its prefix length (the same in every VM).
+    pub address: String,
+    pub gateway: String,
+    pub mac: String,
+    /// The guest's packets refused for their destination since the VM's
+    /// network was made (policy denials and the networks always refused).
+    pub refused_packets: u64,
 }
 
 /// The kind of network a VM's NIC is on.
@@ -85,6 +124,7 @@ impl Default for CreateVm {
             readiness_timeout_secs: None,
             config: Default::default(),
             network: None,
+            network_policy: None,
         }
     }
 }

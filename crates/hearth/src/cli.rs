@@ -235,6 +235,15 @@ pub enum VmCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The VM's NIC: its guest address and the packets refused for their
+    /// destination (its policy's denials, the networks always refused).
+    Network {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: VmId,
+        #[arg(long)]
+        json: bool,
+    },
     /// The boot report the guest agent sent (kernel, failed units, ports,
     /// interfaces, memory, disks).
     Report {
@@ -423,6 +432,17 @@ pub struct CreateArgs {
     /// docs/networking.md). Without it the VM has none.
     #[arg(long, value_enum)]
     pub network: Option<NetworkArg>,
+    /// With `--network`: the only IPv4 networks the guest may reach
+    /// (`203.0.113.0/24`, or an address); repeat for more.
+    #[arg(long = "net-allow", value_name = "CIDR", requires = "network")]
+    pub net_allow: Vec<String>,
+    /// With `--network`: IPv4 networks the guest may not reach, refused
+    /// and counted (`hearth vm network ID`); repeat for more.
+    #[arg(long = "net-deny", value_name = "CIDR", requires = "network")]
+    pub net_deny: Vec<String>,
+    /// With `--network`: each direction's rate limit, kbit/s.
+    #[arg(long = "net-bandwidth", value_name = "KBIT", requires = "network")]
+    pub net_bandwidth: Option<u32>,
     /// Wait until the VM is ready (or has stopped), and say how it went.
     #[arg(long, value_enum)]
     pub wait: Option<WaitFor>,

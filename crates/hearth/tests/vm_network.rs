@@ -219,3 +219,80 @@ fn vm_with_a_nat_network_reaches_the_internet_before_its_first_service() {
     assert_eq!(held_slots(&host), 0, "the slot is released");
     host.assert_clean();
 }
+
+/// A VM whose policy denies the server's address: its service's connection
+/// fails, and the refusal is counted on the VM (`hearth vm network`). A
+/// policy that cannot be applied is refused before anything is made.
+#[test]
+fn a_vm_whose_policy_denies_the_server_cannot_reach_it_and_the_denial_is_counted() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let port = serve_in(&lab.internet_ns);
+    let mut host = Host::new(&[
+        "--network-prefix",
+        &lab.prefix,
+        "--network-namespace",
+        &lab.host_ns,
+    ]);
+    host.start();
+    let bad = host.vm_cli(&["create", "--network", "nat", "--net-deny", "203.0.113.2/24"]);
+    let said = common::text(&bad);
+    assert!(!bad.status.success(), "{said}");
+    assert!(
+        said.contains("host bits set") && said.contains("203.0.113.0/24"),
+        "{said}"
+    );
+    assert_eq!(
+        lab.leftovers(),
+        Vec::<String>::new(),
+        "a refused policy makes nothing"
+    );
+
+    let fetch = format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {INTERNET_ADDR} {port} > /tmp/seen.part; \
+         echo \"nc: $?\" >> /tmp/seen.part; mv /tmp/seen.part /tmp/seen; exec sleep 100000"
+    );
+    let config = serde_json::json!({"services": [{
+        "name": "fetch",
+        "argv": ["sh", "-c", fetch],
+        "readiness": {"kind": "command", "argv": ["test", "-s", "/tmp/seen"]}
+    }]});
+    let file = host.data().join("denied-config.json");
+    std::fs::write(&file, config.to_string()).unwrap();
+    let id = host.create(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--network",
+        "nat",
+        "--net-deny",
+        &format!("{INTERNET_ADDR}"),
+        "--net-bandwidth",
+        "8000",
+        "--wait",
+        "ready",
+    ]);
+    let seen = host.vm_ok(&["exec", &id, "--", "cat", "/tmp/seen"]);
+    assert!(
+        !seen.contains(HOST_ADDR) && !seen.ends_with("nc: 0\n"),
+        "the denied server was reached: {seen:?}"
+    );
+    let shown = host.vm_ok(&["network", &id, "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&shown).expect("JSON");
+    assert!(
+        info["refused_packets"].as_u64().unwrap_or(0) >= 1,
+        "the denial is counted on the VM: {shown}"
+    );
+    let address = format!(
+        "{}/{}",
+        hearth_net::GUEST_ADDRESS,
+        hearth_net::GUEST_PREFIX_LEN
+    );
+    assert_eq!(info["address"], address.as_str(), "{shown}");
+
+    host.vm_ok(&["rm", &id]);
+    host.wait_state(&id, VmState::Destroyed, Duration::from_secs(60));
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
+    host.assert_clean();
+}

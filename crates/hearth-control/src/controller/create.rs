@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hearth_net::NicPolicy;
 use hearth_store::{StateChange, StoreError, VmRecord};
 use hearth_types::api::{CreateVm, NetworkMode, Vm, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS};
 use hearth_types::error_chain;
@@ -59,6 +60,7 @@ pub(super) async fn create(
 ) -> Result<Vm, ControlError> {
     let req = with_size(ctl, req);
     let timeout = check_request(ctl, &req)?;
+    let nic = nic_request(&req)?;
     let now = Timestamp::now();
     let record = VmRecord::requested(
         VmId::generate(),
@@ -76,7 +78,7 @@ pub(super) async fn create(
     ctl.counters.created.fetch_add(1, Ordering::Relaxed);
     tracing::info!(vm = %record.vm.id, tenant = %scope.tenant, image = %req.image, "VM requested");
     let vm = record.vm.clone();
-    tokio::spawn(boot(Arc::clone(ctl), record, req.network));
+    tokio::spawn(boot(Arc::clone(ctl), record, nic));
     Ok(vm)
 }
 
@@ -131,8 +133,14 @@ fn check_network(ctl: &Controller, req: &CreateVm) -> Result<(), ControlError> {
         ));
     }
     if req.network.is_none() {
+        if req.network_policy.is_some() {
+            return Err(ControlError::Invalid(
+                "network_policy needs a NIC: add `network` (\"nat\")".into(),
+            ));
+        }
         return Ok(());
     }
+    nic_request(req)?;
     if req.backend != BackendKind::Qemu {
         return Err(ControlError::Invalid(format!(
             "network: the {} backend cannot give a VM a NIC yet; use the qemu backend",
@@ -149,16 +157,28 @@ fn check_network(ctl: &Controller, req: &CreateVm) -> Result<(), ControlError> {
     ctl.networks.check_available()
 }
 
+/// The NAT NIC a request asks for, with its checked policy.
+fn nic_request(req: &CreateVm) -> Result<Option<NicPolicy>, ControlError> {
+    let Some(NetworkMode::Nat) = req.network else {
+        return Ok(None);
+    };
+    let policy = req.network_policy.clone().unwrap_or_default();
+    NicPolicy::from_request(&policy)
+        .map(Some)
+        .map_err(ControlError::Invalid)
+}
+
 /// A create step that failed.
 struct StepFailure {
     step: &'static str,
     reason: String,
 }
 
-async fn boot(ctl: Arc<Controller>, record: VmRecord, network: Option<NetworkMode>) {
+async fn boot(ctl: Arc<Controller>, record: VmRecord, network: Option<NicPolicy>) {
     let id = record.vm.id.clone();
+    let networked = network.is_some();
     let result = steps(&ctl, &record, network).await;
-    if result.is_err() && network.is_some() {
+    if result.is_err() && networked {
         super::network::undo(&ctl, &id).await;
     }
     match result {
@@ -187,7 +207,7 @@ async fn stopping(ctl: &Controller, id: &VmId) -> bool {
 async fn steps(
     ctl: &Arc<Controller>,
     record: &VmRecord,
-    network: Option<NetworkMode>,
+    network: Option<NicPolicy>,
 ) -> Result<(RunningVm, bool), StepFailure> {
     let id = &record.vm.id;
     let data = ctl.config.data.clone();
@@ -217,7 +237,7 @@ async fn steps(
         cmdline.push_str(super::agent::CONFIG_FROM_HOST);
     }
     let description = files.describe(id, &assets, record.vm.vcpus, record.vm.memory_mib, cmdline);
-    let nic = network_step(ctl, id, network, &files).await?;
+    let nic = network_step(ctl, id, network.as_ref(), &files).await?;
     let (mut running, recorded) = match start_recorded(ctl, record, &description, nic).await {
         (Ok(running), recorded) => (running, recorded),
         (Err(e), _) => {
@@ -252,13 +272,13 @@ async fn steps(
 async fn network_step(
     ctl: &Controller,
     id: &VmId,
-    network: Option<NetworkMode>,
+    network: Option<&NicPolicy>,
     files: &VmFiles,
 ) -> Result<Option<Nic>, StepFailure> {
-    let Some(NetworkMode::Nat) = network else {
+    let Some(policy) = network else {
         return Ok(None);
     };
-    match super::network::attach(ctl, id).await {
+    match super::network::attach(ctl, id, policy).await {
         Ok(nic) => Ok(Some(nic)),
         Err(why) => {
             files.release_runtime();

@@ -7,8 +7,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use hearth_net::{NetHost, Network, Orphans, Prefix, TransitPool, VmNic};
+use hearth_net::{NetHost, Network, NicPolicy, Orphans, Prefix, TransitPool, VmNic};
 use hearth_store::{Store, VmFilter};
+use hearth_types::api::{NetworkMode, VmNetworkInfo};
 use hearth_types::guest::GuestNetwork;
 use hearth_types::{error_chain, VmId, VmState};
 use tokio::sync::{Mutex, OnceCell};
@@ -67,12 +68,15 @@ impl Networks {
 
     /// The VM's NIC, its slot claimed first; the host prepared before the
     /// first one.
-    async fn attach(&self, vm: &VmId) -> Result<VmNic, String> {
+    async fn attach(&self, vm: &VmId, policy: &NicPolicy) -> Result<VmNic, String> {
         let network = self.network.as_ref().map_err(Clone::clone)?;
         let prepare = || async { network.host().prepare().await };
         let prepared = self.prepared.get_or_try_init(prepare).await;
         prepared.map_err(|e| format!("preparing the host: {}", error_chain(&e)))?;
-        network.attach(vm).await.map_err(|e| error_chain(&e))
+        network
+            .attach(vm, policy)
+            .await
+            .map_err(|e| error_chain(&e))
     }
 
     /// Removes the VM's network if it has one (idempotent).
@@ -87,8 +91,12 @@ impl Networks {
 /// The create step: attaches VM `id`'s network and adds it to the guest
 /// configuration the agent reads, so the address is in place before any
 /// service starts. A failure after the attach removes the network again.
-pub(super) async fn attach(ctl: &Controller, id: &VmId) -> Result<hearth_vmm::Nic, String> {
-    let nic = ctl.networks.attach(id).await?;
+pub(super) async fn attach(
+    ctl: &Controller,
+    id: &VmId,
+    policy: &NicPolicy,
+) -> Result<hearth_vmm::Nic, String> {
+    let nic = ctl.networks.attach(id, policy).await?;
     let mac = nic.guest.mac_text();
     let told = tell_guest(ctl, id, &nic).await;
     if let Err(why) = told {
@@ -113,6 +121,35 @@ async fn tell_guest(ctl: &Controller, id: &VmId, nic: &VmNic) -> Result<(), Stri
     });
     let stored = ctl.store.set_guest_config(id, &config).await;
     stored.map_err(|e| error_chain(&e))
+}
+
+impl Controller {
+    /// VM `id`'s NIC: what its guest was told, and how many of its
+    /// packets were refused. `None` when it has none (or it is gone).
+    pub async fn vm_network(
+        &self,
+        scope: &super::Scope,
+        id: &VmId,
+    ) -> Result<Option<VmNetworkInfo>, ControlError> {
+        self.vm(scope, id).await?;
+        let config = self.store.guest_config(id).await?;
+        let Some(guest) = config.network else {
+            return Ok(None);
+        };
+        let Ok(network) = &self.networks.network else {
+            return Ok(None);
+        };
+        let Some(refused_packets) = network.refused_packets(id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(VmNetworkInfo {
+            mode: NetworkMode::Nat,
+            address: format!("{}/{}", guest.address, guest.prefix_len),
+            gateway: guest.gateway.to_string(),
+            mac: guest.mac,
+            refused_packets,
+        }))
+    }
 }
 
 /// Undoes the create step of a VM whose creation failed.

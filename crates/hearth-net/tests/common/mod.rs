@@ -181,6 +181,71 @@ impl Lab {
         guest
     }
 
+    /// One more address of the internet namespace, with a server of the
+    /// same kind on it; its port.
+    pub fn internet_address(&self, addr: Ipv4Addr) -> u16 {
+        let cidr = format!("{addr}/24");
+        ip(&["-n", &self.internet_ns, "addr", "add", &cidr, "dev", "up1"]);
+        serve_in(&self.internet_ns, addr)
+    }
+
+    /// [`Lab::ask_from`] to any port.
+    pub fn ask_port(&self, ns: &str, to: Ipv4Addr, port: u16) -> std::io::Result<String> {
+        let target = SocketAddr::from((to, port));
+        in_ns(ns, move || {
+            let mut stream = TcpStream::connect_timeout(&target, Duration::from_millis(500))?;
+            stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+            let mut seen = String::new();
+            stream.read_to_string(&mut seen)?;
+            Ok(seen)
+        })
+    }
+
+    /// A server on the internet's address that sends `bytes` zero bytes to
+    /// each client and closes; its port.
+    pub fn bulk_server(&self, bytes: usize) -> u16 {
+        let listener = in_ns(&self.internet_ns, move || {
+            TcpListener::bind((INTERNET_ADDR, 0))
+        })
+        .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let chunk = vec![0u8; 64 * 1024];
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut left = bytes;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if stream.write_all(&chunk[..n]).is_err() {
+                        break;
+                    }
+                    left -= n;
+                }
+            }
+        });
+        port
+    }
+
+    /// Reads everything the bulk server at `port` sends, from inside `ns`:
+    /// how many bytes, and how long it took.
+    pub fn download(&self, ns: &str, port: u16) -> std::io::Result<(usize, Duration)> {
+        let target = SocketAddr::from((INTERNET_ADDR, port));
+        in_ns(ns, move || {
+            let started = std::time::Instant::now();
+            let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+            stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+            let mut total = 0;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = stream.read(&mut buf)?;
+                if n == 0 {
+                    return Ok((total, started.elapsed()));
+                }
+                total += n;
+            }
+        })
+    }
+
     /// Our names in /run/netns.
     pub fn namespaces(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(netns::NETNS_DIR)

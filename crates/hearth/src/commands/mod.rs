@@ -121,6 +121,7 @@ fn run_vm(data: &DataDir, command: VmCommand) -> anyhow::Result<ExitCode> {
             service: Some(name),
         } => vm_agent::service_logs(&api, &id, &name, lines),
         VmCommand::Health { api, id, json } => vm_agent::health(&api, &id, json),
+        VmCommand::Network { api, id, json } => vm_agent::network(&api, &id, json),
         VmCommand::Report { api, id, json } => vm_agent::report(&api, &id, json),
         VmCommand::Cp { api, from, to } => vm_agent::cp(&api, &from, &to),
         VmCommand::Why { api, id, json } => vm_api::why(&api, &id, json),

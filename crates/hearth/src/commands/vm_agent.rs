@@ -7,7 +7,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hearth_types::api::{FileWritten, ServiceHealth, ServiceLogs, VmBootReport, VmHealth};
+use hearth_types::api::{
+    FileWritten, ServiceHealth, ServiceLogs, VmBootReport, VmHealth, VmNetworkInfo,
+};
 use hearth_types::VmId;
 use sha2::{Digest, Sha256};
 
@@ -27,6 +29,18 @@ pub fn health(api: &ApiArgs, id: &VmId, json: bool) -> anyhow::Result<ExitCode> 
         println!("{}", serde_json::to_string_pretty(&h)?);
     } else {
         print!("{}", describe_health(&h));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hearth vm network ID`.
+pub fn network(api: &ApiArgs, id: &VmId, json: bool) -> anyhow::Result<ExitCode> {
+    let n: VmNetworkInfo = Client::new(api)?.get(&format!("/v1/vms/{id}/network"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&n)?);
+    } else {
+        println!("address: {} via {} ({})", n.address, n.gateway, n.mac);
+        println!("refused: {} packets", n.refused_packets);
     }
     Ok(ExitCode::SUCCESS)
 }

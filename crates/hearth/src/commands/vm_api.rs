@@ -9,7 +9,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use hearth_types::api::{ConsoleTail, CreateVm, Diagnosis, Finding, NetworkMode, Vm, VmEvent};
+use hearth_types::api::{
+    ConsoleTail, CreateVm, Diagnosis, Finding, NetworkMode, NetworkPolicy, Vm, VmEvent,
+};
 use hearth_types::{BackendKind, Timestamp, VmId, VmState};
 
 use super::client::{Client, ClientError};
@@ -27,6 +29,17 @@ const FAST_FOR: Duration = Duration::from_secs(20);
 /// How often `rm` asks again when the VM changed under its request.
 const CONFLICT_TRIES: u32 = 5;
 
+/// The NIC's policy from `--net-allow`, `--net-deny`, `--net-bandwidth`;
+/// none when no flag is given (the server checks each value).
+fn network_policy(args: &CreateArgs) -> Option<NetworkPolicy> {
+    let policy = NetworkPolicy {
+        allow: args.net_allow.clone(),
+        deny: args.net_deny.clone(),
+        bandwidth_kbit: args.net_bandwidth,
+    };
+    (policy != NetworkPolicy::default()).then_some(policy)
+}
+
 pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.api)?;
     let req = CreateVm {
@@ -43,6 +56,7 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         network: args.network.map(|n| match n {
             NetworkArg::Nat => NetworkMode::Nat,
         }),
+        network_policy: network_policy(&args),
     };
     let started = Instant::now();
     let vm: Vm = client.post("/v1/vms", Some(&req))?;

@@ -296,3 +296,70 @@ fn a_vm_whose_policy_denies_the_server_cannot_reach_it_and_the_denial_is_counted
     assert_eq!(lab.leftovers(), Vec::<String>::new());
     host.assert_clean();
 }
+
+/// What the guest sees fetching from the internet namespace's server now
+/// (through `hearth vm exec`): the answer and nc's status.
+fn fetch_now(host: &mut Host, id: &str, port: u16) -> String {
+    let fetch = format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {INTERNET_ADDR} {port}; echo \"nc: $?\""
+    );
+    host.vm_ok(&["exec", id, "--", "sh", "-c", &fetch])
+}
+
+/// kill -9 of the controller with a networked VM running, and again right
+/// after a second networked VM was asked for (its network half made or not
+/// yet), then of the first VM's hypervisor: the restarted controller adopts
+/// the running VM with its network still working, the killed hypervisor
+/// fails its VM, and once both are removed no namespace, link or slot of
+/// either is left.
+#[test]
+fn a_killed_controller_leaves_a_networked_vm_working_and_nothing_behind() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let port = serve_in(&lab.internet_ns);
+    let mut host = Host::new(&[
+        "--network-prefix",
+        &lab.prefix,
+        "--network-namespace",
+        &lab.host_ns,
+    ]);
+    host.start();
+    let id = host.create(&["--network", "nat", "--wait", "ready"]);
+    let answer = format!("{HOST_ADDR}\nnc: 0\n");
+    assert!(fetch_now(&mut host, &id, port).ends_with(&answer));
+
+    host.kill_serve();
+    host.start();
+    host.wait_state(&id, VmState::Ready, Duration::from_secs(60));
+    let after = fetch_now(&mut host, &id, port);
+    assert!(
+        after.ends_with(&answer),
+        "the adopted VM's network works: {after:?}"
+    );
+    assert_eq!(
+        lab.leftovers().len(),
+        2,
+        "its namespace and host link, kept"
+    );
+
+    let second = host.create(&["--network", "nat"]);
+    host.kill_serve();
+    host.start();
+    let qemu = host
+        .hypervisor_of(&id)
+        .expect("the adopted VM's hypervisor");
+    // SAFETY: kill(2) of a process this test's server started.
+    unsafe { libc::kill(qemu as i32, libc::SIGKILL) };
+    host.wait_state(&id, VmState::Failed, Duration::from_secs(60));
+    for vm in [&id, &second] {
+        host.vm_ok(&["rm", vm]);
+    }
+    for vm in [&id, &second] {
+        host.wait_state(vm, VmState::Destroyed, Duration::from_secs(90));
+    }
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
+    assert_eq!(held_slots(&host), 0, "both slots released");
+    host.assert_clean();
+}

@@ -363,3 +363,63 @@ fn a_killed_controller_leaves_a_networked_vm_working_and_nothing_behind() {
     assert_eq!(held_slots(&host), 0, "both slots released");
     host.assert_clean();
 }
+
+/// The same on the `debian` image (systemd as init, the agent one of its
+/// units): the address is in place before the agent's first service starts,
+/// which reaches the server at once, and no unit waits on
+/// network-online.target.
+#[test]
+fn a_debian_vm_has_its_address_before_its_first_service() {
+    if !can_run() {
+        return;
+    }
+    common::ensure_assets("debian");
+    let lab = Lab::new();
+    let port = serve_in(&lab.internet_ns);
+    let mut host = Host::new(&[
+        "--network-prefix",
+        &lab.prefix,
+        "--network-namespace",
+        &lab.host_ns,
+    ]);
+    host.start();
+    let fetch = format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc {INTERNET_ADDR} {port} > /tmp/seen.part; \
+         echo \"nc: $?\" >> /tmp/seen.part; mv /tmp/seen.part /tmp/seen; exec sleep 100000"
+    );
+    let config = serde_json::json!({"services": [{
+        "name": "fetch",
+        "argv": ["sh", "-c", fetch],
+        "readiness": {"kind": "command", "argv": ["test", "-s", "/tmp/seen"]}
+    }]});
+    let file = host.data().join("debian-network-config.json");
+    std::fs::write(&file, config.to_string()).unwrap();
+    let id = host.create(&[
+        "--image",
+        "debian",
+        "--memory",
+        "512",
+        "--readiness-timeout",
+        "300",
+        "--config",
+        file.to_str().unwrap(),
+        "--network",
+        "nat",
+        "--wait",
+        "ready",
+    ]);
+    let seen = host.vm_ok(&["exec", &id, "--", "cat", "/tmp/seen"]);
+    assert!(
+        seen.ends_with(&format!("\r\n\r\n{HOST_ADDR}\nnc: 0\n")),
+        "the first service's connection reached the server: {seen:?}"
+    );
+    let jobs = host.vm_ok(&["exec", &id, "--", "systemctl", "list-jobs", "--no-legend"]);
+    assert!(
+        !jobs.contains("network-online"),
+        "a unit waits on the network: {jobs}"
+    );
+    host.vm_ok(&["rm", &id]);
+    host.wait_state(&id, VmState::Destroyed, Duration::from_secs(60));
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
+    host.assert_clean();
+}

@@ -197,14 +197,26 @@ pub fn cmdline(command: &[String]) -> Result<String, PrepareError> {
     Ok(line)
 }
 
+/// The file name of a persistent VM's writable disk in its directory.
+/// [`VmFiles::release_runtime`] never removes it: only the deletion of
+/// the VM's directory (`rm`) does.
+pub const KEPT_DISK: &str = "disk.ext4";
+/// The logs a restart moves aside (to `NAME.previous.log`), so that each
+/// boot's console is read on its own.
+pub const ROTATED_LOGS: &[&str] = &["console", "hypervisor"];
+
 /// The files of one VM on the host.
 #[derive(Debug, Clone)]
 pub struct VmFiles {
     pub dir: PathBuf,
+    /// The guest's writable layer: `layer.ext4`, made per boot, or a
+    /// persistent VM's kept disk ([`KEPT_DISK`]).
     pub layer: PathBuf,
     pub console_log: PathBuf,
     /// The host end of the guest agent's channel (QEMU listens on it).
     pub agent_socket: PathBuf,
+    /// The layer is a persistent VM's disk, kept across boots.
+    pub kept: bool,
 }
 
 impl VmFiles {
@@ -224,7 +236,44 @@ impl VmFiles {
             console_log: dir.join("console.log"),
             agent_socket: dir.join(AGENT_SOCKET),
             dir,
+            kept: false,
         }
+    }
+
+    /// The same VM's files with its kept disk as the writable layer.
+    pub fn with_kept_disk(mut self) -> Self {
+        self.layer = self.dir.join(KEPT_DISK);
+        self.kept = true;
+        self
+    }
+
+    /// Creates the directory and, unless it exists, the kept disk of
+    /// `size_mib` (an empty ext4 the guest's initramfs finds by its
+    /// label). True when the disk was made now.
+    pub fn ensure_kept_disk(&self, data: &DataDir, size_mib: u32) -> Result<bool, PrepareError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| PrepareError::VmDir {
+            path: self.dir.clone(),
+            source,
+        })?;
+        if self.layer.exists() {
+            return Ok(false);
+        }
+        layer::create_layer_of_size(data, &self.layer, u64::from(size_mib) << 20)?;
+        Ok(true)
+    }
+
+    /// Moves the last boot's logs aside (`console.previous.log`, ...)
+    /// before a kept VM boots again: the hypervisor appends to its logs,
+    /// and the verdict and diagnosis read one boot's.
+    pub fn rotate_logs(&self) -> std::io::Result<()> {
+        for name in ROTATED_LOGS {
+            let from = self.dir.join(format!("{name}.log"));
+            match std::fs::rename(&from, self.dir.join(format!("{name}.previous.log"))) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Creates the directory and the writable layer; undoes both on failure.
@@ -241,9 +290,11 @@ impl VmFiles {
     }
 
     /// Frees what only a running VM needs (the writable layer, sockets) and
-    /// keeps the evidence: console and hypervisor logs.
+    /// keeps the evidence: console and hypervisor logs. A kept disk stays.
     pub fn release_runtime(&self) {
-        let _ = std::fs::remove_file(&self.layer);
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.layer);
+        }
         for sock in ["qmp.sock", "firecracker.sock", AGENT_SOCKET] {
             let _ = std::fs::remove_file(self.dir.join(sock));
         }

@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, Notify};
 
 use super::Controller;
 use crate::lifecycle::{next, Transition};
+use crate::restart::Ending;
 use crate::verdict::{ConsoleFacts, FailReason};
 
 /// How long a guest gets to shut down when asked before it is killed.
@@ -139,12 +140,12 @@ async fn on_exit(ctl: &Arc<Controller>, id: &VmId, facts: &ConsoleFacts, exit: E
     }
     let clean = exit.success() || (exit == ExitInfo::UNKNOWN && facts.powered_off);
     if state == VmState::Stopping || (clean && facts.powered_off) {
-        let message = if state == VmState::Stopping {
-            "stopped on request"
+        let (message, ending) = if state == VmState::Stopping {
+            ("stopped on request", Ending::StopRequested)
         } else {
-            "the guest powered off"
+            ("the guest powered off", Ending::PoweredOff)
         };
-        super::cleanup::finish(ctl, id, state, Transition::Exited, message).await;
+        super::cleanup::finish(ctl, id, state, Transition::Exited, message, ending).await;
         return;
     }
     if next(state, Transition::Fail(FailureCode::HypervisorExited)).is_ok() {

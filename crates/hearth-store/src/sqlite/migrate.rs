@@ -61,6 +61,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0008_egress_settings",
         sql: include_str!("../migrations/0008_egress_settings.sql"),
     },
+    // Persistent VMs.
+    Migration {
+        version: 9,
+        name: "0009_persistent_vms",
+        sql: include_str!("../migrations/0009_persistent_vms.sql"),
+    },
 ];
 
 /// The schema version this build writes: the last migration's number.

@@ -5,14 +5,19 @@
 //! so exec, files, ports, network and the viewer work on it unchanged.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hearth_store::{NewBoot, StateChange, VmFilter, VmRecord};
 use hearth_types::api::{NetworkMode, Vm};
 use hearth_types::{Timestamp, VmState};
 
 use super::{watch, ControlError, Controller, Scope};
+use crate::agent_link::ExecEvent;
 use crate::lifecycle::{next, Transition};
 use crate::restart::{plan, Ending};
+
+/// How long the guest gets to write its caches to its disk before a stop.
+const FLUSH: Duration = Duration::from_secs(10);
 
 /// What a VM's ended run leaves in its state change, and what follows it.
 #[derive(Debug, Clone, Default)]
@@ -104,7 +109,7 @@ pub(super) async fn stop(
 /// Stops `record`'s VM with `message` as the event (a request, the idle
 /// policy).
 pub(super) async fn stop_record(
-    ctl: &Controller,
+    ctl: &Arc<Controller>,
     record: &VmRecord,
     message: &str,
 ) -> Result<Vm, ControlError> {
@@ -124,10 +129,43 @@ pub(super) async fn stop_record(
             let to = next(state, Transition::Stop)?;
             let change = StateChange::to(to, Timestamp::now(), message);
             let vm = ctl.store.transition(id, state, &change).await?.vm;
-            if !watch::request_stop(ctl, id) && state.has_process() {
-                super::cleanup::kill_recorded(record);
-            }
+            let (ctl, record) = (Arc::clone(ctl), record.clone());
+            tokio::spawn(async move {
+                if record.vm.persistent {
+                    flush_disk(&ctl, &record.vm.id).await;
+                }
+                if !watch::request_stop(&ctl, &record.vm.id) && state.has_process() {
+                    super::cleanup::kill_recorded(&record);
+                }
+            });
             Ok(vm)
+        }
+    }
+}
+
+/// Has the guest agent of a kept VM run `sync` before its hypervisor is
+/// asked to shut down, so that a stop which ends in a kill (a guest that
+/// ignores the power button) loses nothing written before it. Best
+/// effort, bounded by [`FLUSH`].
+async fn flush_disk(ctl: &Controller, id: &hearth_types::VmId) {
+    let Some(link) = ctl.links.get(id).filter(|l| l.connected()) else {
+        return;
+    };
+    let Some(mut events) = link.exec(vec!["sync".into()], Some(FLUSH), false) else {
+        return;
+    };
+    let ended = async {
+        while let Some(event) = events.recv().await {
+            if !matches!(event, ExecEvent::Output(..)) {
+                return event;
+            }
+        }
+        ExecEvent::Lost
+    };
+    match tokio::time::timeout(FLUSH, ended).await {
+        Ok(ExecEvent::Exit { code: Some(0), .. }) => {}
+        other => {
+            tracing::warn!(vm = %id, outcome = ?other, "the guest's sync before a stop did not succeed")
         }
     }
 }
@@ -169,7 +207,7 @@ async fn boot_again(
     let to = next(state, Transition::Start)?;
     let now = Timestamp::now();
     let mut change = StateChange::to(to, now, message);
-    let deadline = now.plus(std::time::Duration::from_secs(record.readiness_secs()));
+    let deadline = now.plus(Duration::from_secs(record.readiness_secs()));
     change.new_boot = Some(NewBoot {
         ready_deadline: deadline,
         restarts,

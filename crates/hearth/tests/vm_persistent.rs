@@ -291,3 +291,43 @@ fn an_idle_vm_is_stopped_and_bad_requests_are_refused_with_the_fix() {
     }
     host.assert_clean();
 }
+
+#[test]
+fn an_always_vm_that_was_running_when_the_host_went_down_starts_again() {
+    let mut host = host();
+    let id = create_kept(&mut host, &["--restart", "always"]);
+    sh(
+        &mut host,
+        &id,
+        &format!("echo before-the-outage > {FILE} && sync"),
+    );
+
+    // The host goes down: the server, then its hypervisors.
+    let pid = host.hypervisor_of(&id).expect("QEMU");
+    assert!(host.stop_serve().success(), "{}", host.serve_logs());
+    signal(pid, libc::SIGKILL);
+    host.start();
+    let vm = host.wait_vm(&id, BOOT, |vm| {
+        vm.state == VmState::Ready && vm.restarts == 1
+    });
+    assert_eq!(vm.failure, None);
+    let said: Vec<String> = events(&mut host, &id)
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        said.iter().any(
+            |m| m.starts_with("restarting (restart policy always, restart 1)")
+                && m.contains("after a controller restart")
+        ),
+        "{said:#?}"
+    );
+    assert_eq!(
+        sh(&mut host, &id, &format!("cat {FILE}")),
+        "before-the-outage\n"
+    );
+
+    host.vm_ok(&["rm", &id]);
+    host.wait_state(&id, VmState::Destroyed, STOP);
+    host.assert_clean();
+}

@@ -340,3 +340,35 @@ impl VmFiles {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releasing_a_kept_vm_keeps_its_disk_and_a_restart_moves_its_logs_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path().to_owned());
+        let id: VmId = "vm-0123456789ab".parse().unwrap();
+        let files = VmFiles::for_vm(&data, &id).with_kept_disk();
+        std::fs::create_dir_all(&files.dir).unwrap();
+        std::fs::write(&files.layer, b"the kept disk").unwrap();
+        std::fs::write(files.dir.join("layer.ext4"), b"a per-boot layer").unwrap();
+        std::fs::write(&files.console_log, b"boot 1\n").unwrap();
+
+        files.release_runtime();
+        VmFiles::for_vm(&data, &id).release_runtime();
+        assert_eq!(std::fs::read(&files.layer).unwrap(), b"the kept disk");
+        assert!(!files.dir.join("layer.ext4").exists());
+
+        files.rotate_logs().unwrap();
+        assert!(!files.console_log.exists());
+        let previous = std::fs::read(files.dir.join("console.previous.log")).unwrap();
+        assert_eq!(previous, b"boot 1\n");
+        files.rotate_logs().unwrap();
+        assert!(
+            !files.ensure_kept_disk(&data, 64).unwrap(),
+            "an existing disk is reused"
+        );
+    }
+}

@@ -73,6 +73,19 @@ impl VmRecord {
         self.readiness_secs
             .unwrap_or_else(|| self.vm.ready_deadline.since(self.vm.created_at).as_secs())
     }
+
+    /// When its latest boot began: its creation, or the start of a kept VM
+    /// that booted again (each boot's deadline is its start plus
+    /// [`VmRecord::readiness_secs`]).
+    pub fn boot_started_at(&self) -> Timestamp {
+        let secs = i64::try_from(self.readiness_secs()).unwrap_or(i64::MAX / 1000);
+        let start = self
+            .vm
+            .ready_deadline
+            .as_millis()
+            .saturating_sub(secs * 1000);
+        Timestamp::from_millis(start.max(self.vm.created_at.as_millis()))
+    }
 }
 
 pub use hearth_types::ProcessRef;

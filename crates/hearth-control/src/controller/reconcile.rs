@@ -154,7 +154,7 @@ async fn adopt(ctl: &Arc<Controller>, r: &VmRecord, process: ProcessRef) {
     let agent_ready = super::agent::ready_from_agent(ctl, &r.vm);
     watch::start(Arc::clone(ctl), id.clone(), running, agent_ready);
     if agent_ready && state == VmState::Booting {
-        super::agent::ready_if_recorded(ctl, &id).await;
+        super::agent::ready_if_recorded(ctl, r).await;
     }
 }
 

@@ -115,7 +115,8 @@ pub(super) async fn mark_ready(ctl: &Controller, id: &VmId, message: &str) {
     let mut change = StateChange::to(VmState::Ready, now, message);
     change.ready_at = Some(now);
     if let Ok(record) = ctl.store.transition(id, VmState::Booting, &change).await {
-        let secs = now.since(record.vm.created_at).as_secs_f64();
+        // From this boot's start: a kept VM's restart is not its creation.
+        let secs = now.since(record.boot_started_at()).as_secs_f64();
         ctl.counters
             .boot_seconds
             .lock()

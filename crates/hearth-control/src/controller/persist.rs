@@ -84,7 +84,9 @@ impl AfterRun {
     /// recorded.
     pub(super) async fn follow_up(&self, ctl: &Controller, id: &hearth_types::VmId) {
         if let Some(due) = self.cleanup_after {
-            super::cleanup::schedule_destroy(ctl, id, due).await;
+            if !removal_pending(ctl, id).await {
+                super::cleanup::schedule_destroy(ctl, id, due).await;
+            }
         }
         if let Some(note) = &self.note {
             if let Err(e) = ctl.store.add_event(id, Timestamp::now(), note).await {
@@ -92,6 +94,13 @@ impl AfterRun {
             }
         }
     }
+}
+
+/// Whether `rm` already asked for the VM's removal (its job then does what
+/// a grace-period cleanup would, sooner).
+async fn removal_pending(ctl: &Controller, id: &hearth_types::VmId) -> bool {
+    let jobs = ctl.store.jobs_for(id).await.unwrap_or_default();
+    jobs.iter().any(|j| j.kind == hearth_store::JobKind::Remove)
 }
 
 /// `POST /v1/vms/{id}/stop`: a running VM is shut down (any VM; a

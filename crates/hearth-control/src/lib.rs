@@ -9,6 +9,7 @@ pub mod foreground;
 pub mod isolation;
 pub mod lifecycle;
 pub mod prepare;
+pub mod restart;
 pub mod verdict;
 
 #[cfg(test)]

@@ -22,10 +22,13 @@ pub enum Transition {
     Fail(FailureCode),
     /// Its files are removed and its logs archived.
     Destroy,
+    /// A persistent VM boots again from its kept disk (on request, or by
+    /// its restart policy).
+    Start,
 }
 
 impl Transition {
-    pub const ALL_KINDS: [Transition; 7] = [
+    pub const ALL_KINDS: [Transition; 8] = [
         Transition::Prepare,
         Transition::Boot,
         Transition::Ready,
@@ -33,6 +36,7 @@ impl Transition {
         Transition::Exited,
         Transition::Fail(FailureCode::HypervisorExited),
         Transition::Destroy,
+        Transition::Start,
     ];
 }
 
@@ -57,6 +61,7 @@ pub fn next(from: VmState, t: Transition) -> Result<VmState, InvalidTransition> 
             S::Failed
         }
         (S::Stopped | S::Failed, T::Destroy) => S::Destroyed,
+        (S::Stopped | S::Failed, T::Start) => S::Preparing,
         _ => {
             return Err(InvalidTransition {
                 from,
@@ -76,6 +81,7 @@ fn verb(t: Transition) -> &'static str {
         Transition::Exited => "exit",
         Transition::Fail(_) => "fail",
         Transition::Destroy => "be destroyed (stop it first)",
+        Transition::Start => "be started (only a stopped or failed VM starts)",
     }
 }
 
@@ -103,6 +109,8 @@ mod tests {
         (S::Stopping, "fail", S::Failed),
         (S::Stopped, "destroy", S::Destroyed),
         (S::Failed, "destroy", S::Destroyed),
+        (S::Stopped, "start", S::Preparing),
+        (S::Failed, "start", S::Preparing),
     ];
 
     fn name(t: Transition) -> &'static str {
@@ -114,6 +122,7 @@ mod tests {
             Transition::Exited => "exited",
             Transition::Fail(_) => "fail",
             Transition::Destroy => "destroy",
+            Transition::Start => "start",
         }
     }
 
@@ -160,6 +169,23 @@ mod tests {
                 "{start} cannot reach destroyed"
             );
         }
+    }
+
+    #[test]
+    fn a_started_vm_boots_through_the_same_states_as_a_new_one() {
+        for from in [S::Stopped, S::Failed] {
+            let mut s = next(from, Transition::Start).unwrap();
+            for t in [Transition::Boot, Transition::Ready, Transition::Stop] {
+                s = next(s, t).unwrap();
+            }
+            assert_eq!(next(s, Transition::Exited), Ok(S::Stopped));
+        }
+        let running = next(S::Ready, Transition::Start).unwrap_err().to_string();
+        assert_eq!(
+            running,
+            "a VM that is ready cannot be started (only a stopped or failed VM starts)"
+        );
+        assert!(next(S::Destroyed, Transition::Start).is_err());
     }
 
     #[test]

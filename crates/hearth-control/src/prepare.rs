@@ -230,14 +230,26 @@ pub fn cmdline(command: &[String]) -> Result<String, PrepareError> {
     Ok(line)
 }
 
+/// The file name of a persistent VM's writable disk in its directory.
+/// [`VmFiles::release_runtime`] never removes it: only the deletion of
+/// the VM's directory (`rm`) does.
+pub const KEPT_DISK: &str = "disk.ext4";
+/// The logs a restart moves aside (to `NAME.previous.log`), so that each
+/// boot's console is read on its own.
+pub const ROTATED_LOGS: &[&str] = &["console", "hypervisor"];
+
 /// The files of one VM on the host.
 #[derive(Debug, Clone)]
 pub struct VmFiles {
     pub dir: PathBuf,
+    /// The guest's writable layer: `layer.ext4`, made per boot, or a
+    /// persistent VM's kept disk ([`KEPT_DISK`]).
     pub layer: PathBuf,
     pub console_log: PathBuf,
     /// The host end of the guest agent's channel (QEMU listens on it).
     pub agent_socket: PathBuf,
+    /// The layer is a persistent VM's disk, kept across boots.
+    pub kept: bool,
 }
 
 impl VmFiles {
@@ -257,7 +269,44 @@ impl VmFiles {
             console_log: dir.join("console.log"),
             agent_socket: dir.join(AGENT_SOCKET),
             dir,
+            kept: false,
         }
+    }
+
+    /// The same VM's files with its kept disk as the writable layer.
+    pub fn with_kept_disk(mut self) -> Self {
+        self.layer = self.dir.join(KEPT_DISK);
+        self.kept = true;
+        self
+    }
+
+    /// Creates the directory and, unless it exists, the kept disk of
+    /// `size_mib` (an empty ext4 the guest's initramfs finds by its
+    /// label). True when the disk was made now.
+    pub fn ensure_kept_disk(&self, data: &DataDir, size_mib: u32) -> Result<bool, PrepareError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| PrepareError::VmDir {
+            path: self.dir.clone(),
+            source,
+        })?;
+        if self.layer.exists() {
+            return Ok(false);
+        }
+        layer::create_layer_of_size(data, &self.layer, u64::from(size_mib) << 20)?;
+        Ok(true)
+    }
+
+    /// Moves the last boot's logs aside (`console.previous.log`, ...)
+    /// before a kept VM boots again: the hypervisor appends to its logs,
+    /// and the verdict and diagnosis read one boot's.
+    pub fn rotate_logs(&self) -> std::io::Result<()> {
+        for name in ROTATED_LOGS {
+            let from = self.dir.join(format!("{name}.log"));
+            match std::fs::rename(&from, self.dir.join(format!("{name}.previous.log"))) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Creates the directory and the writable layer; undoes both on failure.
@@ -274,9 +323,11 @@ impl VmFiles {
     }
 
     /// Frees what only a running VM needs (the writable layer, sockets) and
-    /// keeps the evidence: console and hypervisor logs.
+    /// keeps the evidence: console and hypervisor logs. A kept disk stays.
     pub fn release_runtime(&self) {
-        let _ = std::fs::remove_file(&self.layer);
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.layer);
+        }
         for sock in ["qmp.sock", "firecracker.sock", AGENT_SOCKET] {
             let _ = std::fs::remove_file(self.dir.join(sock));
         }
@@ -320,5 +371,37 @@ impl VmFiles {
                 socket: self.agent_socket.clone(),
             }],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releasing_a_kept_vm_keeps_its_disk_and_a_restart_moves_its_logs_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path().to_owned());
+        let id: VmId = "vm-0123456789ab".parse().unwrap();
+        let files = VmFiles::for_vm(&data, &id).with_kept_disk();
+        std::fs::create_dir_all(&files.dir).unwrap();
+        std::fs::write(&files.layer, b"the kept disk").unwrap();
+        std::fs::write(files.dir.join("layer.ext4"), b"a per-boot layer").unwrap();
+        std::fs::write(&files.console_log, b"boot 1\n").unwrap();
+
+        files.release_runtime();
+        VmFiles::for_vm(&data, &id).release_runtime();
+        assert_eq!(std::fs::read(&files.layer).unwrap(), b"the kept disk");
+        assert!(!files.dir.join("layer.ext4").exists());
+
+        files.rotate_logs().unwrap();
+        assert!(!files.console_log.exists());
+        let previous = std::fs::read(files.dir.join("console.previous.log")).unwrap();
+        assert_eq!(previous, b"boot 1\n");
+        files.rotate_logs().unwrap();
+        assert!(
+            !files.ensure_kept_disk(&data, 64).unwrap(),
+            "an existing disk is reused"
+        );
     }
 }

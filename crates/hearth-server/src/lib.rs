@@ -171,6 +171,8 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         .route("/v1/vms/{id}", get(vms::get).delete(vms::destroy))
         .route("/v1/vms/{id}/hold", post(vms::hold))
         .route("/v1/vms/{id}/release", post(vms::release))
+        .route("/v1/vms/{id}/stop", post(vms::stop))
+        .route("/v1/vms/{id}/start", post(vms::start))
         .route("/v1/vms/{id}/events", get(vms::events))
         .route("/v1/vms/{id}/diagnosis", get(diagnosis::diagnosis))
         .route("/v1/vms/{id}/exec", post(exec::exec))

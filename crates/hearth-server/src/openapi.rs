@@ -24,6 +24,8 @@ Every route but `/healthz` and `/health` needs `Authorization: Bearer <token>` (
         crate::vms::destroy,
         crate::vms::hold,
         crate::vms::release,
+        crate::vms::stop,
+        crate::vms::start,
         crate::vms::events,
         crate::diagnosis::diagnosis,
         crate::exec::exec,

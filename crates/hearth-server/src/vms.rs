@@ -1,5 +1,5 @@
-//! `/v1/vms`: create, list, read, hold, release and destroy VMs, and read
-//! their events. Each handler is one controller call.
+//! `/v1/vms`: create, list, read, hold, release, stop, start and destroy
+//! VMs, and read their events. Each handler is one controller call.
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -92,8 +92,9 @@ pub(crate) async fn get(
 }
 
 /// Stops the VM if it runs, then destroys it: its logs are archived (still
-/// readable here) and its files removed. Answers at once with the VM in
-/// `stopping` (or `destroyed` when it had already stopped).
+/// readable here) and its files removed, a persistent VM's disk with them
+/// (the only way that disk is ever removed). Answers at once with the VM
+/// in `stopping` (or `destroyed` when it had already stopped).
 #[utoipa::path(
     delete,
     path = "/v1/vms/{id}",
@@ -116,6 +117,64 @@ pub(crate) async fn destroy(
     VmPath(id): VmPath,
 ) -> Result<(StatusCode, Json<Vm>), Problem> {
     let vm = state.controller.destroy(&scope, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(vm)))
+}
+
+/// Stops the VM: the guest is asked to shut down, then its hypervisor
+/// ends. A persistent VM keeps its disk and stays `stopped` until started
+/// (its restart policy does not start it again); another VM is cleaned up
+/// after its grace. A stopped or failed VM is answered as it is (a planned
+/// restart is cancelled). Answers at once, with the VM in `stopping`.
+#[utoipa::path(
+    post,
+    path = "/v1/vms/{id}/stop",
+    operation_id = "stop_vm",
+    tag = "vms",
+    params(("id" = VmId, Path, description = "The VM's id")),
+    responses(
+        (status = 202, description = "Stopping (or already stopped)", body = Vm),
+        (status = 400, description = "`invalid_id`", body = ApiError),
+        (status = 401, description = "`unauthorized`", body = ApiError),
+        (status = 404, description = "`not_found`", body = ApiError),
+        (status = 409, description = "`conflict`: it changed meanwhile; ask again", body = ApiError),
+        (status = 429, description = "`rate_limited`", body = ApiError),
+    ),
+    security(("token" = []))
+)]
+pub(crate) async fn stop(
+    State(state): State<AppState>,
+    Caller(scope): Caller,
+    VmPath(id): VmPath,
+) -> Result<(StatusCode, Json<Vm>), Problem> {
+    let vm = state.controller.stop_vm(&scope, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(vm)))
+}
+
+/// Starts a stopped or failed persistent VM again from its disk: it goes
+/// through `preparing` and `booting` to `ready` like a new VM, with the
+/// same id, configuration and files. A running VM is answered as it is.
+#[utoipa::path(
+    post,
+    path = "/v1/vms/{id}/start",
+    operation_id = "start_vm",
+    tag = "vms",
+    params(("id" = VmId, Path, description = "The VM's id")),
+    responses(
+        (status = 202, description = "Starting (or already running)", body = Vm),
+        (status = 400, description = "`invalid_id`, or `invalid_request`: the VM is not persistent", body = ApiError),
+        (status = 401, description = "`unauthorized`", body = ApiError),
+        (status = 404, description = "`not_found`", body = ApiError),
+        (status = 409, description = "`invalid_state` (still stopping, or destroyed) or `conflict`", body = ApiError),
+        (status = 429, description = "`rate_limited`", body = ApiError),
+    ),
+    security(("token" = []))
+)]
+pub(crate) async fn start(
+    State(state): State<AppState>,
+    Caller(scope): Caller,
+    VmPath(id): VmPath,
+) -> Result<(StatusCode, Json<Vm>), Problem> {
+    let vm = state.controller.start_vm(&scope, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(vm)))
 }
 

@@ -170,3 +170,20 @@ fn the_documents_bounds_and_patterns_are_the_validators() {
         assert_eq!(path["maxLength"].as_u64(), Some(GUEST_PATH_MAX_LEN as u64));
     }
 }
+
+/// The persistent VM fields' bounds in the document are those the server
+/// checks (`hearth_types::persistence`).
+#[test]
+fn the_persistence_bounds_are_the_validators() {
+    use hearth_types::persistence::*;
+
+    let doc: serde_json::Value = serde_json::from_str(&hearth_server::openapi_json()).unwrap();
+    let field = |name: &str| doc["components"]["schemas"]["CreateVm"]["properties"][name].clone();
+    let bounds = |v: serde_json::Value| (v["minimum"].as_u64(), v["maximum"].as_u64());
+    let disk = (Some(u64::from(MIN_DISK_MIB)), Some(u64::from(MAX_DISK_MIB)));
+    assert_eq!(bounds(field("disk_mib")), disk);
+    let idle = (Some(MIN_IDLE_STOP_SECS), Some(MAX_IDLE_STOP_SECS));
+    assert_eq!(bounds(field("idle_stop_secs")), idle);
+    let words = doc["components"]["schemas"]["RestartPolicy"]["enum"].clone();
+    assert_eq!(words, serde_json::json!(["never", "on-failure", "always"]));
+}

@@ -72,6 +72,14 @@ pub trait Store:
     /// Records (or clears) the hypervisor process of a VM.
     async fn set_process(&self, id: &VmId, process: Option<ProcessRef>) -> Result<(), StoreError>;
     async fn set_held(&self, id: &VmId, held: bool, at: Timestamp) -> Result<VmRecord, StoreError>;
+    /// Drops a persistent VM's planned restart (a stop asked for while it
+    /// waited), with `message` as its event when there was one; the VM.
+    async fn cancel_restart(
+        &self,
+        id: &VmId,
+        at: Timestamp,
+        message: &str,
+    ) -> Result<VmRecord, StoreError>;
     /// An event that is not a state change (a note, a hold, ...).
     async fn add_event(&self, id: &VmId, at: Timestamp, message: &str) -> Result<(), StoreError>;
     /// Events in order.

@@ -11,6 +11,10 @@ pub struct VmRecord {
     pub vm: Vm,
     /// The hypervisor process, while one may exist.
     pub process: Option<ProcessRef>,
+    /// The readiness deadline every boot gets, seconds from its start;
+    /// `None` for rows older than persistent VMs (their `ready_deadline`
+    /// minus `created_at` says it).
+    pub readiness_secs: Option<u64>,
 }
 
 impl VmRecord {
@@ -49,9 +53,41 @@ impl VmRecord {
                 ready_at: None,
                 ready_deadline,
                 cleanup_after: None,
+                persistent: req.persistent,
+                disk_mib: req.persistent.then(|| {
+                    req.disk_mib
+                        .unwrap_or(hearth_types::persistence::DEFAULT_DISK_MIB)
+                }),
+                restart: req.restart.unwrap_or_default(),
+                idle_stop_secs: req.idle_stop_secs,
+                restarts: 0,
+                restart_at: None,
+                network_policy: req
+                    .network
+                    .map(|_| req.network_policy.clone().unwrap_or_default()),
             },
             process: None,
+            readiness_secs: Some(ready_deadline.since(now).as_secs()),
         }
+    }
+
+    /// Seconds each boot has to become ready.
+    pub fn readiness_secs(&self) -> u64 {
+        self.readiness_secs
+            .unwrap_or_else(|| self.vm.ready_deadline.since(self.vm.created_at).as_secs())
+    }
+
+    /// When its latest boot began: its creation, or the start of a kept VM
+    /// that booted again (each boot's deadline is its start plus
+    /// [`VmRecord::readiness_secs`]).
+    pub fn boot_started_at(&self) -> Timestamp {
+        let secs = i64::try_from(self.readiness_secs()).unwrap_or(i64::MAX / 1000);
+        let start = self
+            .vm
+            .ready_deadline
+            .as_millis()
+            .saturating_sub(secs * 1000);
+        Timestamp::from_millis(start.max(self.vm.created_at.as_millis()))
     }
 }
 
@@ -70,6 +106,22 @@ pub struct StateChange {
     pub ready_at: Option<Timestamp>,
     /// Set when `to` is `stopped` or `failed`: when cleanup may happen.
     pub cleanup_after: Option<Timestamp>,
+    /// Set when a stopped or failed VM starts again (`to` is `preparing`):
+    /// its failure, readiness, cleanup time and planned restart are
+    /// cleared, and it gets these.
+    pub new_boot: Option<NewBoot>,
+    /// Set when a persistent VM's run ended and its restart policy starts
+    /// it again: when, and the restart's number (its new `restarts`).
+    pub restart: Option<(Timestamp, u32)>,
+}
+
+/// What a new boot of a kept VM starts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewBoot {
+    pub ready_deadline: Timestamp,
+    /// Its `restarts` from now on: kept by a restart of its policy, 0 for
+    /// a start someone asked for.
+    pub restarts: u32,
 }
 
 impl StateChange {
@@ -81,6 +133,8 @@ impl StateChange {
             failure: None,
             ready_at: None,
             cleanup_after: None,
+            new_boot: None,
+            restart: None,
         }
     }
 }
@@ -141,19 +195,26 @@ impl ViewerLinkRecord {
 /// What a cleanup job does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum JobKind {
-    /// Archive the VM's logs, remove its files, mark it destroyed.
+    /// Archive the VM's logs, remove its files, mark it destroyed: the
+    /// cleanup after a grace period, which never removes a persistent VM.
     Destroy,
+    /// The same, asked for by `rm` (`DELETE /v1/vms/{id}`): the only job
+    /// that removes a persistent VM and its disk.
+    Remove,
 }
 
 impl JobKind {
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Destroy => "destroy",
+            JobKind::Remove => "remove",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        (s == "destroy").then_some(JobKind::Destroy)
+        [JobKind::Destroy, JobKind::Remove]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }
 

@@ -50,6 +50,28 @@ pub struct CreateVm {
     /// `network`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicy>,
+    /// Keep the VM across boots: it gets its own writable disk
+    /// (`disk_mib`), kept across stop and start (`POST
+    /// /v1/vms/{id}/stop`, `/start`), host reboots and server restarts;
+    /// only `DELETE /v1/vms/{id}` removes it. The grace-period cleanup
+    /// never touches it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub persistent: bool,
+    /// The persistent disk's size in MiB, 64 to 262144 (default 1024; the
+    /// file is sparse). Only with `persistent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 64, maximum = 262144))]
+    pub disk_mib: Option<u32>,
+    /// What the controller does when the VM's run ends without a stop
+    /// being asked for (default `never`). Only with `persistent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<crate::RestartPolicy>,
+    /// Stop the VM when nothing used it (no exec, file copy, port stream or
+    /// viewer) for this many seconds, 5 to 2592000; absent: never. Only
+    /// with `persistent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 5, maximum = 2592000))]
+    pub idle_stop_secs: Option<u64>,
 }
 
 /// A VM NIC's egress policy, on top of the networks every VM is refused
@@ -111,6 +133,17 @@ pub const DEFAULT_MEMORY_MIB: u32 = 256;
 impl CreateVm {
     /// The longest `readiness_timeout_secs` a create may ask for.
     pub const MAX_READINESS_TIMEOUT_SECS: u64 = 3600;
+
+    /// What is wrong with the request's persistence fields, in words for
+    /// the caller.
+    pub fn check_persistence(&self) -> Result<(), String> {
+        crate::persistence::check(
+            self.persistent,
+            self.disk_mib,
+            self.restart,
+            self.idle_stop_secs,
+        )
+    }
 }
 
 impl Default for CreateVm {
@@ -125,6 +158,10 @@ impl Default for CreateVm {
             config: Default::default(),
             network: None,
             network_policy: None,
+            persistent: false,
+            disk_mib: None,
+            restart: None,
+            idle_stop_secs: None,
         }
     }
 }
@@ -150,8 +187,30 @@ pub struct Vm {
     pub ready_at: Option<Timestamp>,
     /// Past this, a VM not yet ready fails with `boot_timeout`.
     pub ready_deadline: Timestamp,
-    /// When a stopped or failed VM will be cleaned up (unless held).
+    /// When a stopped or failed VM will be cleaned up (unless held); never
+    /// for a persistent VM.
     pub cleanup_after: Option<Timestamp>,
+    /// Kept across boots with its own disk (see `CreateVm::persistent`).
+    #[serde(default)]
+    pub persistent: bool,
+    /// The persistent disk's size, MiB; set exactly when `persistent`.
+    #[serde(default)]
+    pub disk_mib: Option<u32>,
+    #[serde(default)]
+    pub restart: crate::RestartPolicy,
+    #[serde(default)]
+    pub idle_stop_secs: Option<u64>,
+    /// Restarts by its restart policy since its last healthy run (what
+    /// the backoff grows with).
+    #[serde(default)]
+    pub restarts: u32,
+    /// When the controller starts it again by its restart policy; `None`:
+    /// no restart is planned.
+    #[serde(default)]
+    pub restart_at: Option<Timestamp>,
+    /// Its NIC's policy (`{}` when it has a NIC with none); absent: no NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 /// One state transition or notable happening.

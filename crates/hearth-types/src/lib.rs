@@ -10,6 +10,7 @@ pub mod histogram;
 pub mod id;
 pub mod lifecycle;
 pub mod limits;
+pub mod persistence;
 pub mod report;
 pub mod session;
 pub mod time;
@@ -20,6 +21,7 @@ pub use id::{
     PROVIDER_RULE, USER_NAME_RULE,
 };
 pub use lifecycle::{Failure, FailureCode, VmState};
+pub use persistence::RestartPolicy;
 pub use report::error_chain;
 pub use session::{SessionId, SessionState};
 pub use time::Timestamp;

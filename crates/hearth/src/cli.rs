@@ -322,7 +322,22 @@ pub enum VmCommand {
         api: ApiArgs,
         id: VmId,
     },
-    /// Stop a VM and destroy it (its logs are archived first).
+    /// Stop a running VM. A persistent one keeps its disk and stays
+    /// stopped until `hearth vm start`; another is cleaned up after its
+    /// grace period.
+    Stop {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: VmId,
+    },
+    /// Boot a stopped or failed persistent VM again from its disk.
+    Start {
+        #[command(flatten)]
+        api: ApiArgs,
+        id: VmId,
+    },
+    /// Stop a VM and destroy it (its logs are archived first; a persistent
+    /// VM's disk is removed with it, and only by this).
     Rm {
         #[command(flatten)]
         api: ApiArgs,
@@ -443,6 +458,22 @@ pub struct CreateArgs {
     /// With `--network`: each direction's rate limit, kbit/s.
     #[arg(long = "net-bandwidth", value_name = "KBIT", requires = "network")]
     pub net_bandwidth: Option<u32>,
+    /// Keep the VM across boots: its own writable disk survives `hearth vm
+    /// stop` and `start`, host reboots and server restarts; only `hearth vm
+    /// rm` removes it.
+    #[arg(long)]
+    pub persistent: bool,
+    /// The persistent disk's size in MiB (64 to 262144; default 1024).
+    #[arg(long, value_name = "MIB", requires = "persistent")]
+    pub disk_mib: Option<u32>,
+    /// What happens when the persistent VM's run ends without a stop being
+    /// asked for (default: never).
+    #[arg(long, value_enum, requires = "persistent")]
+    pub restart: Option<RestartArg>,
+    /// Stop the persistent VM when no exec, file copy, port stream or
+    /// viewer used it for this many seconds.
+    #[arg(long, value_name = "SECS", requires = "persistent")]
+    pub idle_stop: Option<u64>,
     /// Wait until the VM is ready (or has stopped), and say how it went.
     #[arg(long, value_enum)]
     pub wait: Option<WaitFor>,
@@ -464,6 +495,17 @@ fn parse_pool(text: &str) -> Result<hearth_net::TransitPool, String> {
     let network = network.parse().map_err(|_| bad())?;
     let len = len.parse().map_err(|_| bad())?;
     hearth_net::TransitPool::new(network, len).map_err(|e| e.to_string())
+}
+
+/// `--restart`: a persistent VM's restart policy.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum RestartArg {
+    /// Never started again by the server: a failed VM stays failed.
+    Never,
+    /// Started again after a failure, with backoff.
+    OnFailure,
+    /// Also after the guest powered off and after the host went down.
+    Always,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -89,6 +89,8 @@ pub struct PortWriter {
     pub(super) id: u64,
     pub(super) requests: mpsc::UnboundedSender<Request>,
     pub(super) held: Gauge,
+    /// Keeps the VM in use (its idle policy) while any clone is held.
+    in_use: Option<Arc<crate::controller::InUse>>,
 }
 
 impl PortWriter {
@@ -98,8 +100,15 @@ impl PortWriter {
             id,
             requests,
             held: held.clone(),
+            in_use: None,
         };
         (writer, held)
+    }
+
+    /// Marks the stream's VM in use for as long as this writer (or a
+    /// clone made after) is held.
+    pub(crate) fn keep_in_use(&mut self, token: Arc<crate::controller::InUse>) {
+        self.in_use = Some(token);
     }
 
     /// The stream's id on the channel.

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use hearth_guestkit::image;
+use hearth_store::VmRecord;
 use hearth_types::{BackendKind, VmId};
 use hearth_vmm::AgentEndpoint;
 use tokio::sync::mpsc;
@@ -51,8 +52,15 @@ pub(super) fn handle_notices(ctl: &Arc<Controller>) {
 /// A booting VM whose agent's `ready` was stored by an earlier controller
 /// that stopped before it marked the VM: the agent will not send it again
 /// (it was acked), so the store says it.
-pub(super) async fn ready_if_recorded(ctl: &Controller, id: &VmId) {
-    if let Ok(Some(_)) = ctl.store.latest_agent_record(id, "ready").await {
+/// Only a `ready` of this boot counts: a kept VM that booted again has its
+/// earlier boots' records too.
+pub(super) async fn ready_if_recorded(ctl: &Controller, record: &VmRecord) {
+    let id = &record.vm.id;
+    let since = record.boot_started_at();
+    if let Ok(Some(r)) = ctl.store.latest_agent_record(id, "ready").await {
+        if r.at < since {
+            return;
+        }
         watch::mark_ready(
             ctl,
             id,

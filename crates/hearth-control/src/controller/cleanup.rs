@@ -1,8 +1,9 @@
 //! Ending a VM's life: the final state with its cleanup time, and the one
-//! path every deletion takes — archive the logs, then remove the files,
-//! then mark the VM destroyed. Cleanup runs as persistent, idempotent jobs
-//! with leases; nothing younger than its grace is removed, and a held VM is
-//! never removed.
+//! path every deletion takes — archive the logs, then remove the files
+//! (a persistent VM's disk with them), then mark the VM destroyed. Cleanup
+//! runs as persistent, idempotent jobs with leases; nothing younger than
+//! its grace is removed, a held VM is never removed, and a persistent VM
+//! is removed only by `rm` (its own job kind), never by the grace period.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -13,8 +14,10 @@ use hearth_store::{ArchiveRecord, Job, JobKind, NewJob, StateChange, VmRecord};
 use hearth_types::api::Vm;
 use hearth_types::{Failure, FailureCode, Timestamp, VmId, VmState};
 
+use super::persist::AfterRun;
 use super::{watch, ControlError, Controller};
 use crate::lifecycle::{next, Transition};
+use crate::restart::Ending;
 
 /// The logs a VM leaves, archived before its directory goes (with the
 /// record of its isolation, which the diagnosis reads).
@@ -22,6 +25,8 @@ const LOG_FILES: &[&str] = &[
     "console.log",
     "hypervisor.log",
     "firecracker.log",
+    "console.previous.log",
+    "hypervisor.previous.log",
     hearth_vmm::isolation::REPORT_FILE,
 ];
 /// How long a job is leased to one runner.
@@ -30,10 +35,23 @@ const LEASE: Duration = Duration::from_secs(60);
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// Fails `id` (from whatever active state it is in) and schedules its
-/// cleanup after the grace period. Every failure (a create step, a lost
+/// cleanup after the grace period, or for a persistent VM keeps it and
+/// plans its restart by its policy. Every failure (a create step, a lost
 /// or exited hypervisor, a boot timeout) comes through here, so this is
 /// where the server's log says so, once, by the one that won the race.
 pub(super) async fn fail(ctl: &Controller, id: &VmId, code: FailureCode, message: String) {
+    fail_as(ctl, id, code, message, Ending::Failed).await
+}
+
+/// [`fail`], for a run that ended by `ending` (a VM stopping on request
+/// that fails on its way down was still asked to stop).
+pub(super) async fn fail_as(
+    ctl: &Controller,
+    id: &VmId,
+    code: FailureCode,
+    message: String,
+    ending: Ending,
+) {
     let Ok(Some(record)) = ctl.store.vm(id).await else {
         return;
     };
@@ -41,39 +59,56 @@ pub(super) async fn fail(ctl: &Controller, id: &VmId, code: FailureCode, message
     let Ok(to) = next(state, Transition::Fail(code)) else {
         return;
     };
+    let ending = if state == VmState::Stopping {
+        Ending::StopRequested
+    } else {
+        ending
+    };
     let now = Timestamp::now();
     let mut change = StateChange::to(to, now, format!("failed ({code}): {message}"));
     change.failure = Some(Failure {
         code,
         message: message.clone(),
     });
-    change.cleanup_after = Some(now.plus(ctl.config.grace));
+    let after = AfterRun::of(ctl, &record, ending, now);
+    after.apply(&mut change);
     if ctl.store.transition(id, state, &change).await.is_ok() {
         tracing::warn!(vm = %id, code = %code, from = %state, reason = %message, "VM failed");
-        schedule_destroy(ctl, id, now.plus(ctl.config.grace)).await;
+        after.follow_up(ctl, id).await;
     }
 }
 
-/// Moves `id` out of `from` by `t` (to stopped) and schedules its cleanup.
+/// Moves `id` out of `from` by `t` (to stopped) and schedules its cleanup
+/// (or keeps a persistent VM, restarting it if its policy says so).
 pub(super) async fn finish(
     ctl: &Controller,
     id: &VmId,
     from: VmState,
     t: Transition,
     message: &str,
+    ending: Ending,
 ) {
     let Ok(to) = next(from, t) else { return };
+    let Ok(Some(record)) = ctl.store.vm(id).await else {
+        return;
+    };
     let now = Timestamp::now();
     let mut change = StateChange::to(to, now, message);
-    change.cleanup_after = Some(now.plus(ctl.config.grace));
+    let after = AfterRun::of(ctl, &record, ending, now);
+    after.apply(&mut change);
     if ctl.store.transition(id, from, &change).await.is_ok() {
-        schedule_destroy(ctl, id, now.plus(ctl.config.grace)).await;
+        after.follow_up(ctl, id).await;
     }
 }
 
+/// The grace-period cleanup of `id` (which never removes a persistent VM).
 pub(super) async fn schedule_destroy(ctl: &Controller, id: &VmId, due: Timestamp) {
+    schedule(ctl, id, JobKind::Destroy, due).await
+}
+
+async fn schedule(ctl: &Controller, id: &VmId, kind: JobKind, due: Timestamp) {
     let job = NewJob {
-        kind: JobKind::Destroy,
+        kind,
         vm: id.clone(),
         due,
     };
@@ -101,7 +136,7 @@ pub(super) async fn destroy_now(
             if !watch::request_stop(ctl, &id) && state.has_process() {
                 kill_recorded(&record);
             }
-            schedule_destroy(ctl, &id, Timestamp::now()).await;
+            schedule(ctl, &id, JobKind::Remove, Timestamp::now()).await;
             Ok(vm)
         }
     }
@@ -136,7 +171,7 @@ pub(super) async fn run_due_jobs(ctl: &Arc<Controller>) {
 
 async fn run_job(ctl: &Arc<Controller>, job: &Job) {
     let result = match job.kind {
-        JobKind::Destroy => destroy_job(ctl, &job.vm).await,
+        JobKind::Destroy | JobKind::Remove => destroy_job(ctl, &job.vm, job.kind).await,
     };
     let store = &ctl.store;
     let outcome = match result {
@@ -157,10 +192,15 @@ async fn run_job(ctl: &Arc<Controller>, job: &Job) {
 async fn destroy_job(
     ctl: &Arc<Controller>,
     id: &VmId,
+    kind: JobKind,
 ) -> Result<Option<(String, Timestamp)>, ControlError> {
     let Some(record) = ctl.store.vm(id).await? else {
         return Ok(None);
     };
+    if record.vm.persistent && kind != JobKind::Remove {
+        tracing::info!(vm = %id, "the grace-period cleanup keeps a persistent VM: only `rm` removes it");
+        return Ok(None);
+    }
     let now = Timestamp::now();
     if record.vm.held {
         return Ok(Some((

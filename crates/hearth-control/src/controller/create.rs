@@ -20,6 +20,7 @@ use hearth_vmm::{Hypervisor, Nic, OnSpawn, RunningVm, VmmError};
 use super::{watch, ControlError, Controller, ControllerConfig, Scope};
 use crate::lifecycle::{next, Transition};
 use crate::prepare::{self, VmFiles};
+use crate::restart::Ending;
 
 /// The longest readiness deadline a request may ask for.
 const MAX_READINESS_SECS: u64 = CreateVm::MAX_READINESS_TIMEOUT_SECS;
@@ -78,7 +79,7 @@ pub(super) async fn create(
     ctl.counters.created.fetch_add(1, Ordering::Relaxed);
     tracing::info!(vm = %record.vm.id, tenant = %scope.tenant, image = %req.image, "VM requested");
     let vm = record.vm.clone();
-    tokio::spawn(boot(Arc::clone(ctl), record, nic));
+    tokio::spawn(boot(Arc::clone(ctl), record, nic, true));
     Ok(vm)
 }
 
@@ -106,6 +107,7 @@ fn check_request(ctl: &Controller, req: &CreateVm) -> Result<Duration, ControlEr
     req.config
         .check()
         .map_err(|e| ControlError::Invalid(format!("config: {e}")))?;
+    req.check_persistence().map_err(ControlError::Invalid)?;
     check_network(ctl, req)?;
     if !ctl.backends.contains_key(&req.backend) {
         let why = "set HEARTH_FIRECRACKER to a firecracker binary before `hearth serve`";
@@ -174,10 +176,18 @@ struct StepFailure {
     reason: String,
 }
 
-async fn boot(ctl: Arc<Controller>, record: VmRecord, network: Option<NicPolicy>) {
+/// Runs the create steps of `record` in the background: from `requested`
+/// for a new VM (`fresh`), from `preparing` for a kept VM that boots again.
+/// `network`: a NAT NIC with this policy.
+pub(super) async fn boot(
+    ctl: Arc<Controller>,
+    record: VmRecord,
+    network: Option<NicPolicy>,
+    fresh: bool,
+) {
     let id = record.vm.id.clone();
     let networked = network.is_some();
-    let result = steps(&ctl, &record, network).await;
+    let result = steps(&ctl, &record, network, fresh).await;
     if result.is_err() && networked {
         super::network::undo(&ctl, &id).await;
     }
@@ -188,7 +198,9 @@ async fn boot(ctl: Arc<Controller>, record: VmRecord, network: Option<NicPolicy>
         }
         Err(_) if stopping(&ctl, &id).await => {
             let message = "stopped before it finished starting";
-            super::cleanup::finish(&ctl, &id, VmState::Stopping, Transition::Exited, message).await;
+            let ending = Ending::StopRequested;
+            let (from, t) = (VmState::Stopping, Transition::Exited);
+            super::cleanup::finish(&ctl, &id, from, t, message, ending).await;
         }
         Err(StepFailure { step, reason }) => {
             let message = format!("create step `{step}` failed: {reason}");
@@ -208,27 +220,21 @@ async fn steps(
     ctl: &Arc<Controller>,
     record: &VmRecord,
     network: Option<NicPolicy>,
+    fresh: bool,
 ) -> Result<(RunningVm, bool), StepFailure> {
     let id = &record.vm.id;
     let data = ctl.config.data.clone();
-    move_to(
-        ctl,
-        id,
-        VmState::Requested,
-        Transition::Prepare,
-        "preparing files and writable layer",
-    )
-    .await?;
+    if fresh {
+        let message = "preparing files and writable layer";
+        move_to(ctl, id, VmState::Requested, Transition::Prepare, message).await?;
+    }
     let image = record.vm.image.clone();
     let cache = Arc::clone(&ctl.assets);
     let assets = tokio::task::spawn_blocking(move || cache.get(&data, &image))
         .await
         .map_err(|e| step("assets", &e))?
         .map_err(|e| step("assets", &error_chain(&e)))?;
-    let files = VmFiles::for_vm(&ctl.config.data, id);
-    files
-        .create(&ctl.config.data)
-        .map_err(|e| step("layer", &error_chain(&e)))?;
+    let files = writable_files(ctl, record).await?;
     let mut cmdline =
         prepare::cmdline(&record.vm.command).map_err(|e| step("command", &error_chain(&e)))?;
     let agent_ready = super::agent::ready_from_agent(ctl, &record.vm);
@@ -266,6 +272,32 @@ async fn steps(
         return Err(failure);
     }
     Ok((running, agent_ready))
+}
+
+/// The VM's directory and writable layer: a new layer per boot, or a
+/// persistent VM's kept disk (made at its first boot, reused after).
+async fn writable_files(ctl: &Controller, record: &VmRecord) -> Result<VmFiles, StepFailure> {
+    let files = super::vm_files(ctl, &record.vm);
+    let data = ctl.config.data.clone();
+    let Some(mib) = record.vm.disk_mib.filter(|_| record.vm.persistent) else {
+        files
+            .create(&data)
+            .map_err(|e| step("layer", &error_chain(&e)))?;
+        return Ok(files);
+    };
+    let kept = files.clone();
+    let made = tokio::task::spawn_blocking(move || kept.ensure_kept_disk(&data, mib))
+        .await
+        .map_err(|e| step("disk", &e))?
+        .map_err(|e| step("disk", &error_chain(&e)))?;
+    if made {
+        let note = format!("made its persistent disk ({mib} MiB)");
+        let _ = ctl
+            .store
+            .add_event(&record.vm.id, Timestamp::now(), &note)
+            .await;
+    }
+    Ok(files)
 }
 
 /// The VM's NIC when it asked for one (see `network::attach`).

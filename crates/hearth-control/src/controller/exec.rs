@@ -64,6 +64,8 @@ pub struct ExecStream {
     budget: Duration,
     store: std::sync::Arc<dyn hearth_store::Store>,
     done: bool,
+    /// Keeps the VM in use (its idle policy) while the exec runs.
+    _in_use: std::sync::Arc<super::InUse>,
 }
 
 impl ExecStream {
@@ -88,6 +90,7 @@ impl ExecStream {
             budget,
             store: ctl.store.clone(),
             done: false,
+            _in_use: ctl.activity.touch(vm),
         };
         Ok((stream, exec.input))
     }
@@ -224,6 +227,8 @@ pub(super) async fn ready_link(
     if !link.wait_connected(CONNECT_WINDOW).await {
         return Err(unreachable());
     }
+    // Every exec, file copy and port stream comes here: a use of the VM.
+    drop(ctl.activity.touch(id));
     Ok(link)
 }
 

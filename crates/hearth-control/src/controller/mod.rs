@@ -19,7 +19,9 @@ mod exec;
 mod exec_attach;
 mod files;
 mod health;
+mod idle;
 mod network;
+mod persist;
 mod ports;
 mod reconcile;
 mod watch;
@@ -41,6 +43,7 @@ pub use self::exec::{ExecError, ExecStream};
 pub use self::exec_attach::{AttachedExec, ExecTarget};
 pub use self::files::FileError;
 pub use self::health::MAX_TAIL;
+pub use self::idle::InUse;
 pub use self::network::NetworkConfig;
 pub use self::ports::PortForwardError;
 use crate::lifecycle::InvalidTransition;
@@ -71,6 +74,8 @@ pub struct ControllerConfig {
     pub agent_readiness: bool,
     /// Where the NICs of VMs that ask for one are made.
     pub network: NetworkConfig,
+    /// The waits between restarts of persistent VMs by their policy.
+    pub restart_backoff: crate::restart::Backoff,
 }
 
 impl ControllerConfig {
@@ -88,6 +93,7 @@ impl ControllerConfig {
             max_file_bytes: 64 << 20,
             agent_readiness: AGENT_READINESS,
             network: NetworkConfig::default(),
+            restart_backoff: Default::default(),
         }
     }
 }
@@ -178,6 +184,8 @@ pub struct Controller {
     notices: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::agent_link::Notice>>>,
     /// The NICs of VMs that ask for one.
     networks: network::Networks,
+    /// When each running VM was last used (its idle policy).
+    activity: idle::Activity,
 }
 
 impl Controller {
@@ -200,6 +208,7 @@ impl Controller {
             notice_tx,
             notices,
             networks,
+            activity: Default::default(),
         })
     }
 
@@ -414,6 +423,21 @@ impl Controller {
         cleanup::destroy_now(self, record).await
     }
 
+    /// Stops a running VM (its guest is asked to shut down, then its
+    /// hypervisor ends). A persistent VM keeps its disk and stays stopped
+    /// until started; another is cleaned up after its grace. A stopped or
+    /// failed VM is left so, its planned restart cancelled.
+    pub async fn stop_vm(self: &Arc<Self>, scope: &Scope, id: &VmId) -> Result<Vm, ControlError> {
+        persist::stop(self, scope, id).await
+    }
+
+    /// Boots a stopped or failed persistent VM again from its disk; a
+    /// running one is answered as it is. `Invalid` for a VM that is not
+    /// persistent.
+    pub async fn start_vm(self: &Arc<Self>, scope: &Scope, id: &VmId) -> Result<Vm, ControlError> {
+        persist::start(self, scope, id).await
+    }
+
     /// The record, if `scope` may see it; NotFound otherwise.
     async fn record(&self, scope: &Scope, id: &VmId) -> Result<VmRecord, ControlError> {
         match self.store.vm(id).await? {
@@ -423,7 +447,19 @@ impl Controller {
     }
 }
 
-/// Where a VM's files are.
+/// Where a VM's files are (its writable layer as a VM that is not kept
+/// has it, so releasing these never removes a persistent VM's disk).
 fn prepare_files(ctl: &Controller, id: &VmId) -> crate::prepare::VmFiles {
     crate::prepare::VmFiles::for_vm(&ctl.config.data, id)
+}
+
+/// Where VM `vm`'s files are, its kept disk as its layer if it is
+/// persistent.
+fn vm_files(ctl: &Controller, vm: &Vm) -> crate::prepare::VmFiles {
+    let files = prepare_files(ctl, &vm.id);
+    if vm.persistent {
+        files.with_kept_disk()
+    } else {
+        files
+    }
 }

@@ -47,7 +47,10 @@ pub(super) async fn open(
     let vm = id.clone();
     match tokio::time::timeout(CONNECT_ANSWER, link.open_port(port)).await {
         Err(_) => Err(PortForwardError::NoAnswer { vm, port }),
-        Ok(Ok(stream)) => Ok(stream),
+        Ok(Ok(mut stream)) => {
+            stream.writer.keep_in_use(ctl.activity.touch(id));
+            Ok(stream)
+        }
         Ok(Err(PortError::Refused(why))) => Err(PortForwardError::Refused { vm, why }),
         Ok(Err(PortError::AgentTooOld { protocol })) => {
             Err(PortForwardError::AgentTooOld { vm, protocol })

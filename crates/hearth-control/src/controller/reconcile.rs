@@ -10,6 +10,7 @@ use hearth_types::{FailureCode, ProcessRef, Timestamp, VmDescription, VmId, VmSt
 
 use super::{cleanup, watch, Controller};
 use crate::lifecycle::{next, Transition};
+use crate::restart::Ending;
 
 /// Retention and orphan sweeps run every this many ticks.
 const SLOW_EVERY: u64 = 20;
@@ -21,6 +22,8 @@ pub(super) async fn once(ctl: &Arc<Controller>) {
     let active = active(ctl).await;
     readiness_deadlines(ctl, &active).await;
     lost_processes(ctl, &active).await;
+    super::idle::stop_idle(ctl, &active).await;
+    super::persist::restart_due(ctl).await;
     cleanup::run_due_jobs(ctl).await;
     if ctl
         .ticks
@@ -58,7 +61,7 @@ async fn readiness_deadlines(ctl: &Arc<Controller>, active: &[VmRecord]) {
             VmState::Requested | VmState::Preparing | VmState::Booting
         );
         if waiting && r.vm.ready_deadline <= now {
-            let secs = r.vm.ready_deadline.since(r.vm.created_at).as_secs();
+            let secs = r.readiness_secs();
             let message = format!(
                 "not ready within {secs} s; last console line: {:?}",
                 last_console_line(ctl, &r.vm.id)
@@ -112,7 +115,7 @@ pub(super) async fn adopt_all(ctl: &Arc<Controller>) {
                 super::confinement::release(ctl, &id);
                 super::prepare_files(ctl, &id).release_runtime();
                 let message = format!("the controller stopped while the VM was {}", r.vm.state);
-                cleanup::fail(ctl, &id, FailureCode::Lost, message).await;
+                cleanup::fail_as(ctl, &id, FailureCode::Lost, message, Ending::HostDown).await;
             }
         }
     }
@@ -131,7 +134,8 @@ async fn adopt(ctl: &Arc<Controller>, r: &VmRecord, process: ProcessRef) {
             super::confinement::release(ctl, &id);
             super::prepare_files(ctl, &id).release_runtime();
             let message = format!("could not adopt it after a controller restart: {e}");
-            cleanup::fail(ctl, &id, FailureCode::HypervisorExited, message).await;
+            let code = FailureCode::HypervisorExited;
+            cleanup::fail_as(ctl, &id, code, message, Ending::HostDown).await;
             return;
         }
     };
@@ -150,7 +154,7 @@ async fn adopt(ctl: &Arc<Controller>, r: &VmRecord, process: ProcessRef) {
     let agent_ready = super::agent::ready_from_agent(ctl, &r.vm);
     watch::start(Arc::clone(ctl), id.clone(), running, agent_ready);
     if agent_ready && state == VmState::Booting {
-        super::agent::ready_if_recorded(ctl, &id).await;
+        super::agent::ready_if_recorded(ctl, r).await;
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, Notify};
 
 use super::Controller;
 use crate::lifecycle::{next, Transition};
+use crate::restart::Ending;
 use crate::verdict::{ConsoleFacts, FailReason};
 
 /// How long a guest gets to shut down when asked before it is killed.
@@ -114,7 +115,8 @@ pub(super) async fn mark_ready(ctl: &Controller, id: &VmId, message: &str) {
     let mut change = StateChange::to(VmState::Ready, now, message);
     change.ready_at = Some(now);
     if let Ok(record) = ctl.store.transition(id, VmState::Booting, &change).await {
-        let secs = now.since(record.vm.created_at).as_secs_f64();
+        // From this boot's start: a kept VM's restart is not its creation.
+        let secs = now.since(record.boot_started_at()).as_secs_f64();
         ctl.counters
             .boot_seconds
             .lock()
@@ -139,12 +141,12 @@ async fn on_exit(ctl: &Arc<Controller>, id: &VmId, facts: &ConsoleFacts, exit: E
     }
     let clean = exit.success() || (exit == ExitInfo::UNKNOWN && facts.powered_off);
     if state == VmState::Stopping || (clean && facts.powered_off) {
-        let message = if state == VmState::Stopping {
-            "stopped on request"
+        let (message, ending) = if state == VmState::Stopping {
+            ("stopped on request", Ending::StopRequested)
         } else {
-            "the guest powered off"
+            ("the guest powered off", Ending::PoweredOff)
         };
-        super::cleanup::finish(ctl, id, state, Transition::Exited, message).await;
+        super::cleanup::finish(ctl, id, state, Transition::Exited, message, ending).await;
         return;
     }
     if next(state, Transition::Fail(FailureCode::HypervisorExited)).is_ok() {

@@ -87,6 +87,15 @@ impl<'a, 'r> Cells<'a, 'r> {
         serde_json::from_str(&text).map_err(|e| self.corrupt(column, e))
     }
 
+    pub(crate) fn opt_json<T: serde::de::DeserializeOwned>(
+        &self,
+        column: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let text: Option<String> = self.get(column)?;
+        text.map(|t| serde_json::from_str(&t).map_err(|e| self.corrupt(column, e)))
+            .transpose()
+    }
+
     pub(crate) fn corrupt(&self, column: &str, problem: impl fmt::Display) -> StoreError {
         StoreError::Corrupt(format!("{}: column {column}: {problem}", self.what))
     }

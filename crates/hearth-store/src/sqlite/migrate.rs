@@ -61,6 +61,18 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0008_egress_settings",
         sql: include_str!("../migrations/0008_egress_settings.sql"),
     },
+    // Persistent VMs.
+    Migration {
+        version: 9,
+        name: "0009_persistent_vms",
+        sql: include_str!("../migrations/0009_persistent_vms.sql"),
+    },
+    // A VM's NIC policy.
+    Migration {
+        version: 13,
+        name: "0013_vm_network",
+        sql: include_str!("../migrations/0013_vm_network.sql"),
+    },
 ];
 
 /// The schema version this build writes: the last migration's number.

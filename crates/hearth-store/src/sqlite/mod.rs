@@ -201,6 +201,17 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn cancel_restart(
+        &self,
+        id: &VmId,
+        at: Timestamp,
+        message: &str,
+    ) -> Result<VmRecord, StoreError> {
+        self.run(format_args!("cancelling VM {id}'s restart"), |c| {
+            vms::cancel_restart(c, id, at, message)
+        })
+    }
+
     async fn add_event(&self, id: &VmId, at: Timestamp, message: &str) -> Result<(), StoreError> {
         self.run(format_args!("adding an event to VM {id}"), |c| {
             vms::add_event(c, id, at, message)

@@ -10,12 +10,20 @@ use super::error::{constraint, to_i64, Constraint, Fail};
 use crate::{ProcessRef, StateChange, StoreError, VmFilter, VmRecord};
 
 const COLUMNS: &str = "id, tenant, state, failure_code, failure_message, held, image, backend, vcpus, \
-     memory_mib, command, created_at, updated_at, ready_at, ready_deadline, cleanup_after, pid, pid_start_ticks";
+     memory_mib, command, created_at, updated_at, ready_at, ready_deadline, cleanup_after, pid, pid_start_ticks, \
+     persistent, disk_mib, restart_policy, idle_stop_secs, readiness_secs, restarts, restart_at, \
+     network_policy";
 
 /// Inserts the VM and its first event, `requested`.
 pub(super) fn insert(conn: &mut Connection, rec: &VmRecord) -> Result<(), Fail> {
     let vm = &rec.vm;
     let command = serde_json::to_string(&vm.command)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+    let network_policy = vm
+        .network_policy
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
     let (pid, start_ticks) = process_columns(rec.process)?;
     let tx = immediate(conn)?;
@@ -23,7 +31,8 @@ pub(super) fn insert(conn: &mut Connection, rec: &VmRecord) -> Result<(), Fail> 
         &format!(
             "INSERT INTO vms ({COLUMNS}) VALUES (:id, :tenant, :state, :failure_code, :failure_message, \
              :held, :image, :backend, :vcpus, :memory_mib, :command, :created_at, :updated_at, \
-             :ready_at, :ready_deadline, :cleanup_after, :pid, :pid_start_ticks)"
+             :ready_at, :ready_deadline, :cleanup_after, :pid, :pid_start_ticks, :persistent, \
+             :disk_mib, :restart_policy, :idle_stop_secs, :readiness_secs, :restarts, :restart_at, :network_policy)"
         ),
         named_params! {
             ":id": vm.id.as_str(),
@@ -44,6 +53,14 @@ pub(super) fn insert(conn: &mut Connection, rec: &VmRecord) -> Result<(), Fail> 
             ":cleanup_after": vm.cleanup_after.map(Timestamp::as_millis),
             ":pid": pid,
             ":pid_start_ticks": start_ticks,
+            ":persistent": vm.persistent,
+            ":disk_mib": vm.disk_mib,
+            ":restart_policy": vm.restart.as_str(),
+            ":idle_stop_secs": vm.idle_stop_secs.map(to_i64).transpose()?,
+            ":readiness_secs": rec.readiness_secs.map(to_i64).transpose()?,
+            ":restarts": vm.restarts,
+            ":restart_at": vm.restart_at.map(Timestamp::as_millis),
+            ":network_policy": network_policy,
         },
     );
     if inserted.as_ref().err().and_then(constraint) == Some(Constraint::PrimaryKey) {
@@ -115,7 +132,47 @@ pub(super) fn transition(
             ":cleanup_after": change.cleanup_after.map(Timestamp::as_millis),
         },
     )?;
+    if let Some(boot) = change.new_boot {
+        new_boot(&tx, id, boot)?;
+    }
+    if let Some((at, restarts)) = change.restart {
+        tx.execute(
+            "UPDATE vms SET restart_at = ?1, restarts = ?2 WHERE id = ?3",
+            (at.as_millis(), restarts, id.as_str()),
+        )?;
+    }
     append_event(&tx, id, change.at, &change.message)?;
+    let rec = existing(&tx, id)?;
+    tx.commit()?;
+    Ok(rec)
+}
+
+/// A stopped or failed VM boots again: what its last run left is
+/// cleared (the events keep it).
+fn new_boot(tx: &Transaction<'_>, id: &VmId, boot: crate::NewBoot) -> rusqlite::Result<usize> {
+    tx.execute(
+        "UPDATE vms SET failure_code = NULL, failure_message = NULL, ready_at = NULL, \
+             cleanup_after = NULL, restart_at = NULL, ready_deadline = ?1, restarts = ?2 \
+         WHERE id = ?3",
+        (boot.ready_deadline.as_millis(), boot.restarts, id.as_str()),
+    )
+}
+
+/// Drops the VM's planned restart and notes why, in one transaction.
+pub(super) fn cancel_restart(
+    conn: &mut Connection,
+    id: &VmId,
+    at: Timestamp,
+    message: &str,
+) -> Result<VmRecord, Fail> {
+    let tx = immediate(conn)?;
+    let changed = tx.execute(
+        "UPDATE vms SET restart_at = NULL, updated_at = ?1 WHERE id = ?2 AND restart_at IS NOT NULL",
+        (at.as_millis(), id.as_str()),
+    )?;
+    if changed > 0 {
+        append_event(&tx, id, at, message)?;
+    }
     let rec = existing(&tx, id)?;
     tx.commit()?;
     Ok(rec)
@@ -233,8 +290,16 @@ fn decode(row: &Row<'_>) -> Result<VmRecord, Fail> {
         ready_at: cells.opt_time("ready_at")?,
         ready_deadline: cells.time("ready_deadline")?,
         cleanup_after: cells.opt_time("cleanup_after")?,
+        persistent: cells.get("persistent")?,
+        disk_mib: cells.get("disk_mib")?,
+        restart: cells.word("restart_policy")?,
+        idle_stop_secs: cells.opt_unsigned("idle_stop_secs")?,
+        restarts: cells.get("restarts")?,
+        restart_at: cells.opt_time("restart_at")?,
+        network_policy: cells.opt_json("network_policy")?,
         id,
     };
+    let readiness_secs = cells.opt_unsigned("readiness_secs")?;
     let process = match (cells.get("pid")?, cells.opt_unsigned("pid_start_ticks")?) {
         (Some(pid), Some(start_ticks)) => Some(ProcessRef { pid, start_ticks }),
         (None, None) => None,
@@ -247,7 +312,11 @@ fn decode(row: &Row<'_>) -> Result<VmRecord, Fail> {
                 .into())
         }
     };
-    Ok(VmRecord { vm, process })
+    Ok(VmRecord {
+        vm,
+        process,
+        readiness_secs,
+    })
 }
 
 fn decode_failure(cells: &Cells<'_, '_>) -> Result<Option<Failure>, StoreError> {

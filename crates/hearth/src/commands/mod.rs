@@ -143,5 +143,7 @@ fn run_vm(data: &DataDir, command: VmCommand) -> anyhow::Result<ExitCode> {
         VmCommand::Hold { api, id } => vm_api::hold(&api, &id, true),
         VmCommand::Release { api, id } => vm_api::hold(&api, &id, false),
         VmCommand::Rm { api, id } => vm_api::remove(&api, &id),
+        VmCommand::Stop { api, id } => vm_api::stop_or_start(&api, &id, "stop"),
+        VmCommand::Start { api, id } => vm_api::stop_or_start(&api, &id, "start"),
     }
 }

@@ -1,4 +1,4 @@
-//! `hearth vm create|list|show|events|console|logs|why|hold|release|rm`:
+//! `hearth vm create|list|show|events|console|logs|why|hold|release|stop|start|rm`:
 //! the CLI as a client of `hearth serve`'s HTTP API.
 //!
 //! Exit status: 0 on success; 2 when the request failed (the server's
@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use hearth_types::api::{
     ConsoleTail, CreateVm, Diagnosis, Finding, NetworkMode, NetworkPolicy, Vm, VmEvent,
 };
-use hearth_types::{BackendKind, Timestamp, VmId, VmState};
+use hearth_types::{BackendKind, RestartPolicy, Timestamp, VmId, VmState};
 
 use super::client::{Client, ClientError};
-use crate::cli::{ApiArgs, Backend, CreateArgs, NetworkArg, WaitFor};
+use crate::cli::{ApiArgs, Backend, CreateArgs, NetworkArg, RestartArg, WaitFor};
 
 /// The VM failed (or stopped before it was ready) while `--wait` watched.
 const VM_FAILED: u8 = 3;
@@ -57,6 +57,14 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
             NetworkArg::Nat => NetworkMode::Nat,
         }),
         network_policy: network_policy(&args),
+        persistent: args.persistent,
+        disk_mib: args.disk_mib,
+        restart: args.restart.map(|r| match r {
+            RestartArg::Never => RestartPolicy::Never,
+            RestartArg::OnFailure => RestartPolicy::OnFailure,
+            RestartArg::Always => RestartPolicy::Always,
+        }),
+        idle_stop_secs: args.idle_stop,
     };
     let started = Instant::now();
     let vm: Vm = client.post("/v1/vms", Some(&req))?;
@@ -335,6 +343,19 @@ pub fn hold(api: &ApiArgs, id: &VmId, held: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `hearth vm stop|start ID` (`verb`): answers at once; `hearth vm show`
+/// follows the VM from there.
+pub fn stop_or_start(api: &ApiArgs, id: &VmId, verb: &str) -> anyhow::Result<ExitCode> {
+    let vm: Vm = Client::new(api)?.post(&format!("{}/{verb}", vm_path(id)), None::<&()>)?;
+    let kept = if vm.persistent {
+        "; its disk is kept"
+    } else {
+        ""
+    };
+    eprintln!("hearth: {} is {}{kept}", vm.id, vm.state);
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn remove(api: &ApiArgs, id: &VmId) -> anyhow::Result<ExitCode> {
     let client = Client::new(api)?;
     let mut attempt = 1;
@@ -459,6 +480,9 @@ fn describe_vm(vm: &Vm, now: Timestamp) -> String {
     if !vm.command.is_empty() {
         rows.push(("command", format!("{:?}", vm.command)));
     }
+    if let Some(kept) = persistence_row(vm) {
+        rows.push(("persistent", kept));
+    }
     let ago = |t: Timestamp| format!("{t} ({} ago)", age(now.since(t)));
     rows.push(("created", ago(vm.created_at)));
     match vm.ready_at {
@@ -486,6 +510,23 @@ fn describe_vm(vm: &Vm, now: Timestamp) -> String {
         .map(|(k, v)| format!("{:<14}{v}", format!("{k}:")))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// "disk 1024 MiB, restart on-failure (2 since a healthy run), next at
+/// ..., idle stop after 600 s" for a persistent VM.
+fn persistence_row(vm: &Vm) -> Option<String> {
+    let mib = vm.disk_mib.filter(|_| vm.persistent)?;
+    let mut row = format!("disk {mib} MiB, restart {}", vm.restart);
+    if vm.restarts > 0 {
+        row.push_str(&format!(" ({} since a healthy run)", vm.restarts));
+    }
+    if let Some(at) = vm.restart_at {
+        row.push_str(&format!(", next at {at}"));
+    }
+    if let Some(secs) = vm.idle_stop_secs {
+        row.push_str(&format!(", idle stop after {secs} s"));
+    }
+    Some(row)
 }
 
 /// The guest configuration in `path` (JSON), or the empty one.
@@ -527,6 +568,13 @@ mod tests {
             ready_at: None,
             ready_deadline: t.plus(Duration::from_secs(120)),
             cleanup_after: None,
+            persistent: false,
+            disk_mib: None,
+            restart: RestartPolicy::Never,
+            idle_stop_secs: None,
+            restarts: 0,
+            restart_at: None,
+            network_policy: None,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod histogram;
 pub mod id;
 pub mod lifecycle;
 pub mod limits;
+pub mod pool;
 pub mod report;
 pub mod session;
 pub mod time;

@@ -20,6 +20,7 @@ mod exec_attach;
 mod files;
 mod health;
 mod network;
+pub mod pool;
 mod ports;
 mod reconcile;
 mod watch;
@@ -71,6 +72,8 @@ pub struct ControllerConfig {
     pub agent_readiness: bool,
     /// Where the NICs of VMs that ask for one are made.
     pub network: NetworkConfig,
+    /// Warm pools: the most pooled VMs booting at once (docs/pools.md).
+    pub pool_boots: usize,
 }
 
 impl ControllerConfig {
@@ -88,6 +91,7 @@ impl ControllerConfig {
             max_file_bytes: 64 << 20,
             agent_readiness: AGENT_READINESS,
             network: NetworkConfig::default(),
+            pool_boots: 1,
         }
     }
 }
@@ -125,6 +129,8 @@ pub enum ControlError {
     Store(#[from] StoreError),
     #[error("the VM's network could not be removed")]
     Network(#[source] hearth_net::NetError),
+    #[error("no pool for image {0:?}: make one with `hearth pool set {0} --size N`")]
+    NoPool(String),
     #[error("could not read {what}")]
     Io {
         what: String,
@@ -178,6 +184,8 @@ pub struct Controller {
     notices: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::agent_link::Notice>>>,
     /// The NICs of VMs that ask for one.
     networks: network::Networks,
+    /// Warm pools' counters, refill clocks and VM source.
+    pools: pool::Pools,
 }
 
 impl Controller {
@@ -200,6 +208,7 @@ impl Controller {
             notice_tx,
             notices,
             networks,
+            pools: Default::default(),
         })
     }
 

@@ -22,6 +22,7 @@ pub(super) async fn once(ctl: &Arc<Controller>) {
     readiness_deadlines(ctl, &active).await;
     lost_processes(ctl, &active).await;
     cleanup::run_due_jobs(ctl).await;
+    super::pool::reconcile(ctl).await;
     if ctl
         .ticks
         .fetch_add(1, Ordering::Relaxed)

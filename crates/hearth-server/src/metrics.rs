@@ -166,6 +166,9 @@ async fn render(ctl: &Controller, requests: &RequestMetrics) -> Result<String, C
     Ok(out)
 }
 
+/// A pool counter's name, help and value.
+type PoolSeries = (&'static str, &'static str, fn(&PoolCounts) -> u64);
+
 /// Warm pools: their VMs by image and state, and what they did.
 async fn write_pools(ctl: &Controller, out: &mut String) -> Result<(), ControlError> {
     let pools = ctl.list_pools().await?;
@@ -179,11 +182,15 @@ async fn write_pools(ctl: &Controller, out: &mut String) -> Result<(), ControlEr
         for state in [PoolVmState::Booting, PoolVmState::Waiting] {
             let n = pool.vms.iter().filter(|v| v.state == state).count();
             let image = escape(&pool.image);
-            let _ = writeln!(out, "hearth_pool_vms{{image=\"{image}\",state=\"{}\"}} {n}", state.as_str());
+            let _ = writeln!(
+                out,
+                "hearth_pool_vms{{image=\"{image}\",state=\"{}\"}} {n}",
+                state.as_str()
+            );
         }
     }
     let counts = ctl.pool_counts();
-    let series: [(&str, &str, fn(&PoolCounts) -> u64); 4] = [
+    let series: [PoolSeries; 4] = [
         ("hearth_pool_handouts_total", "Creates served by a pooled VM, by image.", |c| c.handed_out),
         ("hearth_pool_cold_total", "Creates for a pooled image that booted cold (none waiting, or it did not fit), by image.", |c| c.cold),
         ("hearth_pool_boots_total", "Pooled VMs started, by image.", |c| c.boots),

@@ -35,7 +35,13 @@ async fn pooled(store: &SqliteStore, n: u32, born: i64, warm: bool) {
         ..CreateVm::default()
     };
     let at = Timestamp::from_millis(born);
-    let record = VmRecord::requested(vm(n), TenantId::pool(), &req, at, at.plus(std::time::Duration::from_secs(9999)));
+    let record = VmRecord::requested(
+        vm(n),
+        TenantId::pool(),
+        &req,
+        at,
+        at.plus(std::time::Duration::from_secs(9999)),
+    );
     store.insert_vm(&record).await.unwrap();
     for (from, to) in [
         (VmState::Requested, VmState::Preparing),
@@ -121,10 +127,27 @@ async fn only_a_warm_fitting_vm_is_handed_out_with_its_tenant_config_and_event()
     assert_eq!(got.vm.tenant.as_str(), "team-a");
     assert_eq!(got.vm.created_at, Timestamp::from_millis(T0 + 5_000));
     assert_eq!(got.vm.ready_deadline, Timestamp::from_millis(T0 + 65_000));
-    assert_eq!(store.guest_config(&vm(3)).await.unwrap().hostname.as_deref(), Some("mine"));
+    assert_eq!(
+        store
+            .guest_config(&vm(3))
+            .await
+            .unwrap()
+            .hostname
+            .as_deref(),
+        Some("mine")
+    );
     let events = store.events(&vm(3)).await.unwrap();
-    assert_eq!(events.last().unwrap().message, "handed out to tenant team-a");
-    let left: Vec<VmId> = store.pool_vms().await.unwrap().into_iter().map(|p| p.vm).collect();
+    assert_eq!(
+        events.last().unwrap().message,
+        "handed out to tenant team-a"
+    );
+    let left: Vec<VmId> = store
+        .pool_vms()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.vm)
+        .collect();
     assert_eq!(left, [vm(1), vm(2)]);
     assert_eq!(store.take_pool_vm(&take("team-b")).await.unwrap(), None);
 }

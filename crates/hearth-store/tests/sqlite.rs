@@ -68,7 +68,13 @@ async fn opening_twice_applies_each_migration_once() {
     // may leave gaps until they are merged).
     let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src/migrations"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "sql"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "sql")
+        })
         .count();
     assert_eq!(applied as usize, files);
 }

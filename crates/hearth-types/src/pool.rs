@@ -16,7 +16,9 @@ pub const POOL_TENANT: &str = "_pool";
 impl TenantId {
     /// The reserved tenant of pooled VMs.
     pub fn pool() -> TenantId {
-        POOL_TENANT.parse().expect("the pool tenant is a valid tenant")
+        POOL_TENANT
+            .parse()
+            .expect("the pool tenant is a valid tenant")
     }
 
     /// Whether the name is reserved for hearth itself (starts with `_`):
@@ -163,14 +165,20 @@ mod tests {
             refill_per_min: None,
         };
         let s = spec.settings().unwrap();
-        assert_eq!((s.size, s.max, s.ttl_secs, s.refill_per_min), (2, 2, 3600, 6));
+        assert_eq!(
+            (s.size, s.max, s.ttl_secs, s.refill_per_min),
+            (2, 2, 3600, 6)
+        );
         let zero = PoolSpec { size: 0, ..spec };
         assert_eq!(zero.settings().unwrap().max, 1);
         let over = PoolSpec {
             max: Some(1),
             ..spec
         };
-        assert!(over.settings().unwrap_err().contains("size may not exceed max"));
+        assert!(over
+            .settings()
+            .unwrap_err()
+            .contains("size may not exceed max"));
         let ttl = PoolSpec {
             ttl_secs: Some(1),
             ..spec

@@ -100,9 +100,9 @@ fn parse_pool_arg(s: &str) -> Result<(String, u32), String> {
     let (image, size) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?} is not IMAGE=SIZE (e.g. `--pool browser=2`)"))?;
-    let size = size
-        .parse()
-        .map_err(|_| format!("{size:?} in {s:?} is not a number of VMs (e.g. `--pool browser=2`)"))?;
+    let size = size.parse().map_err(|_| {
+        format!("{size:?} in {s:?} is not a number of VMs (e.g. `--pool browser=2`)")
+    })?;
     if image.is_empty() {
         return Err(format!("{s:?} names no image (e.g. `--pool browser=2`)"));
     }

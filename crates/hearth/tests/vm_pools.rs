@@ -77,14 +77,27 @@ fn exec(api: &Api, id: &str, argv: &[&str]) -> String {
 fn carries_no_mark(host: &mut Host, id: &str) {
     let vm = host.vm(id);
     assert_eq!(vm.tenant.as_str(), "_pool", "{vm:?}");
-    let events: Vec<VmEvent> = host.api().json("GET", &format!("/v1/vms/{id}/events"), None, 200);
+    let events: Vec<VmEvent> = host
+        .api()
+        .json("GET", &format!("/v1/vms/{id}/events"), None, 200);
     for e in &events {
-        assert!(!e.message.contains("team-a") && !e.message.contains(MARK), "{e:?}");
+        assert!(
+            !e.message.contains("team-a") && !e.message.contains(MARK),
+            "{e:?}"
+        );
     }
     let store = hearth_store::SqliteStore::open(&host.data().join("hearth.db")).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let config = rt.block_on(store.guest_config(&id.parse().unwrap())).unwrap();
-    assert_eq!(config, Default::default(), "a pooled VM holds a configuration");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let config = rt
+        .block_on(store.guest_config(&id.parse().unwrap()))
+        .unwrap();
+    assert_eq!(
+        config,
+        Default::default(),
+        "a pooled VM holds a configuration"
+    );
     for entry in walk(&host.vms_dir().join(id)) {
         let bytes = std::fs::read(&entry).unwrap_or_default();
         let hit = bytes.windows(MARK.len()).any(|w| w == MARK.as_bytes());
@@ -107,7 +120,9 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 fn active_rows(host: &mut Host) -> Vec<Vm> {
     let all: Vec<Vm> = host.api().json("GET", "/v1/vms", None, 200);
-    all.into_iter().filter(|v| v.state != VmState::Destroyed).collect()
+    all.into_iter()
+        .filter(|v| v.state != VmState::Destroyed)
+        .collect()
 }
 
 /// Destroys every VM and waits until none is left running anywhere.
@@ -139,7 +154,9 @@ fn vm_a_pool_hands_out_a_waiting_vm_with_its_configuration_and_refills() {
     assert!(answer.contains("size may not exceed max"), "{answer}");
     let _: Pool = admin.json("PUT", "/v1/pools/minimal", Some(body), 200);
 
-    let full = wait_pool(&host, &admin, Duration::from_secs(180), |p| waiting(p).len() == 2);
+    let full = wait_pool(&host, &admin, Duration::from_secs(180), |p| {
+        waiting(p).len() == 2
+    });
     let pooled = waiting(&full);
     for id in &pooled {
         carries_no_mark(&mut host, id);
@@ -155,7 +172,10 @@ fn vm_a_pool_hands_out_a_waiting_vm_with_its_configuration_and_refills() {
     assert_eq!(vm.tenant.as_str(), "team-a");
     host.wait_state(&id, VmState::Ready, Duration::from_secs(120));
     let took = asked.elapsed();
-    eprintln!("pooled minimal: create to ready {:.2} s", took.as_secs_f64());
+    eprintln!(
+        "pooled minimal: create to ready {:.2} s",
+        took.as_secs_f64()
+    );
     assert_eq!(exec(&team, &id, &["hostname"]).trim(), MARK);
     assert_eq!(exec(&team, &id, &["cat", "/etc/mark"]).trim(), MARK);
     assert_eq!(exec(&team, &id, &["sh", "-c", "echo $MARK"]).trim(), MARK);
@@ -172,7 +192,10 @@ fn vm_a_pool_hands_out_a_waiting_vm_with_its_configuration_and_refills() {
         metrics.contains("hearth_pool_vms{image=\"minimal\",state=\"waiting\"} 2"),
         "{metrics}"
     );
-    assert!(metrics.contains("hearth_pool_handouts_total{image=\"minimal\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("hearth_pool_handouts_total{image=\"minimal\"} 1"),
+        "{metrics}"
+    );
 
     // A create that does not fit (another size) boots cold.
     let cold: Vm = team.json(
@@ -182,7 +205,11 @@ fn vm_a_pool_hands_out_a_waiting_vm_with_its_configuration_and_refills() {
         201,
     );
     assert!(!waiting(&refilled).contains(&cold.id.to_string()));
-    host.wait_state(&cold.id.to_string(), VmState::Ready, Duration::from_secs(120));
+    host.wait_state(
+        &cold.id.to_string(),
+        VmState::Ready,
+        Duration::from_secs(120),
+    );
 
     remove_all(&mut host, &admin);
 }
@@ -194,7 +221,9 @@ fn vm_pooled_vms_past_their_time_to_live_are_replaced_and_an_empty_pool_boots_co
     let admin = host.api();
     let body = r#"{"size": 1, "ttl_secs": 25, "refill_per_min": 60}"#;
     let _: Pool = admin.json("PUT", "/v1/pools/minimal", Some(body), 200);
-    let first = wait_pool(&host, &admin, Duration::from_secs(120), |p| waiting(p).len() == 1);
+    let first = wait_pool(&host, &admin, Duration::from_secs(120), |p| {
+        waiting(p).len() == 1
+    });
     let old = waiting(&first)[0].clone();
     let next = wait_pool(&host, &admin, Duration::from_secs(150), |p| {
         waiting(p).len() == 1 && waiting(p)[0] != old
@@ -204,9 +233,9 @@ fn vm_pooled_vms_past_their_time_to_live_are_replaced_and_an_empty_pool_boots_co
     assert_eq!(gone.tenant.as_str(), "_pool");
     let events: Vec<VmEvent> = admin.json("GET", &format!("/v1/vms/{old}/events"), None, 200);
     assert!(
-        events
-            .iter()
-            .any(|e| e.message.contains("removed from its pool: older than its pool's time to live")),
+        events.iter().any(|e| e
+            .message
+            .contains("removed from its pool: older than its pool's time to live")),
         "{events:?}"
     );
 
@@ -217,10 +246,16 @@ fn vm_pooled_vms_past_their_time_to_live_are_replaced_and_an_empty_pool_boots_co
     let asked = Instant::now();
     let vm: Vm = team.json("POST", "/v1/vms", Some(&marked_create()), 201);
     host.wait_state(&vm.id.to_string(), VmState::Ready, Duration::from_secs(120));
-    eprintln!("cold minimal: create to ready {:.2} s", asked.elapsed().as_secs_f64());
+    eprintln!(
+        "cold minimal: create to ready {:.2} s",
+        asked.elapsed().as_secs_f64()
+    );
     assert_eq!(exec(&team, &vm.id.to_string(), &["hostname"]).trim(), MARK);
     let (_, metrics) = admin.call("GET", "/metrics", None);
-    assert!(metrics.contains("hearth_pool_cold_total{image=\"minimal\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("hearth_pool_cold_total{image=\"minimal\"} 1"),
+        "{metrics}"
+    );
 
     remove_all(&mut host, &admin);
 }

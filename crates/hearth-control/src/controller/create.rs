@@ -10,9 +10,7 @@ use std::time::Duration;
 use hearth_store::{PoolVmRecord, StateChange, StoreError, VmRecord};
 use hearth_types::api::{CreateVm, NetworkMode, Vm, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS};
 use hearth_types::error_chain;
-use hearth_types::{
-    BackendKind, FailureCode, TenantId, Timestamp, VmDescription, VmId, VmState,
-};
+use hearth_types::{BackendKind, FailureCode, TenantId, Timestamp, VmDescription, VmId, VmState};
 use hearth_vmm::firecracker::Firecracker;
 use hearth_vmm::isolation::Isolation;
 use hearth_vmm::qemu::Qemu;

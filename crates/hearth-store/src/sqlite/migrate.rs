@@ -165,7 +165,11 @@ mod tests {
         // out ahead (a branch may lack the ones before its own until merged).
         assert_eq!(MIGRATIONS[0].version, 1);
         for pair in MIGRATIONS.windows(2) {
-            assert!(pair[0].version < pair[1].version, "{} is out of order", pair[1].name);
+            assert!(
+                pair[0].version < pair[1].version,
+                "{} is out of order",
+                pair[1].name
+            );
         }
         for m in MIGRATIONS {
             assert!(

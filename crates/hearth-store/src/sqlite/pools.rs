@@ -165,8 +165,7 @@ fn take_one(conn: &mut Connection, take: &PoolTake) -> Result<Option<VmRecord>, 
     )?;
     super::agent::set_config(&tx, &id, &config)?;
     super::vms::add_event(&tx, &id, take.at, &take.message)?;
-    let record = super::vms::get(&tx, &id)?
-        .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+    let record = super::vms::get(&tx, &id)?.ok_or_else(|| StoreError::NotFound(id.clone()))?;
     tx.commit()?;
     Ok(Some(record))
 }

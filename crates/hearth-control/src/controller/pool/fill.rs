@@ -63,7 +63,10 @@ fn why_it_goes(
     };
     let age = now.since(e.created_at);
     if age >= Duration::from_secs(s.ttl_secs) {
-        return Some(format!("older than its pool's time to live ({} s)", s.ttl_secs));
+        return Some(format!(
+            "older than its pool's time to live ({} s)",
+            s.ttl_secs
+        ));
     }
     if e.assets != assets {
         return Some("its image, kernel or hypervisor changed since it booted".into());
@@ -73,7 +76,10 @@ fn why_it_goes(
         return Some(format!("its agent did not connect within {secs} s"));
     }
     if kept >= s.size.min(s.max) {
-        return Some(format!("its pool holds {} VMs at most now", s.size.min(s.max)));
+        return Some(format!(
+            "its pool holds {} VMs at most now",
+            s.size.min(s.max)
+        ));
     }
     None
 }
@@ -88,7 +94,11 @@ async fn expire(ctl: &Arc<Controller>, record: VmRecord, why: &str) {
     let image = record.vm.image.clone();
     let _ = ctl
         .store
-        .add_event(&id, Timestamp::now(), &format!("removed from its pool: {why}"))
+        .add_event(
+            &id,
+            Timestamp::now(),
+            &format!("removed from its pool: {why}"),
+        )
         .await;
     tracing::info!(vm = %id, image = %image, why, "pooled VM removed");
     ctl.pools.count(&image, |c| c.expired += 1);
@@ -170,11 +180,19 @@ async fn explicit_starting(ctl: &Controller) -> bool {
 /// Whether the pool's refill rate allows a boot now.
 fn rate_allows(ctl: &Controller, pool: &PoolRecord) -> bool {
     let every = Duration::from_secs(60) / pool.settings.refill_per_min.max(1);
-    let last = ctl.pools.last_boot.lock().unwrap_or_else(|p| p.into_inner());
+    let last = ctl
+        .pools
+        .last_boot
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     last.get(&pool.image).is_none_or(|at| at.elapsed() >= every)
 }
 
 fn mark_boot(ctl: &Controller, image: &str) {
-    let mut last = ctl.pools.last_boot.lock().unwrap_or_else(|p| p.into_inner());
+    let mut last = ctl
+        .pools
+        .last_boot
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     last.insert(image.to_owned(), Instant::now());
 }

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use hearth_store::{PoolRecord, PoolVmRecord};
-use hearth_types::pool::{Pool, PoolSettings, PoolSpec, PooledVm, PoolVmState};
+use hearth_types::pool::{Pool, PoolSettings, PoolSpec, PoolVmState, PooledVm};
 use hearth_types::Timestamp;
 
 pub use self::fit::Misfit;
@@ -146,7 +146,11 @@ impl Controller {
 
     fn describe(&self, p: PoolRecord, vms: &[PoolVmRecord]) -> Pool {
         let ttl = std::time::Duration::from_secs(p.settings.ttl_secs);
-        let counts = self.pool_counts().get(&p.image).copied().unwrap_or_default();
+        let counts = self
+            .pool_counts()
+            .get(&p.image)
+            .copied()
+            .unwrap_or_default();
         let vms = vms
             .iter()
             .filter(|v| v.image == p.image)

@@ -26,8 +26,7 @@ pub type Making<'a> = Pin<Box<dyn Future<Output = Result<VmId, ControlError>> + 
 /// tenant's); and give it a readiness deadline no sooner than `keep`
 /// (the pool's time to live) from now, as the pool removes it by then.
 pub trait PoolSource: Send + Sync + std::fmt::Debug {
-    fn make<'a>(&'a self, ctl: &'a Arc<Controller>, image: &'a str, keep: Duration)
-        -> Making<'a>;
+    fn make<'a>(&'a self, ctl: &'a Arc<Controller>, image: &'a str, keep: Duration) -> Making<'a>;
 }
 
 /// A pooled VM booted cold from its image.
@@ -35,12 +34,7 @@ pub trait PoolSource: Send + Sync + std::fmt::Debug {
 pub struct ColdBoot;
 
 impl PoolSource for ColdBoot {
-    fn make<'a>(
-        &'a self,
-        ctl: &'a Arc<Controller>,
-        image: &'a str,
-        keep: Duration,
-    ) -> Making<'a> {
+    fn make<'a>(&'a self, ctl: &'a Arc<Controller>, image: &'a str, keep: Duration) -> Making<'a> {
         Box::pin(async move {
             let assets = assets_of(ctl, image);
             crate::controller::create::create_pooled(ctl, image, assets, keep).await

@@ -106,26 +106,38 @@ fn vm_a_browser_pool_serves_a_session_refills_and_an_empty_pool_still_starts_ses
 
     let body = r#"{"size": 1, "ttl_secs": 3600, "refill_per_min": 60}"#;
     let _: Pool = admin.json("PUT", "/v1/pools/browser", Some(body), 200);
-    let full = wait_pool(&host, &admin, Duration::from_secs(300), |p| waiting(p).len() == 1);
+    let full = wait_pool(&host, &admin, Duration::from_secs(300), |p| {
+        waiting(p).len() == 1
+    });
     let pooled = waiting(&full)[0].clone();
     assert_eq!(host.vm(&pooled).tenant.as_str(), "_pool");
 
     let (first, from_pool) = session_to_first_frame(&team, &browser, "alice");
     let vm = first.vm.clone().expect("a VM").to_string();
     assert_eq!(vm, pooled, "the session did not take the pooled VM");
-    eprintln!("session start to the viewer's first frame, pooled: {:.1} s", from_pool.as_secs_f64());
+    eprintln!(
+        "session start to the viewer's first frame, pooled: {:.1} s",
+        from_pool.as_secs_f64()
+    );
 
     // The pool refills behind the session's VM.
     let refilled = wait_pool(&host, &admin, Duration::from_secs(300), |p| {
         waiting(p).len() == 1 && waiting(p)[0] != pooled
     });
     assert_eq!(refilled.handed_out, 1);
-    let _: Session = team.json("POST", &format!("/v1/sessions/{}/cancel", first.id), None, 200);
+    let _: Session = team.json(
+        "POST",
+        &format!("/v1/sessions/{}/cancel", first.id),
+        None,
+        200,
+    );
     host.wait_state(&vm, VmState::Destroyed, Duration::from_secs(120));
 
     // Emptied, the pool still lets sessions start: cold.
     let _: Pool = admin.json("PUT", "/v1/pools/browser", Some(r#"{"size": 0}"#), 200);
-    wait_pool(&host, &admin, Duration::from_secs(120), |p| p.vms.is_empty());
+    wait_pool(&host, &admin, Duration::from_secs(120), |p| {
+        p.vms.is_empty()
+    });
     let (second, cold) = session_to_first_frame(&team, &browser, "bob");
     let cold_vm = second.vm.clone().expect("a VM").to_string();
     assert_ne!(cold_vm, pooled);
@@ -134,7 +146,12 @@ fn vm_a_browser_pool_serves_a_session_refills_and_an_empty_pool_still_starts_ses
         cold.as_secs_f64(),
         cold.as_secs_f64() / from_pool.as_secs_f64()
     );
-    let _: Session = team.json("POST", &format!("/v1/sessions/{}/cancel", second.id), None, 200);
+    let _: Session = team.json(
+        "POST",
+        &format!("/v1/sessions/{}/cancel", second.id),
+        None,
+        200,
+    );
     host.wait_state(&cold_vm, VmState::Destroyed, Duration::from_secs(120));
 
     let _: Pool = admin.json("DELETE", "/v1/pools/browser", None, 200);

@@ -420,6 +420,8 @@ impl Links {
 }
 
 #[cfg(test)]
+mod pool_tests;
+#[cfg(test)]
 mod real_agent_tests;
 #[cfg(test)]
 mod tests;

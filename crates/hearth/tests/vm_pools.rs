@@ -161,6 +161,17 @@ fn vm_a_pool_hands_out_a_waiting_vm_with_its_configuration_and_refills() {
     for id in &pooled {
         carries_no_mark(&mut host, id);
     }
+    let listed = host
+        .hearth(&["pool", "list"])
+        .env("HEARTH_URL", &admin.url)
+        .env("HEARTH_TOKEN", &admin.token)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.status.success(), "{}", common::text(&listed));
+    let row: Vec<&str> = table.lines().nth(1).unwrap_or("").split_whitespace().collect();
+    assert_eq!(row.first(), Some(&"minimal"), "{table}");
+    assert_eq!(row.get(5), Some(&"2"), "two waiting: {table}");
     let theirs: Vec<Vm> = team.json("GET", "/v1/vms", None, 200);
     assert!(theirs.is_empty(), "a tenant sees pooled VMs: {theirs:?}");
 
@@ -181,6 +192,7 @@ fn vm_a_pool_hands_out_a_waiting_vm_with_its_configuration_and_refills() {
     assert_eq!(exec(&team, &id, &["sh", "-c", "echo $MARK"]).trim(), MARK);
     let other = pooled.iter().find(|p| **p != id).unwrap().clone();
     carries_no_mark(&mut host, &other);
+    assert!(!host.serve_logs().contains(MARK), "the server logged a tenant's configuration");
 
     // The pool refills to its size, and says so in its metrics.
     let refilled = wait_pool(&host, &admin, Duration::from_secs(180), |p| {

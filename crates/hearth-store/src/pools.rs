@@ -30,6 +30,8 @@ pub struct PoolVmRecord {
     pub created_at: Timestamp,
     /// Its agent is connected (said hello and has not dropped since).
     pub warm: bool,
+    /// Since when, while it is: its time to live counts from here.
+    pub warm_since: Option<Timestamp>,
 }
 
 /// What a create that fits a pool asks for, and what the VM becomes.
@@ -41,7 +43,7 @@ pub struct PoolTake {
     /// The fingerprint of the image, kernel and hypervisor a VM must have
     /// booted from to be handed out.
     pub assets: String,
-    /// Only VMs pooled at or after this (now minus the time to live).
+    /// Only VMs waiting since this or later (now minus the time to live).
     pub born_after: Timestamp,
     pub tenant: TenantId,
     pub config: GuestConfig,

@@ -56,6 +56,7 @@ async fn pooled(store: &SqliteStore, n: u32, born: i64, warm: bool) {
         assets: "a1".into(),
         created_at: at,
         warm: false,
+        warm_since: None,
     };
     store.add_pool_vm(&row).await.unwrap();
     if warm {
@@ -112,7 +113,7 @@ async fn pools_are_put_changed_listed_and_deleted() {
 #[tokio::test]
 async fn only_a_warm_fitting_vm_is_handed_out_with_its_tenant_config_and_event() {
     let (_dir, store) = store();
-    pooled(&store, 1, T0 - 1, true).await; // born before the time to live
+    pooled(&store, 1, T0 - 1, true).await; // waiting since before the time to live
     pooled(&store, 2, T0 + 10, false).await; // not warm
     pooled(&store, 3, T0 + 20, true).await;
     let mut other = take("team-a");

@@ -39,7 +39,7 @@ pub struct PoolSpec {
     /// default: `size` (at least 1).
     #[serde(default)]
     pub max: Option<u32>,
-    /// A waiting VM older than this is replaced, 10 to 604800 seconds;
+    /// A VM waiting longer than this is replaced, 10 to 604800 seconds;
     /// default: 3600.
     #[serde(default)]
     pub ttl_secs: Option<u64>,
@@ -134,8 +134,9 @@ pub struct PooledVm {
     pub id: crate::VmId,
     pub state: PoolVmState,
     pub created_at: Timestamp,
-    /// When its time to live ends and it is replaced.
-    pub expires_at: Timestamp,
+    /// When its time to live (counted from when it started waiting) ends
+    /// and it is replaced; `None` while it boots.
+    pub expires_at: Option<Timestamp>,
 }
 
 /// `GET /v1/pools/{image}`: a pool's settings and what it holds.

@@ -154,7 +154,7 @@ fn vm_a_pool_hands_out_a_waiting_vm_with_its_configuration_and_refills() {
     assert!(answer.contains("size may not exceed max"), "{answer}");
     let _: Pool = admin.json("PUT", "/v1/pools/minimal", Some(body), 200);
 
-    let full = wait_pool(&host, &admin, Duration::from_secs(180), |p| {
+    let full = wait_pool(&host, &admin, Duration::from_secs(300), |p| {
         waiting(p).len() == 2
     });
     let pooled = waiting(&full);
@@ -169,7 +169,12 @@ fn vm_a_pool_hands_out_a_waiting_vm_with_its_configuration_and_refills() {
         .unwrap();
     let table = String::from_utf8_lossy(&listed.stdout).into_owned();
     assert!(listed.status.success(), "{}", common::text(&listed));
-    let row: Vec<&str> = table.lines().nth(1).unwrap_or("").split_whitespace().collect();
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     assert_eq!(row.first(), Some(&"minimal"), "{table}");
     assert_eq!(row.get(5), Some(&"2"), "two waiting: {table}");
     let theirs: Vec<Vm> = team.json("GET", "/v1/vms", None, 200);
@@ -192,7 +197,10 @@ fn vm_a_pool_hands_out_a_waiting_vm_with_its_configuration_and_refills() {
     assert_eq!(exec(&team, &id, &["sh", "-c", "echo $MARK"]).trim(), MARK);
     let other = pooled.iter().find(|p| **p != id).unwrap().clone();
     carries_no_mark(&mut host, &other);
-    assert!(!host.serve_logs().contains(MARK), "the server logged a tenant's configuration");
+    assert!(
+        !host.serve_logs().contains(MARK),
+        "the server logged a tenant's configuration"
+    );
 
     // The pool refills to its size, and says so in its metrics.
     let refilled = wait_pool(&host, &admin, Duration::from_secs(180), |p| {
@@ -233,11 +241,11 @@ fn vm_pooled_vms_past_their_time_to_live_are_replaced_and_an_empty_pool_boots_co
     let admin = host.api();
     let body = r#"{"size": 1, "ttl_secs": 25, "refill_per_min": 60}"#;
     let _: Pool = admin.json("PUT", "/v1/pools/minimal", Some(body), 200);
-    let first = wait_pool(&host, &admin, Duration::from_secs(120), |p| {
+    let first = wait_pool(&host, &admin, Duration::from_secs(240), |p| {
         waiting(p).len() == 1
     });
     let old = waiting(&first)[0].clone();
-    let next = wait_pool(&host, &admin, Duration::from_secs(150), |p| {
+    let next = wait_pool(&host, &admin, Duration::from_secs(240), |p| {
         waiting(p).len() == 1 && waiting(p)[0] != old
     });
     assert_ne!(waiting(&next)[0], old);

@@ -94,6 +94,7 @@ async fn hand_to(store: &SqliteStore, vm: &VmId, tenant: &str) {
             assets: "a".into(),
             created_at: now,
             warm: false,
+            warm_since: None,
         })
         .await
         .unwrap();

@@ -110,6 +110,7 @@ pub(super) async fn create_pooled(
         assets,
         created_at: now,
         warm: false,
+        warm_since: None,
     };
     if let Err(e) = ctl.store.add_pool_vm(&row).await {
         let message = format!("could not be added to its pool: {}", error_chain(&e));

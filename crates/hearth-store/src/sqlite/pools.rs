@@ -40,7 +40,8 @@ impl PoolStore for SqliteStore {
     async fn pool_vms(&self) -> Result<Vec<PoolVmRecord>, StoreError> {
         self.run("listing pooled VMs", |c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT p.vm_id, p.image, p.assets, p.created_at, {WARM} AS warm \
+                "SELECT p.vm_id, p.image, p.assets, p.created_at, {WARM} AS warm, \
+                 CASE WHEN {WARM} THEN a.connected_at END AS warm_since \
                  FROM pool_vms p LEFT JOIN vm_agents a ON a.vm_id = p.vm_id \
                  ORDER BY p.created_at, p.vm_id"
             ))?;
@@ -128,7 +129,7 @@ fn take_one(conn: &mut Connection, take: &PoolTake) -> Result<Option<VmRecord>, 
             &format!(
                 "SELECT p.vm_id FROM pool_vms p JOIN vms v ON v.id = p.vm_id \
                  JOIN vm_agents a ON a.vm_id = p.vm_id \
-                 WHERE p.image = :image AND p.assets = :assets AND p.created_at >= :born \
+                 WHERE p.image = :image AND p.assets = :assets AND a.connected_at >= :born \
                  AND v.state = 'booting' AND v.tenant = :pool AND v.vcpus = :vcpus \
                  AND v.memory_mib = :memory AND {WARM} \
                  ORDER BY p.created_at, p.vm_id LIMIT 1"
@@ -192,5 +193,8 @@ fn decode_vm(row: &Row<'_>) -> Result<PoolVmRecord, Fail> {
         assets: cells.get("assets")?,
         created_at: cells.time("created_at")?,
         warm: cells.get("warm")?,
+        warm_since: cells
+            .get::<Option<i64>>("warm_since")?
+            .map(hearth_types::Timestamp::from_millis),
     })
 }

@@ -41,7 +41,7 @@ pub fn show(api: &ApiArgs, image: &str, json: bool) -> anyhow::Result<ExitCode> 
             vm.id,
             vm.state.as_str(),
             vm.created_at,
-            vm.expires_at
+            vm.expires_at.map_or("-".to_owned(), |t| t.to_string())
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -62,7 +62,8 @@ fn why_it_goes(
         return Some("its pool was removed".into());
     };
     let age = now.since(e.created_at);
-    if age >= Duration::from_secs(s.ttl_secs) {
+    let waited = e.warm_since.map(|since| now.since(since));
+    if waited.is_some_and(|w| w >= Duration::from_secs(s.ttl_secs)) {
         return Some(format!(
             "older than its pool's time to live ({} s)",
             s.ttl_secs

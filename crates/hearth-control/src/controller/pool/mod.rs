@@ -158,7 +158,7 @@ impl Controller {
                 id: v.vm.clone(),
                 state: state_of(v),
                 created_at: v.created_at,
-                expires_at: v.created_at.plus(ttl),
+                expires_at: v.warm_since.map(|since| since.plus(ttl)),
             })
             .collect();
         Pool {

@@ -91,6 +91,7 @@ impl From<ControlError> for Problem {
                 )
             }
             ControlError::Invalid(_) => Problem::bad_request("invalid_request", message),
+            ControlError::NoPool(_) => Problem::new(StatusCode::NOT_FOUND, "not_found", message),
             ControlError::State(_) => Problem::new(StatusCode::CONFLICT, "invalid_state", message),
             ControlError::Held(_) => Problem::new(StatusCode::CONFLICT, "held", message),
             ControlError::Backend(..) => Problem::bad_request("backend_unavailable", message),

@@ -26,6 +26,7 @@ mod network;
 mod observe;
 mod openapi;
 mod params;
+mod pools;
 mod ports;
 mod rate;
 mod sessions;
@@ -227,6 +228,12 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         )
         .route("/api/auth/start", post(legacy::auth_start))
         .route("/api/vm/{id}/console-log", get(legacy::console_log))
+        // Warm pools (issue 11).
+        .route("/v1/pools", get(pools::list))
+        .route(
+            "/v1/pools/{image}",
+            put(pools::put).get(pools::get).delete(pools::delete),
+        )
         .route("/v1/tokens", get(tokens::list))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/metrics", get(metrics::metrics))

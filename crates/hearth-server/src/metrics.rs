@@ -1,5 +1,5 @@
 //! `GET /metrics` in the Prometheus text format (version 0.0.4): VMs by
-//! state, boot times, pending cleanup, VMs created and cleaned, and the
+//! state, boot times, pending cleanup, VMs created and cleaned, warm pools, and the
 //! API's own latency by route template and status class. The format is
 //! simple enough to write by hand. The series count every tenant's VMs, so
 //! only admin tokens may read them: a tenant's token would otherwise learn
@@ -14,10 +14,12 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use hearth_control::controller::pool::PoolCounts;
 use hearth_control::controller::{ControlError, Controller};
 use hearth_store::VmFilter;
 use hearth_types::api::ApiError;
 use hearth_types::histogram::Histogram;
+use hearth_types::pool::PoolVmState;
 use hearth_types::VmState;
 
 use crate::error::Problem;
@@ -159,8 +161,48 @@ async fn render(ctl: &Controller, requests: &RequestMetrics) -> Result<String, C
         let _ = writeln!(out, "{name} {value}");
     }
 
+    write_pools(ctl, &mut out).await?;
     requests.write(&mut out);
     Ok(out)
+}
+
+/// A pool counter's name, help and value.
+type PoolSeries = (&'static str, &'static str, fn(&PoolCounts) -> u64);
+
+/// Warm pools: their VMs by image and state, and what they did.
+async fn write_pools(ctl: &Controller, out: &mut String) -> Result<(), ControlError> {
+    let pools = ctl.list_pools().await?;
+    header_lines(
+        out,
+        "hearth_pool_vms",
+        "gauge",
+        "VMs waiting in (or booting into) a warm pool, by image and state.",
+    );
+    for pool in &pools {
+        for state in [PoolVmState::Booting, PoolVmState::Waiting] {
+            let n = pool.vms.iter().filter(|v| v.state == state).count();
+            let image = escape(&pool.image);
+            let _ = writeln!(
+                out,
+                "hearth_pool_vms{{image=\"{image}\",state=\"{}\"}} {n}",
+                state.as_str()
+            );
+        }
+    }
+    let counts = ctl.pool_counts();
+    let series: [PoolSeries; 4] = [
+        ("hearth_pool_handouts_total", "Creates served by a pooled VM, by image.", |c| c.handed_out),
+        ("hearth_pool_cold_total", "Creates for a pooled image that booted cold (none waiting, or it did not fit), by image.", |c| c.cold),
+        ("hearth_pool_boots_total", "Pooled VMs started, by image.", |c| c.boots),
+        ("hearth_pool_expired_total", "Pooled VMs removed unused (time to live, changed assets, pool shrunk or removed), by image.", |c| c.expired),
+    ];
+    for (name, help, value) in series {
+        header_lines(out, name, "counter", help);
+        for (image, c) in &counts {
+            let _ = writeln!(out, "{name}{{image=\"{}\"}} {}", escape(image), value(c));
+        }
+    }
+    Ok(())
 }
 
 /// Metrics for Prometheus, over every tenant: admin tokens only.

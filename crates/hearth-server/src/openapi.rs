@@ -62,6 +62,10 @@ Every route but `/healthz` and `/health` needs `Authorization: Bearer <token>` (
         crate::egress_settings::put_user,
         crate::egress_settings::get_user,
         crate::egress_settings::delete_user,
+        crate::pools::put,
+        crate::pools::get,
+        crate::pools::list,
+        crate::pools::delete,
         crate::legacy::health,
         crate::legacy::auth_start,
         crate::legacy::console_log,
@@ -77,6 +81,7 @@ Every route but `/healthz` and `/health` needs `Authorization: Bearer <token>` (
         (name = "server", description = "Health and metrics"),
         (name = "sessions", description = "Login sessions: a user logs in to an AI CLI tool in a browser VM, and the credential is sealed in the vault"),
         (name = "legacy", description = "The routes of the controller hearth replaces, for drop-in use"),
+        (name = "pools", description = "Warm pools: VMs booted ahead of demand per image, handed out to the creates that fit (admin only)"),
         (name = "tokens", description = "API tokens, listed and revoked (admin only)"),
         (name = "viewer", description = "A VM's screen in a browser: viewer links, the VNC WebSocket"),
     )

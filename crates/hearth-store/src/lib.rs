@@ -7,6 +7,7 @@ pub mod agent;
 pub mod credentials;
 pub mod egress_settings;
 pub mod net_slots;
+pub mod pools;
 pub mod records;
 pub mod sessions;
 pub mod sqlite;
@@ -25,6 +26,7 @@ pub use credentials::{
 };
 pub use egress_settings::{EgressSettingsRecord, EgressSettingsStore};
 pub use net_slots::{NetSlot, NetSlotStore, SlotClaim};
+pub use pools::{PoolRecord, PoolStore, PoolTake, PoolVmRecord};
 pub use records::*;
 pub use sessions::{SessionChange, SessionFilter, SessionRecord, SessionStore};
 pub use sqlite::SqliteStore;
@@ -55,7 +57,15 @@ pub enum StoreError {
 /// `Arc<dyn Store>` upcasts to `&dyn CredentialStore`).
 #[async_trait]
 pub trait Store:
-    CredentialStore + SessionStore + EgressSettingsStore + NetSlotStore + Send + Sync + std::fmt::Debug
+    CredentialStore
+    + SessionStore
+    + EgressSettingsStore
+    + NetSlotStore
+    // Warm pools (issue 11).
+    + PoolStore
+    + Send
+    + Sync
+    + std::fmt::Debug
 {
     // VMs
     async fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError>;

@@ -64,7 +64,19 @@ async fn opening_twice_applies_each_migration_once() {
     let applied: u32 = raw(&path)
         .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(applied, SCHEMA_VERSION);
+    // One row per migration file (numbers given out to parallel branches
+    // may leave gaps until they are merged).
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src/migrations"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "sql")
+        })
+        .count();
+    assert_eq!(applied as usize, files);
 }
 
 #[tokio::test]

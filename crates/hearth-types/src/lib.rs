@@ -11,6 +11,7 @@ pub mod id;
 pub mod lifecycle;
 pub mod limits;
 pub mod persistence;
+pub mod pool;
 pub mod report;
 pub mod session;
 pub mod time;

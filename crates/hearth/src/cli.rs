@@ -46,6 +46,67 @@ pub enum Command {
     Vault(VaultCommand),
     /// Check that this host can boot VMs, and say how to fix what is missing.
     Doctor,
+    /// Warm pools: VMs of an image booted ahead of demand and handed out to
+    /// the creates that fit (through `hearth serve`, admin token).
+    #[command(subcommand)]
+    Pool(PoolCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Create or change the pool of IMAGE.
+    Set {
+        #[command(flatten)]
+        api: ApiArgs,
+        image: String,
+        /// VMs to keep waiting.
+        #[arg(long)]
+        size: u32,
+        /// The most pooled VMs at once, booting included (default: SIZE).
+        #[arg(long)]
+        max: Option<u32>,
+        /// Seconds a waiting VM is kept before it is replaced (default: 3600).
+        #[arg(long, value_name = "SECS")]
+        ttl: Option<u64>,
+        /// Boots per minute the pool may start (default: 6).
+        #[arg(long, value_name = "N")]
+        refill: Option<u32>,
+    },
+    /// Every pool: settings, VMs waiting and booting, hand-outs.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One pool and each of its VMs.
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+        image: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the pool of IMAGE; its waiting VMs are destroyed.
+    Rm {
+        #[command(flatten)]
+        api: ApiArgs,
+        image: String,
+    },
+}
+
+/// `--pool IMAGE=SIZE`.
+fn parse_pool_arg(s: &str) -> Result<(String, u32), String> {
+    let (image, size) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not IMAGE=SIZE (e.g. `--pool browser=2`)"))?;
+    let size = size.parse().map_err(|_| {
+        format!("{size:?} in {s:?} is not a number of VMs (e.g. `--pool browser=2`)")
+    })?;
+    if image.is_empty() {
+        return Err(format!("{s:?} names no image (e.g. `--pool browser=2`)"));
+    }
+    Ok((image.to_owned(), size))
 }
 
 #[derive(Debug, Subcommand)]
@@ -584,6 +645,13 @@ pub struct ServeArgs {
     /// the address each request came to).
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
+    /// Keep SIZE VMs of IMAGE booted and waiting for the creates that fit
+    /// (repeatable; `hearth pool set` changes it later).
+    #[arg(long = "pool", value_name = "IMAGE=SIZE", value_parser = parse_pool_arg)]
+    pub pools: Vec<(String, u32)>,
+    /// The most pooled VMs booting at once, across pools (default: 1).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub pool_boots: u64,
     #[command(flatten)]
     pub keys: KeyFileArgs,
     #[command(flatten)]

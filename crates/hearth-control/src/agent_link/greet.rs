@@ -1,7 +1,7 @@
 //! Opening one connection to the agent: connect, read the hello, agree on
 //! a protocol version (or refuse the agent with the fix), record the
 //! agent, answer `welcome` with what is stored of its records, and send
-//! the VM's configuration.
+//! the VM's configuration (held back while the VM waits in a pool).
 
 use std::time::Duration;
 
@@ -92,11 +92,7 @@ pub(super) async fn greet(spec: &LinkSpec, hello_window: Duration) -> Result<Con
         .agent_hello(&spec.vm, &record)
         .await
         .map_err(store_failed)?;
-    let config = spec
-        .store
-        .guest_config(&spec.vm)
-        .await
-        .map_err(store_failed)?;
+    let config = config_to_send(spec).await.map_err(store_failed)?;
     let write_failed = |e: FrameError| Greet::Failed(error_chain(&e));
     let welcome = HostMessage::Welcome {
         protocol: chosen,
@@ -112,9 +108,11 @@ pub(super) async fn greet(spec: &LinkSpec, hello_window: Duration) -> Result<Con
             .await
             .map_err(write_failed)?;
     }
-    wire::write_message(&mut writer, &HostMessage::Config { config })
-        .await
-        .map_err(write_failed)?;
+    if let Some(config) = config {
+        wire::write_message(&mut writer, &HostMessage::Config { config })
+            .await
+            .map_err(write_failed)?;
+    }
     let (tx, frames) = mpsc::unbounded_channel();
     let vm = spec.vm.clone();
     let reader = tokio::spawn(async move {
@@ -146,6 +144,23 @@ pub(super) async fn greet(spec: &LinkSpec, hello_window: Duration) -> Result<Con
         clock: Clock::from_hello(now, uptime_ms),
         protocol: chosen,
     })
+}
+
+/// The VM's configuration, or `None` while it waits in a pool: a pooled VM
+/// belongs to no tenant, so its agent is told nothing until a create takes
+/// it ([`super::LinkHandle::configure`] sends it then).
+pub(super) async fn config_to_send(
+    spec: &LinkSpec,
+) -> Result<Option<hearth_types::guest::GuestConfig>, hearth_store::StoreError> {
+    let pooled = spec
+        .store
+        .vm(&spec.vm)
+        .await?
+        .is_some_and(|r| r.vm.tenant == hearth_types::TenantId::pool());
+    if pooled {
+        return Ok(None);
+    }
+    Ok(Some(spec.store.guest_config(&spec.vm).await?))
 }
 
 /// The host's clock, for the agent to set the guest's from.

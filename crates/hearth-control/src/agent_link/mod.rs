@@ -141,6 +141,8 @@ pub(crate) enum Request {
     },
     /// The owner of watch `id` dropped its receiver.
     CaptureStop { id: u64 },
+    /// Send the VM's stored configuration now (a pooled VM handed out).
+    Configure,
 }
 
 impl Request {
@@ -156,7 +158,10 @@ impl Request {
             Request::PortConnect { answer, .. } => answer.is_closed(),
             Request::Listen { incoming, .. } => incoming.is_closed(),
             Request::CaptureWatch { events, .. } => events.is_closed(),
-            Request::Input { .. } | Request::Port { .. } | Request::CaptureStop { .. } => false,
+            Request::Input { .. }
+            | Request::Port { .. }
+            | Request::CaptureStop { .. }
+            | Request::Configure => false,
         }
     }
 }
@@ -348,6 +353,16 @@ impl LinkHandle {
         Ok(rx)
     }
 
+    /// Sends the VM's stored configuration to its agent now, or on the
+    /// next connection if none is up (a pooled VM being handed out; its
+    /// agent applies the first configuration it gets and ignores later
+    /// ones, so a repeat is harmless).
+    pub fn configure(&self) -> Result<(), LinkError> {
+        self.requests
+            .send(Request::Configure)
+            .map_err(|_| LinkError::Ended)
+    }
+
     fn stop(&self) {
         self.stop.send_replace(true);
     }
@@ -404,6 +419,8 @@ impl Links {
     }
 }
 
+#[cfg(test)]
+mod pool_tests;
 #[cfg(test)]
 mod real_agent_tests;
 #[cfg(test)]

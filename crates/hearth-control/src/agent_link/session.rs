@@ -165,6 +165,12 @@ impl Connection {
                     if request.abandoned() {
                         continue;
                     }
+                    if matches!(request, Request::Configure) {
+                        if let Err(why) = self.send_config(spec).await {
+                            break End::Dropped(why);
+                        }
+                        continue;
+                    }
                     if let Err(e) = self.send_request(request, &mut pending, standing).await {
                         break End::Dropped(error_chain(&e));
                     }
@@ -271,6 +277,19 @@ impl Connection {
         Ok(())
     }
 
+    /// The configuration as stored now (a pooled VM's, once handed out).
+    async fn send_config(&mut self, spec: &LinkSpec) -> Result<(), String> {
+        let config = super::greet::config_to_send(spec)
+            .await
+            .map_err(|e| format!("reading the configuration failed: {}", error_chain(&e)))?;
+        let Some(config) = config else {
+            return Ok(());
+        };
+        self.send(&HostMessage::Config { config })
+            .await
+            .map_err(|e| error_chain(&e))
+    }
+
     async fn send(&mut self, msg: &HostMessage) -> Result<(), FrameError> {
         match tokio::time::timeout(WRITE_WINDOW, wire::write_message(&mut self.writer, msg)).await {
             Ok(r) => r,
@@ -364,6 +383,8 @@ impl Connection {
                 }
                 Ok(())
             }
+            // Sent by `serve`, which has the store.
+            Request::Configure => Ok(()),
         }
     }
 

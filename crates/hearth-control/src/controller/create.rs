@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_net::NicPolicy;
-use hearth_store::{StateChange, StoreError, VmRecord};
+use hearth_store::{PoolVmRecord, StateChange, StoreError, VmRecord};
 use hearth_types::api::{CreateVm, NetworkMode, Vm, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS};
 use hearth_types::error_chain;
-use hearth_types::{BackendKind, FailureCode, Timestamp, VmDescription, VmId, VmState};
+use hearth_types::{BackendKind, FailureCode, TenantId, Timestamp, VmDescription, VmId, VmState};
 use hearth_vmm::firecracker::Firecracker;
 use hearth_vmm::isolation::Isolation;
 use hearth_vmm::qemu::Qemu;
@@ -62,6 +62,9 @@ pub(super) async fn create(
     let req = with_size(ctl, req);
     let timeout = check_request(ctl, &req)?;
     let nic = nic_request(&req)?;
+    if let Some(vm) = super::pool::hand_out(ctl, scope, &req, timeout).await? {
+        return Ok(vm);
+    }
     let now = Timestamp::now();
     let record = VmRecord::requested(
         VmId::generate(),
@@ -81,6 +84,44 @@ pub(super) async fn create(
     let vm = record.vm.clone();
     tokio::spawn(boot(Arc::clone(ctl), record, nic, true));
     Ok(vm)
+}
+
+/// A VM for `image`'s pool (see `pool::PoolSource`): the image's size, no
+/// configuration, the pool tenant's, recorded in its pool before it boots,
+/// with a readiness deadline past the pool's time to live (`keep`).
+pub(super) async fn create_pooled(
+    ctl: &Arc<Controller>,
+    image: &str,
+    assets: String,
+    keep: Duration,
+) -> Result<VmId, ControlError> {
+    let req = with_size(
+        ctl,
+        CreateVm {
+            image: image.to_owned(),
+            ..CreateVm::default()
+        },
+    );
+    let now = Timestamp::now();
+    let deadline = now.plus(keep + ctl.config.readiness_timeout);
+    let id = VmId::generate();
+    let record = VmRecord::requested(id.clone(), TenantId::pool(), &req, now, deadline);
+    ctl.store.insert_vm(&record).await?;
+    let row = PoolVmRecord {
+        vm: id.clone(),
+        image: image.to_owned(),
+        assets,
+        created_at: now,
+        warm: false,
+        warm_since: None,
+    };
+    if let Err(e) = ctl.store.add_pool_vm(&row).await {
+        let message = format!("could not be added to its pool: {}", error_chain(&e));
+        super::cleanup::fail(ctl, &id, FailureCode::StartFailed, message).await;
+        return Err(e.into());
+    }
+    tokio::spawn(boot(Arc::clone(ctl), record, None, true));
+    Ok(id)
 }
 
 /// The request with its size filled in where it gave none: the image

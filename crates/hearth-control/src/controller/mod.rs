@@ -22,6 +22,7 @@ mod health;
 mod idle;
 mod network;
 mod persist;
+pub mod pool;
 mod ports;
 mod reconcile;
 mod watch;
@@ -76,6 +77,8 @@ pub struct ControllerConfig {
     pub network: NetworkConfig,
     /// The waits between restarts of persistent VMs by their policy.
     pub restart_backoff: crate::restart::Backoff,
+    /// Warm pools: the most pooled VMs booting at once (docs/pools.md).
+    pub pool_boots: usize,
 }
 
 impl ControllerConfig {
@@ -94,6 +97,7 @@ impl ControllerConfig {
             agent_readiness: AGENT_READINESS,
             network: NetworkConfig::default(),
             restart_backoff: Default::default(),
+            pool_boots: 1,
         }
     }
 }
@@ -131,6 +135,8 @@ pub enum ControlError {
     Store(#[from] StoreError),
     #[error("the VM's network could not be removed")]
     Network(#[source] hearth_net::NetError),
+    #[error("no pool for image {0:?}: make one with `hearth pool set {0} --size N`")]
+    NoPool(String),
     #[error("could not read {what}")]
     Io {
         what: String,
@@ -186,6 +192,8 @@ pub struct Controller {
     networks: network::Networks,
     /// When each running VM was last used (its idle policy).
     activity: idle::Activity,
+    /// Warm pools' counters, refill clocks and VM source.
+    pools: pool::Pools,
 }
 
 impl Controller {
@@ -209,6 +217,7 @@ impl Controller {
             notices,
             networks,
             activity: Default::default(),
+            pools: Default::default(),
         })
     }
 

@@ -25,6 +25,7 @@ pub(super) async fn once(ctl: &Arc<Controller>) {
     super::idle::stop_idle(ctl, &active).await;
     super::persist::restart_due(ctl).await;
     cleanup::run_due_jobs(ctl).await;
+    super::pool::reconcile(ctl).await;
     if ctl
         .ticks
         .fetch_add(1, Ordering::Relaxed)

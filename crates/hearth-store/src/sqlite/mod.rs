@@ -16,6 +16,7 @@ mod error;
 mod jobs;
 mod migrate;
 mod net_slots;
+mod pools;
 mod sessions;
 mod tokens;
 mod viewer_links;

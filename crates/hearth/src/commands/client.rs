@@ -120,6 +120,27 @@ impl Client {
         self.decode("POST", url, res)
     }
 
+    /// PUTs `body` as JSON and decodes the JSON answer.
+    pub fn put<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let json = serde_json::to_vec(body).map_err(|source| ClientError::Decode {
+            method: "PUT",
+            url: url.clone(),
+            source,
+        })?;
+        let res = self
+            .agent
+            .put(&url)
+            .header("authorization", self.bearer())
+            .content_type("application/json")
+            .send(&json[..]);
+        self.decode("PUT", url, res)
+    }
+
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = self.url(path);
         let res = self

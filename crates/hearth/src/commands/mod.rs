@@ -4,6 +4,7 @@ mod client;
 mod doctor;
 mod image;
 mod kernel;
+mod pool;
 mod serve;
 mod serve_sessions;
 mod session;
@@ -22,8 +23,8 @@ use hearth_guestkit::DataDir;
 pub use vm_port_forward::PortPair;
 
 use crate::cli::{
-    Cli, Command, ImageCommand, KernelCommand, SessionCommand, TokenCommand, VaultCommand,
-    VmCommand,
+    Cli, Command, ImageCommand, KernelCommand, PoolCommand, SessionCommand, TokenCommand,
+    VaultCommand, VmCommand,
 };
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -65,11 +66,36 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(TokenCommand::List { api, json }) => token::list(&api, json),
         Command::Token(TokenCommand::Revoke { api, id }) => token::revoke(&api, &id),
         Command::Session(command) => run_session(command),
+        Command::Pool(command) => run_pool(command),
         Command::Vault(VaultCommand::Status { keys, json }) => vault::status(&data, keys, json),
         Command::Vault(VaultCommand::Rotate { keys }) => vault::rotate(&data, keys),
         Command::Vault(VaultCommand::Retire { keys, version }) => {
             vault::retire(&data, keys, version)
         }
+    }
+}
+
+fn run_pool(command: PoolCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PoolCommand::Set {
+            api,
+            image,
+            size,
+            max,
+            ttl,
+            refill,
+        } => {
+            let spec = hearth_types::pool::PoolSpec {
+                size,
+                max,
+                ttl_secs: ttl,
+                refill_per_min: refill,
+            };
+            pool::set(&api, &image, &spec)
+        }
+        PoolCommand::List { api, json } => pool::list(&api, json),
+        PoolCommand::Show { api, image, json } => pool::show(&api, &image, json),
+        PoolCommand::Rm { api, image } => pool::rm(&api, &image),
     }
 }
 

@@ -78,7 +78,8 @@ fn serve_until_stopped(
     let server = server_config(args);
     let sessions = SessionParts::from_args(data, &args.keys, &args.sessions, store.clone())?;
     let runtime = runtime(logs)?;
-    let result = runtime.block_on(serve(store, config, server, sessions));
+    let pools = args.pools.clone();
+    let result = runtime.block_on(serve(store, config, server, sessions, pools));
     runtime.shutdown_timeout(SHUTDOWN_WAIT);
     result?;
     tracing::info!("stopped; running VMs were left running for the next `hearth serve` to adopt");
@@ -90,12 +91,14 @@ async fn serve(
     config: ControllerConfig,
     mut server: ServerConfig,
     sessions: SessionParts,
+    pools: Vec<(String, u32)>,
 ) -> anyhow::Result<()> {
     // Before anything else: a SIGTERM during adoption must stop us cleanly.
     let shutdown = shutdown_signal()?;
     let data = config.data.root().display().to_string();
     let controller = Controller::new(store, config);
     let reconcilers = controller.start().await;
+    set_pools(&controller, pools).await?;
     let sessions = sessions.sessions(Arc::clone(&controller));
     let session_reconciler = tokio::spawn(sessions.clone().run());
     server.sessions = Some(sessions);
@@ -104,6 +107,32 @@ async fn serve(
     session_reconciler.abort();
     reconcilers.abort();
     served.context("the HTTP API stopped")?;
+    Ok(())
+}
+
+/// `--pool IMAGE=SIZE`: each pool set (its other settings kept, or the
+/// defaults for a new one).
+async fn set_pools(controller: &Controller, pools: Vec<(String, u32)>) -> anyhow::Result<()> {
+    for (image, size) in pools {
+        let spec = match controller.pool(&image).await {
+            Ok(p) => hearth_types::pool::PoolSpec {
+                size,
+                max: Some(p.settings.max.max(size)),
+                ttl_secs: Some(p.settings.ttl_secs),
+                refill_per_min: Some(p.settings.refill_per_min),
+            },
+            Err(_) => hearth_types::pool::PoolSpec {
+                size,
+                max: None,
+                ttl_secs: None,
+                refill_per_min: None,
+            },
+        };
+        controller
+            .set_pool(&image, &spec)
+            .await
+            .with_context(|| format!("--pool {image}={size}"))?;
+    }
     Ok(())
 }
 
@@ -143,6 +172,7 @@ fn controller_config(data: &DataDir, args: &ServeArgs) -> ControllerConfig {
     config.network.prefix = args.network_prefix.clone();
     config.network.host_namespace = args.network_namespace.clone();
     config.network.pool = args.network_pool;
+    config.pool_boots = usize::try_from(args.pool_boots).unwrap_or(1);
     config
 }
 

@@ -24,6 +24,12 @@ pub fn create(
     admin: bool,
     expires_in: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
+    if tenant.is_reserved() {
+        anyhow::bail!(
+            "tenant {tenant} is reserved for hearth itself (names starting with `_`; `_pool` owns \
+             pooled VMs): give the token another tenant"
+        );
+    }
     let store_file = data.store_file();
     let store = SqliteStore::open(&store_file)
         .with_context(|| format!("could not open the store {}", store_file.display()))?;

@@ -1,0 +1,85 @@
+//! Which creates a pooled VM can serve. A pooled VM booted with nothing
+//! of a tenant's: its agent waits for the configuration before it starts
+//! any service, so all of the configuration (hostname, environment, files,
+//! services) is applied at hand-out. What is fixed at boot is not: the
+//! backend, the kernel command line (a command), a NIC, the size.
+
+use hearth_types::api::CreateVm;
+use hearth_types::BackendKind;
+
+/// Why a create boots cold although its image has a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misfit {
+    /// Pooled VMs run on QEMU.
+    Backend,
+    /// A command is on the kernel command line, fixed at boot.
+    Command,
+    /// A NIC is made before the hypervisor starts; pooled VMs have none.
+    Network,
+}
+
+impl Misfit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Misfit::Backend => "pooled VMs run on qemu",
+            Misfit::Command => "a command is fixed at boot",
+            Misfit::Network => "a NIC is fixed at boot and pooled VMs have none",
+        }
+    }
+}
+
+/// Whether `req` (its size already filled in) can be served by a pooled
+/// VM; the size itself is matched by the store's take.
+pub(super) fn fits(req: &CreateVm) -> Result<(), Misfit> {
+    if req.backend != BackendKind::Qemu {
+        return Err(Misfit::Backend);
+    }
+    if !req.command.is_empty() {
+        return Err(Misfit::Command);
+    }
+    if req.network.is_some() {
+        return Err(Misfit::Network);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use hearth_types::api::NetworkMode;
+    use hearth_types::guest::{EnvVar, GuestConfig};
+
+    use super::*;
+
+    #[test]
+    fn configuration_fits_and_what_is_fixed_at_boot_does_not() {
+        let config = GuestConfig {
+            hostname: Some("h".into()),
+            env: vec![EnvVar {
+                name: "A".into(),
+                value: "1".into(),
+            }],
+            ..GuestConfig::default()
+        };
+        let ok = CreateVm {
+            config,
+            readiness_timeout_secs: Some(30),
+            ..CreateVm::default()
+        };
+        assert_eq!(fits(&ok), Ok(()));
+        let fc = CreateVm {
+            backend: BackendKind::Firecracker,
+            ..ok.clone()
+        };
+        assert_eq!(fits(&fc), Err(Misfit::Backend));
+        let cmd = CreateVm {
+            command: vec!["true".into()],
+            ..ok.clone()
+        };
+        assert_eq!(fits(&cmd), Err(Misfit::Command));
+        let nic = CreateVm {
+            network: Some(NetworkMode::Nat),
+            ..ok
+        };
+        assert_eq!(fits(&nic), Err(Misfit::Network));
+    }
+}

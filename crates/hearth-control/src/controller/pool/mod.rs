@@ -1,0 +1,189 @@
+//! Warm pools: per image, VMs booted ahead of demand with no tenant's
+//! configuration (the agent link holds it back), so that a create that
+//! fits takes one that is already up and only waits for its services.
+//!
+//! - `fit`: which creates a pooled VM can serve (pure).
+//! - `handout`: the compare-and-set that gives a waiting VM to a tenant,
+//!   then its configuration to its agent.
+//! - `fill`: the reconciler that expires and refills pools, behind the
+//!   explicit creates.
+//! - `source`: the one seam that makes a pooled VM ([`PoolSource`]); today
+//!   a cold boot, later a restore from a snapshot template.
+
+mod fill;
+mod fit;
+mod handout;
+mod source;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use hearth_store::{PoolRecord, PoolVmRecord};
+use hearth_types::pool::{Pool, PoolSettings, PoolSpec, PoolVmState, PooledVm};
+use hearth_types::Timestamp;
+
+pub use self::fit::Misfit;
+pub use self::source::{ColdBoot, PoolSource};
+use super::{ControlError, Controller};
+
+pub(super) use self::fill::reconcile;
+pub(super) use self::handout::hand_out;
+
+/// What the pools did since the server started, per image.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PoolCounts {
+    /// Creates served by a pooled VM.
+    pub handed_out: u64,
+    /// Creates for a pooled image that booted cold (none waiting, or the
+    /// create did not fit).
+    pub cold: u64,
+    /// Pooled VMs started.
+    pub boots: u64,
+    /// Pooled VMs removed (time to live, changed assets, pool shrunk or
+    /// removed, never warm).
+    pub expired: u64,
+}
+
+/// The pools' moving parts that live in memory: counters, the time of
+/// each pool's last boot (its refill rate), and the source of new VMs.
+#[derive(Debug)]
+pub(super) struct Pools {
+    counts: Mutex<BTreeMap<String, PoolCounts>>,
+    last_boot: Mutex<BTreeMap<String, std::time::Instant>>,
+    source: Mutex<Arc<dyn PoolSource>>,
+}
+
+impl Default for Pools {
+    fn default() -> Self {
+        Pools {
+            counts: Mutex::default(),
+            last_boot: Mutex::default(),
+            source: Mutex::new(Arc::new(ColdBoot)),
+        }
+    }
+}
+
+impl Pools {
+    fn count(&self, image: &str, f: impl FnOnce(&mut PoolCounts)) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        f(map.entry(image.to_owned()).or_default());
+    }
+
+    fn source(&self) -> Arc<dyn PoolSource> {
+        Arc::clone(&self.source.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Controller {
+    /// Creates or changes the pool of `image`; the reconciler fills it.
+    pub async fn set_pool(&self, image: &str, spec: &PoolSpec) -> Result<Pool, ControlError> {
+        let settings = spec.settings().map_err(ControlError::Invalid)?;
+        self.check_poolable(image)?;
+        let record = PoolRecord {
+            image: image.to_owned(),
+            settings,
+            updated_at: Timestamp::now(),
+        };
+        self.store.put_pool(&record).await?;
+        tracing::info!(image, size = settings.size, max = settings.max, "pool set");
+        self.pool(image).await
+    }
+
+    /// One pool and its VMs; `Invalid` naming the fix when there is none.
+    pub async fn pool(&self, image: &str) -> Result<Pool, ControlError> {
+        self.list_pools()
+            .await?
+            .into_iter()
+            .find(|p| p.image == image)
+            .ok_or_else(|| no_pool(image))
+    }
+
+    /// Every pool with its VMs, by image.
+    pub async fn list_pools(&self) -> Result<Vec<Pool>, ControlError> {
+        let vms = self.store.pool_vms().await?;
+        let pools = self.store.pools().await?;
+        Ok(pools.into_iter().map(|p| self.describe(p, &vms)).collect())
+    }
+
+    /// Removes the pool of `image` and destroys its waiting VMs (through
+    /// the one deletion path); the pool as it was.
+    pub async fn remove_pool(self: &Arc<Self>, image: &str) -> Result<Pool, ControlError> {
+        let pool = self.pool(image).await?;
+        self.store.delete_pool(image).await?;
+        fill::sweep(self).await;
+        tracing::info!(image, "pool removed");
+        Ok(pool)
+    }
+
+    /// What the pools did, per image, since the server started.
+    pub fn pool_counts(&self) -> BTreeMap<String, PoolCounts> {
+        self.pools
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces how pooled VMs are made (a cold boot by default).
+    pub fn set_pool_source(&self, source: Arc<dyn PoolSource>) {
+        *self.pools.source.lock().unwrap_or_else(|p| p.into_inner()) = source;
+    }
+
+    /// A pooled VM gets its configuration from its agent at hand-out: the
+    /// image must carry one, and agent readiness must be on.
+    fn check_poolable(&self, image: &str) -> Result<(), ControlError> {
+        hearth_guestkit::image::find_image(&self.config.data, image)
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        if !(self.config.agent_readiness && super::agent::image_has_agent(self, image)) {
+            return Err(ControlError::Invalid(format!(
+                "image {image:?} has no guest agent (or this server runs without agent \
+                 readiness): a pooled VM is configured by its agent when it is handed out; \
+                 build the image with the agent"
+            )));
+        }
+        Ok(())
+    }
+
+    fn describe(&self, p: PoolRecord, vms: &[PoolVmRecord]) -> Pool {
+        let ttl = std::time::Duration::from_secs(p.settings.ttl_secs);
+        let counts = self
+            .pool_counts()
+            .get(&p.image)
+            .copied()
+            .unwrap_or_default();
+        let vms = vms
+            .iter()
+            .filter(|v| v.image == p.image)
+            .map(|v| PooledVm {
+                id: v.vm.clone(),
+                state: state_of(v),
+                created_at: v.created_at,
+                expires_at: v.warm_since.map(|since| since.plus(ttl)),
+            })
+            .collect();
+        Pool {
+            image: p.image,
+            settings: p.settings,
+            updated_at: p.updated_at,
+            vms,
+            handed_out: counts.handed_out,
+        }
+    }
+}
+
+fn state_of(v: &PoolVmRecord) -> PoolVmState {
+    if v.warm {
+        PoolVmState::Waiting
+    } else {
+        PoolVmState::Booting
+    }
+}
+
+fn no_pool(image: &str) -> ControlError {
+    ControlError::NoPool(image.to_owned())
+}
+
+/// The settings of `image`'s pool, if it has one.
+fn settings_of(pools: &[PoolRecord], image: &str) -> Option<PoolSettings> {
+    pools.iter().find(|p| p.image == image).map(|p| p.settings)
+}

@@ -9,6 +9,7 @@ pub mod egress_settings;
 pub mod net_slots;
 pub mod records;
 pub mod sessions;
+pub mod snapshots;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -27,6 +28,7 @@ pub use egress_settings::{EgressSettingsRecord, EgressSettingsStore};
 pub use net_slots::{NetSlot, NetSlotStore, SlotClaim};
 pub use records::*;
 pub use sessions::{SessionChange, SessionFilter, SessionRecord, SessionStore};
+pub use snapshots::{SnapshotRecord, SnapshotRole, SnapshotStore};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +57,15 @@ pub enum StoreError {
 /// `Arc<dyn Store>` upcasts to `&dyn CredentialStore`).
 #[async_trait]
 pub trait Store:
-    CredentialStore + SessionStore + EgressSettingsStore + NetSlotStore + Send + Sync + std::fmt::Debug
+    CredentialStore
+    + SessionStore
+    + EgressSettingsStore
+    + NetSlotStore
+    // Snapshots.
+    + SnapshotStore
+    + Send
+    + Sync
+    + std::fmt::Debug
 {
     // VMs
     async fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError>;

@@ -46,6 +46,11 @@ pub struct CreateVm {
     /// guest reaches out only through its agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkMode>,
+    /// Start from this snapshot instead of booting (docs/snapshots.md):
+    /// the image, size and kernel are the snapshot's, and a request that
+    /// names others is refused with what differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<crate::SnapshotName>,
 }
 
 /// The kind of network a VM's NIC is on.
@@ -85,6 +90,7 @@ impl Default for CreateVm {
             readiness_timeout_secs: None,
             config: Default::default(),
             network: None,
+            from_snapshot: None,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod report;
 pub mod session;
+pub mod snapshot;
 pub mod time;
 pub mod vm;
 
@@ -22,5 +23,6 @@ pub use id::{
 pub use lifecycle::{Failure, FailureCode, VmState};
 pub use report::error_chain;
 pub use session::{SessionId, SessionState};
+pub use snapshot::{SnapshotManifest, SnapshotName};
 pub use time::Timestamp;
 pub use vm::{Accel, BackendKind, Channel, Disk, ProcessRef, SpecError, VmDescription};

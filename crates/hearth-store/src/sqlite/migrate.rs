@@ -61,6 +61,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0008_egress_settings",
         sql: include_str!("../migrations/0008_egress_settings.sql"),
     },
+    // Snapshots (lead-assigned number 0011).
+    Migration {
+        version: 11,
+        name: "0011_snapshots",
+        sql: include_str!("../migrations/0011_snapshots.sql"),
+    },
 ];
 
 /// The schema version this build writes: the last migration's number.

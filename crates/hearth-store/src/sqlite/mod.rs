@@ -17,6 +17,7 @@ mod jobs;
 mod migrate;
 mod net_slots;
 mod sessions;
+mod snapshots;
 mod tokens;
 mod viewer_links;
 mod vms;

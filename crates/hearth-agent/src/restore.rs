@@ -100,7 +100,7 @@ pub fn take_identity(hostname: &str, machine_id: &str) -> Result<(), RestoreErro
     let path = Path::new("/etc/machine-id");
     config::write_atomically(path, format!("{machine_id}\n").as_bytes(), 0o444).map_err(
         |source| ConfigError::File {
-            path: path.into(),
+            path: "/etc/machine-id".into(),
             source,
         },
     )?;

@@ -28,6 +28,7 @@ mod params;
 mod ports;
 mod rate;
 mod sessions;
+mod snapshots;
 mod tokens;
 mod viewer;
 mod viewer_links;
@@ -223,6 +224,12 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         )
         .route("/api/auth/start", post(legacy::auth_start))
         .route("/api/vm/{id}/console-log", get(legacy::console_log))
+        // Snapshots.
+        .route("/v1/snapshots", post(snapshots::create).get(snapshots::list))
+        .route(
+            "/v1/snapshots/{name}",
+            get(snapshots::get).delete(snapshots::remove),
+        )
         .route("/v1/tokens", get(tokens::list))
         .route("/v1/tokens/{id}", delete(tokens::revoke))
         .route("/metrics", get(metrics::metrics))

@@ -62,6 +62,11 @@ Every route but `/healthz` and `/health` needs `Authorization: Bearer <token>` (
         crate::legacy::health,
         crate::legacy::auth_start,
         crate::legacy::console_log,
+        // Snapshots.
+        crate::snapshots::create,
+        crate::snapshots::list,
+        crate::snapshots::get,
+        crate::snapshots::remove,
     ),
     // The exec WebSocket's client frames: no route takes them as a body.
     components(schemas(hearth_types::api::ExecClientMessage)),
@@ -75,6 +80,7 @@ Every route but `/healthz` and `/health` needs `Authorization: Bearer <token>` (
         (name = "sessions", description = "Login sessions: a user logs in to an AI CLI tool in a browser VM, and the credential is sealed in the vault"),
         (name = "legacy", description = "The routes of the controller hearth replaces, for drop-in use"),
         (name = "tokens", description = "API tokens, listed and revoked (admin only)"),
+        (name = "snapshots", description = "Snapshots of running VMs and templates of images; VMs restored from them"),
         (name = "viewer", description = "A VM's screen in a browser: viewer links, the VNC WebSocket"),
     )
 )]

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use hearth_agent_proto::{
     negotiate, redacted, FrameError, GuestMessage, HostMessage, PORTS_PROTOCOL, PROTOCOL,
+    RESTORE_PROTOCOL,
 };
-use hearth_store::AgentHello;
+use hearth_store::{AgentHello, SnapshotRole};
 use hearth_types::{error_chain, Timestamp};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
@@ -112,9 +113,30 @@ pub(super) async fn greet(spec: &LinkSpec, hello_window: Duration) -> Result<Con
             .await
             .map_err(write_failed)?;
     }
-    wire::write_message(&mut writer, &HostMessage::Config { config })
+    // Snapshots: a template gets no configuration (none may be in a
+    // snapshot); a restored VM is told so, with its new identity, first.
+    match spec
+        .store
+        .snapshot_role(&spec.vm)
         .await
-        .map_err(write_failed)?;
+        .map_err(store_failed)?
+    {
+        Some((_, SnapshotRole::Template)) => {}
+        Some((_, SnapshotRole::Restored)) => {
+            if chosen >= RESTORE_PROTOCOL {
+                let restored = super::restored::message(&spec.vm, &config);
+                wire::write_message(&mut writer, &restored)
+                    .await
+                    .map_err(write_failed)?;
+            }
+            wire::write_message(&mut writer, &HostMessage::Config { config })
+                .await
+                .map_err(write_failed)?;
+        }
+        None => wire::write_message(&mut writer, &HostMessage::Config { config })
+            .await
+            .map_err(write_failed)?,
+    }
     let (tx, frames) = mpsc::unbounded_channel();
     let vm = spec.vm.clone();
     let reader = tokio::spawn(async move {

@@ -57,6 +57,20 @@ pub(super) async fn create(
     scope: &Scope,
     req: CreateVm,
 ) -> Result<Vm, ControlError> {
+    if req.from_snapshot.is_some() {
+        return super::restore::create(ctl, scope, req).await;
+    }
+    create_with_role(ctl, scope, req, None).await
+}
+
+/// [`create`] of a VM booted for a snapshot (a template), whose role is
+/// stored before its agent link can greet it.
+pub(super) async fn create_with_role(
+    ctl: &Arc<Controller>,
+    scope: &Scope,
+    req: CreateVm,
+    role: Option<(&hearth_types::SnapshotName, hearth_store::SnapshotRole)>,
+) -> Result<Vm, ControlError> {
     let req = with_size(ctl, req);
     let timeout = check_request(ctl, &req)?;
     let now = Timestamp::now();
@@ -68,6 +82,11 @@ pub(super) async fn create(
         now.plus(timeout),
     );
     ctl.store.insert_vm(&record).await?;
+    if let Some((snapshot, role)) = role {
+        ctl.store
+            .set_snapshot_role(&record.vm.id, snapshot, role)
+            .await?;
+    }
     if req.config != Default::default() {
         ctl.store
             .set_guest_config(&record.vm.id, &req.config)
@@ -83,7 +102,7 @@ pub(super) async fn create(
 /// The request with its size filled in where it gave none: the image
 /// recipe's (`vm` in the recipe, kept in the image's manifest), else the
 /// API's defaults.
-fn with_size(ctl: &Controller, mut req: CreateVm) -> CreateVm {
+pub(super) fn with_size(ctl: &Controller, mut req: CreateVm) -> CreateVm {
     let image = hearth_guestkit::image::image_vm_size(&ctl.config.data, &req.image);
     let vcpus = req.vcpus.or(image.map(|s| s.vcpus));
     let memory = req.memory_mib.or(image.map(|s| s.memory_mib));
@@ -93,7 +112,7 @@ fn with_size(ctl: &Controller, mut req: CreateVm) -> CreateVm {
 }
 
 /// Everything about a request that can be refused before anything exists.
-fn check_request(ctl: &Controller, req: &CreateVm) -> Result<Duration, ControlError> {
+pub(super) fn check_request(ctl: &Controller, req: &CreateVm) -> Result<Duration, ControlError> {
     let invalid = |e: &dyn std::fmt::Display| ControlError::Invalid(e.to_string());
     let (vcpus, memory) = (
         req.vcpus.unwrap_or(DEFAULT_VCPUS),
@@ -150,7 +169,7 @@ fn check_network(ctl: &Controller, req: &CreateVm) -> Result<(), ControlError> {
 }
 
 /// A create step that failed.
-struct StepFailure {
+pub(super) struct StepFailure {
     step: &'static str,
     reason: String,
 }
@@ -161,6 +180,17 @@ async fn boot(ctl: Arc<Controller>, record: VmRecord, network: Option<NetworkMod
     if result.is_err() && network.is_some() {
         super::network::undo(&ctl, &id).await;
     }
+    started(ctl, &record, result).await
+}
+
+/// The end of a create: the running VM gets its agent link and watcher,
+/// a failed one its failure.
+pub(super) async fn started(
+    ctl: Arc<Controller>,
+    record: &VmRecord,
+    result: Result<(RunningVm, bool), StepFailure>,
+) {
+    let id = record.vm.id.clone();
     match result {
         Ok((running, agent_ready)) => {
             super::agent::start_link(&ctl, &id, record.vm.backend);
@@ -179,7 +209,7 @@ async fn boot(ctl: Arc<Controller>, record: VmRecord, network: Option<NetworkMod
 
 /// Whether someone asked the VM to stop while it was being created (its
 /// steps then fail on the state change, which is no failure of the VM).
-async fn stopping(ctl: &Controller, id: &VmId) -> bool {
+pub(super) async fn stopping(ctl: &Controller, id: &VmId) -> bool {
     matches!(ctl.store.vm(id).await, Ok(Some(r)) if r.vm.state == VmState::Stopping)
 }
 
@@ -217,8 +247,22 @@ async fn steps(
         cmdline.push_str(super::agent::CONFIG_FROM_HOST);
     }
     let description = files.describe(id, &assets, record.vm.vcpus, record.vm.memory_mib, cmdline);
+    super::snapshot::keep_description(&description).map_err(|e| step("layer", &e))?;
     let nic = network_step(ctl, id, network, &files).await?;
-    let (mut running, recorded) = match start_recorded(ctl, record, &description, nic).await {
+    let running = start_recorded(ctl, record, &description, Start::Boot(nic)).await;
+    let running = booted(ctl, record, &files, running).await?;
+    Ok((running, agent_ready))
+}
+
+/// The hypervisor started (or not): the VM moves on to `booting`.
+pub(super) async fn booted(
+    ctl: &Controller,
+    record: &VmRecord,
+    files: &VmFiles,
+    started: (Result<RunningVm, VmmError>, Result<(), StoreError>),
+) -> Result<RunningVm, StepFailure> {
+    let id = &record.vm.id;
+    let (mut running, recorded) = match started {
         (Ok(running), recorded) => (running, recorded),
         (Err(e), _) => {
             files.release_runtime();
@@ -245,7 +289,7 @@ async fn steps(
         files.release_runtime();
         return Err(failure);
     }
-    Ok((running, agent_ready))
+    Ok(running)
 }
 
 /// The VM's NIC when it asked for one (see `network::attach`).
@@ -272,11 +316,18 @@ async fn network_step(
 /// controller that dies from then on leaves a row with the process, which
 /// the next one adopts (`reconcile::adopt_all`) instead of killing it as
 /// an orphan.
-async fn start_recorded(
+/// How the hypervisor starts: booting the guest, or loading a snapshot's
+/// saved state.
+pub(super) enum Start<'a> {
+    Boot(Option<Nic>),
+    Restore(&'a std::path::Path),
+}
+
+pub(super) async fn start_recorded(
     ctl: &Controller,
     record: &VmRecord,
     description: &VmDescription,
-    nic: Option<Nic>,
+    how: Start<'_>,
 ) -> (Result<RunningVm, VmmError>, Result<(), StoreError>) {
     let backend = Arc::clone(&ctl.backends[&record.vm.backend]);
     let (spawned_tx, spawned_rx) = tokio::sync::oneshot::channel();
@@ -291,15 +342,20 @@ async fn start_recorded(
         }
     };
     let start = async {
-        match nic {
-            Some(nic) => backend.start_with_nic(description, on_spawn, nic).await,
-            None => backend.start_reporting(description, on_spawn).await,
+        match how {
+            Start::Boot(Some(nic)) => backend.start_with_nic(description, on_spawn, nic).await,
+            Start::Boot(None) => backend.start_reporting(description, on_spawn).await,
+            Start::Restore(state) => {
+                backend
+                    .restore_reporting(description, state, on_spawn)
+                    .await
+            }
         }
     };
     tokio::join!(start, record_it)
 }
 
-fn step(step: &'static str, reason: &dyn std::fmt::Display) -> StepFailure {
+pub(super) fn step(step: &'static str, reason: &dyn std::fmt::Display) -> StepFailure {
     StepFailure {
         step,
         reason: reason.to_string(),
@@ -307,7 +363,7 @@ fn step(step: &'static str, reason: &dyn std::fmt::Display) -> StepFailure {
 }
 
 /// One lifecycle transition through the store's compare-and-set.
-async fn move_to(
+pub(super) async fn move_to(
     ctl: &Controller,
     id: &VmId,
     from: VmState,
@@ -317,7 +373,7 @@ async fn move_to(
     move_to_at(ctl, id, from, t, message, Timestamp::now()).await
 }
 
-async fn move_to_at(
+pub(super) async fn move_to_at(
     ctl: &Controller,
     id: &VmId,
     from: VmState,

@@ -43,6 +43,7 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         network: args.network.map(|n| match n {
             NetworkArg::Nat => NetworkMode::Nat,
         }),
+        from_snapshot: args.from_snapshot.clone(),
     };
     let started = Instant::now();
     let vm: Vm = client.post("/v1/vms", Some(&req))?;

@@ -104,7 +104,9 @@ impl From<ControlError> for Problem {
                 "not_found",
                 format!("{message}: `GET /v1/snapshots` lists the snapshots you can see"),
             ),
-            ControlError::SnapshotInUse(..) => Problem::new(StatusCode::CONFLICT, "in_use", message),
+            ControlError::SnapshotInUse(..) => {
+                Problem::new(StatusCode::CONFLICT, "in_use", message)
+            }
             ControlError::Store(StoreError::Duplicate { .. }) => {
                 Problem::new(StatusCode::CONFLICT, "exists", message)
             }

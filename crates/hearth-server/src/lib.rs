@@ -225,7 +225,10 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         .route("/api/auth/start", post(legacy::auth_start))
         .route("/api/vm/{id}/console-log", get(legacy::console_log))
         // Snapshots.
-        .route("/v1/snapshots", post(snapshots::create).get(snapshots::list))
+        .route(
+            "/v1/snapshots",
+            post(snapshots::create).get(snapshots::list),
+        )
         .route(
             "/v1/snapshots/{name}",
             get(snapshots::get).delete(snapshots::remove),

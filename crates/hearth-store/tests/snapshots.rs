@@ -46,8 +46,14 @@ async fn a_snapshot_is_named_once_finished_with_its_manifest_and_removed_with_it
     store.insert_snapshot(&record).await.unwrap();
     let again = store.insert_snapshot(&record).await.unwrap_err();
     assert!(matches!(again, StoreError::Duplicate { .. }), "{again}");
-    assert_eq!(store.snapshot(&name("base")).await.unwrap(), Some(record.clone()));
-    store.finish_snapshot(&name("base"), &manifest()).await.unwrap();
+    assert_eq!(
+        store.snapshot(&name("base")).await.unwrap(),
+        Some(record.clone())
+    );
+    store
+        .finish_snapshot(&name("base"), &manifest())
+        .await
+        .unwrap();
     let done = store.snapshot(&name("base")).await.unwrap().unwrap();
     assert_eq!(done.manifest, Some(manifest()));
     assert_eq!(store.list_snapshots().await.unwrap().len(), 1);

@@ -139,11 +139,17 @@ impl SnapshotManifest {
         let mut out = Vec::new();
         let mut check = |what: &str, then: String, now: String| {
             if then != now {
-                out.push(format!("{what}: the snapshot has {then}, this restore {now}"));
+                out.push(format!(
+                    "{what}: the snapshot has {then}, this restore {now}"
+                ));
             }
         };
         check("backend", self.backend.to_string(), now.backend.to_string());
-        check("hypervisor", self.hypervisor.clone(), now.hypervisor.clone());
+        check(
+            "hypervisor",
+            self.hypervisor.clone(),
+            now.hypervisor.clone(),
+        );
         check("machine", self.machine.clone(), now.machine.clone());
         check("vcpus", self.vcpus.to_string(), now.vcpus.to_string());
         check(
@@ -158,7 +164,11 @@ impl SnapshotManifest {
             now.initramfs.as_ref().map_or("none".into(), facts),
         );
         check("image", self.image.clone(), now.image.clone());
-        check("image file", facts(&self.image_file), facts(&now.image_file));
+        check(
+            "image file",
+            facts(&self.image_file),
+            facts(&now.image_file),
+        );
         check("devices", self.devices.join(","), now.devices.join(","));
         out
     }

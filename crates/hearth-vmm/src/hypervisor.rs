@@ -130,7 +130,9 @@ pub enum VmmError {
     },
     #[error("the {0} backend cannot give a VM a NIC yet: create it with the qemu backend")]
     NoNic(BackendKind),
-    #[error("the {0} backend cannot snapshot or restore VMs through hearth yet: use the qemu backend")]
+    #[error(
+        "the {0} backend cannot snapshot or restore VMs through hearth yet: use the qemu backend"
+    )]
     NoSnapshots(BackendKind),
     #[error("hypervisor process {pid} is gone")]
     Gone { pid: u32 },

@@ -84,7 +84,11 @@ fn vm_restored_twice_each_has_the_memory_the_time_and_its_own_identity_and_confi
     assert_eq!(started.exit_code, Some(0), "{started:?}");
 
     // An hour back, and the snapshot at once (before the host's next time).
-    sh(&api, &source, "date -s @$(( $(date +%s) - 3600 )) >/dev/null");
+    sh(
+        &api,
+        &source,
+        "date -s @$(( $(date +%s) - 3600 )) >/dev/null",
+    );
     let body = json!({ "name": "base", "vm": source }).to_string();
     let snap: Snapshot = api.json("POST", "/v1/snapshots", Some(&body), 201);
     assert_eq!(snap.manifest.memory_mib, 256);
@@ -100,14 +104,32 @@ fn vm_restored_twice_each_has_the_memory_the_time_and_its_own_identity_and_confi
     for id in [&b, &c] {
         assert_eq!(held_value(&api, id), value, "{id}");
         let error = guest_clock_error(&mut host, id);
-        assert!(error < Duration::from_secs(2), "{id}: clock off by {error:?}");
-        let console: ConsoleTail = api.json("GET", &format!("/v1/vms/{id}/console?lines=10000"), None, 200);
+        assert!(
+            error < Duration::from_secs(2),
+            "{id}: clock off by {error:?}"
+        );
+        let console: ConsoleTail = api.json(
+            "GET",
+            &format!("/v1/vms/{id}/console?lines=10000"),
+            None,
+            200,
+        );
         let behind = console
             .lines
             .iter()
-            .find_map(|l| l.split("the clock was ").nth(1)?.split(' ').next()?.parse::<i64>().ok())
+            .find_map(|l| {
+                l.split("the clock was ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<i64>()
+                    .ok()
+            })
             .unwrap_or_else(|| panic!("{id}: no clock step on the console: {:?}", console.lines));
-        assert!(behind > 3_500_000, "{id}: the restored clock was only {behind} ms behind");
+        assert!(
+            behind > 3_500_000,
+            "{id}: the restored clock was only {behind} ms behind"
+        );
     }
     let random = |id: &str| sh(&api, id, "head -c 32 /dev/urandom | od -An -tx1");
     assert_ne!(random(&b), random(&c));
@@ -136,18 +158,32 @@ fn refused_for_mismatches(host: &mut Host, api: &Api) {
     let body = json!({ "from_snapshot": "base", "memory_mib": 512 }).to_string();
     let (status, text) = api.call("POST", "/v1/vms", Some(&body));
     assert_eq!(status, 400, "{text}");
-    assert!(text.contains("memory: the snapshot has 256 MiB, this restore 512 MiB"), "{text}");
+    assert!(
+        text.contains("memory: the snapshot has 256 MiB, this restore 512 MiB"),
+        "{text}"
+    );
 
     let store = SqliteStore::open(&host.data().join("hearth.db")).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let name = "base".parse().unwrap();
-    let mut manifest = rt.block_on(store.snapshot(&name)).unwrap().unwrap().manifest.unwrap();
+    let mut manifest = rt
+        .block_on(store.snapshot(&name))
+        .unwrap()
+        .unwrap()
+        .manifest
+        .unwrap();
     manifest.kernel.path = "/boot/another-vmlinuz".into();
-    rt.block_on(store.finish_snapshot(&name, &manifest)).unwrap();
+    rt.block_on(store.finish_snapshot(&name, &manifest))
+        .unwrap();
     let body = json!({ "from_snapshot": "base" }).to_string();
     let (status, text) = api.call("POST", "/v1/vms", Some(&body));
     assert_eq!(status, 400, "{text}");
-    assert!(text.contains("kernel: the snapshot has /boot/another-vmlinuz"), "{text}");
+    assert!(
+        text.contains("kernel: the snapshot has /boot/another-vmlinuz"),
+        "{text}"
+    );
 }
 
 /// In use while its VMs live; then removed with every file.
@@ -192,9 +228,16 @@ fn vm_a_template_of_an_image_has_no_configuration_and_restores_with_its_own() {
     host.wait_state(&source, VmState::Destroyed, Duration::from_secs(60));
 
     let id = restore(&mut host, "tmpl", "t");
-    assert_eq!(sh(&api, &id, "echo $(cat /etc/only-t) $(hostname)"), format!("t {id}"));
+    assert_eq!(
+        sh(&api, &id, "echo $(cat /etc/only-t) $(hostname)"),
+        format!("t {id}")
+    );
     let listed = cli(&host, &["snapshot", "list"]);
-    assert!(String::from_utf8_lossy(&listed.stdout).contains("tmpl"), "{}", common::text(&listed));
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("tmpl"),
+        "{}",
+        common::text(&listed)
+    );
     destroy(&mut host, &id);
     let out = cli(&host, &["snapshot", "rm", "tmpl"]);
     assert!(out.status.success(), "{}", common::text(&out));

@@ -113,15 +113,23 @@ pub(super) async fn greet(spec: &LinkSpec, hello_window: Duration) -> Result<Con
             .await
             .map_err(write_failed)?;
     }
-    // Snapshots: a template gets no configuration (none may be in a
-    // snapshot); a restored VM is told so, with its new identity, first.
+    // Snapshots: a template gets an empty configuration, so the image's
+    // own services run and are in the snapshot but no VM's configuration
+    // is; a restored VM is told so, with its new identity, first.
     match spec
         .store
         .snapshot_role(&spec.vm)
         .await
         .map_err(store_failed)?
     {
-        Some((_, SnapshotRole::Template)) => {}
+        Some((_, SnapshotRole::Template)) => {
+            let empty = HostMessage::Config {
+                config: Default::default(),
+            };
+            wire::write_message(&mut writer, &empty)
+                .await
+                .map_err(write_failed)?;
+        }
         Some((_, SnapshotRole::Restored)) => {
             if chosen >= RESTORE_PROTOCOL {
                 let restored = super::restored::message(&spec.vm, &config);

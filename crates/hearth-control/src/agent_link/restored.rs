@@ -55,8 +55,12 @@ mod tests {
         assert_ne!(machine_id(&a), machine_id(&b));
         let one = message(&a, &GuestConfig::default());
         let two = message(&a, &GuestConfig::default());
-        let (HostMessage::Restored { seed: s1, hostname, .. }, HostMessage::Restored { seed: s2, .. }) =
-            (one, two)
+        let (
+            HostMessage::Restored {
+                seed: s1, hostname, ..
+            },
+            HostMessage::Restored { seed: s2, .. },
+        ) = (one, two)
         else {
             panic!("not restored");
         };

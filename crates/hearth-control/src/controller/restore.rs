@@ -10,8 +10,8 @@ use std::sync::Arc;
 use hearth_guestkit::layer;
 use hearth_store::{SnapshotRole, VmRecord};
 use hearth_types::api::{CreateVm, Vm};
-use hearth_types::{error_chain, SnapshotManifest, SnapshotName, Timestamp, VmDescription, VmId};
 use hearth_types::VmState;
+use hearth_types::{error_chain, SnapshotManifest, SnapshotName, Timestamp, VmDescription, VmId};
 use hearth_vmm::RunningVm;
 
 use super::create::{self, step, Start, StepFailure};
@@ -47,7 +47,9 @@ pub(super) async fn create(
         .set_snapshot_role(&record.vm.id, &name, SnapshotRole::Restored)
         .await?;
     if req.config != Default::default() {
-        ctl.store.set_guest_config(&record.vm.id, &req.config).await?;
+        ctl.store
+            .set_guest_config(&record.vm.id, &req.config)
+            .await?;
     }
     tracing::info!(vm = %record.vm.id, tenant = %scope.tenant, snapshot = %name, "VM requested from a snapshot");
     let vm = record.vm.clone();
@@ -84,7 +86,11 @@ async fn matched(
         vcpus: req.vcpus.unwrap_or(manifest.vcpus),
         memory_mib: req.memory_mib.unwrap_or(manifest.memory_mib),
         kernel: snapshot::file_facts(&assets.kernel)?,
-        initramfs: assets.initramfs.as_deref().map(snapshot::file_facts).transpose()?,
+        initramfs: assets
+            .initramfs
+            .as_deref()
+            .map(snapshot::file_facts)
+            .transpose()?,
         image,
         image_file: snapshot::file_facts(&assets.image)?,
         ..manifest.clone()
@@ -104,14 +110,23 @@ async fn matched(
 
 /// The kernel, initramfs and image a VM of `image` boots from here today.
 async fn current_assets(ctl: &Controller, image: &str) -> Result<BootAssets, ControlError> {
-    let (data, cache, image) = (ctl.config.data.clone(), Arc::clone(&ctl.assets), image.to_owned());
+    let (data, cache, image) = (
+        ctl.config.data.clone(),
+        Arc::clone(&ctl.assets),
+        image.to_owned(),
+    );
     tokio::task::spawn_blocking(move || cache.get(&data, &image))
         .await
         .map_err(|e| ControlError::Invalid(e.to_string()))?
         .map_err(|e| ControlError::Invalid(format!("the snapshot's image: {}", error_chain(&e))))
 }
 
-async fn boot(ctl: Arc<Controller>, record: VmRecord, name: SnapshotName, manifest: SnapshotManifest) {
+async fn boot(
+    ctl: Arc<Controller>,
+    record: VmRecord,
+    name: SnapshotName,
+    manifest: SnapshotManifest,
+) {
     let result = steps(&ctl, &record, &name, &manifest).await;
     create::started(ctl, &record, result).await
 }
@@ -139,11 +154,16 @@ async fn steps(
         files.remove_all();
         return Err(failure);
     }
-    let started = create::start_recorded(ctl, record, &description, Start::Restore(&snap.state)).await;
+    let started =
+        create::start_recorded(ctl, record, &description, Start::Restore(&snap.state)).await;
     let running = create::booted(ctl, record, &files, started).await?;
     let _ = ctl
         .store
-        .add_event(id, Timestamp::now(), &format!("restored from snapshot {name}"))
+        .add_event(
+            id,
+            Timestamp::now(),
+            &format!("restored from snapshot {name}"),
+        )
         .await;
     Ok((running, super::agent::ready_from_agent(ctl, &record.vm)))
 }

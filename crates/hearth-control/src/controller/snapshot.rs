@@ -53,8 +53,9 @@ pub(crate) fn keep_description(vm: &VmDescription) -> std::io::Result<()> {
     std::fs::write(description_path(&vm.run_dir), json)
 }
 
-/// How long a template's agent has to say hello.
-const TEMPLATE_AGENT_WAIT: Duration = Duration::from_secs(300);
+/// How long a template VM has to get ready (a browser image under TCG
+/// with the other core busy: minutes).
+const TEMPLATE_AGENT_WAIT: Duration = Duration::from_secs(600);
 
 pub(super) async fn create(
     ctl: &Arc<Controller>,
@@ -125,8 +126,10 @@ async fn of_vm(
     take(ctl, vm, name, template).await
 }
 
-/// Boots `image` as a template VM (no configuration is ever sent to it),
-/// waits for its agent, snapshots it and destroys it.
+/// Boots `image` as a template VM (its link sends it an empty
+/// configuration: the image's own services run, no VM's settings or
+/// secrets exist in it), waits until it is ready, snapshots it and
+/// destroys it.
 async fn template(
     ctl: &Arc<Controller>,
     scope: &Scope,
@@ -135,6 +138,7 @@ async fn template(
 ) -> Result<SnapshotManifest, ControlError> {
     let req = CreateVm {
         image: image.to_owned(),
+        readiness_timeout_secs: Some(TEMPLATE_AGENT_WAIT.as_secs()),
         ..CreateVm::default()
     };
     let vm = super::create::create_with_role(ctl, scope, req, Some((name, SnapshotRole::Template)))
@@ -149,21 +153,21 @@ async fn template(
     taken
 }
 
-/// The template VM once its agent said hello (it waits for a
-/// configuration that never comes, so it is never `ready`).
+/// The template VM once it is ready (every service of its image ready).
 async fn wait_for_agent(ctl: &Controller, id: &VmId) -> Result<Vm, ControlError> {
     let start = Instant::now();
     loop {
-        let vm = ctl.store.vm(id).await?.ok_or_else(|| ControlError::NotFound(id.clone()))?;
-        let status = ctl.store.agent_status(id).await?;
-        if vm.vm.state == VmState::Booting && status.is_some_and(|s| s.hello.is_some()) {
-            // Its boot report and first records are on their way.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        let vm = ctl
+            .store
+            .vm(id)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(id.clone()))?;
+        if vm.vm.state == VmState::Ready {
             return Ok(vm.vm);
         }
         if !vm.vm.state.is_active() || start.elapsed() > TEMPLATE_AGENT_WAIT {
             return Err(ControlError::Invalid(format!(
-                "the template VM {id} of this snapshot is {} and its agent never said hello: \
+                "the template VM {id} of this snapshot is {} and never got ready: \
                  see `hearth vm diagnose {id}`",
                 vm.vm.state
             )));
@@ -182,8 +186,10 @@ async fn take(
 ) -> Result<SnapshotManifest, ControlError> {
     let io = |what: String| move |source| ControlError::Io { what, source };
     let run_dir = ctl.config.data.vm(&vm.id);
-    let json = std::fs::read(description_path(&run_dir))
-        .map_err(io(format!("the description of VM {} (one started by an older hearth cannot be snapshotted)", vm.id)))?;
+    let json = std::fs::read(description_path(&run_dir)).map_err(io(format!(
+        "the description of VM {} (one started by an older hearth cannot be snapshotted)",
+        vm.id
+    )))?;
     let desc: VmDescription = serde_json::from_slice(&json)
         .map_err(|e| ControlError::Invalid(format!("VM {}'s description: {e}", vm.id)))?;
     if has_nic(ctl, &vm.id).await? {
@@ -205,7 +211,8 @@ async fn take(
     };
     let resumed = backend.resume(&desc).await;
     let _ = std::fs::remove_file(&saving);
-    saved.map_err(|e| ControlError::Invalid(format!("saving VM {}: {}", vm.id, error_chain(&e))))?;
+    saved
+        .map_err(|e| ControlError::Invalid(format!("saving VM {}: {}", vm.id, error_chain(&e))))?;
     frozen?;
     if let Err(e) = resumed {
         tracing::warn!(vm = %vm.id, error = %error_chain(&e), "the VM did not resume after its snapshot");
@@ -254,7 +261,11 @@ pub(super) fn manifest_of(
         .iter()
         .map(|d| format!("virtio-blk:{}", if d.read_only { "ro" } else { "rw" }))
         .collect();
-    devices.extend(desc.channels.iter().map(|c| format!("virtserialport:{}", c.name)));
+    devices.extend(
+        desc.channels
+            .iter()
+            .map(|c| format!("virtserialport:{}", c.name)),
+    );
     Ok(SnapshotManifest {
         source_vm: vm.id.clone(),
         template: false,

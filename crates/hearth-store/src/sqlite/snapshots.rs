@@ -57,7 +57,10 @@ impl SnapshotStore for SqliteStore {
     async fn delete_snapshot(&self, name: &SnapshotName) -> Result<(), StoreError> {
         self.run(format_args!("deleting snapshot {name}"), |c| {
             let tx = c.transaction()?;
-            tx.execute("DELETE FROM snapshot_vms WHERE snapshot = ?1", [name.as_str()])?;
+            tx.execute(
+                "DELETE FROM snapshot_vms WHERE snapshot = ?1",
+                [name.as_str()],
+            )?;
             tx.execute("DELETE FROM snapshots WHERE name = ?1", [name.as_str()])?;
             tx.commit()?;
             Ok(())
@@ -70,13 +73,16 @@ impl SnapshotStore for SqliteStore {
         snapshot: &SnapshotName,
         role: SnapshotRole,
     ) -> Result<(), StoreError> {
-        self.run(format_args!("recording VM {vm} as {}", role.as_str()), |c| {
-            c.execute(
+        self.run(
+            format_args!("recording VM {vm} as {}", role.as_str()),
+            |c| {
+                c.execute(
                 "INSERT OR REPLACE INTO snapshot_vms (vm_id, snapshot, role) VALUES (?1, ?2, ?3)",
                 (vm.as_str(), snapshot.as_str(), role.as_str()),
             )?;
-            Ok(())
-        })
+                Ok(())
+            },
+        )
     }
 
     async fn snapshot_role(
@@ -102,15 +108,18 @@ impl SnapshotStore for SqliteStore {
     }
 
     async fn snapshot_users(&self, snapshot: &SnapshotName) -> Result<Vec<VmId>, StoreError> {
-        self.run(format_args!("listing the VMs of snapshot {snapshot}"), |c| {
-            let mut stmt = c.prepare(
-                "SELECT s.vm_id FROM snapshot_vms s JOIN vms v ON v.id = s.vm_id \
+        self.run(
+            format_args!("listing the VMs of snapshot {snapshot}"),
+            |c| {
+                let mut stmt = c.prepare(
+                    "SELECT s.vm_id FROM snapshot_vms s JOIN vms v ON v.id = s.vm_id \
                  WHERE s.snapshot = ?1 AND v.state != 'destroyed' ORDER BY s.vm_id",
-            )?;
-            let ids = stmt.query_map([snapshot.as_str()], |r| r.get::<_, String>(0))?;
-            ids.map(|id| id.map_err(Fail::from)?.parse().map_err(|e| corrupt(&e)))
-                .collect()
-        })
+                )?;
+                let ids = stmt.query_map([snapshot.as_str()], |r| r.get::<_, String>(0))?;
+                ids.map(|id| id.map_err(Fail::from)?.parse().map_err(|e| corrupt(&e)))
+                    .collect()
+            },
+        )
     }
 }
 

@@ -98,7 +98,10 @@ pub fn args(vm: &VmDescription, host: &QemuHost) -> Vec<OsString> {
         let ro = if disk.read_only { ",readonly=on" } else { "" };
         a.push("-drive".into());
         a.push(opt(
-            &format!("id=disk{i},format={},if=none{ro},file=", disk_format(&disk.path)),
+            &format!(
+                "id=disk{i},format={},if=none{ro},file=",
+                disk_format(&disk.path)
+            ),
             &disk.path,
         ));
         a.push("-device".into());

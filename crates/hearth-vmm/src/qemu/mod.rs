@@ -218,7 +218,10 @@ impl Hypervisor for Qemu {
 
     fn machine(&self) -> String {
         let line = cmdline::args(&probe_vm(), &self.host);
-        let words: Vec<String> = line.iter().map(|w| w.to_string_lossy().into_owned()).collect();
+        let words: Vec<String> = line
+            .iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect();
         let at = |flag: &str| {
             words
                 .iter()
@@ -227,7 +230,12 @@ impl Hypervisor for Qemu {
                 .cloned()
                 .unwrap_or_default()
         };
-        format!("-M {} -accel {} -cpu {}", at("-M"), at("-accel"), at("-cpu"))
+        format!(
+            "-M {} -accel {} -cpu {}",
+            at("-M"),
+            at("-accel"),
+            at("-cpu")
+        )
     }
 
     async fn save(&self, vm: &VmDescription, state: &Path) -> Result<(), VmmError> {
@@ -321,7 +329,12 @@ fn build_of(binary: &Path) -> String {
         .stdin(std::process::Stdio::null())
         .output()
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_owned))
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| "version unknown".to_owned());
     let build = format!("{} ({})", binary.display(), version.trim());
     asked.push((binary.to_owned(), build.clone()));

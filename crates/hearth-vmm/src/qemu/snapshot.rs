@@ -51,10 +51,15 @@ pub async fn load(qmp: &mut Qmp, state: &Path) -> Result<(), VmmError> {
 async fn connect(vm: &VmDescription) -> Result<Qmp, VmmError> {
     Qmp::connect(&cmdline::snapshot_socket(vm), Duration::from_secs(5))
         .await
-        .map_err(|e| api_error(
-            "connect to the snapshot QMP socket",
-            format!("{}; a VM started before snapshots existed has none: create it anew", hearth_types::error_chain(&e)),
-        ))
+        .map_err(|e| {
+            api_error(
+                "connect to the snapshot QMP socket",
+                format!(
+                    "{}; a VM started before snapshots existed has none: create it anew",
+                    hearth_types::error_chain(&e)
+                ),
+            )
+        })
 }
 
 async fn mapped_ram(qmp: &mut Qmp) -> Result<(), VmmError> {

@@ -34,7 +34,10 @@ pub fn list(api: &ApiArgs, json: bool) -> anyhow::Result<ExitCode> {
     } else if snaps.is_empty() {
         println!("no snapshots: take one with `hearth snapshot create NAME --vm ID`");
     } else {
-        println!("{:<24} {:<10} {:>5} {:>8} {:>10}  CREATED", "NAME", "IMAGE", "VCPUS", "MEM MiB", "DISK MiB");
+        println!(
+            "{:<24} {:<10} {:>5} {:>8} {:>10}  CREATED",
+            "NAME", "IMAGE", "VCPUS", "MEM MiB", "DISK MiB"
+        );
         for s in &snaps {
             let m = &s.manifest;
             println!(

@@ -127,6 +127,20 @@ async fn to_ready(ctl: &Arc<Controller>, req: CreateVm) -> f64 {
     secs
 }
 
+/// Requested to booting (the hypervisor started: for a restore, the state
+/// loaded) and booting to ready (the agent back and configured), ms.
+async fn print_phases(ctl: &Controller, id: &VmId) {
+    let events = ctl.events(&admin(), id).await.expect("events");
+    let at = |s: VmState| events.iter().find(|e| e.state == s).map(|e| e.at.as_millis());
+    if let (Some(r), Some(b), Some(y)) = (
+        at(VmState::Requested),
+        at(VmState::Booting),
+        at(VmState::Ready),
+    ) {
+        eprintln!("  {id}: requested to booting {} ms, booting to ready {} ms", b - r, y - b);
+    }
+}
+
 async fn wait_ready(ctl: &Controller, id: &VmId) -> Instant {
     loop {
         let vm = ctl.vm(&admin(), id).await.expect("vm");

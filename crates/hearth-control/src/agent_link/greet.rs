@@ -131,12 +131,18 @@ pub(super) async fn greet(spec: &LinkSpec, hello_window: Duration) -> Result<Con
                 .map_err(write_failed)?;
         }
         Some((_, SnapshotRole::Restored)) => {
-            if chosen >= RESTORE_PROTOCOL {
-                let restored = super::restored::message(&spec.vm, &config);
-                wire::write_message(&mut writer, &restored)
-                    .await
-                    .map_err(write_failed)?;
+            if chosen < RESTORE_PROTOCOL {
+                // It would keep the snapshot's configuration, identity and
+                // random state: never a VM of its own.
+                return Err(Greet::Failed(format!(
+                    "the agent speaks protocol {chosen}, and a VM restored from a snapshot needs \
+                     {RESTORE_PROTOCOL}: rebuild the image with this hearth's agent and take the snapshot again"
+                )));
             }
+            let restored = super::restored::message(&spec.vm, &config);
+            wire::write_message(&mut writer, &restored)
+                .await
+                .map_err(write_failed)?;
             wire::write_message(&mut writer, &HostMessage::Config { config })
                 .await
                 .map_err(write_failed)?;

@@ -122,6 +122,7 @@ async fn to_ready(ctl: &Arc<Controller>, req: CreateVm) -> f64 {
         .await
         .duration_since(start)
         .as_secs_f64();
+    print_phases(ctl, &vm.id).await;
     ctl.destroy(&admin(), &vm.id).await.expect("destroy");
     wait_gone(ctl, &vm.id).await;
     secs
@@ -131,13 +132,22 @@ async fn to_ready(ctl: &Arc<Controller>, req: CreateVm) -> f64 {
 /// loaded) and booting to ready (the agent back and configured), ms.
 async fn print_phases(ctl: &Controller, id: &VmId) {
     let events = ctl.events(&admin(), id).await.expect("events");
-    let at = |s: VmState| events.iter().find(|e| e.state == s).map(|e| e.at.as_millis());
+    let at = |s: VmState| {
+        events
+            .iter()
+            .find(|e| e.state == s)
+            .map(|e| e.at.as_millis())
+    };
     if let (Some(r), Some(b), Some(y)) = (
         at(VmState::Requested),
         at(VmState::Booting),
         at(VmState::Ready),
     ) {
-        eprintln!("  {id}: requested to booting {} ms, booting to ready {} ms", b - r, y - b);
+        eprintln!(
+            "  {id}: requested to booting {} ms, booting to ready {} ms",
+            b - r,
+            y - b
+        );
     }
 }
 

@@ -192,6 +192,17 @@ async fn take(
     )))?;
     let desc: VmDescription = serde_json::from_slice(&json)
         .map_err(|e| ControlError::Invalid(format!("VM {}'s description: {e}", vm.id)))?;
+    if desc
+        .disks
+        .iter()
+        .any(|d| d.path.extension().is_some_and(|e| e == "qcow2"))
+    {
+        return Err(ControlError::Invalid(format!(
+            "VM {} was restored from a snapshot: snapshots of restored VMs are not supported yet; \
+             snapshot a booted VM or make a template (`--image`)",
+            vm.id
+        )));
+    }
     if has_nic(ctl, &vm.id).await? {
         return Err(ControlError::Invalid(format!(
             "VM {} has a NIC: snapshots of VMs with a network are not supported yet",

@@ -10,13 +10,15 @@
 mod captured;
 mod frame;
 mod message;
+mod seed;
 
 pub use frame::{read_frame, redacted, to_wiped_json, write_frame, FrameError, MAX_FRAME};
 pub use message::{
     decode_data, encode_data, negotiate, CapturedFile, GuestMessage, HostMessage, Record, Stream,
     VersionError, CAPTURE_PROTOCOL, GUEST_STREAM_BIT, INPUT_WINDOW, MIN_PROTOCOL, PORTS_PROTOCOL,
-    PORT_CHUNK, PORT_WINDOW, PROTOCOL,
+    PORT_CHUNK, PORT_WINDOW, PROTOCOL, RESTORE_PROTOCOL,
 };
+pub use seed::{Seed, SEED_BYTES};
 
 /// The vsock port the agent listens on under Firecracker (the first port
 /// above the privileged range, 0-1023); the host sends `CONNECT 1024`.

@@ -27,7 +27,11 @@ pub use crate::captured::CapturedFile;
 /// Version 5 adds credential capture: `capture_watch` and `capture_stop`
 /// from the host, `captured` and `capture_failed` from the agent. A host
 /// sends neither to an agent that chose an older version.
-pub const PROTOCOL: u32 = 5;
+/// Version 6 adds `restored`: the host's first words to a guest restored
+/// from a snapshot (entropy, a new identity), before its configuration.
+pub const PROTOCOL: u32 = 6;
+/// The first version with `restored`.
+pub const RESTORE_PROTOCOL: u32 = 6;
 /// The first version with `time` and the `port_*` messages.
 pub const PORTS_PROTOCOL: u32 = 4;
 /// The first version with the `capture_*` messages.
@@ -228,6 +232,17 @@ pub enum HostMessage {
     CaptureWatch { id: u64, spec: CaptureSpec },
     /// Stop watch `id` (version 5).
     CaptureStop { id: u64 },
+    /// This guest was restored from a snapshot (version 6): reseed the
+    /// kernel's random generator from `seed`, take `hostname` and
+    /// `machine_id` (32 lowercase hex digits), send a fresh boot report,
+    /// and take the next `config` as this VM's own. Sent after each
+    /// welcome, after `time` and before `config`; an agent that already
+    /// has `machine_id` only reseeds.
+    Restored {
+        seed: crate::Seed,
+        hostname: String,
+        machine_id: String,
+    },
 }
 
 /// What the agent records: service lifecycles and output, readiness and

@@ -17,6 +17,9 @@ use crate::uptime_ms;
 /// that order, and stepping the clock back and forth helps nobody.
 pub const STEP_THRESHOLD_MS: i64 = 20;
 
+/// Steps at least this large are said on the console.
+pub const LOUD_STEP_MS: i64 = 1000;
+
 static REPORT: Mutex<Option<ClockReport>> = Mutex::new(None);
 
 /// What was done so far, for the boot report.
@@ -36,6 +39,9 @@ pub fn sync(host_ms: u64, set: bool) {
     };
     if let Some(e) = &error {
         eprintln!("hearth-agent: setting the clock from the host's failed: {e}");
+    } else if offset.abs() >= LOUD_STEP_MS {
+        // Rare (a first boot, a restore from a snapshot): worth a line.
+        eprintln!("hearth-agent: the clock was {offset} ms off the host's (host minus guest)");
     }
     note(&mut lock(), offset, uptime_ms(), error);
 }

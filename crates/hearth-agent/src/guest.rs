@@ -162,6 +162,35 @@ impl Guest {
         self.configure(st, services);
     }
 
+    /// The host says this guest was restored from a snapshot: reseed,
+    /// take the new identity, forget the configuration and readiness the
+    /// snapshot carried (so the next `config` is applied and a fresh
+    /// `ready` follows it), and send a fresh boot report. A reconnect of
+    /// the same restored VM (its machine id already set) only reseeds.
+    pub fn restored(&self, seed: &str, hostname: &str, machine_id: &str) {
+        if !self.settings.keep_clock {
+            // An agent run on a host for tests: the host is not ours.
+            eprintln!("hearth-agent: restored (identity left alone outside a guest)");
+        } else if let Err(e) = crate::restore::reseed(seed) {
+            self.config_failed(&ConfigError::Invalid(hearth_types::error_chain(&e)));
+        }
+        if self.settings.keep_clock && crate::restore::has_machine_id(machine_id) {
+            return;
+        }
+        if self.settings.keep_clock {
+            if let Err(e) = crate::restore::take_identity(hostname, machine_id) {
+                self.config_failed(&ConfigError::Invalid(hearth_types::error_chain(&e)));
+            }
+        }
+        let mut st = self.lock();
+        st.host_applied = false;
+        st.configured = false;
+        st.declared = false;
+        drop(st);
+        eprintln!("hearth-agent: restored from a snapshot as {hostname}");
+        self.report_boot(Duration::ZERO);
+    }
+
     /// The environment for execs and services.
     pub fn env(&self) -> Vec<(String, String)> {
         self.lock()

@@ -44,6 +44,7 @@ mod ports;
 mod pty;
 mod readiness;
 mod reaper;
+mod restore;
 mod running;
 mod services;
 mod session;

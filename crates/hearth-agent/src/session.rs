@@ -196,6 +196,11 @@ impl<R: Read> Session<R> {
             HostMessage::PortClose { id } => self.ports.close(id),
             HostMessage::CaptureWatch { id, spec } => self.guest.captures.watch(id, spec, link),
             HostMessage::CaptureStop { id } => self.guest.captures.stop(id),
+            HostMessage::Restored {
+                seed,
+                hostname,
+                machine_id,
+            } => self.guest.restored(&seed.0, &hostname, &machine_id),
             other => eprintln!(
                 "hearth-agent: ignoring {} after the handshake",
                 kind(&other)
@@ -258,6 +263,7 @@ fn kind(msg: &HostMessage) -> &'static str {
         HostMessage::PortClose { .. } => "port_close",
         HostMessage::CaptureWatch { .. } => "capture_watch",
         HostMessage::CaptureStop { .. } => "capture_stop",
+        HostMessage::Restored { .. } => "restored",
     }
 }
 

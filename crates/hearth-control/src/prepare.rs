@@ -328,6 +328,10 @@ impl VmFiles {
         if !self.kept {
             let _ = std::fs::remove_file(&self.layer);
         }
+        // A restored VM's layer, and what snapshots leave while they run.
+        for file in ["layer.qcow2", "qmp-snapshot.sock", "snapshot.state"] {
+            let _ = std::fs::remove_file(self.dir.join(file));
+        }
         for sock in ["qmp.sock", "firecracker.sock", AGENT_SOCKET] {
             let _ = std::fs::remove_file(self.dir.join(sock));
         }

@@ -86,6 +86,11 @@ impl DataDir {
 
     /// Directories of foreground runs (`hearth vm run`), kept apart from
     /// the VMs `hearth serve` manages so neither cleans up the other's.
+    /// Where snapshots keep their files, one directory per snapshot.
+    pub fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
     pub fn runs(&self) -> PathBuf {
         self.root.join("runs")
     }

@@ -108,6 +108,49 @@ fn run_mkfs(path: &Path, size: u64) -> Result<(), ImageError> {
     Ok(())
 }
 
+/// Freezes a VM's layer for a snapshot: a sparse copy at `dest`, readable
+/// by everyone (the hypervisors of restored VMs read it as its backing
+/// file) and never written again. Take it while the VM is paused.
+pub fn freeze_layer(layer: &Path, dest: &Path) -> Result<(), LayerError> {
+    use std::os::unix::fs::PermissionsExt;
+    copy_sparse(layer, dest)?;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o444))
+        .map_err(io_error("make read-only", dest))
+}
+
+/// A restored VM's own writable layer: a qcow2 overlay at `dest` over the
+/// frozen layer (`qemu-img create -b`), so restoring copies nothing.
+pub fn create_overlay(frozen: &Path, dest: &Path) -> Result<(), LayerError> {
+    if dest.exists() {
+        return Err(LayerError::Exists {
+            path: dest.to_owned(),
+        });
+    }
+    let out = std::process::Command::new(QEMU_IMG)
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(frozen)
+        .arg(dest)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|source| LayerError::Io {
+            action: "run qemu-img (install Debian's qemu-utils) for",
+            path: dest.to_owned(),
+            source,
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(dest);
+    Err(LayerError::Io {
+        action: "create the overlay",
+        path: dest.to_owned(),
+        source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+    })
+}
+
+/// The QEMU disk tool, for overlays.
+pub const QEMU_IMG: &str = "qemu-img";
+
 /// Copies `src` to the new file `dest`, keeping holes as holes.
 fn copy_sparse(src: &Path, dest: &Path) -> Result<(), LayerError> {
     let from = File::open(src).map_err(io_error("open", src))?;

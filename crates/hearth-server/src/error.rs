@@ -100,6 +100,17 @@ impl From<ControlError> for Problem {
                 "conflict",
                 "the VM changed while this request ran: read it again and retry",
             ),
+            ControlError::SnapshotNotFound(_) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{message}: `GET /v1/snapshots` lists the snapshots you can see"),
+            ),
+            ControlError::SnapshotInUse(..) => {
+                Problem::new(StatusCode::CONFLICT, "in_use", message)
+            }
+            ControlError::Store(StoreError::Duplicate { .. }) => {
+                Problem::new(StatusCode::CONFLICT, "exists", message)
+            }
             ControlError::Store(_) | ControlError::Io { .. } | ControlError::Network(_) => {
                 Problem::internal(&e)
             }

@@ -30,6 +30,7 @@ mod pools;
 mod ports;
 mod rate;
 mod sessions;
+mod snapshots;
 mod tokens;
 mod viewer;
 mod viewer_links;
@@ -228,6 +229,15 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         )
         .route("/api/auth/start", post(legacy::auth_start))
         .route("/api/vm/{id}/console-log", get(legacy::console_log))
+        // Snapshots.
+        .route(
+            "/v1/snapshots",
+            post(snapshots::create).get(snapshots::list),
+        )
+        .route(
+            "/v1/snapshots/{name}",
+            get(snapshots::get).delete(snapshots::remove),
+        )
         // Warm pools (issue 11).
         .route("/v1/pools", get(pools::list))
         .route(

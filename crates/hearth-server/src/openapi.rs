@@ -69,6 +69,11 @@ Every route but `/healthz` and `/health` needs `Authorization: Bearer <token>` (
         crate::legacy::health,
         crate::legacy::auth_start,
         crate::legacy::console_log,
+        // Snapshots.
+        crate::snapshots::create,
+        crate::snapshots::list,
+        crate::snapshots::get,
+        crate::snapshots::remove,
     ),
     // The exec WebSocket's client frames: no route takes them as a body.
     components(schemas(hearth_types::api::ExecClientMessage)),
@@ -83,6 +88,7 @@ Every route but `/healthz` and `/health` needs `Authorization: Bearer <token>` (
         (name = "legacy", description = "The routes of the controller hearth replaces, for drop-in use"),
         (name = "pools", description = "Warm pools: VMs booted ahead of demand per image, handed out to the creates that fit (admin only)"),
         (name = "tokens", description = "API tokens, listed and revoked (admin only)"),
+        (name = "snapshots", description = "Snapshots of running VMs and templates of images; VMs restored from them"),
         (name = "viewer", description = "A VM's screen in a browser: viewer links, the VNC WebSocket"),
     )
 )]

@@ -10,6 +10,7 @@ pub mod net_slots;
 pub mod pools;
 pub mod records;
 pub mod sessions;
+pub mod snapshots;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -29,6 +30,7 @@ pub use net_slots::{NetSlot, NetSlotStore, SlotClaim};
 pub use pools::{PoolRecord, PoolStore, PoolTake, PoolVmRecord};
 pub use records::*;
 pub use sessions::{SessionChange, SessionFilter, SessionRecord, SessionStore};
+pub use snapshots::{SnapshotRecord, SnapshotRole, SnapshotStore};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,8 @@ pub trait Store:
     + NetSlotStore
     // Warm pools (issue 11).
     + PoolStore
+    // Snapshots.
+    + SnapshotStore
     + Send
     + Sync
     + std::fmt::Debug

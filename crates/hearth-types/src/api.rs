@@ -72,6 +72,11 @@ pub struct CreateVm {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 5, maximum = 2592000))]
     pub idle_stop_secs: Option<u64>,
+    /// Start from this snapshot instead of booting (docs/snapshots.md):
+    /// the image, size and kernel are the snapshot's, and a request that
+    /// names others is refused with what differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<crate::SnapshotName>,
 }
 
 /// A VM NIC's egress policy, on top of the networks every VM is refused
@@ -162,6 +167,7 @@ impl Default for CreateVm {
             disk_mib: None,
             restart: None,
             idle_stop_secs: None,
+            from_snapshot: None,
         }
     }
 }

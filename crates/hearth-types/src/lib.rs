@@ -14,6 +14,7 @@ pub mod persistence;
 pub mod pool;
 pub mod report;
 pub mod session;
+pub mod snapshot;
 pub mod time;
 pub mod vm;
 
@@ -25,5 +26,6 @@ pub use lifecycle::{Failure, FailureCode, VmState};
 pub use persistence::RestartPolicy;
 pub use report::error_chain;
 pub use session::{SessionId, SessionState};
+pub use snapshot::{SnapshotManifest, SnapshotName};
 pub use time::Timestamp;
 pub use vm::{Accel, BackendKind, Channel, Disk, ProcessRef, SpecError, VmDescription};

@@ -1,6 +1,6 @@
 //! The one trait every backend implements.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use hearth_types::{BackendKind, ProcessRef, VmDescription};
@@ -47,6 +47,46 @@ pub trait Hypervisor: Send + Sync + std::fmt::Debug {
     /// Takes over a hypervisor an earlier hearth started (detached) for
     /// `vm`; `VmmError::Gone` when that process no longer runs.
     async fn adopt(&self, vm: &VmDescription, process: ProcessRef) -> Result<RunningVm, VmmError>;
+
+    // Snapshots (docs/snapshots.md).
+
+    /// The hypervisor build a snapshot records and a restore must match:
+    /// its binary and version.
+    fn build(&self) -> String {
+        format!("{} (version unknown)", self.kind())
+    }
+
+    /// The machine arguments a snapshot depends on beyond the VM's size
+    /// (machine type, acceleration, CPU model).
+    fn machine(&self) -> String {
+        String::new()
+    }
+
+    /// Pauses `vm`'s guest and writes its memory and device state to
+    /// `state`; the guest stays paused until [`Hypervisor::resume`].
+    async fn save(&self, vm: &VmDescription, state: &Path) -> Result<(), VmmError> {
+        let _ = (vm, state);
+        Err(VmmError::NoSnapshots(self.kind()))
+    }
+
+    /// Runs a guest paused by [`Hypervisor::save`] again.
+    async fn resume(&self, vm: &VmDescription) -> Result<(), VmmError> {
+        let _ = vm;
+        Err(VmmError::NoSnapshots(self.kind()))
+    }
+
+    /// Starts a new hypervisor for `vm` that loads `state` (written by
+    /// [`Hypervisor::save`] for a VM of the same build, machine, size and
+    /// devices) and runs the guest on from there.
+    async fn restore_reporting(
+        &self,
+        vm: &VmDescription,
+        state: &Path,
+        on_spawn: OnSpawn,
+    ) -> Result<RunningVm, VmmError> {
+        let _ = (vm, state, on_spawn);
+        Err(VmmError::NoSnapshots(self.kind()))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +130,10 @@ pub enum VmmError {
     },
     #[error("the {0} backend cannot give a VM a NIC yet: create it with the qemu backend")]
     NoNic(BackendKind),
+    #[error(
+        "the {0} backend cannot snapshot or restore VMs through hearth yet: use the qemu backend"
+    )]
+    NoSnapshots(BackendKind),
     #[error("hypervisor process {pid} is gone")]
     Gone { pid: u32 },
     #[error("timed out after {secs} s waiting for {what}")]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hearth_types::guest::EnvVar;
-use hearth_types::{TenantId, VmId};
+use hearth_types::{SnapshotName, TenantId, VmId};
 
 #[derive(Debug, Parser)]
 #[command(name = "hearth", version, about = "Boot and manage Linux microVMs")]
@@ -50,6 +50,52 @@ pub enum Command {
     /// the creates that fit (through `hearth serve`, admin token).
     #[command(subcommand)]
     Pool(PoolCommand),
+    /// Snapshots of running VMs and templates of images, through `hearth
+    /// serve`; restore one with `hearth vm create --from-snapshot NAME`.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Snapshot a running VM (`--vm`), which runs on, or boot an image,
+    /// snapshot it before any configuration reaches it and stop it
+    /// (`--image`: a template).
+    Create {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The snapshot's name (lowercase letters, digits, `-`).
+        name: SnapshotName,
+        #[arg(long, conflicts_with = "image", required_unless_present = "image")]
+        vm: Option<VmId>,
+        #[arg(long)]
+        image: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List snapshots.
+    #[command(alias = "ls")]
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one snapshot and its manifest (what a restore must match).
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+        name: SnapshotName,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a snapshot and its files (refused while VMs restored from it
+    /// exist).
+    Rm {
+        #[command(flatten)]
+        api: ApiArgs,
+        name: SnapshotName,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -535,6 +581,11 @@ pub struct CreateArgs {
     /// viewer used it for this many seconds.
     #[arg(long, value_name = "SECS", requires = "persistent")]
     pub idle_stop: Option<u64>,
+    /// Restore this snapshot instead of booting: the image, size and
+    /// kernel are the snapshot's (others given are refused, naming the
+    /// difference).
+    #[arg(long, value_name = "NAME")]
+    pub from_snapshot: Option<SnapshotName>,
     /// Wait until the VM is ready (or has stopped), and say how it went.
     #[arg(long, value_enum)]
     pub wait: Option<WaitFor>,

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use hearth_agent_proto::{
     negotiate, redacted, FrameError, GuestMessage, HostMessage, PORTS_PROTOCOL, PROTOCOL,
+    RESTORE_PROTOCOL,
 };
-use hearth_store::AgentHello;
+use hearth_store::{AgentHello, SnapshotRole};
 use hearth_types::{error_chain, Timestamp};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
@@ -108,6 +109,35 @@ pub(super) async fn greet(spec: &LinkSpec, hello_window: Duration) -> Result<Con
             .await
             .map_err(write_failed)?;
     }
+    // Snapshots: a template gets an empty configuration, so the image's
+    // own services run and are in the snapshot but no VM's configuration
+    // is; a restored VM is told so, with its new identity, first. A
+    // pooled VM's configuration (`None`) waits for its hand-out.
+    let role = spec
+        .store
+        .snapshot_role(&spec.vm)
+        .await
+        .map_err(store_failed)?;
+    let config = match role {
+        Some((_, SnapshotRole::Template)) => Some(Default::default()),
+        Some((_, SnapshotRole::Restored)) => {
+            if chosen < RESTORE_PROTOCOL {
+                // It would keep the snapshot's configuration, identity and
+                // random state: never a VM of its own.
+                return Err(Greet::Failed(format!(
+                    "the agent speaks protocol {chosen}, and a VM restored from a snapshot needs \
+                     {RESTORE_PROTOCOL}: rebuild the image with this hearth's agent and take the snapshot again"
+                )));
+            }
+            let own = config.clone().unwrap_or_default();
+            let restored = super::restored::message(&spec.vm, &own);
+            wire::write_message(&mut writer, &restored)
+                .await
+                .map_err(write_failed)?;
+            config
+        }
+        None => config,
+    };
     if let Some(config) = config {
         wire::write_message(&mut writer, &HostMessage::Config { config })
             .await

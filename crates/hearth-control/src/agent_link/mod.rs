@@ -18,6 +18,7 @@ mod input_flow;
 mod pending;
 mod ports;
 mod records;
+mod restored;
 mod session;
 mod wire;
 

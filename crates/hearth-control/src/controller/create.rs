@@ -59,6 +59,20 @@ pub(super) async fn create(
     scope: &Scope,
     req: CreateVm,
 ) -> Result<Vm, ControlError> {
+    if req.from_snapshot.is_some() {
+        return super::restore::create(ctl, scope, req).await;
+    }
+    create_with_role(ctl, scope, req, None).await
+}
+
+/// [`create`] of a VM booted for a snapshot (a template), whose role is
+/// stored before its agent link can greet it.
+pub(super) async fn create_with_role(
+    ctl: &Arc<Controller>,
+    scope: &Scope,
+    req: CreateVm,
+    role: Option<(&hearth_types::SnapshotName, hearth_store::SnapshotRole)>,
+) -> Result<Vm, ControlError> {
     let req = with_size(ctl, req);
     let timeout = check_request(ctl, &req)?;
     let nic = nic_request(&req)?;
@@ -74,6 +88,11 @@ pub(super) async fn create(
         now.plus(timeout),
     );
     ctl.store.insert_vm(&record).await?;
+    if let Some((snapshot, role)) = role {
+        ctl.store
+            .set_snapshot_role(&record.vm.id, snapshot, role)
+            .await?;
+    }
     if req.config != Default::default() {
         ctl.store
             .set_guest_config(&record.vm.id, &req.config)
@@ -127,7 +146,7 @@ pub(super) async fn create_pooled(
 /// The request with its size filled in where it gave none: the image
 /// recipe's (`vm` in the recipe, kept in the image's manifest), else the
 /// API's defaults.
-fn with_size(ctl: &Controller, mut req: CreateVm) -> CreateVm {
+pub(super) fn with_size(ctl: &Controller, mut req: CreateVm) -> CreateVm {
     let image = hearth_guestkit::image::image_vm_size(&ctl.config.data, &req.image);
     let vcpus = req.vcpus.or(image.map(|s| s.vcpus));
     let memory = req.memory_mib.or(image.map(|s| s.memory_mib));
@@ -137,7 +156,7 @@ fn with_size(ctl: &Controller, mut req: CreateVm) -> CreateVm {
 }
 
 /// Everything about a request that can be refused before anything exists.
-fn check_request(ctl: &Controller, req: &CreateVm) -> Result<Duration, ControlError> {
+pub(super) fn check_request(ctl: &Controller, req: &CreateVm) -> Result<Duration, ControlError> {
     let invalid = |e: &dyn std::fmt::Display| ControlError::Invalid(e.to_string());
     let (vcpus, memory) = (
         req.vcpus.unwrap_or(DEFAULT_VCPUS),
@@ -212,7 +231,7 @@ fn nic_request(req: &CreateVm) -> Result<Option<NicPolicy>, ControlError> {
 }
 
 /// A create step that failed.
-struct StepFailure {
+pub(super) struct StepFailure {
     step: &'static str,
     reason: String,
 }
@@ -232,6 +251,17 @@ pub(super) async fn boot(
     if result.is_err() && networked {
         super::network::undo(&ctl, &id).await;
     }
+    started(ctl, &record, result).await
+}
+
+/// The end of a create: the running VM gets its agent link and watcher,
+/// a failed one its failure.
+pub(super) async fn started(
+    ctl: Arc<Controller>,
+    record: &VmRecord,
+    result: Result<(RunningVm, bool), StepFailure>,
+) {
+    let id = record.vm.id.clone();
     match result {
         Ok((running, agent_ready)) => {
             super::agent::start_link(&ctl, &id, record.vm.backend);
@@ -252,7 +282,7 @@ pub(super) async fn boot(
 
 /// Whether someone asked the VM to stop while it was being created (its
 /// steps then fail on the state change, which is no failure of the VM).
-async fn stopping(ctl: &Controller, id: &VmId) -> bool {
+pub(super) async fn stopping(ctl: &Controller, id: &VmId) -> bool {
     matches!(ctl.store.vm(id).await, Ok(Some(r)) if r.vm.state == VmState::Stopping)
 }
 
@@ -284,8 +314,22 @@ async fn steps(
         cmdline.push_str(super::agent::CONFIG_FROM_HOST);
     }
     let description = files.describe(id, &assets, record.vm.vcpus, record.vm.memory_mib, cmdline);
+    super::snapshot::keep_description(&description).map_err(|e| step("layer", &e))?;
     let nic = network_step(ctl, id, network.as_ref(), &files).await?;
-    let (mut running, recorded) = match start_recorded(ctl, record, &description, nic).await {
+    let running = start_recorded(ctl, record, &description, Start::Boot(nic)).await;
+    let running = booted(ctl, record, &files, running).await?;
+    Ok((running, agent_ready))
+}
+
+/// The hypervisor started (or not): the VM moves on to `booting`.
+pub(super) async fn booted(
+    ctl: &Controller,
+    record: &VmRecord,
+    files: &VmFiles,
+    started: (Result<RunningVm, VmmError>, Result<(), StoreError>),
+) -> Result<RunningVm, StepFailure> {
+    let id = &record.vm.id;
+    let (mut running, recorded) = match started {
         (Ok(running), recorded) => (running, recorded),
         (Err(e), _) => {
             files.release_runtime();
@@ -312,7 +356,7 @@ async fn steps(
         files.release_runtime();
         return Err(failure);
     }
-    Ok((running, agent_ready))
+    Ok(running)
 }
 
 /// The VM's directory and writable layer: a new layer per boot, or a
@@ -365,11 +409,18 @@ async fn network_step(
 /// controller that dies from then on leaves a row with the process, which
 /// the next one adopts (`reconcile::adopt_all`) instead of killing it as
 /// an orphan.
-async fn start_recorded(
+/// How the hypervisor starts: booting the guest, or loading a snapshot's
+/// saved state.
+pub(super) enum Start<'a> {
+    Boot(Option<Nic>),
+    Restore(&'a std::path::Path),
+}
+
+pub(super) async fn start_recorded(
     ctl: &Controller,
     record: &VmRecord,
     description: &VmDescription,
-    nic: Option<Nic>,
+    how: Start<'_>,
 ) -> (Result<RunningVm, VmmError>, Result<(), StoreError>) {
     let backend = Arc::clone(&ctl.backends[&record.vm.backend]);
     let (spawned_tx, spawned_rx) = tokio::sync::oneshot::channel();
@@ -384,15 +435,20 @@ async fn start_recorded(
         }
     };
     let start = async {
-        match nic {
-            Some(nic) => backend.start_with_nic(description, on_spawn, nic).await,
-            None => backend.start_reporting(description, on_spawn).await,
+        match how {
+            Start::Boot(Some(nic)) => backend.start_with_nic(description, on_spawn, nic).await,
+            Start::Boot(None) => backend.start_reporting(description, on_spawn).await,
+            Start::Restore(state) => {
+                backend
+                    .restore_reporting(description, state, on_spawn)
+                    .await
+            }
         }
     };
     tokio::join!(start, record_it)
 }
 
-fn step(step: &'static str, reason: &dyn std::fmt::Display) -> StepFailure {
+pub(super) fn step(step: &'static str, reason: &dyn std::fmt::Display) -> StepFailure {
     StepFailure {
         step,
         reason: reason.to_string(),
@@ -400,7 +456,7 @@ fn step(step: &'static str, reason: &dyn std::fmt::Display) -> StepFailure {
 }
 
 /// One lifecycle transition through the store's compare-and-set.
-async fn move_to(
+pub(super) async fn move_to(
     ctl: &Controller,
     id: &VmId,
     from: VmState,
@@ -410,7 +466,7 @@ async fn move_to(
     move_to_at(ctl, id, from, t, message, Timestamp::now()).await
 }
 
-async fn move_to_at(
+pub(super) async fn move_to_at(
     ctl: &Controller,
     id: &VmId,
     from: VmState,

@@ -25,6 +25,8 @@ mod persist;
 pub mod pool;
 mod ports;
 mod reconcile;
+mod restore;
+mod snapshot;
 mod watch;
 
 use std::collections::HashMap;
@@ -131,6 +133,10 @@ pub enum ControlError {
     Held(VmId),
     #[error("the {0} backend is not available on this host: {1}")]
     Backend(BackendKind, String),
+    #[error("no snapshot {0}")]
+    SnapshotNotFound(hearth_types::SnapshotName),
+    #[error("snapshot {0} is in use by {1}: destroy those VMs first")]
+    SnapshotInUse(hearth_types::SnapshotName, String),
     #[error("the store failed")]
     Store(#[from] StoreError),
     #[error("the VM's network could not be removed")]
@@ -445,6 +451,48 @@ impl Controller {
     /// persistent.
     pub async fn start_vm(self: &Arc<Self>, scope: &Scope, id: &VmId) -> Result<Vm, ControlError> {
         persist::start(self, scope, id).await
+    }
+
+    // Snapshots (docs/snapshots.md).
+
+    /// Snapshots a running VM, or boots an image as a template and
+    /// snapshots it.
+    pub async fn create_snapshot(
+        self: &Arc<Self>,
+        scope: &Scope,
+        req: hearth_types::snapshot::CreateSnapshot,
+    ) -> Result<hearth_types::snapshot::Snapshot, ControlError> {
+        snapshot::create(self, scope, req).await
+    }
+
+    pub async fn list_snapshots(
+        &self,
+        scope: &Scope,
+    ) -> Result<Vec<hearth_types::snapshot::Snapshot>, ControlError> {
+        snapshot::list(self, scope).await
+    }
+
+    pub async fn snapshot(
+        &self,
+        scope: &Scope,
+        name: &hearth_types::SnapshotName,
+    ) -> Result<hearth_types::snapshot::Snapshot, ControlError> {
+        snapshot::show(self, scope, name).await
+    }
+
+    /// Removes a snapshot no live VM was restored from.
+    pub async fn remove_snapshot(
+        &self,
+        scope: &Scope,
+        name: &hearth_types::SnapshotName,
+    ) -> Result<hearth_types::snapshot::Snapshot, ControlError> {
+        snapshot::remove(self, scope, name).await
+    }
+
+    fn backend(&self, kind: BackendKind) -> Result<Arc<dyn Hypervisor>, ControlError> {
+        self.backends.get(&kind).cloned().ok_or_else(|| {
+            ControlError::Backend(kind, "set HEARTH_FIRECRACKER before `hearth serve`".into())
+        })
     }
 
     /// The record, if `scope` may see it; NotFound otherwise.

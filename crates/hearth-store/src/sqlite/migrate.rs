@@ -67,7 +67,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0009_persistent_vms",
         sql: include_str!("../migrations/0009_persistent_vms.sql"),
     },
-    // Warm pools; 0010-0011 come with the CLI VMs and snapshots.
+    // Snapshots.
+    Migration {
+        version: 11,
+        name: "0011_snapshots",
+        sql: include_str!("../migrations/0011_snapshots.sql"),
+    },
+    // Warm pools.
     Migration {
         version: 12,
         name: "0012_pools",

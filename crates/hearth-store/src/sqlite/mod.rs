@@ -18,6 +18,7 @@ mod migrate;
 mod net_slots;
 mod pools;
 mod sessions;
+mod snapshots;
 mod tokens;
 mod viewer_links;
 mod vms;

@@ -29,6 +29,21 @@ pub fn qmp_socket(vm: &VmDescription) -> PathBuf {
     vm.run_dir.join("qmp.sock")
 }
 
+/// The second QMP socket of a VM, for snapshots: the first is held by the
+/// VM's watcher for its whole life, and QMP serves one client at a time.
+pub fn snapshot_socket(vm: &VmDescription) -> PathBuf {
+    vm.run_dir.join("qmp-snapshot.sock")
+}
+
+/// A disk's format, from its name: hearth's layers are raw ext4, and a
+/// restored VM's layer is a qcow2 overlay over its snapshot's frozen one.
+fn disk_format(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("qcow2") => "qcow2",
+        _ => "raw",
+    }
+}
+
 /// The kernel command line QEMU passes: the description's, plus what this
 /// host and machine need. microvm has no i8042 keyboard controller, so a
 /// `reboot=k` reset spins for seconds (and was seen to hang) before falling
@@ -83,7 +98,10 @@ pub fn args(vm: &VmDescription, host: &QemuHost) -> Vec<OsString> {
         let ro = if disk.read_only { ",readonly=on" } else { "" };
         a.push("-drive".into());
         a.push(opt(
-            &format!("id=disk{i},format=raw,if=none{ro},file="),
+            &format!(
+                "id=disk{i},format={},if=none{ro},file=",
+                disk_format(&disk.path)
+            ),
             &disk.path,
         ));
         a.push("-device".into());
@@ -94,6 +112,10 @@ pub fn args(vm: &VmDescription, host: &QemuHost) -> Vec<OsString> {
     qmp.push(",server=on,wait=off");
     a.push("-qmp".into());
     a.push(qmp);
+    let mut snap = opt("unix:", &snapshot_socket(vm));
+    snap.push(",server=on,wait=off");
+    a.push("-qmp".into());
+    a.push(snap);
     a
 }
 
@@ -225,7 +247,20 @@ mod tests {
             "id=disk0,format=raw,if=none,readonly=on,file=/img/root,,1.ext4"
         );
         assert_eq!(drives[1], "id=disk1,format=raw,if=none,file=/vm/layer.ext4");
-        assert!(joined(a).contains("-qmp unix:/vm/qmp.sock,server=on,wait=off"));
+        let line = joined(a);
+        assert!(line.contains("-qmp unix:/vm/qmp.sock,server=on,wait=off"));
+        assert!(line.contains("-qmp unix:/vm/qmp-snapshot.sock,server=on,wait=off"));
+    }
+
+    #[test]
+    fn a_qcow2_layer_is_given_as_qcow2() {
+        let mut vm = vm();
+        vm.disks[1].path = "/vm/layer.qcow2".into();
+        let line = joined(args(&vm, &host(Accel::Tcg)));
+        assert!(
+            line.contains("id=disk1,format=qcow2,if=none,file=/vm/layer.qcow2"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod cmdline;
 pub mod nic;
 pub mod qmp;
+pub mod snapshot;
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -124,9 +125,13 @@ impl Qemu {
         confinement: Confinement,
         logs: &ProcessLogs,
         nic: Option<&Nic>,
+        incoming: bool,
     ) -> Result<(process::Spawned, IsolationReport), VmmError> {
         let mut cmd = tokio::process::Command::new(&self.binary);
         cmd.args(cmdline::args(vm, &self.host));
+        if incoming {
+            cmd.args(snapshot::INCOMING);
+        }
         let tap = match nic.map(|n| crate::nic::above_stdio(&n.tap)).transpose() {
             Ok(tap) => tap,
             Err(source) => {
@@ -207,6 +212,71 @@ impl Hypervisor for Qemu {
         self.start_qemu(vm, on_spawn, Some(nic)).await
     }
 
+    fn build(&self) -> String {
+        build_of(&self.binary)
+    }
+
+    fn machine(&self) -> String {
+        let line = cmdline::args(&probe_vm(), &self.host);
+        let words: Vec<String> = line
+            .iter()
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect();
+        let at = |flag: &str| {
+            words
+                .iter()
+                .position(|w| w == flag)
+                .and_then(|i| words.get(i + 1))
+                .cloned()
+                .unwrap_or_default()
+        };
+        format!(
+            "-M {} -accel {} -cpu {}",
+            at("-M"),
+            at("-accel"),
+            at("-cpu")
+        )
+    }
+
+    async fn save(&self, vm: &VmDescription, state: &Path) -> Result<(), VmmError> {
+        snapshot::save(vm, state).await
+    }
+
+    async fn resume(&self, vm: &VmDescription) -> Result<(), VmmError> {
+        snapshot::resume(vm).await
+    }
+
+    async fn restore_reporting(
+        &self,
+        vm: &VmDescription,
+        state: &Path,
+        on_spawn: OnSpawn,
+    ) -> Result<RunningVm, VmmError> {
+        vm.validate()?;
+        self.check_files(vm)?;
+        let logs = ProcessLogs {
+            console_log: vm.console_log.clone(),
+            stderr_log: vm.run_dir.join("hypervisor.log"),
+            detach: self.detach,
+        };
+        let (confinement, vm) = self.confine(vm)?;
+        let (mut spawned, report) = self.spawn(&vm, confinement, &logs, None, true)?;
+        on_spawn(spawned.process);
+        let loaded = async {
+            let mut qmp = Qmp::connect(&cmdline::qmp_socket(&vm), Duration::from_secs(10))
+                .await
+                .map_err(|e| e.to_string())?;
+            snapshot::load(&mut qmp, state)
+                .await
+                .map_err(|e| hearth_types::error_chain(&e))?;
+            Ok::<_, String>(qmp)
+        };
+        match loaded.await {
+            Ok(qmp) => Ok(running(spawned, qmp, Some(report))),
+            Err(detail) => Err(early_exit(&mut spawned, &logs, detail).await),
+        }
+    }
+
     async fn adopt(&self, vm: &VmDescription, process: ProcessRef) -> Result<RunningVm, VmmError> {
         let hook = self.isolation.exit_hook(vm);
         let spawned = process::adopt_watched(process, &vm.console_log, Some(hook))?;
@@ -236,7 +306,7 @@ impl Qemu {
             detach: self.detach,
         };
         let (confinement, vm) = self.confine(vm)?;
-        let (mut spawned, report) = self.spawn(&vm, confinement, &logs, nic.as_ref())?;
+        let (mut spawned, report) = self.spawn(&vm, confinement, &logs, nic.as_ref(), false)?;
         drop(nic);
         on_spawn(spawned.process);
         let qmp = match connect_qmp(&vm).await {
@@ -244,6 +314,46 @@ impl Qemu {
             Err(detail) => return Err(early_exit(&mut spawned, &logs, detail).await),
         };
         Ok(running(spawned, qmp, Some(report)))
+    }
+}
+
+/// `BINARY (first line of --version)`, asked once per binary.
+fn build_of(binary: &Path) -> String {
+    static ASKED: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut asked = ASKED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, known)) = asked.iter().find(|(b, _)| b == binary) {
+        return known.clone();
+    }
+    let version = std::process::Command::new(binary)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "version unknown".to_owned());
+    let build = format!("{} ({})", binary.display(), version.trim());
+    asked.push((binary.to_owned(), build.clone()));
+    build
+}
+
+/// A description only for reading the machine arguments off the line.
+fn probe_vm() -> VmDescription {
+    VmDescription {
+        id: "vm-probe".parse().expect("a valid id"),
+        kernel: PathBuf::new(),
+        initramfs: None,
+        disks: Vec::new(),
+        vcpus: 1,
+        memory_mib: 256,
+        cmdline: String::new(),
+        run_dir: PathBuf::new(),
+        console_log: PathBuf::new(),
+        channels: Vec::new(),
     }
 }
 

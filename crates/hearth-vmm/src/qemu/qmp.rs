@@ -1,5 +1,5 @@
 //! A minimal QMP client: the JSON control protocol QEMU speaks on its
-//! `-qmp` Unix socket. Enough for status and stop.
+//! `-qmp` Unix socket. Enough for status, stop, and saving and loading snapshots.
 
 use std::path::Path;
 use std::time::Duration;
@@ -51,7 +51,20 @@ impl Qmp {
 
     /// Runs a command without arguments and returns its `return` value.
     pub async fn execute(&mut self, command: &str) -> Result<Value, QmpError> {
-        let mut line = json!({ "execute": command }).to_string();
+        self.execute_with(command, None).await
+    }
+
+    /// Runs a command with `arguments` and returns its `return` value.
+    pub async fn execute_with(
+        &mut self,
+        command: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, QmpError> {
+        let mut line = match arguments {
+            Some(args) => json!({ "execute": command, "arguments": args }),
+            None => json!({ "execute": command }),
+        }
+        .to_string();
         line.push('\n');
         self.writer.write_all(line.as_bytes()).await?;
         loop {

@@ -8,6 +8,7 @@ mod pool;
 mod serve;
 mod serve_sessions;
 mod session;
+mod snapshot;
 mod token;
 mod vault;
 mod vm_agent;
@@ -23,8 +24,8 @@ use hearth_guestkit::DataDir;
 pub use vm_port_forward::PortPair;
 
 use crate::cli::{
-    Cli, Command, ImageCommand, KernelCommand, PoolCommand, SessionCommand, TokenCommand,
-    VaultCommand, VmCommand,
+    Cli, Command, ImageCommand, KernelCommand, PoolCommand, SessionCommand, SnapshotCommand,
+    TokenCommand, VaultCommand, VmCommand,
 };
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -67,6 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(TokenCommand::Revoke { api, id }) => token::revoke(&api, &id),
         Command::Session(command) => run_session(command),
         Command::Pool(command) => run_pool(command),
+        Command::Snapshot(command) => run_snapshot(command),
         Command::Vault(VaultCommand::Status { keys, json }) => vault::status(&data, keys, json),
         Command::Vault(VaultCommand::Rotate { keys }) => vault::rotate(&data, keys),
         Command::Vault(VaultCommand::Retire { keys, version }) => {
@@ -118,6 +120,21 @@ fn run_session(command: SessionCommand) -> anyhow::Result<ExitCode> {
         SessionCommand::Cancel { api, id } => session::cancel(&api, &id),
         SessionCommand::Wait { api, id, timeout } => session::wait(&api, &id, timeout),
         SessionCommand::Providers { api, json } => session::providers(&api, json),
+    }
+}
+
+fn run_snapshot(command: SnapshotCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SnapshotCommand::Create {
+            api,
+            name,
+            vm,
+            image,
+            json,
+        } => snapshot::create(&api, name, vm, image, json),
+        SnapshotCommand::List { api, json } => snapshot::list(&api, json),
+        SnapshotCommand::Show { api, name, json } => snapshot::show(&api, &name, json),
+        SnapshotCommand::Rm { api, name } => snapshot::rm(&api, &name),
     }
 }
 

@@ -65,6 +65,7 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
             RestartArg::Always => RestartPolicy::Always,
         }),
         idle_stop_secs: args.idle_stop,
+        from_snapshot: args.from_snapshot.clone(),
     };
     let started = Instant::now();
     let vm: Vm = client.post("/v1/vms", Some(&req))?;

@@ -2,7 +2,8 @@
 //! of a tenant's: its agent waits for the configuration before it starts
 //! any service, so all of the configuration (hostname, environment, files,
 //! services) is applied at hand-out. What is fixed at boot is not: the
-//! backend, the kernel command line (a command), a NIC, the size.
+//! backend, the kernel command line (a command), a NIC, a persistent
+//! disk, a snapshot to restore, the size.
 
 use hearth_types::api::CreateVm;
 use hearth_types::BackendKind;
@@ -16,6 +17,10 @@ pub enum Misfit {
     Command,
     /// A NIC is made before the hypervisor starts; pooled VMs have none.
     Network,
+    /// A persistent VM's own disk is made at its first boot.
+    Persistent,
+    /// A restore is its own start, from its snapshot.
+    Snapshot,
 }
 
 impl Misfit {
@@ -24,6 +29,8 @@ impl Misfit {
             Misfit::Backend => "pooled VMs run on qemu",
             Misfit::Command => "a command is fixed at boot",
             Misfit::Network => "a NIC is fixed at boot and pooled VMs have none",
+            Misfit::Persistent => "a persistent VM's disk is made at its first boot",
+            Misfit::Snapshot => "a restore starts from its snapshot",
         }
     }
 }
@@ -39,6 +46,12 @@ pub(super) fn fits(req: &CreateVm) -> Result<(), Misfit> {
     }
     if req.network.is_some() {
         return Err(Misfit::Network);
+    }
+    if req.persistent {
+        return Err(Misfit::Persistent);
+    }
+    if req.from_snapshot.is_some() {
+        return Err(Misfit::Snapshot);
     }
     Ok(())
 }

@@ -1,0 +1,179 @@
+//! Restore from a snapshot against a cold boot, to the agent's `ready`,
+//! measured in-process with the controller of `hearth serve`, a real
+//! SQLite store and real QEMU VMs (TCG here):
+//!
+//! - cold: `create_vm` of the image until the VM is `ready`;
+//! - restore: `create_vm` with `from_snapshot` (a template of the same
+//!   image, taken once) until `ready`;
+//!
+//! runs alternating, medians and their ratio. Each VM gets a small
+//! configuration (one file), as a real one would.
+//!
+//! `cargo bench -p hearth-control --bench restore` (IMAGES, default
+//! `minimal`, comma-separated, e.g. `minimal,browser`; RUNS, default 5).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hearth_control::controller::{Controller, ControllerConfig, Scope};
+use hearth_guestkit::DataDir;
+use hearth_store::SqliteStore;
+use hearth_types::api::CreateVm;
+use hearth_types::guest::{GuestConfig, GuestFile};
+use hearth_types::snapshot::CreateSnapshot;
+use hearth_types::{VmId, VmState};
+
+fn main() {
+    let shared = DataDir::new(hearth_testkit::test_data_dir());
+    hearth_guestkit::kernel::fetch_debian_cloud_kernel(&shared, &mut |_| {}).expect("kernel");
+    if let Some(agent) = hearth_testkit::static_agent() {
+        std::env::set_var("HEARTH_AGENT", agent);
+    }
+    let images = std::env::var("IMAGES").unwrap_or_else(|_| "minimal".into());
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let dir = hearth_testkit::private_data_dir();
+        let ctl = controller(DataDir::new(dir.path())).await;
+        for image in images.split(',') {
+            compare(&ctl, image, runs).await;
+        }
+    });
+}
+
+async fn controller(data: DataDir) -> Arc<Controller> {
+    let store = SqliteStore::open(&data.store_file()).expect("store");
+    let mut config = ControllerConfig::new(data);
+    config.tick = Duration::from_millis(100);
+    config.readiness_timeout = Duration::from_secs(600);
+    let ctl = Controller::new(Arc::new(store), config);
+    ctl.start().await;
+    ctl
+}
+
+fn admin() -> Scope {
+    Scope {
+        tenant: "bench".parse().expect("tenant"),
+        admin: true,
+    }
+}
+
+async fn compare(ctl: &Arc<Controller>, image: &str, runs: usize) {
+    let name: hearth_types::SnapshotName =
+        format!("bench-{image}").parse().expect("a snapshot name");
+    let start = Instant::now();
+    let req = CreateSnapshot {
+        name: name.clone(),
+        vm: None,
+        image: Some(image.to_owned()),
+    };
+    let snap = ctl.create_snapshot(&admin(), req).await.expect("template");
+    eprintln!(
+        "{image}: template in {:.1} s, {} MiB on disk",
+        start.elapsed().as_secs_f64(),
+        snap.disk_bytes >> 20
+    );
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        cold.push(to_ready(ctl, request(image, None, i)).await);
+        warm.push(to_ready(ctl, request(image, Some(&name), i)).await);
+        eprintln!(
+            "{image} run {}: cold {:.3} s, restore {:.3} s",
+            i + 1,
+            cold[i],
+            warm[i]
+        );
+    }
+    let (c, w) = (median(&mut cold), median(&mut warm));
+    println!(
+        "{image}: cold boot to ready {c:.3} s, restore to ready {w:.3} s (medians of {runs}): {:.1}x",
+        c / w
+    );
+    ctl.remove_snapshot(&admin(), &name).await.expect("rm");
+}
+
+fn request(image: &str, snapshot: Option<&hearth_types::SnapshotName>, i: usize) -> CreateVm {
+    let file = GuestFile {
+        path: "/etc/bench".into(),
+        content: format!("run {i}"),
+        mode: None,
+        owner: None,
+    };
+    CreateVm {
+        image: image.to_owned(),
+        config: GuestConfig {
+            files: vec![file],
+            ..GuestConfig::default()
+        },
+        from_snapshot: snapshot.cloned(),
+        readiness_timeout_secs: Some(600),
+        ..CreateVm::default()
+    }
+}
+
+/// Seconds from the create call to `ready`; the VM is destroyed after.
+async fn to_ready(ctl: &Arc<Controller>, req: CreateVm) -> f64 {
+    let start = Instant::now();
+    let vm = ctl.create_vm(&admin(), req).await.expect("create");
+    let secs = wait_ready(ctl, &vm.id)
+        .await
+        .duration_since(start)
+        .as_secs_f64();
+    print_phases(ctl, &vm.id).await;
+    ctl.destroy(&admin(), &vm.id).await.expect("destroy");
+    wait_gone(ctl, &vm.id).await;
+    secs
+}
+
+/// Requested to booting (the hypervisor started: for a restore, the state
+/// loaded) and booting to ready (the agent back and configured), ms.
+async fn print_phases(ctl: &Controller, id: &VmId) {
+    let events = ctl.events(&admin(), id).await.expect("events");
+    let at = |s: VmState| {
+        events
+            .iter()
+            .find(|e| e.state == s)
+            .map(|e| e.at.as_millis())
+    };
+    if let (Some(r), Some(b), Some(y)) = (
+        at(VmState::Requested),
+        at(VmState::Booting),
+        at(VmState::Ready),
+    ) {
+        eprintln!(
+            "  {id}: requested to booting {} ms, booting to ready {} ms",
+            b - r,
+            y - b
+        );
+    }
+}
+
+async fn wait_ready(ctl: &Controller, id: &VmId) -> Instant {
+    loop {
+        let vm = ctl.vm(&admin(), id).await.expect("vm");
+        if vm.state == VmState::Ready {
+            return Instant::now();
+        }
+        assert!(
+            vm.state.is_active(),
+            "VM {id} ended {} ({:?})",
+            vm.state,
+            vm.failure
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn wait_gone(ctl: &Controller, id: &VmId) {
+    while ctl.vm(&admin(), id).await.expect("vm").state != VmState::Destroyed {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}

@@ -4,6 +4,7 @@
 //! lifecycle. Nothing outside this crate writes SQL.
 
 pub mod agent;
+pub mod cli_vms;
 pub mod credentials;
 pub mod egress_settings;
 pub mod net_slots;
@@ -19,6 +20,7 @@ pub use agent::{
     AgentEntry, AgentHello, AgentRecord, AgentStatus, NewAgentRecord, ServiceLine,
     MAX_LINES_PER_SERVICE, MAX_RECORDS_PER_VM,
 };
+pub use cli_vms::{CliVmRecord, CliVmStore};
 pub use credentials::{
     CredentialMeta, CredentialOwner, CredentialRecord, CredentialStore, Rewrap, SealedParts,
     KEEP_CREDENTIAL_VERSIONS,
@@ -55,7 +57,14 @@ pub enum StoreError {
 /// `Arc<dyn Store>` upcasts to `&dyn CredentialStore`).
 #[async_trait]
 pub trait Store:
-    CredentialStore + SessionStore + EgressSettingsStore + NetSlotStore + Send + Sync + std::fmt::Debug
+    CredentialStore
+    + SessionStore
+    + EgressSettingsStore
+    + NetSlotStore
+    + CliVmStore
+    + Send
+    + Sync
+    + std::fmt::Debug
 {
     // VMs
     async fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError>;

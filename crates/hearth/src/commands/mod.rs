@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod cli_vm;
 mod client;
 mod doctor;
 mod image;
@@ -60,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(TokenCommand::List { api, json }) => token::list(&api, json),
         Command::Token(TokenCommand::Revoke { api, id }) => token::revoke(&api, &id),
         Command::Session(command) => run_session(command),
+        Command::Cli(command) => cli_vm::run(command),
         Command::Vault(VaultCommand::Status { keys, json }) => vault::status(&data, keys, json),
         Command::Vault(VaultCommand::Rotate { keys }) => vault::rotate(&data, keys),
         Command::Vault(VaultCommand::Retire { keys, version }) => {

@@ -90,7 +90,11 @@ pub(crate) async fn start(
     let sessions = enabled(&state)?;
     let started = sessions.start_cli(&scope.tenant, &user, body.image.as_deref());
     let (info, new) = started.await.map_err(cli_problem)?;
-    let status = if new { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(info.into())))
 }
 

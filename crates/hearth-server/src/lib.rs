@@ -214,7 +214,9 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         // Users' CLI VMs.
         .route(
             "/v1/cli/{user}",
-            post(cli_vms::start).get(cli_vms::get).delete(cli_vms::delete),
+            post(cli_vms::start)
+                .get(cli_vms::get)
+                .delete(cli_vms::delete),
         )
         .route("/v1/cli/{user}/stop", post(cli_vms::stop))
         .route(

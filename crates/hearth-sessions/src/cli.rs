@@ -244,8 +244,7 @@ impl Sessions {
         record: &CliVmRecord,
     ) -> Result<hearth_egress::Policy, String> {
         let inner = &self.inner;
-        let (tenant_domains, upstream) =
-            inner.session_egress(&record.tenant, &record.user).await?;
+        let (tenant_domains, upstream) = inner.session_egress(&record.tenant, &record.user).await?;
         let domains: Vec<String> = inner
             .catalogue
             .list()
@@ -270,4 +269,3 @@ fn ended(state: VmState) -> bool {
         VmState::Failed | VmState::Stopped | VmState::Stopping | VmState::Destroyed
     )
 }
-

@@ -25,7 +25,10 @@ async fn one_cli_vm_per_tenant_and_user_with_its_bases() {
     store.insert_cli_vm(&alice).await.unwrap();
     let twin = record("team-a", "alice", "vm-0000000000000002");
     let again = store.insert_cli_vm(&twin).await;
-    assert!(matches!(again, Err(StoreError::Duplicate { .. })), "{again:?}");
+    assert!(
+        matches!(again, Err(StoreError::Duplicate { .. })),
+        "{again:?}"
+    );
     // The same name in another tenant is another user.
     store
         .insert_cli_vm(&record("team-b", "alice", "vm-0000000000000003"))
@@ -36,14 +39,25 @@ async fn one_cli_vm_per_tenant_and_user_with_its_bases() {
         .set_cli_base(&alice.tenant, &alice.user, &alice.vm, &codex, 4)
         .await
         .unwrap();
-    let got = store.cli_vm(&alice.tenant, &alice.user).await.unwrap().unwrap();
+    let got = store
+        .cli_vm(&alice.tenant, &alice.user)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.bases.get(&codex), Some(&4));
     // A base for a VM that is no longer the user's is refused.
     let old = "vm-0000000000000009".parse().unwrap();
     let stale = store.set_cli_base(&alice.tenant, &alice.user, &old, &codex, 5);
     assert!(matches!(stale.await, Err(StoreError::Changed { .. })));
     assert_eq!(store.list_cli_vms().await.unwrap().len(), 2);
-    let gone = store.delete_cli_vm(&alice.tenant, &alice.user).await.unwrap();
+    let gone = store
+        .delete_cli_vm(&alice.tenant, &alice.user)
+        .await
+        .unwrap();
     assert_eq!(gone.map(|r| r.vm), Some(alice.vm));
-    assert!(store.cli_vm(&alice.tenant, &alice.user).await.unwrap().is_none());
+    assert!(store
+        .cli_vm(&alice.tenant, &alice.user)
+        .await
+        .unwrap()
+        .is_none());
 }

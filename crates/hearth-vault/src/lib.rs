@@ -149,7 +149,10 @@ impl Vault {
             why,
         })?;
         let ring = self.ring().await?;
-        let current = self.current_record(owner).await?.map_or(0, |c| c.meta.version);
+        let current = self
+            .current_record(owner)
+            .await?
+            .map_or(0, |c| c.meta.version);
         let stale = |current| VaultError::Stale {
             owner: owner.clone(),
             base,

@@ -532,7 +532,14 @@ async fn a_refresh_from_a_stale_version_loses_and_names_both_versions() {
     // A second refresh from version 1 (another VM's) loses: 2 is current.
     let err = f.vault.seal_over(&alice, 1, &files()).await.unwrap_err();
     assert!(
-        matches!(err, VaultError::Stale { base: 1, current: 2, .. }),
+        matches!(
+            err,
+            VaultError::Stale {
+                base: 1,
+                current: 2,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_clean(&err, "team-a/alice/codex");

@@ -104,7 +104,12 @@ fn rig() -> Rig {
     std::fs::write(providers.join("fake-codex.toml"), provider_entry(&issuer)).unwrap();
     let dir = providers.to_str().unwrap().to_owned();
     host.add_serve_args(&["--providers", &dir, "--egress-host", &pin]);
-    host.add_serve_args(&["--egress-allow-network", "127.0.0.1/32", "--egress-port", &port]);
+    host.add_serve_args(&[
+        "--egress-allow-network",
+        "127.0.0.1/32",
+        "--egress-port",
+        &port,
+    ]);
     host.start();
     let mut a = host.api();
     a.token = host.mint(&["--tenant", "team-a"]);
@@ -133,7 +138,10 @@ fn wait_cli(api: &Api, user: &str, within: Duration, done: impl Fn(&Value) -> bo
         if done(&vm) {
             return vm;
         }
-        assert!(Instant::now() < deadline, "the CLI VM of {user} never got there: {vm}");
+        assert!(
+            Instant::now() < deadline,
+            "the CLI VM of {user} never got there: {vm}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -167,17 +175,25 @@ fn exec_as_user(host: &Host, token: &str, user: &str, args: &[&str]) -> (i32, St
     (out.status.code().unwrap_or(-1), text)
 }
 
-/// Every regular file under `dir`, read whole.
+/// A VM's writable disk (its layer, sized in GiB, sparse): the guest's
+/// own files, where a CLI VM's credential is meant to be; not searched.
+fn is_disk(entry: &std::fs::DirEntry) -> bool {
+    entry.metadata().is_ok_and(|m| m.len() > 64 << 20)
+}
+
+/// Every regular file under `dir` but VM disks, read whole.
 fn files_under(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(kind) = entry.file_type() else { continue };
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         if kind.is_dir() {
             files_under(&path, out);
-        } else if kind.is_file() {
+        } else if kind.is_file() && !is_disk(&entry) {
             if let Ok(bytes) = std::fs::read(&path) {
                 out.push((path.display().to_string(), bytes));
             }
@@ -197,8 +213,14 @@ fn assert_nowhere(host: &Host, secrets: &[String], answers: &str) {
     }
     let logs = host.serve_logs();
     for secret in secrets {
-        assert!(!logs.contains(secret.as_str()), "a token is in the server's output");
-        assert!(!answers.contains(secret.as_str()), "a token is in an answer or output");
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a token is in the server's output"
+        );
+        assert!(
+            !answers.contains(secret.as_str()),
+            "a token is in an answer or output"
+        );
         for (path, bytes) in &files {
             let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
             assert!(!found, "a token is in {path}");
@@ -216,7 +238,12 @@ fn vm_a_login_reaches_the_users_cli_vm_its_refresh_is_sealed_and_others_get_noth
     let body = r#"{"user": "alice", "provider": "fake-codex", "ttl_secs": 900}"#;
     let s: Session = a.json("POST", "/v1/sessions", Some(body), 201);
     let s = wait_session(a, s.id.as_str(), Duration::from_secs(600));
-    assert_eq!(s.state, SessionState::Completed, "{s:?}\n{}", rig.host.serve_logs());
+    assert_eq!(
+        s.state,
+        SessionState::Completed,
+        "{s:?}\n{}",
+        rig.host.serve_logs()
+    );
     assert_eq!(s.credential_version, Some(1));
     let issued = rig.fake.issued();
     let account = issued[0].account_id.clone();
@@ -226,7 +253,9 @@ fn vm_a_login_reaches_the_users_cli_vm_its_refresh_is_sealed_and_others_get_noth
     let started = Instant::now();
     let vm = start_cli(a, "alice", "cli-test");
     answers.push_str(&vm.to_string());
-    let vm = wait_cli(a, "alice", Duration::from_secs(600), |v| version(v, "fake-codex") == Some(1));
+    let vm = wait_cli(a, "alice", Duration::from_secs(600), |v| {
+        version(v, "fake-codex") == Some(1)
+    });
     let with_credentials = started.elapsed();
     let token = a.token.clone();
     let (code, said) = exec_as_user(&rig.host, &token, "alice", &["fake-codex", "whoami"]);
@@ -263,7 +292,9 @@ fn vm_a_login_reaches_the_users_cli_vm_its_refresh_is_sealed_and_others_get_noth
     assert_eq!(code, 0, "{said}");
     let (_, after) = exec_as_user(&rig.host, &token, "alice", &["sha256sum", AUTH]);
     assert_ne!(before, after);
-    wait_cli(a, "alice", Duration::from_secs(60), |v| version(v, "fake-codex") == Some(2));
+    wait_cli(a, "alice", Duration::from_secs(60), |v| {
+        version(v, "fake-codex") == Some(2)
+    });
     println!(
         "measure: refresh from the rewrite's end to version 2 seen sealed {} ms (stable_ms 1000)",
         refreshed.elapsed().as_millis()
@@ -277,11 +308,18 @@ fn vm_a_login_reaches_the_users_cli_vm_its_refresh_is_sealed_and_others_get_noth
     start_cli(a, "alice", "cli-test");
     // bob, of the same tenant, has no credential: his CLI VM has no file.
     start_cli(a, "bob", "cli-test");
-    let fresh = wait_cli(a, "alice", Duration::from_secs(600), |v| version(v, "fake-codex") == Some(2));
+    let fresh = wait_cli(a, "alice", Duration::from_secs(600), |v| {
+        version(v, "fake-codex") == Some(2)
+    });
     assert_ne!(fresh["vm"].as_str().unwrap(), old_vm);
     let (_, again) = exec_as_user(&rig.host, &token, "alice", &["sha256sum", AUTH]);
-    assert_eq!(again, after, "the fresh CLI VM has another file than the refreshed one");
-    wait_cli(a, "bob", Duration::from_secs(600), |v| v["state"] == "ready");
+    assert_eq!(
+        again, after,
+        "the fresh CLI VM has another file than the refreshed one"
+    );
+    wait_cli(a, "bob", Duration::from_secs(600), |v| {
+        v["state"] == "ready"
+    });
     let (code, said) = exec_as_user(&rig.host, &token, "bob", &["ls", "-a", "/home/hearth"]);
     assert_eq!(code, 0, "{said}");
     assert!(!said.contains(".codex"), "{said}");
@@ -289,7 +327,11 @@ fn vm_a_login_reaches_the_users_cli_vm_its_refresh_is_sealed_and_others_get_noth
     assert!(bob["credentials"].as_object().unwrap().is_empty(), "{bob}");
 
     // Another tenant's alice is another user: nothing of this one.
-    for path in ["/v1/cli/alice", "/v1/cli/bob", "/v1/users/alice/credentials"] {
+    for path in [
+        "/v1/cli/alice",
+        "/v1/cli/bob",
+        "/v1/users/alice/credentials",
+    ] {
         let (status, body) = b.call("GET", path, None);
         assert_eq!(status, 404, "{path}: {body}");
         answers.push_str(&body);
@@ -320,7 +362,11 @@ fn codex_auth(secret: &str) -> String {
         "https://api.openai.com/auth": {"chatgpt_account_id": "acct-test", "chatgpt_plan_type": "plus"},
         "exp": 4_102_444_800u64,
     });
-    let id_token = format!("{}.{}.c2ln", part(serde_json::json!({"alg": "none"})), part(claims));
+    let id_token = format!(
+        "{}.{}.c2ln",
+        part(serde_json::json!({"alg": "none"})),
+        part(claims)
+    );
     serde_json::json!({
         "OPENAI_API_KEY": null,
         "tokens": {"id_token": id_token, "access_token": secret, "refresh_token": format!("{secret}-r"), "account_id": "acct-test"},
@@ -338,7 +384,9 @@ fn vm_the_real_codex_in_a_cli_vm_is_logged_in_from_the_vault_with_no_network() {
     let mut a = host.api();
     a.token = host.mint(&["--tenant", "team-a"]);
     let secret = format!("test-access-{}", std::process::id());
-    let store = std::sync::Arc::new(hearth_store::SqliteStore::open(&host.data().join("hearth.db")).unwrap());
+    let store = std::sync::Arc::new(
+        hearth_store::SqliteStore::open(&host.data().join("hearth.db")).unwrap(),
+    );
     let vault = Vault::new(KeyFile::in_data_dir(&host.data()), store);
     let owner = hearth_store::CredentialOwner {
         tenant: "team-a".parse().unwrap(),
@@ -352,11 +400,16 @@ fn vm_the_real_codex_in_a_cli_vm_is_logged_in_from_the_vault_with_no_network() {
             contents: Secret::new(codex_auth(&secret).into_bytes()),
         }],
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(vault.seal(&owner, &files)).unwrap();
     let vm = a.json::<Value>("POST", "/v1/cli/alice", Some("{}"), 201);
     assert_eq!(vm["image"], "cli");
-    wait_cli(&a, "alice", Duration::from_secs(900), |v| version(v, "codex") == Some(1));
+    wait_cli(&a, "alice", Duration::from_secs(900), |v| {
+        version(v, "codex") == Some(1)
+    });
     let token = a.token.clone();
     let (code, said) = exec_as_user(&host, &token, "alice", &["codex", "login", "status"]);
     println!("codex login status: exit {code}: {}", said.trim());

@@ -46,8 +46,8 @@ pub(crate) async fn drive(
     ))
     .await;
     let (seen, mut captures) = mpsc::unbounded_channel();
-    for provider in sessions.inner.catalogue.list() {
-        vm.watch(provider, seen.clone());
+    for provider in watched(&sessions, &vm.bases) {
+        vm.watch(&provider, seen.clone());
     }
     let mut poll = tokio::time::interval(POLL);
     loop {
@@ -57,6 +57,31 @@ pub(crate) async fn drive(
             _ = poll.tick() => if vm.gone().await { return },
         }
     }
+}
+
+/// The providers whose files are watched: those written in, and those
+/// with no file of theirs among the written ones' (two entries naming
+/// one file, `codex` and an operator's `fake-codex` say, would otherwise
+/// both seal it).
+fn watched(sessions: &Sessions, written: &BTreeMap<ProviderId, u64>) -> Vec<Provider> {
+    let catalogue = &sessions.inner.catalogue;
+    let taken: Vec<String> = written
+        .keys()
+        .filter_map(|p| catalogue.get(p))
+        .flat_map(|p| p.capture_spec().files.into_iter().map(|f| f.path))
+        .collect();
+    catalogue
+        .list()
+        .filter(|p| {
+            written.contains_key(&p.name)
+                || !p
+                    .capture_spec()
+                    .files
+                    .iter()
+                    .any(|f| taken.contains(&f.path))
+        })
+        .cloned()
+        .collect()
 }
 
 /// The VM's link once its agent is connected; `None` if it ended first.
@@ -133,7 +158,11 @@ impl CliVm {
     async fn set_base(&mut self, provider: &ProviderId, version: u64) {
         self.bases.insert(provider.clone(), version);
         let r = &self.record;
-        let stored = self.sessions.inner.store.set_cli_base(&r.tenant, &r.user, &r.vm, provider, version);
+        let stored = self
+            .sessions
+            .inner
+            .store
+            .set_cli_base(&r.tenant, &r.user, &r.vm, provider, version);
         if let Err(e) = stored.await {
             tracing::warn!(vm = %r.vm, error = %e, "a CLI VM's credential version was not recorded");
         }
@@ -161,7 +190,9 @@ impl CliVm {
         let set = match event {
             CaptureEvent::Captured(set) => set,
             CaptureEvent::Failed(why) => {
-                return self.event(format!("{provider} files not watched: {why}")).await;
+                return self
+                    .event(format!("{provider} files not watched: {why}"))
+                    .await;
             }
         };
         let Some(entry) = self.sessions.inner.catalogue.get(provider).cloned() else {
@@ -199,7 +230,8 @@ impl CliVm {
             }
             Err(e) => {
                 let why = hearth_types::error_chain(&e);
-                self.event(format!("{provider} refresh not sealed: {why}")).await;
+                self.event(format!("{provider} refresh not sealed: {why}"))
+                    .await;
             }
         }
     }
@@ -210,8 +242,10 @@ impl CliVm {
             return;
         };
         if let Some(version) = self.write_current(&entry).await {
-            self.event(format!("{provider} credential version {version} from a new login written in"))
-                .await;
+            self.event(format!(
+                "{provider} credential version {version} from a new login written in"
+            ))
+            .await;
         }
     }
 
@@ -224,18 +258,33 @@ impl CliVm {
             }
         };
         let incoming = self.link.listen(crate::guest::PROXY_PORT).ok()?;
-        let proxy = self.sessions.inner.config.egress.vm_proxy(self.record.vm.clone());
-        Some(tokio::spawn(crate::driver::serve_proxy(incoming, proxy, policy)))
+        let proxy = self
+            .sessions
+            .inner
+            .config
+            .egress
+            .vm_proxy(self.record.vm.clone());
+        Some(tokio::spawn(crate::driver::serve_proxy(
+            incoming, proxy, policy,
+        )))
     }
 
     async fn gone(&self) -> bool {
-        let vm = self.sessions.inner.controller.vm(&admin(), &self.record.vm).await;
+        let vm = self
+            .sessions
+            .inner
+            .controller
+            .vm(&admin(), &self.record.vm)
+            .await;
         !vm.is_ok_and(|v| v.state == VmState::Ready || !ended(v.state))
     }
 
     async fn event(&self, message: String) {
         let store = &self.sessions.inner.store;
-        if let Err(e) = store.add_event(&self.record.vm, Timestamp::now(), &message).await {
+        if let Err(e) = store
+            .add_event(&self.record.vm, Timestamp::now(), &message)
+            .await
+        {
             tracing::debug!(vm = %self.record.vm, error = %e, "a CLI VM event was not stored");
         }
     }

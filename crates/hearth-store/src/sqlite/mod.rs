@@ -42,8 +42,8 @@ use crate::{
     AgentHello, AgentRecord, AgentStatus, ArchiveRecord, Job, NewAgentRecord, NewJob, ProcessRef,
     ServiceLine, StateChange, Store, StoreError, TokenRecord, ViewerLinkRecord, VmFilter, VmRecord,
 };
-use crate::{CredentialMeta, CredentialOwner, CredentialRecord, CredentialStore, Rewrap};
 use crate::{CliVmRecord, CliVmStore};
+use crate::{CredentialMeta, CredentialOwner, CredentialRecord, CredentialStore, Rewrap};
 use crate::{EgressSettingsRecord, EgressSettingsStore};
 use crate::{SessionChange, SessionFilter, SessionRecord, SessionStore};
 use hearth_types::session::{EgressConnection, SessionEvent};
@@ -602,10 +602,9 @@ impl EgressSettingsStore for SqliteStore {
 #[async_trait]
 impl CliVmStore for SqliteStore {
     async fn insert_cli_vm(&self, record: &CliVmRecord) -> Result<(), StoreError> {
-        self.run(
-            format_args!("storing the CLI VM of {}", record.user),
-            |c| cli_vms::insert(c, record),
-        )
+        self.run(format_args!("storing the CLI VM of {}", record.user), |c| {
+            cli_vms::insert(c, record)
+        })
     }
 
     async fn cli_vm(

@@ -348,7 +348,7 @@ fn vm_a_login_reaches_the_users_cli_vm_its_refresh_is_sealed_and_others_get_noth
     for user in ["alice", "bob"] {
         let _: Value = a.json("DELETE", &format!("/v1/cli/{user}"), None, 200);
     }
-    let _: Value = a.json("DELETE", &format!("/v1/vms/{plain_id}"), None, 200);
+    let _: Value = a.json("DELETE", &format!("/v1/vms/{plain_id}"), None, 202);
     let _ = rig.host.stop_serve();
 }
 

@@ -31,6 +31,8 @@ mod ports;
 mod rate;
 mod sessions;
 mod snapshots;
+// Users' CLI VMs.
+pub mod cli_vms;
 mod tokens;
 mod viewer;
 mod viewer_links;
@@ -215,6 +217,14 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
         .route("/v1/sessions/{id}/events", get(sessions::events))
         .route("/v1/sessions/{id}/egress", get(sessions::egress))
         .route("/v1/providers", get(sessions::providers))
+        // Users' CLI VMs.
+        .route(
+            "/v1/cli/{user}",
+            post(cli_vms::start)
+                .get(cli_vms::get)
+                .delete(cli_vms::delete),
+        )
+        .route("/v1/cli/{user}/stop", post(cli_vms::stop))
         .route(
             "/v1/tenants/{tenant}/egress",
             put(egress_settings::put_tenant)

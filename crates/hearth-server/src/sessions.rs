@@ -267,6 +267,7 @@ pub(crate) fn problem(e: SessionError) -> Problem {
             "not_found",
             format!("{message}: `GET /v1/sessions` lists the sessions you can see"),
         ),
+        SessionError::CliNotFound(_) => Problem::new(StatusCode::NOT_FOUND, "not_found", message),
         SessionError::UnknownProvider { .. } => Problem::bad_request("unknown_provider", message),
         SessionError::Invalid(_) => Problem::bad_request("invalid_request", message),
         SessionError::AlreadyLive { .. } => {

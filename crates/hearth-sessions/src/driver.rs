@@ -102,7 +102,7 @@ async fn wait_for_link(inner: &Inner, id: &SessionId, vm: &VmId) -> Option<LinkH
 
 /// Each guest connection to the proxy port, served by the egress proxy
 /// under the session's policy.
-async fn serve_proxy(
+pub(crate) async fn serve_proxy(
     mut incoming: mpsc::UnboundedReceiver<PortStream>,
     proxy: Egress,
     policy: Policy,
@@ -258,6 +258,7 @@ async fn seal(inner: &Inner, id: &SessionId, vm: &VmId, provider: &Provider, set
         ),
     );
     change.credential_version = Some(meta.version);
+    inner.cli.push(&owner);
     if let Err(e) = inner.store.change_session(id, session.state, &change).await {
         tracing::warn!(session = %id, error = %e, "a sealed capture's session moved first");
         return;
@@ -266,7 +267,7 @@ async fn seal(inner: &Inner, id: &SessionId, vm: &VmId, provider: &Provider, set
 }
 
 /// The files as the vault keeps them: paths relative to the user's home.
-fn credential_files(provider: &Provider, set: CapturedSet) -> CredentialFiles {
+pub(crate) fn credential_files(provider: &Provider, set: CapturedSet) -> CredentialFiles {
     let home = format!("{}/", provider.home());
     let files = set
         .files

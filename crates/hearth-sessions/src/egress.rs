@@ -55,8 +55,18 @@ impl EgressSettings {
         tenant_domains: &[String],
         upstream: Option<UpstreamProxy>,
     ) -> Result<Policy, PolicyError> {
-        let patterns = provider
-            .domains
+        self.policy_for(&provider.domains, tenant_domains, upstream)
+    }
+
+    /// The same for `domains` instead of one provider's (a CLI VM's: every
+    /// provider's).
+    pub fn policy_for(
+        &self,
+        domains: &[String],
+        tenant_domains: &[String],
+        upstream: Option<UpstreamProxy>,
+    ) -> Result<Policy, PolicyError> {
+        let patterns = domains
             .iter()
             .chain(&self.extra_domains)
             .chain(tenant_domains)
@@ -78,6 +88,27 @@ impl EgressSettings {
     pub fn proxy(&self, store: Arc<dyn Store>, session: SessionId) -> Egress {
         let sink = Arc::new(SessionSink { store, session });
         Egress::new(self.resolver.clone(), self.connector.clone(), sink)
+    }
+}
+
+impl EgressSettings {
+    /// The proxy of a VM that is no session's (a CLI VM): its records go
+    /// to the server's log, host, port and outcome only.
+    pub fn vm_proxy(&self, vm: hearth_types::VmId) -> Egress {
+        let sink = Arc::new(LogSink { vm });
+        Egress::new(self.resolver.clone(), self.connector.clone(), sink)
+    }
+}
+
+#[derive(Debug)]
+struct LogSink {
+    vm: hearth_types::VmId,
+}
+
+impl RecordSink for LogSink {
+    fn record(&self, record: ConnectionRecord) {
+        let c = connection(&record);
+        tracing::info!(vm = %self.vm, host = ?c.host, port = ?c.port, outcome = %c.outcome, reason = ?c.reason, "egress connection");
     }
 }
 

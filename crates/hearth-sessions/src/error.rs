@@ -17,6 +17,9 @@ pub enum SessionError {
         provider: ProviderId,
         existing: SessionId,
     },
+    /// Also what another tenant's user answers.
+    #[error("user {0} has no CLI VM: start one (`hearth cli start {0}`)")]
+    CliNotFound(UserName),
     #[error("invalid request: {0}")]
     Invalid(String),
     #[error("session {id} has already ended ({state})")]

@@ -36,7 +36,7 @@ pub fn browser_vm(provider: &Provider, readiness_timeout_secs: u64) -> CreateVm 
 /// Both spellings: curl and Python read the lowercase ones, Node tools and
 /// Go the uppercase; Chromium reads them when no desktop settings say
 /// otherwise. Loopback stays direct: the tool's callback is there.
-fn proxy_env() -> Vec<EnvVar> {
+pub(crate) fn proxy_env() -> Vec<EnvVar> {
     let proxy = format!("http://127.0.0.1:{PROXY_PORT}");
     let direct = "127.0.0.1,localhost,::1".to_owned();
     [

@@ -9,6 +9,7 @@
 //! Every state change is a compare-and-set in the store, so the driver, a
 //! cancel and the expiry reconciler racing on one session cannot both win.
 
+pub mod cli;
 mod driver;
 pub mod egress;
 mod egress_settings;
@@ -72,6 +73,8 @@ struct Inner {
     config: SessionsConfig,
     /// The running drivers, by session.
     drivers: Mutex<HashMap<SessionId, tokio::task::JoinHandle<()>>>,
+    /// The running drivers of CLI VMs.
+    cli: cli::Drivers,
 }
 
 impl Sessions {
@@ -90,6 +93,7 @@ impl Sessions {
                 catalogue,
                 config,
                 drivers: Mutex::default(),
+                cli: cli::Drivers::default(),
             }),
         }
     }
@@ -231,11 +235,13 @@ impl Sessions {
     /// sessions past their time, every tick, until the task is dropped.
     pub async fn run(self) {
         self.resume().await;
+        self.resume_cli().await;
         let mut tick = tokio::time::interval(self.inner.config.tick);
         loop {
             tick.tick().await;
             self.expire_due().await;
             self.inner.reap_drivers();
+            self.reap_cli();
         }
     }
 

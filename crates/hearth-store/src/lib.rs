@@ -4,6 +4,7 @@
 //! lifecycle. Nothing outside this crate writes SQL.
 
 pub mod agent;
+pub mod cli_vms;
 pub mod credentials;
 pub mod egress_settings;
 pub mod net_slots;
@@ -21,6 +22,7 @@ pub use agent::{
     AgentEntry, AgentHello, AgentRecord, AgentStatus, NewAgentRecord, ServiceLine,
     MAX_LINES_PER_SERVICE, MAX_RECORDS_PER_VM,
 };
+pub use cli_vms::{CliVmRecord, CliVmStore};
 pub use credentials::{
     CredentialMeta, CredentialOwner, CredentialRecord, CredentialStore, Rewrap, SealedParts,
     KEEP_CREDENTIAL_VERSIONS,
@@ -67,6 +69,7 @@ pub trait Store:
     + PoolStore
     // Snapshots.
     + SnapshotStore
+    + CliVmStore
     + Send
     + Sync
     + std::fmt::Debug

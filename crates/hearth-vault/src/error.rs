@@ -88,6 +88,16 @@ pub enum VaultError {
         credential: CredentialId,
         why: String,
     },
+    #[error(
+        "credential {owner} is at version {current}, not {base}: a newer login or refresh \
+         sealed it first, so this refresh (made from version {base}) was not kept; the VM \
+         gets the current version"
+    )]
+    Stale {
+        owner: CredentialOwner,
+        base: u64,
+        current: u64,
+    },
     #[error("the files captured for credential {owner} cannot be sealed: {why}")]
     Invalid { owner: CredentialOwner, why: String },
 

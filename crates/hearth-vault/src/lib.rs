@@ -132,6 +132,51 @@ impl Vault {
         })
     }
 
+    /// Seals `files` as version `base + 1`, but only while `base` is the
+    /// current version (`0`: there is none): a refresh made inside a VM
+    /// from version `base`. A credential that moved on meanwhile (a new
+    /// login, another VM's refresh) wins: `Stale` names both versions and
+    /// nothing is written. The version's unique key makes the check and
+    /// the insert one step, so two refreshes of one base cannot both win.
+    pub async fn seal_over(
+        &self,
+        owner: &CredentialOwner,
+        base: u64,
+        files: &CredentialFiles,
+    ) -> Result<CredentialMeta, VaultError> {
+        files.check().map_err(|why| VaultError::Invalid {
+            owner: owner.clone(),
+            why,
+        })?;
+        let ring = self.ring().await?;
+        let current = self
+            .current_record(owner)
+            .await?
+            .map_or(0, |c| c.meta.version);
+        let stale = |current| VaultError::Stale {
+            owner: owner.clone(),
+            base,
+            current,
+        };
+        if current != base {
+            return Err(stale(current));
+        }
+        let id = CredentialId {
+            owner: owner.clone(),
+            version: base + 1,
+        };
+        let record = record(&id, files, envelope::seal(&ring, &id, &files.encode())?);
+        match self.store.insert_credential(&record).await {
+            Ok(()) => {
+                tracing::info!(credential = %id, kek_version = ring.active(), "credential refreshed");
+                self.follow_rotation(&ring, &record).await?;
+                Ok(record.meta)
+            }
+            Err(StoreError::Duplicate { .. }) => Err(stale(base + 1)),
+            Err(e) => Err(VaultError::store(format_args!("storing {id}"))(e)),
+        }
+    }
+
     /// The current version of `owner`'s credential, opened: what a user's
     /// VM gets at boot. `None` when there is none.
     pub async fn open_current(

@@ -519,3 +519,38 @@ async fn a_bad_capture_is_refused_before_anything_is_stored() {
     assert!(err.to_string().contains("team-a/alice/claude"), "{err}");
     assert_eq!(f.store.current_credential(&alice).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn a_refresh_from_a_stale_version_loses_and_names_both_versions() {
+    let f = fixture();
+    let alice = owner("alice", "codex");
+    // No credential yet: only a base of 0 may seal.
+    let v1 = f.vault.seal_over(&alice, 0, &files()).await.unwrap();
+    assert_eq!(v1.version, 1);
+    let v2 = f.vault.seal_over(&alice, 1, &files()).await.unwrap();
+    assert_eq!(v2.version, 2);
+    // A second refresh from version 1 (another VM's) loses: 2 is current.
+    let err = f.vault.seal_over(&alice, 1, &files()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VaultError::Stale {
+                base: 1,
+                current: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_clean(&err, "team-a/alice/codex");
+    assert!(err.to_string().contains("version 2, not 1"), "{err}");
+    assert_eq!(f.record(&alice).await.meta.version, 2);
+    // Two refreshes of the same base racing: exactly one wins.
+    let (one, two) = (files(), files());
+    let (a, b) = tokio::join!(
+        f.vault.seal_over(&alice, 2, &one),
+        f.vault.seal_over(&alice, 2, &two)
+    );
+    assert_eq!(a.is_ok() as u8 + b.is_ok() as u8, 1, "{a:?} {b:?}");
+    assert_eq!(f.record(&alice).await.meta.version, 3);
+}

@@ -40,6 +40,10 @@ pub enum Command {
     /// (through its viewer link), and the credential is sealed in the vault.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Each user's CLI VM: their AI tools logged in with the credentials
+    /// their login sessions captured, kept live.
+    #[command(subcommand)]
+    Cli(CliCommand),
     /// The key ring that seals users' credentials: status, rotate, retire
     /// (directly on the data directory; never shows a key).
     #[command(subcommand)]
@@ -216,6 +220,57 @@ pub enum SessionCommand {
         api: ApiArgs,
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `hearth cli start|stop|show|exec|rm USER`.
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Start USER's CLI VM (or show the one running).
+    Start {
+        #[command(flatten)]
+        api: ApiArgs,
+        user: String,
+        /// The image to boot (default: `cli`).
+        #[arg(long)]
+        image: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop USER's CLI VM. Until VMs can be persistent this destroys it;
+    /// the next start boots a new one with the current credentials.
+    Stop {
+        #[command(flatten)]
+        api: ApiArgs,
+        user: String,
+    },
+    /// USER's CLI VM: its VM, state and credential versions.
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command in USER's CLI VM (as `hearth vm exec` does).
+    Exec {
+        #[command(flatten)]
+        api: ApiArgs,
+        user: String,
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout: Option<u64>,
+        #[arg(short = 't', long)]
+        tty: bool,
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        #[arg(last = true, required = true, num_args = 1..)]
+        command: Vec<String>,
+    },
+    /// Destroy USER's CLI VM (its logs archived first).
+    Rm {
+        #[command(flatten)]
+        api: ApiArgs,
+        user: String,
     },
 }
 

@@ -67,6 +67,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0009_persistent_vms",
         sql: include_str!("../migrations/0009_persistent_vms.sql"),
     },
+    // Users' CLI VMs.
+    Migration {
+        version: 10,
+        name: "0010_cli_vms",
+        sql: include_str!("../migrations/0010_cli_vms.sql"),
+    },
     // Snapshots.
     Migration {
         version: 11,
@@ -179,17 +185,8 @@ mod tests {
 
     #[test]
     fn migrations_are_numbered_from_one_in_order_and_match_the_files() {
-        // Ascending from 1; branches built in parallel hold numbers given
-        // out ahead (a branch may lack the ones before its own until merged).
-        assert_eq!(MIGRATIONS[0].version, 1);
-        for pair in MIGRATIONS.windows(2) {
-            assert!(
-                pair[0].version < pair[1].version,
-                "{} is out of order",
-                pair[1].name
-            );
-        }
-        for m in MIGRATIONS {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "{} is out of order", m.name);
             assert!(
                 m.name.starts_with(&format!("{:04}_", m.version)),
                 "{} does not start with its number",
@@ -210,7 +207,7 @@ mod tests {
             files, listed,
             "every file in {dir} must be listed in MIGRATIONS, and only those"
         );
-        assert_eq!(SCHEMA_VERSION, MIGRATIONS[MIGRATIONS.len() - 1].version);
+        assert_eq!(SCHEMA_VERSION as usize, MIGRATIONS.len());
     }
 
     /// Each fake migration depends on the one before and logs its number,

@@ -10,6 +10,7 @@
 mod agent;
 mod archives;
 mod cells;
+mod cli_vms;
 mod credentials;
 mod egress_settings;
 mod error;
@@ -31,7 +32,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hearth_types::api::VmEvent;
-use hearth_types::{TenantId, Timestamp, UserName, VmId, VmState};
+use hearth_types::{ProviderId, TenantId, Timestamp, UserName, VmId, VmState};
 use rusqlite::Connection;
 
 use self::error::Fail;
@@ -43,6 +44,7 @@ use crate::{
     AgentHello, AgentRecord, AgentStatus, ArchiveRecord, Job, NewAgentRecord, NewJob, ProcessRef,
     ServiceLine, StateChange, Store, StoreError, TokenRecord, ViewerLinkRecord, VmFilter, VmRecord,
 };
+use crate::{CliVmRecord, CliVmStore};
 use crate::{CredentialMeta, CredentialOwner, CredentialRecord, CredentialStore, Rewrap};
 use crate::{EgressSettingsRecord, EgressSettingsStore};
 use crate::{SessionChange, SessionFilter, SessionRecord, SessionStore};
@@ -607,5 +609,51 @@ impl EgressSettingsStore for SqliteStore {
             format_args!("deleting the egress settings of {tenant}"),
             |c| egress_settings::delete(c, tenant, user),
         )
+    }
+}
+
+#[async_trait]
+impl CliVmStore for SqliteStore {
+    async fn insert_cli_vm(&self, record: &CliVmRecord) -> Result<(), StoreError> {
+        self.run(format_args!("storing the CLI VM of {}", record.user), |c| {
+            cli_vms::insert(c, record)
+        })
+    }
+
+    async fn cli_vm(
+        &self,
+        tenant: &TenantId,
+        user: &UserName,
+    ) -> Result<Option<CliVmRecord>, StoreError> {
+        self.run(format_args!("reading the CLI VM of {user}"), |c| {
+            cli_vms::get(c, tenant, user)
+        })
+    }
+
+    async fn list_cli_vms(&self) -> Result<Vec<CliVmRecord>, StoreError> {
+        self.run("listing CLI VMs", |c| cli_vms::list(c))
+    }
+
+    async fn set_cli_base(
+        &self,
+        tenant: &TenantId,
+        user: &UserName,
+        vm: &VmId,
+        provider: &ProviderId,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        self.run(format_args!("recording the {provider} base of {vm}"), |c| {
+            cli_vms::set_base(c, (tenant, user, vm), provider, version)
+        })
+    }
+
+    async fn delete_cli_vm(
+        &self,
+        tenant: &TenantId,
+        user: &UserName,
+    ) -> Result<Option<CliVmRecord>, StoreError> {
+        self.run(format_args!("deleting the CLI VM of {user}"), |c| {
+            cli_vms::delete(c, tenant, user)
+        })
     }
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod cli_vm;
 mod client;
 mod doctor;
 mod image;
@@ -69,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Session(command) => run_session(command),
         Command::Pool(command) => run_pool(command),
         Command::Snapshot(command) => run_snapshot(command),
+        Command::Cli(command) => cli_vm::run(command),
         Command::Vault(VaultCommand::Status { keys, json }) => vault::status(&data, keys, json),
         Command::Vault(VaultCommand::Rotate { keys }) => vault::rotate(&data, keys),
         Command::Vault(VaultCommand::Retire { keys, version }) => {

@@ -26,6 +26,7 @@ use crate::AppState;
             headers(("Location" = String, description = "The VM's URL"))),
         (status = 400, description = "`invalid_json`, `invalid_request` (unknown field, bad values, unknown image) or `backend_unavailable`", body = ApiError),
         (status = 401, description = "`unauthorized`", body = ApiError),
+        (status = 404, description = "`not_found`: `from_snapshot` names no snapshot this tenant can see", body = ApiError),
         (status = 413, description = "`body_too_large`", body = ApiError),
         (status = 429, description = "`rate_limited`", body = ApiError,
             headers(("Retry-After" = u64, description = "Seconds until the next request is allowed"))),

@@ -118,27 +118,33 @@ impl Rig {
         }
     }
 
-    /// Opens the viewer link and waits for the consent page on it; the
-    /// canvas to click.
+    /// Opens the viewer link and waits for the consent page on it (served
+    /// by the fake provider at some point, and blue on the screen now);
+    /// the canvas to click. A viewer whose screen shows no consent page
+    /// for a while is opened again, in case its connection went stale on
+    /// a loaded host.
     pub fn open_consent_page(
         &self,
         browser: &Browser,
         link: &str,
         within: Duration,
     ) -> serde_json::Value {
-        browser.open(link);
-        browser.wait_for(
-            Duration::from_secs(60),
-            "the viewer to connect",
-            "return document.getElementById('status').classList.contains('hidden')",
-        );
-        let canvas = browser.element("#screen canvas");
-        let served_before = self.fake.pages_served();
+        const REOPEN: Duration = Duration::from_secs(90);
+        let connect = |browser: &Browser| {
+            browser.open(link);
+            browser.wait_for(
+                Duration::from_secs(60),
+                "the viewer to connect",
+                "return document.getElementById('status').classList.contains('hidden')",
+            );
+            Instant::now()
+        };
+        let mut opened = connect(browser);
         let deadline = Instant::now() + within;
         loop {
             let blue = blue_share(&browser.screenshot());
-            if self.fake.pages_served() > served_before && blue > 0.5 {
-                return canvas;
+            if self.fake.pages_served() > 0 && blue > 0.5 {
+                return browser.element("#screen canvas");
             }
             assert!(
                 Instant::now() < deadline,
@@ -146,6 +152,10 @@ impl Rig {
                 self.fake.pages_served(),
                 blue * 100.0
             );
+            if opened.elapsed() > REOPEN {
+                println!("no consent page on the viewer after {REOPEN:?}: opening it again");
+                opened = connect(browser);
+            }
             std::thread::sleep(Duration::from_millis(500));
         }
     }

@@ -163,6 +163,37 @@ fn answer(mut stream: TcpStream) -> std::io::Result<()> {
     stream.write_all(body.as_bytes())
 }
 
+/// `hearth serve` with its VM networks off the lab's host namespace.
+fn networked_host(lab: &Lab) -> Host {
+    let mut host = Host::new(&[
+        "--network-prefix",
+        &lab.prefix,
+        "--network-namespace",
+        &lab.host_ns,
+    ]);
+    host.start();
+    host
+}
+
+/// A configuration file (`NAME.json` in the host's data dir) whose one
+/// service fetches from the internet namespace's server with `nc` (the
+/// command, with its flags) the moment it starts, once, and keeps the
+/// answer and nc's status in /tmp/seen, its readiness.
+fn fetch_at_start(host: &Host, name: &str, nc: &str, port: u16) -> std::path::PathBuf {
+    let fetch = format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | {nc} {INTERNET_ADDR} {port} > /tmp/seen.part; \
+         echo \"nc: $?\" >> /tmp/seen.part; mv /tmp/seen.part /tmp/seen; exec sleep 100000"
+    );
+    let config = serde_json::json!({"services": [{
+        "name": "fetch",
+        "argv": ["sh", "-c", fetch],
+        "readiness": {"kind": "command", "argv": ["test", "-s", "/tmp/seen"]}
+    }]});
+    let file = host.data().join(format!("{name}.json"));
+    std::fs::write(&file, config.to_string()).unwrap();
+    file
+}
+
 fn held_slots(host: &Host) -> usize {
     let store = SqliteStore::open(&host.data().join("hearth.db")).expect("the store");
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -176,26 +207,10 @@ fn vm_with_a_nat_network_reaches_the_internet_before_its_first_service() {
     }
     let lab = Lab::new();
     let port = serve_in(&lab.internet_ns);
-    let mut host = Host::new(&[
-        "--network-prefix",
-        &lab.prefix,
-        "--network-namespace",
-        &lab.host_ns,
-    ]);
-    host.start();
+    let mut host = networked_host(&lab);
     // Once, the moment the service starts: an address not yet in place
     // fails it at once, and the file says so (nc's status last).
-    let fetch = format!(
-        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc {INTERNET_ADDR} {port} > /tmp/seen.part; \
-         echo \"nc: $?\" >> /tmp/seen.part; mv /tmp/seen.part /tmp/seen; exec sleep 100000"
-    );
-    let config = serde_json::json!({"services": [{
-        "name": "fetch",
-        "argv": ["sh", "-c", fetch],
-        "readiness": {"kind": "command", "argv": ["test", "-s", "/tmp/seen"]}
-    }]});
-    let file = host.data().join("network-config.json");
-    std::fs::write(&file, config.to_string()).unwrap();
+    let file = fetch_at_start(&host, "network-config", "nc", port);
     let id = host.create(&[
         "--config",
         file.to_str().unwrap(),
@@ -230,13 +245,7 @@ fn a_vm_whose_policy_denies_the_server_cannot_reach_it_and_the_denial_is_counted
     }
     let lab = Lab::new();
     let port = serve_in(&lab.internet_ns);
-    let mut host = Host::new(&[
-        "--network-prefix",
-        &lab.prefix,
-        "--network-namespace",
-        &lab.host_ns,
-    ]);
-    host.start();
+    let mut host = networked_host(&lab);
     let bad = host.vm_cli(&["create", "--network", "nat", "--net-deny", "203.0.113.2/24"]);
     let said = common::text(&bad);
     assert!(!bad.status.success(), "{said}");
@@ -250,17 +259,7 @@ fn a_vm_whose_policy_denies_the_server_cannot_reach_it_and_the_denial_is_counted
         "a refused policy makes nothing"
     );
 
-    let fetch = format!(
-        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {INTERNET_ADDR} {port} > /tmp/seen.part; \
-         echo \"nc: $?\" >> /tmp/seen.part; mv /tmp/seen.part /tmp/seen; exec sleep 100000"
-    );
-    let config = serde_json::json!({"services": [{
-        "name": "fetch",
-        "argv": ["sh", "-c", fetch],
-        "readiness": {"kind": "command", "argv": ["test", "-s", "/tmp/seen"]}
-    }]});
-    let file = host.data().join("denied-config.json");
-    std::fs::write(&file, config.to_string()).unwrap();
+    let file = fetch_at_start(&host, "denied-config", "nc -w 3", port);
     let id = host.create(&[
         "--config",
         file.to_str().unwrap(),
@@ -319,13 +318,7 @@ fn a_killed_controller_leaves_a_networked_vm_working_and_nothing_behind() {
     }
     let lab = Lab::new();
     let port = serve_in(&lab.internet_ns);
-    let mut host = Host::new(&[
-        "--network-prefix",
-        &lab.prefix,
-        "--network-namespace",
-        &lab.host_ns,
-    ]);
-    host.start();
+    let mut host = networked_host(&lab);
     let id = host.create(&["--network", "nat", "--wait", "ready"]);
     let answer = format!("{HOST_ADDR}\nnc: 0\n");
     assert!(fetch_now(&mut host, &id, port).ends_with(&answer));
@@ -376,24 +369,8 @@ fn a_debian_vm_has_its_address_before_its_first_service() {
     common::ensure_assets("debian");
     let lab = Lab::new();
     let port = serve_in(&lab.internet_ns);
-    let mut host = Host::new(&[
-        "--network-prefix",
-        &lab.prefix,
-        "--network-namespace",
-        &lab.host_ns,
-    ]);
-    host.start();
-    let fetch = format!(
-        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc {INTERNET_ADDR} {port} > /tmp/seen.part; \
-         echo \"nc: $?\" >> /tmp/seen.part; mv /tmp/seen.part /tmp/seen; exec sleep 100000"
-    );
-    let config = serde_json::json!({"services": [{
-        "name": "fetch",
-        "argv": ["sh", "-c", fetch],
-        "readiness": {"kind": "command", "argv": ["test", "-s", "/tmp/seen"]}
-    }]});
-    let file = host.data().join("debian-network-config.json");
-    std::fs::write(&file, config.to_string()).unwrap();
+    let mut host = networked_host(&lab);
+    let file = fetch_at_start(&host, "debian-network-config", "busybox nc", port);
     let id = host.create(&[
         "--image",
         "debian",

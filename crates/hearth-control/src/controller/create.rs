@@ -202,7 +202,6 @@ fn check_network(ctl: &Controller, req: &CreateVm) -> Result<(), ControlError> {
         }
         return Ok(());
     }
-    nic_request(req)?;
     if req.backend != BackendKind::Qemu {
         return Err(ControlError::Invalid(format!(
             "network: the {} backend cannot give a VM a NIC yet; use the qemu backend",

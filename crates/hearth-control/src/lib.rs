@@ -5,6 +5,7 @@
 pub mod agent_link;
 pub mod controller;
 pub mod diagnosis;
+pub mod disk_keys;
 pub mod foreground;
 pub mod isolation;
 pub mod lifecycle;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use hearth_guestkit::image::{self, guest_command};
 use hearth_guestkit::{initramfs, kernel, layer, DataDir};
-use hearth_types::{Channel, Disk, SpecError, VmDescription, VmId};
+use hearth_types::{Channel, Disk, DiskKey, SpecError, VmDescription, VmId};
 
 /// The kernel command line every hearth guest gets. Guests power off by
 /// rebooting (the hypervisor exits on reset; each backend adds the reset
@@ -59,6 +59,8 @@ pub enum PrepareError {
     },
     #[error("could not create the writable layer")]
     Layer(#[from] layer::LayerError),
+    #[error("an encrypted disk is made only with its key")]
+    NoDiskKey,
 }
 
 /// What a VM boots from; shared by every VM using the same kernel and image.
@@ -234,6 +236,9 @@ pub fn cmdline(command: &[String]) -> Result<String, PrepareError> {
 /// [`VmFiles::release_runtime`] never removes it: only the deletion of
 /// the VM's directory (`rm`) does.
 pub const KEPT_DISK: &str = "disk.ext4";
+/// The file name of a persistent VM's encrypted disk: a qcow2 QEMU
+/// decrypts with the VM's key (LUKS), never removed but by `rm` either.
+pub const ENCRYPTED_DISK: &str = "disk.qcow2";
 /// The logs a restart moves aside (to `NAME.previous.log`), so that each
 /// boot's console is read on its own.
 pub const ROTATED_LOGS: &[&str] = &["console", "hypervisor"];
@@ -250,6 +255,8 @@ pub struct VmFiles {
     pub agent_socket: PathBuf,
     /// The layer is a persistent VM's disk, kept across boots.
     pub kept: bool,
+    /// The key of an encrypted kept disk, once read from the vault.
+    pub layer_key: Option<DiskKey>,
 }
 
 impl VmFiles {
@@ -270,19 +277,40 @@ impl VmFiles {
             agent_socket: dir.join(AGENT_SOCKET),
             dir,
             kept: false,
+            layer_key: None,
         }
     }
 
-    /// The same VM's files with its kept disk as the writable layer.
+    /// The same VM's files with its kept disk as the writable layer (a
+    /// raw one).
     pub fn with_kept_disk(mut self) -> Self {
         self.layer = self.dir.join(KEPT_DISK);
         self.kept = true;
         self
     }
 
+    /// The same VM's files with its kept disk as the writable layer: the
+    /// one it has, else a new one, encrypted when `encrypt`. A raw disk
+    /// made before encryption existed stays raw.
+    pub fn with_kept_disk_for(self, encrypt: bool) -> Self {
+        let mut files = self.with_kept_disk();
+        let encrypted = files.dir.join(ENCRYPTED_DISK);
+        if encrypted.exists() || (encrypt && !files.layer.exists()) {
+            files.layer = encrypted;
+        }
+        files
+    }
+
+    /// The kept disk is encrypted: it needs its key to boot.
+    pub fn encrypted(&self) -> bool {
+        self.kept && self.layer.file_name() == Some(std::ffi::OsStr::new(ENCRYPTED_DISK))
+    }
+
     /// Creates the directory and, unless it exists, the kept disk of
     /// `size_mib` (an empty ext4 the guest's initramfs finds by its
     /// label). True when the disk was made now.
+    /// An encrypted one is converted from the empty template under
+    /// [`VmFiles::layer_key`].
     pub fn ensure_kept_disk(&self, data: &DataDir, size_mib: u32) -> Result<bool, PrepareError> {
         std::fs::create_dir_all(&self.dir).map_err(|source| PrepareError::VmDir {
             path: self.dir.clone(),
@@ -291,7 +319,15 @@ impl VmFiles {
         if self.layer.exists() {
             return Ok(false);
         }
-        layer::create_layer_of_size(data, &self.layer, u64::from(size_mib) << 20)?;
+        let size = u64::from(size_mib) << 20;
+        match (&self.layer_key, self.encrypted()) {
+            (Some(key), true) => {
+                let template = layer::ensure_layer_template(data, size)?;
+                layer::create_encrypted_disk(&template, &self.layer, key)?;
+            }
+            (None, true) => return Err(PrepareError::NoDiskKey),
+            _ => layer::create_layer_of_size(data, &self.layer, size)?,
+        }
         Ok(true)
     }
 
@@ -359,10 +395,12 @@ impl VmFiles {
                 Disk {
                     path: assets.image.clone(),
                     read_only: true,
+                    key: None,
                 },
                 Disk {
                     path: self.layer.clone(),
                     read_only: false,
+                    key: self.layer_key.clone().filter(|_| self.encrypted()),
                 },
             ],
             vcpus,

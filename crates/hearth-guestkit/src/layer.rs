@@ -13,6 +13,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use hearth_types::DiskKey;
+
 use crate::image::{check_ext4, ImageError};
 use crate::lock::{BuildLock, LockError};
 use crate::DataDir;
@@ -146,6 +148,69 @@ pub fn create_overlay(frozen: &Path, dest: &Path) -> Result<(), LayerError> {
         path: dest.to_owned(),
         source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
     })
+}
+
+/// A persistent VM's encrypted disk at `dest`: the empty ext4 `template`
+/// (which holds no secret) converted to a qcow2 whose clusters QEMU
+/// encrypts with LUKS under `key`. Clusters the guest never wrote stay
+/// unallocated, so the file stays sparse; the guest sees the template's
+/// filesystem, label included. The key reaches qemu-img on its standard
+/// input, never in an argument. PBKDF stretching is set to its least:
+/// the key is 32 random bytes, not a password to be guessed.
+pub fn create_encrypted_disk(
+    template: &Path,
+    dest: &Path,
+    key: &DiskKey,
+) -> Result<(), LayerError> {
+    use std::io::Write;
+    if dest.exists() {
+        return Err(LayerError::Exists {
+            path: dest.to_owned(),
+        });
+    }
+    let tmp = dest.with_extension(format!("tmp-{}", std::process::id()));
+    let failed = |action: &'static str| {
+        let tmp = tmp.clone();
+        move |source: std::io::Error| {
+            let _ = std::fs::remove_file(&tmp);
+            LayerError::Io {
+                action,
+                path: tmp,
+                source,
+            }
+        }
+    };
+    let mut child = std::process::Command::new(QEMU_IMG)
+        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        .args(["--object", "secret,id=disk-key,format=raw,file=/dev/stdin"])
+        .args([
+            "-o",
+            "encrypt.format=luks,encrypt.key-secret=disk-key,encrypt.iter-time=10",
+        ])
+        .arg(template)
+        .arg(&tmp)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(failed("run qemu-img (install Debian's qemu-utils) for"))?;
+    let written = child
+        .stdin
+        .take()
+        .map(|mut stdin| stdin.write_all(key.passphrase()));
+    let out = child
+        .wait_with_output()
+        .map_err(failed("wait for qemu-img making"))?;
+    if let Some(Err(e)) = written {
+        return Err(failed("give qemu-img the key of")(e));
+    }
+    if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        return Err(failed("make the encrypted disk")(std::io::Error::other(
+            why,
+        )));
+    }
+    std::fs::rename(&tmp, dest).map_err(failed("install the encrypted disk"))
 }
 
 /// The QEMU disk tool, for overlays.

@@ -28,4 +28,4 @@ pub use report::error_chain;
 pub use session::{SessionId, SessionState};
 pub use snapshot::{SnapshotManifest, SnapshotName};
 pub use time::Timestamp;
-pub use vm::{Accel, BackendKind, Channel, Disk, ProcessRef, SpecError, VmDescription};
+pub use vm::{Accel, BackendKind, Channel, Disk, DiskKey, ProcessRef, SpecError, VmDescription};

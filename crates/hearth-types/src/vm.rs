@@ -84,6 +84,44 @@ pub struct Disk {
     pub path: PathBuf,
     /// Shared images are attached read-only so several VMs can use one file.
     pub read_only: bool,
+    /// The key of a disk the hypervisor decrypts (a qcow2 with LUKS
+    /// encryption). Never serialized: a description kept on disk has no
+    /// key, and the key is read again from the vault at each boot.
+    #[serde(skip)]
+    pub key: Option<DiskKey>,
+}
+
+/// A disk's encryption key: 32 random bytes, held as their 64 lowercase
+/// hex digits (the LUKS passphrase QEMU and qemu-img are given through a
+/// file descriptor, never an argument). Wiped when dropped; `Debug` shows
+/// nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DiskKey(zeroize::Zeroizing<String>);
+
+impl DiskKey {
+    /// The key of `bytes`, which must be 32 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Option<DiskKey> {
+        if bytes.len() != 32 {
+            return None;
+        }
+        let mut hex = zeroize::Zeroizing::new(String::with_capacity(64));
+        for b in bytes {
+            hex.push(char::from_digit(u32::from(b >> 4), 16)?);
+            hex.push(char::from_digit(u32::from(b & 15), 16)?);
+        }
+        Some(DiskKey(hex))
+    }
+
+    /// The passphrase to hand to the hypervisor, through a descriptor.
+    pub fn passphrase(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for DiskKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DiskKey(..)")
+    }
 }
 
 /// A named byte channel between the host and the guest: the guest agent's

@@ -177,6 +177,18 @@ impl Vault {
         }
     }
 
+    /// Deletes every version of `owner`'s credential (its ciphertexts and
+    /// wrapped keys): the current one's metadata, `None` when there was none.
+    pub async fn delete(
+        &self,
+        owner: &CredentialOwner,
+    ) -> Result<Option<CredentialMeta>, VaultError> {
+        self.store
+            .delete_credentials(owner)
+            .await
+            .map_err(VaultError::store(format_args!("deleting {owner}")))
+    }
+
     /// The current version of `owner`'s credential, opened: what a user's
     /// VM gets at boot. `None` when there is none.
     pub async fn open_current(

@@ -203,6 +203,7 @@ async fn a_refused_api_call_is_named_with_firecrackers_message_and_nothing_runs(
     vm.disks.push(Disk {
         path: dir.path().join("missing.ext4"),
         read_only: true,
+        key: None,
     });
     let err = bounded(fc.start(&vm)).await.unwrap_err();
     let VmmError::Api { call, detail, .. } = &err else {

@@ -175,14 +175,73 @@ fn exec_as_user(host: &Host, token: &str, user: &str, args: &[&str]) -> (i32, St
     (out.status.code().unwrap_or(-1), text)
 }
 
-/// A VM's writable disk (its layer, sized in GiB, sparse): the guest's
-/// own files, where a CLI VM's credential is meant to be; not searched.
-fn is_disk(entry: &std::fs::DirEntry) -> bool {
-    entry.metadata().is_ok_and(|m| m.len() > 64 << 20)
+/// `hearth vm exec ID -- sh -c SCRIPT` as the tenant (root in the guest):
+/// its output; it must succeed.
+fn vm_sh(host: &Host, token: &str, id: &str, script: &str) -> String {
+    let out = host
+        .hearth(&["vm", "exec", id, "--", "sh", "-c", script])
+        .env("HEARTH_URL", &host.serve().url)
+        .env("HEARTH_TOKEN", token)
+        .output()
+        .expect("hearth runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
 }
 
-/// Every regular file under `dir` but VM disks, read whole.
-fn files_under(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+/// Writes `marker` (as `PREFIX-SUFFIX`, so the whole never is in a
+/// command, an event or a log) to FILE in the guest and syncs it to disk.
+fn write_marker(host: &Host, token: &str, id: &str, marker: &str, file: &str) {
+    let (prefix, suffix) = marker.split_once('-').expect("a marker has a dash");
+    let script = format!("printf '%s-%s' {prefix} {suffix} > {file} && sync");
+    vm_sh(host, token, id, &script);
+}
+
+/// Every regular file under `dir`, disks included: its path and which of
+/// `needles` are in its bytes (read in pieces, a disk's holes as zeros).
+fn found_under(dir: &Path, needles: &[String]) -> Vec<(String, usize)> {
+    let mut files = Vec::new();
+    files_under(dir, &mut files);
+    let mut found = Vec::new();
+    for path in files {
+        for i in found_in(&path, needles) {
+            found.push((path.display().to_string(), i));
+        }
+    }
+    found
+}
+
+/// Which of `needles` are in the file at `path`.
+fn found_in(path: &Path, needles: &[String]) -> Vec<usize> {
+    use std::io::Read;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let longest = needles.iter().map(String::len).max().unwrap_or(0);
+    let mut hits = vec![false; needles.len()];
+    let mut window: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 4 << 20];
+    loop {
+        let n = file.read(&mut chunk).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        window.extend_from_slice(&chunk[..n]);
+        for (i, needle) in needles.iter().enumerate() {
+            hits[i] |= window.windows(needle.len()).any(|w| w == needle.as_bytes());
+        }
+        let keep = window.len().saturating_sub(longest);
+        window.drain(..keep);
+    }
+    (0..needles.len()).filter(|&i| hits[i]).collect()
+}
+
+/// Every regular file under `dir`.
+fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -193,24 +252,34 @@ fn files_under(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
         };
         if kind.is_dir() {
             files_under(&path, out);
-        } else if kind.is_file() && !is_disk(&entry) {
-            if let Ok(bytes) = std::fs::read(&path) {
-                out.push((path.display().to_string(), bytes));
-            }
+        } else if kind.is_file() {
+            out.push(path);
         }
     }
 }
 
+/// No secret is in the server's output, `answers`, or any file of the
+/// data directory: the database, the archives, and every VM's directory,
+/// the bytes of its disks included (a CLI VM's is encrypted).
 fn assert_nowhere(host: &Host, secrets: &[String], answers: &str) {
-    let mut files = Vec::new();
+    let mut found = Vec::new();
     for part in ["vms", "archives", "runs", "hearth.db", "hearth.db-wal"] {
         let path = host.data().join(part);
         if path.is_file() {
-            files.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+            found.extend(
+                found_in(&path, secrets)
+                    .into_iter()
+                    .map(|i| (part.to_owned(), i)),
+            );
         } else {
-            files_under(&path, &mut files);
+            found.extend(found_under(&path, secrets));
         }
     }
+    assert!(
+        found.is_empty(),
+        "a token is in {:?}",
+        found.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
     let logs = host.serve_logs();
     for secret in secrets {
         assert!(
@@ -221,23 +290,70 @@ fn assert_nowhere(host: &Host, secrets: &[String], answers: &str) {
             !answers.contains(secret.as_str()),
             "a token is in an answer or output"
         );
-        for (path, bytes) in &files {
-            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
-            assert!(!found, "a token is in {path}");
-        }
     }
+}
+
+/// Stops `hearth serve` (its VMs run on) and starts it again on the same
+/// data directory; `apis` are pointed at the new server.
+fn restart_serve(host: &mut Host, apis: &mut [&mut Api]) {
+    assert!(host.stop_serve().success(), "{}", host.serve_logs());
+    host.start();
+    for api in apis {
+        api.url = host.serve().url.clone();
+    }
+}
+
+/// The access and refresh tokens of `user`'s fake-codex credential at
+/// `version`, opened from the vault by the test itself.
+fn vault_tokens(host: &Host, user: &str, version: u64) -> Vec<String> {
+    use hearth_vault::{KeyFile, Vault};
+    let store = hearth_store::SqliteStore::open(&host.data().join("hearth.db")).unwrap();
+    let vault = Vault::new(
+        KeyFile::in_data_dir(&host.data()),
+        std::sync::Arc::new(store),
+    );
+    let owner = hearth_store::CredentialOwner {
+        tenant: "team-a".parse().unwrap(),
+        user: user.parse().unwrap(),
+        provider: "fake-codex".parse().unwrap(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let opened = rt.block_on(vault.open_version(&owner, version)).unwrap();
+    let opened = opened.expect("the version is in the vault");
+    let auth: Value = serde_json::from_slice(opened.files.files[0].contents.expose()).unwrap();
+    let tokens = &auth["tokens"];
+    ["access_token", "refresh_token"]
+        .iter()
+        .map(|k| tokens[k].as_str().expect("a token").to_owned())
+        .collect()
+}
+
+/// The VM's kept disk is a qcow2 whose header says LUKS encryption
+/// (`crypt_method`, bytes 32 to 36, is 2), and there is no raw one.
+fn assert_encrypted_disk(dir: &Path) {
+    assert!(!dir.join("disk.ext4").exists(), "a raw kept disk");
+    let bytes = std::fs::read(dir.join("disk.qcow2")).expect("the encrypted disk");
+    assert_eq!(&bytes[..4], b"QFI\xfb", "not a qcow2");
+    assert_eq!(
+        u32::from_be_bytes(bytes[32..36].try_into().unwrap()),
+        2,
+        "not LUKS"
+    );
 }
 
 #[test]
 fn vm_a_login_reaches_the_users_cli_vm_its_refresh_is_sealed_and_others_get_nothing() {
     let mut rig = rig();
-    let (a, b) = (&rig.a, &rig.b);
+    let (mut a, mut b) = (rig.a.clone(), rig.b.clone());
     let mut answers = String::new();
 
     // A login session captures alice's credential (version 1).
     let body = r#"{"user": "alice", "provider": "fake-codex", "ttl_secs": 900}"#;
     let s: Session = a.json("POST", "/v1/sessions", Some(body), 201);
-    let s = wait_session(a, s.id.as_str(), Duration::from_secs(600));
+    let s = wait_session(&a, s.id.as_str(), Duration::from_secs(600));
     assert_eq!(
         s.state,
         SessionState::Completed,
@@ -251,9 +367,9 @@ fn vm_a_login_reaches_the_users_cli_vm_its_refresh_is_sealed_and_others_get_noth
     // Her CLI VM gets it at boot: the user's, 0600, and the tool there is
     // logged in as that login.
     let started = Instant::now();
-    let vm = start_cli(a, "alice", "cli-test");
+    let vm = start_cli(&a, "alice", "cli-test");
     answers.push_str(&vm.to_string());
-    let vm = wait_cli(a, "alice", Duration::from_secs(600), |v| {
+    let vm = wait_cli(&a, "alice", Duration::from_secs(600), |v| {
         version(v, "fake-codex") == Some(1)
     });
     let with_credentials = started.elapsed();
@@ -292,7 +408,7 @@ fn vm_a_login_reaches_the_users_cli_vm_its_refresh_is_sealed_and_others_get_noth
     assert_eq!(code, 0, "{said}");
     let (_, after) = exec_as_user(&rig.host, &token, "alice", &["sha256sum", AUTH]);
     assert_ne!(before, after);
-    wait_cli(a, "alice", Duration::from_secs(60), |v| {
+    wait_cli(&a, "alice", Duration::from_secs(60), |v| {
         version(v, "fake-codex") == Some(2)
     });
     println!(
@@ -301,19 +417,57 @@ fn vm_a_login_reaches_the_users_cli_vm_its_refresh_is_sealed_and_others_get_noth
     );
     let listed: Value = a.json("GET", "/v1/users/alice/credentials", None, 200);
     assert_eq!(listed[0]["version"], 2, "{listed}");
+    // The refreshed tokens, which the test reads from the vault (never
+    // from the VM's output): they too must be nowhere on the host's disk.
+    let refreshed_tokens = vault_tokens(&rig.host, "alice", 2);
+
+    // Alice's kept disk is QEMU's LUKS-encrypted qcow2, and what her VM
+    // writes is not in its bytes; the same scan finds a marker in the
+    // plain VM's unencrypted layer, so it would find the token unencrypted.
+    let alice_vm = vm["vm"].as_str().unwrap().to_owned();
+    let alice_dir = rig.host.vms_dir().join(&alice_vm);
+    assert_encrypted_disk(&alice_dir);
+    let pid = std::process::id();
+    let (kept, plain_marker) = (format!("keptmarker-{pid}"), format!("plainmarker-{pid}"));
+    write_marker(&rig.host, &token, &alice_vm, &kept, "/home/hearth/kept.txt");
+    write_marker(
+        &rig.host,
+        &token,
+        &plain_id,
+        &plain_marker,
+        "/root/plain.txt",
+    );
+    let plain_dir = rig.host.vms_dir().join(&plain_id);
+    let seen = found_under(&plain_dir, std::slice::from_ref(&plain_marker));
+    assert!(
+        seen.iter().any(|(path, _)| path.ends_with("layer.ext4")),
+        "the scan does not find a marker in a plain VM's layer: {seen:?}"
+    );
+    let mut needles = vec![kept.clone()];
+    needles.extend(refreshed_tokens.iter().cloned());
+    needles.extend(
+        issued
+            .iter()
+            .flat_map(|t| t.secrets().into_iter().map(str::to_owned)),
+    );
+    let seen = found_under(&alice_dir, &needles);
+    assert!(
+        seen.is_empty(),
+        "alice's VM directory holds a secret or her marker: {seen:?}"
+    );
 
     // Stopped and started again (the same VM, its disk kept), it is given
     // the live copy: the refreshed file.
     let old_vm = vm["vm"].as_str().unwrap().to_owned();
     let _: Value = a.json("POST", "/v1/cli/alice/stop", None, 200);
-    wait_cli(a, "alice", Duration::from_secs(120), |v| {
+    wait_cli(&a, "alice", Duration::from_secs(120), |v| {
         v["state"] == "stopped"
     });
     let body = r#"{"image": "cli-test"}"#;
     let _: Value = a.json("POST", "/v1/cli/alice", Some(body), 200);
     // bob, of the same tenant, has no credential: his CLI VM has no file.
-    start_cli(a, "bob", "cli-test");
-    let fresh = wait_cli(a, "alice", Duration::from_secs(600), |v| {
+    start_cli(&a, "bob", "cli-test");
+    let fresh = wait_cli(&a, "alice", Duration::from_secs(600), |v| {
         v["state"] == "ready" && version(v, "fake-codex") == Some(2)
     });
     assert_eq!(fresh["vm"].as_str().unwrap(), old_vm, "the same, kept VM");
@@ -322,7 +476,47 @@ fn vm_a_login_reaches_the_users_cli_vm_its_refresh_is_sealed_and_others_get_noth
         again, after,
         "the fresh CLI VM has another file than the refreshed one"
     );
-    wait_cli(a, "bob", Duration::from_secs(600), |v| {
+    let kept_file = "cat /home/hearth/kept.txt";
+    assert_eq!(
+        vm_sh(&rig.host, &token, &old_vm, kept_file),
+        kept,
+        "a file written in the VM went with the stop"
+    );
+
+    // A restart of hearth while the VM runs: adopted, the refreshed file
+    // still in place, the vault at the same version.
+    restart_serve(&mut rig.host, &mut [&mut a, &mut b]);
+    let adopted = wait_cli(&a, "alice", Duration::from_secs(120), |v| {
+        v["state"] == "ready" && version(v, "fake-codex") == Some(2)
+    });
+    assert_eq!(adopted["vm"].as_str().unwrap(), old_vm, "{adopted}");
+    let (_, again) = exec_as_user(&rig.host, &token, "alice", &["sha256sum", AUTH]);
+    assert_eq!(again, after, "after a restart of hearth: another file");
+
+    // Stopped, hearth restarted, started again: a new server boots it,
+    // opens its disk with the key from the vault, and writes the
+    // refreshed version in.
+    let _: Value = a.json("POST", "/v1/cli/alice/stop", None, 200);
+    wait_cli(&a, "alice", Duration::from_secs(120), |v| {
+        v["state"] == "stopped"
+    });
+    restart_serve(&mut rig.host, &mut [&mut a, &mut b]);
+    let _: Value = a.json("POST", "/v1/cli/alice", Some(body), 200);
+    let rebooted = wait_cli(&a, "alice", Duration::from_secs(600), |v| {
+        v["state"] == "ready" && version(v, "fake-codex") == Some(2)
+    });
+    assert_eq!(rebooted["vm"].as_str().unwrap(), old_vm, "{rebooted}");
+    let (_, again) = exec_as_user(&rig.host, &token, "alice", &["sha256sum", AUTH]);
+    assert_eq!(again, after, "booted by a restarted hearth: another file");
+    assert_eq!(vm_sh(&rig.host, &token, &old_vm, kept_file), kept);
+    let listed: Value = a.json("GET", "/v1/users/alice/credentials", None, 200);
+    assert_eq!(listed[0]["version"], 2, "{listed}");
+    let seen = found_under(&alice_dir, &needles);
+    assert!(
+        seen.is_empty(),
+        "alice's VM directory holds a secret or her marker: {seen:?}"
+    );
+    wait_cli(&a, "bob", Duration::from_secs(600), |v| {
         v["state"] == "ready"
     });
     let (code, said) = exec_as_user(&rig.host, &token, "bob", &["ls", "-a", "/home/hearth"]);
@@ -349,10 +543,25 @@ fn vm_a_login_reaches_the_users_cli_vm_its_refresh_is_sealed_and_others_get_noth
         .flat_map(|t| t.secrets().into_iter().map(str::to_owned))
         .collect();
     secrets.dedup();
+    secrets.extend(refreshed_tokens);
     assert_nowhere(&rig.host, &secrets, &answers);
+    // The disk key is sealed in the vault under the VM's id; `rm`
+    // destroys it with the disk.
+    let key_path = format!("/v1/users/{old_vm}/credentials");
+    let keys: Value = a.json("GET", &key_path, None, 200);
+    assert_eq!(keys[0]["provider"], "hearth-disk-key", "{keys}");
     for user in ["alice", "bob"] {
         let _: Value = a.json("DELETE", &format!("/v1/cli/{user}"), None, 200);
     }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while a.call("GET", &key_path, None).0 != 404 {
+        assert!(
+            Instant::now() < deadline,
+            "rm left the disk key in the vault"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!alice_dir.exists(), "rm left the VM's directory");
     let _: Value = a.json("DELETE", &format!("/v1/vms/{plain_id}"), None, 202);
     let _ = rig.host.stop_serve();
 }

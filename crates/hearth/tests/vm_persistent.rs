@@ -51,8 +51,9 @@ fn events(host: &mut Host, id: &str) -> Vec<VmEvent> {
         .json("GET", &format!("/v1/vms/{id}/events"), None, 200)
 }
 
+/// The kept disk: QEMU's encrypted qcow2 under `hearth serve`.
 fn disk(host: &Host, id: &str) -> PathBuf {
-    host.vms_dir().join(id).join("disk.ext4")
+    host.vms_dir().join(id).join("disk.qcow2")
 }
 
 /// The VM stays in `state` for `span` (ticks of the reconcilers pass).

@@ -240,6 +240,15 @@ async fn destroy(ctl: &Controller, id: &VmId) -> Result<Option<Vm>, ControlError
             source,
         })?;
     }
+    // The disk is gone; its key goes too (a failure retries the job).
+    if let (true, Some(keys)) = (record.vm.persistent, &ctl.config.disk_keys) {
+        keys.destroy(&record.vm)
+            .await
+            .map_err(|why| ControlError::Io {
+                what: format!("VM {id}'s disk key"),
+                source: std::io::Error::other(why),
+            })?;
+    }
     if let Err(e) = ctl.isolation.remove_cgroup(id) {
         tracing::warn!(vm = %id, error = %e, "the VM's cgroup stays; the orphan sweep tries again");
     }

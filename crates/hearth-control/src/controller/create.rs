@@ -11,7 +11,9 @@ use hearth_net::NicPolicy;
 use hearth_store::{PoolVmRecord, StateChange, StoreError, VmRecord};
 use hearth_types::api::{CreateVm, NetworkMode, Vm, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS};
 use hearth_types::error_chain;
-use hearth_types::{BackendKind, FailureCode, TenantId, Timestamp, VmDescription, VmId, VmState};
+use hearth_types::{
+    BackendKind, DiskKey, FailureCode, TenantId, Timestamp, VmDescription, VmId, VmState,
+};
 use hearth_vmm::firecracker::Firecracker;
 use hearth_vmm::isolation::Isolation;
 use hearth_vmm::qemu::Qemu;
@@ -361,7 +363,10 @@ pub(super) async fn booted(
 /// The VM's directory and writable layer: a new layer per boot, or a
 /// persistent VM's kept disk (made at its first boot, reused after).
 async fn writable_files(ctl: &Controller, record: &VmRecord) -> Result<VmFiles, StepFailure> {
-    let files = super::vm_files(ctl, &record.vm);
+    let mut files = super::vm_files(ctl, &record.vm);
+    if files.encrypted() {
+        files.layer_key = Some(disk_key(ctl, &record.vm, !files.layer.exists()).await?);
+    }
     let data = ctl.config.data.clone();
     let Some(mib) = record.vm.disk_mib.filter(|_| record.vm.persistent) else {
         files
@@ -382,6 +387,18 @@ async fn writable_files(ctl: &Controller, record: &VmRecord) -> Result<VmFiles, 
             .await;
     }
     Ok(files)
+}
+
+/// The key of the VM's encrypted disk, from the vault at every boot (made
+/// and sealed there with the disk at its first).
+async fn disk_key(ctl: &Controller, vm: &Vm, make: bool) -> Result<DiskKey, StepFailure> {
+    let Some(keys) = &ctl.config.disk_keys else {
+        let why = "the VM's disk is encrypted and this controller has no vault to open its key: run it under `hearth serve`";
+        return Err(step("disk key", &why));
+    };
+    keys.key(vm, make)
+        .await
+        .map_err(|why| step("disk key", &why))
 }
 
 /// The VM's NIC when it asked for one (see `network::attach`).

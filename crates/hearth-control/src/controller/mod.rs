@@ -81,6 +81,9 @@ pub struct ControllerConfig {
     pub restart_backoff: crate::restart::Backoff,
     /// Warm pools: the most pooled VMs booting at once (docs/pools.md).
     pub pool_boots: usize,
+    /// The keys of persistent VMs' encrypted disks (the vault's, in
+    /// `hearth serve`). `None`: persistent VMs keep raw disks.
+    pub disk_keys: Option<Arc<dyn crate::disk_keys::DiskKeys>>,
 }
 
 impl ControllerConfig {
@@ -100,6 +103,7 @@ impl ControllerConfig {
             network: NetworkConfig::default(),
             restart_backoff: Default::default(),
             pool_boots: 1,
+            disk_keys: None,
         }
     }
 }
@@ -515,7 +519,9 @@ fn prepare_files(ctl: &Controller, id: &VmId) -> crate::prepare::VmFiles {
 fn vm_files(ctl: &Controller, vm: &Vm) -> crate::prepare::VmFiles {
     let files = prepare_files(ctl, &vm.id);
     if vm.persistent {
-        files.with_kept_disk()
+        // Firecracker takes only raw disks; QEMU decrypts a LUKS qcow2.
+        let encrypt = vm.backend == BackendKind::Qemu && ctl.config.disk_keys.is_some();
+        files.with_kept_disk_for(encrypt)
     } else {
         files
     }

@@ -683,10 +683,12 @@ mod tests {
                 Disk {
                     path: dir.join("root.ext4"),
                     read_only: true,
+                    key: None,
                 },
                 Disk {
                     path: dir.join("overlay.ext4"),
                     read_only: false,
+                    key: None,
                 },
             ],
             vcpus: 2,

@@ -399,10 +399,12 @@ mod tests {
                 Disk {
                     path: dir.join("image.ext4"),
                     read_only: true,
+                    key: None,
                 },
                 Disk {
                     path: run_dir.join("layer.ext4"),
                     read_only: false,
+                    key: None,
                 },
             ],
             vcpus: 1,

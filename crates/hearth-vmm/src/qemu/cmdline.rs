@@ -63,8 +63,20 @@ pub fn kernel_cmdline(vm: &VmDescription, host: &QemuHost) -> String {
     line
 }
 
-/// Arguments after the program name.
+/// Arguments after the program name, for a VM without encrypted disks.
 pub fn args(vm: &VmDescription, host: &QemuHost) -> Vec<OsString> {
+    args_with_keys(vm, host, &[])
+}
+
+/// Arguments after the program name. `key_fds` holds, for each encrypted
+/// disk (by its index), the descriptor QEMU inherits its key from: the key
+/// is read from `/dev/fd/N` by a `secret` object, never put on the command
+/// line (anyone on the host can read `/proc/PID/cmdline`).
+pub fn args_with_keys(
+    vm: &VmDescription,
+    host: &QemuHost,
+    key_fds: &[(usize, i32)],
+) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
     if host.sandbox {
@@ -94,14 +106,19 @@ pub fn args(vm: &VmDescription, host: &QemuHost) -> Vec<OsString> {
     }
     a.push("-append".into());
     a.push(kernel_cmdline(vm, host).into());
+    for (i, fd) in key_fds {
+        a.push("-object".into());
+        a.push(format!("secret,id=disk{i}-key,format=raw,file=/dev/fd/{fd}").into());
+    }
     for (i, disk) in vm.disks.iter().enumerate() {
         let ro = if disk.read_only { ",readonly=on" } else { "" };
+        let format = match disk.key {
+            Some(_) => format!("qcow2,encrypt.format=luks,encrypt.key-secret=disk{i}-key"),
+            None => disk_format(&disk.path).to_owned(),
+        };
         a.push("-drive".into());
         a.push(opt(
-            &format!(
-                "id=disk{i},format={},if=none{ro},file=",
-                disk_format(&disk.path)
-            ),
+            &format!("id=disk{i},format={format},if=none{ro},file="),
             &disk.path,
         ));
         a.push("-device".into());
@@ -181,10 +198,12 @@ mod tests {
                 Disk {
                     path: "/img/root,1.ext4".into(),
                     read_only: true,
+                    key: None,
                 },
                 Disk {
                     path: "/vm/layer.ext4".into(),
                     read_only: false,
+                    key: None,
                 },
             ],
             vcpus: 2,
@@ -260,6 +279,28 @@ mod tests {
         assert!(
             line.contains("id=disk1,format=qcow2,if=none,file=/vm/layer.qcow2"),
             "{line}"
+        );
+    }
+
+    #[test]
+    fn an_encrypted_disk_gets_its_key_from_a_descriptor_never_the_line() {
+        let mut vm = vm();
+        vm.disks[1].path = "/vm/disk.qcow2".into();
+        vm.disks[1].key = hearth_types::DiskKey::from_bytes(&[0xab; 32]);
+        let line = joined(args_with_keys(&vm, &host(Accel::Tcg), &[(1, 7)]));
+        assert!(
+            line.contains("-object secret,id=disk1-key,format=raw,file=/dev/fd/7 -drive id=disk0"),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                "id=disk1,format=qcow2,encrypt.format=luks,encrypt.key-secret=disk1-key,if=none,file=/vm/disk.qcow2"
+            ),
+            "{line}"
+        );
+        assert!(
+            !line.contains("abab"),
+            "the key is on the command line: {line}"
         );
     }
 

@@ -128,7 +128,21 @@ impl Qemu {
         incoming: bool,
     ) -> Result<(process::Spawned, IsolationReport), VmmError> {
         let mut cmd = tokio::process::Command::new(&self.binary);
-        cmd.args(cmdline::args(vm, &self.host));
+        let keys = match key_pipes(vm) {
+            Ok(keys) => keys,
+            Err(source) => {
+                confinement.abandon();
+                return Err(VmmError::Isolation {
+                    step: "passing a disk key to QEMU",
+                    source,
+                });
+            }
+        };
+        let key_fds: Vec<(usize, i32)> = keys.iter().map(|(i, fd)| (*i, fd.as_raw_fd())).collect();
+        for (_, fd) in &key_fds {
+            crate::nic::inherit(&mut cmd, *fd);
+        }
+        cmd.args(cmdline::args_with_keys(vm, &self.host, &key_fds));
         if incoming {
             cmd.args(snapshot::INCOMING);
         }
@@ -315,6 +329,44 @@ impl Qemu {
         };
         Ok(running(spawned, qmp, Some(report)))
     }
+}
+
+/// For each disk with a key, the read end of a pipe holding it (above the
+/// standard descriptors, close-on-exec until [`crate::nic::inherit`] clears
+/// it in the child): QEMU's `secret` object reads it to its end. The pipe
+/// is written and its write end closed before QEMU starts; the key never
+/// touches a file or an argument.
+fn key_pipes(vm: &VmDescription) -> std::io::Result<Vec<(usize, std::os::fd::OwnedFd)>> {
+    let mut pipes = Vec::new();
+    for (i, disk) in vm.disks.iter().enumerate() {
+        if let Some(key) = &disk.key {
+            let read = crate::nic::above_stdio(&key_pipe(key.passphrase())?)?;
+            pipes.push((i, read));
+        }
+    }
+    Ok(pipes)
+}
+
+/// A pipe holding `bytes`, its write end closed: the read end.
+fn key_pipe(bytes: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2(2) writes two descriptors into the array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just made by pipe2 and are owned here alone.
+    let (read, write) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    let mut write = write;
+    write.write_all(bytes)?;
+    drop(write);
+    Ok(read)
 }
 
 /// `BINARY (first line of --version)`, asked once per binary.

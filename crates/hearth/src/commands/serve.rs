@@ -74,9 +74,10 @@ fn serve_until_stopped(
     let store = SqliteStore::open(&store_file)
         .with_context(|| format!("could not open the store {}", store_file.display()))?;
     let store = Arc::new(store);
-    let config = controller_config(data, args);
+    let mut config = controller_config(data, args);
     let server = server_config(args);
     let sessions = SessionParts::from_args(data, &args.keys, &args.sessions, store.clone())?;
+    config.disk_keys = Some(sessions.disk_keys());
     let runtime = runtime(logs)?;
     let pools = args.pools.clone();
     let result = runtime.block_on(serve(store, config, server, sessions, pools));

@@ -52,6 +52,13 @@ impl SessionParts {
         })
     }
 
+    /// The keys of persistent VMs' encrypted disks, sealed in this vault.
+    pub fn disk_keys(&self) -> Arc<dyn hearth_control::disk_keys::DiskKeys> {
+        Arc::new(hearth_control::disk_keys::VaultDiskKeys::new(Arc::clone(
+            &self.vault,
+        )))
+    }
+
     pub fn sessions(self, controller: Arc<Controller>) -> Sessions {
         Sessions::new(controller, self.vault, self.catalogue, self.config)
     }

@@ -138,10 +138,11 @@ fn wait_cli(api: &Api, user: &str, within: Duration, done: impl Fn(&Value) -> bo
         if done(&vm) {
             return vm;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the CLI VM of {user} never got there: {vm}"
-        );
+        if Instant::now() >= deadline {
+            let id = vm["vm"].as_str().unwrap_or_default();
+            let (_, detail) = api.call("GET", &format!("/v1/vms/{id}"), None);
+            panic!("the CLI VM of {user} never got there: {vm}\n{detail}");
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -193,7 +193,11 @@ async fn take(
     let desc: VmDescription = serde_json::from_slice(&json)
         .map_err(|e| ControlError::Invalid(format!("VM {}'s description: {e}", vm.id)))?;
     let encrypted = std::ffi::OsStr::new(crate::prepare::ENCRYPTED_DISK);
-    if desc.disks.iter().any(|d| d.path.file_name() == Some(encrypted)) {
+    if desc
+        .disks
+        .iter()
+        .any(|d| d.path.file_name() == Some(encrypted))
+    {
         return Err(ControlError::Invalid(format!(
             "VM {}'s disk is encrypted (a persistent VM): snapshots of it are not supported; \
              snapshot a VM that is not persistent",

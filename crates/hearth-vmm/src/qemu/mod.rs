@@ -331,42 +331,42 @@ impl Qemu {
     }
 }
 
-/// For each disk with a key, the read end of a pipe holding it (above the
-/// standard descriptors, close-on-exec until [`crate::nic::inherit`] clears
-/// it in the child): QEMU's `secret` object reads it to its end. The pipe
-/// is written and its write end closed before QEMU starts; the key never
-/// touches a file or an argument.
+/// For each disk with a key, a memfd holding it (above the standard
+/// descriptors, close-on-exec until [`crate::nic::inherit`] clears it in
+/// the child): QEMU's `secret` object reads `/dev/fd/N`. Not a pipe: QEMU
+/// opens that path anew, which a pipe refuses to the VM's user (it is
+/// root's, mode 0600); a memfd is in memory only and sealed read-only.
+/// The key never touches a file on disk or an argument.
 fn key_pipes(vm: &VmDescription) -> std::io::Result<Vec<(usize, std::os::fd::OwnedFd)>> {
     let mut pipes = Vec::new();
     for (i, disk) in vm.disks.iter().enumerate() {
         if let Some(key) = &disk.key {
-            let read = crate::nic::above_stdio(&key_pipe(key.passphrase())?)?;
+            let read = crate::nic::above_stdio(&key_memfd(key.passphrase())?)?;
             pipes.push((i, read));
         }
     }
     Ok(pipes)
 }
 
-/// A pipe holding `bytes`, its write end closed: the read end.
-fn key_pipe(bytes: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
+/// A sealed memfd holding `bytes`.
+fn key_memfd(bytes: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::io::Write;
     use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: pipe2(2) writes two descriptors into the array it is given.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    // SAFETY: memfd_create(2) with a NUL-terminated name and flags.
+    let fd = unsafe { libc::memfd_create(c"hearth-disk-key".as_ptr(), flags) };
+    if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: both descriptors were just made by pipe2 and are owned here alone.
-    let (read, write) = unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::fs::File::from_raw_fd(fds[1]),
-        )
-    };
-    let mut write = write;
-    write.write_all(bytes)?;
-    drop(write);
-    Ok(read)
+    // SAFETY: `fd` was just made by memfd_create and is owned here alone.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.write_all(bytes)?;
+    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl(2) F_ADD_SEALS on a descriptor we own.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file.into())
 }
 
 /// `BINARY (first line of --version)`, asked once per binary.

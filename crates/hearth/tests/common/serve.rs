@@ -399,7 +399,8 @@ impl Host {
         list(&self.vms_dir())
     }
 
-    /// Writable layers anywhere in the private part of the data directory.
+    /// Writable layers (raw ext4, and the encrypted qcow2 disks of
+    /// persistent VMs) anywhere in the private part of the data directory.
     pub fn layers(&self) -> Vec<PathBuf> {
         let mut found = Vec::new();
         find_ext4(&self.data(), &mut found);
@@ -485,7 +486,10 @@ fn find_ext4(dir: &Path, found: &mut Vec<PathBuf>) {
         };
         if meta.is_dir() {
             find_ext4(&path, found);
-        } else if path.extension().is_some_and(|e| e == "ext4") {
+        } else if path
+            .extension()
+            .is_some_and(|e| e == "ext4" || e == "qcow2")
+        {
             found.push(path);
         }
     }

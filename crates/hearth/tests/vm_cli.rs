@@ -216,27 +216,38 @@ fn found_under(dir: &Path, needles: &[String]) -> Vec<(String, usize)> {
     found
 }
 
-/// Which of `needles` are in the file at `path`.
+/// Which of `needles` are in the file at `path`: only its data is read
+/// (a sparse disk's holes are zeros, which hold no needle), in pieces that
+/// overlap by the longest needle.
 fn found_in(path: &Path, needles: &[String]) -> Vec<usize> {
-    use std::io::Read;
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::fd::AsRawFd;
     let Ok(mut file) = std::fs::File::open(path) else {
         return Vec::new();
     };
+    let finders: Vec<_> = needles.iter().map(memchr::memmem::Finder::new).collect();
     let longest = needles.iter().map(String::len).max().unwrap_or(0);
     let mut hits = vec![false; needles.len()];
-    let mut window: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 4 << 20];
+    let mut at: i64 = 0;
     loop {
-        let n = file.read(&mut chunk).unwrap_or(0);
+        // SAFETY: lseek(2) on a file this function holds open.
+        let data = unsafe { libc::lseek(file.as_raw_fd(), at, libc::SEEK_DATA) };
+        if data < 0 {
+            break;
+        }
+        let n = file
+            .seek(SeekFrom::Start(data as u64))
+            .and_then(|_| file.read(&mut chunk))
+            .unwrap_or(0);
         if n == 0 {
             break;
         }
-        window.extend_from_slice(&chunk[..n]);
-        for (i, needle) in needles.iter().enumerate() {
-            hits[i] |= window.windows(needle.len()).any(|w| w == needle.as_bytes());
+        for (i, finder) in finders.iter().enumerate() {
+            hits[i] |= finder.find(&chunk[..n]).is_some();
         }
-        let keep = window.len().saturating_sub(longest);
-        window.drain(..keep);
+        let step = n.saturating_sub(longest).max(1);
+        at = data + step as i64;
     }
     (0..needles.len()).filter(|&i| hits[i]).collect()
 }

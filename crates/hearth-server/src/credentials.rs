@@ -49,10 +49,15 @@ pub(crate) async fn list(
     let store = state.controller.store();
     let listed = store.list_credentials(&scope.tenant, &user).await;
     let listed = listed.map_err(|e| Problem::internal(&e))?;
-    if listed.is_empty() {
+    let users: Vec<CredentialInfo> = listed
+        .iter()
+        .filter(|m| !hearths_own(&m.owner.provider))
+        .map(info)
+        .collect();
+    if users.is_empty() {
         return Err(no_credentials(&scope.tenant, &user));
     }
-    Ok(Json(listed.iter().map(info).collect()))
+    Ok(Json(users))
 }
 
 /// Deletes every version of the user's credential for the provider: the
@@ -87,6 +92,12 @@ pub(crate) async fn delete(
         .map_err(|e: hearth_types::ProviderError| {
             Problem::bad_request("invalid_provider", e.to_string())
         })?;
+    if hearths_own(&provider) {
+        let why = format!(
+            "{provider} is no user's credential: a persistent VM's disk key goes only with its VM (`hearth vm rm`)"
+        );
+        return Err(Problem::new(StatusCode::NOT_FOUND, "not_found", why));
+    }
     let owner = CredentialOwner {
         tenant: scope.tenant.clone(),
         user,
@@ -106,6 +117,13 @@ pub(crate) async fn delete(
     })?;
     tracing::info!(credential = %owner, version = deleted.version, "credential deleted");
     Ok(Json(info(&deleted)))
+}
+
+/// A credential hearth keeps for itself under a VM's id (a persistent
+/// VM's disk key): never listed or deleted through a user's routes, where
+/// deleting it would make the VM's disk unreadable.
+fn hearths_own(provider: &ProviderId) -> bool {
+    provider.as_str() == hearth_control::disk_keys::DISK_KEY_PROVIDER
 }
 
 pub(crate) fn user_name(raw: &str) -> Result<UserName, Problem> {

@@ -315,6 +315,20 @@ fn restart_serve(host: &mut Host, apis: &mut [&mut Api]) {
     }
 }
 
+/// How many credentials the store holds under `vm`'s id in team-a: its
+/// disk key, or nothing.
+fn disk_keys_of(host: &Host, vm: &str) -> usize {
+    use hearth_store::CredentialStore;
+    let store = hearth_store::SqliteStore::open(&host.data().join("hearth.db")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tenant = "team-a".parse().unwrap();
+    let listed = rt.block_on(store.list_credentials(&tenant, &vm.parse().unwrap()));
+    listed.expect("the store").len()
+}
+
 /// The access and refresh tokens of `user`'s fake-codex credential at
 /// `version`, opened from the vault by the test itself.
 fn vault_tokens(host: &Host, user: &str, version: u64) -> Vec<String> {
@@ -557,16 +571,23 @@ fn vm_a_login_reaches_the_users_cli_vm_its_refresh_is_sealed_and_others_get_noth
     secrets.dedup();
     secrets.extend(refreshed_tokens);
     assert_nowhere(&rig.host, &secrets, &answers);
-    // The disk key is sealed in the vault under the VM's id; `rm`
-    // destroys it with the disk.
+    // The disk key is sealed in the vault under the VM's id, out of reach
+    // of the user's credential routes; `rm` destroys it with the disk.
+    assert_eq!(disk_keys_of(&rig.host, &old_vm), 1, "the VM's disk key");
     let key_path = format!("/v1/users/{old_vm}/credentials");
-    let keys: Value = a.json("GET", &key_path, None, 200);
-    assert_eq!(keys[0]["provider"], "hearth-disk-key", "{keys}");
+    assert_eq!(a.call("GET", &key_path, None).0, 404, "listed to a tenant");
+    let delete = format!("{key_path}/hearth-disk-key");
+    let (code, said) = a.call("DELETE", &delete, None);
+    assert!(
+        code == 404 && said.contains("hearth vm rm"),
+        "{code} {said}"
+    );
+    assert_eq!(disk_keys_of(&rig.host, &old_vm), 1, "a DELETE reached it");
     for user in ["alice", "bob"] {
         let _: Value = a.json("DELETE", &format!("/v1/cli/{user}"), None, 200);
     }
     let deadline = Instant::now() + Duration::from_secs(120);
-    while a.call("GET", &key_path, None).0 != 404 {
+    while disk_keys_of(&rig.host, &old_vm) != 0 {
         assert!(
             Instant::now() < deadline,
             "rm left the disk key in the vault"

@@ -623,7 +623,7 @@ fn codex_auth(secret: &str) -> String {
 }
 
 #[test]
-fn vm_the_real_codex_in_a_cli_vm_is_logged_in_from_the_vault_with_no_network() {
+fn vm_the_real_codex_and_claude_in_a_cli_vm_are_logged_in_from_the_vault_with_no_network() {
     use hearth_vault::{CredentialFile, CredentialFiles, KeyFile, Secret, Vault};
     common::ensure_assets("cli");
     let mut host = Host::new(&[]);
@@ -652,10 +652,17 @@ fn vm_the_real_codex_in_a_cli_vm_is_logged_in_from_the_vault_with_no_network() {
         .build()
         .unwrap();
     rt.block_on(vault.seal(&owner, &files)).unwrap();
+    let claude_secret = format!("test-claude-access-{}", std::process::id());
+    let claude = hearth_store::CredentialOwner {
+        provider: "claude".parse().unwrap(),
+        ..owner.clone()
+    };
+    rt.block_on(vault.seal(&claude, &claude_files(&claude_secret)))
+        .unwrap();
     let vm = a.json::<Value>("POST", "/v1/cli/alice", Some("{}"), 201);
     assert_eq!(vm["image"], "cli");
     wait_cli(&a, "alice", Duration::from_secs(900), |v| {
-        version(v, "codex") == Some(1)
+        version(v, "codex") == Some(1) && version(v, "claude") == Some(1)
     });
     let token = a.token.clone();
     let (code, said) = exec_as_user(&host, &token, "alice", &["codex", "login", "status"]);
@@ -665,7 +672,53 @@ fn vm_the_real_codex_in_a_cli_vm_is_logged_in_from_the_vault_with_no_network() {
     // No NIC: the VM's only interface is its loopback.
     let (_, links) = exec_as_user(&host, &token, "alice", &["ls", "/sys/class/net"]);
     assert_eq!(links.trim(), "lo", "{links}");
-    assert_nowhere(&host, &[secret], &said);
+    // Claude Code's own local check, offline: `claude auth status` reads
+    // its two files and prints JSON.
+    let (code, claude_said) = exec_as_user(&host, &token, "alice", &["claude", "auth", "status"]);
+    println!("claude auth status: exit {code}: {}", claude_said.trim());
+    assert_eq!(code, 0, "{claude_said}");
+    assert!(
+        claude_said.contains("\"loggedIn\": true") && claude_said.contains("alice@example.com"),
+        "{claude_said}"
+    );
+    let said = format!("{said}{claude_said}");
+    assert_nowhere(&host, &[secret, claude_secret], &said);
     let _: Value = a.json("DELETE", "/v1/cli/alice", None, 200);
     let _ = host.stop_serve();
+}
+
+/// Claude Code's login as its two files: the OAuth tokens and the account
+/// in `~/.claude.json`, made by the test (no provider is reachable).
+fn claude_files(access: &str) -> hearth_vault::CredentialFiles {
+    use hearth_vault::{CredentialFile, CredentialFiles, Secret};
+    let expires = (std::time::SystemTime::now() + Duration::from_secs(3600))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let tokens = serde_json::json!({"claudeAiOauth": {
+        "accessToken": access,
+        "refreshToken": format!("{access}-refresh"),
+        "expiresAt": expires,
+        "scopes": ["user:inference", "user:profile"],
+        "subscriptionType": "pro"
+    }});
+    let account = serde_json::json!({
+        "hasCompletedOnboarding": true,
+        "oauthAccount": {
+            "emailAddress": "alice@example.com",
+            "accountUuid": "00000000-0000-4000-8000-000000000001",
+            "organizationUuid": "00000000-0000-4000-8000-000000000002"
+        }
+    });
+    let file = |path: &str, value: &Value| CredentialFile {
+        path: path.to_owned(),
+        mode: 0o600,
+        contents: Secret::new(value.to_string().into_bytes()),
+    };
+    CredentialFiles {
+        files: vec![
+            file(".claude/.credentials.json", &tokens),
+            file(".claude.json", &account),
+        ],
+    }
 }

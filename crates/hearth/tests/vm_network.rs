@@ -400,3 +400,101 @@ fn a_debian_vm_has_its_address_before_its_first_service() {
     assert_eq!(lab.leftovers(), Vec::<String>::new());
     host.assert_clean();
 }
+
+/// A step of a networked VM's creation the test can see from outside, and
+/// whose moment it kills at.
+struct Step {
+    name: &'static str,
+    reached: fn(&Lab, &mut Host, &str) -> bool,
+    /// Kill the hypervisor there instead of the controller.
+    hypervisor: bool,
+}
+
+const CREATE_STEPS: &[Step] = &[
+    Step {
+        name: "recorded",
+        reached: |_, _, _| true,
+        hypervisor: false,
+    },
+    Step {
+        name: "slot held",
+        reached: |_, host, _| held_slots(host) == 1,
+        hypervisor: false,
+    },
+    Step {
+        name: "namespace made",
+        reached: |lab, _, _| !lab.leftovers().is_empty(),
+        hypervisor: false,
+    },
+    Step {
+        name: "host link made",
+        reached: |lab, _, _| lab.leftovers().len() == 2,
+        hypervisor: false,
+    },
+    Step {
+        name: "hypervisor spawned",
+        reached: |_, host, id| host.hypervisor_of(id).is_some(),
+        hypervisor: false,
+    },
+    Step {
+        name: "booting",
+        reached: |_, host, id| host.vm(id).state == VmState::Booting,
+        hypervisor: false,
+    },
+    Step {
+        name: "booting (its hypervisor)",
+        reached: |_, host, id| host.vm(id).state == VmState::Booting,
+        hypervisor: true,
+    },
+];
+
+/// kill -9 of the controller, and of the hypervisor, at each step of
+/// creating a networked VM that can be seen from outside, then a restart:
+/// once the restarted controller has settled the VM (adopted to ready, or
+/// failed and explained) and it is removed, no namespace, link, slot,
+/// hypervisor, directory or layer of it is left.
+#[test]
+fn a_kill_at_each_step_of_a_networked_create_leaves_nothing_behind() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let mut host = networked_host(&lab);
+    for step in CREATE_STEPS {
+        let id = host.create(&["--network", "nat"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !(step.reached)(&lab, &mut host, &id) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "step `{}` never seen",
+                step.name
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if step.hypervisor {
+            let qemu = host.hypervisor_of(&id).expect("its hypervisor");
+            common::serve::signal(qemu, libc::SIGKILL);
+        } else {
+            host.kill_serve();
+            host.start();
+        }
+        let settled = host.wait_vm(&id, Duration::from_secs(180), |vm| {
+            matches!(vm.state, VmState::Ready | VmState::Failed)
+        });
+        println!("killed at `{}`: settled {:?}", step.name, settled.state);
+        if settled.state == VmState::Failed {
+            let failure = settled.failure.as_ref().map(|f| f.message.as_str());
+            assert!(
+                failure.is_some_and(|m| !m.is_empty()),
+                "killed at `{}`: failed without a reason",
+                step.name
+            );
+        }
+        host.vm_ok(&["rm", &id]);
+        host.wait_state(&id, VmState::Destroyed, Duration::from_secs(90));
+        let left = lab.leftovers();
+        assert_eq!(left, Vec::<String>::new(), "killed at `{}`", step.name);
+        assert_eq!(held_slots(&host), 0, "killed at `{}`: a slot", step.name);
+        host.assert_clean();
+    }
+}

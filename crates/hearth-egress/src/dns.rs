@@ -369,7 +369,10 @@ mod tests {
         let mut response = query("good.test", 1);
         response[2] |= 0x80;
         assert!(dns.answer(&response, &policy).await.is_none());
-        let missing = dns.answer(&query("nowhere.test", 1), &policy).await.unwrap();
+        let missing = dns
+            .answer(&query("nowhere.test", 1), &policy)
+            .await
+            .unwrap();
         assert_eq!(rcode(&missing), NXDOMAIN);
     }
 }

@@ -11,10 +11,10 @@ use std::time::{Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
+use crate::policy::Policy;
 use crate::relay::Counted;
 use crate::target::{parse_authority, read_head, BadRequest, Target};
 use crate::{answer, ConnectionRecord, Egress, Kind, Outcome, Refusal, Seen, TUNNEL_BUFFER};
-use crate::policy::Policy;
 
 /// Which protocol an intercepted connection speaks (by the port it was
 /// sent to).
@@ -58,7 +58,10 @@ impl Egress {
             kind: Some(Kind::Intercepted),
             ..Seen::default()
         };
-        let outcome = match self.intercept(&mut client, protocol, policy, &mut seen).await {
+        let outcome = match self
+            .intercept(&mut client, protocol, policy, &mut seen)
+            .await
+        {
             Ok(()) => Outcome::Allowed,
             Err(refusal) => {
                 if let (Some(status), Intercepted::Http) = (refusal.answer, protocol) {
@@ -81,12 +84,10 @@ impl Egress {
     where
         C: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let (first, target) = tokio::time::timeout(
-            self.limits.head_timeout,
-            self.read_name(client, protocol),
-        )
-        .await
-        .map_err(|_| Refusal::timeout())??;
+        let (first, target) =
+            tokio::time::timeout(self.limits.head_timeout, self.read_name(client, protocol))
+                .await
+                .map_err(|_| Refusal::timeout())??;
         seen.target = Some(target.clone());
         policy.check_host(&target.host).map_err(Refusal::denied)?;
         let addresses = self.resolve_checked(&target, policy, seen).await?;
@@ -134,7 +135,13 @@ impl Egress {
                     Refusal::client(None, "the ClientHello names no server (SNI)".into())
                 })?;
                 let target = parse_authority(&name, Some(443)).map_err(Refusal::bad_request)?;
-                Ok((hello, Target { port: protocol.port(), ..target }))
+                Ok((
+                    hello,
+                    Target {
+                        port: protocol.port(),
+                        ..target
+                    },
+                ))
             }
         }
     }
@@ -181,7 +188,9 @@ fn host_header(head: &[u8]) -> Result<String, BadRequest> {
     match (hosts.next(), hosts.next()) {
         (Some(h), None) => {
             let text = String::from_utf8_lossy(h.value).trim().to_owned();
-            Ok(text.rsplit_once(':').map_or(text.clone(), |(name, _)| name.to_owned()))
+            Ok(text
+                .rsplit_once(':')
+                .map_or(text.clone(), |(name, _)| name.to_owned()))
         }
         _ => Err(BadRequest::Malformed(
             "an intercepted request needs exactly one Host header".into(),

@@ -292,7 +292,9 @@ pub enum Denial {
         address: IpAddr,
         class: AddressClass,
     },
-    #[error("`{host}` has the address {address}, which the networks rules refuse (rule: networks)")]
+    #[error(
+        "`{host}` has the address {address}, which the networks rules refuse (rule: networks)"
+    )]
     Network { host: String, address: IpAddr },
 }
 

@@ -111,7 +111,12 @@ impl GuestServices {
         let dns = DnsResponder::new(self.resolver.clone());
         let tasks = vec![
             tokio::spawn(dns.clone().serve(dns_socket, policy.clone())),
-            tokio::spawn(intercept(http, Intercepted::Http, egress.clone(), policy.clone())),
+            tokio::spawn(intercept(
+                http,
+                Intercepted::Http,
+                egress.clone(),
+                policy.clone(),
+            )),
             tokio::spawn(intercept(tls, Intercepted::Tls, egress.clone(), policy)),
         ];
         let running = Running { tasks, dns, egress };

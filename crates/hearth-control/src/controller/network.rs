@@ -89,7 +89,9 @@ impl Networks {
         let nic = network.attach(vm, policy).await;
         let nic = nic.map_err(|e| error_chain(&e))?;
         let served = self.services.start(network.host(), vm, nic.slot, policy);
-        served.await.map_err(|why| format!("serving its resolver and proxy: {why}"))?;
+        served
+            .await
+            .map_err(|why| format!("serving its resolver and proxy: {why}"))?;
         Ok(nic)
     }
 
@@ -244,7 +246,9 @@ async fn serve_adopted(
     let policy = NicPolicy::from_request(&stored)?;
     let slot = hearth_net::Slot::new(held.slot).ok_or("a slot outside the pool")?;
     let services = &ctl.networks.services;
-    services.start(network.host(), &held.vm, slot, &policy).await
+    services
+        .start(network.host(), &held.vm, slot, &policy)
+        .await
 }
 
 impl From<hearth_net::NetError> for ControlError {

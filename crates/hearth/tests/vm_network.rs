@@ -336,6 +336,15 @@ fn a_killed_controller_leaves_a_networked_vm_working_and_nothing_behind() {
         after.ends_with(&answer),
         "the adopted VM's network works: {after:?}"
     );
+    // Its resolver is served again by the new controller: a name that does
+    // not resolve is answered (NXDOMAIN, or SERVFAIL if the host's own
+    // resolver is slow), not left to time out.
+    let asked = "nslookup nowhere.invalid 2>&1; true";
+    let dns = host.vm_ok(&["exec", &id, "--", "sh", "-c", asked]);
+    assert!(
+        dns.contains("NXDOMAIN") || dns.contains("SERVFAIL"),
+        "the adopted VM's resolver: {dns}"
+    );
     assert_eq!(
         lab.leftovers().len(),
         2,

@@ -89,9 +89,12 @@ impl Networks {
         let nic = network.attach(vm, policy).await;
         let nic = nic.map_err(|e| error_chain(&e))?;
         let served = self.services.start(network.host(), vm, nic.slot, policy);
-        served
-            .await
-            .map_err(|why| format!("serving its resolver and proxy: {why}"))?;
+        if let Err(why) = served.await {
+            if let Err(undo) = network.detach(vm).await {
+                tracing::warn!(%vm, error = %error_chain(&undo), "removing a network whose services failed; the reconciler will retry");
+            }
+            return Err(format!("serving its resolver and proxy: {why}"));
+        }
         Ok(nic)
     }
 

@@ -98,7 +98,9 @@ fn holders_of(dir: &Path) -> Vec<u32> {
     let pids = std::fs::read_dir("/proc").unwrap().flatten();
     let pids = pids.filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok());
     pids.filter(|pid| {
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten();
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten();
         fds.flatten()
             .filter_map(|fd| std::fs::read_link(fd.path()).ok())
             .any(|target| target.starts_with(dir))
@@ -108,7 +110,9 @@ fn holders_of(dir: &Path) -> Vec<u32> {
 
 /// The inodes `pid` holds open.
 fn open_inodes(pid: u32) -> Vec<u64> {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten();
     fds.filter_map(|fd| std::fs::metadata(fd.path()).ok())
         .map(|m| m.ino())
         .collect()
@@ -133,7 +137,9 @@ async fn snapshot_and_restore(fc: &Firecracker, dir: &Path) {
     wait_for_counts(&mut running, 3).await;
     let state: PathBuf = dir.join("state");
     let saving = Instant::now();
-    fc.save(&source, &state).await.expect("the snapshot is written");
+    fc.save(&source, &state)
+        .await
+        .expect("the snapshot is written");
     let saved_ms = saving.elapsed().as_millis();
     let at_pause = console_now(&source).await;
     fc.resume(&source).await.expect("the source runs on");
@@ -154,7 +160,10 @@ async fn snapshot_and_restore(fc: &Firecracker, dir: &Path) {
     let own_layer = std::fs::metadata(&restored_vm.disks[1].path).unwrap().ino();
     let source_layer = std::fs::metadata(&source.disks[1].path).unwrap().ino();
     let held = open_inodes(restored.pid());
-    assert!(held.contains(&own_layer), "the restored VM opened its own layer");
+    assert!(
+        held.contains(&own_layer),
+        "the restored VM opened its own layer"
+    );
     assert!(!held.contains(&source_layer), "and not the source's");
 
     restored.stop(STOP_GRACE).await;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use hearth_guestkit::layer;
 use hearth_store::{SnapshotRole, VmRecord};
 use hearth_types::api::{CreateVm, Vm};
-use hearth_types::{BackendKind, VmState};
 use hearth_types::{error_chain, SnapshotManifest, SnapshotName, Timestamp, VmDescription, VmId};
+use hearth_types::{BackendKind, VmState};
 use hearth_vmm::RunningVm;
 
 use super::create::{self, step, Start, StepFailure};

@@ -406,7 +406,10 @@ mod tests {
         };
         assert_fields(&pause, SWAGGER_VM, &["state"]);
         assert_eq!((pause.method(), pause.path().as_str()), ("PATCH", "/vm"));
-        assert_eq!(serde_json::to_value(pause).unwrap(), json!({"state": "Paused"}));
+        assert_eq!(
+            serde_json::to_value(pause).unwrap(),
+            json!({"state": "Paused"})
+        );
         let create = SnapshotCreate {
             snapshot_type: SnapshotType::Full,
             snapshot_path: "/s/vmstate".into(),
@@ -417,7 +420,10 @@ mod tests {
             SWAGGER_SNAPSHOT_CREATE,
             &["mem_file_path", "snapshot_path"],
         );
-        assert_eq!(serde_json::to_value(&create).unwrap()["snapshot_type"], "Full");
+        assert_eq!(
+            serde_json::to_value(&create).unwrap()["snapshot_type"],
+            "Full"
+        );
         let load = SnapshotLoad {
             snapshot_path: "/s/vmstate".into(),
             mem_backend: MemBackend {
@@ -432,7 +438,10 @@ mod tests {
             SWAGGER_MEMORY_BACKEND,
             &["backend_type", "backend_path"],
         );
-        assert_eq!((load.method(), load.path().as_str()), ("PUT", "/snapshot/load"));
+        assert_eq!(
+            (load.method(), load.path().as_str()),
+            ("PUT", "/snapshot/load")
+        );
     }
 
     #[test]

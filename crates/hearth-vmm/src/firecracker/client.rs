@@ -78,7 +78,9 @@ impl ApiClient {
     /// carrying Firecracker's fault message.
     pub async fn put<E: Endpoint>(&self, request: &E) -> Result<(), ApiError> {
         let body = serde_json::to_vec(request).map_err(ApiError::Encode)?;
-        let response = self.send(request.method(), &request.path(), Some(&body)).await?;
+        let response = self
+            .send(request.method(), &request.path(), Some(&body))
+            .await?;
         check_status(response).map(drop)
     }
 

@@ -322,7 +322,10 @@ impl Hypervisor for Firecracker {
             .stdin(std::process::Stdio::null())
             .output();
         let line = match &version {
-            Ok(out) => String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_owned),
+            Ok(out) => String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .map(str::to_owned),
             Err(_) => None,
         };
         format!(
@@ -333,7 +336,11 @@ impl Hypervisor for Firecracker {
     }
 
     fn machine(&self) -> String {
-        let jailed = if self.jailer.is_some() { "jailed" } else { "unjailed" };
+        let jailed = if self.jailer.is_some() {
+            "jailed"
+        } else {
+            "unjailed"
+        };
         format!("firecracker {}, {jailed}", std::env::consts::ARCH)
     }
 

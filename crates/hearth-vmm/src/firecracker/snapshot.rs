@@ -210,7 +210,10 @@ mod tests {
         let vm = vm(dir.path());
         std::fs::create_dir_all(&vm.run_dir).unwrap();
         let paths = link_drives(&vm).unwrap();
-        assert_eq!(paths, [Path::new("drives/disk0"), Path::new("drives/disk1")]);
+        assert_eq!(
+            paths,
+            [Path::new("drives/disk0"), Path::new("drives/disk1")]
+        );
         let target = std::fs::read_link(vm.run_dir.join(&paths[1])).unwrap();
         assert_eq!(target, vm.disks[1].path);
         link_drives(&vm).unwrap();

@@ -15,6 +15,8 @@ use hearth_vmm::{Hypervisor, RunningVm};
 
 /// The test fails instead of hanging past this.
 const TEST_DEADLINE: Duration = Duration::from_secs(60);
+/// A line comes every few tens of milliseconds.
+const COUNT_WAIT: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 fn firecracker(cache_dir: &Path) -> Option<Firecracker> {
@@ -72,9 +74,10 @@ async fn wait_for_counts(running: &mut RunningVm, lines: usize) -> String {
     let mut console = running.console();
     let mut seen = String::new();
     while seen.lines().filter_map(count_of).count() < lines {
-        match console.recv().await {
-            Ok(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
-            Err(err) => panic!("console ended after {seen:?} ({err})"),
+        match tokio::time::timeout(COUNT_WAIT, console.recv()).await {
+            Ok(Ok(chunk)) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(Err(err)) => panic!("console ended after {seen:?} ({err})"),
+            Err(_) => panic!("no count line for {COUNT_WAIT:?}; the console: {seen:?}"),
         }
     }
     seen

@@ -9,7 +9,9 @@
 //! proxy), relays, and records the connection. It knows nothing of VMs:
 //! the caller gives it a policy and a stream. See `docs/egress.md`.
 
+mod dns;
 mod hosts;
+mod intercept;
 mod net;
 mod policy;
 mod record;
@@ -26,7 +28,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
+pub use dns::{DnsCounterSnapshot, DnsResponder};
 pub use hosts::StaticHosts;
+pub use intercept::Intercepted;
 pub use net::{BoxIo, Connector, Io, Resolver, SystemResolver, TcpConnector};
 pub use policy::{
     classify, AddressClass, Denial, DomainPattern, Domains, IpNet, Policy, PolicyError, Ports,
@@ -146,23 +150,7 @@ impl Egress {
         };
         // The client may be gone already; a failed shutdown changes nothing.
         let _ = client.shutdown().await;
-        let counted = client.get_ref();
-        let record = ConnectionRecord {
-            started_at,
-            duration: start.elapsed(),
-            kind: seen.kind,
-            host: seen.target.as_ref().map(|t| t.host.to_string()),
-            port: seen.target.as_ref().map(|t| t.port),
-            address: seen.address,
-            upstream: seen.upstream,
-            outcome,
-            bytes_up: counted.read,
-            bytes_down: counted.written,
-        };
-        tracing::debug!(?record, "egress connection");
-        self.counters.count(&record.outcome);
-        self.sink.record(record.clone());
-        record
+        self.finish(started_at, start, seen, outcome, client.get_ref())
     }
 
     async fn handle<C>(

@@ -292,6 +292,10 @@ pub enum Denial {
         address: IpAddr,
         class: AddressClass,
     },
+    #[error(
+        "`{host}` has the address {address}, which the networks rules refuse (rule: networks)"
+    )]
+    Network { host: String, address: IpAddr },
 }
 
 impl Denial {
@@ -302,6 +306,7 @@ impl Denial {
             Self::Domain { .. } => "domains".to_owned(),
             Self::Port { .. } => "ports".to_owned(),
             Self::Address { class, .. } => format!("address:{}", class.name()),
+            Self::Network { .. } => "networks".to_owned(),
         }
     }
 }
@@ -313,6 +318,8 @@ pub struct Policy {
     ports: Ports,
     allowed_networks: Vec<IpNet>,
     host_addresses: Vec<IpAddr>,
+    denied_networks: Vec<IpNet>,
+    only_networks: Vec<IpNet>,
     upstream: Option<UpstreamProxy>,
 }
 
@@ -342,6 +349,8 @@ impl Policy {
             ports: Ports::default(),
             allowed_networks: Vec::new(),
             host_addresses: Vec::new(),
+            denied_networks: Vec::new(),
+            only_networks: Vec::new(),
             upstream: None,
         }
     }
@@ -355,6 +364,20 @@ impl Policy {
     /// 127.0.0.0/8 for a fake provider a test runs on the host).
     pub fn allow_network(mut self, network: IpNet) -> Self {
         self.allowed_networks.push(network);
+        self
+    }
+
+    /// Refuses addresses in `network`, before anything else (a VM's
+    /// `deny`).
+    pub fn deny_network(mut self, network: IpNet) -> Self {
+        self.denied_networks.push(network);
+        self
+    }
+
+    /// Once any is given, refuses addresses outside these networks (a VM's
+    /// `allow`); the address classes still apply inside them.
+    pub fn only_network(mut self, network: IpNet) -> Self {
+        self.only_networks.push(network);
         self
     }
 
@@ -402,6 +425,15 @@ impl Policy {
     /// be connected to.
     pub fn check_address(&self, host: &Host, address: IpAddr) -> Result<(), Denial> {
         let ip = canonical(address);
+        let within = |nets: &[IpNet]| nets.iter().any(|n| n.contains(ip) || n.contains(address));
+        if within(&self.denied_networks)
+            || (!self.only_networks.is_empty() && !within(&self.only_networks))
+        {
+            return Err(Denial::Network {
+                host: host.to_string(),
+                address,
+            });
+        }
         if self
             .allowed_networks
             .iter()

@@ -21,6 +21,9 @@ pub enum Kind {
     Tunnel,
     /// A plain HTTP request in absolute form.
     Forward,
+    /// A VM's web traffic redirected by its network (HTTP or TLS, the name
+    /// read from the `Host` header or the server name).
+    Intercepted,
 }
 
 /// How the connection ended.
@@ -95,7 +98,8 @@ pub struct CounterSnapshot {
     /// Denied by the domain allow-list.
     pub denied_domain: u64,
     pub denied_port: u64,
-    /// Denied by an address class or the host's own addresses.
+    /// Denied by an address class, the host's own addresses or the
+    /// networks rules.
     pub denied_address: u64,
     pub failed: u64,
     pub bad_requests: u64,
@@ -119,7 +123,7 @@ impl Counters {
                 denial: Denial::Port { .. },
             } => &self.denied_port,
             Outcome::Denied {
-                denial: Denial::Address { .. },
+                denial: Denial::Address { .. } | Denial::Network { .. },
             } => &self.denied_address,
             Outcome::Failed { .. } => &self.failed,
             Outcome::BadRequest { .. } => &self.bad_requests,

@@ -213,6 +213,17 @@ pub fn create_encrypted_disk(
     std::fs::rename(&tmp, dest).map_err(failed("install the encrypted disk"))
 }
 
+/// A restored VM's own writable layer for a hypervisor that takes only
+/// raw disks (Firecracker): a sparse copy of the frozen layer at `dest`,
+/// writable by its owner. It costs the frozen layer's allocated blocks in
+/// disk space and the time to copy them (no reflink on ext4).
+pub fn copy_layer(frozen: &Path, dest: &Path) -> Result<(), LayerError> {
+    use std::os::unix::fs::PermissionsExt;
+    copy_sparse(frozen, dest)?;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o600))
+        .map_err(io_error("make writable", dest))
+}
+
 /// The QEMU disk tool, for overlays.
 pub const QEMU_IMG: &str = "qemu-img";
 

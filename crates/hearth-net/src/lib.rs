@@ -8,6 +8,7 @@
 
 mod addressing;
 mod error;
+mod guest_sockets;
 mod host;
 mod links;
 mod names;
@@ -24,6 +25,7 @@ pub use addressing::{
     GuestAddressing, TransitPool, GUEST_ADDRESS, GUEST_GATEWAY, GUEST_MAC, GUEST_PREFIX_LEN,
 };
 pub use error::NetError;
+pub use guest_sockets::{GuestListeners, DNS_PORT, INTERCEPT_HTTP_PORT, INTERCEPT_TLS_PORT};
 pub use host::{NetHost, VmNic};
 pub use names::{Prefix, Slot, MAX_SLOTS, NS_LINK_NAME, NS_TABLE, TAP_NAME};
 pub use network::{Network, SLOT_GRACE};

@@ -7,7 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::addressing::TransitPool;
+use crate::addressing::{TransitPool, GUEST_GATEWAY};
+use crate::guest_sockets::{DNS_PORT, INTERCEPT_HTTP_PORT, INTERCEPT_TLS_PORT};
 use crate::names::{Prefix, NS_LINK_NAME, NS_TABLE, TAP_NAME};
 use crate::policy::{Ipv4Net, NicPolicy};
 use crate::NetError;
@@ -50,6 +51,8 @@ pub(crate) fn namespace_ruleset(policy: &NicPolicy) -> String {
             "{from_guest} ip daddr != {{ {} }} {refuse}",
             set(&policy.allow)
         ));
+    } else if policy.closed() {
+        out_rules.push(format!("{from_guest} {refuse}"));
     }
     out_rules.push(format!("{from_guest} oifname \"{NS_LINK_NAME}\" accept"));
     in_rules.push(format!(
@@ -60,15 +63,24 @@ pub(crate) fn namespace_ruleset(policy: &NicPolicy) -> String {
         .chain(&in_rules)
         .map(|rule| format!("    {rule}\n"))
         .collect();
+    let gw = GUEST_GATEWAY;
     format!(
         "table ip {NS_TABLE} {{}}
 flush table ip {NS_TABLE}
 table ip {NS_TABLE} {{
   counter {REFUSED_COUNTER} {{}}
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    {from_guest} udp dport 53 dnat to {gw}:{DNS_PORT}
+    {from_guest} tcp dport 80 dnat to {gw}:{INTERCEPT_HTTP_PORT}
+    {from_guest} tcp dport 443 dnat to {gw}:{INTERCEPT_TLS_PORT}
+  }}
   chain input {{
     type filter hook input priority filter; policy drop;
     iifname \"lo\" accept
     ct state established,related accept
+    {from_guest} ip daddr {gw} udp dport {DNS_PORT} accept
+    {from_guest} ip daddr {gw} tcp dport {{ {INTERCEPT_HTTP_PORT}, {INTERCEPT_TLS_PORT} }} accept
   }}
   chain forward {{
     type filter hook forward priority filter; policy drop;
@@ -217,6 +229,7 @@ mod tests {
             deny: vec![Ipv4Net::parse("203.0.113.9").unwrap()],
             allow: vec![Ipv4Net::parse("203.0.113.0/24").unwrap()],
             bandwidth_kbit: Some(8000),
+            allow_domains: Vec::new(),
         };
         let text = namespace_ruleset(&policy);
         let deny = text.find("ip daddr { 203.0.113.9/32 } counter").unwrap();

@@ -73,6 +73,11 @@ pub struct NicPolicy {
     pub allow: Vec<Ipv4Net>,
     /// Each direction's rate, kbit/s; `None`: unlimited.
     pub bandwidth_kbit: Option<u32>,
+    /// Names (and `*.` wildcards) the guest's web traffic may reach
+    /// through the host's proxy; when given, nothing leaves directly but
+    /// for the `allow` networks. Checked by the caller (hearth-egress's
+    /// domain syntax); kept here so the ruleset closes the direct path.
+    pub allow_domains: Vec<String>,
 }
 
 impl NicPolicy {
@@ -101,7 +106,14 @@ impl NicPolicy {
             deny: list("deny", &policy.deny)?,
             allow: list("allow", &policy.allow)?,
             bandwidth_kbit: policy.bandwidth_kbit,
+            allow_domains: domains(&policy.allow_domains)?,
         })
+    }
+
+    /// Whether the guest may leave directly only for its `allow`
+    /// networks (it has domain rules, which only the proxy can apply).
+    pub(crate) fn closed(&self) -> bool {
+        !self.allow_domains.is_empty()
     }
 
     /// The rate in bytes per second, and a burst of a quarter second
@@ -112,6 +124,17 @@ impl NicPolicy {
             (bytes, (bytes / 20).max(16 * 1024))
         })
     }
+}
+
+/// The domain list's size is bounded here; its syntax is the proxy's.
+fn domains(items: &[String]) -> Result<Vec<String>, String> {
+    if items.len() > MAX_NETWORKS {
+        return Err(format!(
+            "network_policy.allow_domains: {} names; at most {MAX_NETWORKS}",
+            items.len()
+        ));
+    }
+    Ok(items.to_vec())
 }
 
 #[cfg(test)]
@@ -139,6 +162,7 @@ mod tests {
             allow: vec!["203.0.113.0/24".into()],
             deny: vec!["203.0.113.9".into()],
             bandwidth_kbit: Some(1000),
+            allow_domains: Vec::new(),
         };
         let policy = NicPolicy::from_request(&ok).unwrap();
         assert_eq!(policy.rate_and_burst(), Some((125_000, 16_384)));

@@ -149,6 +149,7 @@ pub fn connection(record: &ConnectionRecord) -> EgressConnection {
         kind: record.kind.map(|k| match k {
             Kind::Tunnel => "tunnel".to_owned(),
             Kind::Forward => "forward".to_owned(),
+            Kind::Intercepted => "intercepted".to_owned(),
         }),
         host: record.host.clone(),
         port: record.port,

@@ -14,7 +14,9 @@ pub mod tiny_guest;
 
 pub use private_dir::{kill_processes_naming, PrivateDir};
 pub use static_agent::static_agent;
-pub use tiny_guest::{tiny_guest_elf, tiny_guest_elf_ending, GuestEnd};
+pub use tiny_guest::{
+    count_of, counting_guest_elf, tiny_guest_elf, tiny_guest_elf_ending, GuestEnd,
+};
 
 /// The data directory shared by all tests: `$HEARTH_TEST_DATA_DIR`, else
 /// `target/hearth-test-data` in the workspace. Kernels and images built

@@ -67,6 +67,71 @@ fn guest_code(marker: &str, end: GuestEnd) -> Vec<u8> {
     asm.0
 }
 
+/// A guest that counts for ever: line `n` (from 1) is `n` as eight
+/// digits of base 16 written with the characters `0` to `?` (each digit
+/// is `'0' + value`), then a newline, with a busy wait between lines. The
+/// count lives in a register, so a guest restored from a snapshot goes on
+/// from where it stopped; a restarted one would begin at 1 again.
+pub fn counting_guest_elf() -> Vec<u8> {
+    let code = counting_code(COUNT_DELAY_LOOPS);
+    let file_size = CODE_OFFSET + code.len() as u64;
+    let mut elf = elf_header(LOAD_ADDRESS + CODE_OFFSET);
+    elf.extend(program_header(file_size));
+    elf.resize(CODE_OFFSET as usize, 0);
+    elf.extend(code);
+    elf
+}
+
+/// Iterations of the busy wait between two lines of the counting guest
+/// (a busy loop: under kvm-pvm it runs far slower than on bare metal,
+/// so this is small; a line comes every few milliseconds to a second).
+const COUNT_DELAY_LOOPS: u32 = 200_000;
+
+/// The counter a line of [`counting_guest_elf`] shows, if it is one.
+pub fn count_of(line: &str) -> Option<u32> {
+    let line = line.trim();
+    if line.len() != 8 {
+        return None;
+    }
+    line.bytes().try_fold(0u32, |n, b| match b {
+        b'0'..=b'?' => Some(n << 4 | u32::from(b - b'0')),
+        _ => None,
+    })
+}
+
+/// `ebx` counts; each line prints its eight nibbles, highest first, by
+/// rotating `ebx` four bits at a time (eight rotations leave it as it was).
+fn counting_code(delay: u32) -> Vec<u8> {
+    let mut c = Vec::new();
+    c.extend([0x66, 0xba]); // mov dx, imm16
+    c.extend(SERIAL_PORT.to_le_bytes());
+    c.extend([0x31, 0xdb]); // xor ebx, ebx
+    let top = c.len();
+    c.extend([0xff, 0xc3]); // inc ebx
+    c.extend([0xb9, 8, 0, 0, 0]); // mov ecx, 8
+    let digit = c.len();
+    c.extend([0xc1, 0xc3, 0x04]); // rol ebx, 4
+    c.extend([0x89, 0xd8]); // mov eax, ebx
+    c.extend([0x24, 0x0f]); // and al, 0x0f
+    c.extend([0x04, b'0']); // add al, '0'
+    c.push(0xee); // out dx, al
+    c.extend([0xe2, back(c.len() + 2, digit)]); // loop digit
+    c.extend([0xb0, b'\n', 0xee]); // mov al, '\n'; out dx, al
+    c.push(0xb9); // mov ecx, delay
+    c.extend(delay.to_le_bytes());
+    let wait = c.len();
+    c.extend([0xe2, back(c.len() + 2, wait)]); // loop wait
+    c.extend([0xeb, back(c.len() + 2, top)]); // jmp short top
+    c
+}
+
+/// The rel8 displacement of a short jump ending at `from` to `to`, which
+/// lies at most 128 bytes before it.
+fn back(from: usize, to: usize) -> u8 {
+    let distance = u8::try_from(from - to).expect("a short jump back");
+    distance.wrapping_neg()
+}
+
 /// A hand assembler for the handful of x86-64 instructions the guest uses;
 /// each method emits exactly one instruction (or one fixed idiom).
 #[derive(Default)]
@@ -195,6 +260,25 @@ mod tests {
             0xf4, 0xeb, 0xfd, // hlt; jmp -3
         ];
         assert_eq!(code, expected);
+    }
+
+    #[test]
+    fn counting_code_loops_back_to_its_labels() {
+        let code = counting_code(7);
+        assert_eq!(&code[..6], &[0x66, 0xba, 0xf8, 0x03, 0x31, 0xdb]);
+        assert_eq!(&code[6..8], &[0xff, 0xc3], "inc ebx at the top");
+        let loop_digit = code.len() - 14;
+        assert_eq!(&code[loop_digit..loop_digit + 2], &[0xe2, 0xf4]);
+        assert!(code.ends_with(&[0x07, 0, 0, 0, 0xe2, 0xfe, 0xeb, 0xe1]));
+        assert_eq!(back(0x28, 0x06), 0xde);
+    }
+
+    #[test]
+    fn count_lines_read_back_as_numbers() {
+        assert_eq!(count_of("0000000:\n"), Some(10));
+        assert_eq!(count_of("000001?0"), Some(0x1f0));
+        assert_eq!(count_of("hello"), None);
+        assert_eq!(count_of("0000000g"), None);
     }
 
     #[test]

@@ -98,6 +98,13 @@ pub struct NetworkPolicy {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(minimum = 64, maximum = 10000000))]
     pub bandwidth_kbit: Option<u32>,
+    /// Names the guest's web traffic (TCP 80 and 443, sent through the
+    /// host's egress proxy, which reads the Host header or the TLS server
+    /// name) may reach: exact names or `*.example.com` (every name below
+    /// it). Given: the resolver answers only these names, and nothing
+    /// leaves directly but for the `allow` networks. At most 256.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_domains: Vec<String>,
 }
 
 /// A VM's NIC as it is now.
@@ -112,6 +119,15 @@ pub struct VmNetworkInfo {
     /// The guest's packets refused for their destination since the VM's
     /// network was made (policy denials and the networks always refused).
     pub refused_packets: u64,
+    /// The resolver hearth answers the guest's DNS with (the gateway).
+    pub resolver: String,
+    /// The guest's DNS queries refused (a name its domain rules leave
+    /// out, or whose every address its policy refuses) since the
+    /// controller started serving it.
+    pub refused_queries: u64,
+    /// The guest's web connections the egress proxy refused (domain rules,
+    /// denied or private addresses), over the same time.
+    pub refused_connections: u64,
 }
 
 /// The kind of network a VM's NIC is on.

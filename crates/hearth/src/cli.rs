@@ -620,6 +620,12 @@ pub struct CreateArgs {
     /// With `--network`: each direction's rate limit, kbit/s.
     #[arg(long = "net-bandwidth", value_name = "KBIT", requires = "network")]
     pub net_bandwidth: Option<u32>,
+    /// With `--network`: a name (or `*.example.com`) the guest's web
+    /// traffic may reach through the host's proxy; the resolver answers
+    /// only these, and nothing else leaves but for `--net-allow` networks.
+    /// Repeat for more.
+    #[arg(long = "net-allow-domain", value_name = "DOMAIN", requires = "network")]
+    pub net_allow_domains: Vec<String>,
     /// Keep the VM across boots: its own writable disk survives `hearth vm
     /// stop` and `start`, host reboots and server restarts; only `hearth vm
     /// rm` removes it.

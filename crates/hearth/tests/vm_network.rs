@@ -129,6 +129,11 @@ impl Drop for Lab {
 /// An HTTP server on the internet namespace's address answering every
 /// request with the peer's address; its port.
 fn serve_in(ns: &str) -> u16 {
+    serve_at(ns, INTERNET_ADDR)
+}
+
+/// The same server on `at` (any address of namespace `ns`): its port.
+fn serve_at(ns: &str, at: Ipv4Addr) -> u16 {
     let path = format!("/run/netns/{ns}");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -136,7 +141,7 @@ fn serve_in(ns: &str) -> u16 {
         // SAFETY: setns(2) on an open namespace file; it moves only this thread.
         let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
         assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        let listener = TcpListener::bind((INTERNET_ADDR, 0)).expect("bind");
+        let listener = TcpListener::bind((at, 0)).expect("bind");
         tx.send(listener.local_addr().unwrap().port()).unwrap();
         for stream in listener.incoming().flatten() {
             let _ = answer(stream);
@@ -331,6 +336,15 @@ fn a_killed_controller_leaves_a_networked_vm_working_and_nothing_behind() {
         after.ends_with(&answer),
         "the adopted VM's network works: {after:?}"
     );
+    // Its resolver is served again by the new controller: a name that does
+    // not resolve is answered (NXDOMAIN, or SERVFAIL if the host's own
+    // resolver is slow), not left to time out.
+    let asked = "nslookup nowhere.invalid 2>&1; true";
+    let dns = host.vm_ok(&["exec", &id, "--", "sh", "-c", asked]);
+    assert!(
+        dns.contains("NXDOMAIN") || dns.contains("SERVFAIL"),
+        "the adopted VM's resolver: {dns}"
+    );
     assert_eq!(
         lab.leftovers().len(),
         2,
@@ -399,4 +413,298 @@ fn a_debian_vm_has_its_address_before_its_first_service() {
     host.wait_state(&id, VmState::Destroyed, Duration::from_secs(60));
     assert_eq!(lab.leftovers(), Vec::<String>::new());
     host.assert_clean();
+}
+
+/// An HTTP server on port 80 of the internet namespace (where the
+/// proxy's connections for the guest's web traffic go), answering like
+/// [`serve_in`].
+fn serve_web_in(ns: &str) {
+    let path = format!("/run/netns/{ns}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("the namespace");
+        // SAFETY: setns(2) on an open namespace file; it moves only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let listener = TcpListener::bind((INTERNET_ADDR, 80)).expect("bind :80");
+        tx.send(()).unwrap();
+        for stream in listener.incoming().flatten() {
+            let _ = answer(stream);
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the web server");
+}
+
+/// Domain rules from inside a real guest: its resolver is hearth's (the
+/// gateway), which answers the allowed name and refuses another; its web
+/// traffic goes through hearth's proxy, which reaches the allowed name,
+/// refuses a name outside the rules and one that resolves to a private
+/// address (whatever address the guest dialled), and nothing leaves
+/// directly; every refusal is counted on the VM.
+#[test]
+fn domain_rules_allow_one_name_and_refuse_another_from_a_real_guest() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let port = serve_in(&lab.internet_ns);
+    serve_web_in(&lab.internet_ns);
+    let mut host = Host::new(&[
+        "--network-prefix",
+        &lab.prefix,
+        "--network-namespace",
+        &lab.host_ns,
+        "--egress-host",
+        "good.test=203.0.113.2",
+        "--egress-host",
+        "bad.test=203.0.113.2",
+        "--egress-host",
+        "inside.test=10.9.9.9",
+    ]);
+    host.start();
+    let bad_domain = host.vm_cli(&["create", "--network", "nat", "--net-allow-domain", "*"]);
+    assert!(
+        !bad_domain.status.success(),
+        "{}",
+        common::text(&bad_domain)
+    );
+    let id = host.create(&[
+        "--network",
+        "nat",
+        "--net-allow-domain",
+        "good.test",
+        "--net-allow-domain",
+        "inside.test",
+        "--wait",
+        "ready",
+    ]);
+    let resolv = host.vm_ok(&["exec", &id, "--", "cat", "/etc/resolv.conf"]);
+    assert_eq!(resolv.trim(), "nameserver 172.31.0.1", "hearth's resolver");
+
+    let good = host.vm_ok(&["exec", &id, "--", "nslookup", "good.test"]);
+    assert!(good.contains("203.0.113.2"), "{good}");
+    let refused = guest_sh(
+        &mut host,
+        &id,
+        "nslookup bad.test 2>&1; echo \"status: $?\"",
+    );
+    assert!(
+        !refused.contains("203.0.113.2") && refused.contains("REFUSED"),
+        "{refused}"
+    );
+    let private = guest_sh(
+        &mut host,
+        &id,
+        "nslookup inside.test 2>&1; echo \"status: $?\"",
+    );
+    assert!(
+        !private.contains("10.9.9.9") && private.contains("REFUSED"),
+        "never a private address: {private}"
+    );
+
+    // As a browser would: the address from the resolver, the name in the
+    // request (busybox's static wget cannot resolve: glibc's NSS).
+    let fetch = "addr=$(nslookup good.test | sed -n 's/^Address: *//p' | tail -n 1); \
+                 printf 'GET / HTTP/1.0\\r\\nHost: good.test\\r\\n\\r\\n' | nc -w 5 \"$addr\" 80; \
+                 echo \"nc: $?\"";
+    let fetched = guest_sh(&mut host, &id, fetch);
+    assert!(
+        fetched.ends_with(&format!("{HOST_ADDR}\nnc: 0\n")),
+        "the allowed name is reached through the proxy: {fetched:?}"
+    );
+    for (name, why) in [("bad.test", "allowed domains"), ("inside.test", "private")] {
+        let asked = format!(
+            "printf 'GET / HTTP/1.0\\r\\nHost: {name}\\r\\n\\r\\n' | nc -w 5 {INTERNET_ADDR} 80"
+        );
+        let said = guest_sh(&mut host, &id, &asked);
+        assert!(
+            said.starts_with("HTTP/1.1 403") && said.contains(why) && !said.contains(HOST_ADDR),
+            "the proxy refuses {name}: {said:?}"
+        );
+    }
+    let direct = fetch_now(&mut host, &id, port);
+    assert!(
+        !direct.contains(HOST_ADDR),
+        "nothing leaves directly: {direct:?}"
+    );
+
+    let shown = host.vm_ok(&["network", &id, "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&shown).expect("JSON");
+    assert_eq!(info["resolver"], "172.31.0.1", "{shown}");
+    assert!(
+        info["refused_queries"].as_u64().unwrap_or(0) >= 2,
+        "{shown}"
+    );
+    assert!(
+        info["refused_connections"].as_u64().unwrap_or(0) >= 2,
+        "{shown}"
+    );
+    assert!(
+        info["refused_packets"].as_u64().unwrap_or(0) >= 1,
+        "{shown}"
+    );
+
+    host.vm_ok(&["rm", &id]);
+    host.wait_state(&id, VmState::Destroyed, Duration::from_secs(60));
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
+    host.assert_clean();
+}
+
+/// Two real guests on one host: neither reaches the other, whether by its
+/// namespace's transit address or the host side of its link.
+#[test]
+fn two_vms_cannot_reach_each_other() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let mut host = networked_host(&lab);
+    let first = host.create(&["--network", "nat", "--wait", "ready"]);
+    let second = host.create(&["--network", "nat", "--wait", "ready"]);
+    // A server on every address of the test's host namespace: the second
+    // VM's link there (and its namespace behind it) are the only ways
+    // toward it from outside.
+    let port = serve_at(&lab.host_ns, Ipv4Addr::UNSPECIFIED);
+    let store = SqliteStore::open(&host.data().join("hearth.db")).expect("the store");
+    let slots = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(store.net_slots())
+        .expect("slots");
+    let theirs = slots
+        .iter()
+        .find(|s| s.vm.to_string() == second)
+        .expect("its slot");
+    let slot = hearth_net::Slot::new(theirs.slot).expect("a slot");
+    let pool = hearth_net::TransitPool::default();
+    for target in [pool.host_address(slot), pool.namespace_address(slot)] {
+        let asked = format!(
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {target} {port}; echo \"nc: $?\""
+        );
+        let said = guest_sh(&mut host, &first, &asked);
+        assert!(
+            !said.contains("HTTP/1.0 200"),
+            "{target} answered the first VM: {said:?}"
+        );
+    }
+    // The same server does answer from the host namespace itself.
+    let from_host = Command::new("ip")
+        .args(["netns", "exec", &lab.host_ns, "busybox", "nc", "-w", "3"])
+        .arg(pool.host_address(slot).to_string())
+        .arg(port.to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("nc");
+    assert!(from_host.status.success(), "{}", common::text(&from_host));
+    let info: serde_json::Value =
+        serde_json::from_str(&host.vm_ok(&["network", &first, "--json"])).unwrap();
+    assert!(info["refused_packets"].as_u64().unwrap_or(0) >= 1, "{info}");
+    for vm in [&first, &second] {
+        host.vm_ok(&["rm", vm]);
+        host.wait_state(vm, VmState::Destroyed, Duration::from_secs(60));
+    }
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
+    host.assert_clean();
+}
+
+fn guest_sh(host: &mut Host, id: &str, script: &str) -> String {
+    host.vm_ok(&["exec", id, "--", "sh", "-c", script])
+}
+
+/// A step of a networked VM's creation the test can see from outside, and
+/// whose moment it kills at.
+struct Step {
+    name: &'static str,
+    reached: fn(&Lab, &mut Host, &str) -> bool,
+    /// Kill the hypervisor there instead of the controller.
+    hypervisor: bool,
+}
+
+const CREATE_STEPS: &[Step] = &[
+    Step {
+        name: "recorded",
+        reached: |_, _, _| true,
+        hypervisor: false,
+    },
+    Step {
+        name: "slot held",
+        reached: |_, host, _| held_slots(host) == 1,
+        hypervisor: false,
+    },
+    Step {
+        name: "namespace made",
+        reached: |lab, _, _| !lab.leftovers().is_empty(),
+        hypervisor: false,
+    },
+    Step {
+        name: "host link made",
+        reached: |lab, _, _| lab.leftovers().len() == 2,
+        hypervisor: false,
+    },
+    Step {
+        name: "hypervisor spawned",
+        reached: |_, host, id| host.hypervisor_of(id).is_some(),
+        hypervisor: false,
+    },
+    Step {
+        name: "booting",
+        reached: |_, host, id| host.vm(id).state == VmState::Booting,
+        hypervisor: false,
+    },
+    Step {
+        name: "booting (its hypervisor)",
+        reached: |_, host, id| host.vm(id).state == VmState::Booting,
+        hypervisor: true,
+    },
+];
+
+/// kill -9 of the controller, and of the hypervisor, at each step of
+/// creating a networked VM that can be seen from outside, then a restart:
+/// once the restarted controller has settled the VM (adopted to ready, or
+/// failed and explained) and it is removed, no namespace, link, slot,
+/// hypervisor, directory or layer of it is left.
+#[test]
+fn a_kill_at_each_step_of_a_networked_create_leaves_nothing_behind() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let mut host = networked_host(&lab);
+    for step in CREATE_STEPS {
+        let id = host.create(&["--network", "nat"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !(step.reached)(&lab, &mut host, &id) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "step `{}` never seen",
+                step.name
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if step.hypervisor {
+            let qemu = host.hypervisor_of(&id).expect("its hypervisor");
+            common::serve::signal(qemu, libc::SIGKILL);
+        } else {
+            host.kill_serve();
+            host.start();
+        }
+        let settled = host.wait_vm(&id, Duration::from_secs(180), |vm| {
+            matches!(vm.state, VmState::Ready | VmState::Failed)
+        });
+        println!("killed at `{}`: settled {:?}", step.name, settled.state);
+        if settled.state == VmState::Failed {
+            let failure = settled.failure.as_ref().map(|f| f.message.as_str());
+            assert!(
+                failure.is_some_and(|m| !m.is_empty()),
+                "killed at `{}`: failed without a reason",
+                step.name
+            );
+        }
+        host.vm_ok(&["rm", &id]);
+        host.wait_state(&id, VmState::Destroyed, Duration::from_secs(90));
+        let left = lab.leftovers();
+        assert_eq!(left, Vec::<String>::new(), "killed at `{}`", step.name);
+        assert_eq!(held_slots(&host), 0, "killed at `{}`: a slot", step.name);
+        host.assert_clean();
+    }
 }

@@ -7,7 +7,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::path::PathBuf;
 use std::process::Output;
 
 use common::{data_dir, ensure_assets, text};
@@ -39,33 +40,58 @@ fn stock() -> Stock {
     }
 }
 
-/// The kernel file copied where no stored kernel is: the fresh data
-/// directory must learn its modules from the user.
-fn own_copy(stock: &Stock, dir: &Path) -> PathBuf {
-    let path = dir.join("my-vmlinuz");
-    std::fs::copy(&stock.vmlinuz, &path).expect("copy the kernel");
-    path
+/// A data directory that has never stored a kernel, beside a copy of
+/// Debian's kernel file: the fresh data directory must learn its modules
+/// from the user.
+struct Fresh {
+    stock: Stock,
+    kernel: PathBuf,
+    data: PathBuf,
+    dir: tempfile::TempDir,
 }
 
-fn hearth_in(data: &Path, args: &[&std::ffi::OsStr]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .expect("hearth runs")
+fn fresh() -> Fresh {
+    let stock = stock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kernel = dir.path().join("my-vmlinuz");
+    std::fs::copy(&stock.vmlinuz, &kernel).expect("copy the kernel");
+    Fresh {
+        data: dir.path().join("data"),
+        stock,
+        kernel,
+        dir,
+    }
 }
 
-fn vm_run_in(data: &Path, image: &Path, kernel_args: &[&std::ffi::OsStr]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(["vm", "run", "--timeout", "90", "--image"])
-        .arg(image)
-        .args(kernel_args)
-        .args(["--", "echo", MARKER])
-        .output()
-        .expect("hearth runs")
+impl Fresh {
+    fn hearth(&self, args: &[&OsStr]) -> Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hearth"))
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .expect("hearth runs")
+    }
+
+    /// `vm run` of the minimal image with these kernel arguments, echoing
+    /// the marker.
+    fn vm_run(&self, kernel_args: &[&OsStr]) -> Output {
+        let image = self.stock.image.as_os_str();
+        let run = ["vm", "run", "--timeout", "90", "--image"].map(OsStr::new);
+        let echo = ["--", "echo", MARKER].map(OsStr::new);
+        let args: Vec<&OsStr> = run
+            .iter()
+            .copied()
+            .chain([image])
+            .chain(kernel_args.iter().copied())
+            .chain(echo)
+            .collect();
+        self.hearth(&args)
+    }
+}
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
 }
 
 fn assert_booted(out: &Output) {
@@ -79,64 +105,47 @@ fn assert_booted(out: &Output) {
 
 #[test]
 fn a_kernel_file_boots_with_the_modules_named_on_the_command_line() {
-    let stock = stock();
-    let fresh = tempfile::tempdir().expect("tempdir");
-    let kernel = own_copy(&stock, fresh.path());
-    let data = fresh.path().join("data");
-    let out = vm_run_in(
-        &data,
-        &stock.image,
-        &[
-            "--kernel".as_ref(),
-            kernel.as_os_str(),
-            "--modules".as_ref(),
-            stock.modules.as_os_str(),
-        ],
-    );
+    let f = fresh();
+    let out = f.vm_run(&[
+        os("--kernel"),
+        f.kernel.as_os_str(),
+        os("--modules"),
+        f.stock.modules.as_os_str(),
+    ]);
     assert_booted(&out);
     // The modules were read where they are, never copied in.
-    assert!(!data
-        .join("kernels")
-        .join(&stock.release)
-        .join("modules")
-        .exists());
+    let stored = f.data.join("kernels").join(&f.stock.release);
+    assert!(!stored.join("modules").exists());
 }
 
 #[test]
 fn an_imported_kernel_boots_by_its_release_and_cannot_be_imported_twice() {
-    let stock = stock();
-    let fresh = tempfile::tempdir().expect("tempdir");
-    let kernel = own_copy(&stock, fresh.path());
-    let data = fresh.path().join("data");
+    let f = fresh();
     let import = [
-        "kernel".as_ref(),
-        "import".as_ref(),
-        kernel.as_os_str(),
-        "--modules".as_ref(),
-        stock.modules.as_os_str(),
+        os("kernel"),
+        os("import"),
+        f.kernel.as_os_str(),
+        os("--modules"),
+        f.stock.modules.as_os_str(),
     ];
-    let out = hearth_in(&data, &import);
+    let out = f.hearth(&import);
     let all = text(&out);
     assert!(out.status.success(), "{all}");
+    let release = &f.stock.release;
     assert!(
-        all.contains(&format!("hearth vm run --kernel {}", stock.release)),
+        all.contains(&format!("hearth vm run --kernel {release}")),
         "{all}"
     );
-    let stored = data.join("kernels").join(&stock.release);
-    assert!(stored
+    let stored = f.data.join("kernels").join(release);
+    let dep = stored
         .join("modules/lib/modules")
-        .join(&stock.release)
-        .join("modules.dep")
-        .is_file());
+        .join(release)
+        .join("modules.dep");
+    assert!(dep.is_file());
 
-    let out = vm_run_in(
-        &data,
-        &stock.image,
-        &["--kernel".as_ref(), stock.release.as_ref()],
-    );
-    assert_booted(&out);
+    assert_booted(&f.vm_run(&[os("--kernel"), os(release)]));
 
-    let again = hearth_in(&data, &import);
+    let again = f.hearth(&import);
     let all = text(&again);
     assert_eq!(again.status.code(), Some(2), "{all}");
     assert!(all.contains("already stored"), "{all}");
@@ -144,36 +153,24 @@ fn an_imported_kernel_boots_by_its_release_and_cannot_be_imported_twice() {
 
 #[test]
 fn a_kernel_without_stored_modules_is_refused_naming_each_way_to_give_them() {
-    let stock = stock();
-    let fresh = tempfile::tempdir().expect("tempdir");
-    let kernel = own_copy(&stock, fresh.path());
-    let data = fresh.path().join("data");
-    let out = vm_run_in(
-        &data,
-        &stock.image,
-        &["--kernel".as_ref(), kernel.as_os_str()],
-    );
+    let f = fresh();
+    let out = f.vm_run(&[os("--kernel"), f.kernel.as_os_str()]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     for way in ["--modules DIR", "hearth kernel import", "--no-modules"] {
         assert!(all.contains(way), "the refusal names {way:?}: {all}");
     }
-    assert!(
-        !data.join("runs").exists() || std::fs::read_dir(data.join("runs")).unwrap().count() == 0
-    );
+    let runs = f.data.join("runs");
+    assert!(!runs.exists() || std::fs::read_dir(runs).unwrap().count() == 0);
 
-    let empty = fresh.path().join("no-modules-here");
+    let empty = f.dir.path().join("no-modules-here");
     std::fs::create_dir_all(&empty).unwrap();
-    let out = vm_run_in(
-        &data,
-        &stock.image,
-        &[
-            "--kernel".as_ref(),
-            kernel.as_os_str(),
-            "--modules".as_ref(),
-            empty.as_os_str(),
-        ],
-    );
+    let out = f.vm_run(&[
+        os("--kernel"),
+        f.kernel.as_os_str(),
+        os("--modules"),
+        empty.as_os_str(),
+    ]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(
@@ -187,19 +184,8 @@ fn a_kernel_without_stored_modules_is_refused_naming_each_way_to_give_them() {
 /// says what is missing instead of hanging.
 #[test]
 fn no_modules_for_a_modular_kernel_fails_saying_the_disk_never_appeared() {
-    let stock = stock();
-    let fresh = tempfile::tempdir().expect("tempdir");
-    let kernel = own_copy(&stock, fresh.path());
-    let data = fresh.path().join("data");
-    let out = vm_run_in(
-        &data,
-        &stock.image,
-        &[
-            "--kernel".as_ref(),
-            kernel.as_os_str(),
-            "--no-modules".as_ref(),
-        ],
-    );
+    let f = fresh();
+    let out = f.vm_run(&[os("--kernel"), f.kernel.as_os_str(), os("--no-modules")]);
     let all = text(&out);
     assert_eq!(out.status.code(), Some(3), "{all}");
     assert!(all.contains("root not mountable"), "{all}");

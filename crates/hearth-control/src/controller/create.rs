@@ -226,9 +226,9 @@ fn nic_request(req: &CreateVm) -> Result<Option<NicPolicy>, ControlError> {
         return Ok(None);
     };
     let policy = req.network_policy.clone().unwrap_or_default();
-    NicPolicy::from_request(&policy)
-        .map(Some)
-        .map_err(ControlError::Invalid)
+    let nic = NicPolicy::from_request(&policy).map_err(ControlError::Invalid)?;
+    super::guest_services::egress_policy(&nic).map_err(ControlError::Invalid)?;
+    Ok(Some(nic))
 }
 
 /// A create step that failed.

@@ -18,6 +18,7 @@ mod diagnose;
 mod exec;
 mod exec_attach;
 mod files;
+mod guest_services;
 mod health;
 mod idle;
 mod network;

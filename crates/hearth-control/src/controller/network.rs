@@ -14,6 +14,7 @@ use hearth_types::guest::GuestNetwork;
 use hearth_types::{error_chain, VmId, VmState};
 use tokio::sync::{Mutex, OnceCell};
 
+use super::guest_services::GuestServices;
 use super::{ControlError, Controller};
 
 /// Where VM networks are made.
@@ -26,6 +27,10 @@ pub struct NetworkConfig {
     /// instead of the controller's own (a test's, or a host that keeps VM
     /// traffic apart).
     pub host_namespace: Option<String>,
+    /// How the guests' resolver and web proxy resolve names: the host's
+    /// resolver when `None` (`hearth serve` puts its `--egress-host`
+    /// table in front of it).
+    pub resolver: Option<Arc<dyn hearth_egress::Resolver>>,
 }
 
 /// The controller's VM networks, or why this host has none.
@@ -36,6 +41,8 @@ pub(super) struct Networks {
     /// again at the next one if it failed).
     prepared: OnceCell<()>,
     orphans: Mutex<Orphans>,
+    /// Each networked VM's resolver and web proxy.
+    services: GuestServices,
 }
 
 impl Networks {
@@ -53,6 +60,12 @@ impl Networks {
             network,
             prepared: OnceCell::new(),
             orphans: Mutex::new(Orphans::new(hearth_net::SLOT_GRACE)),
+            services: GuestServices::new(
+                config
+                    .resolver
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(hearth_egress::SystemResolver)),
+            ),
         }
     }
 
@@ -67,20 +80,27 @@ impl Networks {
     }
 
     /// The VM's NIC, its slot claimed first; the host prepared before the
-    /// first one.
+    /// first one; its resolver and proxy serving.
     async fn attach(&self, vm: &VmId, policy: &NicPolicy) -> Result<VmNic, String> {
         let network = self.network.as_ref().map_err(Clone::clone)?;
         let prepare = || async { network.host().prepare().await };
         let prepared = self.prepared.get_or_try_init(prepare).await;
         prepared.map_err(|e| format!("preparing the host: {}", error_chain(&e)))?;
-        network
-            .attach(vm, policy)
-            .await
-            .map_err(|e| error_chain(&e))
+        let nic = network.attach(vm, policy).await;
+        let nic = nic.map_err(|e| error_chain(&e))?;
+        let served = self.services.start(network.host(), vm, nic.slot, policy);
+        if let Err(why) = served.await {
+            if let Err(undo) = network.detach(vm).await {
+                tracing::warn!(%vm, error = %error_chain(&undo), "removing a network whose services failed; the reconciler will retry");
+            }
+            return Err(format!("serving its resolver and proxy: {why}"));
+        }
+        Ok(nic)
     }
 
     /// Removes the VM's network if it has one (idempotent).
     pub(super) async fn detach(&self, vm: &VmId) -> Result<bool, hearth_net::NetError> {
+        self.services.stop(vm);
         match &self.network {
             Ok(network) => network.detach(vm).await,
             Err(_) => Ok(false),
@@ -117,7 +137,7 @@ async fn tell_guest(ctl: &Controller, id: &VmId, nic: &VmNic) -> Result<(), Stri
         address: nic.guest.address,
         prefix_len: nic.guest.prefix_len,
         gateway: nic.guest.gateway,
-        dns: Vec::new(),
+        dns: vec![nic.guest.gateway],
     });
     let stored = ctl.store.set_guest_config(id, &config).await;
     stored.map_err(|e| error_chain(&e))
@@ -142,12 +162,16 @@ impl Controller {
         let Some(refused_packets) = network.refused_packets(id).await? else {
             return Ok(None);
         };
+        let refusals = self.networks.services.refusals(id);
         Ok(Some(VmNetworkInfo {
             mode: NetworkMode::Nat,
             address: format!("{}/{}", guest.address, guest.prefix_len),
             gateway: guest.gateway.to_string(),
             mac: guest.mac,
             refused_packets,
+            resolver: guest.gateway.to_string(),
+            refused_queries: refusals.queries,
+            refused_connections: refusals.connections,
         }))
     }
 }
@@ -188,6 +212,46 @@ pub(super) async fn reconcile(ctl: &Controller) {
         }
         Err(e) => tracing::error!(error = %error_chain(&e), "network reconciler"),
     }
+    drop(orphans);
+    serve_live(ctl, network, &live).await;
+}
+
+/// The resolver and proxy of every live VM that holds a slot (a VM a
+/// restarted controller adopted has none yet), and of no other.
+async fn serve_live(ctl: &Controller, network: &Network<dyn Store>, live: &HashSet<VmId>) {
+    let services = &ctl.networks.services;
+    for vm in services.serving() {
+        if !live.contains(&vm) {
+            services.stop(&vm);
+        }
+    }
+    let held = match network.held().await {
+        Ok(held) => held,
+        Err(e) => return tracing::error!(error = %error_chain(&e), "network reconciler: slots"),
+    };
+    for slot in held {
+        if !live.contains(&slot.vm) || services.is_serving(&slot.vm) {
+            continue;
+        }
+        if let Err(why) = serve_adopted(ctl, network, &slot).await {
+            tracing::warn!(vm = %slot.vm, %why, "serving a VM's resolver and proxy");
+        }
+    }
+}
+
+async fn serve_adopted(
+    ctl: &Controller,
+    network: &Network<dyn Store>,
+    held: &hearth_store::NetSlot,
+) -> Result<(), String> {
+    let record = ctl.store.vm(&held.vm).await.map_err(|e| error_chain(&e))?;
+    let stored = record.and_then(|r| r.vm.network_policy).unwrap_or_default();
+    let policy = NicPolicy::from_request(&stored)?;
+    let slot = hearth_net::Slot::new(held.slot).ok_or("a slot outside the pool")?;
+    let services = &ctl.networks.services;
+    services
+        .start(network.host(), &held.vm, slot, &policy)
+        .await
 }
 
 impl From<hearth_net::NetError> for ControlError {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use hearth_guestkit::layer;
 use hearth_store::{SnapshotRole, VmRecord};
 use hearth_types::api::{CreateVm, Vm};
-use hearth_types::VmState;
 use hearth_types::{error_chain, SnapshotManifest, SnapshotName, Timestamp, VmDescription, VmId};
+use hearth_types::{BackendKind, VmState};
 use hearth_vmm::RunningVm;
 
 use super::create::{self, step, Start, StepFailure};
@@ -146,7 +146,7 @@ async fn steps(
     let prepared = std::fs::create_dir_all(&files.dir)
         .map_err(|e| step("layer", &e))
         .and_then(|()| {
-            layer::create_overlay(&snap.layer, &description.disks[1].path)
+            own_layer(manifest.backend, &snap.layer, &description.disks[1].path)
                 .map_err(|e| step("layer", &error_chain(&e)))
         })
         .and_then(|()| snapshot::keep_description(&description).map_err(|e| step("layer", &e)));
@@ -183,9 +183,27 @@ fn describe(files: &VmFiles, id: &VmId, manifest: &SnapshotManifest) -> VmDescri
         manifest.memory_mib,
         manifest.cmdline.clone(),
     );
-    vm.disks[1].path = files.dir.join(OVERLAY);
+    vm.disks[1].path = files.dir.join(match manifest.backend {
+        BackendKind::Firecracker => RAW_COPY,
+        BackendKind::Qemu => OVERLAY,
+    });
     vm
+}
+
+/// The VM's writable layer over the frozen one: a qcow2 overlay for QEMU
+/// (nothing copied); Firecracker takes raw disks only, so a sparse copy.
+fn own_layer(
+    backend: BackendKind,
+    frozen: &std::path::Path,
+    dest: &std::path::Path,
+) -> Result<(), layer::LayerError> {
+    match backend {
+        BackendKind::Firecracker => layer::copy_layer(frozen, dest),
+        BackendKind::Qemu => layer::create_overlay(frozen, dest),
+    }
 }
 
 /// A restored VM's writable layer, in its directory.
 pub const OVERLAY: &str = "layer.qcow2";
+/// A restored Firecracker VM's writable layer: a copy of the frozen one.
+pub const RAW_COPY: &str = "layer.ext4";

@@ -226,14 +226,14 @@ async fn take(
     std::fs::create_dir_all(&files.dir).map_err(io(format!("{}", files.dir.display())))?;
     let _ = std::fs::set_permissions(&files.dir, std::fs::Permissions::from_mode(0o755));
     let saving = run_dir.join("snapshot.state");
-    let _ = std::fs::remove_file(&saving);
+    remove_state(&saving);
     let saved = backend.save(&desc, &saving).await;
     let frozen = match &saved {
         Ok(()) => freeze(&desc, &saving, &files),
         Err(_) => Ok(()),
     };
     let resumed = backend.resume(&desc).await;
-    let _ = std::fs::remove_file(&saving);
+    remove_state(&saving);
     saved
         .map_err(|e| ControlError::Invalid(format!("saving VM {}: {}", vm.id, error_chain(&e))))?;
     frozen?;
@@ -260,8 +260,29 @@ fn freeze(desc: &VmDescription, saving: &Path, files: &SnapshotFiles) -> Result<
         source,
     };
     std::fs::rename(saving, &files.state).map_err(io)?;
-    std::os::unix::fs::chown(&files.state, Some(0), Some(0)).map_err(io)?;
-    std::fs::set_permissions(&files.state, std::fs::Permissions::from_mode(0o444)).map_err(io)
+    let inside = match std::fs::read_dir(&files.state) {
+        Ok(entries) => entries.map(|e| e.map(|e| e.path())).collect(),
+        Err(_) => Ok(Vec::new()),
+    };
+    for file in inside.map_err(io)? {
+        read_only_for_all(&file, 0o444).map_err(io)?;
+    }
+    let mode = if files.state.is_dir() { 0o555 } else { 0o444 };
+    read_only_for_all(&files.state, mode).map_err(io)
+}
+
+/// Owned by root with `mode`: hypervisors read it, nothing changes it.
+fn read_only_for_all(path: &Path, mode: u32) -> std::io::Result<()> {
+    std::os::unix::fs::chown(path, Some(0), Some(0))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// A saved state left behind: one file (QEMU) or a directory of files
+/// (Firecracker).
+fn remove_state(path: &Path) {
+    if std::fs::remove_file(path).is_err() {
+        let _ = std::fs::remove_dir_all(path);
+    }
 }
 
 async fn has_nic(ctl: &Controller, id: &VmId) -> Result<bool, ControlError> {

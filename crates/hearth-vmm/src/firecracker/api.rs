@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 /// A request body and the API path it is PUT to.
 pub trait Endpoint: Serialize {
     fn path(&self) -> String;
+
+    /// The HTTP method: PUT but for the few PATCH endpoints.
+    fn method(&self) -> &'static str {
+        "PUT"
+    }
 }
 
 /// How verbose Firecracker's own log is (swagger `Logger.level`).
@@ -173,6 +178,81 @@ impl Endpoint for InstanceAction {
     }
 }
 
+/// What `PATCH /vm` sets the guest's vCPUs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunState {
+    Paused,
+    Resumed,
+}
+
+/// Pauses or resumes the guest (`PATCH /vm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmRun {
+    pub state: RunState,
+}
+
+impl Endpoint for VmRun {
+    fn path(&self) -> String {
+        "/vm".to_owned()
+    }
+
+    fn method(&self) -> &'static str {
+        "PATCH"
+    }
+}
+
+/// hearth takes only full snapshots (every page of guest memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotType {
+    Full,
+}
+
+/// Writes a paused guest's device state and memory (`PUT /snapshot/create`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotCreate {
+    pub snapshot_type: SnapshotType,
+    pub snapshot_path: PathBuf,
+    pub mem_file_path: PathBuf,
+}
+
+impl Endpoint for SnapshotCreate {
+    fn path(&self) -> String {
+        "/snapshot/create".to_owned()
+    }
+}
+
+/// Where restored memory comes from: hearth maps the snapshot's file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemBackendType {
+    File,
+}
+
+/// swagger `MemoryBackend`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemBackend {
+    pub backend_type: MemBackendType,
+    pub backend_path: PathBuf,
+}
+
+/// Loads a snapshot into a Firecracker that was configured with nothing
+/// else (`PUT /snapshot/load`), and runs it when `resume_vm` says so.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotLoad {
+    pub snapshot_path: PathBuf,
+    pub mem_backend: MemBackend,
+    pub resume_vm: bool,
+}
+
+impl Endpoint for SnapshotLoad {
+    fn path(&self) -> String {
+        "/snapshot/load".to_owned()
+    }
+}
+
 /// The body of every Firecracker error response (swagger `Error`).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -301,6 +381,67 @@ mod tests {
             uds_path: "/v.sock".into(),
         };
         assert_fields(&vsock, SWAGGER_VSOCK, &["guest_cid", "uds_path"]);
+    }
+
+    const SWAGGER_VM: &[&str] = &["state"];
+    const SWAGGER_SNAPSHOT_CREATE: &[&str] = &["mem_file_path", "snapshot_path", "snapshot_type"];
+    const SWAGGER_SNAPSHOT_LOAD: &[&str] = &[
+        "enable_diff_snapshots",
+        "track_dirty_pages",
+        "mem_file_path",
+        "mem_backend",
+        "snapshot_path",
+        "resume_vm",
+        "network_overrides",
+        "vsock_override",
+        "clock_realtime",
+        "huge_pages",
+    ];
+    const SWAGGER_MEMORY_BACKEND: &[&str] = &["backend_type", "backend_path"];
+
+    #[test]
+    fn snapshot_requests_match_swagger() {
+        let pause = VmRun {
+            state: RunState::Paused,
+        };
+        assert_fields(&pause, SWAGGER_VM, &["state"]);
+        assert_eq!((pause.method(), pause.path().as_str()), ("PATCH", "/vm"));
+        assert_eq!(
+            serde_json::to_value(pause).unwrap(),
+            json!({"state": "Paused"})
+        );
+        let create = SnapshotCreate {
+            snapshot_type: SnapshotType::Full,
+            snapshot_path: "/s/vmstate".into(),
+            mem_file_path: "/s/memory".into(),
+        };
+        assert_fields(
+            &create,
+            SWAGGER_SNAPSHOT_CREATE,
+            &["mem_file_path", "snapshot_path"],
+        );
+        assert_eq!(
+            serde_json::to_value(&create).unwrap()["snapshot_type"],
+            "Full"
+        );
+        let load = SnapshotLoad {
+            snapshot_path: "/s/vmstate".into(),
+            mem_backend: MemBackend {
+                backend_type: MemBackendType::File,
+                backend_path: "/s/memory".into(),
+            },
+            resume_vm: true,
+        };
+        assert_fields(&load, SWAGGER_SNAPSHOT_LOAD, &["snapshot_path"]);
+        assert_fields(
+            &load.mem_backend,
+            SWAGGER_MEMORY_BACKEND,
+            &["backend_type", "backend_path"],
+        );
+        assert_eq!(
+            (load.method(), load.path().as_str()),
+            ("PUT", "/snapshot/load")
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! A minimal HTTP/1.1 client for Firecracker's API socket. The API is a
-//! handful of PUTs with small JSON bodies answered with a status and,
+//! handful of PUTs (and a PATCH) with small JSON bodies answered with a status and,
 //! on error, `{"fault_message": ...}` with a Content-Length, so one request
 //! per connection and a small response parser are all it takes.
 
@@ -74,11 +74,13 @@ impl ApiClient {
         UnixStream::connect(&self.socket).await.is_ok()
     }
 
-    /// PUTs `request` to its path; any status other than 2xx is an error
+    /// Sends `request` with its method to its path; any status other than 2xx is an error
     /// carrying Firecracker's fault message.
     pub async fn put<E: Endpoint>(&self, request: &E) -> Result<(), ApiError> {
         let body = serde_json::to_vec(request).map_err(ApiError::Encode)?;
-        let response = self.send("PUT", &request.path(), Some(&body)).await?;
+        let response = self
+            .send(request.method(), &request.path(), Some(&body))
+            .await?;
         check_status(response).map(drop)
     }
 

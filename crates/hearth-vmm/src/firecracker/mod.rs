@@ -18,6 +18,7 @@
 pub mod api;
 pub mod client;
 pub mod jail;
+pub mod snapshot;
 pub mod vsock;
 
 use std::ffi::OsString;
@@ -237,10 +238,13 @@ impl Firecracker {
         let paths = FcPaths {
             kernel: granted.kernel,
             initrd: granted.initramfs,
+            disks: snapshot::link_drives(vm)?,
+            vsock: host.vsock.as_deref().map(|v| relative_to(v, &vm.run_dir)),
             ..host
         };
         let mut cmd = Command::new(&self.binary);
-        cmd.args(firecracker_args(&paths, Some(&vm.id)));
+        cmd.args(firecracker_args(&paths, Some(&vm.id)))
+            .current_dir(&vm.run_dir);
         Ok((cmd, paths, true))
     }
 
@@ -256,6 +260,12 @@ impl Firecracker {
             }
         })
     }
+}
+
+/// `path` relative to the run directory when it is inside it: the paths a
+/// snapshot records then name the restored VM's own files.
+fn relative_to(path: &Path, run_dir: &Path) -> PathBuf {
+    path.strip_prefix(run_dir).unwrap_or(path).to_owned()
 }
 
 /// Firecracker's own arguments: its API socket, its id (the jailer passes
@@ -303,6 +313,78 @@ impl Hypervisor for Firecracker {
         }
         let elapsed_ms = spawned_at.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(vm = %vm.id, pid = running.pid(), elapsed_ms, "firecracker started the guest");
+        Ok(running)
+    }
+
+    fn build(&self) -> String {
+        let version = std::process::Command::new(&self.binary)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .output();
+        let line = match &version {
+            Ok(out) => String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .map(str::to_owned),
+            Err(_) => None,
+        };
+        format!(
+            "{} ({})",
+            line.unwrap_or_else(|| "firecracker (version unknown)".into()),
+            self.binary.display()
+        )
+    }
+
+    fn machine(&self) -> String {
+        let jailed = if self.jailer.is_some() {
+            "jailed"
+        } else {
+            "unjailed"
+        };
+        format!("firecracker {}, {jailed}", std::env::consts::ARCH)
+    }
+
+    async fn save(&self, vm: &VmDescription, state: &Path) -> Result<(), VmmError> {
+        snapshot::save(vm, &self.binary, state).await
+    }
+
+    async fn resume(&self, vm: &VmDescription) -> Result<(), VmmError> {
+        snapshot::resume(vm).await
+    }
+
+    async fn restore_reporting(
+        &self,
+        vm: &VmDescription,
+        state: &Path,
+        on_spawn: OnSpawn,
+    ) -> Result<RunningVm, VmmError> {
+        vm.validate()?;
+        self.check_binary()?;
+        let vsock = vsock_device(vm)?;
+        let kernel = self.kernel_elf(&vm.kernel).await?;
+        let files = RunFiles::prepare(&vm.run_dir)?;
+        if let Some(vsock) = &vsock {
+            remove_stale_socket(&vsock.uds_path)?;
+        }
+        let spawned_at = Instant::now();
+        let (mut running, paths) = self.spawn(vm, &kernel, &files, vsock.as_ref())?;
+        on_spawn(running.process());
+        let mut boot = Boot {
+            api: ApiClient::new(files.socket.clone(), CALL_TIMEOUT),
+            running: &mut running,
+            files: &files,
+        };
+        let load = snapshot::load_request(vm, &self.binary, state);
+        let restored = match load {
+            Ok(load) => boot.restore(&paths, &load).await,
+            Err(e) => Err(e),
+        };
+        if let Err(err) = restored {
+            running.kill().await;
+            return Err(err);
+        }
+        let elapsed_ms = spawned_at.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(vm = %vm.id, pid = running.pid(), elapsed_ms, "firecracker restored the guest");
         Ok(running)
     }
 
@@ -364,6 +446,15 @@ impl Boot<'_> {
             self.put(&device).await?;
         }
         self.instance_start().await
+    }
+
+    /// Loads a snapshot into this Firecracker, given only its metrics
+    /// (Firecracker refuses a load after any other configuration), and
+    /// runs the guest.
+    async fn restore(&mut self, paths: &FcPaths, load: &api::SnapshotLoad) -> Result<(), VmmError> {
+        self.wait_for_socket().await?;
+        self.put(&metrics(paths)).await?;
+        self.put(load).await
     }
 
     /// Polls until the API socket accepts; fails at once if Firecracker
@@ -577,7 +668,7 @@ fn api_error<E: Endpoint>(request: &E, err: &ApiError) -> VmmError {
     };
     VmmError::Api {
         backend: BACKEND,
-        call: format!("PUT {}", request.path()),
+        call: format!("{} {}", request.method(), request.path()),
         detail,
     }
 }

@@ -75,6 +75,10 @@ fn serve_until_stopped(
         .with_context(|| format!("could not open the store {}", store_file.display()))?;
     let store = Arc::new(store);
     let mut config = controller_config(data, args);
+    // The names `--egress-host` fixes resolve the same for VMs with a NIC
+    // (hearth's resolver and proxy in their namespace) as for sessions.
+    let hosts = super::serve_sessions::static_hosts(&args.sessions.egress_hosts)?;
+    config.network.resolver = Some(Arc::new(hosts));
     let server = server_config(args);
     let sessions = SessionParts::from_args(data, &args.keys, &args.sessions, store.clone())?;
     config.disk_keys = Some(sessions.disk_keys());

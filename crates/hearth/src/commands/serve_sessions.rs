@@ -88,7 +88,7 @@ fn egress(args: &SessionServeArgs) -> anyhow::Result<EgressSettings> {
     Ok(settings)
 }
 
-fn static_hosts(entries: &[String]) -> anyhow::Result<StaticHosts> {
+pub(crate) fn static_hosts(entries: &[String]) -> anyhow::Result<StaticHosts> {
     let mut hosts = StaticHosts::system();
     for entry in entries {
         let bad =

@@ -29,13 +29,15 @@ const FAST_FOR: Duration = Duration::from_secs(20);
 /// How often `rm` asks again when the VM changed under its request.
 const CONFLICT_TRIES: u32 = 5;
 
-/// The NIC's policy from `--net-allow`, `--net-deny`, `--net-bandwidth`;
+/// The NIC's policy from `--net-allow`, `--net-deny`, `--net-bandwidth`,
+/// `--net-allow-domain`;
 /// none when no flag is given (the server checks each value).
 fn network_policy(args: &CreateArgs) -> Option<NetworkPolicy> {
     let policy = NetworkPolicy {
         allow: args.net_allow.clone(),
         deny: args.net_deny.clone(),
         bandwidth_kbit: args.net_bandwidth,
+        allow_domains: args.net_allow_domains.clone(),
     };
     (policy != NetworkPolicy::default()).then_some(policy)
 }

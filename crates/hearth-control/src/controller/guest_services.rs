@@ -1,0 +1,197 @@
+//! The host's services for a guest with a NIC, served on sockets inside the
+//! VM's namespace (on its gateway address): the DNS resolver the guest is
+//! told to use (and that every query of its is redirected to), and the
+//! egress proxy its web traffic (TCP 80 and 443) is redirected to. Both
+//! apply the VM's policy through `hearth-egress`, the same code the login
+//! sessions' proxy runs: the domain rules, the name resolved on the host,
+//! every address checked (always-refused classes, `deny`, `allow`). The
+//! proxy's own connections are made inside the VM's namespace, so they
+//! leave by its veth, NAT and host rules like the guest's own traffic.
+//!
+//! They live in the controller's process: started after the VM's network
+//! is made, stopped at its detach, and started again by the network
+//! reconciler for a running VM a restarted controller adopted.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hearth_egress::{
+    BoxIo, Connector, DnsResponder, Egress, Intercepted, IpNet, NoRecords, Policy, Resolver,
+};
+use hearth_net::{NetHost, NicPolicy, Slot};
+use hearth_types::{error_chain, VmId};
+use tokio::net::{TcpListener, TcpSocket, UdpSocket};
+use tokio::task::JoinHandle;
+
+/// How long the proxy's connection to an origin may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The proxy and resolver policy of a VM's NIC policy: its domains (any,
+/// when it names none), its `deny` refused, its `allow` the only networks.
+pub(super) fn egress_policy(nic: &NicPolicy) -> Result<Policy, String> {
+    let mut policy = if nic.allow_domains.is_empty() {
+        Policy::any_domain()
+    } else {
+        Policy::allow_list(&nic.allow_domains)
+            .map_err(|e| format!("network_policy.allow_domains: {e}"))?
+    };
+    let net = |n: &hearth_net::Ipv4Net| IpNet::parse(&n.to_string()).map_err(|e| e.to_string());
+    for n in &nic.deny {
+        policy = policy.deny_network(net(n)?);
+    }
+    for n in &nic.allow {
+        policy = policy.only_network(net(n)?);
+    }
+    Ok(policy)
+}
+
+/// The services of every VM served now.
+#[derive(Debug)]
+pub(super) struct GuestServices {
+    resolver: Arc<dyn Resolver>,
+    running: Mutex<HashMap<VmId, Running>>,
+}
+
+/// One VM's services: their tasks (aborted on drop) and their counters.
+#[derive(Debug)]
+struct Running {
+    tasks: Vec<JoinHandle<()>>,
+    dns: DnsResponder,
+    egress: Egress,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// What a VM's services refused: DNS queries, proxied connections.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Refusals {
+    pub queries: u64,
+    pub connections: u64,
+}
+
+impl GuestServices {
+    pub(super) fn new(resolver: Arc<dyn Resolver>) -> GuestServices {
+        GuestServices {
+            resolver,
+            running: Mutex::default(),
+        }
+    }
+
+    /// Serves VM `vm` on `slot`'s namespace (again: what ran for it
+    /// before is stopped first).
+    pub(super) async fn start(
+        &self,
+        host: &NetHost,
+        vm: &VmId,
+        slot: Slot,
+        nic: &NicPolicy,
+    ) -> Result<(), String> {
+        let policy = Arc::new(egress_policy(nic)?);
+        let listeners = host.guest_listeners(slot).await;
+        let listeners = listeners.map_err(|e| error_chain(&e))?;
+        let tokio_socket = |e: io::Error| format!("serving the guest's sockets: {e}");
+        let dns_socket = UdpSocket::from_std(listeners.dns).map_err(tokio_socket)?;
+        let http = TcpListener::from_std(listeners.http).map_err(tokio_socket)?;
+        let tls = TcpListener::from_std(listeners.tls).map_err(tokio_socket)?;
+        let connector = Arc::new(InNamespace {
+            host: host.clone(),
+            slot,
+        });
+        let egress = Egress::new(self.resolver.clone(), connector, Arc::new(NoRecords));
+        let dns = DnsResponder::new(self.resolver.clone());
+        let tasks = vec![
+            tokio::spawn(dns.clone().serve(dns_socket, policy.clone())),
+            tokio::spawn(intercept(
+                http,
+                Intercepted::Http,
+                egress.clone(),
+                policy.clone(),
+            )),
+            tokio::spawn(intercept(tls, Intercepted::Tls, egress.clone(), policy)),
+        ];
+        let running = Running { tasks, dns, egress };
+        self.lock().insert(vm.clone(), running);
+        Ok(())
+    }
+
+    pub(super) fn stop(&self, vm: &VmId) {
+        self.lock().remove(vm);
+    }
+
+    pub(super) fn is_serving(&self, vm: &VmId) -> bool {
+        self.lock().contains_key(vm)
+    }
+
+    /// The VMs served now.
+    pub(super) fn serving(&self) -> Vec<VmId> {
+        self.lock().keys().cloned().collect()
+    }
+
+    pub(super) fn refusals(&self, vm: &VmId) -> Refusals {
+        self.lock()
+            .get(vm)
+            .map(|r| Refusals {
+                queries: r.dns.counters().refused(),
+                connections: r.egress.counters().denied(),
+            })
+            .unwrap_or_default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<VmId, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Accepts the guest's redirected connections, each served by the proxy.
+async fn intercept(
+    listener: TcpListener,
+    protocol: Intercepted,
+    egress: Egress,
+    policy: Arc<Policy>,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::debug!(error = %e, "accepting a guest's web connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (egress, policy) = (egress.clone(), policy.clone());
+        tokio::spawn(async move {
+            egress.serve_intercepted(stream, protocol, &policy).await;
+        });
+    }
+}
+
+/// Connects from inside the VM's namespace.
+#[derive(Debug)]
+struct InNamespace {
+    host: NetHost,
+    slot: Slot,
+}
+
+#[async_trait]
+impl Connector for InNamespace {
+    async fn connect(&self, address: SocketAddr) -> io::Result<BoxIo> {
+        let fd = self.host.tcp_socket_in(self.slot).await;
+        let fd = fd.map_err(|e| io::Error::other(error_chain(&e)))?;
+        let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(fd));
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(address))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        stream.set_nodelay(true)?;
+        Ok(Box::new(stream))
+    }
+}

@@ -48,10 +48,12 @@ fn counting_vm(dir: &Path, name: &str) -> VmDescription {
             Disk {
                 path: dir.join("image.ext4"),
                 read_only: true,
+                key: None,
             },
             Disk {
                 path: layer,
                 read_only: false,
+                key: None,
             },
         ],
         vcpus: 1,

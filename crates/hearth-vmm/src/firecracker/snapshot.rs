@@ -189,10 +189,12 @@ mod tests {
                 Disk {
                     path: dir.join("image.ext4"),
                     read_only: true,
+                    key: None,
                 },
                 Disk {
                     path: dir.join("vm/layer.ext4"),
                     read_only: false,
+                    key: None,
                 },
             ],
             vcpus: 1,

@@ -280,19 +280,21 @@ fn firecracker_args(paths: &FcPaths, id: Option<&VmId>) -> Vec<OsString> {
     a
 }
 
-#[async_trait]
-impl Hypervisor for Firecracker {
-    fn kind(&self) -> BackendKind {
-        BACKEND
-    }
-
-    async fn start_reporting(
+impl Firecracker {
+    /// A new Firecracker process for `vm`: booted, or, given a snapshot's
+    /// `state`, loaded from it (its load request made before anything is
+    /// spawned). A process whose setup fails is killed.
+    async fn launch(
         &self,
         vm: &VmDescription,
         on_spawn: OnSpawn,
+        state: Option<&Path>,
     ) -> Result<RunningVm, VmmError> {
         vm.validate()?;
         self.check_binary()?;
+        let load = state
+            .map(|state| snapshot::load_request(vm, &self.binary, state))
+            .transpose()?;
         let vsock = vsock_device(vm)?;
         let kernel = self.kernel_elf(&vm.kernel).await?;
         let files = RunFiles::prepare(&vm.run_dir)?;
@@ -307,13 +309,37 @@ impl Hypervisor for Firecracker {
             running: &mut running,
             files: &files,
         };
-        if let Err(err) = boot.run(vm, &paths).await {
+        let set_up = match &load {
+            Some(load) => boot.restore(&paths, load).await,
+            None => boot.run(vm, &paths).await,
+        };
+        if let Err(err) = set_up {
             running.kill().await;
             return Err(err);
         }
         let elapsed_ms = spawned_at.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(vm = %vm.id, pid = running.pid(), elapsed_ms, "firecracker started the guest");
+        let how = if load.is_some() {
+            "restored"
+        } else {
+            "started"
+        };
+        tracing::info!(vm = %vm.id, pid = running.pid(), elapsed_ms, "firecracker {how} the guest");
         Ok(running)
+    }
+}
+
+#[async_trait]
+impl Hypervisor for Firecracker {
+    fn kind(&self) -> BackendKind {
+        BACKEND
+    }
+
+    async fn start_reporting(
+        &self,
+        vm: &VmDescription,
+        on_spawn: OnSpawn,
+    ) -> Result<RunningVm, VmmError> {
+        self.launch(vm, on_spawn, None).await
     }
 
     fn build(&self) -> String {
@@ -358,34 +384,7 @@ impl Hypervisor for Firecracker {
         state: &Path,
         on_spawn: OnSpawn,
     ) -> Result<RunningVm, VmmError> {
-        vm.validate()?;
-        self.check_binary()?;
-        let vsock = vsock_device(vm)?;
-        let kernel = self.kernel_elf(&vm.kernel).await?;
-        let files = RunFiles::prepare(&vm.run_dir)?;
-        if let Some(vsock) = &vsock {
-            remove_stale_socket(&vsock.uds_path)?;
-        }
-        let spawned_at = Instant::now();
-        let (mut running, paths) = self.spawn(vm, &kernel, &files, vsock.as_ref())?;
-        on_spawn(running.process());
-        let mut boot = Boot {
-            api: ApiClient::new(files.socket.clone(), CALL_TIMEOUT),
-            running: &mut running,
-            files: &files,
-        };
-        let load = snapshot::load_request(vm, &self.binary, state);
-        let restored = match load {
-            Ok(load) => boot.restore(&paths, &load).await,
-            Err(e) => Err(e),
-        };
-        if let Err(err) = restored {
-            running.kill().await;
-            return Err(err);
-        }
-        let elapsed_ms = spawned_at.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(vm = %vm.id, pid = running.pid(), elapsed_ms, "firecracker restored the guest");
-        Ok(running)
+        self.launch(vm, on_spawn, Some(state)).await
     }
 
     async fn adopt(&self, vm: &VmDescription, process: ProcessRef) -> Result<RunningVm, VmmError> {

@@ -98,11 +98,13 @@ async fn pools_are_put_changed_listed_and_deleted() {
             max: 3,
             ttl_secs: 60,
             refill_per_min: 6,
+            template: None,
         },
         updated_at: Timestamp::from_millis(T0),
     };
     store.put_pool(&pool).await.unwrap();
     pool.settings.size = 3;
+    pool.settings.template = Some("browser-ready".parse().unwrap());
     store.put_pool(&pool).await.unwrap();
     assert_eq!(store.pools().await.unwrap(), vec![pool.clone()]);
     assert_eq!(store.delete_pool("minimal").await.unwrap(), Some(pool));

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;
-use crate::TenantId;
+use crate::{SnapshotName, TenantId};
 
 /// The owner of a VM waiting in a pool. It starts with `_`, which no
 /// token's tenant may (see [`TenantId::is_reserved`]), so no caller but an
@@ -29,7 +29,7 @@ impl TenantId {
 }
 
 /// `PUT /v1/pools/{image}`: how many VMs of the image to keep waiting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PoolSpec {
@@ -46,6 +46,11 @@ pub struct PoolSpec {
     /// Boots the pool may start per minute, 1 to 600; default: 6.
     #[serde(default)]
     pub refill_per_min: Option<u32>,
+    /// A template snapshot of the image (`hearth snapshot create --image`)
+    /// to restore pooled VMs from, their services already up; default:
+    /// none, each pooled VM boots cold.
+    #[serde(default)]
+    pub template: Option<SnapshotName>,
 }
 
 impl PoolSpec {
@@ -92,18 +97,21 @@ impl PoolSpec {
             max,
             ttl_secs,
             refill_per_min: refill,
+            template: self.template.clone(),
         })
     }
 }
 
 /// A pool's settings, checked and complete.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PoolSettings {
     pub size: u32,
     pub max: u32,
     pub ttl_secs: u64,
     pub refill_per_min: u32,
+    /// The template snapshot its VMs are restored from; `None`: cold boots.
+    pub template: Option<SnapshotName>,
 }
 
 /// A pooled VM's place in its pool.
@@ -164,17 +172,21 @@ mod tests {
             max: None,
             ttl_secs: None,
             refill_per_min: None,
+            template: None,
         };
         let s = spec.settings().unwrap();
         assert_eq!(
             (s.size, s.max, s.ttl_secs, s.refill_per_min),
             (2, 2, 3600, 6)
         );
-        let zero = PoolSpec { size: 0, ..spec };
+        let zero = PoolSpec {
+            size: 0,
+            ..spec.clone()
+        };
         assert_eq!(zero.settings().unwrap().max, 1);
         let over = PoolSpec {
             max: Some(1),
-            ..spec
+            ..spec.clone()
         };
         assert!(over
             .settings()
@@ -182,12 +194,12 @@ mod tests {
             .contains("size may not exceed max"));
         let ttl = PoolSpec {
             ttl_secs: Some(1),
-            ..spec
+            ..spec.clone()
         };
         assert!(ttl.settings().unwrap_err().contains("ttl_secs is 1"));
         let refill = PoolSpec {
             refill_per_min: Some(0),
-            ..spec
+            ..spec.clone()
         };
         assert!(refill.settings().unwrap_err().contains("refill_per_min"));
     }

@@ -121,6 +121,11 @@ pub enum PoolCommand {
         /// Boots per minute the pool may start (default: 6).
         #[arg(long, value_name = "N")]
         refill: Option<u32>,
+        /// Restore the pool's VMs from this template snapshot of IMAGE
+        /// (`hearth snapshot create --image IMAGE NAME`), services up,
+        /// instead of booting each cold.
+        #[arg(long, value_name = "SNAPSHOT")]
+        template: Option<hearth_types::SnapshotName>,
     },
     /// Every pool: settings, VMs waiting and booting, hand-outs.
     List {

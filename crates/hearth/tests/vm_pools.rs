@@ -125,8 +125,14 @@ fn active_rows(host: &mut Host) -> Vec<Vm> {
         .collect()
 }
 
-/// Destroys every VM and waits until none is left running anywhere.
+/// Destroys every VM and checks that nothing of any is left anywhere.
 fn remove_all(host: &mut Host, api: &Api) {
+    destroy_everything(host, api);
+    host.assert_clean();
+}
+
+/// Removes the pool and destroys every VM, waiting until none is active.
+fn destroy_everything(host: &mut Host, api: &Api) {
     let _: Pool = api.json("DELETE", "/v1/pools/minimal", None, 200);
     for vm in active_rows(host) {
         let id = vm.id.to_string();
@@ -137,7 +143,6 @@ fn remove_all(host: &mut Host, api: &Api) {
         assert!(Instant::now() < deadline, "left: {:?}", active_rows(host));
         std::thread::sleep(Duration::from_millis(300));
     }
-    host.assert_clean();
 }
 
 #[test]
@@ -278,4 +283,144 @@ fn vm_pooled_vms_past_their_time_to_live_are_replaced_and_an_empty_pool_boots_co
     );
 
     remove_all(&mut host, &admin);
+}
+
+/// `hearth ARGS` against the server as `api`'s token.
+fn cli(host: &Host, api: &Api, args: &[&str]) -> std::process::Output {
+    host.hearth(args)
+        .env("HEARTH_URL", &api.url)
+        .env("HEARTH_TOKEN", &api.token)
+        .output()
+        .unwrap()
+}
+
+/// A create carrying [`MARK`] in what a restored template applies late
+/// (hostname, files), and no environment.
+fn marked_create_without_env() -> String {
+    format!(
+        r#"{{"image": "minimal", "readiness_timeout_secs": 120, "config": {{
+            "hostname": "{MARK}",
+            "files": [{{"path": "/etc/mark", "content": "{MARK}\n"}}]
+        }}}}"#
+    )
+}
+
+#[test]
+fn vm_a_pool_from_a_template_restores_its_vms_and_hands_them_out_configured() {
+    if hearth_testkit::static_agent().is_none() {
+        return;
+    }
+    let mut host = Host::new(&[]);
+    host.start();
+    let admin = host.api();
+    let team = tenant_api(&mut host, "team-a");
+
+    // A snapshot of a tenant's VM holds its configuration: never a pool's.
+    let theirs: Vm = team.json("POST", "/v1/vms", Some(r#"{"image": "minimal"}"#), 201);
+    let theirs = theirs.id.to_string();
+    host.wait_state(&theirs, VmState::Ready, Duration::from_secs(120));
+    let body = format!(r#"{{"name": "of-a-vm", "vm": "{theirs}"}}"#);
+    let (status, answer) = team.call("POST", "/v1/snapshots", Some(&body));
+    assert_eq!(status, 201, "{answer}");
+    let with = r#"{"size": 1, "template": "of-a-vm"}"#;
+    let (status, answer) = admin.call("PUT", "/v1/pools/minimal", Some(with));
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("was taken of VM"), "{answer}");
+    let (status, answer) = admin.call(
+        "PUT",
+        "/v1/pools/minimal",
+        Some(r#"{"size": 1, "template": "none-such"}"#),
+    );
+    assert_eq!(status, 404, "{answer}");
+    let _ = team.call("DELETE", &format!("/v1/vms/{theirs}"), None);
+    host.wait_state(&theirs, VmState::Destroyed, Duration::from_secs(60));
+    let (status, answer) = team.call("DELETE", "/v1/snapshots/of-a-vm", None);
+    assert_eq!(status, 200, "{answer}");
+
+    let out = cli(
+        &host,
+        &admin,
+        &["snapshot", "create", "pool-tpl", "--image", "minimal"],
+    );
+    assert!(out.status.success(), "{}", common::text(&out));
+    let out = cli(
+        &host,
+        &admin,
+        &[
+            "pool",
+            "set",
+            "minimal",
+            "--size",
+            "1",
+            "--refill",
+            "60",
+            "--template",
+            "pool-tpl",
+        ],
+    );
+    assert!(out.status.success(), "{}", common::text(&out));
+    let full = wait_pool(&host, &admin, Duration::from_secs(240), |p| {
+        waiting(p).len() == 1
+    });
+    assert_eq!(
+        full.settings.template.as_ref().map(|t| t.as_str()),
+        Some("pool-tpl")
+    );
+    let pooled = waiting(&full)[0].clone();
+    carries_no_mark(&mut host, &pooled);
+    let events: Vec<VmEvent> = admin.json("GET", &format!("/v1/vms/{pooled}/events"), None, 200);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.contains("restored from snapshot pool-tpl")),
+        "{events:?}"
+    );
+    // The template stays while its pool names it.
+    let out = cli(&host, &admin, &["snapshot", "rm", "pool-tpl"]);
+    assert!(!out.status.success());
+    assert!(
+        common::text(&out).contains("template of the pool"),
+        "{}",
+        common::text(&out)
+    );
+
+    // A create that fits takes the restored VM: its hostname and file
+    // arrive at hand-out, over the template's identity.
+    let asked = Instant::now();
+    let vm: Vm = team.json("POST", "/v1/vms", Some(&marked_create_without_env()), 201);
+    let id = vm.id.to_string();
+    assert_eq!(id, pooled, "the create did not take the restored VM");
+    host.wait_state(&id, VmState::Ready, Duration::from_secs(120));
+    eprintln!(
+        "minimal from a template pool: create to ready {:.2} s",
+        asked.elapsed().as_secs_f64()
+    );
+    assert_eq!(exec(&team, &id, &["hostname"]).trim(), MARK);
+    assert_eq!(exec(&team, &id, &["cat", "/etc/mark"]).trim(), MARK);
+
+    // An environment cannot reach the template's running services: cold.
+    let refilled = wait_pool(&host, &admin, Duration::from_secs(180), |p| {
+        waiting(p).len() == 1 && waiting(p)[0] != id
+    });
+    let cold: Vm = team.json("POST", "/v1/vms", Some(&marked_create()), 201);
+    assert!(!waiting(&refilled).contains(&cold.id.to_string()));
+    host.wait_state(
+        &cold.id.to_string(),
+        VmState::Ready,
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        exec(&team, &cold.id.to_string(), &["sh", "-c", "echo $MARK"]).trim(),
+        MARK
+    );
+    let (_, metrics) = admin.call("GET", "/metrics", None);
+    assert!(
+        metrics.contains("hearth_pool_cold_total{image=\"minimal\"} 1"),
+        "{metrics}"
+    );
+
+    destroy_everything(&mut host, &admin);
+    let out = cli(&host, &admin, &["snapshot", "rm", "pool-tpl"]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    host.assert_clean();
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_net::NicPolicy;
-use hearth_store::{PoolVmRecord, StateChange, StoreError, VmRecord};
+use hearth_store::{StateChange, StoreError, VmRecord};
 use hearth_types::api::{CreateVm, NetworkMode, Vm, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS};
 use hearth_types::error_chain;
 use hearth_types::{
@@ -107,7 +107,7 @@ pub(super) async fn create_with_role(
     Ok(vm)
 }
 
-/// A VM for `image`'s pool (see `pool::PoolSource`): the image's size, no
+/// A VM for `image`'s pool, booted cold: the image's size, no
 /// configuration, the pool tenant's, recorded in its pool before it boots,
 /// with a readiness deadline past the pool's time to live (`keep`).
 pub(super) async fn create_pooled(
@@ -128,19 +128,7 @@ pub(super) async fn create_pooled(
     let id = VmId::generate();
     let record = VmRecord::requested(id.clone(), TenantId::pool(), &req, now, deadline);
     ctl.store.insert_vm(&record).await?;
-    let row = PoolVmRecord {
-        vm: id.clone(),
-        image: image.to_owned(),
-        assets,
-        created_at: now,
-        warm: false,
-        warm_since: None,
-    };
-    if let Err(e) = ctl.store.add_pool_vm(&row).await {
-        let message = format!("could not be added to its pool: {}", error_chain(&e));
-        super::cleanup::fail(ctl, &id, FailureCode::StartFailed, message).await;
-        return Err(e.into());
-    }
+    super::pool::add_to_pool(ctl, &record, assets).await?;
     tokio::spawn(boot(Arc::clone(ctl), record, None, true));
     Ok(id)
 }

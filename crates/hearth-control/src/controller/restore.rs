@@ -11,7 +11,7 @@ use hearth_guestkit::layer;
 use hearth_store::{SnapshotRole, VmRecord};
 use hearth_types::api::{CreateVm, Vm};
 use hearth_types::{error_chain, SnapshotManifest, SnapshotName, Timestamp, VmDescription, VmId};
-use hearth_types::{BackendKind, VmState};
+use hearth_types::{BackendKind, TenantId, VmState};
 use hearth_vmm::RunningVm;
 
 use super::create::{self, step, Start, StepFailure};
@@ -55,6 +55,42 @@ pub(super) async fn create(
     let vm = record.vm.clone();
     tokio::spawn(boot(Arc::clone(ctl), record, name, manifest));
     Ok(vm)
+}
+
+/// A VM for a pool filled from template `name`: restored like any VM of
+/// the snapshot (a mismatch with this host refused, naming it), but the
+/// pool tenant's, with no configuration (its link holds it back until the
+/// hand-out) and its pool row, before it starts; readiness deadline past
+/// the pool's time to live (`keep`).
+pub(super) async fn create_pooled(
+    ctl: &Arc<Controller>,
+    name: &SnapshotName,
+    assets: String,
+    keep: std::time::Duration,
+) -> Result<VmId, ControlError> {
+    let manifest = ctl
+        .store
+        .snapshot(name)
+        .await?
+        .and_then(|s| s.manifest)
+        .ok_or_else(|| ControlError::SnapshotNotFound(name.clone()))?;
+    let req = CreateVm {
+        image: manifest.image.clone(),
+        from_snapshot: Some(name.clone()),
+        ..CreateVm::default()
+    };
+    let req = matched(ctl, name, &manifest, req).await?;
+    let now = Timestamp::now();
+    let deadline = now.plus(keep + ctl.config.readiness_timeout);
+    let id = VmId::generate();
+    let record = VmRecord::requested(id.clone(), TenantId::pool(), &req, now, deadline);
+    ctl.store.insert_vm(&record).await?;
+    ctl.store
+        .set_snapshot_role(&id, name, SnapshotRole::Restored)
+        .await?;
+    super::pool::add_to_pool(ctl, &record, assets).await?;
+    tokio::spawn(boot(Arc::clone(ctl), record, name.clone(), manifest));
+    Ok(id)
 }
 
 /// The request as the snapshot makes it (its image and size), or the

@@ -379,6 +379,19 @@ pub(super) async fn remove(
 ) -> Result<Snapshot, ControlError> {
     let record = visible(ctl, scope, name).await?;
     let was = shown(ctl, record).ok_or_else(|| ControlError::SnapshotNotFound(name.clone()))?;
+    if let Some(pool) = ctl
+        .store
+        .pools()
+        .await?
+        .into_iter()
+        .find(|p| p.settings.template.as_ref() == Some(name))
+    {
+        return Err(ControlError::Invalid(format!(
+            "snapshot {name} is the template of the pool of {:?}: set the pool without it \
+             (`hearth pool set {} --size N`) or remove the pool first",
+            pool.image, pool.image
+        )));
+    }
     let users = ctl.store.snapshot_users(name).await?;
     if !users.is_empty() {
         let ids: Vec<&str> = users.iter().map(VmId::as_str).collect();

@@ -91,6 +91,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0013_vm_network",
         sql: include_str!("../migrations/0013_vm_network.sql"),
     },
+    // Pools filled from template snapshots.
+    Migration {
+        version: 14,
+        name: "0014_pool_templates",
+        sql: include_str!("../migrations/0014_pool_templates.sql"),
+    },
 ];
 
 /// The schema version this build writes: the last migration's number.

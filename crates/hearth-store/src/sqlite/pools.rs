@@ -21,7 +21,7 @@ impl PoolStore for SqliteStore {
     async fn pools(&self) -> Result<Vec<PoolRecord>, StoreError> {
         self.run("listing pools", |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT image, size, max, ttl_secs, refill_per_min, updated_at FROM pools ORDER BY image",
+                "SELECT image, size, max, ttl_secs, refill_per_min, template, updated_at FROM pools ORDER BY image",
             )?;
             all(&mut stmt, [], decode_pool)
         })
@@ -70,15 +70,17 @@ const WARM: &str = "(a.connected_at IS NOT NULL AND \
 fn put(conn: &Connection, pool: &PoolRecord) -> Result<(), Fail> {
     let s = &pool.settings;
     conn.execute(
-        "INSERT INTO pools (image, size, max, ttl_secs, refill_per_min, updated_at) \
-         VALUES (:image, :size, :max, :ttl, :refill, :at) ON CONFLICT (image) DO UPDATE SET \
-         size = :size, max = :max, ttl_secs = :ttl, refill_per_min = :refill, updated_at = :at",
+        "INSERT INTO pools (image, size, max, ttl_secs, refill_per_min, template, updated_at) \
+         VALUES (:image, :size, :max, :ttl, :refill, :template, :at) ON CONFLICT (image) DO UPDATE SET \
+         size = :size, max = :max, ttl_secs = :ttl, refill_per_min = :refill, \
+         template = :template, updated_at = :at",
         named_params! {
             ":image": pool.image,
             ":size": s.size,
             ":max": s.max,
             ":ttl": to_i64(s.ttl_secs)?,
             ":refill": s.refill_per_min,
+            ":template": s.template.as_ref().map(|t| t.as_str()),
             ":at": pool.updated_at.as_millis(),
         },
     )?;
@@ -89,7 +91,7 @@ fn delete(conn: &mut Connection, image: &str) -> Result<Option<PoolRecord>, Fail
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let pool = tx
         .prepare_cached(
-            "SELECT image, size, max, ttl_secs, refill_per_min, updated_at FROM pools WHERE image = ?1",
+            "SELECT image, size, max, ttl_secs, refill_per_min, template, updated_at FROM pools WHERE image = ?1",
         )?
         .query_row([image], |row| Ok(decode_pool(row)))
         .optional()?
@@ -180,6 +182,7 @@ fn decode_pool(row: &Row<'_>) -> Result<PoolRecord, Fail> {
             max: cells.get("max")?,
             ttl_secs: cells.unsigned("ttl_secs")?,
             refill_per_min: cells.get("refill_per_min")?,
+            template: cells.opt_word("template")?,
         },
         updated_at: cells.time("updated_at")?,
     })

@@ -88,12 +88,14 @@ fn run_pool(command: PoolCommand) -> anyhow::Result<ExitCode> {
             max,
             ttl,
             refill,
+            template,
         } => {
             let spec = hearth_types::pool::PoolSpec {
                 size,
                 max,
                 ttl_secs: ttl,
                 refill_per_min: refill,
+                template,
             };
             pool::set(&api, &image, &spec)
         }

@@ -11,8 +11,11 @@ pub fn set(api: &ApiArgs, image: &str, spec: &PoolSpec) -> anyhow::Result<ExitCo
     spec.settings().map_err(|e| anyhow::anyhow!("{e}"))?;
     let pool: Pool = Client::new(api)?.put(&format!("/v1/pools/{image}"), spec)?;
     let s = pool.settings;
+    let made = s
+        .template
+        .map_or("booted cold".to_owned(), |t| format!("restored from {t}"));
     eprintln!(
-        "hearth: pool {image}: {} waiting (at most {} at once), replaced after {} s, {} boots/min; it fills in the background",
+        "hearth: pool {image}: {} waiting (at most {} at once), {made}, replaced after {} s, {} boots/min; it fills in the background",
         s.size, s.max, s.ttl_secs, s.refill_per_min
     );
     Ok(ExitCode::SUCCESS)
@@ -56,16 +59,17 @@ pub fn rm(api: &ApiArgs, image: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `IMAGE SIZE MAX TTL REFILL WAITING BOOTING HANDED-OUT`, one pool a line.
+/// `IMAGE SIZE MAX TTL REFILL WAITING BOOTING HANDED-OUT TEMPLATE`, one
+/// pool a line.
 fn table(pools: &[Pool]) -> String {
     let mut out = format!(
-        "{:<16} {:>4} {:>4} {:>7} {:>6} {:>7} {:>7} {:>10}\n",
-        "IMAGE", "SIZE", "MAX", "TTL", "REFILL", "WAITING", "BOOTING", "HANDED-OUT"
+        "{:<16} {:>4} {:>4} {:>7} {:>6} {:>7} {:>7} {:>10} {}\n",
+        "IMAGE", "SIZE", "MAX", "TTL", "REFILL", "WAITING", "BOOTING", "HANDED-OUT", "TEMPLATE"
     );
     for p in pools {
         let n = |s: PoolVmState| p.vms.iter().filter(|v| v.state == s).count();
         out.push_str(&format!(
-            "{:<16} {:>4} {:>4} {:>6}s {:>4}/m {:>7} {:>7} {:>10}\n",
+            "{:<16} {:>4} {:>4} {:>6}s {:>4}/m {:>7} {:>7} {:>10} {}\n",
             p.image,
             p.settings.size,
             p.settings.max,
@@ -73,7 +77,8 @@ fn table(pools: &[Pool]) -> String {
             p.settings.refill_per_min,
             n(PoolVmState::Waiting),
             n(PoolVmState::Booting),
-            p.handed_out
+            p.handed_out,
+            p.settings.template.as_ref().map_or("-", |t| t.as_str())
         ));
     }
     out

@@ -125,12 +125,14 @@ async fn set_pools(controller: &Controller, pools: Vec<(String, u32)>) -> anyhow
                 max: Some(p.settings.max.max(size)),
                 ttl_secs: Some(p.settings.ttl_secs),
                 refill_per_min: Some(p.settings.refill_per_min),
+                template: p.settings.template,
             },
             Err(_) => hearth_types::pool::PoolSpec {
                 size,
                 max: None,
                 ttl_secs: None,
                 refill_per_min: None,
+                template: None,
             },
         };
         controller

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use hearth_store::{PoolRecord, PoolVmRecord, VmFilter, VmRecord};
 use hearth_types::{TenantId, Timestamp, VmState};
 
-use super::{settings_of, source};
+use super::{pool_of, source};
 use crate::controller::{cleanup, Controller};
 
 pub(in crate::controller) async fn reconcile(ctl: &Arc<Controller>) {
@@ -25,7 +25,7 @@ pub(super) async fn sweep(ctl: &Arc<Controller>) {
     let (Ok(pools), Ok(entries)) = (ctl.store.pools().await, ctl.store.pool_vms().await) else {
         return;
     };
-    let mut assets = BTreeMap::new();
+    let mut assets: BTreeMap<String, String> = BTreeMap::new();
     let mut kept: BTreeMap<String, u32> = BTreeMap::new();
     let now = Timestamp::now();
     for e in &entries {
@@ -37,9 +37,14 @@ pub(super) async fn sweep(ctl: &Arc<Controller>) {
             let _ = ctl.store.remove_pool_vm(&e.vm).await;
             continue;
         }
-        let current = assets
-            .entry(e.image.clone())
-            .or_insert_with(|| source::assets_of(ctl, &e.image));
+        if !assets.contains_key(&e.image) {
+            let now = match pool_of(&pools, &e.image) {
+                Some(pool) => source::assets_of(ctl, pool).await,
+                None => source::boot_assets(ctl, &e.image),
+            };
+            assets.insert(e.image.clone(), now);
+        }
+        let current = &assets[&e.image];
         let kept_here = kept.entry(e.image.clone()).or_default();
         match why_it_goes(ctl, &pools, e, current, *kept_here, now) {
             Some(why) => expire(ctl, record, &why).await,
@@ -58,7 +63,7 @@ fn why_it_goes(
     kept: u32,
     now: Timestamp,
 ) -> Option<String> {
-    let Some(s) = settings_of(pools, &e.image) else {
+    let Some(s) = pool_of(pools, &e.image).map(|p| &p.settings) else {
         return Some("its pool was removed".into());
     };
     let age = now.since(e.created_at);
@@ -70,7 +75,7 @@ fn why_it_goes(
         ));
     }
     if e.assets != assets {
-        return Some("its image, kernel or hypervisor changed since it booted".into());
+        return Some("its image, kernel, hypervisor or template changed since it was made".into());
     }
     if !e.warm && age >= ctl.config.readiness_timeout {
         let secs = ctl.config.readiness_timeout.as_secs();
@@ -152,9 +157,7 @@ async fn refill(ctl: &Arc<Controller>) {
 
 async fn boot_one(ctl: &Arc<Controller>, pool: &PoolRecord) {
     mark_boot(ctl, &pool.image);
-    let keep = Duration::from_secs(pool.settings.ttl_secs);
-    let source = ctl.pools.source();
-    match source.make(ctl, &pool.image, keep).await {
+    match source::make(ctl, pool).await {
         Ok(id) => {
             ctl.pools.count(&pool.image, |c| c.boots += 1);
             tracing::info!(vm = %id, image = %pool.image, "pooled VM booting");

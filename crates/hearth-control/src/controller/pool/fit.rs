@@ -21,6 +21,9 @@ pub enum Misfit {
     Persistent,
     /// A restore is its own start, from its snapshot.
     Snapshot,
+    /// A template's services run already, with the template's
+    /// environment: an environment for them cannot be applied late.
+    Environment,
 }
 
 impl Misfit {
@@ -31,13 +34,17 @@ impl Misfit {
             Misfit::Network => "a NIC is fixed at boot and pooled VMs have none",
             Misfit::Persistent => "a persistent VM's disk is made at its first boot",
             Misfit::Snapshot => "a restore starts from its snapshot",
+            Misfit::Environment => {
+                "the pool's template runs the image's services already, with no environment of the create's"
+            }
         }
     }
 }
 
 /// Whether `req` (its size already filled in) can be served by a pooled
-/// VM; the size itself is matched by the store's take.
-pub(super) fn fits(req: &CreateVm) -> Result<(), Misfit> {
+/// VM, restored from a template (`templated`) or booted cold; the size
+/// itself is matched by the store's take.
+pub(super) fn fits(req: &CreateVm, templated: bool) -> Result<(), Misfit> {
     if req.backend != BackendKind::Qemu {
         return Err(Misfit::Backend);
     }
@@ -52,6 +59,9 @@ pub(super) fn fits(req: &CreateVm) -> Result<(), Misfit> {
     }
     if req.from_snapshot.is_some() {
         return Err(Misfit::Snapshot);
+    }
+    if templated && !req.config.env.is_empty() {
+        return Err(Misfit::Environment);
     }
     Ok(())
 }
@@ -78,21 +88,30 @@ mod tests {
             readiness_timeout_secs: Some(30),
             ..CreateVm::default()
         };
-        assert_eq!(fits(&ok), Ok(()));
+        assert_eq!(fits(&ok, false), Ok(()));
+        assert_eq!(fits(&ok, true), Err(Misfit::Environment));
+        let plain = CreateVm {
+            config: GuestConfig {
+                env: Vec::new(),
+                ..ok.config.clone()
+            },
+            ..ok.clone()
+        };
+        assert_eq!(fits(&plain, true), Ok(()));
         let fc = CreateVm {
             backend: BackendKind::Firecracker,
             ..ok.clone()
         };
-        assert_eq!(fits(&fc), Err(Misfit::Backend));
+        assert_eq!(fits(&fc, false), Err(Misfit::Backend));
         let cmd = CreateVm {
             command: vec!["true".into()],
             ..ok.clone()
         };
-        assert_eq!(fits(&cmd), Err(Misfit::Command));
+        assert_eq!(fits(&cmd, false), Err(Misfit::Command));
         let nic = CreateVm {
             network: Some(NetworkMode::Nat),
             ..ok
         };
-        assert_eq!(fits(&nic), Err(Misfit::Network));
+        assert_eq!(fits(&nic, false), Err(Misfit::Network));
     }
 }

@@ -11,7 +11,7 @@ use hearth_store::PoolTake;
 use hearth_types::api::{CreateVm, Vm, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS};
 use hearth_types::Timestamp;
 
-use super::{fit, settings_of, source};
+use super::{fit, pool_of, source};
 use crate::controller::{ControlError, Controller, Scope};
 
 /// The pooled VM `req` gets, if its image has a pool with a waiting VM
@@ -23,10 +23,11 @@ pub(in crate::controller) async fn hand_out(
     timeout: Duration,
 ) -> Result<Option<Vm>, ControlError> {
     let pools = ctl.store.pools().await?;
-    let Some(settings) = settings_of(&pools, &req.image) else {
+    let Some(pool) = pool_of(&pools, &req.image) else {
         return Ok(None);
     };
-    if let Err(why) = fit::fits(req) {
+    let settings = &pool.settings;
+    if let Err(why) = fit::fits(req, settings.template.is_some()) {
         tracing::info!(image = %req.image, why = why.as_str(), "create boots cold: it does not fit the pool");
         ctl.pools.count(&req.image, |c| c.cold += 1);
         return Ok(None);
@@ -37,7 +38,7 @@ pub(in crate::controller) async fn hand_out(
         image: req.image.clone(),
         vcpus: req.vcpus.unwrap_or(DEFAULT_VCPUS),
         memory_mib: req.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB),
-        assets: source::assets_of(ctl, &req.image),
+        assets: source::assets_of(ctl, pool).await,
         born_after: Timestamp::from_millis(now.as_millis().saturating_sub(ttl_ms)),
         tenant: scope.tenant.clone(),
         config: req.config.clone(),

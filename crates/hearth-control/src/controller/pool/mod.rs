@@ -7,8 +7,8 @@
 //!   then its configuration to its agent.
 //! - `fill`: the reconciler that expires and refills pools, behind the
 //!   explicit creates.
-//! - `source`: the one seam that makes a pooled VM ([`PoolSource`]); today
-//!   a cold boot, later a restore from a snapshot template.
+//! - `source`: makes one pooled VM, a cold boot or a restore of the pool's
+//!   template snapshot, and fingerprints what it is made from.
 
 mod fill;
 mod fit;
@@ -19,11 +19,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use hearth_store::{PoolRecord, PoolVmRecord};
-use hearth_types::pool::{Pool, PoolSettings, PoolSpec, PoolVmState, PooledVm};
-use hearth_types::Timestamp;
+use hearth_types::pool::{Pool, PoolSpec, PoolVmState, PooledVm};
+use hearth_types::{BackendKind, SnapshotName, Timestamp};
 
 pub use self::fit::Misfit;
-pub use self::source::{ColdBoot, PoolSource};
+pub(super) use self::source::add_to_pool;
 use super::{ControlError, Controller};
 
 pub(super) use self::fill::reconcile;
@@ -44,33 +44,18 @@ pub struct PoolCounts {
     pub expired: u64,
 }
 
-/// The pools' moving parts that live in memory: counters, the time of
-/// each pool's last boot (its refill rate), and the source of new VMs.
-#[derive(Debug)]
+/// The pools' moving parts that live in memory: counters and the time of
+/// each pool's last boot (its refill rate).
+#[derive(Debug, Default)]
 pub(super) struct Pools {
     counts: Mutex<BTreeMap<String, PoolCounts>>,
     last_boot: Mutex<BTreeMap<String, std::time::Instant>>,
-    source: Mutex<Arc<dyn PoolSource>>,
-}
-
-impl Default for Pools {
-    fn default() -> Self {
-        Pools {
-            counts: Mutex::default(),
-            last_boot: Mutex::default(),
-            source: Mutex::new(Arc::new(ColdBoot)),
-        }
-    }
 }
 
 impl Pools {
     fn count(&self, image: &str, f: impl FnOnce(&mut PoolCounts)) {
         let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         f(map.entry(image.to_owned()).or_default());
-    }
-
-    fn source(&self) -> Arc<dyn PoolSource> {
-        Arc::clone(&self.source.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -79,13 +64,21 @@ impl Controller {
     pub async fn set_pool(&self, image: &str, spec: &PoolSpec) -> Result<Pool, ControlError> {
         let settings = spec.settings().map_err(ControlError::Invalid)?;
         self.check_poolable(image)?;
+        if let Some(name) = &settings.template {
+            self.check_template(image, name).await?;
+        }
         let record = PoolRecord {
             image: image.to_owned(),
             settings,
             updated_at: Timestamp::now(),
         };
         self.store.put_pool(&record).await?;
-        tracing::info!(image, size = settings.size, max = settings.max, "pool set");
+        tracing::info!(
+            image,
+            size = record.settings.size,
+            max = record.settings.max,
+            "pool set"
+        );
         self.pool(image).await
     }
 
@@ -124,11 +117,6 @@ impl Controller {
             .clone()
     }
 
-    /// Replaces how pooled VMs are made (a cold boot by default).
-    pub fn set_pool_source(&self, source: Arc<dyn PoolSource>) {
-        *self.pools.source.lock().unwrap_or_else(|p| p.into_inner()) = source;
-    }
-
     /// A pooled VM gets its configuration from its agent at hand-out: the
     /// image must carry one, and agent readiness must be on.
     fn check_poolable(&self, image: &str) -> Result<(), ControlError> {
@@ -142,6 +130,37 @@ impl Controller {
             )));
         }
         Ok(())
+    }
+
+    /// A pool's template must be a finished template snapshot (made from
+    /// an image, no VM's configuration in it: pooled VMs carry nothing of
+    /// any tenant) of the pool's image, on QEMU.
+    async fn check_template(&self, image: &str, name: &SnapshotName) -> Result<(), ControlError> {
+        let Some(manifest) = self.store.snapshot(name).await?.and_then(|s| s.manifest) else {
+            return Err(ControlError::SnapshotNotFound(name.clone()));
+        };
+        let wrong = if !manifest.template {
+            Some(format!(
+                "it was taken of VM {}, whose configuration is in it",
+                manifest.source_vm
+            ))
+        } else if manifest.image != image {
+            Some(format!("it is of image {:?}", manifest.image))
+        } else if manifest.backend != BackendKind::Qemu {
+            Some(format!(
+                "it runs on {}; pooled VMs run on qemu",
+                manifest.backend
+            ))
+        } else {
+            None
+        };
+        match wrong {
+            Some(why) => Err(ControlError::Invalid(format!(
+                "template: snapshot {name} cannot fill the pool of {image:?}: {why}; make one with \
+                 `hearth snapshot create --image {image} NAME`"
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn describe(&self, p: PoolRecord, vms: &[PoolVmRecord]) -> Pool {
@@ -183,7 +202,7 @@ fn no_pool(image: &str) -> ControlError {
     ControlError::NoPool(image.to_owned())
 }
 
-/// The settings of `image`'s pool, if it has one.
-fn settings_of(pools: &[PoolRecord], image: &str) -> Option<PoolSettings> {
-    pools.iter().find(|p| p.image == image).map(|p| p.settings)
+/// `image`'s pool, if it has one.
+fn pool_of<'a>(pools: &'a [PoolRecord], image: &str) -> Option<&'a PoolRecord> {
+    pools.iter().find(|p| p.image == image)
 }

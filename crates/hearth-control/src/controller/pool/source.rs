@@ -1,51 +1,72 @@
-//! The seam that makes a pooled VM. Today every pooled VM is a cold boot
-//! of its image with no configuration; a source that restores one from a
-//! snapshot template fits behind the same trait
-//! ([`Controller::set_pool_source`](crate::controller::Controller::set_pool_source)).
+//! Making one pooled VM: a cold boot of the pool's image, or, for a pool
+//! with a template, a restore of that snapshot (the image's services
+//! already up in it); and the fingerprint of what a pooled VM is made
+//! from, so one made from assets that changed since is never handed out.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use hearth_types::VmId;
+use hearth_store::{PoolRecord, PoolVmRecord, VmRecord};
+use hearth_types::{error_chain, FailureCode, VmId};
 
-use crate::controller::{ControlError, Controller};
+use crate::controller::{create, restore, ControlError, Controller};
 
-/// A future a [`PoolSource`] returns.
-pub type Making<'a> = Pin<Box<dyn Future<Output = Result<VmId, ControlError>> + Send + 'a>>;
-
-/// Makes one pooled VM of an image.
-///
-/// A source must: record the VM (tenant [`hearth_types::TenantId::pool`],
-/// no configuration, the image's size, on QEMU) and its row in the pool
-/// (`PoolStore::add_pool_vm`, with [`assets_of`] the image) before it
-/// answers; start it so that its agent connects and waits for its
-/// configuration (the agent link holds it back while the VM is the pool
-/// tenant's); and give it a readiness deadline no sooner than `keep`
-/// (the pool's time to live) from now, as the pool removes it by then.
-pub trait PoolSource: Send + Sync + std::fmt::Debug {
-    fn make<'a>(&'a self, ctl: &'a Arc<Controller>, image: &'a str, keep: Duration) -> Making<'a>;
-}
-
-/// A pooled VM booted cold from its image.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ColdBoot;
-
-impl PoolSource for ColdBoot {
-    fn make<'a>(&'a self, ctl: &'a Arc<Controller>, image: &'a str, keep: Duration) -> Making<'a> {
-        Box::pin(async move {
-            let assets = assets_of(ctl, image);
-            crate::controller::create::create_pooled(ctl, image, assets, keep).await
-        })
+/// Makes one VM for `pool`: recorded (tenant
+/// [`hearth_types::TenantId::pool`], no configuration) with its pool row
+/// before it starts, so that its agent connects and waits for the
+/// configuration its hand-out sends; its readiness deadline is past the
+/// pool's time to live, as the pool removes it by then.
+pub(super) async fn make(ctl: &Arc<Controller>, pool: &PoolRecord) -> Result<VmId, ControlError> {
+    let keep = Duration::from_secs(pool.settings.ttl_secs);
+    let assets = assets_of(ctl, pool).await;
+    match &pool.settings.template {
+        None => create::create_pooled(ctl, &pool.image, assets, keep).await,
+        Some(name) => restore::create_pooled(ctl, name, assets, keep).await,
     }
 }
 
-/// What a VM of `image` boots from now: the image file, the default
-/// kernel and the QEMU binary, each by path, size and modification time.
-/// A pooled VM booted from other assets is replaced, never handed out.
-pub fn assets_of(ctl: &Controller, image: &str) -> String {
+/// Adds `record`, recorded already, to its pool; a VM that cannot be is
+/// failed (and cleaned up like any failed VM).
+pub(in crate::controller) async fn add_to_pool(
+    ctl: &Arc<Controller>,
+    record: &VmRecord,
+    assets: String,
+) -> Result<(), ControlError> {
+    let row = PoolVmRecord {
+        vm: record.vm.id.clone(),
+        image: record.vm.image.clone(),
+        assets,
+        created_at: record.vm.created_at,
+        warm: false,
+        warm_since: None,
+    };
+    if let Err(e) = ctl.store.add_pool_vm(&row).await {
+        let message = format!("could not be added to its pool: {}", error_chain(&e));
+        crate::controller::cleanup::fail(ctl, &record.vm.id, FailureCode::StartFailed, message)
+            .await;
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// What a VM of `pool` is made from now: the image file, the default
+/// kernel and the QEMU binary, each by path, size and modification time,
+/// and the template snapshot (by name and when it was taken) if any.
+pub(super) async fn assets_of(ctl: &Controller, pool: &PoolRecord) -> String {
+    let mut assets = boot_assets(ctl, &pool.image);
+    if let Some(name) = &pool.settings.template {
+        let taken = match ctl.store.snapshot(name).await {
+            Ok(Some(s)) => s.created_at.as_millis(),
+            _ => 0,
+        };
+        assets.push_str(&format!(";template {name}:{taken}"));
+    }
+    assets
+}
+
+/// The image, kernel and hypervisor part of [`assets_of`].
+pub(super) fn boot_assets(ctl: &Controller, image: &str) -> String {
     let data = &ctl.config.data;
     let image = hearth_guestkit::image::find_image(data, image).ok();
     let qemu = on_path(hearth_vmm::qemu::QEMU);

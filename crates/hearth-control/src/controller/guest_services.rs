@@ -31,7 +31,8 @@ use tokio::task::JoinHandle;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The proxy and resolver policy of a VM's NIC policy: its domains (any,
-/// when it names none), its `deny` refused, its `allow` the only networks.
+/// when it names none), its `deny` refused, its `allow` the only networks,
+/// the networks its tenant opened let through the address classes.
 pub(super) fn egress_policy(nic: &NicPolicy) -> Result<Policy, String> {
     let mut policy = if nic.allow_domains.is_empty() {
         Policy::any_domain()
@@ -45,6 +46,9 @@ pub(super) fn egress_policy(nic: &NicPolicy) -> Result<Policy, String> {
     }
     for n in &nic.allow {
         policy = policy.only_network(net(n)?);
+    }
+    for n in &nic.open {
+        policy = policy.allow_network(net(n)?);
     }
     Ok(policy)
 }

@@ -91,6 +91,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0013_vm_network",
         sql: include_str!("../migrations/0013_vm_network.sql"),
     },
+    // Tenants' network policies (0014 is another branch's; the merge puts
+    // it before this one).
+    Migration {
+        version: 15,
+        name: "0015_tenant_network",
+        sql: include_str!("../migrations/0015_tenant_network.sql"),
+    },
 ];
 
 /// The schema version this build writes: the last migration's number.

@@ -73,18 +73,22 @@ pub fn merge(vm: NicPolicy, tenant: Option<&NicPolicy>) -> Result<NicPolicy, Str
 }
 
 /// The networks of `allow` (a VM's merged list, as its record keeps it)
-/// that its tenant's policy opens: those within an openable always
-/// refused network and within one of the tenant's own `allow` entries.
+/// that its tenant's policy opens: those within one of the tenant's own
+/// `allow` entries that is itself within an openable always refused
+/// network.
 /// Worked out again from the tenant's current policy whenever the VM's
 /// network is made, so a tenant's allowance taken back is not kept.
 pub fn opened(allow: &[Ipv4Net], tenant: Option<&NicPolicy>) -> Vec<Ipv4Net> {
     let Some(tenant) = tenant else {
         return Vec::new();
     };
+    let openable = |n: &Ipv4Net| OPENABLE.iter().any(|o| o.contains(n));
+    // The tenant's entry must itself be private: `0.0.0.0/0` on a tenant
+    // would otherwise let a VM's own allow open any private network.
+    let opening: Vec<&Ipv4Net> = tenant.allow.iter().filter(|t| openable(t)).collect();
     allow
         .iter()
-        .filter(|n| OPENABLE.iter().any(|o| o.contains(n)))
-        .filter(|n| tenant.allow.iter().any(|t| t.contains(n)))
+        .filter(|n| opening.iter().any(|t| t.contains(n)))
         .copied()
         .collect()
 }

@@ -300,11 +300,16 @@ mod tests {
         };
         let text = namespace_ruleset(&policy);
         let deny = text.find("{ 10.20.0.9/32 } counter").unwrap();
-        let open = text.find("{ 10.20.0.0/16 } oifname \"veth0\" accept").unwrap();
+        let open = text
+            .find("{ 10.20.0.0/16 } oifname \"veth0\" accept")
+            .unwrap();
         let refused = text.find("{ 0.0.0.0/8,").unwrap();
         assert!(deny < open && open < refused, "{text}");
         let plain = namespace_ruleset(&NicPolicy::default());
-        assert_eq!(plain.matches("accept").count(), text.matches("accept").count() - 1);
+        assert_eq!(
+            plain.matches("accept").count(),
+            text.matches("accept").count() - 1
+        );
         let prefix: Prefix = "ht1".parse().unwrap();
         let holes = slot_holes(&prefix, "ht1-s3", &policy.open);
         assert!(holes.starts_with("table ip ht1-s3 {}\nflush table ip ht1-s3\n"));

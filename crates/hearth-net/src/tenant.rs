@@ -26,7 +26,10 @@ const OPENABLE: [Ipv4Net; 5] = [
 const NEVER: [(Ipv4Net, &str); 3] = [
     (Ipv4Net::new(0, 0, 0, 0, 8), "\"this network\" (0.0.0.0/8)"),
     (Ipv4Net::new(127, 0, 0, 0, 8), "loopback (127.0.0.0/8)"),
-    (Ipv4Net::new(224, 0, 0, 0, 3), "multicast or reserved (224.0.0.0/3)"),
+    (
+        Ipv4Net::new(224, 0, 0, 0, 3),
+        "multicast or reserved (224.0.0.0/3)",
+    ),
 ];
 
 /// Checks a tenant's policy as an admin gave it; each error names the
@@ -120,7 +123,10 @@ fn narrowed_domains(vm: Vec<String>, tenant: &[String]) -> Result<Vec<String>, S
     if vm.is_empty() {
         return Ok(tenant.to_vec());
     }
-    match vm.iter().find(|d| !tenant.iter().any(|t| domain_within(d, t))) {
+    match vm
+        .iter()
+        .find(|d| !tenant.iter().any(|t| domain_within(d, t)))
+    {
         Some(outside) => Err(format!(
             "network_policy.allow_domains: {outside:?} is outside the VM's tenant's domains ({}); \
              name domains within those, or ask an admin to widen the tenant's network policy",
@@ -212,7 +218,12 @@ mod tests {
     #[test]
     fn domains_narrow_within_the_tenant_s_when_it_names_any() {
         let tenant = policy(&[], &[], None, &["*.example.com", "api.test"]);
-        let ok = policy(&[], &[], None, &["a.example.com", "*.b.example.com", "API.test"]);
+        let ok = policy(
+            &[],
+            &[],
+            None,
+            &["a.example.com", "*.b.example.com", "API.test"],
+        );
         assert_eq!(merge(ok, Some(&tenant)).unwrap().allow_domains.len(), 3);
         let all = merge(policy(&[], &[], None, &[]), Some(&tenant)).unwrap();
         assert_eq!(all.allow_domains, ["*.example.com", "api.test"]);
@@ -236,10 +247,17 @@ mod tests {
         let narrower = merge(policy(&["10.20.1.0/24"], &[], None, &[]), Some(&tenant)).unwrap();
         assert_eq!(narrower.open, nets(&["10.20.1.0/24"]));
         let inherits = merge(policy(&[], &[], None, &[]), Some(&tenant)).unwrap();
-        assert_eq!(inherits.open, nets(&["10.20.0.0/16"]), "0.0.0.0/0 opens nothing");
+        assert_eq!(
+            inherits.open,
+            nets(&["10.20.0.0/16"]),
+            "0.0.0.0/0 opens nothing"
+        );
         let world = policy(&["0.0.0.0/0"], &[], None, &[]);
         let inside = merge(policy(&["10.20.0.0/16"], &[], None, &[]), Some(&world)).unwrap();
-        assert!(inside.open.is_empty(), "the whole internet is no private allowance");
+        assert!(
+            inside.open.is_empty(),
+            "the whole internet is no private allowance"
+        );
         let taken_back = policy(&["203.0.113.0/24"], &[], None, &[]);
         assert!(opened(&nets(&["10.20.0.0/16"]), Some(&taken_back)).is_empty());
     }
@@ -264,6 +282,8 @@ mod tests {
             deny: vec!["10.20.0.1/16".into()],
             ..NetworkPolicy::default()
         };
-        assert!(check(&host_bits).unwrap_err().contains("write 10.20.0.0/16"));
+        assert!(check(&host_bits)
+            .unwrap_err()
+            .contains("write 10.20.0.0/16"));
     }
 }

@@ -17,7 +17,9 @@ async fn only_admin_tokens_see_or_change_a_tenant_s_network_policy() {
     let tenant = server.token("team-a", false).await;
     let requests = [
         server.get(&tenant, PATH).await,
-        server.put(&tenant, PATH, r#"{"deny": ["203.0.113.2"]}"#).await,
+        server
+            .put(&tenant, PATH, r#"{"deny": ["203.0.113.2"]}"#)
+            .await,
         server.delete(&tenant, PATH).await,
     ];
     for r in requests {
@@ -27,7 +29,12 @@ async fn only_admin_tokens_see_or_change_a_tenant_s_network_policy() {
     }
     let admin = server.token("ops", true).await;
     let (status, e, _) = api_error(server.get(&admin, PATH).await).await;
-    assert_eq!((status, e.code.as_str()), (404, "not_found"), "{}", e.message);
+    assert_eq!(
+        (status, e.code.as_str()),
+        (404, "not_found"),
+        "{}",
+        e.message
+    );
 }
 
 #[tokio::test]
@@ -35,11 +42,31 @@ async fn bad_policies_are_refused_naming_the_field_and_the_fix() {
     let server = server(ServerConfig::default()).await;
     let admin = server.token("ops", true).await;
     let cases = [
-        (PATH, r#"{"deny": ["10.20.0.1/16"]}"#, "network_policy.deny: \"10.20.0.1/16\" has host bits set: write 10.20.0.0/16"),
-        (PATH, r#"{"allow": ["nope"]}"#, "network_policy.allow: \"nope\" is not an IPv4 network"),
-        (PATH, r#"{"allow": ["127.0.0.0/8"]}"#, "127.0.0.0/8 is within loopback"),
-        (PATH, r#"{"bandwidth_kbit": 1}"#, "network_policy.bandwidth_kbit: 1; give 64 to 10000000"),
-        (PATH, r#"{"allow_domains": ["not a name"]}"#, "network_policy.allow_domains"),
+        (
+            PATH,
+            r#"{"deny": ["10.20.0.1/16"]}"#,
+            "network_policy.deny: \"10.20.0.1/16\" has host bits set: write 10.20.0.0/16",
+        ),
+        (
+            PATH,
+            r#"{"allow": ["nope"]}"#,
+            "network_policy.allow: \"nope\" is not an IPv4 network",
+        ),
+        (
+            PATH,
+            r#"{"allow": ["127.0.0.0/8"]}"#,
+            "127.0.0.0/8 is within loopback",
+        ),
+        (
+            PATH,
+            r#"{"bandwidth_kbit": 1}"#,
+            "network_policy.bandwidth_kbit: 1; give 64 to 10000000",
+        ),
+        (
+            PATH,
+            r#"{"allow_domains": ["not a name"]}"#,
+            "network_policy.allow_domains",
+        ),
         (PATH, r#"{"colour": "red"}"#, "colour"),
         ("/v1/tenants/Bad..Tenant/network-policy", "{}", "tenant"),
     ];
@@ -59,7 +86,11 @@ async fn a_policy_is_stored_normalized_shown_and_removed() {
     let body = r#"{"allow": ["10.20.0.0/16", "203.0.113.0/24"], "deny": ["203.0.113.9"], "bandwidth_kbit": 8000}"#;
     let put: TenantNetworkPolicy = ok_json(server.put(&admin, PATH, body).await).await;
     assert_eq!(put.tenant.as_str(), "team-a");
-    assert_eq!(put.policy.deny, ["203.0.113.9/32"], "an address is kept as its /32");
+    assert_eq!(
+        put.policy.deny,
+        ["203.0.113.9/32"],
+        "an address is kept as its /32"
+    );
     assert_eq!(put.policy.bandwidth_kbit, Some(8000));
     let got: TenantNetworkPolicy = ok_json(server.get(&admin, PATH).await).await;
     assert_eq!(got, put);

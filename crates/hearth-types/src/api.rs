@@ -148,7 +148,10 @@ pub enum NetworkMode {
 impl NetworkMode {
     /// The NIC a request gets: its own choice, else the server's default;
     /// `None` when it has none.
-    pub fn resolve(asked: Option<NetworkMode>, default: Option<NetworkMode>) -> Option<NetworkMode> {
+    pub fn resolve(
+        asked: Option<NetworkMode>,
+        default: Option<NetworkMode>,
+    ) -> Option<NetworkMode> {
         match asked.or(default) {
             Some(NetworkMode::None) | None => None,
             nic => nic,

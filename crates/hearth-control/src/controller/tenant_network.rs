@@ -62,7 +62,9 @@ async fn tenant_policy(
     };
     hearth_net::tenant::check(&record.policy)
         .map(Some)
-        .map_err(|why| ControlError::Invalid(format!("tenant {tenant}'s stored network policy: {why}")))
+        .map_err(|why| {
+            ControlError::Invalid(format!("tenant {tenant}'s stored network policy: {why}"))
+        })
 }
 
 /// A new VM's policy within its tenant's: what its record keeps and its

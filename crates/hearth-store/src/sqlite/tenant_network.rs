@@ -18,7 +18,10 @@ pub(super) fn put(conn: &Connection, r: &TenantNetworkPolicy) -> Result<(), Fail
     Ok(())
 }
 
-pub(super) fn get(conn: &Connection, tenant: &TenantId) -> Result<Option<TenantNetworkPolicy>, Fail> {
+pub(super) fn get(
+    conn: &Connection,
+    tenant: &TenantId,
+) -> Result<Option<TenantNetworkPolicy>, Fail> {
     let mut stmt = conn.prepare_cached(
         "SELECT tenant, policy, updated_at FROM tenant_network_policies WHERE tenant = ?1",
     )?;

@@ -199,3 +199,38 @@ impl Connector for InNamespace {
         Ok(Box::new(stream))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use hearth_egress::Host;
+    use hearth_net::Ipv4Net;
+
+    use super::*;
+
+    /// The resolver and proxy let through what the VM's tenant opened, and
+    /// only that, after the VM's denials.
+    #[test]
+    fn the_proxy_and_resolver_reach_only_the_private_networks_a_tenant_opened() {
+        let net = |t: &str| Ipv4Net::parse(t).unwrap();
+        let nic = NicPolicy {
+            allow: vec![net("10.20.0.0/16"), net("10.30.0.0/16")],
+            deny: vec![net("10.20.0.9")],
+            open: vec![net("10.20.0.0/16")],
+            ..NicPolicy::default()
+        };
+        let policy = egress_policy(&nic).unwrap();
+        let host = Host::Name("inside.test".into());
+        let check = |ip: &str| policy.check_address(&host, ip.parse().unwrap());
+        assert!(check("10.20.0.5").is_ok(), "the opened network");
+        assert!(check("10.20.0.9").is_err(), "a denial within it");
+        assert!(check("10.30.0.5").is_err(), "allowed by the VM, not opened");
+        let closed = egress_policy(&NicPolicy {
+            open: Vec::new(),
+            ..nic
+        })
+        .unwrap();
+        assert!(closed
+            .check_address(&host, "10.20.0.5".parse().unwrap())
+            .is_err());
+    }
+}

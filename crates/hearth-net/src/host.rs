@@ -89,6 +89,7 @@ impl NetHost {
     pub async fn destroy(&self, slot: Slot) -> Result<bool, NetError> {
         let name = self.prefix.slot_name(slot);
         self.on_host(move || async move {
+            nft::apply(&nft::table_removal(&name), "the host")?;
             let host = Netlink::open("the host")?;
             let link = host.delete(&name).await?;
             let ns = netns::delete(&name)?;
@@ -143,14 +144,19 @@ struct SlotPlan {
     host_address: std::net::Ipv4Addr,
     ns_address: std::net::Ipv4Addr,
     ruleset: String,
+    /// The host's hole table, when the VM's tenant opened networks.
+    holes: Option<String>,
 }
 
 impl SlotPlan {
     fn new(host: &NetHost, slot: Slot, policy: &NicPolicy) -> SlotPlan {
+        let name = host.prefix.slot_name(slot);
         SlotPlan {
             ruleset: nft::namespace_ruleset(policy),
+            holes: (!policy.open.is_empty())
+                .then(|| nft::slot_holes(&host.prefix, &name, &policy.open)),
             slot,
-            name: host.prefix.slot_name(slot),
+            name,
             host_address: host.pool.host_address(slot),
             ns_address: host.pool.namespace_address(slot),
         }
@@ -176,6 +182,10 @@ impl SlotPlan {
         nft::apply(&self.ruleset, &self.name)?;
         let outside = host.up(&self.name).await?;
         host.add_address(outside, self.host_address, 30).await?;
+        if let Some(holes) = &self.holes {
+            enter(host_ns, "the host")?;
+            nft::apply(holes, "the host")?;
+        }
         Ok(VmNic {
             slot: self.slot,
             name: self.name,

@@ -19,6 +19,7 @@ mod policy;
 pub mod preflight;
 mod reconcile;
 mod tap;
+pub mod tenant;
 mod thread;
 
 pub use addressing::{

@@ -18,6 +18,10 @@ use crate::NetError;
 const REFUSED: &str = "0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 169.254.0.0/16, \
                        172.16.0.0/12, 192.168.0.0/16, 224.0.0.0/3";
 
+/// The packet mark a VM's hole table (see [`slot_holes`]) gives what its
+/// tenant opened, so the host's guard lets it through (`ht` in ASCII).
+const OPENED_MARK: &str = "0x6874";
+
 /// The named counter, in each namespace, of the guest's packets refused
 /// for their destination.
 pub(crate) const REFUSED_COUNTER: &str = "refused";
@@ -43,6 +47,12 @@ pub(crate) fn namespace_ruleset(policy: &NicPolicy) -> String {
         out_rules.push(format!(
             "{from_guest} ip daddr {{ {} }} {refuse}",
             set(&policy.deny)
+        ));
+    }
+    if !policy.open.is_empty() {
+        out_rules.push(format!(
+            "{from_guest} ip daddr {{ {} }} oifname \"{NS_LINK_NAME}\" accept",
+            set(&policy.open)
         ));
     }
     out_rules.push(format!("{from_guest} ip daddr {{ {REFUSED} }} {refuse}"));
@@ -118,7 +128,7 @@ table ip {prefix} {{
   chain forward {{
     type filter hook forward priority filter; policy accept;
     iifname \"{links}\" oifname \"{links}\" counter drop
-    iifname \"{links}\" ip daddr {{ {REFUSED} }} counter drop
+    iifname \"{links}\" meta mark != {OPENED_MARK} ip daddr {{ {REFUSED} }} counter drop
   }}
   chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
@@ -129,9 +139,35 @@ table ip {prefix} {{
     )
 }
 
-/// Removes the host's table, whether it exists or not.
+/// On the host, one VM's holes in the guard: its table (named like its
+/// host link, `name`) marks what leaves that link for the always refused
+/// networks its tenant opened (`open`, never another VM's link), before
+/// the host's table sees it. A table of its own, so the host's table can
+/// be replaced whole without taking the holes with it.
+pub(crate) fn slot_holes(prefix: &Prefix, name: &str, open: &[Ipv4Net]) -> String {
+    let links = prefix.link_pattern();
+    let open = set(open);
+    format!(
+        "table ip {name} {{}}
+flush table ip {name}
+table ip {name} {{
+  chain forward {{
+    type filter hook forward priority filter - 1; policy accept;
+    iifname \"{name}\" oifname != \"{links}\" ip daddr {{ {open} }} meta mark set {OPENED_MARK}
+  }}
+}}
+"
+    )
+}
+
+/// Removes the host's table, or a VM's hole table, whether it exists or not.
 pub(crate) fn host_removal(prefix: &Prefix) -> String {
-    format!("table ip {prefix} {{}}\ndelete table ip {prefix}\n")
+    table_removal(&prefix.to_string())
+}
+
+/// Removes table `ip {name}`, whether it exists or not.
+pub(crate) fn table_removal(name: &str) -> String {
+    format!("table ip {name} {{}}\ndelete table ip {name}\n")
 }
 
 /// The nft binary: the usual places first (`hearth serve` may run with a
@@ -229,7 +265,7 @@ mod tests {
             deny: vec![Ipv4Net::parse("203.0.113.9").unwrap()],
             allow: vec![Ipv4Net::parse("203.0.113.0/24").unwrap()],
             bandwidth_kbit: Some(8000),
-            allow_domains: Vec::new(),
+            ..NicPolicy::default()
         };
         let text = namespace_ruleset(&policy);
         let deny = text.find("ip daddr { 203.0.113.9/32 } counter").unwrap();
@@ -251,5 +287,34 @@ mod tests {
         assert!(text.starts_with("table ip ht1 {}\nflush table ip ht1\n"));
         assert!(text.contains("ip saddr 10.231.0.0/16 oifname != \"ht1-s*\" masquerade"));
         assert!(text.contains("iifname \"ht1-s*\" oifname \"ht1-s*\" counter drop"));
+        assert!(text.contains("meta mark != 0x6874 ip daddr { 0.0.0.0/8, 10.0.0.0/8"));
+    }
+
+    #[test]
+    fn an_opened_network_is_let_through_after_denials_and_only_for_its_vm() {
+        let policy = NicPolicy {
+            deny: vec![Ipv4Net::parse("10.20.0.9").unwrap()],
+            allow: vec![Ipv4Net::parse("10.20.0.0/16").unwrap()],
+            open: vec![Ipv4Net::parse("10.20.0.0/16").unwrap()],
+            ..NicPolicy::default()
+        };
+        let text = namespace_ruleset(&policy);
+        let deny = text.find("{ 10.20.0.9/32 } counter").unwrap();
+        let open = text
+            .find("{ 10.20.0.0/16 } oifname \"veth0\" accept")
+            .unwrap();
+        let refused = text.find("{ 0.0.0.0/8,").unwrap();
+        assert!(deny < open && open < refused, "{text}");
+        let plain = namespace_ruleset(&NicPolicy::default());
+        assert_eq!(
+            plain.matches("accept").count(),
+            text.matches("accept").count() - 1
+        );
+        let prefix: Prefix = "ht1".parse().unwrap();
+        let holes = slot_holes(&prefix, "ht1-s3", &policy.open);
+        assert!(holes.starts_with("table ip ht1-s3 {}\nflush table ip ht1-s3\n"));
+        assert!(holes.contains(
+            "iifname \"ht1-s3\" oifname != \"ht1-s*\" ip daddr { 10.20.0.0/16 } meta mark set 0x6874"
+        ));
     }
 }

@@ -61,6 +61,26 @@ impl Ipv4Net {
             prefix_len,
         })
     }
+
+    /// `a.b.c.d/len` from parts known to be aligned.
+    pub(crate) const fn new(a: u8, b: u8, c: u8, d: u8, prefix_len: u8) -> Ipv4Net {
+        Ipv4Net {
+            address: Ipv4Addr::new(a, b, c, d),
+            prefix_len,
+        }
+    }
+
+    fn mask(&self) -> u32 {
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix_len))
+            .unwrap_or(0)
+    }
+
+    /// Whether every address of `other` is in this network.
+    pub fn contains(&self, other: &Ipv4Net) -> bool {
+        other.prefix_len >= self.prefix_len
+            && u32::from(other.address) & self.mask() == u32::from(self.address)
+    }
 }
 
 /// One VM's checked policy.
@@ -78,6 +98,10 @@ pub struct NicPolicy {
     /// for the `allow` networks. Checked by the caller (hearth-egress's
     /// domain syntax); kept here so the ruleset closes the direct path.
     pub allow_domains: Vec<String>,
+    /// Networks of the always refused classes this VM may reach all the
+    /// same, because its tenant's policy allows them (never from the VM's
+    /// own policy: see [`crate::tenant`]). Each is within `allow`.
+    pub open: Vec<Ipv4Net>,
 }
 
 impl NicPolicy {
@@ -107,7 +131,20 @@ impl NicPolicy {
             allow: list("allow", &policy.allow)?,
             bandwidth_kbit: policy.bandwidth_kbit,
             allow_domains: domains(&policy.allow_domains)?,
+            open: Vec::new(),
         })
+    }
+
+    /// The API's form of this policy (what the VM's record keeps; `open`
+    /// is not part of it, it is worked out from the tenant's policy).
+    pub fn to_request(&self) -> NetworkPolicy {
+        let texts = |nets: &[Ipv4Net]| nets.iter().map(Ipv4Net::to_string).collect();
+        NetworkPolicy {
+            allow: texts(&self.allow),
+            deny: texts(&self.deny),
+            bandwidth_kbit: self.bandwidth_kbit,
+            allow_domains: self.allow_domains.clone(),
+        }
     }
 
     /// Whether the guest may leave directly only for its `allow`
@@ -157,6 +194,16 @@ mod tests {
     }
 
     #[test]
+    fn a_network_contains_its_subnets_and_not_its_neighbours() {
+        let net = |t: &str| Ipv4Net::parse(t).unwrap();
+        assert!(net("10.0.0.0/8").contains(&net("10.20.0.0/16")));
+        assert!(net("10.20.0.0/16").contains(&net("10.20.0.0/16")));
+        assert!(!net("10.20.0.0/16").contains(&net("10.0.0.0/8")));
+        assert!(!net("10.20.0.0/16").contains(&net("10.21.0.1")));
+        assert!(net("0.0.0.0/0").contains(&net("192.168.1.1")));
+    }
+
+    #[test]
     fn a_request_is_checked_field_by_field() {
         let ok = NetworkPolicy {
             allow: vec!["203.0.113.0/24".into()],
@@ -165,6 +212,7 @@ mod tests {
             allow_domains: Vec::new(),
         };
         let policy = NicPolicy::from_request(&ok).unwrap();
+        assert_eq!(policy.to_request().deny, ["203.0.113.9/32"]);
         assert_eq!(policy.rate_and_burst(), Some((125_000, 16_384)));
         let bad = NetworkPolicy {
             deny: vec!["nope".into()],

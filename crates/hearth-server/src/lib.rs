@@ -33,6 +33,7 @@ mod sessions;
 mod snapshots;
 // Users' CLI VMs.
 pub mod cli_vms;
+mod tenant_network;
 mod tokens;
 mod viewer;
 mod viewer_links;
@@ -230,6 +231,12 @@ fn build(controller: Arc<Controller>, config: &ServerConfig) -> (Router, AppStat
             put(egress_settings::put_tenant)
                 .get(egress_settings::get_tenant)
                 .delete(egress_settings::delete_tenant),
+        )
+        .route(
+            "/v1/tenants/{tenant}/network-policy",
+            put(tenant_network::put)
+                .get(tenant_network::get)
+                .delete(tenant_network::delete),
         )
         .route(
             "/v1/users/{user}/egress",

@@ -13,6 +13,7 @@ pub mod records;
 pub mod sessions;
 pub mod snapshots;
 pub mod sqlite;
+pub mod tenant_network;
 
 use async_trait::async_trait;
 use hearth_types::guest::GuestConfig;
@@ -34,6 +35,7 @@ pub use records::*;
 pub use sessions::{SessionChange, SessionFilter, SessionRecord, SessionStore};
 pub use snapshots::{SnapshotRecord, SnapshotRole, SnapshotStore};
 pub use sqlite::SqliteStore;
+pub use tenant_network::TenantNetworkStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -65,6 +67,7 @@ pub trait Store:
     + SessionStore
     + EgressSettingsStore
     + NetSlotStore
+    + TenantNetworkStore
     // Warm pools (issue 11).
     + PoolStore
     // Snapshots.

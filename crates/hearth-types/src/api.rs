@@ -42,12 +42,15 @@ pub struct CreateVm {
     /// readiness check passed.
     #[serde(default)]
     pub config: crate::guest::GuestConfig,
-    /// A NIC for the guest (docs/networking.md); absent: none, and the
-    /// guest reaches out only through its agent.
+    /// A NIC for the guest (docs/networking.md); absent: the server's
+    /// default (`hearth serve --default-network`, none unless set), and a
+    /// guest without one reaches out only through its agent; `none`: no
+    /// NIC whatever the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkMode>,
-    /// What the NIC may reach beyond what every VM is refused; needs
-    /// `network`.
+    /// What the NIC may reach beyond what every VM is refused; needs a
+    /// NIC (`network`, or the server's default). The VM's tenant's policy
+    /// (`PUT /v1/tenants/{tenant}/network-policy`) is merged into it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicy>,
     /// Keep the VM across boots: it gets its own writable disk
@@ -138,6 +141,34 @@ pub enum NetworkMode {
     /// Its own namespace and address, source NAT to the outside; private,
     /// loopback, link-local and the host's own addresses refused.
     Nat,
+    /// No NIC, whatever the server's default network.
+    None,
+}
+
+impl NetworkMode {
+    /// The NIC a request gets: its own choice, else the server's default;
+    /// `None` when it has none.
+    pub fn resolve(
+        asked: Option<NetworkMode>,
+        default: Option<NetworkMode>,
+    ) -> Option<NetworkMode> {
+        match asked.or(default) {
+            Some(NetworkMode::None) | None => None,
+            nic => nic,
+        }
+    }
+}
+
+/// `GET/PUT /v1/tenants/{tenant}/network-policy`: what every NIC of a
+/// tenant's VMs may reach, merged into each VM's own policy at its create
+/// (docs/networking.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TenantNetworkPolicy {
+    pub tenant: TenantId,
+    pub policy: NetworkPolicy,
+    pub updated_at: Timestamp,
 }
 
 fn default_image() -> String {

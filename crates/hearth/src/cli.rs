@@ -58,6 +58,10 @@ pub enum Command {
     /// serve`; restore one with `hearth vm create --from-snapshot NAME`.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Tenants' settings through `hearth serve` (admin token): their
+    /// network policy.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -611,26 +615,12 @@ pub struct CreateArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Give the VM a NIC: `nat`, its own address behind the host's (see
-    /// docs/networking.md). Without it the VM has none.
+    /// docs/networking.md); `none`: no NIC. Without it the VM gets the
+    /// server's default (`hearth serve --default-network`; none unless set).
     #[arg(long, value_enum)]
     pub network: Option<NetworkArg>,
-    /// With `--network`: the only IPv4 networks the guest may reach
-    /// (`203.0.113.0/24`, or an address); repeat for more.
-    #[arg(long = "net-allow", value_name = "CIDR", requires = "network")]
-    pub net_allow: Vec<String>,
-    /// With `--network`: IPv4 networks the guest may not reach, refused
-    /// and counted (`hearth vm network ID`); repeat for more.
-    #[arg(long = "net-deny", value_name = "CIDR", requires = "network")]
-    pub net_deny: Vec<String>,
-    /// With `--network`: each direction's rate limit, kbit/s.
-    #[arg(long = "net-bandwidth", value_name = "KBIT", requires = "network")]
-    pub net_bandwidth: Option<u32>,
-    /// With `--network`: a name (or `*.example.com`) the guest's web
-    /// traffic may reach through the host's proxy; the resolver answers
-    /// only these, and nothing else leaves but for `--net-allow` networks.
-    /// Repeat for more.
-    #[arg(long = "net-allow-domain", value_name = "DOMAIN", requires = "network")]
-    pub net_allow_domains: Vec<String>,
+    #[command(flatten)]
+    pub net: NetPolicyArgs,
     /// Keep the VM across boots: its own writable disk survives `hearth vm
     /// stop` and `start`, host reboots and server restarts; only `hearth vm
     /// rm` removes it.
@@ -690,6 +680,76 @@ pub enum RestartArg {
 pub enum NetworkArg {
     /// Its own namespace, source NAT to the outside.
     Nat,
+    /// No NIC.
+    None,
+}
+
+/// A NIC's policy as flags: a VM's (`hearth vm create`, with a NIC) or a
+/// tenant's (`hearth tenant network set`). The server checks each value.
+#[derive(Debug, Args, Default)]
+pub struct NetPolicyArgs {
+    /// The only IPv4 networks the guest may reach (`203.0.113.0/24`, or an
+    /// address); repeat for more. On a tenant, one within a private network
+    /// (`10.20.0.0/16`) lets its VMs reach it.
+    #[arg(long = "net-allow", value_name = "CIDR")]
+    pub net_allow: Vec<String>,
+    /// IPv4 networks the guest may not reach, refused and counted (`hearth
+    /// vm network ID`); repeat for more.
+    #[arg(long = "net-deny", value_name = "CIDR")]
+    pub net_deny: Vec<String>,
+    /// Each direction's rate limit, kbit/s.
+    #[arg(long = "net-bandwidth", value_name = "KBIT")]
+    pub net_bandwidth: Option<u32>,
+    /// A name (or `*.example.com`) the guest's web traffic may reach
+    /// through the host's proxy; the resolver answers only these, and
+    /// nothing else leaves but for `--net-allow` networks. Repeat for more.
+    #[arg(long = "net-allow-domain", value_name = "DOMAIN")]
+    pub net_allow_domains: Vec<String>,
+}
+
+impl NetPolicyArgs {
+    pub fn policy(&self) -> hearth_types::api::NetworkPolicy {
+        hearth_types::api::NetworkPolicy {
+            allow: self.net_allow.clone(),
+            deny: self.net_deny.clone(),
+            bandwidth_kbit: self.net_bandwidth,
+            allow_domains: self.net_allow_domains.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// A tenant's network policy (admin token): what every NIC of its VMs
+    /// may reach, merged into each VM's own policy at its create.
+    #[command(subcommand)]
+    Network(TenantNetworkCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantNetworkCommand {
+    /// Replace TENANT's network policy (for VMs created from now on).
+    Set {
+        #[command(flatten)]
+        api: ApiArgs,
+        tenant: TenantId,
+        #[command(flatten)]
+        net: NetPolicyArgs,
+    },
+    /// TENANT's network policy.
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+        tenant: TenantId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove TENANT's network policy.
+    Rm {
+        #[command(flatten)]
+        api: ApiArgs,
+        tenant: TenantId,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -754,6 +814,11 @@ pub struct ServeArgs {
     /// doctor` checks the default).
     #[arg(long, value_name = "CIDR", default_value = "10.231.0.0/16", value_parser = parse_pool)]
     pub network_pool: hearth_net::TransitPool,
+    /// The NIC a VM created without `network` gets: `nat`, or `none` (the
+    /// default); a create says `"network": "none"` (`--network none`) to
+    /// have none whatever this says. Restores from snapshots get none.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "none")]
+    pub default_network: NetworkArg,
     /// Where noVNC is, for the viewer page (default: where
     /// scripts/setup-host installs it, then Debian's novnc package).
     #[arg(long, value_name = "DIR")]

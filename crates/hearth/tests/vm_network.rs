@@ -708,3 +708,232 @@ fn a_kill_at_each_step_of_a_networked_create_leaves_nothing_behind() {
         host.assert_clean();
     }
 }
+
+/// A private address on the internet namespace's side, for a tenant to
+/// open: the server there sees the test host's address on that network.
+const PRIVATE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 2);
+const PRIVATE_HOST_ADDR: &str = "10.20.0.1";
+
+/// `hearth tenant ARGS...` against the server with `token`.
+fn tenant_cli(host: &Host, token: &str, args: &[&str]) -> std::process::Output {
+    let mut full = vec!["tenant"];
+    full.extend_from_slice(args);
+    host.hearth(&full)
+        .env("HEARTH_URL", &host.serve().url)
+        .env("HEARTH_TOKEN", token)
+        .output()
+        .expect("hearth runs")
+}
+
+/// `hearth vm create ARGS` with a tenant's token: the new VM's id.
+fn create_as(host: &Host, token: &str, args: &[&str]) -> String {
+    let mut full = vec!["create"];
+    full.extend_from_slice(args);
+    let out = host.vm_cli_as(token, &full);
+    assert!(out.status.success(), "{}", common::text(&out));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// What the guest sees fetching from `at:port` now: the answer and nc's
+/// status.
+fn fetch_from(host: &mut Host, id: &str, at: Ipv4Addr, port: u16) -> String {
+    let fetch =
+        format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {at} {port}; echo \"nc: $?\"");
+    host.vm_ok(&["exec", id, "--", "sh", "-c", &fetch])
+}
+
+/// The host namespace's nftables tables of this lab's VMs (the hole
+/// tables, `{prefix}-sN`).
+fn slot_tables(lab: &Lab) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.host_ns, "nft", "list", "tables"])
+        .output()
+        .expect("nft runs");
+    let ours = format!("table ip {}-s", lab.prefix);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(&ours))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Three VMs of two tenants on a server whose default network is NAT, none
+/// of them naming `network`. Tenant `closed` denies the internet server:
+/// its VM cannot reach it (counted), nor the private network its own
+/// policy allows (a VM's policy never opens one). Tenant `opened` is
+/// allowed that private network by an admin: its VM reaches it and the
+/// internet server, through the namespace's and the host's holes. A VM
+/// created with `--network none` has no NIC whatever the default. Only an
+/// admin sets a tenant's policy, and bad input is refused naming the fix.
+#[test]
+fn tenant_policies_bound_their_vms_and_the_default_network_gives_a_nic_unless_refused() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    ip(&[
+        "-n",
+        &lab.host_ns,
+        "addr",
+        "add",
+        "10.20.0.1/24",
+        "dev",
+        "up0",
+    ]);
+    ip(&[
+        "-n",
+        &lab.internet_ns,
+        "addr",
+        "add",
+        "10.20.0.2/24",
+        "dev",
+        "up1",
+    ]);
+    let port = serve_in(&lab.internet_ns);
+    let private_port = serve_at(&lab.internet_ns, PRIVATE_ADDR);
+    let mut host = Host::new(&[
+        "--network-prefix",
+        &lab.prefix,
+        "--network-namespace",
+        &lab.host_ns,
+        "--default-network",
+        "nat",
+    ]);
+    host.start();
+    let admin = host.admin_token();
+    let closed_token = host.mint(&["--tenant", "closed"]);
+    let opened_token = host.mint(&["--tenant", "opened"]);
+
+    let not_admin = tenant_cli(
+        &host,
+        &opened_token,
+        &["network", "set", "opened", "--net-allow", "10.20.0.0/16"],
+    );
+    assert!(!not_admin.status.success());
+    assert!(
+        common::text(&not_admin).contains("admin token"),
+        "{}",
+        common::text(&not_admin)
+    );
+    let loopback = tenant_cli(
+        &host,
+        &admin,
+        &["network", "set", "opened", "--net-allow", "127.0.0.0/8"],
+    );
+    assert!(!loopback.status.success());
+    let said = common::text(&loopback);
+    assert!(
+        said.contains("network_policy.allow: 127.0.0.0/8") && said.contains("loopback"),
+        "{said}"
+    );
+    for (tenant, flags) in [
+        ("closed", vec!["--net-deny", "203.0.113.2"]),
+        (
+            "opened",
+            vec![
+                "--net-allow",
+                "10.20.0.0/16",
+                "--net-allow",
+                "203.0.113.0/24",
+            ],
+        ),
+    ] {
+        let mut args = vec!["network", "set", tenant];
+        args.extend(flags);
+        let out = tenant_cli(&host, &admin, &args);
+        assert!(out.status.success(), "{}", common::text(&out));
+    }
+    let shown = tenant_cli(&host, &admin, &["network", "show", "closed"]);
+    assert!(
+        common::text(&shown).contains("deny 203.0.113.2/32"),
+        "{}",
+        common::text(&shown)
+    );
+    let wider = host.vm_cli_as(&opened_token, &["create", "--net-allow", "198.51.100.0/24"]);
+    let said = common::text(&wider);
+    assert!(
+        !wider.status.success() && said.contains("outside what the VM's tenant may reach"),
+        "{said}"
+    );
+
+    let closed = create_as(
+        &host,
+        &closed_token,
+        &[
+            "--net-allow",
+            "10.20.0.0/16",
+            "--net-allow",
+            "203.0.113.0/24",
+        ],
+    );
+    let opened = create_as(&host, &opened_token, &[]);
+    let none = create_as(&host, &closed_token, &["--network", "none"]);
+    for id in [&closed, &opened, &none] {
+        host.wait_state(id, VmState::Ready, Duration::from_secs(300));
+    }
+    assert_eq!(
+        slot_tables(&lab).len(),
+        1,
+        "one hole table: the opened VM's"
+    );
+
+    let denied = fetch_from(&mut host, &closed, INTERNET_ADDR, port);
+    assert!(
+        !denied.contains(HOST_ADDR) && !denied.ends_with("nc: 0\n"),
+        "{denied:?}"
+    );
+    let private = fetch_from(&mut host, &closed, PRIVATE_ADDR, private_port);
+    assert!(
+        !private.contains(PRIVATE_HOST_ADDR) && !private.ends_with("nc: 0\n"),
+        "a VM's own allow opened a private network: {private:?}"
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&host.vm_ok(&["network", &closed, "--json"])).unwrap();
+    assert!(
+        info["refused_packets"].as_u64().unwrap_or(0) >= 2,
+        "both refusals are counted: {info}"
+    );
+    let policy = host
+        .vm(&closed)
+        .network_policy
+        .expect("the default gave it a NIC");
+    assert_eq!(
+        policy.deny,
+        ["203.0.113.2/32"],
+        "the tenant's denial is in the VM's record"
+    );
+
+    let reached = fetch_from(&mut host, &opened, INTERNET_ADDR, port);
+    assert!(
+        reached.ends_with(&format!("\r\n\r\n{HOST_ADDR}\nnc: 0\n")),
+        "{reached:?}"
+    );
+    let inside = fetch_from(&mut host, &opened, PRIVATE_ADDR, private_port);
+    assert!(
+        inside.ends_with(&format!("\r\n\r\n{PRIVATE_HOST_ADDR}\nnc: 0\n")),
+        "the opened private network: {inside:?}"
+    );
+
+    let no_nic = host.vm_cli(&["network", &none]);
+    assert!(!no_nic.status.success(), "{}", common::text(&no_nic));
+    assert!(host.vm(&none).network_policy.is_none());
+    assert_eq!(
+        lab.leftovers().len(),
+        4,
+        "two VMs' namespaces and host links"
+    );
+
+    for id in [&closed, &opened, &none] {
+        host.vm_ok(&["rm", id]);
+    }
+    for id in [&closed, &opened, &none] {
+        host.wait_state(id, VmState::Destroyed, Duration::from_secs(60));
+    }
+    assert_eq!(lab.leftovers(), Vec::<String>::new());
+    assert_eq!(
+        slot_tables(&lab),
+        Vec::<String>::new(),
+        "no hole table is left"
+    );
+    host.assert_clean();
+}

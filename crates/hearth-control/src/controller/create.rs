@@ -59,11 +59,14 @@ pub(super) fn backends(
 pub(super) async fn create(
     ctl: &Arc<Controller>,
     scope: &Scope,
-    req: CreateVm,
+    mut req: CreateVm,
 ) -> Result<Vm, ControlError> {
     if req.from_snapshot.is_some() {
+        // A restored VM gets no NIC by default (it cannot have one yet).
+        req.network = NetworkMode::resolve(req.network, None);
         return super::restore::create(ctl, scope, req).await;
     }
+    req.network = NetworkMode::resolve(req.network, ctl.config.network.default);
     create_with_role(ctl, scope, req, None).await
 }
 
@@ -75,9 +78,9 @@ pub(super) async fn create_with_role(
     req: CreateVm,
     role: Option<(&hearth_types::SnapshotName, hearth_store::SnapshotRole)>,
 ) -> Result<Vm, ControlError> {
-    let req = with_size(ctl, req);
+    let mut req = with_size(ctl, req);
     let timeout = check_request(ctl, &req)?;
-    let nic = nic_request(&req)?;
+    let nic = nic_request(ctl, &scope.tenant, &mut req).await?;
     if let Some(vm) = super::pool::hand_out(ctl, scope, &req, timeout).await? {
         return Ok(vm);
     }
@@ -187,35 +190,43 @@ fn check_network(ctl: &Controller, req: &CreateVm) -> Result<(), ControlError> {
     if req.network.is_none() {
         if req.network_policy.is_some() {
             return Err(ControlError::Invalid(
-                "network_policy needs a NIC: add `network` (\"nat\")".into(),
+                "network_policy needs a NIC: add `network` (\"nat\"), or drop `\"network\": \"none\"`"
+                    .into(),
             ));
         }
         return Ok(());
     }
     if req.backend != BackendKind::Qemu {
         return Err(ControlError::Invalid(format!(
-            "network: the {} backend cannot give a VM a NIC yet; use the qemu backend",
+            "network: the {} backend cannot give a VM a NIC yet; use the qemu backend, or ask for \"network\": \"none\"",
             req.backend
         )));
     }
     if !(ctl.config.agent_readiness && super::agent::image_has_agent(ctl, &req.image)) {
         return Err(ControlError::Invalid(format!(
             "network: the guest agent configures the NIC, and image {:?} has none (or this server \
-             runs without agent readiness); build the image with the agent",
+             runs without agent readiness); build the image with the agent, or ask for \"network\": \"none\"",
             req.image
         )));
     }
     ctl.networks.check_available()
 }
 
-/// The NAT NIC a request asks for, with its checked policy.
-fn nic_request(req: &CreateVm) -> Result<Option<NicPolicy>, ControlError> {
+/// The NAT NIC a request asks for, with its checked policy merged into
+/// its tenant's (which the request then carries, for the VM's record).
+async fn nic_request(
+    ctl: &Controller,
+    tenant: &TenantId,
+    req: &mut CreateVm,
+) -> Result<Option<NicPolicy>, ControlError> {
     let Some(NetworkMode::Nat) = req.network else {
         return Ok(None);
     };
     let policy = req.network_policy.clone().unwrap_or_default();
-    let nic = NicPolicy::from_request(&policy).map_err(ControlError::Invalid)?;
+    let own = NicPolicy::from_request(&policy).map_err(ControlError::Invalid)?;
+    let nic = super::tenant_network::merged(ctl, tenant, own).await?;
     super::guest_services::egress_policy(&nic).map_err(ControlError::Invalid)?;
+    req.network_policy = Some(nic.to_request());
     Ok(Some(nic))
 }
 

@@ -31,7 +31,8 @@ use tokio::task::JoinHandle;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The proxy and resolver policy of a VM's NIC policy: its domains (any,
-/// when it names none), its `deny` refused, its `allow` the only networks.
+/// when it names none), its `deny` refused, its `allow` the only networks,
+/// the networks its tenant opened let through the address classes.
 pub(super) fn egress_policy(nic: &NicPolicy) -> Result<Policy, String> {
     let mut policy = if nic.allow_domains.is_empty() {
         Policy::any_domain()
@@ -45,6 +46,9 @@ pub(super) fn egress_policy(nic: &NicPolicy) -> Result<Policy, String> {
     }
     for n in &nic.allow {
         policy = policy.only_network(net(n)?);
+    }
+    for n in &nic.open {
+        policy = policy.allow_network(net(n)?);
     }
     Ok(policy)
 }
@@ -193,5 +197,40 @@ impl Connector for InNamespace {
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         stream.set_nodelay(true)?;
         Ok(Box::new(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hearth_egress::Host;
+    use hearth_net::Ipv4Net;
+
+    use super::*;
+
+    /// The resolver and proxy let through what the VM's tenant opened, and
+    /// only that, after the VM's denials.
+    #[test]
+    fn the_proxy_and_resolver_reach_only_the_private_networks_a_tenant_opened() {
+        let net = |t: &str| Ipv4Net::parse(t).unwrap();
+        let nic = NicPolicy {
+            allow: vec![net("10.20.0.0/16"), net("10.30.0.0/16")],
+            deny: vec![net("10.20.0.9")],
+            open: vec![net("10.20.0.0/16")],
+            ..NicPolicy::default()
+        };
+        let policy = egress_policy(&nic).unwrap();
+        let host = Host::Name("inside.test".into());
+        let check = |ip: &str| policy.check_address(&host, ip.parse().unwrap());
+        assert!(check("10.20.0.5").is_ok(), "the opened network");
+        assert!(check("10.20.0.9").is_err(), "a denial within it");
+        assert!(check("10.30.0.5").is_err(), "allowed by the VM, not opened");
+        let closed = egress_policy(&NicPolicy {
+            open: Vec::new(),
+            ..nic
+        })
+        .unwrap();
+        assert!(closed
+            .check_address(&host, "10.20.0.5".parse().unwrap())
+            .is_err());
     }
 }

@@ -28,6 +28,7 @@ mod ports;
 mod reconcile;
 mod restore;
 mod snapshot;
+mod tenant_network;
 mod watch;
 
 use std::collections::HashMap;

@@ -31,6 +31,9 @@ pub struct NetworkConfig {
     /// resolver when `None` (`hearth serve` puts its `--egress-host`
     /// table in front of it).
     pub resolver: Option<Arc<dyn hearth_egress::Resolver>>,
+    /// What a VM created without `network` gets (`hearth serve
+    /// --default-network`); `None`: no NIC.
+    pub default: Option<NetworkMode>,
 }
 
 /// The controller's VM networks, or why this host has none.
@@ -245,8 +248,11 @@ async fn serve_adopted(
     held: &hearth_store::NetSlot,
 ) -> Result<(), String> {
     let record = ctl.store.vm(&held.vm).await.map_err(|e| error_chain(&e))?;
-    let stored = record.and_then(|r| r.vm.network_policy).unwrap_or_default();
-    let policy = NicPolicy::from_request(&stored)?;
+    let record = record.ok_or("the VM's record is gone")?;
+    let stored = record.vm.network_policy.unwrap_or_default();
+    let policy = super::tenant_network::stored_nic(ctl, &record.vm.tenant, &stored)
+        .await
+        .map_err(|e| error_chain(&e))?;
     let slot = hearth_net::Slot::new(held.slot).ok_or("a slot outside the pool")?;
     let services = &ctl.networks.services;
     services

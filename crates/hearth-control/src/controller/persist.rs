@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_net::NicPolicy;
 use hearth_store::{NewBoot, StateChange, VmFilter, VmRecord};
 use hearth_types::api::Vm;
 use hearth_types::{Timestamp, VmState};
@@ -218,9 +217,13 @@ async fn boot_again(
     // Checked at create, so this fails only for a row changed since: the
     // VM then stays as it is rather than boot with a policy it lacks.
     let network = match &record.vm.network_policy {
-        Some(policy) => Some(NicPolicy::from_request(policy).map_err(|why| {
-            ControlError::Invalid(format!("VM {id}'s stored network policy: {why}"))
-        })?),
+        Some(policy) => Some(
+            super::tenant_network::stored_nic(ctl, &record.vm.tenant, policy)
+                .await
+                .map_err(|why| {
+                    ControlError::Invalid(format!("VM {id}'s stored network policy: {why}"))
+                })?,
+        ),
         None => None,
     };
     let now = Timestamp::now();

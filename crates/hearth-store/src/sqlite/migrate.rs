@@ -97,6 +97,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0014_pool_templates",
         sql: include_str!("../migrations/0014_pool_templates.sql"),
     },
+    // Tenants' network policies.
+    Migration {
+        version: 15,
+        name: "0015_tenant_network",
+        sql: include_str!("../migrations/0015_tenant_network.sql"),
+    },
 ];
 
 /// The schema version this build writes: the last migration's number.

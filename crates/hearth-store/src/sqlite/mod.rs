@@ -20,6 +20,7 @@ mod net_slots;
 mod pools;
 mod sessions;
 mod snapshots;
+mod tenant_network;
 mod tokens;
 mod viewer_links;
 mod vms;
@@ -608,6 +609,39 @@ impl EgressSettingsStore for SqliteStore {
         self.run(
             format_args!("deleting the egress settings of {tenant}"),
             |c| egress_settings::delete(c, tenant, user),
+        )
+    }
+}
+
+#[async_trait]
+impl crate::TenantNetworkStore for SqliteStore {
+    async fn put_tenant_network(
+        &self,
+        record: &hearth_types::api::TenantNetworkPolicy,
+    ) -> Result<(), StoreError> {
+        self.run(
+            format_args!("storing the network policy of tenant {}", record.tenant),
+            |c| tenant_network::put(c, record),
+        )
+    }
+
+    async fn tenant_network(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<hearth_types::api::TenantNetworkPolicy>, StoreError> {
+        self.run(
+            format_args!("reading the network policy of tenant {tenant}"),
+            |c| tenant_network::get(c, tenant),
+        )
+    }
+
+    async fn delete_tenant_network(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<hearth_types::api::TenantNetworkPolicy>, StoreError> {
+        self.run(
+            format_args!("deleting the network policy of tenant {tenant}"),
+            |c| tenant_network::delete(c, tenant),
         )
     }
 }

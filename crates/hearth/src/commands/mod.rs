@@ -10,6 +10,7 @@ mod serve;
 mod serve_sessions;
 mod session;
 mod snapshot;
+mod tenant;
 mod token;
 mod vault;
 mod vm_agent;
@@ -70,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Session(command) => run_session(command),
         Command::Pool(command) => run_pool(command),
         Command::Snapshot(command) => run_snapshot(command),
+        Command::Tenant(command) => tenant::run(command),
         Command::Cli(command) => cli_vm::run(command),
         Command::Vault(VaultCommand::Status { keys, json }) => vault::status(&data, keys, json),
         Command::Vault(VaultCommand::Rotate { keys }) => vault::rotate(&data, keys),

@@ -179,6 +179,10 @@ fn controller_config(data: &DataDir, args: &ServeArgs) -> ControllerConfig {
     config.network.prefix = args.network_prefix.clone();
     config.network.host_namespace = args.network_namespace.clone();
     config.network.pool = args.network_pool;
+    config.network.default = match args.default_network {
+        crate::cli::NetworkArg::Nat => Some(hearth_types::api::NetworkMode::Nat),
+        crate::cli::NetworkArg::None => None,
+    };
     config.pool_boots = usize::try_from(args.pool_boots).unwrap_or(1);
     config
 }

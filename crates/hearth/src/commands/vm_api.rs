@@ -30,15 +30,10 @@ const FAST_FOR: Duration = Duration::from_secs(20);
 const CONFLICT_TRIES: u32 = 5;
 
 /// The NIC's policy from `--net-allow`, `--net-deny`, `--net-bandwidth`,
-/// `--net-allow-domain`;
-/// none when no flag is given (the server checks each value).
+/// `--net-allow-domain`; none when no flag is given (the server checks
+/// each value).
 fn network_policy(args: &CreateArgs) -> Option<NetworkPolicy> {
-    let policy = NetworkPolicy {
-        allow: args.net_allow.clone(),
-        deny: args.net_deny.clone(),
-        bandwidth_kbit: args.net_bandwidth,
-        allow_domains: args.net_allow_domains.clone(),
-    };
+    let policy = args.net.policy();
     (policy != NetworkPolicy::default()).then_some(policy)
 }
 
@@ -57,6 +52,7 @@ pub fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         config: read_config(args.config.as_deref())?,
         network: args.network.map(|n| match n {
             NetworkArg::Nat => NetworkMode::Nat,
+            NetworkArg::None => NetworkMode::None,
         }),
         network_policy: network_policy(&args),
         persistent: args.persistent,

@@ -7,12 +7,16 @@
 //! - plain: a snapshot of a running VM of the image (`vm`), whose RAM is
 //!   in its state file and read into each restored VM's own memory;
 //!
-//! each round restores N VMs from one, then from the other (alternating
-//! which goes first), timing each create to `ready`, then, with all N
-//! ready and settled, sums the Pss and Rss of their QEMU processes
-//! (`/proc/PID/smaps_rollup`: Pss splits a page shared by k processes
-//! k ways, so the sum is what the N cost the host together). Medians over
-//! the rounds and their ratios.
+//! each round takes a fresh pair (a restore's agent wakes in whatever
+//! state its snapshot caught it in, and whether it missed the old
+//! channel's hang-up, which costs it a 2 s hello window, is a property of
+//! the snapshot: one pair would measure that), restores N VMs from one,
+//! then from the other (alternating which goes first), timing each create
+//! to `ready` and to its state loaded (the restore's event), then,
+//! with all N ready and settled, sums the Pss and Rss of their QEMU
+//! processes (`/proc/PID/smaps_rollup`: Pss splits a page shared by k
+//! processes k ways, so the sum is what the N cost the host together).
+//! Medians over the rounds and their ratios.
 //!
 //! `cargo bench -p hearth-control --bench shared_memory` (IMAGE, default
 //! `minimal`; N, default 3; RUNS, default 3).
@@ -75,15 +79,17 @@ fn admin() -> Scope {
 struct Round {
     /// Median seconds from create to `ready`.
     ready_s: f64,
+    /// Median seconds from create to the state loaded and the guest run.
+    load_s: f64,
     /// Sums over the N QEMU processes, MiB.
     pss_mib: f64,
     rss_mib: f64,
 }
 
 async fn compare(ctl: &Arc<Controller>, image: &str, n: usize, runs: usize) {
-    let (shared, plain) = snapshots(ctl, image).await;
     let (mut s, mut p) = (Vec::new(), Vec::new());
     for i in 0..runs {
+        let (shared, plain) = snapshots(ctl, image).await;
         if i % 2 == 0 {
             s.push(round(ctl, image, &shared, n).await);
             p.push(round(ctl, image, &plain, n).await);
@@ -92,22 +98,25 @@ async fn compare(ctl: &Arc<Controller>, image: &str, n: usize, runs: usize) {
             s.push(round(ctl, image, &shared, n).await);
         }
         eprintln!("run {}: shared {:?}, plain {:?}", i + 1, s[i], p[i]);
+        for name in [shared, plain] {
+            ctl.remove_snapshot(&admin(), &name).await.expect("rm");
+        }
     }
     let med =
         |rs: &[Round], f: fn(&Round) -> f64| median(&mut rs.iter().map(f).collect::<Vec<_>>());
     let (sp, pp) = (med(&s, |r| r.pss_mib), med(&p, |r| r.pss_mib));
     let (sr, pr) = (med(&s, |r| r.rss_mib), med(&p, |r| r.rss_mib));
     let (st, pt) = (med(&s, |r| r.ready_s), med(&p, |r| r.ready_s));
+    let (sl, pl) = (med(&s, |r| r.load_s), med(&p, |r| r.load_s));
     println!(
         "{image}, {n} VMs: Pss sum shared {sp:.0} MiB, plain {pp:.0} MiB ({:.2}x of plain); \
          Rss sum shared {sr:.0} MiB, plain {pr:.0} MiB; restore to ready shared {st:.3} s, \
-         plain {pt:.3} s ({:.2}x of plain) (medians of {runs})",
+         plain {pt:.3} s ({:.2}x of plain); to the state loaded shared {sl:.3} s, \
+         plain {pl:.3} s ({:.2}x of plain) (medians of {runs})",
         sp / pp,
-        st / pt
+        st / pt,
+        sl / pl
     );
-    for name in [shared, plain] {
-        ctl.remove_snapshot(&admin(), &name).await.expect("rm");
-    }
 }
 
 /// A shared template of `image`, and a plain snapshot of a ready VM of it.
@@ -139,7 +148,7 @@ async fn snapshots(ctl: &Arc<Controller>, image: &str) -> (SnapshotName, Snapsho
 }
 
 async fn round(ctl: &Arc<Controller>, image: &str, snap: &SnapshotName, n: usize) -> Round {
-    let (mut ids, mut secs) = (Vec::new(), Vec::new());
+    let (mut ids, mut secs, mut loads) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..n {
         let start = Instant::now();
         let vm = ctl
@@ -152,6 +161,7 @@ async fn round(ctl: &Arc<Controller>, image: &str, snap: &SnapshotName, n: usize
                 .duration_since(start)
                 .as_secs_f64(),
         );
+        loads.push(to_loaded_s(ctl, &vm.id).await);
         ids.push(vm.id);
     }
     tokio::time::sleep(SETTLE).await;
@@ -169,9 +179,27 @@ async fn round(ctl: &Arc<Controller>, image: &str, snap: &SnapshotName, n: usize
     }
     Round {
         ready_s: median(&mut secs),
+        load_s: median(&mut loads),
         pss_mib: pss as f64 / 1024.0,
         rss_mib: rss as f64 / 1024.0,
     }
+}
+
+/// Seconds from `requested` to the event `restored from snapshot ...`,
+/// which the restore adds once the new QEMU has loaded the state and runs
+/// the guest.
+async fn to_loaded_s(ctl: &Controller, id: &VmId) -> f64 {
+    let events = ctl.events(&admin(), id).await.expect("events");
+    let at = |found: &dyn Fn(&hearth_types::api::VmEvent) -> bool| {
+        events
+            .iter()
+            .find(|e| found(e))
+            .map(|e| e.at.as_millis())
+            .expect("the VM's events")
+    };
+    let requested = at(&|e| e.state == VmState::Requested);
+    let loaded = at(&|e| e.message.starts_with("restored from snapshot"));
+    (loaded - requested) as f64 / 1000.0
 }
 
 /// The pid of the QEMU whose `-name` is `id`.

@@ -3,8 +3,10 @@
 //! memory only and its clock is an hour behind; two VMs restored from that
 //! snapshot each have the value, the right time, their own random bytes,
 //! hostname, machine id and configuration; a restore that does not match
-//! is refused naming what differs; a template is made from an image; and
-//! removing a snapshot leaves no hypervisor, file or layer.
+//! is refused naming what differs; a template is made from an image; a
+//! shared template's restores map its one memory file copy-on-write and
+//! share its clean pages; and removing a snapshot leaves no hypervisor,
+//! file or layer.
 
 mod common;
 

@@ -412,6 +412,7 @@ impl VmFiles {
                 name: AGENT_PORT.to_owned(),
                 socket: self.agent_socket.clone(),
             }],
+            memory: None,
         }
     }
 }

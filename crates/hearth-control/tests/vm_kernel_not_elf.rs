@@ -112,6 +112,7 @@ async fn through_hearth(binary: std::path::PathBuf, dir: &Path, kernel: &Path) -
         run_dir: dir.join("run"),
         console_log: dir.join("console.log"),
         channels: Vec::new(),
+        memory: None,
     };
     let boot = async {
         let mut running = fc.start(&vm).await.expect("hearth's backend starts it");

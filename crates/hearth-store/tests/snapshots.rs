@@ -30,6 +30,7 @@ fn manifest() -> SnapshotManifest {
         image_file: file,
         cmdline: "console=ttyS0".into(),
         devices: vec!["virtio-blk:ro".into()],
+        shared_memory: None,
     }
 }
 

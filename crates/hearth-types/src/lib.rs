@@ -28,4 +28,7 @@ pub use report::error_chain;
 pub use session::{SessionId, SessionState};
 pub use snapshot::{SnapshotManifest, SnapshotName};
 pub use time::Timestamp;
-pub use vm::{Accel, BackendKind, Channel, Disk, DiskKey, ProcessRef, SpecError, VmDescription};
+pub use vm::{
+    Accel, BackendKind, Channel, Disk, DiskKey, MemoryFile, MemoryMapping, ProcessRef, SpecError,
+    VmDescription,
+};

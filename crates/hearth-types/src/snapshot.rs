@@ -102,6 +102,21 @@ pub struct FileFacts {
     pub mtime_ns: i64,
 }
 
+/// A shared template's memory (QEMU): the file that is the template's RAM,
+/// which every VM restored from it maps copy-on-write, and what the save
+/// and the restores must agree on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SharedMemory {
+    pub file: FileFacts,
+    /// The migration capability the state was saved with, which a load
+    /// sets too (`x-ignore-shared`: the RAM is not in the state file).
+    pub capability: String,
+    /// The `memory-backend-file` options a restored VM maps the file with.
+    pub restore_backend: String,
+}
+
 /// Everything a restore must match, recorded when the snapshot was taken.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -130,6 +145,9 @@ pub struct SnapshotManifest {
     /// The devices, in order: `virtio-blk:ro`, `virtio-blk:rw`,
     /// `virtserialport:hearth.agent`, `nic`.
     pub devices: Vec<String>,
+    /// Set for a shared template: its RAM is this file, not in the state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_memory: Option<SharedMemory>,
 }
 
 impl SnapshotManifest {
@@ -170,8 +188,24 @@ impl SnapshotManifest {
             facts(&now.image_file),
         );
         check("devices", self.devices.join(","), now.devices.join(","));
+        check(
+            "shared memory",
+            shared(self.shared_memory.as_ref()),
+            shared(now.shared_memory.as_ref()),
+        );
         out
     }
+}
+
+fn shared(m: Option<&SharedMemory>) -> String {
+    m.map_or("none".into(), |m| {
+        format!(
+            "{} with {}, mapped {}",
+            facts(&m.file),
+            m.capability,
+            m.restore_backend
+        )
+    })
 }
 
 fn facts(f: &FileFacts) -> String {
@@ -207,6 +241,7 @@ mod tests {
             image_file: file("/i/rootfs.ext4"),
             cmdline: "console=ttyS0".into(),
             devices: vec!["virtio-blk:ro".into()],
+            shared_memory: None,
         }
     }
 
@@ -238,5 +273,33 @@ mod tests {
             "{}",
             diff[1]
         );
+    }
+
+    #[test]
+    fn a_changed_or_missing_shared_memory_is_named() {
+        let file = |size| FileFacts {
+            path: "/s/t/memory".into(),
+            size,
+            mtime_ns: 1,
+        };
+        let mut then = manifest();
+        then.shared_memory = Some(SharedMemory {
+            file: file(268_435_456),
+            capability: "x-ignore-shared".into(),
+            restore_backend: "share=off,readonly=on,rom=off".into(),
+        });
+        assert!(then.differences(&then).is_empty());
+        let mut now = then.clone();
+        now.shared_memory.as_mut().unwrap().file = file(0);
+        let diff = then.differences(&now);
+        assert_eq!(diff.len(), 1, "{diff:?}");
+        assert!(
+            diff[0].starts_with("shared memory: the snapshot has /s/t/memory (268435456 bytes")
+                && diff[0].contains("this restore /s/t/memory (0 bytes"),
+            "{}",
+            diff[0]
+        );
+        now.shared_memory = None;
+        assert!(then.differences(&now)[0].ends_with("this restore none"));
     }
 }

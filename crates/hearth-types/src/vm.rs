@@ -135,6 +135,29 @@ pub struct Channel {
     pub socket: PathBuf,
 }
 
+/// Guest RAM backed by a file instead of anonymous memory: a shared
+/// template's (docs/snapshots.md). QEMU only: hearth gives one to QEMU
+/// VMs alone, and the Firecracker backend does not read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryFile {
+    pub path: PathBuf,
+    pub mapping: MemoryMapping,
+}
+
+/// How a [`MemoryFile`] is mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryMapping {
+    /// The template VM: its RAM is the file (`share=on`), so the file
+    /// holds the guest's memory when it is paused for the snapshot.
+    Template,
+    /// A VM restored from a template: the file mapped private and
+    /// read-only (`share=off,readonly=on,rom=off`), its pages read from
+    /// the page cache every such VM shares and copied on a write.
+    CopyOnWrite,
+}
+
 /// Everything a backend needs to boot one VM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -157,6 +180,10 @@ pub struct VmDescription {
     /// descriptions, hence the default.
     #[serde(default)]
     pub channels: Vec<Channel>,
+    /// The file the guest's RAM is, for a shared template and the VMs
+    /// restored from it; none (anonymous RAM) otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryFile>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -60,6 +60,7 @@ fn description(dir: &Path, kernel: PathBuf) -> VmDescription {
         run_dir: dir.join("run"),
         console_log: dir.join("console.log"),
         channels: Vec::new(),
+        memory: None,
     }
 }
 

@@ -62,6 +62,7 @@ fn counting_vm(dir: &Path, name: &str) -> VmDescription {
         console_log: run_dir.join("console.log"),
         run_dir,
         channels: Vec::new(),
+        memory: None,
     }
 }
 

@@ -3,8 +3,10 @@
 //! memory only and its clock is an hour behind; two VMs restored from that
 //! snapshot each have the value, the right time, their own random bytes,
 //! hostname, machine id and configuration; a restore that does not match
-//! is refused naming what differs; a template is made from an image; and
-//! removing a snapshot leaves no hypervisor, file or layer.
+//! is refused naming what differs; a template is made from an image; a
+//! shared template's restores map its one memory file copy-on-write and
+//! share its clean pages; and removing a snapshot leaves no hypervisor,
+//! file or layer.
 
 mod common;
 
@@ -241,5 +243,131 @@ fn vm_a_template_of_an_image_has_no_configuration_and_restores_with_its_own() {
     destroy(&mut host, &id);
     let out = cli(&host, &["snapshot", "rm", "tmpl"]);
     assert!(out.status.success(), "{}", common::text(&out));
+    host.assert_clean();
+}
+
+/// A mapping's fields (kB) in `/proc/PID/smaps`, for the one whose path is
+/// `path`; none when the process does not map it.
+fn mapping_kb(pid: u32, path: &std::path::Path) -> Option<std::collections::HashMap<String, u64>> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let wanted = path.to_string_lossy();
+    let mut lines = smaps.lines();
+    lines.find(|l| l.ends_with(wanted.as_ref()) && l.split_whitespace().count() >= 6)?;
+    let fields = lines
+        .take_while(|l| l.split_whitespace().nth(2) == Some("kB"))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let key = w.next()?.trim_end_matches(':').to_owned();
+            Some((key, w.next()?.parse().ok()?))
+        })
+        .collect();
+    Some(fields)
+}
+
+fn qemu_pid(host: &Host, id: &str) -> u32 {
+    let store = SqliteStore::open(&host.data().join("hearth.db")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let record = rt
+        .block_on(hearth_store::Store::vm(&store, &id.parse().unwrap()))
+        .unwrap()
+        .unwrap();
+    record.process.expect("a running VM has a process").pid
+}
+
+#[test]
+fn vm_a_shared_template_is_one_memory_file_its_restores_map_copy_on_write() {
+    if hearth_testkit::static_agent().is_none() {
+        return;
+    }
+    let mut host = Host::new(&[]);
+    host.start();
+    let api = host.api();
+    let body = json!({ "name": "shared", "image": "minimal" }).to_string();
+    let snap: Snapshot = api.json("POST", "/v1/snapshots", Some(&body), 201);
+    assert!(snap.manifest.template);
+    let shared = snap
+        .manifest
+        .shared_memory
+        .clone()
+        .expect("a QEMU template has shared memory");
+    assert_eq!(shared.capability, "x-ignore-shared");
+    let dir = host.data().join("snapshots/shared");
+    let memory = dir.join("memory");
+    assert_eq!(shared.file.path, memory);
+    let ram = u64::from(snap.manifest.memory_mib) << 20;
+    assert_eq!(std::fs::metadata(&memory).unwrap().len(), ram);
+    // The RAM is not in the state file: it holds device state only.
+    let state = std::fs::metadata(dir.join("state")).unwrap().len();
+    assert!(
+        state < ram / 64,
+        "the state file has {state} bytes of a {ram}-byte RAM"
+    );
+
+    let marker = |tag: &str| format!("only-in-{tag}-{}", std::process::id());
+    let restore_marked = |host: &mut Host, tag: &str| {
+        let config = json!({ "files": [{ "path": "/etc/marker", "content": marker(tag) }] });
+        let body = json!({ "from_snapshot": "shared", "config": config }).to_string();
+        let vm: Vm = host.api().json("POST", "/v1/vms", Some(&body), 201);
+        let id = vm.id.to_string();
+        host.wait_state(&id, VmState::Ready, READY);
+        id
+    };
+    let started = Instant::now();
+    let b = restore_marked(&mut host, "b");
+    eprintln!("restore to ready: {:?}", started.elapsed());
+    let c = restore_marked(&mut host, "c");
+
+    // The template's memory in both: the boot id the kernel made (the
+    // agent read it before the snapshot) and the agent process itself.
+    let boot_id = |id: &str| sh(&api, id, "cat /proc/sys/kernel/random/boot_id");
+    assert_eq!(boot_id(&b), boot_id(&c));
+    let agent_start = |id: &str| {
+        sh(
+            &api,
+            id,
+            "cut -d' ' -f22 /proc/$(pidof -s hearth-agent)/stat",
+        )
+    };
+    assert_eq!(agent_start(&b), agent_start(&c));
+    let random = |id: &str| sh(&api, id, "head -c 32 /dev/urandom | od -An -tx1");
+    assert_ne!(random(&b), random(&c));
+    for (id, tag) in [(&b, "b"), (&c, "c")] {
+        assert_eq!(sh(&api, id, "cat /etc/marker"), marker(tag), "{id}");
+        assert_eq!(sh(&api, id, "hostname"), *id);
+    }
+
+    // Both QEMUs map the one file, and share its clean pages: with a copy
+    // of its own each, a mapping's Pss would equal its Rss.
+    for id in [&b, &c] {
+        let kb = mapping_kb(qemu_pid(&host, id), &memory)
+            .unwrap_or_else(|| panic!("{id}'s QEMU does not map {}", memory.display()));
+        eprintln!("{id}: {kb:?}");
+        assert!(kb["Shared_Clean"] > 0, "{id}: {kb:?}");
+        assert!(kb["Pss"] * 10 < kb["Rss"] * 9, "{id}: {kb:?}");
+    }
+    // What the restored guests wrote (their configuration) went to their
+    // own copies of the pages, never into the template's file.
+    let file = std::fs::read(&memory).unwrap();
+    for tag in ["b", "c"] {
+        assert!(
+            memchr::memmem::find(&file, marker(tag).as_bytes()).is_none(),
+            "{tag}'s configuration is in the template's memory file"
+        );
+    }
+    let after = std::fs::metadata(&memory).unwrap();
+    assert_eq!(after.len(), shared.file.size);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        after.mtime() * 1_000_000_000 + after.mtime_nsec(),
+        shared.file.mtime_ns
+    );
+
+    for id in [&b, &c] {
+        destroy(&mut host, id);
+    }
+    let _: Snapshot = api.json("DELETE", "/v1/snapshots/shared", None, 200);
+    assert!(!dir.exists(), "{} is left", dir.display());
     host.assert_clean();
 }

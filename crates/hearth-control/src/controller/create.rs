@@ -81,8 +81,12 @@ pub(super) async fn create_with_role(
     let mut req = with_size(ctl, req);
     let timeout = check_request(ctl, &req)?;
     let nic = nic_request(ctl, &scope.tenant, &mut req).await?;
-    if let Some(vm) = super::pool::hand_out(ctl, scope, &req, timeout).await? {
-        return Ok(vm);
+    // A template boots a VM of its own: on QEMU its RAM is the template's
+    // memory file from the start (see `shared_memory`).
+    if role.is_none() {
+        if let Some(vm) = super::pool::hand_out(ctl, scope, &req, timeout).await? {
+            return Ok(vm);
+        }
     }
     let now = Timestamp::now();
     let record = VmRecord::requested(
@@ -313,7 +317,11 @@ async fn steps(
         cmdline.push(' ');
         cmdline.push_str(super::agent::CONFIG_FROM_HOST);
     }
-    let description = files.describe(id, &assets, record.vm.vcpus, record.vm.memory_mib, cmdline);
+    let mut description =
+        files.describe(id, &assets, record.vm.vcpus, record.vm.memory_mib, cmdline);
+    description.memory = super::shared_memory::of_new_vm(ctl, record, &files.dir)
+        .await
+        .map_err(|e| step("layer", &error_chain(&e)))?;
     super::snapshot::keep_description(&description).map_err(|e| step("layer", &e))?;
     let nic = network_step(ctl, id, network.as_ref(), &files).await?;
     let running = start_recorded(ctl, record, &description, Start::Boot(nic)).await;

@@ -27,6 +27,7 @@ pub mod pool;
 mod ports;
 mod reconcile;
 mod restore;
+mod shared_memory;
 mod snapshot;
 mod tenant_network;
 mod watch;

@@ -189,6 +189,7 @@ fn runtime_description(ctl: &Controller, r: &VmRecord) -> VmDescription {
         run_dir: files.dir,
         console_log: files.console_log,
         channels: Vec::new(),
+        memory: None,
     }
 }
 

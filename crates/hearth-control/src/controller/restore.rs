@@ -2,7 +2,8 @@
 //! snapshot's manifest and this host (a mismatch is refused before
 //! anything exists, naming what differs), then a new hypervisor loads the
 //! saved state over a writable layer of the VM's own, a qcow2 overlay on
-//! the frozen one. Its agent link greets the agent as restored (entropy,
+//! the frozen one; a shared template's RAM is its memory file, mapped
+//! copy-on-write (`shared_memory`). Its agent link greets the agent as restored (entropy,
 //! identity) before it sends the VM's own configuration.
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use hearth_types::{BackendKind, TenantId, VmState};
 use hearth_vmm::RunningVm;
 
 use super::create::{self, step, Start, StepFailure};
+use super::shared_memory;
 use super::snapshot::{self, SnapshotFiles};
 use super::{ControlError, Controller, Scope};
 use crate::lifecycle::Transition;
@@ -129,6 +131,7 @@ async fn matched(
             .transpose()?,
         image,
         image_file: snapshot::file_facts(&assets.image)?,
+        shared_memory: manifest.shared_memory.as_ref().map(shared_memory::current),
         ..manifest.clone()
     };
     let differences = manifest.differences(&now);
@@ -223,6 +226,7 @@ fn describe(files: &VmFiles, id: &VmId, manifest: &SnapshotManifest) -> VmDescri
         BackendKind::Firecracker => RAW_COPY,
         BackendKind::Qemu => OVERLAY,
     });
+    vm.memory = shared_memory::for_restore(manifest);
     vm
 }
 

@@ -19,7 +19,7 @@ use hearth_types::{
     error_chain, SnapshotManifest, SnapshotName, Timestamp, VmDescription, VmId, VmState,
 };
 
-use super::{ControlError, Controller, Scope};
+use super::{shared_memory, ControlError, Controller, Scope};
 
 /// The files of one snapshot.
 pub(crate) struct SnapshotFiles {
@@ -123,13 +123,23 @@ async fn of_vm(
         ctl.store.snapshot_role(&vm.id).await?,
         Some((_, SnapshotRole::Template))
     );
-    take(ctl, vm, name, template).await
+    let (manifest, _) = take(ctl, vm, name, Taker::OfVm { template }).await?;
+    Ok(manifest)
+}
+
+/// Who takes a snapshot: a user, of a running VM that runs on (itself a
+/// template VM or not), or [`template`], which destroys the VM after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Taker {
+    OfVm { template: bool },
+    Template,
 }
 
 /// Boots `image` as a template VM (its link sends it an empty
 /// configuration: the image's own services run, no VM's settings or
 /// secrets exist in it), waits until it is ready, snapshots it and
-/// destroys it.
+/// destroys it. On QEMU its RAM is a file that becomes the template's
+/// shared memory once its hypervisor is gone ([`shared_memory`]).
 async fn template(
     ctl: &Arc<Controller>,
     scope: &Scope,
@@ -144,13 +154,20 @@ async fn template(
     let vm = super::create::create_with_role(ctl, scope, req, Some((name, SnapshotRole::Template)))
         .await?;
     let taken = match wait_for_agent(ctl, &vm.id).await {
-        Ok(vm) => take(ctl, &vm, name, true).await,
+        Ok(vm) => take(ctl, &vm, name, Taker::Template).await,
         Err(e) => Err(e),
     };
-    if let Ok(record) = ctl.record(scope, &vm.id).await {
+    let record = ctl.record(scope, &vm.id).await.ok();
+    let process = record.as_ref().and_then(|r| r.process);
+    if let Some(record) = record {
         let _ = super::cleanup::destroy_now(ctl, record).await;
     }
-    taken
+    let (mut manifest, shared) = taken?;
+    if shared {
+        let files = SnapshotFiles::of(ctl, name);
+        manifest.shared_memory = Some(shared_memory::seal(process, &files).await?);
+    }
+    Ok(manifest)
 }
 
 /// The template VM once it is ready (every service of its image ready).
@@ -177,13 +194,15 @@ async fn wait_for_agent(ctl: &Controller, id: &VmId) -> Result<Vm, ControlError>
 }
 
 /// Pauses the VM, saves its state, freezes its layer, resumes it; the
-/// manifest of what it was.
+/// manifest of what it was, and whether its RAM was a file, now in the
+/// snapshot: then the VM stays paused (a running guest would change the
+/// file the state was saved against) for [`template`] to destroy.
 async fn take(
     ctl: &Controller,
     vm: &Vm,
     name: &SnapshotName,
-    template: bool,
-) -> Result<SnapshotManifest, ControlError> {
+    taker: Taker,
+) -> Result<(SnapshotManifest, bool), ControlError> {
     let io = |what: String| move |source| ControlError::Io { what, source };
     let run_dir = ctl.config.data.vm(&vm.id);
     let json = std::fs::read(description_path(&run_dir)).map_err(io(format!(
@@ -215,6 +234,13 @@ async fn take(
             vm.id
         )));
     }
+    if desc.memory.is_some() && taker != Taker::Template {
+        return Err(ControlError::Invalid(format!(
+            "VM {} is the template VM of a snapshot being made (its RAM is that template's \
+             memory file): it cannot be snapshotted on its own; make templates with `--image`",
+            vm.id
+        )));
+    }
     if has_nic(ctl, &vm.id).await? {
         return Err(ControlError::Invalid(format!(
             "VM {} has a NIC: snapshots of VMs with a network are not supported yet",
@@ -229,10 +255,16 @@ async fn take(
     remove_state(&saving);
     let saved = backend.save(&desc, &saving).await;
     let frozen = match &saved {
-        Ok(()) => freeze(&desc, &saving, &files),
+        Ok(()) => freeze(&desc, &saving, &files).and_then(|()| match &desc.memory {
+            Some(memory) => shared_memory::move_into(memory, &files),
+            None => Ok(()),
+        }),
         Err(_) => Ok(()),
     };
-    let resumed = backend.resume(&desc).await;
+    let resumed = match desc.memory {
+        Some(_) => Ok(()),
+        None => backend.resume(&desc).await,
+    };
     remove_state(&saving);
     saved
         .map_err(|e| ControlError::Invalid(format!("saving VM {}: {}", vm.id, error_chain(&e))))?;
@@ -241,8 +273,8 @@ async fn take(
         tracing::warn!(vm = %vm.id, error = %error_chain(&e), "the VM did not resume after its snapshot");
     }
     let mut manifest = manifest_of(backend.as_ref(), vm, &desc)?;
-    manifest.template = template;
-    Ok(manifest)
+    manifest.template = taker != Taker::OfVm { template: false };
+    Ok((manifest, desc.memory.is_some()))
 }
 
 /// Moves the saved state into the snapshot and copies the layer, both
@@ -324,6 +356,7 @@ pub(super) fn manifest_of(
         image_file: file_facts(&image.path)?,
         cmdline: desc.cmdline.clone(),
         devices,
+        shared_memory: None,
     })
 }
 

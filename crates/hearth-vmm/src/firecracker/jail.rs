@@ -244,6 +244,7 @@ mod tests {
                 name: "hearth.agent".into(),
                 socket: dir.join("vm/agent.sock"),
             }],
+            memory: None,
         }
     }
 

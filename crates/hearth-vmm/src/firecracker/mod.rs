@@ -787,6 +787,7 @@ mod tests {
             run_dir: dir.join("run"),
             console_log: dir.join("console.log"),
             channels: Vec::new(),
+            memory: None,
         }
     }
 

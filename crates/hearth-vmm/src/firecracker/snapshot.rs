@@ -203,6 +203,7 @@ mod tests {
             run_dir: dir.join("vm"),
             console_log: dir.join("vm/console.log"),
             channels: Vec::new(),
+            memory: None,
         }
     }
 

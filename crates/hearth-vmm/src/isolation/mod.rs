@@ -413,6 +413,7 @@ mod tests {
             console_log: run_dir.join("console.log"),
             run_dir,
             channels: Vec::new(),
+            memory: None,
         }
     }
 

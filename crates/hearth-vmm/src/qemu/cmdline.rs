@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use hearth_types::{Accel, VmDescription};
+use hearth_types::{Accel, MemoryMapping, VmDescription};
 
 /// Host facts the command line depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,33 @@ pub fn qmp_socket(vm: &VmDescription) -> PathBuf {
 /// VM's watcher for its whole life, and QMP serves one client at a time.
 pub fn snapshot_socket(vm: &VmDescription) -> PathBuf {
     vm.run_dir.join("qmp-snapshot.sock")
+}
+
+/// The id of the memory backend object of a VM whose RAM is a file.
+const RAM_ID: &str = "ram";
+
+/// The `memory-backend-file` options of each way of mapping a memory file
+/// (besides its id, path and size). A restored VM maps the template's file
+/// private: `readonly=on` opens it read-only, `rom=off` still lets the
+/// guest write (QEMU >= 8.2), each write copying the page for this VM.
+pub fn memory_backend_options(mapping: MemoryMapping) -> &'static str {
+    match mapping {
+        MemoryMapping::Template => "share=on",
+        MemoryMapping::CopyOnWrite => "share=off,readonly=on,rom=off",
+    }
+}
+
+/// `-object memory-backend-file,...` for a VM whose RAM is a file (the
+/// machine's `memory-backend` names it); none for anonymous RAM.
+fn memory_object(vm: &VmDescription) -> Option<OsString> {
+    let file = vm.memory.as_ref()?;
+    let mut object = OsString::from(format!(
+        "memory-backend-file,id={RAM_ID},size={}M,{}",
+        vm.memory_mib,
+        memory_backend_options(file.mapping)
+    ));
+    object.push(opt(",mem-path=", &file.path));
+    Some(object)
 }
 
 /// A disk's format, from its name: hearth's layers are raw ext4, and a
@@ -82,7 +109,11 @@ pub fn args_with_keys(
     if host.sandbox {
         push(&["-sandbox", SANDBOX]);
     }
-    push(&["-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off"]);
+    let mut machine = String::from("microvm,x-option-roms=off,isa-serial=on,rtc=off");
+    if vm.memory.is_some() {
+        machine.push_str(&format!(",memory-backend={RAM_ID}"));
+    }
+    push(&["-M", &machine]);
     match host.accel {
         Accel::Tcg => push(&["-accel", "tcg", "-cpu", "max"]),
         // Plain `-cpu host` trips over MSR 0x10a (arch-capabilities).
@@ -94,6 +125,11 @@ pub fn args_with_keys(
         "-smp",
         &vm.vcpus.to_string(),
     ]);
+    if let Some(object) = memory_object(vm) {
+        a.push("-object".into());
+        a.push(object);
+    }
+    let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
     push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
     push(&["-serial", "stdio", "-name", vm.id.as_str()]);
     a.push("-bios".into());
@@ -212,6 +248,7 @@ mod tests {
             run_dir: "/vm".into(),
             console_log: "/vm/console.log".into(),
             channels: Vec::new(),
+            memory: None,
         }
     }
 
@@ -316,6 +353,33 @@ mod tests {
             line.starts_with(
                 "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny -M "
             ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_memory_file_is_the_machine_ram_mapped_as_its_role_says() {
+        assert!(!joined(args(&vm(), &host(Accel::Tcg))).contains("memory-backend"));
+        let mut vm = vm();
+        vm.memory = Some(hearth_types::MemoryFile {
+            path: "/snap/t,1/memory".into(),
+            mapping: MemoryMapping::Template,
+        });
+        let line = joined(args(&vm, &host(Accel::Tcg)));
+        assert!(
+            line.contains("-M microvm,x-option-roms=off,isa-serial=on,rtc=off,memory-backend=ram "),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                "-m 256 -smp 2 -object memory-backend-file,id=ram,size=256M,share=on,mem-path=/snap/t,,1/memory "
+            ),
+            "{line}"
+        );
+        vm.memory.as_mut().unwrap().mapping = MemoryMapping::CopyOnWrite;
+        let line = joined(args(&vm, &host(Accel::Tcg)));
+        assert!(
+            line.contains("size=256M,share=off,readonly=on,rom=off,mem-path=/snap/t,,1/memory "),
             "{line}"
         );
     }

@@ -280,7 +280,7 @@ impl Hypervisor for Qemu {
             let mut qmp = Qmp::connect(&cmdline::qmp_socket(&vm), Duration::from_secs(10))
                 .await
                 .map_err(|e| e.to_string())?;
-            snapshot::load(&mut qmp, state)
+            snapshot::load(&mut qmp, &vm, state)
                 .await
                 .map_err(|e| hearth_types::error_chain(&e))?;
             Ok::<_, String>(qmp)
@@ -406,6 +406,7 @@ fn probe_vm() -> VmDescription {
         run_dir: PathBuf::new(),
         console_log: PathBuf::new(),
         channels: Vec::new(),
+        memory: None,
     }
 }
 

@@ -3,11 +3,19 @@
 //! RAM page at its own offset, so the file is as sparse as the guest's
 //! memory), over the VM's second QMP socket; and a new QEMU started with
 //! `-incoming defer` that loads such a file and runs on.
+//!
+//! A shared template's RAM is a file of its own (`share=on`), so its state
+//! is saved with `x-ignore-shared` instead: QEMU leaves the file-backed RAM
+//! out of the state file (the file is the memory), and a VM restored from
+//! it, whose RAM maps that file copy-on-write, loads with the same
+//! capability. Not with `mapped-ram` too: QEMU 10.0 fails such a save
+//! ("Failed to write bitmap to file: Unable to write to file: Bad
+//! address"), and with no RAM in the stream it would save nothing.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hearth_types::{BackendKind, VmDescription};
+use hearth_types::{BackendKind, MemoryMapping, VmDescription};
 use serde_json::{json, Value};
 
 use super::cmdline;
@@ -21,13 +29,25 @@ const MIGRATION_DEADLINE: Duration = Duration::from_secs(120);
 /// What QEMU is told to wait with: the state comes over QMP.
 pub const INCOMING: [&str; 2] = ["-incoming", "defer"];
 
+/// The migration capability that leaves a template's file-backed RAM out
+/// of its state, on both sides.
+pub const IGNORE_SHARED: &str = "x-ignore-shared";
+
+/// The migration capability a save or load of `vm` needs.
+pub fn capability(vm: &VmDescription) -> &'static str {
+    match vm.memory.as_ref().map(|m| m.mapping) {
+        None => "mapped-ram",
+        Some(MemoryMapping::Template | MemoryMapping::CopyOnWrite) => IGNORE_SHARED,
+    }
+}
+
 /// Pauses the guest and writes its state to `state` (which QEMU creates:
 /// it must be in a directory QEMU may write, such as the run directory).
 /// The guest stays paused; [`resume`] runs it again.
 pub async fn save(vm: &VmDescription, state: &Path) -> Result<(), VmmError> {
     let mut qmp = connect(vm).await?;
     call(&mut qmp, "stop", None).await?;
-    mapped_ram(&mut qmp).await?;
+    set_capability(&mut qmp, capability(vm)).await?;
     let uri = file_uri(state);
     call(&mut qmp, "migrate", Some(json!({ "uri": uri }))).await?;
     wait_migration(&mut qmp).await
@@ -39,9 +59,10 @@ pub async fn resume(vm: &VmDescription) -> Result<(), VmmError> {
     call(&mut qmp, "cont", None).await.map(|_| ())
 }
 
-/// Loads `state` into a QEMU started with [`INCOMING`] and runs the guest.
-pub async fn load(qmp: &mut Qmp, state: &Path) -> Result<(), VmmError> {
-    mapped_ram(qmp).await?;
+/// Loads `state` into `vm`'s QEMU, started with [`INCOMING`], and runs
+/// the guest.
+pub async fn load(qmp: &mut Qmp, vm: &VmDescription, state: &Path) -> Result<(), VmmError> {
+    set_capability(qmp, capability(vm)).await?;
     let uri = file_uri(state);
     call(qmp, "migrate-incoming", Some(json!({ "uri": uri }))).await?;
     wait_migration(qmp).await?;
@@ -62,8 +83,8 @@ async fn connect(vm: &VmDescription) -> Result<Qmp, VmmError> {
         })
 }
 
-async fn mapped_ram(qmp: &mut Qmp) -> Result<(), VmmError> {
-    let caps = json!({ "capabilities": [{ "capability": "mapped-ram", "state": true }] });
+async fn set_capability(qmp: &mut Qmp, capability: &str) -> Result<(), VmmError> {
+    let caps = json!({ "capabilities": [{ "capability": capability, "state": true }] });
     call(qmp, "migrate-set-capabilities", Some(caps))
         .await
         .map(|_| ())

@@ -144,8 +144,9 @@ pub(super) async fn route(spec: &LinkSpec, msg: GuestMessage, pending: &mut Hash
         | GuestMessage::PortAccepted { .. }
         | GuestMessage::Captured { .. }
         | GuestMessage::CaptureFailed { .. } => {}
+        // Taken in `take_messages` too: a hello drops the connection.
         GuestMessage::Hello { .. } | GuestMessage::Record { .. } => {
-            tracing::warn!(vm = %spec.vm, "ignoring an unexpected hello from the agent");
+            tracing::warn!(vm = %spec.vm, "ignoring an unexpected message from the agent");
         }
     }
 }

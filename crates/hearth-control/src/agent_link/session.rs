@@ -236,6 +236,14 @@ impl Connection {
                     .deliver_capture(id, CaptureEvent::Failed(message), standing)
                     .await
                     .map_err(|e| error_chain(&e))?,
+                // The agent began a session anew on this connection (it
+                // restarted, or its end of the channel went and came back):
+                // it waits for a welcome this connection will never send.
+                // Dropping it makes the link connect and greet it again.
+                Ok(GuestMessage::Hello { .. }) => {
+                    broken = Some("the agent said hello again: it began a new session".into());
+                    break;
+                }
                 Ok(other) => route(spec, other, pending).await,
                 Err(e) => {
                     broken = Some(error_chain(&e));

@@ -256,6 +256,30 @@ async fn a_silent_agent_is_hung_up_on_and_reached_again() {
 }
 
 #[tokio::test]
+async fn a_hello_on_an_open_connection_is_greeted_on_a_new_one() {
+    let rig = rig().await;
+    let listener = rig.listener.try_clone().unwrap();
+    script(move || {
+        let (mut first, _) = agent_accepts(&listener, "i");
+        // The agent began again on the same channel and waits for a welcome.
+        let hello = GuestMessage::Hello {
+            protocol: hearth_agent_proto::PROTOCOL,
+            agent_version: "test".into(),
+            boot_id: "boot".into(),
+            instance: "j".into(),
+            uptime_ms: 2_000,
+        };
+        write_frame(&mut first, &hello).unwrap();
+        // The host hangs this connection up (whatever it still sends on
+        // it first) and greets the agent on the next.
+        while let Ok(Some::<HostMessage>(_)) = read_frame(&mut first) {}
+        agent_accepts(&listener, "j")
+    })
+    .await;
+    assert!(rig.link.wait_connected(Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
 async fn a_file_is_written_in_chunks_with_its_checksum() {
     let rig = rig().await;
     let listener = rig.listener.try_clone().unwrap();

@@ -129,7 +129,11 @@ struct OptionalBodies;
 /// The `POST` routes that take an empty body.
 const OPTIONAL_BODIES: [&str; 2] = ["/v1/vms", "/v1/vms/{id}/viewer-links"];
 /// The `PUT` routes that take an empty body (settings cleared to none).
-const OPTIONAL_PUT_BODIES: [&str; 2] = ["/v1/tenants/{tenant}/egress", "/v1/users/{user}/egress"];
+const OPTIONAL_PUT_BODIES: [&str; 3] = [
+    "/v1/tenants/{tenant}/egress",
+    "/v1/users/{user}/egress",
+    "/v1/tenants/{tenant}/network-policy",
+];
 
 impl Modify for OptionalBodies {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {

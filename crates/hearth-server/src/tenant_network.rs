@@ -39,7 +39,7 @@ fn none_set(tenant: &TenantId) -> Problem {
 #[utoipa::path(
     put, path = "/v1/tenants/{tenant}/network-policy", operation_id = "put_tenant_network_policy", tag = "vms",
     params(("tenant" = String, Path, description = "The tenant")),
-    request_body = NetworkPolicy,
+    request_body(content = NetworkPolicy, description = "Optional: an empty body is `{}`, a policy that narrows nothing"),
     responses(
         (status = 200, description = "The policy as stored", body = TenantNetworkPolicy),
         (status = 400, description = "`invalid_tenant`, or `invalid_request` naming the field and the fix", body = ApiError),

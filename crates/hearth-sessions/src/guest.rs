@@ -1,10 +1,7 @@
-//! What a session's browser VM is told: the provider's image, the
-//! provider's setup files, and the login command as one more service,
-//! started once the browser is up, with the proxy settings every program
-//! reads (the agent's egress proxy on the guest's loopback). The image's
-//! Chromium finds that proxy on its own (its wrapper's proxy script), so
-//! the configuration has no environment: it fits a pool restored from a
-//! template whose browser already runs. No secret goes in: the
+//! What a session's browser VM is told: the provider's image, the proxy
+//! settings every program reads (the agent's egress proxy on the guest's
+//! loopback), the provider's setup files, and the login command as one
+//! more service, started once the browser is up. No secret goes in: the
 //! credential only ever comes out.
 
 use hearth_types::api::CreateVm;
@@ -27,7 +24,7 @@ pub fn browser_vm(provider: &Provider, readiness_timeout_secs: u64) -> CreateVm 
         readiness_timeout_secs: Some(readiness_timeout_secs),
         config: GuestConfig {
             hostname: Some("login".to_owned()),
-            env: Vec::new(),
+            env: proxy_env(),
             files: setup_files(provider),
             services: vec![login_service(provider)],
             network: None,
@@ -84,12 +81,11 @@ fn login_service(provider: &Provider) -> ServiceSpec {
         argv.push("--".to_owned());
     }
     argv.extend(provider.login.iter().cloned());
-    let mut env = proxy_env();
-    env.extend([
+    let mut env = vec![
         var("HOME", &provider.home()),
         var("USER", &provider.user),
         var("DISPLAY", ":0"),
-    ]);
+    ];
     if provider.opens_browser_with == BrowserOpener::BrowserEnv {
         env.push(var("BROWSER", BROWSER));
     }
@@ -130,8 +126,8 @@ mod tests {
         assert_eq!(login.user.as_deref(), Some("hearth"));
         assert_eq!(&login.argv[..3], ["env", "-u", "CI"]);
         assert!(login.argv.contains(&"--".to_owned()));
-        assert!(vm.config.env.is_empty(), "{:?}", vm.config.env);
-        assert!(login
+        assert!(vm
+            .config
             .env
             .iter()
             .any(|v| v.name == "HTTPS_PROXY" && v.value == "http://127.0.0.1:3128"));

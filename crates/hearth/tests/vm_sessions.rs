@@ -200,8 +200,7 @@ fn vm_the_egress_proxy_refuses_what_the_policy_does_not_allow_and_records_it() {
     wait_session(&a, &id, Duration::from_secs(240), |s| {
         s.state == SessionState::WaitingForUser
     });
-    // busybox wget honours http_proxy, which the session's login command
-    // has (a session's VM has no environment of its own).
+    // busybox wget honours http_proxy, which the session's VM has.
     for url in [
         "http://evil.test/",
         "http://rebind.test/",
@@ -209,19 +208,7 @@ fn vm_the_egress_proxy_refuses_what_the_policy_does_not_allow_and_records_it() {
     ] {
         let out = host.vm_cli_as(
             &a.token,
-            &[
-                "exec",
-                &vm,
-                "--",
-                "env",
-                "http_proxy=http://127.0.0.1:3128",
-                "busybox",
-                "wget",
-                "-q",
-                "-O",
-                "-",
-                url,
-            ],
+            &["exec", &vm, "--", "busybox", "wget", "-q", "-O", "-", url],
         );
         assert!(
             !out.status.success(),
@@ -351,8 +338,6 @@ fn vm_a_users_upstream_proxy_carries_its_sessions_with_credentials_from_the_vaul
             "exec",
             &vm,
             "--",
-            "env",
-            "http_proxy=http://127.0.0.1:3128",
             "busybox",
             "wget",
             "-q",

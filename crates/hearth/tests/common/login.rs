@@ -129,19 +129,17 @@ impl Rig {
         link: &str,
         within: Duration,
     ) -> serde_json::Value {
-        open_viewer(browser, link);
-        self.wait_for_consent_page(browser, link, within)
-    }
-
-    /// [`Rig::open_consent_page`] on a viewer `link` already open.
-    pub fn wait_for_consent_page(
-        &self,
-        browser: &Browser,
-        link: &str,
-        within: Duration,
-    ) -> serde_json::Value {
         const REOPEN: Duration = Duration::from_secs(90);
-        let mut opened = Instant::now();
+        let connect = |browser: &Browser| {
+            browser.open(link);
+            browser.wait_for(
+                Duration::from_secs(60),
+                "the viewer to connect",
+                "return document.getElementById('status').classList.contains('hidden')",
+            );
+            Instant::now()
+        };
+        let mut opened = connect(browser);
         let deadline = Instant::now() + within;
         loop {
             let blue = blue_share(&browser.screenshot());
@@ -156,8 +154,7 @@ impl Rig {
             );
             if opened.elapsed() > REOPEN {
                 println!("no consent page on the viewer after {REOPEN:?}: opening it again");
-                open_viewer(browser, link);
-                opened = Instant::now();
+                opened = connect(browser);
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -173,21 +170,6 @@ impl Rig {
         self.host.data()
     }
 }
-
-/// Opens a viewer link and waits until the viewer is connected.
-pub fn open_viewer(browser: &Browser, link: &str) {
-    browser.open(link);
-    browser.wait_for(
-        Duration::from_secs(60),
-        "the viewer to connect",
-        "return document.getElementById('status').classList.contains('hidden')",
-    );
-}
-
-/// True once the viewer's canvas shows anything but black.
-pub const DRAWN: &str = "const c = document.querySelector('#screen canvas'); if (!c || !c.width) return false; \
-const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
-for (let i = 0; i < d.length; i += 4096) { if (d[i] || d[i + 1] || d[i + 2]) return true; } return false;";
 
 /// How much of a screenshot is the consent page's blue.
 pub fn blue_share(png: &[u8]) -> f64 {

@@ -13,15 +13,17 @@
 //! `minimal`, comma-separated, e.g. `minimal,browser`; RUNS, default 5).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use hearth_control::controller::{Controller, ControllerConfig, Scope};
+use hearth_control::controller::Controller;
 use hearth_guestkit::DataDir;
-use hearth_store::SqliteStore;
 use hearth_types::api::CreateVm;
-use hearth_types::guest::{GuestConfig, GuestFile};
 use hearth_types::snapshot::CreateSnapshot;
 use hearth_types::{VmId, VmState};
+
+mod common;
+
+use common::{admin, controller, median, request, wait_gone, wait_ready};
 
 fn main() {
     let shared = DataDir::new(hearth_testkit::test_data_dir());
@@ -42,23 +44,6 @@ fn main() {
             compare(&ctl, image, runs).await;
         }
     });
-}
-
-async fn controller(data: DataDir) -> Arc<Controller> {
-    let store = SqliteStore::open(&data.store_file()).expect("store");
-    let mut config = ControllerConfig::new(data);
-    config.tick = Duration::from_millis(100);
-    config.readiness_timeout = Duration::from_secs(600);
-    let ctl = Controller::new(Arc::new(store), config);
-    ctl.start().await;
-    ctl
-}
-
-fn admin() -> Scope {
-    Scope {
-        tenant: "bench".parse().expect("tenant"),
-        admin: true,
-    }
 }
 
 async fn compare(ctl: &Arc<Controller>, image: &str, runs: usize) {
@@ -93,25 +78,6 @@ async fn compare(ctl: &Arc<Controller>, image: &str, runs: usize) {
         c / w
     );
     ctl.remove_snapshot(&admin(), &name).await.expect("rm");
-}
-
-fn request(image: &str, snapshot: Option<&hearth_types::SnapshotName>, i: usize) -> CreateVm {
-    let file = GuestFile {
-        path: "/etc/bench".into(),
-        content: format!("run {i}"),
-        mode: None,
-        owner: None,
-    };
-    CreateVm {
-        image: image.to_owned(),
-        config: GuestConfig {
-            files: vec![file],
-            ..GuestConfig::default()
-        },
-        from_snapshot: snapshot.cloned(),
-        readiness_timeout_secs: Some(600),
-        ..CreateVm::default()
-    }
 }
 
 /// Seconds from the create call to `ready`; the VM is destroyed after.
@@ -149,31 +115,4 @@ async fn print_phases(ctl: &Controller, id: &VmId) {
             y - b
         );
     }
-}
-
-async fn wait_ready(ctl: &Controller, id: &VmId) -> Instant {
-    loop {
-        let vm = ctl.vm(&admin(), id).await.expect("vm");
-        if vm.state == VmState::Ready {
-            return Instant::now();
-        }
-        assert!(
-            vm.state.is_active(),
-            "VM {id} ended {} ({:?})",
-            vm.state,
-            vm.failure
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-async fn wait_gone(ctl: &Controller, id: &VmId) {
-    while ctl.vm(&admin(), id).await.expect("vm").state != VmState::Destroyed {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn median(xs: &mut [f64]) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
 }

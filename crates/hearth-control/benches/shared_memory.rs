@@ -24,16 +24,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hearth_control::controller::{Controller, ControllerConfig, Scope};
+use hearth_control::controller::Controller;
 use hearth_guestkit::DataDir;
-use hearth_store::SqliteStore;
-use hearth_types::api::CreateVm;
-use hearth_types::guest::{GuestConfig, GuestFile};
 use hearth_types::snapshot::CreateSnapshot;
 use hearth_types::{SnapshotName, VmId, VmState};
 
 /// How long the N restored VMs idle before their memory is read.
 const SETTLE: Duration = Duration::from_secs(3);
+
+mod common;
+
+use common::{admin, controller, median, request, wait_gone, wait_ready};
 
 fn main() {
     let shared = DataDir::new(hearth_testkit::test_data_dir());
@@ -55,23 +56,6 @@ fn main() {
         let ctl = controller(DataDir::new(dir.path())).await;
         compare(&ctl, &image, n, runs).await;
     });
-}
-
-async fn controller(data: DataDir) -> Arc<Controller> {
-    let store = SqliteStore::open(&data.store_file()).expect("store");
-    let mut config = ControllerConfig::new(data);
-    config.tick = Duration::from_millis(100);
-    config.readiness_timeout = Duration::from_secs(600);
-    let ctl = Controller::new(Arc::new(store), config);
-    ctl.start().await;
-    ctl
-}
-
-fn admin() -> Scope {
-    Scope {
-        tenant: "bench".parse().expect("tenant"),
-        admin: true,
-    }
 }
 
 /// One round's numbers for N VMs restored from one snapshot.
@@ -239,50 +223,4 @@ fn rollup_kb(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("Pss:"), field("Rss:"))
-}
-
-fn request(image: &str, snapshot: Option<&SnapshotName>, i: usize) -> CreateVm {
-    let file = GuestFile {
-        path: "/etc/bench".into(),
-        content: format!("run {i}"),
-        mode: None,
-        owner: None,
-    };
-    CreateVm {
-        image: image.to_owned(),
-        config: GuestConfig {
-            files: vec![file],
-            ..GuestConfig::default()
-        },
-        from_snapshot: snapshot.cloned(),
-        readiness_timeout_secs: Some(600),
-        ..CreateVm::default()
-    }
-}
-
-async fn wait_ready(ctl: &Controller, id: &VmId) -> Instant {
-    loop {
-        let vm = ctl.vm(&admin(), id).await.expect("vm");
-        if vm.state == VmState::Ready {
-            return Instant::now();
-        }
-        assert!(
-            vm.state.is_active(),
-            "VM {id} ended {} ({:?})",
-            vm.state,
-            vm.failure
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-async fn wait_gone(ctl: &Controller, id: &VmId) {
-    while ctl.vm(&admin(), id).await.expect("vm").state != VmState::Destroyed {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn median(xs: &mut [f64]) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
 }

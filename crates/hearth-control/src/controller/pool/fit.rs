@@ -1,9 +1,11 @@
-//! Which creates a pooled VM can serve. A pooled VM booted with nothing
-//! of a tenant's: its agent waits for the configuration before it starts
-//! any service, so all of the configuration (hostname, environment, files,
-//! services) is applied at hand-out. What is fixed at boot is not: the
-//! backend, the kernel command line (a command), a NIC, a persistent
-//! disk, a snapshot to restore, the size.
+//! Which creates a pooled VM can serve. A pooled VM booted cold has
+//! nothing of a tenant's: its agent waits for the configuration before it
+//! starts any service, so all of the configuration (hostname, environment,
+//! files, services) is applied at hand-out. One restored from a template
+//! runs the image's services already, so an environment for them cannot
+//! be applied then. What is fixed at boot is never: the backend, the
+//! kernel command line (a command), a NIC, a persistent disk, a snapshot
+//! to restore, the size.
 
 use hearth_types::api::CreateVm;
 use hearth_types::BackendKind;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use hearth_agent_proto::Record;
 use hearth_types::console::READY;
-use hearth_types::guest::{EnvVar, GuestConfig, ServiceSpec};
+use hearth_types::guest::{EnvVar, GuestConfig, GuestNetwork, ServiceSpec};
 
 use crate::bootreport::{self, Settle};
 use crate::capture::Captures;
@@ -41,6 +41,10 @@ pub struct Settings {
     /// Set the system's clock from the host's time (in a guest; an agent
     /// run on a host for tests leaves the host's clock alone).
     pub keep_clock: bool,
+    /// The network `hearth.net=` on the kernel command line names (a VM
+    /// booted by `hearth vm run --network nat`, which has no link to send
+    /// it), or why that word is not valid.
+    pub kernel_network: Result<Option<GuestNetwork>, String>,
 }
 
 impl Default for Settings {
@@ -51,8 +55,15 @@ impl Default for Settings {
             console: "/dev/console".into(),
             wait_for_host: host_config_wanted(),
             keep_clock: true,
+            kernel_network: kernel_network(),
         }
     }
+}
+
+/// The network named by `hearth.net=` on the kernel command line.
+fn kernel_network() -> Result<Option<GuestNetwork>, String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    GuestNetwork::from_kernel_cmdline(&cmdline)
 }
 
 /// True when the kernel command line says `hearth.config=host`.
@@ -116,13 +127,18 @@ impl Guest {
     pub fn start(&self) {
         self.report_boot(BOOT_REPORT_DELAY);
         self.watch_systemd_boot();
-        let image = match config::load(&self.settings.image_config) {
+        let mut image = match config::load(&self.settings.image_config) {
             Ok(c) => c.unwrap_or_default(),
             Err(e) => {
                 self.config_failed(&e);
                 GuestConfig::default()
             }
         };
+        match &self.settings.kernel_network {
+            Ok(Some(net)) => image.network = Some(net.clone()),
+            Ok(None) => {}
+            Err(why) => self.config_failed(&ConfigError::Invalid(why.clone())),
+        }
         for e in config::apply_system(&image) {
             self.config_failed(&e);
         }

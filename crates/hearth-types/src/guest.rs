@@ -6,8 +6,10 @@
 use serde::{Deserialize, Serialize};
 
 mod capture;
+mod network_word;
 
 pub use capture::{CaptureFile, CaptureSpec};
+pub use network_word::NETWORK_PARAM;
 
 /// Per-VM configuration the host sends the agent after the handshake. The
 /// image may declare services of its own (`/etc/hearth/agent.json`, the

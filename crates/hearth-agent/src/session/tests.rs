@@ -12,6 +12,7 @@ fn test_guest() -> Arc<Guest> {
         console: "/dev/null".into(),
         wait_for_host: false,
         keep_clock: false,
+        kernel_network: Ok(None),
     });
     guest.start();
     guest

@@ -14,6 +14,10 @@ use hearth_vmm::console::LineSplitter;
 use hearth_vmm::{ExitInfo, Hypervisor, RunningVm, VmmError};
 use tokio::sync::broadcast::error::RecvError;
 
+mod network;
+
+pub use network::{RunNetwork, RUN_POOL, RUN_PREFIX};
+
 use crate::diagnosis::{diagnose, read_logs, Evidence};
 use crate::prepare::{self, Initramfs, PrepareError, VmFiles};
 use crate::verdict::{decide, ConsoleFacts, FailReason, Verdict};
@@ -32,6 +36,8 @@ pub struct RunRequest {
     /// The kernel's modules for hearth's initramfs; `None`: those stored
     /// for its release.
     pub modules: Option<hearth_guestkit::kernel::KernelModules>,
+    /// A NIC with this policy (`--network nat`); `None`: no NIC.
+    pub network: Option<hearth_net::NicPolicy>,
 }
 
 /// How a run went.
@@ -55,6 +61,8 @@ pub enum RunError {
     Prepare(#[from] PrepareError),
     #[error("the VM could not be started")]
     Start(#[from] VmmError),
+    #[error("the VM's network could not be made: {0}")]
+    Network(String),
 }
 
 /// How long a guest gets to power off after its deadline before it is killed.
@@ -81,13 +89,34 @@ pub async fn run_foreground(
     }
     let id = VmId::generate();
     let files = VmFiles::for_run(data, &id);
-    let description = files.describe(&id, &assets, req.vcpus, req.memory_mib, cmdline);
+    let mut description = files.describe(&id, &assets, req.vcpus, req.memory_mib, cmdline);
     description.validate().map_err(PrepareError::from)?;
     files.create(data)?;
+    let mut network = match &req.network {
+        Some(policy) => match RunNetwork::make(data, &id, policy).await {
+            Ok(network) => Some(network),
+            Err(why) => {
+                files.remove_all();
+                return Err(RunError::Network(why));
+            }
+        },
+        None => None,
+    };
+    if let Some(net) = &network {
+        description.cmdline = format!("{} {}", description.cmdline, net.guest.to_kernel_word());
+    }
     let started = Instant::now();
-    let mut vm = match hypervisor.start(&description).await {
+    let nic = network.as_mut().and_then(|n| n.nic.take());
+    let spawned = match nic {
+        Some(nic) => hypervisor.start_with_nic(&description, Box::new(|_| {}), nic).await,
+        None => hypervisor.start(&description).await,
+    };
+    let mut vm = match spawned {
         Ok(vm) => vm,
         Err(err) => {
+            if let Some(network) = network {
+                network.remove().await;
+            }
             files.remove_all();
             return Err(err.into());
         }
@@ -95,6 +124,9 @@ pub async fn run_foreground(
     let isolation = vm.isolation().map(|r| r.summary()).unwrap_or_default();
     tracing::info!(vm = %id, pid = vm.pid(), isolation, "hypervisor started");
     let watched = watch(&mut vm, req.timeout, echo, started).await;
+    if let Some(network) = network {
+        network.remove().await;
+    }
     files.release_runtime();
     let console = std::fs::read_to_string(&files.console_log).unwrap_or_default();
     let hypervisor_log =

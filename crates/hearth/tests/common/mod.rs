@@ -10,6 +10,8 @@ pub mod findings;
 pub mod guest_clock;
 /// A login session's rig: the fake provider, a server, the steps.
 pub mod login;
+/// Namespaces for VM networks' tests: a host and an internet.
+pub mod netlab;
 /// A `hearth serve` on a private data directory (the `serve_*` tests).
 pub mod serve;
 /// Create/destroy cycles and what they leave (`serve_soak`, `benches/soak`).

@@ -170,4 +170,3 @@ pub fn answer(mut stream: TcpStream) -> std::io::Result<()> {
     stream.write_all(head.as_bytes())?;
     stream.write_all(body.as_bytes())
 }
-

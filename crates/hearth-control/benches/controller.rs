@@ -171,6 +171,7 @@ async fn foreground_to_ready(shared: &DataDir) -> Duration {
         command: vec!["true".into()],
         initramfs: Default::default(),
         modules: None,
+        network: None,
     };
     let mut clock = ReadyClock {
         start: Instant::now(),

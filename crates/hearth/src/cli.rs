@@ -999,6 +999,13 @@ pub struct RunArgs {
     /// Firecracker binary (default: $HEARTH_FIRECRACKER, else `firecracker` on PATH).
     #[arg(long)]
     pub firecracker: Option<PathBuf>,
+    /// Give the VM a NIC: `nat`, its own address behind the host's, made
+    /// and removed by this run (root; see docs/networking.md). Default:
+    /// none.
+    #[arg(long, value_enum)]
+    pub network: Option<NetworkArg>,
+    #[command(flatten)]
+    pub net: NetPolicyArgs,
     /// Do not copy the console to stdout.
     #[arg(long)]
     pub quiet: bool,

@@ -97,12 +97,23 @@ fn vm_run_with_a_nat_network_reaches_the_internet_and_leaves_nothing() {
     );
     assert_eq!(held_run_slots(), 1, "its slot is still held");
 
-    let fetch = format!(
-        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc {INTERNET_ADDR} {port}; echo \"nc: $?\""
-    );
-    let out = run_in(&lab, &["--network", "nat", "--timeout", "150", "--", "sh", "-c", &fetch])
-        .output()
-        .expect("hearth vm run");
+    let fetch =
+        format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc {INTERNET_ADDR} {port}; echo \"nc: $?\"");
+    let out = run_in(
+        &lab,
+        &[
+            "--network",
+            "nat",
+            "--timeout",
+            "150",
+            "--",
+            "sh",
+            "-c",
+            &fetch,
+        ],
+    )
+    .output()
+    .expect("hearth vm run");
     assert!(out.status.success(), "{}", common::text(&out));
     let seen = lines(&out);
     let at = seen.iter().position(|l| l == HOST_ADDR);

@@ -21,7 +21,7 @@ mod files;
 mod guest_services;
 mod health;
 mod idle;
-mod network;
+pub(crate) mod network;
 mod persist;
 pub mod pool;
 mod ports;

@@ -38,7 +38,7 @@ pub struct NetworkConfig {
 
 /// The controller's VM networks, or why this host has none.
 #[derive(Debug)]
-pub(super) struct Networks {
+pub(crate) struct Networks {
     network: Result<Network<dyn Store>, String>,
     /// The host's ruleset and forwarding, set up at the first NIC (tried
     /// again at the next one if it failed).
@@ -49,7 +49,7 @@ pub(super) struct Networks {
 }
 
 impl Networks {
-    pub(super) fn new(config: &NetworkConfig, store: Arc<dyn Store>) -> Networks {
+    pub(crate) fn new(config: &NetworkConfig, store: Arc<dyn Store>) -> Networks {
         let host_ns = match &config.host_namespace {
             Some(name) => hearth_net::netns::open(name).map_err(|e| error_chain(&e)),
             None => hearth_net::netns::current()
@@ -72,6 +72,15 @@ impl Networks {
         }
     }
 
+    /// The same, removing what no VM owns at the first pass that sees it
+    /// instead of after [`hearth_net::SLOT_GRACE`]: for owners whose
+    /// liveness is exact (a foreground run's lock), since a slot is
+    /// stored before its kernel objects exist.
+    pub(crate) fn without_orphan_grace(mut self) -> Networks {
+        self.orphans = Mutex::new(Orphans::new(std::time::Duration::ZERO));
+        self
+    }
+
     /// Refuses a request for a NIC this host cannot give.
     pub(super) fn check_available(&self) -> Result<(), ControlError> {
         match &self.network {
@@ -84,7 +93,7 @@ impl Networks {
 
     /// The VM's NIC, its slot claimed first; the host prepared before the
     /// first one; its resolver and proxy serving.
-    async fn attach(&self, vm: &VmId, policy: &NicPolicy) -> Result<VmNic, String> {
+    pub(crate) async fn attach(&self, vm: &VmId, policy: &NicPolicy) -> Result<VmNic, String> {
         let network = self.network.as_ref().map_err(Clone::clone)?;
         let prepare = || async { network.host().prepare().await };
         let prepared = self.prepared.get_or_try_init(prepare).await;
@@ -101,8 +110,28 @@ impl Networks {
         Ok(nic)
     }
 
+    /// One pass of the reconciler over these networks: `live` says which
+    /// VMs still own theirs. What it removed is logged.
+    pub(crate) async fn reconcile(&self, live: impl Fn(&VmId) -> bool) {
+        let Ok(network) = &self.network else {
+            return;
+        };
+        let mut orphans = self.orphans.lock().await;
+        match network.reconcile(&mut orphans, live).await {
+            Ok(report) => {
+                for slot in &report.removed_orphans {
+                    tracing::warn!(%slot, "removed an orphaned VM network");
+                }
+                for (vm, slot) in &report.released {
+                    tracing::info!(%vm, %slot, "released the network of a VM that is gone");
+                }
+            }
+            Err(e) => tracing::error!(error = %error_chain(&e), "network reconciler"),
+        }
+    }
+
     /// Removes the VM's network if it has one (idempotent).
-    pub(super) async fn detach(&self, vm: &VmId) -> Result<bool, hearth_net::NetError> {
+    pub(crate) async fn detach(&self, vm: &VmId) -> Result<bool, hearth_net::NetError> {
         self.services.stop(vm);
         match &self.network {
             Ok(network) => network.detach(vm).await,
@@ -135,15 +164,21 @@ async fn tell_guest(ctl: &Controller, id: &VmId, nic: &VmNic) -> Result<(), Stri
         .guest_config(id)
         .await
         .map_err(|e| error_chain(&e))?;
-    config.network = Some(GuestNetwork {
+    config.network = Some(guest_network(nic));
+    let stored = ctl.store.set_guest_config(id, &config).await;
+    stored.map_err(|e| error_chain(&e))
+}
+
+/// What the guest of `nic` is told: its address, the gateway as its
+/// route and resolver, its MAC.
+pub(crate) fn guest_network(nic: &VmNic) -> GuestNetwork {
+    GuestNetwork {
         mac: nic.guest.mac_text(),
         address: nic.guest.address,
         prefix_len: nic.guest.prefix_len,
         gateway: nic.guest.gateway,
         dns: vec![nic.guest.gateway],
-    });
-    let stored = ctl.store.set_guest_config(id, &config).await;
-    stored.map_err(|e| error_chain(&e))
+    }
 }
 
 impl Controller {
@@ -200,22 +235,7 @@ pub(super) async fn reconcile(ctl: &Controller) {
             .collect::<HashSet<VmId>>(),
         Err(e) => return tracing::error!(error = %e, "network reconciler: listing VMs"),
     };
-    let mut orphans = ctl.networks.orphans.lock().await;
-    match network
-        .reconcile(&mut orphans, |vm| live.contains(vm))
-        .await
-    {
-        Ok(report) => {
-            for slot in &report.removed_orphans {
-                tracing::warn!(%slot, "removed an orphaned VM network");
-            }
-            for (vm, slot) in &report.released {
-                tracing::info!(%vm, %slot, "released the network of a VM that is gone");
-            }
-        }
-        Err(e) => tracing::error!(error = %error_chain(&e), "network reconciler"),
-    }
-    drop(orphans);
+    ctl.networks.reconcile(|vm| live.contains(vm)).await;
     serve_live(ctl, network, &live).await;
 }
 

@@ -108,7 +108,11 @@ pub async fn run_foreground(
     let started = Instant::now();
     let nic = network.as_mut().and_then(|n| n.nic.take());
     let spawned = match nic {
-        Some(nic) => hypervisor.start_with_nic(&description, Box::new(|_| {}), nic).await,
+        Some(nic) => {
+            hypervisor
+                .start_with_nic(&description, Box::new(|_| {}), nic)
+                .await
+        }
         None => hypervisor.start(&description).await,
     };
     let mut vm = match spawned {

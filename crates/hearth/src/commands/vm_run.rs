@@ -21,7 +21,9 @@ use hearth_vmm::firecracker::Firecracker;
 use hearth_vmm::qemu::Qemu;
 use hearth_vmm::Hypervisor;
 
-use crate::cli::{AccelArg, Backend, RunArgs};
+use crate::cli::{AccelArg, Backend, NetworkArg, RunArgs};
+use hearth_net::NicPolicy;
+use hearth_types::api::NetworkPolicy;
 
 /// Exit status of a VM that failed (as opposed to bad input, 2).
 const VM_FAILED: u8 = 3;
@@ -29,6 +31,7 @@ const VM_FAILED: u8 = 3;
 const EVIDENCE_LINES: usize = 3;
 
 pub fn run(data: &DataDir, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let network = network(&args)?;
     let hypervisor = hypervisor(data, &args)?;
     let (vcpus, memory_mib) = size(data, &args);
     let request = RunRequest {
@@ -48,6 +51,7 @@ pub fn run(data: &DataDir, args: RunArgs) -> anyhow::Result<ExitCode> {
             (None, true) => Some(KernelModules::BuiltIn),
             (None, false) => None,
         },
+        network,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
@@ -62,6 +66,19 @@ pub fn run(data: &DataDir, args: RunArgs) -> anyhow::Result<ExitCode> {
         run_foreground(data, hypervisor.as_ref(), &request, &mut out).await
     })?;
     Ok(summarize(&report))
+}
+
+/// The NIC's policy with `--network nat`; the `--net-*` flags need it.
+fn network(args: &RunArgs) -> anyhow::Result<Option<NicPolicy>> {
+    let policy = args.net.policy();
+    if args.network != Some(NetworkArg::Nat) {
+        if policy != NetworkPolicy::default() {
+            anyhow::bail!("the --net-* flags give a NIC its policy: add --network nat");
+        }
+        return Ok(None);
+    }
+    let nic = NicPolicy::from_request(&policy).map_err(anyhow::Error::msg)?;
+    Ok(Some(nic))
 }
 
 /// `--vcpus` and `--memory`, else the image recipe's `vm` size (a named

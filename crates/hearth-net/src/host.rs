@@ -98,6 +98,31 @@ impl NetHost {
         .await
     }
 
+    /// Gives `slot`'s running network `policy` in place: the namespace's
+    /// ruleset replaced in one transaction (its refused count kept: the
+    /// named counter survives a flush), the host's hole table made,
+    /// replaced or removed. The guest's connections already allowed by
+    /// connection tracking that the new policy refuses stop at their next
+    /// packet, since every forwarded packet passes the rules.
+    pub async fn update(&self, slot: Slot, policy: &NicPolicy) -> Result<(), NetError> {
+        let name = self.prefix.slot_name(slot);
+        let ruleset = nft::namespace_ruleset(policy);
+        let holes = if policy.open.is_empty() {
+            nft::table_removal(&name)
+        } else {
+            nft::slot_holes(&self.prefix, &name, &policy.open)
+        };
+        let host_ns = Arc::clone(&self.host_ns);
+        thread::run(move || async move {
+            let ns = netns::open(&name)?;
+            enter(&ns, &name)?;
+            nft::apply(&ruleset, &name)?;
+            enter(&host_ns, "the host")?;
+            nft::apply(&holes, "the host")
+        })
+        .await
+    }
+
     /// How many of the guest's packets `slot`'s namespace refused for their
     /// destination (private, loopback, link-local, ... networks).
     pub async fn refused_packets(&self, slot: Slot) -> Result<u64, NetError> {

@@ -13,6 +13,10 @@ use hearth_types::api::NetworkPolicy;
 
 use crate::policy::{Ipv4Net, NicPolicy};
 
+mod running;
+
+pub use running::{narrow_running, NO_DOMAIN};
+
 /// The always refused networks a tenant's `allow` may open.
 const OPENABLE: [Ipv4Net; 5] = [
     Ipv4Net::new(10, 0, 0, 0, 8),

@@ -35,7 +35,7 @@ fn none_set(tenant: &TenantId) -> Problem {
     )
 }
 
-/// Replaces a tenant's network policy (for VMs created from now on).
+/// Replaces a tenant's network policy: VMs created from now on get it, running ones are narrowed to it at once.
 #[utoipa::path(
     put, path = "/v1/tenants/{tenant}/network-policy", operation_id = "put_tenant_network_policy", tag = "vms",
     params(("tenant" = String, Path, description = "The tenant")),
@@ -84,7 +84,7 @@ pub(crate) async fn get(
     found.map(Json).ok_or_else(|| none_set(&tenant))
 }
 
-/// Removes a tenant's network policy (running VMs keep what they got).
+/// Removes a tenant's network policy (running VMs keep their own, without what it opened).
 #[utoipa::path(
     delete, path = "/v1/tenants/{tenant}/network-policy", operation_id = "delete_tenant_network_policy", tag = "vms",
     params(("tenant" = String, Path, description = "The tenant")),

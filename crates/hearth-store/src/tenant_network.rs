@@ -2,8 +2,8 @@
 //! policy as the API gave it (checked by the caller).
 
 use async_trait::async_trait;
-use hearth_types::api::TenantNetworkPolicy;
-use hearth_types::TenantId;
+use hearth_types::api::{NetworkPolicy, TenantNetworkPolicy};
+use hearth_types::{TenantId, VmId};
 
 use crate::StoreError;
 
@@ -20,4 +20,11 @@ pub trait TenantNetworkStore: Send + Sync {
         &self,
         tenant: &TenantId,
     ) -> Result<Option<TenantNetworkPolicy>, StoreError>;
+    /// Replaces VM `vm`'s NIC policy (narrowed to its tenant's changed
+    /// one); `NotFound` when there is no such VM.
+    async fn set_vm_network_policy(
+        &self,
+        vm: &VmId,
+        policy: &NetworkPolicy,
+    ) -> Result<(), StoreError>;
 }

@@ -728,7 +728,7 @@ pub enum TenantCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TenantNetworkCommand {
-    /// Replace TENANT's network policy (for VMs created from now on).
+    /// Replace TENANT's network policy: VMs created from now on get it, running ones are narrowed to it.
     Set {
         #[command(flatten)]
         api: ApiArgs,

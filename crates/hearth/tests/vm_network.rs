@@ -772,6 +772,8 @@ fn tenant_policies_bound_their_vms_and_the_default_network_gives_a_nic_unless_re
         "two VMs' namespaces and host links"
     );
 
+    narrowing_reaches_running_vms(&lab, &mut host, &admin, &opened, (port, private_port));
+
     for id in [&closed, &opened, &none] {
         host.vm_ok(&["rm", id]);
     }
@@ -785,4 +787,57 @@ fn tenant_policies_bound_their_vms_and_the_default_network_gives_a_nic_unless_re
         "no hole table is left"
     );
     host.assert_clean();
+}
+
+/// The admin narrows tenant `opened` to its private network: its running
+/// VM loses the internet server at once, keeps the private one, and its
+/// record says so; a restarted server keeps it narrowed. Then the
+/// tenant's policy is removed: the private network's holes go at once.
+fn narrowing_reaches_running_vms(
+    lab: &Lab,
+    host: &mut Host,
+    admin: &str,
+    opened: &str,
+    (port, private_port): (u16, u16),
+) {
+    let narrow = ["network", "set", "opened", "--net-allow", "10.20.0.0/16"];
+    let out = tenant_cli(host, admin, &narrow);
+    assert!(out.status.success(), "{}", common::text(&out));
+    let refused = |seen: &str, what: &str| {
+        assert!(
+            !seen.contains("\r\n\r\n") && !seen.ends_with("nc: 0\n"),
+            "{what} is still reached: {seen:?}"
+        );
+    };
+    refused(
+        &fetch_from(host, opened, INTERNET_ADDR, port),
+        "the internet server",
+    );
+    let inside = fetch_from(host, opened, PRIVATE_ADDR, private_port);
+    assert!(
+        inside.ends_with(&format!("\r\n\r\n{PRIVATE_HOST_ADDR}\nnc: 0\n")),
+        "the private network is still open: {inside:?}"
+    );
+    let policy = host.vm(opened).network_policy.expect("a NIC");
+    assert_eq!(policy.allow, ["10.20.0.0/16"], "the record is narrowed");
+
+    host.kill_serve();
+    host.start();
+    host.wait_state(opened, VmState::Ready, Duration::from_secs(60));
+    refused(
+        &fetch_from(host, opened, INTERNET_ADDR, port),
+        "after a restart, the internet server",
+    );
+
+    let out = tenant_cli(host, admin, &["network", "rm", "opened"]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    assert_eq!(
+        slot_tables(lab),
+        Vec::<String>::new(),
+        "the hole table is gone"
+    );
+    refused(
+        &fetch_from(host, opened, PRIVATE_ADDR, private_port),
+        "the private network, its tenant's allowance taken back,",
+    );
 }

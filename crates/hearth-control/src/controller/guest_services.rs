@@ -68,6 +68,13 @@ struct Running {
     egress: Egress,
 }
 
+impl Running {
+    /// Its tasks, no longer aborted by its drop.
+    fn take_tasks(mut self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut self.tasks)
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         for task in &self.tasks {
@@ -101,18 +108,55 @@ impl GuestServices {
         nic: &NicPolicy,
     ) -> Result<(), String> {
         let policy = Arc::new(egress_policy(nic)?);
-        let listeners = host.guest_listeners(slot).await;
-        let listeners = listeners.map_err(|e| error_chain(&e))?;
-        let tokio_socket = |e: io::Error| format!("serving the guest's sockets: {e}");
-        let dns_socket = UdpSocket::from_std(listeners.dns).map_err(tokio_socket)?;
-        let http = TcpListener::from_std(listeners.http).map_err(tokio_socket)?;
-        let tls = TcpListener::from_std(listeners.tls).map_err(tokio_socket)?;
         let connector = Arc::new(InNamespace {
             host: host.clone(),
             slot,
         });
         let egress = Egress::new(self.resolver.clone(), connector, Arc::new(NoRecords));
         let dns = DnsResponder::new(self.resolver.clone());
+        self.serve(host, vm, slot, policy, dns, egress).await
+    }
+
+    /// Serves VM `vm` with `nic` from now on, its counts kept: its
+    /// services are stopped (their sockets closed) and served again with
+    /// the same resolver and proxy. Connections the proxy carries now go
+    /// on; new ones are checked against `nic`. Nothing when `vm` is not
+    /// served.
+    pub(super) async fn replace_policy(
+        &self,
+        host: &NetHost,
+        vm: &VmId,
+        slot: Slot,
+        nic: &NicPolicy,
+    ) -> Result<(), String> {
+        let policy = Arc::new(egress_policy(nic)?);
+        let Some(old) = self.lock().remove(vm) else {
+            return Ok(());
+        };
+        let (dns, egress) = (old.dns.clone(), old.egress.clone());
+        let tasks: Vec<JoinHandle<()>> = old.take_tasks();
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        self.serve(host, vm, slot, policy, dns, egress).await
+    }
+
+    async fn serve(
+        &self,
+        host: &NetHost,
+        vm: &VmId,
+        slot: Slot,
+        policy: Arc<Policy>,
+        dns: DnsResponder,
+        egress: Egress,
+    ) -> Result<(), String> {
+        let listeners = host.guest_listeners(slot).await;
+        let listeners = listeners.map_err(|e| error_chain(&e))?;
+        let tokio_socket = |e: io::Error| format!("serving the guest's sockets: {e}");
+        let dns_socket = UdpSocket::from_std(listeners.dns).map_err(tokio_socket)?;
+        let http = TcpListener::from_std(listeners.http).map_err(tokio_socket)?;
+        let tls = TcpListener::from_std(listeners.tls).map_err(tokio_socket)?;
         let tasks = vec![
             tokio::spawn(dns.clone().serve(dns_socket, policy.clone())),
             tokio::spawn(intercept(

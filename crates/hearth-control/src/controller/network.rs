@@ -130,6 +130,25 @@ impl Networks {
         }
     }
 
+    /// Gives VM `vm`'s running network `policy` in place: its namespace's
+    /// and the host's rules, its resolver and proxy. `false` when it holds
+    /// no network (stopped, or none).
+    pub(crate) async fn update(&self, vm: &VmId, policy: &NicPolicy) -> Result<bool, String> {
+        let network = self.network.as_ref().map_err(Clone::clone)?;
+        let held = network.held().await.map_err(|e| error_chain(&e))?;
+        let Some(mine) = held.into_iter().find(|s| &s.vm == vm) else {
+            return Ok(false);
+        };
+        let slot = hearth_net::Slot::new(mine.slot).ok_or("a slot outside the pool")?;
+        let updated = network.host().update(slot, policy).await;
+        updated.map_err(|e| error_chain(&e))?;
+        let services = &self.services;
+        services
+            .replace_policy(network.host(), vm, slot, policy)
+            .await?;
+        Ok(true)
+    }
+
     /// Removes the VM's network if it has one (idempotent).
     pub(crate) async fn detach(&self, vm: &VmId) -> Result<bool, hearth_net::NetError> {
         self.services.stop(vm);

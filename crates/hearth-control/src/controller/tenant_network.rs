@@ -4,17 +4,20 @@
 //! networks of the always refused classes a tenant opened are worked out
 //! again from its current policy whenever one of its VMs' networks is made
 //! or served, so an allowance taken back is not kept by a VM that boots
-//! again.
+//! again. A changed or removed policy also narrows the tenant's running
+//! VMs at once (`hearth_net::tenant::narrow_running`): their records keep
+//! the narrowed policy, their rules, resolver and proxy get it in place.
 
 use hearth_net::NicPolicy;
+use hearth_store::{VmFilter, VmRecord};
 use hearth_types::api::{NetworkPolicy, TenantNetworkPolicy};
-use hearth_types::{TenantId, Timestamp};
+use hearth_types::{error_chain, TenantId, Timestamp, VmState};
 
 use super::{ControlError, Controller};
 
 impl Controller {
     /// Checks and replaces `tenant`'s network policy; VMs created from now
-    /// on get it (running ones keep theirs).
+    /// on get it, running ones are narrowed to it.
     pub async fn put_tenant_network(
         &self,
         tenant: &TenantId,
@@ -29,6 +32,7 @@ impl Controller {
         };
         self.store.put_tenant_network(&record).await?;
         tracing::info!(%tenant, "tenant network policy replaced");
+        narrow_running_vms(self, tenant).await?;
         Ok(record)
     }
 
@@ -47,6 +51,7 @@ impl Controller {
         let removed = self.store.delete_tenant_network(tenant).await?;
         if removed.is_some() {
             tracing::info!(%tenant, "tenant network policy removed");
+            narrow_running_vms(self, tenant).await?;
         }
         Ok(removed)
     }
@@ -89,4 +94,48 @@ pub(super) async fn stored_nic(
     let outer = tenant_policy(ctl, tenant).await?;
     nic.open = hearth_net::tenant::opened(&nic.allow, outer.as_ref());
     Ok(nic)
+}
+
+/// Narrows each of `tenant`'s VMs with a NIC to its current policy: the
+/// record first (so a reboot or a restarted server keeps it), then the
+/// running network. A VM whose network could not be changed is logged and
+/// given an event; the others are still narrowed.
+async fn narrow_running_vms(ctl: &Controller, tenant: &TenantId) -> Result<(), ControlError> {
+    let outer = tenant_policy(ctl, tenant).await?;
+    let filter = VmFilter {
+        tenant: Some(tenant.clone()),
+        states: Vec::new(),
+    };
+    for record in ctl.store.list_vms(&filter).await? {
+        if record.vm.state == VmState::Destroyed {
+            continue;
+        }
+        let Some(stored) = &record.vm.network_policy else {
+            continue;
+        };
+        let own = NicPolicy::from_request(stored).map_err(ControlError::Invalid)?;
+        let narrowed = hearth_net::tenant::narrow_running(own, outer.as_ref());
+        if narrowed.to_request() != *stored {
+            let request = narrowed.to_request();
+            let id = &record.vm.id;
+            ctl.store.set_vm_network_policy(id, &request).await?;
+        }
+        apply_narrowed(ctl, &record, &narrowed).await;
+    }
+    Ok(())
+}
+
+async fn apply_narrowed(ctl: &Controller, record: &VmRecord, policy: &NicPolicy) {
+    let id = &record.vm.id;
+    match ctl.networks.update(id, policy).await {
+        Ok(true) => tracing::info!(vm = %id, "network policy narrowed to its tenant's"),
+        Ok(false) => {}
+        Err(why) => {
+            tracing::warn!(vm = %id, error = %why, "narrowing a running VM's network to its tenant's policy");
+            let message = format!("its network could not take its tenant's new policy: {why}");
+            if let Err(e) = ctl.store.add_event(id, Timestamp::now(), &message).await {
+                tracing::warn!(vm = %id, error = %error_chain(&e), "recording an event");
+            }
+        }
+    }
 }

@@ -644,6 +644,17 @@ impl crate::TenantNetworkStore for SqliteStore {
             |c| tenant_network::delete(c, tenant),
         )
     }
+
+    async fn set_vm_network_policy(
+        &self,
+        vm: &VmId,
+        policy: &hearth_types::api::NetworkPolicy,
+    ) -> Result<(), StoreError> {
+        self.run(
+            format_args!("narrowing the network policy of VM {vm}"),
+            |c| vms::set_network_policy(c, vm, policy),
+        )
+    }
 }
 
 #[async_trait]

@@ -191,6 +191,20 @@ pub(super) fn set_process(
     found(changed, id)
 }
 
+pub(super) fn set_network_policy(
+    conn: &Connection,
+    id: &VmId,
+    policy: &hearth_types::api::NetworkPolicy,
+) -> Result<(), Fail> {
+    let policy = serde_json::to_string(policy)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let changed = conn.execute(
+        "UPDATE vms SET network_policy = ?1 WHERE id = ?2",
+        (policy, id.as_str()),
+    )?;
+    found(changed, id)
+}
+
 pub(super) fn set_held(
     conn: &mut Connection,
     id: &VmId,

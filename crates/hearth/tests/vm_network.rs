@@ -394,6 +394,37 @@ fn domain_rules_allow_one_name_and_refuse_another_from_a_real_guest() {
         "{shown}"
     );
 
+    // Its tenant's policy narrowed to inside.test: good.test is refused at
+    // once by the resolver served again, and its counts go on.
+    let tenant = host.vm(&id).tenant.to_string();
+    let admin = host.admin_token();
+    let narrow = [
+        "network",
+        "set",
+        &tenant,
+        "--net-allow-domain",
+        "inside.test",
+    ];
+    let out = tenant_cli(&host, &admin, &narrow);
+    assert!(out.status.success(), "{}", common::text(&out));
+    let now = guest_sh(
+        &mut host,
+        &id,
+        "nslookup good.test 2>&1; echo \"status: $?\"",
+    );
+    assert!(
+        !now.contains("203.0.113.2") && now.contains("REFUSED"),
+        "the narrowed VM still resolves good.test: {now}"
+    );
+    let policy = host.vm(&id).network_policy.expect("a NIC");
+    assert_eq!(policy.allow_domains, ["inside.test"]);
+    let shown = host.vm_ok(&["network", &id, "--json"]);
+    let after: serde_json::Value = serde_json::from_str(&shown).expect("JSON");
+    assert!(
+        after["refused_queries"].as_u64() > info["refused_queries"].as_u64(),
+        "the count goes on from {info} to {after}"
+    );
+
     host.vm_ok(&["rm", &id]);
     host.wait_state(&id, VmState::Destroyed, Duration::from_secs(60));
     assert_eq!(lab.leftovers(), Vec::<String>::new());

@@ -261,7 +261,7 @@ impl ServeLock {
             .write(true)
             .open(&path)
             .map_err(io)?;
-        if !try_lock(&file).map_err(io)? {
+        if !try_lock_unless_live(&mut file).map_err(io)? {
             return Err(LockError::AlreadyServing {
                 dir: data.root().to_owned(),
                 holder: holder(&mut file),
@@ -275,6 +275,40 @@ impl ServeLock {
             .map_err(io)?;
         Ok(ServeLock { _file: file })
     }
+}
+
+/// How long a lock whose recorded holder is dead may still be held: a
+/// process the dead server was starting holds the lock from its fork
+/// until its exec closes the descriptor.
+const DEAD_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Takes the lock; when it is held but the server that wrote the lock
+/// file no longer runs, waits a moment for the lock to come free.
+fn try_lock_unless_live(file: &mut File) -> std::io::Result<bool> {
+    let deadline = std::time::Instant::now() + DEAD_HOLDER_WAIT;
+    loop {
+        if try_lock(file)? {
+            return Ok(true);
+        }
+        let dead = recorded_pid(file).is_some_and(|pid| !process_exists(pid));
+        if !dead || std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn recorded_pid(file: &mut File) -> Option<i32> {
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+fn process_exists(pid: i32) -> bool {
+    // SAFETY: kill(2) with signal 0 sends nothing; it only checks.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// Takes an exclusive lock without waiting; false when someone holds it.
@@ -296,11 +330,9 @@ fn try_lock(file: &File) -> std::io::Result<bool> {
 
 /// ` (pid N)` from the lock file, when the holder wrote it.
 fn holder(file: &mut File) -> String {
-    let mut text = String::new();
-    let _ = file.read_to_string(&mut text);
-    match text.trim().parse::<u32>() {
-        Ok(pid) => format!(" (pid {pid})"),
-        Err(_) => String::new(),
+    match recorded_pid(file) {
+        Some(pid) => format!(" (pid {pid})"),
+        None => String::new(),
     }
 }
 

@@ -68,7 +68,7 @@ fn pool_overlap(pool: &TransitPool, clashes: &[String]) -> Finding {
                 "network pool {net} overlaps host routes: {}",
                 clashes.join(", ")
             ),
-            "start `hearth serve --network-pool` with a free network, such as 10.232.0.0/16",
+            "start `hearth serve --network-pool` with a free network, such as 10.233.0.0/16",
         )
     }
 }

@@ -662,7 +662,15 @@ fn parse_pool(text: &str) -> Result<hearth_net::TransitPool, String> {
     let (network, len) = text.split_once('/').ok_or_else(bad)?;
     let network = network.parse().map_err(|_| bad())?;
     let len = len.parse().map_err(|_| bad())?;
-    hearth_net::TransitPool::new(network, len).map_err(|e| e.to_string())
+    let pool = hearth_net::TransitPool::new(network, len).map_err(|e| e.to_string())?;
+    let (run_net, run_len) = hearth_control::foreground::RUN_POOL;
+    if pool.overlaps(run_net, run_len) {
+        return Err(format!(
+            "{text} overlaps {run_net}/{run_len}, the pool of `hearth vm run --network nat`: \
+             give another network, such as 10.233.0.0/16"
+        ));
+    }
+    Ok(pool)
 }
 
 /// `--restart`: a persistent VM's restart policy.

@@ -235,12 +235,38 @@ fn free_bytes(path: &Path) -> Option<u64> {
     }
 }
 
+/// Whether the pool of `hearth vm run --network nat` overlaps a host
+/// route.
+fn run_pool() -> hearth_net::preflight::Finding {
+    let (net, len) = hearth_control::foreground::RUN_POOL;
+    let prefix: hearth_net::Prefix = hearth_control::foreground::RUN_PREFIX
+        .parse()
+        .expect("the runs' prefix is valid");
+    let pool = hearth_net::TransitPool::new(net, len).expect("the runs' pool is valid");
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let clashes = hearth_net::preflight::overlapping_routes(&routes, &pool, &prefix);
+    let what = format!("`hearth vm run --network nat` pool {net}/{len}");
+    if clashes.is_empty() {
+        hearth_net::preflight::Finding {
+            what: format!("{what} overlaps no host route"),
+            fix: None,
+        }
+    } else {
+        hearth_net::preflight::Finding {
+            what: format!("{what} overlaps host routes: {}", clashes.join(", ")),
+            fix: Some("move those routes off 10.232.0.0/16: foreground runs' transit links would shadow them".to_owned()),
+        }
+    }
+}
+
 /// What VM networks need (hearth-net's checks); warnings, since a VM
 /// without a NIC needs none of it.
 fn networking() -> Vec<Check> {
     let prefix = hearth_net::Prefix::default();
     let pool = hearth_net::TransitPool::default();
-    hearth_net::preflight::checks(&prefix, &pool)
+    let mut found = hearth_net::preflight::checks(&prefix, &pool);
+    found.push(run_pool());
+    found
         .into_iter()
         .map(|f| match f.fix {
             None => ok(f.what),

@@ -33,6 +33,9 @@ pub enum FailReason {
     GuestStopped {
         last_line: String,
     },
+    /// `hearth vm run` got this signal (`SIGINT`, `SIGTERM`) and stopped
+    /// the VM.
+    Interrupted(&'static str),
 }
 
 impl fmt::Display for FailReason {
@@ -70,6 +73,9 @@ impl fmt::Display for FailReason {
                     f,
                     "the guest stopped without powering off; last console line: {last_line:?}"
                 )
+            }
+            FailReason::Interrupted(signal) => {
+                write!(f, "interrupted by {signal}: the VM was stopped")
             }
         }
     }

@@ -66,7 +66,8 @@ fn wait_for_network(lab: &Lab, child: &mut Child) {
     }
 }
 
-/// A run killed with SIGKILL while its VM is up leaves its network; the
+/// A run interrupted (SIGINT) while its VM is up stops it and removes
+/// its network. A run killed with SIGKILL leaves its network; the
 /// next networked run removes it before it makes its own, reaches the
 /// internet namespace's server through NAT (which sees the host's
 /// address), and removes its own network when its VM powers off.
@@ -80,6 +81,27 @@ fn vm_run_with_a_nat_network_reaches_the_internet_and_leaves_nothing() {
     lab.also_remove.push(RUN_PREFIX.to_owned());
     assert_eq!(lab.leftovers_of(RUN_PREFIX), Vec::<String>::new());
     let port = serve_in(&lab.internet_ns).to_string();
+
+    let mut interrupted = run_in(&lab, &["--network", "nat", "--quiet", "--", "sleep", "600"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hearth vm run");
+    wait_for_network(&lab, &mut interrupted);
+    common::serve::signal(interrupted.id(), libc::SIGINT);
+    let out = interrupted.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", common::text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("interrupted by SIGINT"),
+        "{}",
+        common::text(&out)
+    );
+    assert_eq!(
+        lab.leftovers_of(RUN_PREFIX),
+        Vec::<String>::new(),
+        "an interrupted run removes its network"
+    );
+    assert_eq!(held_run_slots(), 0);
 
     let mut killed = run_in(&lab, &["--network", "nat", "--quiet", "--", "sleep", "600"])
         .stdout(Stdio::null())

@@ -180,9 +180,10 @@ fn failure_of(reason: &FailReason) -> (FailureCode, String) {
         FailReason::RootNotMountable(_) => FailureCode::RootNotMountable,
         FailReason::MissingModule(_) => FailureCode::MissingModule,
         FailReason::Timeout { .. } => FailureCode::BootTimeout,
-        FailReason::HypervisorFailed(_) | FailReason::GuestStopped { .. } => {
-            FailureCode::HypervisorExited
-        }
+        // Interrupted: only `hearth vm run` says it, of its own signal.
+        FailReason::HypervisorFailed(_)
+        | FailReason::GuestStopped { .. }
+        | FailReason::Interrupted(_) => FailureCode::HypervisorExited,
     };
     (code, reason.to_string())
 }

@@ -92,6 +92,9 @@ pub async fn run_foreground(
     let mut description = files.describe(&id, &assets, req.vcpus, req.memory_mib, cmdline);
     description.validate().map_err(PrepareError::from)?;
     files.create(data)?;
+    // From here a signal is kept for the watch, which stops the VM: what
+    // was made is removed as at any other end.
+    let mut signals = Signals::new();
     let mut network = match &req.network {
         Some(policy) => match RunNetwork::make(data, &id, policy).await {
             Ok(network) => Some(network),
@@ -127,7 +130,7 @@ pub async fn run_foreground(
     };
     let isolation = vm.isolation().map(|r| r.summary()).unwrap_or_default();
     tracing::info!(vm = %id, pid = vm.pid(), isolation, "hypervisor started");
-    let watched = watch(&mut vm, req.timeout, echo, started).await;
+    let watched = watch(&mut vm, req.timeout, echo, started, &mut signals).await;
     if let Some(network) = network {
         network.remove().await;
     }
@@ -141,11 +144,15 @@ pub async fn run_foreground(
     if req.initramfs == Initramfs::None {
         verdict = without_initramfs(verdict, watched.exit);
     }
+    if let Some(signal) = watched.interrupted {
+        verdict = Verdict::Failed(FailReason::Interrupted(signal));
+    }
     let evidence = Evidence {
         console,
         hypervisor_log: read_logs(&files.dir).map_or(hypervisor_log, |(_, logs)| logs),
-        // At the deadline hearth kills the hypervisor itself: not a crash.
-        exit: (!watched.timed_out).then_some(watched.exit),
+        // At the deadline or a signal hearth kills the hypervisor itself:
+        // not a crash.
+        exit: (!watched.timed_out && watched.interrupted.is_none()).then_some(watched.exit),
         failure: failure_of(&verdict),
         events: Vec::new(),
         memory_mib: Some(req.memory_mib),
@@ -193,6 +200,7 @@ fn failure_of(verdict: &Verdict) -> Option<Failure> {
         FailReason::HypervisorFailed(_) | FailReason::GuestStopped { .. } => {
             FailureCode::HypervisorExited
         }
+        FailReason::Interrupted(_) => return None,
     };
     Some(Failure {
         code,
@@ -203,15 +211,20 @@ fn failure_of(verdict: &Verdict) -> Option<Failure> {
 struct Watched {
     exit: ExitInfo,
     timed_out: bool,
+    /// The signal that ended the run early.
+    interrupted: Option<&'static str>,
     ready_after: Option<Duration>,
 }
 
-/// Streams the console until the hypervisor exits or the deadline passes.
+/// Streams the console until the hypervisor exits, the deadline passes or
+/// hearth gets SIGINT or SIGTERM (then the VM is stopped, so its network
+/// and files are removed as at any other end).
 async fn watch(
     vm: &mut RunningVm,
     timeout: Duration,
     echo: &mut (dyn Write + Send),
     started: Instant,
+    signals: &mut Signals,
 ) -> Watched {
     let mut console = vm.console();
     let mut lines = LineSplitter::default();
@@ -220,8 +233,13 @@ async fn watch(
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut timed_out = false;
+    let mut interrupted = None;
     loop {
         tokio::select! {
+            signal = signals.next() => {
+                interrupted = Some(signal);
+                break;
+            }
             chunk = console.recv() => match chunk {
                 Ok(bytes) => {
                     let _ = echo.write_all(&bytes);
@@ -241,7 +259,7 @@ async fn watch(
             }
         }
     }
-    let exit = if timed_out {
+    let exit = if timed_out || interrupted.is_some() {
         vm.stop(STOP_GRACE).await
     } else {
         vm.wait().await
@@ -249,7 +267,40 @@ async fn watch(
     Watched {
         exit,
         timed_out,
+        interrupted,
         ready_after,
+    }
+}
+
+/// SIGINT and SIGTERM, as far as they could be handled.
+struct Signals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// The next one's name; never, when neither could be handled.
+    async fn next(&mut self) -> &'static str {
+        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = one(&mut self.interrupt) => "SIGINT",
+            () = one(&mut self.terminate) => "SIGTERM",
+        }
     }
 }
 

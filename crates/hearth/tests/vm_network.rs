@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, TcpListener};
-use std::os::fd::AsRawFd;
+use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::Duration;
 
-use common::netlab::{answer, can_run, ip, serve_at, serve_in, Lab, HOST_ADDR, INTERNET_ADDR};
+use common::netlab::{can_run, ip, serve_at, serve_in, serve_on, Lab, HOST_ADDR, INTERNET_ADDR};
 use common::serve::Host;
 use hearth_store::{NetSlotStore, SqliteStore};
 use hearth_types::VmState;
@@ -268,21 +267,7 @@ fn a_debian_vm_has_its_address_before_its_first_service() {
 /// proxy's connections for the guest's web traffic go), answering like
 /// [`serve_in`].
 fn serve_web_in(ns: &str) {
-    let path = format!("/run/netns/{ns}");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("the namespace");
-        // SAFETY: setns(2) on an open namespace file; it moves only this thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        let listener = TcpListener::bind((INTERNET_ADDR, 80)).expect("bind :80");
-        tx.send(()).unwrap();
-        for stream in listener.incoming().flatten() {
-            let _ = answer(stream);
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("the web server");
+    serve_on(ns, INTERNET_ADDR, 80);
 }
 
 /// Domain rules from inside a real guest: its resolver is hearth's (the

@@ -56,54 +56,43 @@ pub fn narrow_running(vm: NicPolicy, tenant: Option<&NicPolicy>) -> NicPolicy {
 /// The networks both lists reach (an empty list reaches all): `None` when
 /// both reach all, `Some(empty)` when they share none.
 fn common_networks(vm: &[Ipv4Net], tenant: &[Ipv4Net]) -> Option<Vec<Ipv4Net>> {
-    match (vm.is_empty(), tenant.is_empty()) {
-        (true, true) => return None,
-        (true, false) => return Some(tenant.to_vec()),
-        (false, true) => return Some(vm.to_vec()),
-        (false, false) => {}
-    }
-    let mut common = Vec::new();
-    for v in vm {
-        for t in tenant {
-            let inner = if t.contains(v) {
-                *v
-            } else if v.contains(t) {
-                *t
-            } else {
-                continue;
-            };
-            if !common.contains(&inner) {
-                common.push(inner);
-            }
-        }
-    }
-    Some(common)
+    common(vm, tenant, |inner, outer| outer.contains(inner))
 }
 
 /// The names both lists let through, the same way.
 fn common_domains(vm: &[String], tenant: &[String]) -> Option<Vec<String>> {
+    common(vm, tenant, |inner, outer| domain_within(inner, outer))
+}
+
+/// What two lists both let through, `within(a, b)` saying whether `b`
+/// lets through all that `a` does: of each pair, the narrower.
+fn common<T: Clone + PartialEq>(
+    vm: &[T],
+    tenant: &[T],
+    within: impl Fn(&T, &T) -> bool,
+) -> Option<Vec<T>> {
     match (vm.is_empty(), tenant.is_empty()) {
         (true, true) => return None,
         (true, false) => return Some(tenant.to_vec()),
         (false, true) => return Some(vm.to_vec()),
         (false, false) => {}
     }
-    let mut common = Vec::new();
+    let mut both = Vec::new();
     for v in vm {
         for t in tenant {
-            let inner = if domain_within(v, t) {
+            let inner = if within(v, t) {
                 v
-            } else if domain_within(t, v) {
+            } else if within(t, v) {
                 t
             } else {
                 continue;
             };
-            if !common.contains(inner) {
-                common.push(inner.clone());
+            if !both.contains(inner) {
+                both.push(inner.clone());
             }
         }
     }
-    Some(common)
+    Some(both)
 }
 
 #[cfg(test)]

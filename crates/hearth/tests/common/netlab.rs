@@ -137,6 +137,11 @@ pub fn serve_in(ns: &str) -> u16 {
 
 /// The same server on `at` (any address of namespace `ns`): its port.
 pub fn serve_at(ns: &str, at: Ipv4Addr) -> u16 {
+    serve_on(ns, at, 0)
+}
+
+/// The same server on `at:port` (`0`: any free port): its port.
+pub fn serve_on(ns: &str, at: Ipv4Addr, port: u16) -> u16 {
     let path = format!("/run/netns/{ns}");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -144,7 +149,7 @@ pub fn serve_at(ns: &str, at: Ipv4Addr) -> u16 {
         // SAFETY: setns(2) on an open namespace file; it moves only this thread.
         let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
         assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        let listener = TcpListener::bind((at, 0)).expect("bind");
+        let listener = TcpListener::bind((at, port)).expect("bind");
         tx.send(listener.local_addr().unwrap().port()).unwrap();
         for stream in listener.incoming().flatten() {
             let _ = answer(stream);

@@ -824,7 +824,9 @@ pub struct ServeArgs {
     pub network_pool: hearth_net::TransitPool,
     /// The NIC a VM created without `network` gets: `nat`, or `none` (the
     /// default); a create says `"network": "none"` (`--network none`) to
-    /// have none whatever this says. Restores from snapshots get none.
+    /// have none whatever this says. Restores from snapshots get none;
+    /// with `nat`, pools without a template boot their VMs with a closed
+    /// NIC, opened to the create's policy at the hand-out.
     #[arg(long, value_enum, value_name = "MODE", default_value = "none")]
     pub default_network: NetworkArg,
     /// Where noVNC is, for the viewer page (default: where

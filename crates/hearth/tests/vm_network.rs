@@ -857,3 +857,102 @@ fn narrowing_reaches_running_vms(
         "the private network, its tenant's allowance taken back,",
     );
 }
+
+/// The pool's VMs now, as the admin sees them.
+fn pooled_vms(host: &mut Host) -> Vec<hearth_types::pool::PooledVm> {
+    let pool: hearth_types::pool::Pool = host.api().json("GET", "/v1/pools/minimal", None, 200);
+    pool.vms
+}
+
+/// Waits until the pool has a VM waiting: its id.
+fn waiting_vm(host: &mut Host) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let waiting = pooled_vms(host)
+            .into_iter()
+            .find(|v| v.state == hearth_types::pool::PoolVmState::Waiting);
+        if let Some(vm) = waiting {
+            return vm.id.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no pooled VM waits");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// On a server whose default network is NAT, a pool's VMs boot with a NIC
+/// that is closed while they wait (everything denied, no name resolved).
+/// A create that gets the default NIC is handed one: its NIC opens to the
+/// create's policy before its agent gets the address, so it reaches the
+/// internet server and its own denial is refused. A create with
+/// `--network none` does not fit the pool and boots cold, without a NIC.
+#[test]
+fn a_pooled_vm_s_nic_opens_to_the_create_s_policy_at_its_hand_out() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    let port = serve_in(&lab.internet_ns);
+    let mut host = Host::new(&[
+        "--network-prefix",
+        &lab.prefix,
+        "--network-namespace",
+        &lab.host_ns,
+        "--default-network",
+        "nat",
+    ]);
+    host.start();
+    let body = r#"{"size": 1, "ttl_secs": 900}"#;
+    let _: hearth_types::pool::Pool = host.api().json("PUT", "/v1/pools/minimal", Some(body), 200);
+    let pooled = waiting_vm(&mut host);
+    assert_eq!(
+        lab.leftovers().len(),
+        2,
+        "the waiting VM's namespace and link"
+    );
+    let closed = host.vm(&pooled).network_policy.expect("a pooled NIC");
+    assert_eq!(closed.deny, ["0.0.0.0/0"], "closed while it waits");
+
+    let id = host.create(&["--net-deny", "198.51.100.0/24", "--wait", "ready"]);
+    assert_eq!(id, pooled, "the create was handed the waiting VM");
+    let policy = host.vm(&id).network_policy.expect("a NIC");
+    assert_eq!(policy.deny, ["198.51.100.0/24"], "opened to the create's");
+    let reached = fetch_from(&mut host, &id, INTERNET_ADDR, port);
+    assert!(
+        reached.ends_with(&format!("\r\n\r\n{HOST_ADDR}\nnc: 0\n")),
+        "the handed-out VM reaches the internet server: {reached:?}"
+    );
+    let denied = fetch_from(&mut host, &id, Ipv4Addr::new(198, 51, 100, 7), port);
+    assert!(!denied.ends_with("nc: 0\n"), "{denied:?}");
+    let info: serde_json::Value =
+        serde_json::from_str(&host.vm_ok(&["network", &id, "--json"])).unwrap();
+    assert!(
+        info["refused_packets"].as_u64().unwrap_or(0) >= 1,
+        "its own denial is refused and counted: {info}"
+    );
+
+    let cold = host.create(&["--network", "none", "--wait", "ready"]);
+    assert!(
+        !pooled_vms(&mut host)
+            .iter()
+            .any(|v| v.id.to_string() == cold),
+        "a create without a NIC was handed a pooled VM"
+    );
+    assert!(host.vm(&cold).network_policy.is_none());
+
+    let (status, answer) = host.api().call("DELETE", "/v1/pools/minimal", None);
+    assert_eq!(status, 200, "{answer}");
+    for vm in [&id, &cold] {
+        host.vm_ok(&["rm", vm]);
+        host.wait_state(vm, VmState::Destroyed, Duration::from_secs(60));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !lab.leftovers().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left: {:?}",
+            lab.leftovers()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(held_slots(&host), 0);
+}

@@ -84,7 +84,7 @@ pub(super) async fn create_with_role(
     // A template boots a VM of its own: on QEMU its RAM is the template's
     // memory file from the start (see `shared_memory`).
     if role.is_none() {
-        if let Some(vm) = super::pool::hand_out(ctl, scope, &req, timeout).await? {
+        if let Some(vm) = super::pool::hand_out(ctl, scope, &req, nic.as_ref(), timeout).await? {
             return Ok(vm);
         }
     }
@@ -117,16 +117,20 @@ pub(super) async fn create_with_role(
 /// A VM for `image`'s pool, booted cold: the image's size, no
 /// configuration, the pool tenant's, recorded in its pool before it boots,
 /// with a readiness deadline past the pool's time to live (`keep`).
+/// `nic`: with a closed NIC (`pool::nic`).
 pub(super) async fn create_pooled(
     ctl: &Arc<Controller>,
     image: &str,
     assets: String,
     keep: Duration,
+    nic: Option<NicPolicy>,
 ) -> Result<VmId, ControlError> {
     let req = with_size(
         ctl,
         CreateVm {
             image: image.to_owned(),
+            network: nic.as_ref().map(|_| NetworkMode::Nat),
+            network_policy: nic.as_ref().map(NicPolicy::to_request),
             ..CreateVm::default()
         },
     );
@@ -136,7 +140,7 @@ pub(super) async fn create_pooled(
     let record = VmRecord::requested(id.clone(), TenantId::pool(), &req, now, deadline);
     ctl.store.insert_vm(&record).await?;
     super::pool::add_to_pool(ctl, &record, assets).await?;
-    tokio::spawn(boot(Arc::clone(ctl), record, None, true));
+    tokio::spawn(boot(Arc::clone(ctl), record, nic, true));
     Ok(id)
 }
 

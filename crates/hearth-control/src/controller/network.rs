@@ -183,20 +183,20 @@ async fn tell_guest(ctl: &Controller, id: &VmId, nic: &VmNic) -> Result<(), Stri
         .guest_config(id)
         .await
         .map_err(|e| error_chain(&e))?;
-    config.network = Some(guest_network(nic));
+    config.network = Some(guest_network(&nic.guest));
     let stored = ctl.store.set_guest_config(id, &config).await;
     stored.map_err(|e| error_chain(&e))
 }
 
-/// What the guest of `nic` is told: its address, the gateway as its
-/// route and resolver, its MAC.
-pub(crate) fn guest_network(nic: &VmNic) -> GuestNetwork {
+/// What a guest with addressing `guest` is told: its address, the
+/// gateway as its route and resolver, its MAC.
+pub(crate) fn guest_network(guest: &hearth_net::GuestAddressing) -> GuestNetwork {
     GuestNetwork {
-        mac: nic.guest.mac_text(),
-        address: nic.guest.address,
-        prefix_len: nic.guest.prefix_len,
-        gateway: nic.guest.gateway,
-        dns: vec![nic.guest.gateway],
+        mac: guest.mac_text(),
+        address: guest.address,
+        prefix_len: guest.prefix_len,
+        gateway: guest.gateway,
+        dns: vec![guest.gateway],
     }
 }
 

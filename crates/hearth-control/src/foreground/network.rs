@@ -50,7 +50,7 @@ impl RunNetwork {
             .reconcile(|owner| run_is_live(&lock_dir, owner))
             .await;
         let nic = networks.attach(vm, policy).await?;
-        let guest = guest_network(&nic);
+        let guest = guest_network(&nic.guest);
         let mac = nic.guest.mac_text();
         Ok(RunNetwork {
             networks,

@@ -17,6 +17,20 @@ pub const NO_DOMAIN: &str = "nothing.invalid";
 /// Every network: denied when nothing of a VM's `allow` is left.
 const EVERYWHERE: Ipv4Net = Ipv4Net::new(0, 0, 0, 0, 0);
 
+impl NicPolicy {
+    /// A policy that lets nothing through and resolves no name (a pooled
+    /// VM's while it waits for a tenant).
+    pub fn reaching_nothing() -> NicPolicy {
+        NicPolicy {
+            deny: vec![EVERYWHERE],
+            allow: Vec::new(),
+            bandwidth_kbit: None,
+            allow_domains: vec![NO_DOMAIN.to_owned()],
+            open: Vec::new(),
+        }
+    }
+}
+
 /// Running VM `vm`'s policy within its tenant's new one (`None`: the
 /// tenant has none any more: the VM keeps its own, without what the
 /// tenant opened).

@@ -17,7 +17,9 @@ pub enum Misfit {
     Backend,
     /// A command is on the kernel command line, fixed at boot.
     Command,
-    /// A NIC is made before the hypervisor starts; pooled VMs have none.
+    /// A NIC is made before the hypervisor starts: pooled VMs have one
+    /// exactly when the server's default network is NAT (and the pool
+    /// has no template), and a create must want the same.
     Network,
     /// A persistent VM's own disk is made at its first boot.
     Persistent,
@@ -33,7 +35,9 @@ impl Misfit {
         match self {
             Misfit::Backend => "pooled VMs run on qemu",
             Misfit::Command => "a command is fixed at boot",
-            Misfit::Network => "a NIC is fixed at boot and pooled VMs have none",
+            Misfit::Network => {
+                "a NIC is fixed at boot: the pool's VMs have one only on a server whose default network is nat (and a pool without a template), and the create must want the same"
+            }
             Misfit::Persistent => "a persistent VM's disk is made at its first boot",
             Misfit::Snapshot => "a restore starts from its snapshot",
             Misfit::Environment => {
@@ -46,14 +50,15 @@ impl Misfit {
 /// Whether `req` (its size already filled in) can be served by a pooled
 /// VM, restored from a template (`templated`) or booted cold; the size
 /// itself is matched by the store's take.
-pub(super) fn fits(req: &CreateVm, templated: bool) -> Result<(), Misfit> {
+/// `nic`: whether the pool's VMs have a NIC.
+pub(super) fn fits(req: &CreateVm, templated: bool, nic: bool) -> Result<(), Misfit> {
     if req.backend != BackendKind::Qemu {
         return Err(Misfit::Backend);
     }
     if !req.command.is_empty() {
         return Err(Misfit::Command);
     }
-    if req.network.is_some() {
+    if req.network.is_some() != nic {
         return Err(Misfit::Network);
     }
     if req.persistent {
@@ -90,8 +95,8 @@ mod tests {
             readiness_timeout_secs: Some(30),
             ..CreateVm::default()
         };
-        assert_eq!(fits(&ok, false), Ok(()));
-        assert_eq!(fits(&ok, true), Err(Misfit::Environment));
+        assert_eq!(fits(&ok, false, false), Ok(()));
+        assert_eq!(fits(&ok, true, false), Err(Misfit::Environment));
         let plain = CreateVm {
             config: GuestConfig {
                 env: Vec::new(),
@@ -99,21 +104,23 @@ mod tests {
             },
             ..ok.clone()
         };
-        assert_eq!(fits(&plain, true), Ok(()));
+        assert_eq!(fits(&plain, true, false), Ok(()));
         let fc = CreateVm {
             backend: BackendKind::Firecracker,
             ..ok.clone()
         };
-        assert_eq!(fits(&fc, false), Err(Misfit::Backend));
+        assert_eq!(fits(&fc, false, false), Err(Misfit::Backend));
         let cmd = CreateVm {
             command: vec!["true".into()],
             ..ok.clone()
         };
-        assert_eq!(fits(&cmd, false), Err(Misfit::Command));
+        assert_eq!(fits(&cmd, false, false), Err(Misfit::Command));
         let nic = CreateVm {
             network: Some(NetworkMode::Nat),
             ..ok
         };
-        assert_eq!(fits(&nic, false), Err(Misfit::Network));
+        assert_eq!(fits(&nic, false, false), Err(Misfit::Network));
+        assert_eq!(fits(&nic, false, true), Ok(()), "a NIC'd pool serves it");
+        assert_eq!(fits(&plain, true, true), Err(Misfit::Network));
     }
 }

@@ -1,7 +1,8 @@
 //! Handing a waiting VM out: the store's compare-and-set gives it the
 //! tenant, its configuration, a new creation time and readiness deadline;
-//! then its agent link sends the configuration, and the VM becomes ready
-//! when its services are (the agent says so, as after a cold boot).
+//! a NIC it has is opened to the create's policy; then its agent link
+//! sends the configuration, and the VM becomes ready when its services
+//! are (the agent says so, as after a cold boot).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,15 +12,18 @@ use hearth_store::PoolTake;
 use hearth_types::api::{CreateVm, Vm, DEFAULT_MEMORY_MIB, DEFAULT_VCPUS};
 use hearth_types::Timestamp;
 
-use super::{fit, pool_of, source};
+use hearth_net::NicPolicy;
+
+use super::{fit, nic, pool_of, source};
 use crate::controller::{ControlError, Controller, Scope};
 
 /// The pooled VM `req` gets, if its image has a pool with a waiting VM
-/// that fits; `None`: boot it cold.
+/// that fits; `None`: boot it cold. `policy`: its NIC's, merged.
 pub(in crate::controller) async fn hand_out(
     ctl: &Arc<Controller>,
     scope: &Scope,
     req: &CreateVm,
+    policy: Option<&NicPolicy>,
     timeout: Duration,
 ) -> Result<Option<Vm>, ControlError> {
     let pools = ctl.store.pools().await?;
@@ -27,10 +31,15 @@ pub(in crate::controller) async fn hand_out(
         return Ok(None);
     };
     let settings = &pool.settings;
-    if let Err(why) = fit::fits(req, settings.template.is_some()) {
+    let pooled_nic = nic::pooled_nic(ctl, pool);
+    if let Err(why) = fit::fits(req, settings.template.is_some(), pooled_nic) {
         tracing::info!(image = %req.image, why = why.as_str(), "create boots cold: it does not fit the pool");
         ctl.pools.count(&req.image, |c| c.cold += 1);
         return Ok(None);
+    }
+    let mut config = req.config.clone();
+    if pooled_nic {
+        config.network = Some(nic::guest_network());
     }
     let now = Timestamp::now();
     let ttl_ms = i64::try_from(settings.ttl_secs * 1000).unwrap_or(i64::MAX);
@@ -41,7 +50,7 @@ pub(in crate::controller) async fn hand_out(
         assets: source::assets_of(ctl, pool).await,
         born_after: Timestamp::from_millis(now.as_millis().saturating_sub(ttl_ms)),
         tenant: scope.tenant.clone(),
-        config: req.config.clone(),
+        config,
         at: now,
         ready_deadline: now.plus(timeout),
         message: format!(
@@ -55,6 +64,21 @@ pub(in crate::controller) async fn hand_out(
         return Ok(None);
     };
     let id = &record.vm.id;
+    let mut vm = record.vm.clone();
+    if let Some(policy) = policy.filter(|_| pooled_nic) {
+        if let Err(why) = nic::open(ctl, id, policy).await {
+            let message = format!("its network could not be opened at its hand-out: {why}");
+            crate::controller::cleanup::fail(
+                ctl,
+                id,
+                hearth_types::FailureCode::StartFailed,
+                message,
+            )
+            .await;
+            return Ok(ctl.store.vm(id).await?.map(|r| r.vm));
+        }
+        vm.network_policy = Some(policy.to_request());
+    }
     match ctl.links.get(id).map(|link| link.configure()) {
         Some(Ok(())) => {}
         // Its watcher ended (the VM is going): its state says so.
@@ -63,5 +87,5 @@ pub(in crate::controller) async fn hand_out(
     ctl.pools.count(&req.image, |c| c.handed_out += 1);
     ctl.counters.created.fetch_add(1, Ordering::Relaxed);
     tracing::info!(vm = %id, tenant = %scope.tenant, image = %req.image, "VM handed out from its pool");
-    Ok(Some(record.vm))
+    Ok(Some(vm))
 }

@@ -7,12 +7,15 @@
 //!   then its configuration to its agent.
 //! - `fill`: the reconciler that expires and refills pools, behind the
 //!   explicit creates.
+//! - `nic`: the closed NIC of a pooled VM on a server whose default
+//!   network is NAT, opened to the create's policy at the hand-out.
 //! - `source`: makes one pooled VM, a cold boot or a restore of the pool's
 //!   template snapshot, and fingerprints what it is made from.
 
 mod fill;
 mod fit;
 mod handout;
+mod nic;
 mod source;
 
 use std::collections::BTreeMap;

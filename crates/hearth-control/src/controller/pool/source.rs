@@ -20,8 +20,9 @@ use crate::controller::{create, restore, ControlError, Controller};
 pub(super) async fn make(ctl: &Arc<Controller>, pool: &PoolRecord) -> Result<VmId, ControlError> {
     let keep = Duration::from_secs(pool.settings.ttl_secs);
     let assets = assets_of(ctl, pool).await;
+    let nic = super::nic::pooled_nic(ctl, pool).then(super::nic::closed);
     match &pool.settings.template {
-        None => create::create_pooled(ctl, &pool.image, assets, keep).await,
+        None => create::create_pooled(ctl, &pool.image, assets, keep, nic).await,
         Some(name) => restore::create_pooled(ctl, name, assets, keep).await,
     }
 }
@@ -52,9 +53,13 @@ pub(in crate::controller) async fn add_to_pool(
 
 /// What a VM of `pool` is made from now: the image file, the default
 /// kernel and the QEMU binary, each by path, size and modification time,
-/// and the template snapshot (by name and when it was taken) if any.
+/// whether its VMs have a NIC, and the template snapshot (by name and when
+/// it was taken) if any.
 pub(super) async fn assets_of(ctl: &Controller, pool: &PoolRecord) -> String {
     let mut assets = boot_assets(ctl, &pool.image);
+    if super::nic::pooled_nic(ctl, pool) {
+        assets.push_str(";nic");
+    }
     if let Some(name) = &pool.settings.template {
         let taken = match ctl.store.snapshot(name).await {
             Ok(Some(s)) => s.created_at.as_millis(),

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use hearth_control::controller::{Controller, ControllerConfig, Scope};
 use hearth_guestkit::DataDir;
 use hearth_store::SqliteStore;
+use hearth_testkit::netlab::NamespacePair;
 use hearth_types::api::{CreateVm, ExecRequest, NetworkMode};
 use hearth_types::{VmId, VmState};
 
@@ -39,7 +40,7 @@ fn main() {
     let runs = env_number("RUNS", 3);
     let mib = env_number("MIB", 16);
     let lab = Lab::new();
-    let (port, timings) = serve(&lab.internet, mib << 20);
+    let (port, timings) = serve(&lab.pair.internet, mib << 20);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let dir = hearth_testkit::private_data_dir();
@@ -51,10 +52,10 @@ fn main() {
         for run in 1..=runs {
             guest_sh(&ctl, &id, &fetch).await;
             vm_secs.push(timings.recv().expect("the server's timing"));
-            host_sh(&lab.host, &fetch);
+            host_sh(&lab.pair.host, &fetch);
             ns_secs.push(timings.recv().expect("the server's timing"));
             vm_rtt.push(average_rtt(&guest_sh(&ctl, &id, &ping).await));
-            ns_rtt.push(average_rtt(&host_sh(&lab.host, &ping)));
+            ns_rtt.push(average_rtt(&host_sh(&lab.pair.host, &ping)));
             eprintln!(
                 "run {run}: {mib} MiB in {:.3} s (VM) vs {:.3} s (namespace); rtt {:.3} ms vs {:.3} ms",
                 vm_secs[run - 1],
@@ -106,52 +107,19 @@ fn env_number(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Two namespaces joined by a veth pair: `host` (203.0.113.1, where the
-/// VM networks hang off) and `internet` (203.0.113.2); removed on drop.
+/// The bench's namespaces (`hearth_testkit::netlab`: `host`, where the VM
+/// networks hang off, and `internet`), with the prefix of its VM networks.
 struct Lab {
     prefix: String,
-    host: String,
-    internet: String,
+    pair: NamespacePair,
 }
 
 impl Lab {
     fn new() -> Lab {
         let prefix = format!("b{:x}", std::process::id() % 0xf_ffff);
-        let lab = Lab {
-            host: format!("{prefix}h"),
-            internet: format!("{prefix}i"),
-            prefix,
-        };
-        let (h, i) = (lab.host.as_str(), lab.internet.as_str());
-        ip(&["netns", "add", h]);
-        ip(&["netns", "add", i]);
-        ip(&[
-            "-n", h, "link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns", i,
-        ]);
-        ip(&["-n", h, "addr", "add", "203.0.113.1/24", "dev", "up0"]);
-        ip(&["-n", i, "addr", "add", "203.0.113.2/24", "dev", "up1"]);
-        for (ns, link) in [(h, "up0"), (i, "up1"), (h, "lo"), (i, "lo")] {
-            ip(&["-n", ns, "link", "set", link, "up"]);
-        }
-        lab
+        let pair = NamespacePair::new(&prefix);
+        Lab { prefix, pair }
     }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in [&self.host, &self.internet] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A server in `ns` that answers each request with `bytes` bytes and
@@ -208,7 +176,7 @@ async fn controller(data: DataDir, lab: &Lab) -> Arc<Controller> {
     config.tick = Duration::from_millis(100);
     config.readiness_timeout = Duration::from_secs(600);
     config.network.prefix = lab.prefix.parse().expect("a prefix");
-    config.network.host_namespace = Some(lab.host.clone());
+    config.network.host_namespace = Some(lab.pair.host.clone());
     let ctl = Controller::new(Arc::new(store), config);
     ctl.start().await;
     ctl

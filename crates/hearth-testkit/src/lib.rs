@@ -2,11 +2,13 @@
 //! for kernels and images that every test process reuses (builds inside it
 //! are serialised by hearth's own build locks), and the tiny Firecracker
 //! test guest, the static guest agent, and a fake OAuth provider for
-//! offline login tests ([`fake_oauth`]).
+//! offline login tests ([`fake_oauth`]), and the namespaces of VM
+//! networks' tests ([`netlab`]).
 
 use std::path::PathBuf;
 
 pub mod fake_oauth;
+pub mod netlab;
 pub mod private_dir;
 pub mod pty;
 pub mod static_agent;

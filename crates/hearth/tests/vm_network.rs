@@ -18,12 +18,19 @@ use hearth_types::VmState;
 
 /// `hearth serve` with its VM networks off the lab's host namespace.
 fn networked_host(lab: &Lab) -> Host {
-    let mut host = Host::new(&[
+    networked_host_with(lab, &[])
+}
+
+/// The same with more `hearth serve` arguments.
+fn networked_host_with(lab: &Lab, more: &[&str]) -> Host {
+    let mut args = vec![
         "--network-prefix",
         &lab.prefix,
         "--network-namespace",
         &lab.host_ns,
-    ]);
+    ];
+    args.extend_from_slice(more);
+    let mut host = Host::new(&args);
     host.start();
     host
 }
@@ -284,19 +291,17 @@ fn domain_rules_allow_one_name_and_refuse_another_from_a_real_guest() {
     let lab = Lab::new();
     let port = serve_in(&lab.internet_ns);
     serve_web_in(&lab.internet_ns);
-    let mut host = Host::new(&[
-        "--network-prefix",
-        &lab.prefix,
-        "--network-namespace",
-        &lab.host_ns,
-        "--egress-host",
-        "good.test=203.0.113.2",
-        "--egress-host",
-        "bad.test=203.0.113.2",
-        "--egress-host",
-        "inside.test=10.9.9.9",
-    ]);
-    host.start();
+    let mut host = networked_host_with(
+        &lab,
+        &[
+            "--egress-host",
+            "good.test=203.0.113.2",
+            "--egress-host",
+            "bad.test=203.0.113.2",
+            "--egress-host",
+            "inside.test=10.9.9.9",
+        ],
+    );
     let bad_domain = host.vm_cli(&["create", "--network", "nat", "--net-allow-domain", "*"]);
     assert!(
         !bad_domain.status.success(),
@@ -656,15 +661,7 @@ fn tenant_policies_bound_their_vms_and_the_default_network_gives_a_nic_unless_re
     ]);
     let port = serve_in(&lab.internet_ns);
     let private_port = serve_at(&lab.internet_ns, PRIVATE_ADDR);
-    let mut host = Host::new(&[
-        "--network-prefix",
-        &lab.prefix,
-        "--network-namespace",
-        &lab.host_ns,
-        "--default-network",
-        "nat",
-    ]);
-    host.start();
+    let mut host = networked_host_with(&lab, &["--default-network", "nat"]);
     let admin = host.admin_token();
     let closed_token = host.mint(&["--tenant", "closed"]);
     let opened_token = host.mint(&["--tenant", "opened"]);
@@ -892,15 +889,7 @@ fn a_pooled_vm_s_nic_opens_to_the_create_s_policy_at_its_hand_out() {
     }
     let lab = Lab::new();
     let port = serve_in(&lab.internet_ns);
-    let mut host = Host::new(&[
-        "--network-prefix",
-        &lab.prefix,
-        "--network-namespace",
-        &lab.host_ns,
-        "--default-network",
-        "nat",
-    ]);
-    host.start();
+    let mut host = networked_host_with(&lab, &["--default-network", "nat"]);
     let body = r#"{"size": 1, "ttl_secs": 900}"#;
     let _: hearth_types::pool::Pool = host.api().json("PUT", "/v1/pools/minimal", Some(body), 200);
     let pooled = waiting_vm(&mut host);

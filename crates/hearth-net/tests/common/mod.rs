@@ -18,8 +18,8 @@ use std::time::Duration;
 use hearth_net::{netns, NetHost, Network, Prefix, TransitPool, VmNic};
 use hearth_store::SqliteStore;
 
-pub const HOST_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
-pub const INTERNET_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+use hearth_testkit::netlab::NamespacePair;
+pub use hearth_testkit::netlab::{ip, HOST_ADDR, INTERNET_ADDR};
 
 /// `None`, after one printed line, when this machine cannot run the tests.
 pub fn can_run() -> bool {
@@ -49,15 +49,8 @@ pub struct Lab {
     pub network: Network<SqliteStore>,
     /// Namespaces made by [`Lab::fake_guest`].
     guests: std::sync::Mutex<Vec<String>>,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    /// The host and internet namespaces, removed after the drop below.
+    _pair: NamespacePair,
 }
 
 fn unique_prefix() -> Prefix {
@@ -75,46 +68,8 @@ impl Lab {
     /// A lab whose slots are kept in `store`.
     pub fn with_store(store: Arc<SqliteStore>) -> Lab {
         let prefix = unique_prefix();
-        let host_ns = format!("{prefix}h");
-        let internet_ns = format!("{prefix}i");
-        ip(&["netns", "add", &host_ns]);
-        ip(&["netns", "add", &internet_ns]);
-        ip(&[
-            "-n",
-            &host_ns,
-            "link",
-            "add",
-            "up0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "up1",
-            "netns",
-            &internet_ns,
-        ]);
-        ip(&[
-            "-n",
-            &host_ns,
-            "addr",
-            "add",
-            "203.0.113.1/24",
-            "dev",
-            "up0",
-        ]);
-        ip(&["-n", &host_ns, "link", "set", "up0", "up"]);
-        ip(&[
-            "-n",
-            &internet_ns,
-            "addr",
-            "add",
-            "203.0.113.2/24",
-            "dev",
-            "up1",
-        ]);
-        ip(&["-n", &internet_ns, "link", "set", "up1", "up"]);
-        ip(&["-n", &internet_ns, "link", "set", "lo", "up"]);
-        ip(&["-n", &host_ns, "link", "set", "lo", "up"]);
+        let pair = NamespacePair::new(prefix.as_str());
+        let (host_ns, internet_ns) = (pair.host.clone(), pair.internet.clone());
         let server_port = serve_in(&internet_ns, INTERNET_ADDR);
         let host_port = serve_in(&host_ns, HOST_ADDR);
         let host = NetHost::new(prefix.clone(), TransitPool::default(), open_ns(&host_ns));
@@ -126,6 +81,7 @@ impl Lab {
             host_port,
             network: Network::new(host, store).with_slot_grace(Duration::ZERO),
             guests: std::sync::Mutex::new(Vec::new()),
+            _pair: pair,
         }
     }
 
@@ -280,7 +236,7 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", &name]).status();
         }
         let guests = std::mem::take(&mut *self.guests.lock().unwrap());
-        for name in guests.iter().chain([&self.host_ns, &self.internet_ns]) {
+        for name in &guests {
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }

@@ -13,7 +13,10 @@ use std::time::Duration;
 /// The test host namespace's address toward the internet namespace: what
 /// the server sees after both NATs.
 pub const HOST_ADDR: &str = "203.0.113.1";
-pub const INTERNET_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+use hearth_testkit::netlab::NamespacePair;
+// Not every test binary that includes `common` uses each of them.
+#[allow(unused_imports)]
+pub use hearth_testkit::netlab::{ip, ip_out, INTERNET_ADDR};
 
 /// False, after one printed line, when this machine cannot run the test.
 pub fn can_run() -> bool {
@@ -34,51 +37,30 @@ pub fn can_run() -> bool {
     false
 }
 
-pub fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-pub fn ip_out(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("running ip");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The test's namespaces: "host" (where VM networks hang off) and
-/// "internet", joined by a veth pair; removed on drop.
+/// "internet", joined by a veth pair; removed on drop, after the VM
+/// namespaces of ours a failed run left behind.
 pub struct Lab {
     pub prefix: String,
     pub host_ns: String,
     pub internet_ns: String,
     /// Other prefixes whose namespaces the drop removes too.
     pub also_remove: Vec<String>,
+    /// Removed after the drop above.
+    _pair: NamespacePair,
 }
 
 impl Lab {
     pub fn new() -> Lab {
         let prefix = format!("v{:x}", std::process::id() % 0xf_ffff);
-        let lab = Lab {
-            host_ns: format!("{prefix}h"),
-            internet_ns: format!("{prefix}i"),
+        let pair = NamespacePair::new(&prefix);
+        Lab {
+            host_ns: pair.host.clone(),
+            internet_ns: pair.internet.clone(),
             prefix,
             also_remove: Vec::new(),
-        };
-        let (h, i) = (lab.host_ns.as_str(), lab.internet_ns.as_str());
-        ip(&["netns", "add", h]);
-        ip(&["netns", "add", i]);
-        ip(&[
-            "-n", h, "link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns", i,
-        ]);
-        ip(&["-n", h, "addr", "add", "203.0.113.1/24", "dev", "up0"]);
-        ip(&["-n", i, "addr", "add", "203.0.113.2/24", "dev", "up1"]);
-        for (ns, link) in [(h, "up0"), (i, "up1"), (h, "lo"), (i, "lo")] {
-            ip(&["-n", ns, "link", "set", link, "up"]);
+            _pair: pair,
         }
-        lab
     }
 
     /// VM namespaces (`/run/netns/{prefix}-s*`) and host links of ours.
@@ -110,21 +92,16 @@ impl Lab {
 }
 
 impl Drop for Lab {
-    /// Also the VM namespaces a failed run left behind (its server, killed
-    /// first by the host's drop, could not remove them).
+    /// The VM namespaces a failed run left behind (its server, killed
+    /// first by the host's drop, could not remove them); the pair goes
+    /// after this.
     fn drop(&mut self) {
         let mut left = self.leftovers();
         for prefix in &self.also_remove {
             left.extend(self.leftovers_of(prefix));
         }
-        let vm_namespaces = left
-            .into_iter()
-            .filter_map(|l| l.strip_prefix("namespace ").map(str::to_owned));
-        let all: Vec<String> = vm_namespaces
-            .chain([self.host_ns.clone(), self.internet_ns.clone()])
-            .collect();
-        for ns in all {
-            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        for ns in left.iter().filter_map(|l| l.strip_prefix("namespace ")) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
 }

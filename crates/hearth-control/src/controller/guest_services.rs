@@ -105,6 +105,7 @@ impl GuestServices {
         let listeners = listeners.map_err(|e| error_chain(&e))?;
         let tokio_socket = |e: io::Error| format!("serving the guest's sockets: {e}");
         let dns_socket = UdpSocket::from_std(listeners.dns).map_err(tokio_socket)?;
+        let dns_tcp = TcpListener::from_std(listeners.dns_tcp).map_err(tokio_socket)?;
         let http = TcpListener::from_std(listeners.http).map_err(tokio_socket)?;
         let tls = TcpListener::from_std(listeners.tls).map_err(tokio_socket)?;
         let connector = Arc::new(InNamespace {
@@ -115,6 +116,7 @@ impl GuestServices {
         let dns = DnsResponder::new(self.resolver.clone());
         let tasks = vec![
             tokio::spawn(dns.clone().serve(dns_socket, policy.clone())),
+            tokio::spawn(dns.clone().serve_tcp(dns_tcp, policy.clone())),
             tokio::spawn(intercept(
                 http,
                 Intercepted::Http,

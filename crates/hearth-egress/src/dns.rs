@@ -1,5 +1,5 @@
 //! A small DNS responder for guests with a NIC: it answers the guest's
-//! queries (UDP) itself, resolving names through the host's [`Resolver`]
+//! queries (UDP, and TCP as RFC 7766 has it) itself, resolving names through the host's [`Resolver`]
 //! (or a static table in front of it), so the names a guest can learn are
 //! the ones its [`Policy`] allows and the addresses it learns are the ones
 //! the policy would let it connect to.
@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
 
 use crate::net::Resolver;
 use crate::policy::Policy;
@@ -39,6 +41,14 @@ const REFUSED: u8 = 5;
 const TTL_SECS: u32 = 30;
 /// The largest query read; a longer datagram is not a query of ours.
 const MAX_QUERY: usize = 1232;
+/// The largest answer sent over UDP (no EDNS): a longer one goes out
+/// truncated (TC set, no answers), and the client asks again over TCP.
+const MAX_UDP_ANSWER: usize = 512;
+/// How long a TCP client may take to send each query (its length and its
+/// bytes), and may stay idle between queries, before it is closed.
+const TCP_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most TCP clients served at once, per VM; more wait to be accepted.
+const MAX_TCP_CLIENTS: usize = 32;
 
 /// What the responder did, per VM.
 #[derive(Debug, Default)]
@@ -162,9 +172,66 @@ impl DnsResponder {
             let (me, socket, policy) = (self.clone(), socket.clone(), policy.clone());
             tokio::spawn(async move {
                 if let Some(answer) = me.answer(&query, &policy).await {
-                    let _ = socket.send_to(&answer, peer).await;
+                    let _ = socket.send_to(&truncated_for_udp(answer), peer).await;
                 }
             });
+        }
+    }
+
+    /// Answers the queries of every client on `listener` (DNS over TCP,
+    /// each message after its 2-byte length), a bounded number at once,
+    /// until the task is dropped.
+    pub async fn serve_tcp(self, listener: TcpListener, policy: Arc<Policy>) {
+        let clients = Arc::new(Semaphore::new(MAX_TCP_CLIENTS));
+        loop {
+            let Ok(permit) = clients.clone().acquire_owned().await else {
+                return;
+            };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, "dns: accepting over TCP");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let (me, policy) = (self.clone(), policy.clone());
+            tokio::spawn(async move {
+                if let Err(e) = me.answer_stream(stream, &policy, TCP_QUERY_TIMEOUT).await {
+                    tracing::debug!(error = %e, "dns: a TCP client");
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    /// Answers one TCP client's queries, in order, until it closes, sends
+    /// what is not a query, or takes longer than `timeout` over one.
+    async fn answer_stream(
+        &self,
+        mut stream: TcpStream,
+        policy: &Policy,
+        timeout: Duration,
+    ) -> std::io::Result<()> {
+        loop {
+            let query = match tokio::time::timeout(timeout, read_message(&mut stream)).await {
+                Ok(Ok(Some(query))) => query,
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no whole query in time",
+                    ))
+                }
+            };
+            let Some(answer) = self.answer(&query, policy).await else {
+                return Ok(());
+            };
+            let len = u16::try_from(answer.len()).unwrap_or(u16::MAX);
+            let mut framed = len.to_be_bytes().to_vec();
+            framed.extend_from_slice(&answer[..usize::from(len)]);
+            stream.write_all(&framed).await?;
         }
     }
 
@@ -222,6 +289,43 @@ impl DnsResponder {
             (false, false) => (Rcode::Answer, allowed),
         }
     }
+}
+
+/// One length-prefixed message of a TCP client; `None` when it closed
+/// between messages.
+async fn read_message(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = usize::from(u16::from_be_bytes(len));
+    if len > MAX_QUERY {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a {len}-byte query (at most {MAX_QUERY})"),
+        ));
+    }
+    let mut query = vec![0u8; len];
+    stream.read_exact(&mut query).await?;
+    Ok(Some(query))
+}
+
+/// `answer` as UDP may carry it: over [`MAX_UDP_ANSWER`] bytes, its
+/// header and question only, with TC set (RFC 1035 4.2.1).
+fn truncated_for_udp(mut answer: Vec<u8>) -> Vec<u8> {
+    if answer.len() <= MAX_UDP_ANSWER {
+        return answer;
+    }
+    let question_end = HEADER
+        + read_name(&answer, HEADER)
+            .map(|(_, end)| end - HEADER + 4)
+            .unwrap_or(0);
+    answer.truncate(question_end.min(answer.len()));
+    answer[2] |= 0x02;
+    answer[6..8].copy_from_slice(&[0, 0]);
+    answer
 }
 
 /// The question of a standard query. `Err(Some(id))`: a query, malformed
@@ -374,5 +478,95 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rcode(&missing), NXDOMAIN);
+    }
+
+    /// One query over a TCP connection: its answer.
+    async fn ask_tcp(stream: &mut TcpStream, query: &[u8]) -> Vec<u8> {
+        let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(query);
+        stream.write_all(&framed).await.unwrap();
+        read_message(stream).await.unwrap().expect("an answer")
+    }
+
+    #[tokio::test]
+    async fn queries_over_tcp_get_the_same_answers() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        let policy = Arc::new(Policy::allow_list(["good.test"]).unwrap());
+        let served = tokio::spawn(responder().serve_tcp(listener, policy));
+        let mut stream = TcpStream::connect(at).await.unwrap();
+        let ok = ask_tcp(&mut stream, &query("good.test", 1)).await;
+        assert_eq!(rcode(&ok), NOERROR);
+        assert_eq!(&ok[ok.len() - 4..], &[203, 0, 113, 2]);
+        // A second query on the same connection (RFC 7766 6.2.1).
+        let no = ask_tcp(&mut stream, &query("bad.test", 1)).await;
+        assert_eq!(rcode(&no), REFUSED);
+        let mut oversized = 2000u16.to_be_bytes().to_vec();
+        oversized.extend_from_slice(&[0; 2000]);
+        stream.write_all(&oversized).await.unwrap();
+        let mut rest = Vec::new();
+        let closed = stream.read_to_end(&mut rest).await;
+        assert!(
+            closed.is_err() || rest.is_empty(),
+            "closed without an answer"
+        );
+        served.abort();
+    }
+
+    #[tokio::test]
+    async fn a_slow_tcp_client_is_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let policy = Policy::any_domain();
+        let dns = responder();
+        let timeout = Duration::from_millis(200);
+        let served = tokio::spawn(async move { dns.answer_stream(server, &policy, timeout).await });
+        // A length and half a query, then nothing: slowloris.
+        let q = query("good.test", 1);
+        client
+            .write_all(&(q.len() as u16).to_be_bytes())
+            .await
+            .unwrap();
+        client.write_all(&q[..5]).await.unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("the server gave up on the client")
+            .unwrap();
+        assert_eq!(ended.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        let mut rest = Vec::new();
+        let _ = client.read_to_end(&mut rest).await;
+        assert!(rest.is_empty());
+    }
+
+    #[tokio::test]
+    async fn long_answers_are_truncated_on_udp_and_whole_on_tcp() {
+        let many: Vec<IpAddr> = (1..=40u8)
+            .map(|i| IpAddr::V4(Ipv4Addr::new(203, 0, 113, i)))
+            .collect();
+        let hosts = StaticHosts::new(Arc::new(StaticResolver::default()))
+            .with("many.test", &many)
+            .unwrap();
+        let dns = DnsResponder::new(Arc::new(hosts));
+        let q = query("many.test", 1);
+        let whole = dns.answer(&q, &Policy::any_domain()).await.unwrap();
+        assert_eq!(u16::from_be_bytes([whole[6], whole[7]]), 40);
+        assert!(whole.len() > MAX_UDP_ANSWER);
+        let cut = truncated_for_udp(whole.clone());
+        assert_eq!(cut.len(), q.len(), "header and question only");
+        assert_eq!(cut[2] & 0x02, 0x02, "TC set");
+        assert_eq!(&cut[6..8], &[0, 0]);
+        assert_eq!(&cut[HEADER..], &q[HEADER..]);
+        let short = dns
+            .answer(&query("many.test", 28), &Policy::any_domain())
+            .await
+            .unwrap();
+        assert_eq!(
+            truncated_for_udp(short.clone()),
+            short,
+            "short answers pass"
+        );
     }
 }

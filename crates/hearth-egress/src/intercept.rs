@@ -1,8 +1,9 @@
 //! Web traffic redirected to the proxy by the network (a VM with a NIC: its
 //! namespace sends the guest's TCP 80 and 443 here), rather than sent to it
-//! as proxy requests. The name comes from what the client sends first: the
-//! `Host` header of a plain HTTP request, or the server name (SNI) of a TLS
-//! ClientHello. From there it is the proxy's own path: the domain rules,
+//! as proxy requests. The name comes from what the client sends: the
+//! `Host` header of every plain HTTP request on the connection (see
+//! `keepalive.rs`), or the server name (SNI) of a TLS ClientHello. From
+//! there it is the proxy's own path: the domain rules,
 //! the name resolved here and every address checked, a connection to a
 //! checked address, the bytes relayed (TLS untouched: the proxy never sees
 //! inside it), the record and the counters.
@@ -11,9 +12,10 @@ use std::time::{Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
+use crate::keepalive::parse_intercepted;
 use crate::policy::Policy;
 use crate::relay::Counted;
-use crate::target::{parse_authority, read_head, BadRequest, Target};
+use crate::target::{parse_authority, read_head, Target};
 use crate::{answer, ConnectionRecord, Egress, Kind, Outcome, Refusal, Seen, TUNNEL_BUFFER};
 
 /// Which protocol an intercepted connection speaks (by the port it was
@@ -84,8 +86,19 @@ impl Egress {
     where
         C: AsyncRead + AsyncWrite + Unpin + Send,
     {
+        if protocol == Intercepted::Http {
+            let head = tokio::time::timeout(
+                self.limits.head_timeout,
+                read_head(client, self.limits.max_head),
+            )
+            .await
+            .map_err(|_| Refusal::timeout())?
+            .map_err(Refusal::head)?;
+            let first = parse_intercepted(head).map_err(Refusal::bad_request)?;
+            return self.intercept_http(client, first, policy, seen).await;
+        }
         let (first, target) =
-            tokio::time::timeout(self.limits.head_timeout, self.read_name(client, protocol))
+            tokio::time::timeout(self.limits.head_timeout, self.read_name(client))
                 .await
                 .map_err(|_| Refusal::timeout())??;
         seen.target = Some(target.clone());
@@ -108,42 +121,28 @@ impl Egress {
         Ok(())
     }
 
-    /// What the client sent first (to be passed on), and the target it
+    /// The ClientHello (to be passed on), and the target its server name
     /// names.
     async fn read_name<C>(
         &self,
         client: &mut BufReader<Counted<C>>,
-        protocol: Intercepted,
     ) -> Result<(Vec<u8>, Target), Refusal>
     where
         C: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        match protocol {
-            Intercepted::Http => {
-                let head = read_head(client, self.limits.max_head)
-                    .await
-                    .map_err(Refusal::head)?;
-                let host = host_header(&head).map_err(Refusal::bad_request)?;
-                let target = parse_authority(&host, Some(80)).map_err(Refusal::bad_request)?;
-                Ok((head, Target { port: 80, ..target }))
-            }
-            Intercepted::Tls => {
-                let hello = read_record(client).await.map_err(|why| {
-                    Refusal::client(None, format!("not a TLS ClientHello: {why}"))
-                })?;
-                let name = server_name(&hello[5..]).ok_or_else(|| {
-                    Refusal::client(None, "the ClientHello names no server (SNI)".into())
-                })?;
-                let target = parse_authority(&name, Some(443)).map_err(Refusal::bad_request)?;
-                Ok((
-                    hello,
-                    Target {
-                        port: protocol.port(),
-                        ..target
-                    },
-                ))
-            }
-        }
+        let hello = read_record(client)
+            .await
+            .map_err(|why| Refusal::client(None, format!("not a TLS ClientHello: {why}")))?;
+        let name = server_name(&hello[5..])
+            .ok_or_else(|| Refusal::client(None, "the ClientHello names no server (SNI)".into()))?;
+        let target = parse_authority(&name, Some(443)).map_err(Refusal::bad_request)?;
+        Ok((
+            hello,
+            Target {
+                port: Intercepted::Tls.port(),
+                ..target
+            },
+        ))
     }
 
     pub(crate) fn finish<C>(
@@ -170,31 +169,6 @@ impl Egress {
         self.counters.count(&record.outcome);
         self.sink.record(record.clone());
         record
-    }
-}
-
-/// The one `Host` header of a request head (no port check: the
-/// connection's own port is used).
-fn host_header(head: &[u8]) -> Result<String, BadRequest> {
-    let mut headers = [httparse::EMPTY_HEADER; 100];
-    let mut request = httparse::Request::new(&mut headers);
-    request
-        .parse(head)
-        .map_err(|e| BadRequest::Malformed(e.to_string()))?;
-    let mut hosts = request
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("host"));
-    match (hosts.next(), hosts.next()) {
-        (Some(h), None) => {
-            let text = String::from_utf8_lossy(h.value).trim().to_owned();
-            Ok(text
-                .rsplit_once(':')
-                .map_or(text.clone(), |(name, _)| name.to_owned()))
-        }
-        _ => Err(BadRequest::Malformed(
-            "an intercepted request needs exactly one Host header".into(),
-        )),
     }
 }
 
@@ -318,14 +292,5 @@ mod tests {
         assert_eq!(server_name(&record[5..record.len() - 3]), None, "truncated");
         let mut http = &b"GET / HTTP/1.1\r\n\r\n"[..];
         assert!(read_record(&mut http).await.is_err());
-    }
-
-    #[test]
-    fn the_host_header_names_the_target() {
-        let head = b"GET / HTTP/1.1\r\nHost: Good.Test:8080\r\n\r\n";
-        assert_eq!(host_header(head).unwrap(), "Good.Test");
-        assert!(host_header(b"GET / HTTP/1.1\r\n\r\n").is_err());
-        let two = b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n";
-        assert!(host_header(two).is_err());
     }
 }

@@ -12,6 +12,7 @@
 mod dns;
 mod hosts;
 mod intercept;
+mod keepalive;
 mod net;
 mod policy;
 mod record;

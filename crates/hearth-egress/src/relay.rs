@@ -261,7 +261,7 @@ where
     }
 }
 
-async fn copy_exact<R, W>(from: &mut R, to: &mut W, n: u64) -> io::Result<()>
+pub(crate) async fn copy_exact<R, W>(from: &mut R, to: &mut W, n: u64) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,

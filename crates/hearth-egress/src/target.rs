@@ -215,7 +215,7 @@ pub(crate) fn parse_request(head: &[u8]) -> Result<Request, BadRequest> {
 }
 
 /// `http://host[:port]/path?query` into the target and the origin-form.
-fn parse_absolute(uri: &str) -> Result<(Target, String), BadRequest> {
+pub(crate) fn parse_absolute(uri: &str) -> Result<(Target, String), BadRequest> {
     let scheme_end = uri.find("://").ok_or(BadRequest::NotProxyForm)?;
     match &uri[..scheme_end] {
         s if s.eq_ignore_ascii_case("http") => {}
@@ -289,7 +289,7 @@ fn list_values(headers: &[Header], name: &str) -> Vec<String> {
 
 /// How the request's body is delimited; refuses the ambiguous cases that
 /// request smuggling is made of.
-fn body_of(headers: &[Header]) -> Result<Body, BadRequest> {
+pub(crate) fn body_of(headers: &[Header]) -> Result<Body, BadRequest> {
     let codings = list_values(headers, "transfer-encoding");
     let lengths = list_values(headers, "content-length");
     if !codings.is_empty() {

@@ -26,6 +26,8 @@ pub const INTERCEPT_TLS_PORT: u16 = 15443;
 #[derive(Debug)]
 pub struct GuestListeners {
     pub dns: UdpSocket,
+    /// The resolver over TCP, on the same port (RFC 7766).
+    pub dns_tcp: TcpListener,
     pub http: TcpListener,
     pub tls: TcpListener,
 }
@@ -43,16 +45,23 @@ impl NetHost {
                 source,
             };
             let dns = UdpSocket::bind(at(DNS_PORT)).map_err(|e| fail("DNS", e))?;
+            let dns_tcp = TcpListener::bind(at(DNS_PORT)).map_err(|e| fail("DNS over TCP", e))?;
             let http = TcpListener::bind(at(INTERCEPT_HTTP_PORT)).map_err(|e| fail("HTTP", e))?;
             let tls = TcpListener::bind(at(INTERCEPT_TLS_PORT)).map_err(|e| fail("TLS", e))?;
             for set in [
                 dns.set_nonblocking(true),
+                dns_tcp.set_nonblocking(true),
                 http.set_nonblocking(true),
                 tls.set_nonblocking(true),
             ] {
                 set.map_err(|e| fail("listening", e))?;
             }
-            Ok(GuestListeners { dns, http, tls })
+            Ok(GuestListeners {
+                dns,
+                dns_tcp,
+                http,
+                tls,
+            })
         })
         .await
     }

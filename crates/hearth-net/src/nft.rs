@@ -82,6 +82,7 @@ table ip {NS_TABLE} {{
   chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
     {from_guest} udp dport 53 dnat to {gw}:{DNS_PORT}
+    {from_guest} tcp dport 53 dnat to {gw}:{DNS_PORT}
     {from_guest} tcp dport 80 dnat to {gw}:{INTERCEPT_HTTP_PORT}
     {from_guest} tcp dport 443 dnat to {gw}:{INTERCEPT_TLS_PORT}
   }}
@@ -90,6 +91,7 @@ table ip {NS_TABLE} {{
     iifname \"lo\" accept
     ct state established,related accept
     {from_guest} ip daddr {gw} udp dport {DNS_PORT} accept
+    {from_guest} ip daddr {gw} tcp dport {DNS_PORT} accept
     {from_guest} ip daddr {gw} tcp dport {{ {INTERCEPT_HTTP_PORT}, {INTERCEPT_TLS_PORT} }} accept
   }}
   chain forward {{

@@ -124,3 +124,37 @@ async fn a_rate_limit_slows_a_download_against_the_same_one_unlimited() {
     assert!(lab.network.detach(&vm(1)).await.unwrap());
     assert!(lab.network.detach(&vm(2)).await.unwrap());
 }
+
+#[tokio::test]
+async fn the_guests_dns_over_tcp_reaches_the_hosts_resolver_whatever_server_it_names() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.network.host().prepare().await.unwrap();
+    let nic = lab
+        .network
+        .attach(&vm(5), &NicPolicy::default())
+        .await
+        .unwrap();
+    let slot = nic.slot;
+    let guest = lab.fake_guest(nic);
+    let listeners = lab.network.host().guest_listeners(slot).await.unwrap();
+    let dns_tcp = listeners.dns_tcp;
+    dns_tcp.set_nonblocking(false).unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for stream in dns_tcp.incoming().take(2) {
+            let _ = stream.unwrap().write_all(b"resolver");
+        }
+    });
+    let gateway = lab.ask_port(&guest, hearth_net::GUEST_GATEWAY, hearth_net::DNS_PORT);
+    assert_eq!(gateway.unwrap(), "resolver");
+    let elsewhere = lab.ask_port(&guest, Ipv4Addr::new(198, 51, 100, 53), 53);
+    assert_eq!(
+        elsewhere.unwrap(),
+        "resolver",
+        "another server's TCP 53 is redirected"
+    );
+    assert!(lab.network.detach(&vm(5)).await.unwrap());
+}

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod cli_vms;
 pub mod credentials;
+pub mod egress_refusals;
 pub mod egress_settings;
 pub mod net_slots;
 pub mod pools;
@@ -28,6 +29,7 @@ pub use credentials::{
     CredentialMeta, CredentialOwner, CredentialRecord, CredentialStore, Rewrap, SealedParts,
     KEEP_CREDENTIAL_VERSIONS,
 };
+pub use egress_refusals::{EgressRefusalStore, EgressRefusals};
 pub use egress_settings::{EgressSettingsRecord, EgressSettingsStore};
 pub use net_slots::{NetSlot, NetSlotStore, SlotClaim};
 pub use pools::{PoolRecord, PoolStore, PoolTake, PoolVmRecord};
@@ -68,6 +70,7 @@ pub trait Store:
     + EgressSettingsStore
     + NetSlotStore
     + TenantNetworkStore
+    + EgressRefusalStore
     // Warm pools (issue 11).
     + PoolStore
     // Snapshots.

@@ -125,11 +125,12 @@ pub struct VmNetworkInfo {
     /// The resolver hearth answers the guest's DNS with (the gateway).
     pub resolver: String,
     /// The guest's DNS queries refused (a name its domain rules leave
-    /// out, or whose every address its policy refuses) since the
-    /// controller started serving it.
+    /// out, or whose every address its policy refuses) since its network
+    /// was first served, across controller restarts.
     pub refused_queries: u64,
-    /// The guest's web connections the egress proxy refused (domain rules,
-    /// denied or private addresses), over the same time.
+    /// The guest's web connections (or requests on a kept-alive one) the
+    /// egress proxy refused (domain rules, denied or private addresses),
+    /// over the same time.
     pub refused_connections: u64,
 }
 

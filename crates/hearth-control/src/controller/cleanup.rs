@@ -313,7 +313,8 @@ fn copy_regular(src: &Path, dest: &Path) -> std::io::Result<u64> {
 }
 
 /// Prunes archives past the retention age, then the oldest while the total
-/// is over the size limit.
+/// is over the size limit; a pruned VM's egress refusal totals go with its
+/// archive (kept until then, as what its network refused).
 pub(super) async fn apply_retention(ctl: &Controller) -> Result<(), ControlError> {
     let archives = ctl.store.archives().await?;
     let oldest_kept = Timestamp::now().as_millis() - ctl.config.retention_age.as_millis() as i64;
@@ -324,6 +325,7 @@ pub(super) async fn apply_retention(ctl: &Controller) -> Result<(), ControlError
         }
         let _ = std::fs::remove_dir_all(&a.path);
         ctl.store.delete_archive(&a.vm).await?;
+        ctl.store.delete_egress_refusals(&a.vm).await?;
         total = total.saturating_sub(a.bytes);
         tracing::info!(vm = %a.vm, bytes = a.bytes, "archived logs pruned by retention");
     }

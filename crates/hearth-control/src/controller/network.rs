@@ -57,7 +57,7 @@ impl Networks {
         };
         let network = host_ns.map(|ns| {
             let host = NetHost::new(config.prefix.clone(), config.pool, ns);
-            Network::new(host, store)
+            Network::new(host, store.clone())
         });
         Networks {
             network,
@@ -68,6 +68,7 @@ impl Networks {
                     .resolver
                     .clone()
                     .unwrap_or_else(|| Arc::new(hearth_egress::SystemResolver)),
+                store,
             ),
         }
     }

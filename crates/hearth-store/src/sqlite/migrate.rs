@@ -103,6 +103,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0015_tenant_network",
         sql: include_str!("../migrations/0015_tenant_network.sql"),
     },
+    // What networked VMs' resolvers and proxies refused, across restarts.
+    Migration {
+        version: 16,
+        name: "0016_egress_refusals",
+        sql: include_str!("../migrations/0016_egress_refusals.sql"),
+    },
 ];
 
 /// The schema version this build writes: the last migration's number.

@@ -12,6 +12,7 @@ mod archives;
 mod cells;
 mod cli_vms;
 mod credentials;
+mod egress_refusals;
 mod egress_settings;
 mod error;
 mod jobs;
@@ -610,6 +611,35 @@ impl EgressSettingsStore for SqliteStore {
             format_args!("deleting the egress settings of {tenant}"),
             |c| egress_settings::delete(c, tenant, user),
         )
+    }
+}
+
+#[async_trait]
+impl crate::EgressRefusalStore for SqliteStore {
+    async fn put_egress_refusals(
+        &self,
+        vm: &VmId,
+        totals: crate::EgressRefusals,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.run(format_args!("storing the egress refusals of {vm}"), |c| {
+            egress_refusals::put(c, vm, totals, at)
+        })
+    }
+
+    async fn egress_refusals(
+        &self,
+        vm: &VmId,
+    ) -> Result<Option<crate::EgressRefusals>, StoreError> {
+        self.run(format_args!("reading the egress refusals of {vm}"), |c| {
+            egress_refusals::get(c, vm)
+        })
+    }
+
+    async fn delete_egress_refusals(&self, vm: &VmId) -> Result<(), StoreError> {
+        self.run(format_args!("deleting the egress refusals of {vm}"), |c| {
+            egress_refusals::delete(c, vm)
+        })
     }
 }
 

@@ -87,7 +87,7 @@ async fn create_refuses_unknown_fields_malformed_json_and_bad_values() {
         (
             r#"{"network":"nat","backend":"firecracker"}"#,
             "invalid_request",
-            "cannot give a VM a NIC",
+            "has none",
         ),
         (r#"{"network":"nat"}"#, "invalid_request", "has none"),
         (

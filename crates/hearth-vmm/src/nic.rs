@@ -1,10 +1,13 @@
 //! [`Nic`]: a guest NIC as the caller made it, handed to a backend at
-//! start. The backend never opens `/dev/net/tun` (nor needs the right to):
-//! it is given the TAP already made (by `hearth-net`, as root) and passes
-//! it to the hypervisor, which keeps it open across its drop to the VM's
-//! own user.
+//! start. The backend is given the TAP already made (by `hearth-net`, as
+//! root). QEMU gets it by descriptor and keeps it open across its drop to
+//! the VM's own user. Firecracker opens its TAP by name itself, so it runs
+//! inside the TAP's namespace and the TAP is handed over: made persistent
+//! and owned by the VM's user, the caller's descriptor closed
+//! ([`hand_over`]); the namespace's removal takes it away.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 
 /// A TAP and the guest MAC the agent finds the NIC by.
 #[derive(Debug)]
@@ -12,6 +15,50 @@ pub struct Nic {
     pub tap: OwnedFd,
     /// `02:68:74:00:00:02`.
     pub mac: String,
+    /// The TAP's name in its namespace (`tap0`).
+    pub tap_name: String,
+    /// The network namespace the TAP is in (`/run/netns/NAME`), where a
+    /// hypervisor that opens the TAP by name must run; `None`: the
+    /// caller's own.
+    pub namespace: Option<PathBuf>,
+}
+
+/// Makes `tap` outlive its descriptor, which is closed, so that a process
+/// of user `owner` (uid, gid; `None`: root only) opens it by name.
+pub(crate) fn hand_over(tap: OwnedFd, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+    let set = |request, value: libc::c_ulong| {
+        // SAFETY: a TUN ioctl taking an integer argument, on a TAP
+        // descriptor we own.
+        let rc = unsafe { libc::ioctl(tap.as_raw_fd(), request, value) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    if let Some((uid, gid)) = owner {
+        set(libc::TUNSETOWNER, libc::c_ulong::from(uid))?;
+        set(libc::TUNSETGROUP, libc::c_ulong::from(gid))?;
+    }
+    set(libc::TUNSETPERSIST, 1)?;
+    drop(tap);
+    Ok(())
+}
+
+/// Makes `cmd`'s child enter network namespace `ns` before anything else
+/// it does (before it drops privileges). The caller keeps `ns` open until
+/// the spawn returned.
+pub(crate) fn enter_namespace(cmd: &mut tokio::process::Command, ns: RawFd) {
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls setns(2), which is async-signal-safe, on a descriptor number
+    // it was given.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(ns, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// A copy of `fd` numbered 3 or above, close-on-exec: the spawn sets up

@@ -1004,3 +1004,146 @@ async fn an_accepted_connect_reaches_a_jailed_firecrackers_guest_through_the_lin
     })
     .await;
 }
+
+/// A network namespace of the test's own, removed on drop.
+struct TestNamespace(String);
+
+impl TestNamespace {
+    fn new() -> TestNamespace {
+        let name = format!("fcn{:x}", std::process::id() % 0xf_ffff);
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {name}");
+        TestNamespace(name)
+    }
+
+    fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.0)
+    }
+
+    /// `ip -n NS ARGS`' output.
+    fn ip(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &self.0])
+            .args(args)
+            .output()
+            .expect("ip runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// TAP `tap0` made inside, as hearth-net makes one: its descriptor.
+    fn tap(&self) -> std::os::fd::OwnedFd {
+        let path = self.path();
+        let made = std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let ns = std::fs::File::open(path).unwrap();
+            // SAFETY: setns(2) on an open namespace file; it moves only this thread.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0);
+            let tun = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/net/tun")
+                .unwrap();
+            // SAFETY: ifreq is plain old data; TUNSETIFF reads and writes
+            // this one, alive for the call, on the open descriptor.
+            let rc = unsafe {
+                let mut request: libc::ifreq = std::mem::zeroed();
+                for (slot, b) in request.ifr_name.iter_mut().zip(b"tap0") {
+                    *slot = *b as libc::c_char;
+                }
+                request.ifr_ifru.ifru_flags =
+                    (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
+                libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut request)
+            };
+            assert_eq!(rc, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+            std::os::fd::OwnedFd::from(tun)
+        });
+        let tap = made.join().expect("the TAP");
+        self.ip(&["link", "set", "tap0", "up"]);
+        tap
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// A VM given a NIC: Firecracker runs in the TAP's namespace (its own
+/// network namespace is that one, not the host's), opens the TAP by name
+/// (`GET /vm/config` lists it, and the TAP has a carrier, which only an
+/// attached process gives it), jailed too when `HEARTH_JAILER` is set.
+#[tokio::test]
+async fn a_nic_s_firecracker_runs_in_its_namespace_and_opens_its_tap_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fc) = firecracker(&dir.path().join("cache")) else {
+        return;
+    };
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/net/tun").exists() {
+        eprintln!("skipped: a NIC needs root and /dev/net/tun");
+        return;
+    }
+    let jailer = std::env::var_os(JAILER_ENV).filter(|v| !v.is_empty());
+    let mut backends = vec![("plain", fc.clone())];
+    match jailer {
+        Some(jailer) => backends.push((
+            "jailed",
+            fc.with_jailer(Some(jailer.into()))
+                .isolated(Arc::new(Isolation::for_host())),
+        )),
+        None => eprintln!("HEARTH_JAILER is not set: the jailed half is skipped"),
+    }
+    for (how, fc) in backends {
+        let ns = TestNamespace::new();
+        let marker = "hearth-nic-guest";
+        let elf = tiny_guest_elf_ending(marker, GuestEnd::HaltForever);
+        let mut vm = description(dir.path(), write_kernel(dir.path(), "halt.elf", &elf));
+        vm.run_dir = dir.path().join(vm.id.as_str());
+        let nic = hearth_vmm::Nic {
+            tap: ns.tap(),
+            mac: "02:68:74:00:00:02".into(),
+            tap_name: "tap0".into(),
+            namespace: Some(ns.path()),
+        };
+        bounded(async {
+            let mut running = fc
+                .start_with_nic(&vm, Box::new(|_| {}), nic)
+                .await
+                .expect("firecracker starts the guest with its NIC");
+            wait_for_marker(&mut running, marker).await;
+            let inode = |p: PathBuf| std::fs::metadata(p).unwrap().ino();
+            let theirs = inode(PathBuf::from(format!("/proc/{}/ns/net", running.pid())));
+            assert_eq!(theirs, inode(ns.path()), "{how}: in the NIC's namespace");
+            assert_ne!(theirs, inode(PathBuf::from("/proc/self/ns/net")), "{how}");
+            let link = ns.ip(&["link", "show", "tap0"]);
+            assert!(
+                !link.contains("NO-CARRIER"),
+                "{how}: tap0 is not attached: {link}"
+            );
+            let socket = match how {
+                "jailed" => Jail::of(&vm, fc.binary()).root.join("firecracker.sock"),
+                _ => vm.run_dir.join("firecracker.sock"),
+            };
+            let api = ApiClient::new(socket, Duration::from_secs(2));
+            let config: serde_json::Value =
+                serde_json::from_slice(&api.get("/vm/config").await.unwrap()).unwrap();
+            let nics = &config["network-interfaces"];
+            assert_eq!(nics[0]["host_dev_name"], "tap0", "{how}: {config}");
+            assert_eq!(nics[0]["guest_mac"], "02:68:74:00:00:02", "{how}: {config}");
+            running.stop(Duration::from_millis(200)).await;
+        })
+        .await;
+        drop(ns);
+        assert!(
+            processes_using(dir.path()).is_empty(),
+            "{how}: firecracker left running"
+        );
+    }
+}

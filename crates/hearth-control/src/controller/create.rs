@@ -204,12 +204,6 @@ fn check_network(ctl: &Controller, req: &CreateVm) -> Result<(), ControlError> {
         }
         return Ok(());
     }
-    if req.backend != BackendKind::Qemu {
-        return Err(ControlError::Invalid(format!(
-            "network: the {} backend cannot give a VM a NIC yet; use the qemu backend, or ask for \"network\": \"none\"",
-            req.backend
-        )));
-    }
     if !(ctl.config.agent_readiness && super::agent::image_has_agent(ctl, &req.image)) {
         return Err(ControlError::Invalid(format!(
             "network: the guest agent configures the NIC, and image {:?} has none (or this server \

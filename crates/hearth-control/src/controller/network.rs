@@ -169,13 +169,24 @@ pub(super) async fn attach(
     policy: &NicPolicy,
 ) -> Result<hearth_vmm::Nic, String> {
     let nic = ctl.networks.attach(id, policy).await?;
-    let mac = nic.guest.mac_text();
     let told = tell_guest(ctl, id, &nic).await;
     if let Err(why) = told {
         undo(ctl, id).await;
         return Err(why);
     }
-    Ok(hearth_vmm::Nic { tap: nic.tap, mac })
+    Ok(vmm_nic(nic))
+}
+
+/// What the hypervisor is given of `nic`: its TAP (by descriptor, and by
+/// name in the VM's namespace) and the guest's MAC.
+pub(crate) fn vmm_nic(nic: VmNic) -> hearth_vmm::Nic {
+    let namespace = std::path::Path::new(hearth_net::netns::NETNS_DIR).join(&nic.name);
+    hearth_vmm::Nic {
+        mac: nic.guest.mac_text(),
+        tap: nic.tap,
+        tap_name: hearth_net::TAP_NAME.to_owned(),
+        namespace: Some(namespace),
+    }
 }
 
 async fn tell_guest(ctl: &Controller, id: &VmId, nic: &VmNic) -> Result<(), String> {

@@ -18,7 +18,7 @@ use hearth_store::SqliteStore;
 use hearth_types::guest::GuestNetwork;
 use hearth_types::{error_chain, VmId};
 
-use crate::controller::network::{guest_network, NetworkConfig, Networks};
+use crate::controller::network::{guest_network, vmm_nic, NetworkConfig, Networks};
 
 /// The names of foreground runs' namespaces and links: `hrun-s3`.
 pub const RUN_PREFIX: &str = "hrun";
@@ -51,12 +51,11 @@ impl RunNetwork {
             .await;
         let nic = networks.attach(vm, policy).await?;
         let guest = guest_network(&nic.guest);
-        let mac = nic.guest.mac_text();
         Ok(RunNetwork {
             networks,
             vm: vm.clone(),
             lock: Some((lock, lock_path)),
-            nic: Some(hearth_vmm::Nic { tap: nic.tap, mac }),
+            nic: Some(vmm_nic(nic)),
             guest,
         })
     }

@@ -157,6 +157,23 @@ impl Endpoint for Vsock {
     }
 }
 
+/// A virtio-net device on a TAP Firecracker opens by name in its own
+/// network namespace (`PUT /network-interfaces/{iface_id}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkInterface {
+    pub iface_id: String,
+    /// `02:68:74:00:00:02`: the agent finds the NIC by it.
+    pub guest_mac: String,
+    pub host_dev_name: String,
+}
+
+impl Endpoint for NetworkInterface {
+    fn path(&self) -> String {
+        format!("/network-interfaces/{}", self.iface_id)
+    }
+}
+
 /// What `PUT /actions` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ActionType {

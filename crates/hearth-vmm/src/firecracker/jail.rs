@@ -184,6 +184,7 @@ pub fn jailer_args(
     firecracker: &Path,
     user: &VmUser,
     jail: &Jail,
+    netns: Option<&Path>,
     firecracker_args: Vec<OsString>,
 ) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec![
@@ -197,8 +198,12 @@ pub fn jailer_args(
         user.gid.to_string().into(),
         "--chroot-base-dir".into(),
         jail.base.clone().into(),
-        "--".into(),
     ];
+    if let Some(netns) = netns {
+        a.push("--netns".into());
+        a.push(netns.into());
+    }
+    a.push("--".into());
     a.extend(firecracker_args);
     a
 }
@@ -292,21 +297,26 @@ mod tests {
         let vm = vm(Path::new("/data"));
         let jail = Jail::of(&vm, Path::new("/usr/bin/firecracker"));
         let fc_args = vec!["--api-sock".into(), "/firecracker.sock".into()];
-        let args = jailer_args(
-            &vm,
-            Path::new("/usr/bin/firecracker"),
-            &user(),
-            &jail,
-            fc_args,
-        );
-        let line: Vec<String> = args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let line = |netns: Option<&Path>| {
+            let fc = Path::new("/usr/bin/firecracker");
+            let args = jailer_args(&vm, fc, &user(), &jail, netns, fc_args.clone());
+            let words: Vec<String> = args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            words.join(" ")
+        };
         assert_eq!(
-            line.join(" "),
+            line(None),
             "--id vm-0123456789ab --exec-file /usr/bin/firecracker --uid 2000000042 \
              --gid 2000000042 --chroot-base-dir /data/vm/jail -- --api-sock /firecracker.sock"
+        );
+        assert_eq!(
+            line(Some(Path::new("/run/netns/hearth-s3"))),
+            "--id vm-0123456789ab --exec-file /usr/bin/firecracker --uid 2000000042 \
+             --gid 2000000042 --chroot-base-dir /data/vm/jail --netns /run/netns/hearth-s3 \
+             -- --api-sock /firecracker.sock",
+            "a NIC's namespace, which the jailer enters before it drops to the user"
         );
     }
 

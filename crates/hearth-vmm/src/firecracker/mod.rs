@@ -34,13 +34,13 @@ use tokio::process::Command;
 
 use self::api::{
     ActionType, BootSource, Drive, Endpoint, InstanceAction, LogLevel, Logger, MachineConfig,
-    Metrics, Vsock,
+    Metrics, NetworkInterface, Vsock,
 };
 use self::client::{ApiClient, ApiError};
 use self::jail::{FcPaths, Jail, JAILER_ENV, JAIL_DIR};
 use crate::isolation::{files, Confinement, Isolation, IsolationReport, Request};
 use crate::process::{self, ExitHook, ExitInfo, ProcessLogs, RunningVm, VmControl};
-use crate::{Hypervisor, OnSpawn, VmmError};
+use crate::{Hypervisor, Nic, OnSpawn, VmmError};
 
 /// The environment variable naming the firecracker binary to use.
 pub const BINARY_ENV: &str = "HEARTH_FIRECRACKER";
@@ -160,6 +160,7 @@ impl Firecracker {
         kernel: &Path,
         files: &RunFiles,
         vsock: Option<&Vsock>,
+        tap: Option<TapHandOver>,
     ) -> Result<(RunningVm, FcPaths), VmmError> {
         let request = Request {
             overhead_mib: OVERHEAD_MIB,
@@ -167,10 +168,20 @@ impl Firecracker {
             host_paths: self.jailer.is_none(),
         };
         let mut confinement = self.isolation.confine(vm, request)?;
+        let namespace = tap.as_ref().map(|t| t.namespace.as_path());
         let launched = self
-            .command(vm, kernel, files, vsock, &mut confinement)
-            .and_then(|(mut cmd, paths, as_user)| {
+            .command(vm, kernel, files, vsock, namespace, &mut confinement)
+            .and_then(|(mut cmd, paths, as_user, ns)| {
+                if let Some(tap) = tap {
+                    let owner = confinement.user().map(|u| (u.uid, u.gid));
+                    crate::nic::hand_over(tap.fd, owner).map_err(|source| VmmError::Io {
+                        path: tap.namespace.clone(),
+                        source,
+                    })?;
+                }
                 confinement.apply(&mut cmd, as_user)?;
+                // The namespace stays open until the child entered it.
+                let _ns = ns;
                 let logs = ProcessLogs {
                     console_log: vm.console_log.clone(),
                     stderr_log: files.stderr.clone(),
@@ -199,14 +210,17 @@ impl Firecracker {
     /// The command to spawn, the paths Firecracker will see, and whether
     /// the child drops to the VM's user itself (the jailer does it for a
     /// jailed Firecracker, after setting up the jail as root).
+    /// `namespace`: the network namespace Firecracker runs in (a NIC's),
+    /// whose open file the caller keeps until the spawn returned.
     fn command(
         &self,
         vm: &VmDescription,
         kernel: &Path,
         files: &RunFiles,
         vsock: Option<&Vsock>,
+        namespace: Option<&Path>,
         confinement: &mut Confinement,
-    ) -> Result<(Command, FcPaths, bool), VmmError> {
+    ) -> Result<(Command, FcPaths, bool, Option<std::fs::File>), VmmError> {
         let host = files.paths(vm, kernel, vsock);
         let user = confinement.user().cloned();
         if let (Some(jailer), Some(user)) = (&self.jailer, &user) {
@@ -217,8 +231,9 @@ impl Firecracker {
             confinement.report.jailer = true;
             let mut cmd = Command::new(jailer);
             let fc_args = firecracker_args(&inside, None);
-            cmd.args(jail::jailer_args(vm, &self.binary, user, &jail, fc_args));
-            return Ok((cmd, inside, false));
+            let args = jail::jailer_args(vm, &self.binary, user, &jail, namespace, fc_args);
+            cmd.args(args);
+            return Ok((cmd, inside, false, None));
         }
         confinement.report.off.push(match &self.jailer {
             Some(_) => {
@@ -245,7 +260,16 @@ impl Firecracker {
         let mut cmd = Command::new(&self.binary);
         cmd.args(firecracker_args(&paths, Some(&vm.id)))
             .current_dir(&vm.run_dir);
-        Ok((cmd, paths, true))
+        // Entered first, before the confinement drops to the VM's user.
+        let ns = namespace.map(std::fs::File::open).transpose();
+        let ns = ns.map_err(|source| VmmError::Io {
+            path: namespace.map(Path::to_owned).unwrap_or_default(),
+            source,
+        })?;
+        if let Some(ns) = &ns {
+            crate::nic::enter_namespace(&mut cmd, std::os::fd::AsRawFd::as_raw_fd(ns));
+        }
+        Ok((cmd, paths, true, ns))
     }
 
     /// When Firecracker ends: the isolation's release, and the jail goes
@@ -260,6 +284,38 @@ impl Firecracker {
             }
         })
     }
+}
+
+/// A NIC's TAP on its way to Firecracker: its descriptor, to hand over,
+/// and the namespace it is in.
+struct TapHandOver {
+    fd: std::os::fd::OwnedFd,
+    namespace: PathBuf,
+}
+
+/// What Firecracker is given of `nic`: its TAP to hand over, and the
+/// network interface that names it. A NIC whose TAP is in no namespace
+/// of its own is refused: Firecracker would open it in hearth's.
+fn hand_over_plan(nic: Nic) -> Result<(TapHandOver, NetworkInterface), VmmError> {
+    let Some(namespace) = nic.namespace else {
+        return Err(VmmError::Io {
+            path: PathBuf::from("/dev/net/tun"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a Firecracker NIC needs its TAP in a network namespace of its own",
+            ),
+        });
+    };
+    let interface = NetworkInterface {
+        iface_id: "eth0".to_owned(),
+        guest_mac: nic.mac,
+        host_dev_name: nic.tap_name,
+    };
+    let tap = TapHandOver {
+        fd: nic.tap,
+        namespace,
+    };
+    Ok((tap, interface))
 }
 
 /// `path` relative to the run directory when it is inside it: the paths a
@@ -289,9 +345,17 @@ impl Firecracker {
         vm: &VmDescription,
         on_spawn: OnSpawn,
         state: Option<&Path>,
+        nic: Option<Nic>,
     ) -> Result<RunningVm, VmmError> {
         vm.validate()?;
         self.check_binary()?;
+        let (tap, interface) = match nic {
+            Some(nic) => {
+                let (tap, interface) = hand_over_plan(nic)?;
+                (Some(tap), Some(interface))
+            }
+            None => (None, None),
+        };
         let load = state
             .map(|state| snapshot::load_request(vm, &self.binary, state))
             .transpose()?;
@@ -302,7 +366,7 @@ impl Firecracker {
             remove_stale_socket(&vsock.uds_path)?;
         }
         let spawned_at = Instant::now();
-        let (mut running, paths) = self.spawn(vm, &kernel, &files, vsock.as_ref())?;
+        let (mut running, paths) = self.spawn(vm, &kernel, &files, vsock.as_ref(), tap)?;
         on_spawn(running.process());
         let mut boot = Boot {
             api: ApiClient::new(files.socket.clone(), CALL_TIMEOUT),
@@ -311,7 +375,7 @@ impl Firecracker {
         };
         let set_up = match &load {
             Some(load) => boot.restore(&paths, load).await,
-            None => boot.run(vm, &paths).await,
+            None => boot.run(vm, &paths, interface.as_ref()).await,
         };
         if let Err(err) = set_up {
             running.kill().await;
@@ -339,7 +403,18 @@ impl Hypervisor for Firecracker {
         vm: &VmDescription,
         on_spawn: OnSpawn,
     ) -> Result<RunningVm, VmmError> {
-        self.launch(vm, on_spawn, None).await
+        self.launch(vm, on_spawn, None, None).await
+    }
+
+    /// Firecracker opens the TAP by name, so it runs in the TAP's
+    /// namespace, and the TAP is handed over to it (`nic::hand_over`).
+    async fn start_with_nic(
+        &self,
+        vm: &VmDescription,
+        on_spawn: OnSpawn,
+        nic: Nic,
+    ) -> Result<RunningVm, VmmError> {
+        self.launch(vm, on_spawn, None, Some(nic)).await
     }
 
     fn build(&self) -> String {
@@ -384,7 +459,7 @@ impl Hypervisor for Firecracker {
         state: &Path,
         on_spawn: OnSpawn,
     ) -> Result<RunningVm, VmmError> {
-        self.launch(vm, on_spawn, Some(state)).await
+        self.launch(vm, on_spawn, Some(state), None).await
     }
 
     async fn adopt(&self, vm: &VmDescription, process: ProcessRef) -> Result<RunningVm, VmmError> {
@@ -426,7 +501,12 @@ struct Boot<'a> {
 
 impl Boot<'_> {
     /// Configures the guest with the paths Firecracker sees, and starts it.
-    async fn run(&mut self, vm: &VmDescription, paths: &FcPaths) -> Result<(), VmmError> {
+    async fn run(
+        &mut self,
+        vm: &VmDescription,
+        paths: &FcPaths,
+        interface: Option<&NetworkInterface>,
+    ) -> Result<(), VmmError> {
         let spawned_at = Instant::now();
         self.wait_for_socket().await?;
         let since_spawn_ms = spawned_at.elapsed().as_secs_f64() * 1000.0;
@@ -443,6 +523,9 @@ impl Boot<'_> {
                 uds_path: uds_path.clone(),
             };
             self.put(&device).await?;
+        }
+        if let Some(interface) = interface {
+            self.put(interface).await?;
         }
         self.instance_start().await
     }

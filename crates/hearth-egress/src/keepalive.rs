@@ -16,7 +16,8 @@ use std::io;
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::relay::{copy_exact, relay_chunked, Counted, Idle, Watched};
-use crate::target::{body_of, parse_absolute, parse_authority, read_head, BadRequest, Header};
+use crate::target::{body_of, owned_headers, parse_absolute, parse_authority, read_head};
+use crate::target::{BadRequest, Header};
 use crate::target::{Body, HeadError, Target};
 use crate::{Egress, Policy, Refusal, Seen};
 
@@ -203,14 +204,7 @@ pub(crate) fn parse_intercepted(head: Vec<u8>) -> Result<Intercepted, BadRequest
     let (Some(method), Some(uri)) = (request.method, request.path) else {
         return Err(BadRequest::Malformed("incomplete request line".into()));
     };
-    let headers: Vec<Header> = request
-        .headers
-        .iter()
-        .map(|h| Header {
-            name: h.name.to_owned(),
-            value: h.value.to_vec(),
-        })
-        .collect();
+    let headers = owned_headers(request.headers);
     let target = if uri.contains("://") {
         parse_absolute(uri)?.0
     } else {

@@ -195,14 +195,7 @@ pub(crate) fn parse_request(head: &[u8]) -> Result<Request, BadRequest> {
         return Ok(Request::Connect(parse_authority(uri, None)?));
     }
     let (target, path) = parse_absolute(uri)?;
-    let headers: Vec<Header> = request
-        .headers
-        .iter()
-        .map(|h| Header {
-            name: h.name.to_owned(),
-            value: h.value.to_vec(),
-        })
-        .collect();
+    let headers = owned_headers(request.headers);
     let body = body_of(&headers)?;
     Ok(Request::Forward(Forward {
         method: method.to_owned(),
@@ -215,6 +208,17 @@ pub(crate) fn parse_request(head: &[u8]) -> Result<Request, BadRequest> {
 }
 
 /// `http://host[:port]/path?query` into the target and the origin-form.
+/// A parsed head's headers, owned.
+pub(crate) fn owned_headers(parsed: &[httparse::Header<'_>]) -> Vec<Header> {
+    parsed
+        .iter()
+        .map(|h| Header {
+            name: h.name.to_owned(),
+            value: h.value.to_vec(),
+        })
+        .collect()
+}
+
 pub(crate) fn parse_absolute(uri: &str) -> Result<(Target, String), BadRequest> {
     let scheme_end = uri.find("://").ok_or(BadRequest::NotProxyForm)?;
     match &uri[..scheme_end] {
